@@ -1,0 +1,91 @@
+/*
+ * segment.h - ordered batches of journal records, and their compressed on-disk form.
+ *
+ * Every message the gateway will send to Kafka (a telemetry record or a dead letter) is a
+ * journal record with a record id (rid): a number that grows by one per record for the life
+ * of the journal, so that rid order is arrival order. Records are grouped into segments; a
+ * segment is the unit the journal compresses, writes and deletes, because an SD card's life
+ * is counted in bytes written and one compressed batch costs a fraction of one row per
+ * reading.
+ *
+ * A segment may hold a subset of a rid range (the records not yet delivered when it was
+ * written), so each record carries its own rid. The serialized form is a sequence of
+ * delta-encoded varint fields, then compressed as a whole (zstd or lz4): consecutive records
+ * share keys and timestamps that the codec then removes.
+ *
+ * Not thread-safe: a segment belongs to one thread (the pipeline thread).
+ */
+#ifndef TG_SEGMENT_H
+#define TG_SEGMENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+enum tg_jrecord_kind {
+    TG_JREC_TELEMETRY = 0, /* canonical record for the telemetry topic */
+    TG_JREC_DLQ = 1,       /* rejected payload for the dead-letter topic */
+};
+
+/* One journal record. The byte fields point into the segment (or the caller's memory when
+ * appending); aux carries kind-specific data (DLQ: the encoded reason headers). */
+struct tg_jrecord {
+    uint64_t rid;
+    enum tg_jrecord_kind kind;
+    int64_t ts_ms; /* Kafka timestamp: device event time (DLQ: receive time) */
+    int64_t rx_ms; /* when the gateway received the message */
+    const uint8_t *key;
+    size_t key_len;
+    const uint8_t *value;
+    size_t value_len;
+    const uint8_t *aux;
+    size_t aux_len;
+};
+
+enum tg_codec_id {
+    TG_CODEC_NONE = 0,
+    TG_CODEC_ZSTD = 1,
+    TG_CODEC_LZ4 = 2,
+};
+
+/* Parses "zstd", "lz4" or "none". Returns TG_ERR_CONFIG for anything else. */
+tg_err tg_codec_id_parse(const char *name, enum tg_codec_id *out);
+const char *tg_codec_id_name(enum tg_codec_id codec);
+
+struct tg_segment;
+
+/* A new empty segment that accepts records until its serialized size would pass max_bytes.
+ * NULL on allocation failure. */
+struct tg_segment *tg_segment_new(size_t max_bytes);
+void tg_segment_destroy(struct tg_segment *seg);
+
+/* Empties the segment for reuse, keeping its buffers. */
+void tg_segment_reset(struct tg_segment *seg);
+
+/* Appends a copy of rec. rids must increase strictly within a segment.
+ * TG_ERR_FULL when the record does not fit (a record larger than max_bytes on its own is
+ * accepted into an empty segment, so no record is ever unstorable). */
+tg_err tg_segment_append(struct tg_segment *seg, const struct tg_jrecord *rec);
+
+size_t tg_segment_count(const struct tg_segment *seg);
+size_t tg_segment_raw_bytes(const struct tg_segment *seg);
+
+/* Record idx (0-based, in append order). Pointers stay valid until the segment changes. */
+void tg_segment_get(const struct tg_segment *seg, size_t idx, struct tg_jrecord *out);
+
+/* Index of the record with this rid, or -1 when the segment does not hold it. */
+long tg_segment_find(const struct tg_segment *seg, uint64_t rid);
+
+/* Compresses the serialized records into *out (malloc'd, caller frees) with codec.
+ * level: zstd level (ignored by lz4/none). */
+tg_err tg_segment_compress(const struct tg_segment *seg, enum tg_codec_id codec, int level,
+                           uint8_t **out, size_t *out_len);
+
+/* Replaces the segment's content by the records in blob, as written by tg_segment_compress.
+ * raw_bytes is the serialized size recorded with the blob. Corrupt input (bad codec data,
+ * truncated fields, rids not increasing) is TG_ERR_INTERNAL and leaves the segment empty. */
+tg_err tg_segment_load(struct tg_segment *seg, enum tg_codec_id codec, const uint8_t *blob,
+                       size_t blob_len, size_t raw_bytes);
+
+#endif
