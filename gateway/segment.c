@@ -348,3 +348,41 @@ tg_err tg_segment_load(struct tg_segment *seg, enum tg_codec_id codec, const uin
     }
     return TG_OK;
 }
+
+/* Headers: repeated (varint name_len, name, varint value_len, value) until aux ends. */
+tg_err tg_jrecord_headers_put(uint8_t *buf, size_t cap, size_t *len, const char *name,
+                              const void *value, size_t value_len)
+{
+    size_t name_len = strlen(name);
+    if (*len + 20 + name_len + value_len > cap)
+        return TG_ERR_FULL;
+    uint8_t *p = buf + *len;
+    p += put_varint(p, name_len);
+    memcpy(p, name, name_len);
+    p += name_len;
+    p += put_varint(p, value_len);
+    if (value_len)
+        memcpy(p, value, value_len);
+    p += value_len;
+    *len = (size_t)(p - buf);
+    return TG_OK;
+}
+
+bool tg_jrecord_headers_next(const uint8_t *aux, size_t aux_len, size_t *pos, const char **name,
+                             size_t *name_len, const uint8_t **value, size_t *value_len)
+{
+    const uint8_t *p = aux + *pos, *end = aux + aux_len;
+    uint64_t nl, vl;
+    if (p >= end || !get_varint(&p, end, &nl) || nl > (uint64_t)(end - p))
+        return false;
+    *name = (const char *)p;
+    *name_len = (size_t)nl;
+    p += nl;
+    if (!get_varint(&p, end, &vl) || vl > (uint64_t)(end - p))
+        return false;
+    *value = p;
+    *value_len = (size_t)vl;
+    p += vl;
+    *pos = (size_t)(p - aux);
+    return true;
+}

@@ -18,6 +18,7 @@
 #ifndef TG_SEGMENT_H
 #define TG_SEGMENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -87,5 +88,14 @@ tg_err tg_segment_compress(const struct tg_segment *seg, enum tg_codec_id codec,
  * truncated fields, rids not increasing) is TG_ERR_INTERNAL and leaves the segment empty. */
 tg_err tg_segment_load(struct tg_segment *seg, enum tg_codec_id codec, const uint8_t *blob,
                        size_t blob_len, size_t raw_bytes);
+
+/* Record headers carried in aux (DLQ reason, MQTT topic...): name/value pairs, each
+ * length-prefixed. tg_jrecord_headers_put appends one pair to buf (cap bytes, *len in
+ * use): TG_ERR_FULL when it does not fit. tg_jrecord_headers_next walks them: *pos starts
+ * at 0; returns false at the end or on malformed input. */
+tg_err tg_jrecord_headers_put(uint8_t *buf, size_t cap, size_t *len, const char *name,
+                              const void *value, size_t value_len);
+bool tg_jrecord_headers_next(const uint8_t *aux, size_t aux_len, size_t *pos, const char **name,
+                             size_t *name_len, const uint8_t **value, size_t *value_len);
 
 #endif

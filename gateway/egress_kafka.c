@@ -1,0 +1,365 @@
+/*
+ * egress_kafka.c - librdkafka producer for telemetry and dead-letter records.
+ *
+ * In-flight bookkeeping: every produced message carries, as its opaque, a pointer to a slot
+ * of a fixed table (sized by queue_max_messages) holding its rid, kind and timestamp. A rid
+ * is 64 bits and a pointer may be 32 (armhf), so the rid cannot travel in the opaque itself;
+ * the slot table also means no allocation of ours per message.
+ */
+#include "egress_kafka.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define SCHEMA_VERSION "1"
+
+struct slot {
+    uint64_t rid;
+    int64_t ts_ms;
+    enum tg_jrecord_kind kind;
+    int next_free;
+};
+
+struct tg_egress {
+    rd_kafka_t *rk;
+    rd_kafka_topic_t *rkt;
+    rd_kafka_topic_t *rkt_dlq;
+    rd_kafka_queue_t *mainq;
+    int pipe_rd, pipe_wr;
+    char content_type[64];
+
+    tg_egress_delivery_fn fn;
+    void *ud;
+
+    struct slot *slots;
+    int n_slots;
+    int free_head;
+    size_t in_flight;
+
+    bool up;
+    bool fatal;
+};
+
+static tg_err set_prop(rd_kafka_conf_t *conf, const char *section, const char *key,
+                       const char *val, char *err, size_t errlen)
+{
+    char rkerr[512];
+    if (rd_kafka_conf_set(conf, key, val, rkerr, sizeof rkerr) != RD_KAFKA_CONF_OK) {
+        snprintf(err, errlen, "%s %s = %s: %s", section, key, val, rkerr);
+        return TG_ERR_CONFIG;
+    }
+    return TG_OK;
+}
+
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    /* syslog levels: 0-3 error, 4 warning, 5-6 info, 7 debug */
+    tg_log_level lvl = level <= 3   ? TG_LOG_LEVEL_ERROR
+                       : level == 4 ? TG_LOG_LEVEL_WARN
+                       : level <= 6 ? TG_LOG_LEVEL_INFO
+                                    : TG_LOG_LEVEL_DEBUG;
+    TG_LOG(lvl, "kafka", "librdkafka %s: %s", fac, buf);
+}
+
+static void on_error(rd_kafka_t *rk, int code, const char *reason, void *opaque)
+{
+    struct tg_egress *eg = opaque;
+    rd_kafka_resp_err_t err = (rd_kafka_resp_err_t)code;
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+        eg->up = false;
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        char why[512];
+        rd_kafka_fatal_error(rk, why, sizeof why);
+        eg->fatal = true;
+        TG_LOG_ERROR("kafka", "fatal producer error, the producer will be recreated: %s", why);
+        return;
+    }
+    TG_LOG_RATELIMITED(TG_LOG_LEVEL_WARN, "kafka", 10000, "%s: %s", rd_kafka_err2name(err),
+                       reason);
+}
+
+/* Broker state from the statistics JSON: up when any real broker (nodeid >= 0; bootstrap
+ * entries have -1) is in state "UP". Runs on the polling thread. */
+static int on_stats(rd_kafka_t *rk, char *json, size_t json_len, void *opaque)
+{
+    (void)rk;
+    struct tg_egress *eg = opaque;
+    json_error_t jerr;
+    json_t *root = json_loadb(json, json_len, 0, &jerr);
+    if (!root)
+        return 0;
+    json_t *brokers = json_object_get(root, "brokers");
+    const char *name;
+    json_t *b;
+    bool any_up = false;
+    json_object_foreach(brokers, name, b)
+    {
+        json_t *id = json_object_get(b, "nodeid");
+        const char *st = json_string_value(json_object_get(b, "state"));
+        if (json_is_integer(id) && json_integer_value(id) >= 0 && st && strcmp(st, "UP") == 0)
+            any_up = true;
+    }
+    eg->up = any_up;
+    json_decref(root);
+    return 0; /* librdkafka frees json */
+}
+
+/* Maps a delivery error to a tg_err: permanent when the cluster will never accept the
+ * record as it is, retriable otherwise (brokers down, leader moves, purges at shutdown). */
+static tg_err map_delivery_error(rd_kafka_resp_err_t err)
+{
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_NO_ERROR:
+        return TG_OK;
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+        return TG_ERR_TOO_LARGE;
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR__BAD_MSG:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+        return TG_ERR_MALFORMED;
+    default:
+        return TG_ERR_UNAVAILABLE;
+    }
+}
+
+static void slot_free(struct tg_egress *eg, struct slot *s)
+{
+    s->next_free = eg->free_head;
+    eg->free_head = (int)(s - eg->slots);
+    eg->in_flight--;
+}
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+{
+    (void)rk;
+    struct tg_egress *eg = opaque;
+    struct slot *s = msg->_private;
+    tg_err result = map_delivery_error(msg->err);
+    if (result == TG_OK)
+        eg->up = true;
+    uint64_t rid = s->rid;
+    int64_t ts = s->ts_ms;
+    enum tg_jrecord_kind kind = s->kind;
+    slot_free(eg, s);
+    eg->fn(eg->ud, rid, kind, ts, result, result == TG_OK ? NULL : rd_kafka_err2str(msg->err));
+}
+
+tg_err tg_egress_new(const struct tg_egress_opts *opts, tg_egress_delivery_fn fn, void *ud,
+                     struct tg_egress **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct tg_egress *eg = calloc(1, sizeof *eg);
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (!eg || !conf) {
+        snprintf(err, errlen, "kafka: out of memory");
+        free(eg);
+        if (conf)
+            rd_kafka_conf_destroy(conf);
+        return TG_ERR_NOMEM;
+    }
+    eg->pipe_rd = eg->pipe_wr = -1;
+    eg->fn = fn;
+    eg->ud = ud;
+    snprintf(eg->content_type, sizeof eg->content_type, "%s", opts->content_type);
+
+    char num[4][24];
+    snprintf(num[0], sizeof num[0], "%d", opts->linger_ms);
+    snprintf(num[1], sizeof num[1], "%d", opts->batch_num_messages);
+    snprintf(num[2], sizeof num[2], "%d", opts->queue_max_kbytes);
+    snprintf(num[3], sizeof num[3], "%d", opts->queue_max_messages);
+    char stats[24];
+    snprintf(stats, sizeof stats, "%d", opts->stats_interval_ms);
+    const char *const props[][2] = {
+        {"bootstrap.servers", opts->brokers},
+        {"client.id", opts->client_id},
+        /* Idempotence implies acks=all, bounded in-flight requests and ordered retries:
+         * what "delete only after Kafka confirms" and per-device order rest on. */
+        {"enable.idempotence", "true"},
+        {"acks", "all"},
+        {"compression.codec", opts->compression},
+        {"linger.ms", num[0]},
+        {"batch.num.messages", num[1]},
+        {"queue.buffering.max.kbytes", num[2]},
+        {"queue.buffering.max.messages", num[3]},
+        /* Never fail a message for being old: during an outage messages wait in order; the
+         * journal, not a timer, decides what is kept. */
+        {"message.timeout.ms", "0"},
+        /* The Java client's partitioner, so that JVM consumers agree on placement. */
+        {"partitioner", "murmur2_random"},
+        {"statistics.interval.ms", stats},
+    };
+    tg_err e = TG_OK;
+    for (size_t i = 0; e == TG_OK && i < sizeof props / sizeof props[0]; i++)
+        e = set_prop(conf, "[kafka]", props[i][0], props[i][1], err, errlen);
+    for (const char *const *kv = opts->rdkafka_conf; e == TG_OK && kv && kv[0]; kv += 2)
+        e = set_prop(conf, "[kafka.rdkafka]", kv[0], kv[1], err, errlen);
+    if (e != TG_OK) {
+        rd_kafka_conf_destroy(conf);
+        free(eg);
+        return e;
+    }
+    rd_kafka_conf_set_opaque(conf, eg);
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    rd_kafka_conf_set_error_cb(conf, on_error);
+    rd_kafka_conf_set_stats_cb(conf, on_stats);
+    rd_kafka_conf_set_log_cb(conf, on_log);
+
+    eg->n_slots = opts->queue_max_messages;
+    eg->slots = calloc((size_t)eg->n_slots, sizeof *eg->slots);
+    if (!eg->slots) {
+        snprintf(err, errlen, "kafka: out of memory for %d in-flight slots", eg->n_slots);
+        rd_kafka_conf_destroy(conf);
+        free(eg);
+        return TG_ERR_NOMEM;
+    }
+    for (int i = 0; i < eg->n_slots; i++)
+        eg->slots[i].next_free = i + 1 < eg->n_slots ? i + 1 : -1;
+    eg->free_head = eg->n_slots > 0 ? 0 : -1;
+
+    char rkerr[512];
+    eg->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, rkerr, sizeof rkerr);
+    if (!eg->rk) {
+        snprintf(err, errlen, "kafka: cannot create producer: %s", rkerr);
+        rd_kafka_conf_destroy(conf);
+        tg_egress_destroy(eg);
+        return TG_ERR_CONFIG;
+    }
+    conf = NULL; /* owned by eg->rk now */
+
+    eg->rkt = rd_kafka_topic_new(eg->rk, opts->topic, NULL);
+    eg->rkt_dlq = rd_kafka_topic_new(eg->rk, opts->dlq_topic, NULL);
+    int fds[2];
+    if (!eg->rkt || !eg->rkt_dlq || pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) {
+        snprintf(err, errlen, "kafka: cannot set up topics or event pipe: %s",
+                 rd_kafka_err2str(rd_kafka_last_error()));
+        tg_egress_destroy(eg);
+        return TG_ERR_INTERNAL;
+    }
+    eg->pipe_rd = fds[0];
+    eg->pipe_wr = fds[1];
+    eg->mainq = rd_kafka_queue_get_main(eg->rk);
+    rd_kafka_queue_io_event_enable(eg->mainq, eg->pipe_wr, "1", 1);
+    *out = eg;
+    return TG_OK;
+}
+
+void tg_egress_destroy(struct tg_egress *eg)
+{
+    if (!eg)
+        return;
+    if (eg->rk) {
+        /* Fail everything still queued or in flight, and report it, so the caller keeps
+         * those records; nothing is dropped on the floor. */
+        rd_kafka_purge(eg->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        while (eg->in_flight > 0 && rd_kafka_outq_len(eg->rk) > 0)
+            rd_kafka_poll(eg->rk, 100);
+        rd_kafka_poll(eg->rk, 0);
+    }
+    if (eg->mainq) {
+        rd_kafka_queue_io_event_enable(eg->mainq, -1, NULL, 0);
+        rd_kafka_queue_destroy(eg->mainq);
+    }
+    if (eg->rkt)
+        rd_kafka_topic_destroy(eg->rkt);
+    if (eg->rkt_dlq)
+        rd_kafka_topic_destroy(eg->rkt_dlq);
+    if (eg->rk)
+        rd_kafka_destroy(eg->rk);
+    if (eg->pipe_rd >= 0)
+        close(eg->pipe_rd);
+    if (eg->pipe_wr >= 0)
+        close(eg->pipe_wr);
+    free(eg->slots);
+    free(eg);
+}
+
+static tg_err map_produce_error(rd_kafka_resp_err_t err)
+{
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_NO_ERROR:
+        return TG_OK;
+    case RD_KAFKA_RESP_ERR__QUEUE_FULL:
+        return TG_ERR_FULL;
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+        return TG_ERR_TOO_LARGE;
+    default:
+        return TG_ERR_UNAVAILABLE;
+    }
+}
+
+tg_err tg_egress_produce(struct tg_egress *eg, const struct tg_jrecord *rec)
+{
+    if (eg->free_head < 0)
+        return TG_ERR_FULL;
+    struct slot *s = &eg->slots[eg->free_head];
+    rd_kafka_resp_err_t err;
+
+    if (rec->kind == TG_JREC_TELEMETRY) {
+        err = rd_kafka_producev(
+            eg->rk, RD_KAFKA_V_RKT(eg->rkt), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_KEY(rec->key, rec->key_len),
+            RD_KAFKA_V_VALUE((void *)rec->value, rec->value_len),
+            RD_KAFKA_V_TIMESTAMP(rec->ts_ms),
+            RD_KAFKA_V_HEADER("content-type", eg->content_type, -1),
+            RD_KAFKA_V_HEADER("schema-version", SCHEMA_VERSION, -1), RD_KAFKA_V_OPAQUE(s),
+            RD_KAFKA_V_END);
+    } else {
+        rd_kafka_headers_t *hdrs = rd_kafka_headers_new(8);
+        rd_kafka_header_add(hdrs, "content-type", -1, "application/octet-stream", -1);
+        size_t pos = 0, name_len, value_len;
+        const char *name;
+        const uint8_t *value;
+        while (tg_jrecord_headers_next(rec->aux, rec->aux_len, &pos, &name, &name_len, &value,
+                                       &value_len))
+            rd_kafka_header_add(hdrs, name, (ssize_t)name_len, value, (ssize_t)value_len);
+        err = rd_kafka_producev(
+            eg->rk, RD_KAFKA_V_RKT(eg->rkt_dlq), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_KEY(rec->key, rec->key_len),
+            RD_KAFKA_V_VALUE((void *)rec->value, rec->value_len),
+            RD_KAFKA_V_TIMESTAMP(rec->ts_ms), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(s),
+            RD_KAFKA_V_END);
+        if (err)
+            rd_kafka_headers_destroy(hdrs); /* ownership passes only on success */
+    }
+    if (err)
+        return map_produce_error(err);
+    s->rid = rec->rid;
+    s->ts_ms = rec->ts_ms;
+    s->kind = rec->kind;
+    eg->free_head = s->next_free;
+    eg->in_flight++;
+    return TG_OK;
+}
+
+int tg_egress_poll(struct tg_egress *eg, int timeout_ms)
+{
+    char drain[64];
+    while (read(eg->pipe_rd, drain, sizeof drain) > 0)
+        ;
+    return rd_kafka_poll(eg->rk, timeout_ms);
+}
+
+int tg_egress_fd(const struct tg_egress *eg) { return eg->pipe_rd; }
+
+size_t tg_egress_in_flight(const struct tg_egress *eg) { return eg->in_flight; }
+
+bool tg_egress_up(const struct tg_egress *eg) { return eg->up; }
+
+bool tg_egress_fatal(const struct tg_egress *eg) { return eg->fatal; }
+
+tg_err tg_egress_flush(struct tg_egress *eg, int timeout_ms)
+{
+    rd_kafka_resp_err_t err = rd_kafka_flush(eg->rk, timeout_ms);
+    rd_kafka_poll(eg->rk, 0);
+    return err == RD_KAFKA_RESP_ERR_NO_ERROR && eg->in_flight == 0 ? TG_OK : TG_ERR_TIMEOUT;
+}
