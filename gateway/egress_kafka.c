@@ -62,7 +62,10 @@ static tg_err set_prop(rd_kafka_conf_t *conf, const char *section, const char *k
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     (void)rk;
-    /* syslog levels: 0-3 error, 4 warning, 5-6 info, 7 debug */
+    /* syslog levels: 0-3 error, 4 warning, 5-6 info, 7 debug. Connection failures (FAIL)
+     * are what an outage looks like, expected and already counted: a warning, not an error. */
+    if (level <= 3 && strcmp(fac, "FAIL") == 0)
+        level = 4;
     tg_log_level lvl = level <= 3   ? TG_LOG_LEVEL_ERROR
                        : level == 4 ? TG_LOG_LEVEL_WARN
                        : level <= 6 ? TG_LOG_LEVEL_INFO
