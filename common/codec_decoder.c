@@ -1,0 +1,647 @@
+/*
+ * codec_decoder.c - the decoder object: limits, arena, format detection and dispatch, and
+ * the helpers the payload parsers share (detail texts, names, the CBOR pull reader, JSON).
+ */
+#include <cbor.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec_internal.h"
+
+/* Recursion in the skip/depth helpers is bounded by max_depth; keep that small. */
+#define MAX_DEPTH_CEILING 64
+
+/* CBOR tag 55799 ("self-described CBOR", RFC 8949 3.4.6) as its 3-byte encoding. */
+static const uint8_t self_describe_tag[3] = {0xd9, 0xd9, 0xf7};
+
+struct tg_codec_limits tg_codec_limits_default(void)
+{
+    struct tg_codec_limits limits = {
+        .max_payload_bytes = TG_CODEC_DEFAULT_MAX_PAYLOAD_BYTES,
+        .max_metrics = TG_CODEC_DEFAULT_MAX_METRICS,
+        .max_readings = TG_CODEC_DEFAULT_MAX_READINGS,
+        .max_name_bytes = TG_CODEC_DEFAULT_MAX_NAME_BYTES,
+        .max_depth = TG_CODEC_DEFAULT_MAX_DEPTH,
+    };
+    return limits;
+}
+
+const char *tg_codec_format_name(enum tg_format format)
+{
+    switch (format) {
+    case TG_FORMAT_NATIVE:
+        return "native";
+    case TG_FORMAT_SENML:
+        return "senml";
+    case TG_FORMAT_AUTO:
+        break;
+    }
+    return "auto";
+}
+
+struct tg_decoder *tg_decoder_new(const struct tg_codec_limits *limits)
+{
+    struct tg_codec_limits lim = tg_codec_limits_default();
+    if (limits) {
+        if (limits->max_payload_bytes)
+            lim.max_payload_bytes = limits->max_payload_bytes;
+        if (limits->max_metrics)
+            lim.max_metrics = limits->max_metrics;
+        if (limits->max_readings)
+            lim.max_readings = limits->max_readings;
+        if (limits->max_name_bytes)
+            lim.max_name_bytes = limits->max_name_bytes;
+        if (limits->max_depth)
+            lim.max_depth = limits->max_depth;
+    }
+    if (lim.max_depth > MAX_DEPTH_CEILING)
+        lim.max_depth = MAX_DEPTH_CEILING;
+    if (lim.max_payload_bytes > SIZE_MAX / 8)
+        return NULL;
+
+    struct tg_decoder *dec = calloc(1, sizeof *dec);
+    if (!dec)
+        return NULL;
+    dec->limits = lim;
+
+    /* Every string the arena holds is a copy of payload bytes plus a NUL, each copied once,
+     * and the signed bytes are at most the payload: three payloads' worth always suffice. */
+    dec->arena_cap = 3 * lim.max_payload_bytes + TG_DEVICE_ID_MAX + 64;
+    /* A SenML record that yields a metric takes at least 3 bytes (CBOR {2: 0}), so a pack
+     * within max_payload_bytes cannot hold more rows than this. */
+    size_t rows_cap = (size_t)lim.max_readings * lim.max_metrics;
+    if (rows_cap > lim.max_payload_bytes / 3 + 1)
+        rows_cap = lim.max_payload_bytes / 3 + 1;
+    if (rows_cap < lim.max_metrics)
+        rows_cap = lim.max_metrics;
+    dec->rows_cap = rows_cap;
+
+    dec->arena = malloc(dec->arena_cap);
+    dec->readings = calloc(lim.max_readings, sizeof *dec->readings);
+    dec->metrics = calloc(rows_cap, sizeof *dec->metrics);
+    dec->rows = calloc(rows_cap, sizeof *dec->rows);
+    if (!dec->arena || !dec->readings || !dec->metrics || !dec->rows) {
+        tg_decoder_destroy(dec);
+        return NULL;
+    }
+    return dec;
+}
+
+void tg_decoder_destroy(struct tg_decoder *dec)
+{
+    if (!dec)
+        return;
+    free(dec->arena);
+    free(dec->readings);
+    free(dec->metrics);
+    free(dec->rows);
+    free(dec);
+}
+
+const struct tg_codec_limits *tg_decoder_limits(const struct tg_decoder *dec)
+{
+    return &dec->limits;
+}
+
+const char *tg_decoder_error(const struct tg_decoder *dec) { return dec->err; }
+
+static bool is_json_space(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+tg_err tg_decoder_decode(struct tg_decoder *dec, enum tg_format format, const char *device,
+                         const uint8_t *buf, size_t len, int64_t now_ms, struct tg_decoded *out)
+{
+    memset(out, 0, sizeof *out);
+    dec->err[0] = '\0';
+    dec->arena_used = 0;
+
+    size_t device_len = strnlen(device, TG_DEVICE_ID_MAX + 1);
+    if (!tg_device_id_valid(device, device_len)) {
+        char q[TG_CODEC_QUOTE_MAX];
+        return tg_codec_fail(dec, TG_ERR_BAD_NAME, "device id %s is not [A-Za-z0-9_.-]{1,%d}",
+                             tg_codec_quote(q, device, device_len), TG_DEVICE_ID_MAX);
+    }
+    if (len > dec->limits.max_payload_bytes)
+        return tg_codec_fail(dec, TG_ERR_TOO_LARGE, "payload of %zu bytes exceeds the limit of %zu",
+                             len, dec->limits.max_payload_bytes);
+    if (len == 0)
+        return tg_codec_fail(dec, TG_ERR_MALFORMED, "empty payload");
+    dec->device = tg_codec_strndup(dec, device, device_len);
+    if (!dec->device)
+        return tg_codec_fail(dec, TG_ERR_INTERNAL, "decoder arena exhausted");
+
+    /* JSON starts with '{' or '[' after optional whitespace; neither byte starts a CBOR map
+     * or array (they are a text and a byte string header), so one look decides. */
+    size_t first = 0;
+    while (first < len && is_json_space(buf[first]))
+        first++;
+    bool json = first < len && (buf[first] == '{' || buf[first] == '[');
+    bool senml;
+    size_t start = 0;
+    if (json) {
+        senml = buf[first] == '[';
+    } else {
+        if (len > sizeof self_describe_tag &&
+            memcmp(buf, self_describe_tag, sizeof self_describe_tag) == 0)
+            start = sizeof self_describe_tag;
+        unsigned major = buf[start] >> 5;
+        senml = major == 4;
+        if (format == TG_FORMAT_AUTO && major != 4 && major != 5)
+            return tg_codec_fail(dec, TG_ERR_UNKNOWN_FORMAT,
+                                 "first byte 0x%02x is neither a JSON object or array nor a CBOR "
+                                 "map or array",
+                                 buf[start]);
+    }
+    if (format == TG_FORMAT_NATIVE)
+        senml = false;
+    else if (format == TG_FORMAT_SENML)
+        senml = true;
+
+    tg_err err;
+    if (senml)
+        err = json ? tg_codec_senml_json(dec, buf, len, now_ms, out)
+                   : tg_codec_senml_cbor(dec, buf, len, start, now_ms, out);
+    else
+        err = json ? tg_codec_native_json(dec, buf, len, out)
+                   : tg_codec_native_cbor(dec, buf, len, start, out);
+    if (err != TG_OK) {
+        memset(out, 0, sizeof *out);
+        if (!dec->err[0]) /* every failure path sets a text; never leave it empty */
+            snprintf(dec->err, sizeof dec->err, "%s", tg_strerror(err));
+        return err;
+    }
+    out->format = senml ? TG_FORMAT_SENML : TG_FORMAT_NATIVE;
+    out->cbor = !json;
+    return TG_OK;
+}
+
+/* --- arena and detail texts ------------------------------------------------------------- */
+
+uint8_t *tg_codec_alloc(struct tg_decoder *dec, size_t len)
+{
+    if (len > dec->arena_cap - dec->arena_used)
+        return NULL;
+    uint8_t *p = dec->arena + dec->arena_used;
+    dec->arena_used += len;
+    return p;
+}
+
+char *tg_codec_strndup(struct tg_decoder *dec, const void *s, size_t len)
+{
+    if (len == SIZE_MAX)
+        return NULL;
+    char *p = (char *)tg_codec_alloc(dec, len + 1);
+    if (!p)
+        return NULL;
+    memcpy(p, s, len);
+    p[len] = '\0';
+    return p;
+}
+
+tg_err tg_codec_fail(struct tg_decoder *dec, tg_err err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(dec->err, sizeof dec->err, fmt, ap);
+    va_end(ap);
+    return err;
+}
+
+const char *tg_codec_quote(char out[TG_CODEC_QUOTE_MAX], const void *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    const uint8_t *p = s;
+    size_t o = 0, i = 0;
+    out[o++] = '"';
+    /* leave room for the longest escape (4), the cut mark (3), the quote and the NUL */
+    for (; i < len && o + 4 + 3 + 2 <= TG_CODEC_QUOTE_MAX; i++) {
+        uint8_t c = p[i];
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c >= 0x20 && c < 0x7f) {
+            out[o++] = (char)c;
+        } else {
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        }
+    }
+    out[o++] = '"';
+    if (i < len) {
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* --- names ------------------------------------------------------------------------------ */
+
+const char *tg_codec_name_problem(const void *s, size_t len, size_t max_bytes)
+{
+    const uint8_t *p = s;
+    if (len == 0)
+        return "is empty";
+    if (len > max_bytes)
+        return "is too long";
+    size_t i = 0;
+    while (i < len) {
+        uint8_t c = p[i];
+        if (c < 0x80) {
+            if (c < 0x20 || c == 0x7f)
+                return "contains a control character";
+            i++;
+            continue;
+        }
+        size_t n;
+        uint32_t cp;
+        if (c >= 0xc2 && c <= 0xdf) {
+            n = 2;
+            cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            n = 3;
+            cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            n = 4;
+            cp = c & 0x07;
+        } else {
+            return "is not valid UTF-8";
+        }
+        if (len - i < n)
+            return "is not valid UTF-8";
+        for (size_t k = 1; k < n; k++) {
+            if ((p[i + k] & 0xc0) != 0x80)
+                return "is not valid UTF-8";
+            cp = (cp << 6) | (p[i + k] & 0x3f);
+        }
+        if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+            (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+            return "is not valid UTF-8"; /* overlong, surrogate or beyond Unicode */
+        if (cp <= 0x9f)
+            return "contains a control character"; /* C1 controls U+0080..U+009F */
+        i += n;
+    }
+    return NULL;
+}
+
+tg_err tg_codec_take_name(struct tg_decoder *dec, const char *what, const void *s, size_t len,
+                          const char **name)
+{
+    const char *problem = tg_codec_name_problem(s, len, dec->limits.max_name_bytes);
+    if (problem) {
+        char q[TG_CODEC_QUOTE_MAX];
+        if (len > dec->limits.max_name_bytes)
+            return tg_codec_fail(dec, TG_ERR_BAD_NAME, "%s %s is too long (%zu bytes, limit %u)",
+                                 what, tg_codec_quote(q, s, len), len, dec->limits.max_name_bytes);
+        return tg_codec_fail(dec, TG_ERR_BAD_NAME, "%s %s %s", what, tg_codec_quote(q, s, len),
+                             problem);
+    }
+    *name = tg_codec_strndup(dec, s, len);
+    if (!*name)
+        return tg_codec_fail(dec, TG_ERR_INTERNAL, "decoder arena exhausted");
+    return TG_OK;
+}
+
+/* --- CBOR pull reader ------------------------------------------------------------------- */
+
+/* What one cbor_stream_decode() call saw. Besides complete items the streaming decoder
+ * reports indefinite-length starts, breaks and tags, which the reader turns into errors. */
+enum raw_kind { RAW_NONE, RAW_ITEM, RAW_INDEF, RAW_BREAK, RAW_TAG };
+
+struct cb_state {
+    struct tg_cbor_item *item;
+    enum raw_kind raw;
+};
+
+static void set_uint(void *ctx, uint64_t v)
+{
+    struct cb_state *st = ctx;
+    st->raw = RAW_ITEM;
+    st->item->kind = TG_CBOR_UINT;
+    st->item->u = v;
+}
+static void cb_uint8(void *ctx, uint8_t v) { set_uint(ctx, v); }
+static void cb_uint16(void *ctx, uint16_t v) { set_uint(ctx, v); }
+static void cb_uint32(void *ctx, uint32_t v) { set_uint(ctx, v); }
+static void cb_uint64(void *ctx, uint64_t v) { set_uint(ctx, v); }
+
+static void set_negint(void *ctx, uint64_t v)
+{
+    struct cb_state *st = ctx;
+    st->raw = RAW_ITEM;
+    st->item->kind = TG_CBOR_NEGINT;
+    st->item->u = v;
+}
+static void cb_negint8(void *ctx, uint8_t v) { set_negint(ctx, v); }
+static void cb_negint16(void *ctx, uint16_t v) { set_negint(ctx, v); }
+static void cb_negint32(void *ctx, uint32_t v) { set_negint(ctx, v); }
+static void cb_negint64(void *ctx, uint64_t v) { set_negint(ctx, v); }
+
+static void set_string(void *ctx, enum tg_cbor_kind kind, cbor_data data, size_t len)
+{
+    struct cb_state *st = ctx;
+    st->raw = RAW_ITEM;
+    st->item->kind = kind;
+    st->item->str = data;
+    st->item->len = len;
+}
+static void cb_bytes(void *ctx, cbor_data data, size_t len)
+{
+    set_string(ctx, TG_CBOR_BYTES, data, len);
+}
+static void cb_text(void *ctx, cbor_data data, size_t len) { set_string(ctx, TG_CBOR_TEXT, data, len); }
+
+static void set_collection(void *ctx, enum tg_cbor_kind kind, size_t n)
+{
+    struct cb_state *st = ctx;
+    st->raw = RAW_ITEM;
+    st->item->kind = kind;
+    st->item->u = n;
+}
+static void cb_array(void *ctx, size_t n) { set_collection(ctx, TG_CBOR_ARRAY, n); }
+static void cb_map(void *ctx, size_t n) { set_collection(ctx, TG_CBOR_MAP, n); }
+
+static void set_float(void *ctx, double v)
+{
+    struct cb_state *st = ctx;
+    st->raw = RAW_ITEM;
+    st->item->kind = TG_CBOR_FLOAT;
+    st->item->d = v;
+}
+static void cb_float(void *ctx, float v) { set_float(ctx, v); }
+static void cb_double(void *ctx, double v) { set_float(ctx, v); }
+
+static void set_simple(void *ctx, enum tg_cbor_kind kind, bool b)
+{
+    struct cb_state *st = ctx;
+    st->raw = RAW_ITEM;
+    st->item->kind = kind;
+    st->item->b = b;
+}
+static void cb_bool(void *ctx, bool b) { set_simple(ctx, TG_CBOR_BOOL, b); }
+static void cb_null(void *ctx) { set_simple(ctx, TG_CBOR_NULL, false); }
+static void cb_undefined(void *ctx) { set_simple(ctx, TG_CBOR_UNDEFINED, false); }
+
+static void cb_indef(void *ctx) { ((struct cb_state *)ctx)->raw = RAW_INDEF; }
+static void cb_break(void *ctx) { ((struct cb_state *)ctx)->raw = RAW_BREAK; }
+static void cb_tag(void *ctx, uint64_t tag)
+{
+    (void)tag;
+    ((struct cb_state *)ctx)->raw = RAW_TAG;
+}
+
+static const struct cbor_callbacks callbacks = {
+    .uint8 = cb_uint8,
+    .uint16 = cb_uint16,
+    .uint32 = cb_uint32,
+    .uint64 = cb_uint64,
+    .negint8 = cb_negint8,
+    .negint16 = cb_negint16,
+    .negint32 = cb_negint32,
+    .negint64 = cb_negint64,
+    .byte_string_start = cb_indef,
+    .byte_string = cb_bytes,
+    .string = cb_text,
+    .string_start = cb_indef,
+    .indef_array_start = cb_indef,
+    .array_start = cb_array,
+    .indef_map_start = cb_indef,
+    .map_start = cb_map,
+    .tag = cb_tag,
+    .float2 = cb_float,
+    .float4 = cb_float,
+    .float8 = cb_double,
+    .undefined = cb_undefined,
+    .null = cb_null,
+    .boolean = cb_bool,
+    .indef_break = cb_break,
+};
+
+static const char *major_name(uint8_t initial)
+{
+    static const char *const names[8] = {"unsigned integer", "negative integer", "byte string",
+                                         "text string",      "array",            "map",
+                                         "tag",              "simple value"};
+    return names[initial >> 5];
+}
+
+tg_err tg_codec_cbor_next(struct tg_decoder *dec, struct tg_cbor_reader *rd)
+{
+    if (rd->pos >= rd->len)
+        return tg_codec_fail(dec, TG_ERR_MALFORMED,
+                             "truncated CBOR: the payload ends at offset %zu inside an item",
+                             rd->pos);
+    struct cb_state st = {.item = &rd->item, .raw = RAW_NONE};
+    uint8_t initial = rd->buf[rd->pos];
+    rd->item.start = rd->pos;
+    struct cbor_decoder_result res =
+        cbor_stream_decode(rd->buf + rd->pos, rd->len - rd->pos, &callbacks, &st);
+    switch (res.status) {
+    case CBOR_DECODER_FINISHED:
+        break;
+    case CBOR_DECODER_NEDATA:
+        return tg_codec_fail(dec, TG_ERR_MALFORMED,
+                             "truncated CBOR: the %s at offset %zu runs past the payload's end",
+                             major_name(initial), rd->pos);
+    default:
+        if ((initial >> 5) == 6)
+            return tg_codec_fail(dec, TG_ERR_UNSUPPORTED,
+                                 "CBOR tags are not supported (tag at offset %zu)", rd->pos);
+        if (initial >= 0xe0 && initial <= 0xf8)
+            return tg_codec_fail(dec, TG_ERR_UNSUPPORTED,
+                                 "unassigned CBOR simple value at offset %zu is not supported",
+                                 rd->pos);
+        return tg_codec_fail(dec, TG_ERR_MALFORMED,
+                             "not well-formed CBOR: reserved initial byte 0x%02x at offset %zu",
+                             initial, rd->pos);
+    }
+    switch (st.raw) {
+    case RAW_ITEM:
+        break;
+    case RAW_INDEF:
+        return tg_codec_fail(dec, TG_ERR_UNSUPPORTED,
+                             "indefinite-length CBOR %s at offset %zu is not supported",
+                             major_name(initial), rd->pos);
+    case RAW_BREAK:
+        return tg_codec_fail(dec, TG_ERR_MALFORMED,
+                             "not well-formed CBOR: break byte 0xff at offset %zu outside an "
+                             "indefinite-length item",
+                             rd->pos);
+    case RAW_TAG:
+        return tg_codec_fail(dec, TG_ERR_UNSUPPORTED,
+                             "CBOR tags are not supported (tag at offset %zu)", rd->pos);
+    case RAW_NONE:
+    default:
+        return tg_codec_fail(dec, TG_ERR_INTERNAL, "CBOR decoder reported no item at offset %zu",
+                             rd->pos);
+    }
+    rd->pos += res.read;
+    return TG_OK;
+}
+
+tg_err tg_codec_cbor_skip(struct tg_decoder *dec, struct tg_cbor_reader *rd, unsigned depth)
+{
+    enum tg_cbor_kind kind = rd->item.kind;
+    if (kind != TG_CBOR_ARRAY && kind != TG_CBOR_MAP)
+        return TG_OK;
+    if (depth > dec->limits.max_depth)
+        return tg_codec_fail(dec, TG_ERR_TOO_DEEP,
+                             "CBOR %s at offset %zu nests deeper than the limit of %u",
+                             kind == TG_CBOR_MAP ? "map" : "array", rd->item.start,
+                             dec->limits.max_depth);
+    uint64_t n = rd->item.u;
+    unsigned per_entry = kind == TG_CBOR_MAP ? 2 : 1;
+    /* Each element takes at least one byte, so the loop ends with the payload at the latest. */
+    for (uint64_t i = 0; i < n; i++) {
+        for (unsigned k = 0; k < per_entry; k++) {
+            tg_err err = tg_codec_cbor_next(dec, rd);
+            if (err == TG_OK)
+                err = tg_codec_cbor_skip(dec, rd, depth + 1);
+            if (err != TG_OK)
+                return err;
+        }
+    }
+    return TG_OK;
+}
+
+bool tg_codec_cbor_number(const struct tg_cbor_item *item, double *value)
+{
+    switch (item->kind) {
+    case TG_CBOR_UINT:
+        *value = (double)item->u;
+        return true;
+    case TG_CBOR_NEGINT:
+        *value = -1.0 - (double)item->u;
+        return true;
+    case TG_CBOR_FLOAT:
+        *value = item->d;
+        return true;
+    default:
+        return false;
+    }
+}
+
+const char *tg_codec_cbor_kind_name(const struct tg_cbor_item *item)
+{
+    switch (item->kind) {
+    case TG_CBOR_UINT:
+        return "unsigned integer";
+    case TG_CBOR_NEGINT:
+        return "negative integer";
+    case TG_CBOR_BYTES:
+        return "byte string";
+    case TG_CBOR_TEXT:
+        return "text string";
+    case TG_CBOR_ARRAY:
+        return "array";
+    case TG_CBOR_MAP:
+        return "map";
+    case TG_CBOR_FLOAT:
+        return "float";
+    case TG_CBOR_BOOL:
+        return "boolean";
+    case TG_CBOR_NULL:
+        return "null";
+    case TG_CBOR_UNDEFINED:
+        return "undefined";
+    }
+    return "unknown item";
+}
+
+/* --- JSON ------------------------------------------------------------------------------- */
+
+tg_err tg_codec_json_load(struct tg_decoder *dec, const uint8_t *buf, size_t len, json_t **root)
+{
+    json_error_t jerr;
+    *root = json_loadb((const char *)buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (*root)
+        return TG_OK;
+    tg_err err;
+    const char *what;
+    switch (json_error_code(&jerr)) {
+    case json_error_duplicate_key:
+        err = TG_ERR_DUPLICATE_FIELD;
+        what = "duplicate key";
+        break;
+    case json_error_end_of_input_expected:
+        err = TG_ERR_TRAILING_BYTES;
+        what = "bytes follow the top-level value";
+        break;
+    case json_error_stack_overflow:
+        err = TG_ERR_TOO_DEEP;
+        what = "nested too deeply";
+        break;
+    case json_error_numeric_overflow:
+        err = TG_ERR_OUT_OF_RANGE;
+        what = "number out of range";
+        break;
+    case json_error_out_of_memory:
+        err = TG_ERR_NOMEM;
+        what = "out of memory";
+        break;
+    default:
+        err = TG_ERR_MALFORMED;
+        what = "not well-formed JSON";
+        break;
+    }
+    /* jansson's text quotes a bit of the input; keep the detail printable ASCII. */
+    char text[TG_CODEC_QUOTE_MAX];
+    tg_codec_quote(text, jerr.text, strlen(jerr.text));
+    return tg_codec_fail(dec, err, "JSON %s at byte %d: %s", what, jerr.position, text);
+}
+
+const char *tg_codec_json_type_name(const json_t *value)
+{
+    switch (json_typeof(value)) {
+    case JSON_OBJECT:
+        return "object";
+    case JSON_ARRAY:
+        return "array";
+    case JSON_STRING:
+        return "string";
+    case JSON_INTEGER:
+        return json_integer_value(value) < 0 ? "negative integer" : "integer";
+    case JSON_REAL:
+        return "real number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "boolean";
+    case JSON_NULL:
+        return "null";
+    }
+    return "unknown value";
+}
+
+unsigned tg_codec_json_depth(const json_t *value, unsigned limit)
+{
+    if (!json_is_object(value) && !json_is_array(value))
+        return 0;
+    if (limit == 0)
+        return 1; /* one level already exceeds the limit: no need to look further */
+    unsigned deepest = 0;
+    if (json_is_array(value)) {
+        size_t i;
+        json_t *elem;
+        json_array_foreach(value, i, elem) {
+            unsigned d = tg_codec_json_depth(elem, limit - 1);
+            if (d > deepest)
+                deepest = d;
+            if (deepest >= limit)
+                break;
+        }
+    } else {
+        const char *key;
+        json_t *elem;
+        json_object_foreach((json_t *)value, key, elem) {
+            unsigned d = tg_codec_json_depth(elem, limit - 1);
+            if (d > deepest)
+                deepest = d;
+            if (deepest >= limit)
+                break;
+        }
+    }
+    return deepest + 1;
+}
