@@ -1,0 +1,669 @@
+/*
+ * dedup.c - per-device duplicate windows in a slab with an index-linked LRU list and a
+ * chained hash table. The rules and the snapshot format are in dedup.h.
+ *
+ * Links are 32-bit slab indices rather than pointers: they survive the slab's realloc when
+ * it grows, and keep an entry at 120 bytes.
+ */
+#include "dedup.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define NIL UINT32_MAX
+#define SLAB_INITIAL 256u
+#define SORT_MAX 256u
+
+/* Entry kinds; the values are also the snapshot's kind byte. */
+enum kind {
+    KIND_FREE = 0,
+    KIND_NATIVE = 1,
+    KIND_NATIVE_PREV = 2, /* native, with a previous boot remembered */
+    KIND_SENML = 3,
+};
+
+struct native_state {
+    uint64_t boot;
+    uint64_t seq;       /* highest seq seen in boot */
+    uint64_t window;    /* bit i: seq - 1 - i has been seen */
+    uint64_t prev_boot; /* KIND_NATIVE_PREV: the boot before, and its highest seq seen */
+    uint64_t prev_seq;
+};
+
+struct senml_state {
+    int64_t max_ts;
+    uint32_t recent[TG_DEDUP_SENML_RECENT]; /* max_ts - ts of remembered times, ascending */
+};
+
+struct entry {
+    char id[TG_DEVICE_ID_MAX]; /* not NUL-terminated when 64 long */
+    uint32_t hnext;            /* hash chain; free list when KIND_FREE */
+    uint32_t lru_prev;         /* towards the most recently seen */
+    uint32_t lru_next;         /* towards the least recently seen */
+    uint8_t id_len;
+    uint8_t kind;
+    uint8_t n_recent; /* SenML: entries of recent[] in use */
+    uint8_t unused;
+    union {
+        struct native_state nat;
+        struct senml_state senml;
+    } u;
+};
+
+_Static_assert(sizeof(struct entry) == TG_DEDUP_ENTRY_BYTES, "dedup entry grew");
+
+struct tg_dedup {
+    struct entry *slab;
+    uint32_t cap;       /* entries allocated */
+    uint32_t used;      /* entries [0, used) have been handed out at least once */
+    uint32_t max;       /* max_devices */
+    uint32_t count;     /* live entries */
+    uint32_t free_head; /* entries freed by tg_dedup_forget() */
+    uint32_t *buckets;
+    uint32_t mask;      /* buckets - 1 (a power of two minus one) */
+    uint32_t lru_head;  /* most recently seen */
+    uint32_t lru_tail;  /* least recently seen: evicted first */
+    bool dirty;
+    int64_t as_of_ms;
+};
+
+/* FNV-1a, 32 bits: short ids, no adversary (the broker's ACL ties ids to credentials). */
+static uint32_t hash_id(const char *id, size_t len)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (uint8_t)id[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static uint32_t pow2_at_least(uint32_t n)
+{
+    uint32_t p = 1;
+    while (p < n)
+        p <<= 1;
+    return p;
+}
+
+static void reset(struct tg_dedup *dd)
+{
+    dd->used = 0;
+    dd->count = 0;
+    dd->free_head = NIL;
+    dd->lru_head = dd->lru_tail = NIL;
+    for (uint32_t b = 0; b <= dd->mask; b++)
+        dd->buckets[b] = NIL;
+}
+
+tg_err tg_dedup_new(size_t max_devices, struct tg_dedup **out)
+{
+    *out = NULL;
+    if (max_devices == 0 || max_devices > TG_DEDUP_MAX_DEVICES)
+        return TG_ERR_USAGE;
+    struct tg_dedup *dd = calloc(1, sizeof *dd);
+    if (!dd)
+        return TG_ERR_NOMEM;
+    dd->max = (uint32_t)max_devices;
+    dd->cap = dd->max < SLAB_INITIAL ? dd->max : SLAB_INITIAL;
+    dd->mask = pow2_at_least(dd->cap) - 1;
+    dd->slab = malloc((size_t)dd->cap * sizeof *dd->slab);
+    dd->buckets = malloc(((size_t)dd->mask + 1) * sizeof *dd->buckets);
+    if (!dd->slab || !dd->buckets) {
+        tg_dedup_destroy(dd);
+        return TG_ERR_NOMEM;
+    }
+    reset(dd);
+    dd->as_of_ms = INT64_MIN;
+    *out = dd;
+    return TG_OK;
+}
+
+void tg_dedup_destroy(struct tg_dedup *dd)
+{
+    if (!dd)
+        return;
+    free(dd->slab);
+    free(dd->buckets);
+    free(dd);
+}
+
+size_t tg_dedup_devices(const struct tg_dedup *dd)
+{
+    return dd->count;
+}
+
+bool tg_dedup_dirty(const struct tg_dedup *dd)
+{
+    return dd->dirty;
+}
+
+int64_t tg_dedup_as_of_ms(const struct tg_dedup *dd)
+{
+    return dd->as_of_ms;
+}
+
+/* --- hash table and LRU list ------------------------------------------------------------ */
+
+static uint32_t find(const struct tg_dedup *dd, const char *id, size_t len, uint32_t h)
+{
+    for (uint32_t i = dd->buckets[h & dd->mask]; i != NIL; i = dd->slab[i].hnext) {
+        const struct entry *e = &dd->slab[i];
+        if (e->id_len == len && memcmp(e->id, id, len) == 0)
+            return i;
+    }
+    return NIL;
+}
+
+static void hash_insert(struct tg_dedup *dd, uint32_t i, uint32_t h)
+{
+    uint32_t *head = &dd->buckets[h & dd->mask];
+    dd->slab[i].hnext = *head;
+    *head = i;
+}
+
+static void hash_remove(struct tg_dedup *dd, uint32_t i)
+{
+    struct entry *e = &dd->slab[i];
+    uint32_t *link = &dd->buckets[hash_id(e->id, e->id_len) & dd->mask];
+    while (*link != i)
+        link = &dd->slab[*link].hnext;
+    *link = e->hnext;
+}
+
+static void lru_unlink(struct tg_dedup *dd, uint32_t i)
+{
+    struct entry *e = &dd->slab[i];
+    if (e->lru_prev != NIL)
+        dd->slab[e->lru_prev].lru_next = e->lru_next;
+    else
+        dd->lru_head = e->lru_next;
+    if (e->lru_next != NIL)
+        dd->slab[e->lru_next].lru_prev = e->lru_prev;
+    else
+        dd->lru_tail = e->lru_prev;
+}
+
+static void lru_push_front(struct tg_dedup *dd, uint32_t i)
+{
+    struct entry *e = &dd->slab[i];
+    e->lru_prev = NIL;
+    e->lru_next = dd->lru_head;
+    if (dd->lru_head != NIL)
+        dd->slab[dd->lru_head].lru_prev = i;
+    else
+        dd->lru_tail = i;
+    dd->lru_head = i;
+}
+
+static void touch(struct tg_dedup *dd, uint32_t i)
+{
+    if (dd->lru_head == i)
+        return;
+    lru_unlink(dd, i);
+    lru_push_front(dd, i);
+}
+
+/* Removes live entry i from the table and the list and puts it on the free list. */
+static void release(struct tg_dedup *dd, uint32_t i)
+{
+    hash_remove(dd, i);
+    lru_unlink(dd, i);
+    dd->slab[i].kind = KIND_FREE;
+    dd->slab[i].hnext = dd->free_head;
+    dd->free_head = i;
+    dd->count--;
+    dd->dirty = true;
+}
+
+/* Doubles the slab (up to max) and, when it outgrows them, the buckets. False when out of
+ * memory; nothing changed then. */
+static bool grow(struct tg_dedup *dd)
+{
+    uint32_t cap = dd->cap > dd->max / 2 ? dd->max : dd->cap * 2;
+    struct entry *slab = realloc(dd->slab, (size_t)cap * sizeof *slab);
+    if (!slab)
+        return false;
+    dd->slab = slab;
+    uint32_t nbuckets = pow2_at_least(cap);
+    if (nbuckets > dd->mask + 1) {
+        uint32_t *buckets = malloc((size_t)nbuckets * sizeof *buckets);
+        if (!buckets)
+            return false; /* the bigger slab is kept; only its new tail is unused */
+        free(dd->buckets);
+        dd->buckets = buckets;
+        dd->mask = nbuckets - 1;
+        for (uint32_t b = 0; b < nbuckets; b++)
+            buckets[b] = NIL;
+        for (uint32_t i = 0; i < dd->used; i++)
+            if (dd->slab[i].kind != KIND_FREE)
+                hash_insert(dd, i, hash_id(dd->slab[i].id, dd->slab[i].id_len));
+    }
+    dd->cap = cap;
+    return true;
+}
+
+/* A slab entry for a new device: a freed one, a never-used one (growing the slab if it is
+ * below max), or the least recently seen device's, evicted. Not linked anywhere yet. */
+static uint32_t take_entry(struct tg_dedup *dd)
+{
+    uint32_t i;
+    if (dd->free_head != NIL) {
+        i = dd->free_head;
+        dd->free_head = dd->slab[i].hnext;
+    } else if (dd->used < dd->cap || (dd->cap < dd->max && grow(dd))) {
+        i = dd->used++;
+    } else {
+        i = dd->lru_tail;
+        release(dd, i);
+        dd->free_head = dd->slab[i].hnext;
+    }
+    dd->count++;
+    return i;
+}
+
+static uint32_t add_device(struct tg_dedup *dd, const char *id, size_t len, uint32_t h)
+{
+    uint32_t i = take_entry(dd);
+    struct entry *e = &dd->slab[i];
+    memset(e, 0, sizeof *e);
+    memcpy(e->id, id, len);
+    e->id_len = (uint8_t)len;
+    hash_insert(dd, i, h);
+    lru_push_front(dd, i);
+    return i;
+}
+
+/* --- the rules ---------------------------------------------------------------------------- */
+
+static void native_start(struct entry *e, uint64_t boot, uint64_t seq)
+{
+    e->kind = KIND_NATIVE;
+    memset(&e->u, 0, sizeof e->u);
+    e->u.nat.boot = boot;
+    e->u.nat.seq = seq;
+}
+
+static bool native_check(struct entry *e, uint64_t boot, uint64_t seq)
+{
+    struct native_state *ns = &e->u.nat;
+    if (e->kind != KIND_NATIVE && e->kind != KIND_NATIVE_PREV) {
+        native_start(e, boot, seq);
+        return true;
+    }
+    if (boot == ns->boot) {
+        if (seq > ns->seq) {
+            uint64_t d = seq - ns->seq;
+            if (d > TG_DEDUP_WINDOW)
+                ns->window = 0;
+            else
+                ns->window = (d == TG_DEDUP_WINDOW ? 0 : ns->window << d) | UINT64_C(1) << (d - 1);
+            ns->seq = seq;
+            return true;
+        }
+        uint64_t d = ns->seq - seq;
+        if (d == 0 || d > TG_DEDUP_WINDOW)
+            return false;
+        uint64_t bit = UINT64_C(1) << (d - 1);
+        if (ns->window & bit)
+            return false;
+        ns->window |= bit;
+        return true;
+    }
+    if (boot > ns->boot) {
+        /* The device restarted: what was current becomes the previous boot, whose tail the
+         * outbox may still be draining. */
+        uint64_t prev_boot = ns->boot, prev_seq = ns->seq;
+        native_start(e, boot, seq);
+        e->kind = KIND_NATIVE_PREV;
+        ns->prev_boot = prev_boot;
+        ns->prev_seq = prev_seq;
+        return true;
+    }
+    if (e->kind == KIND_NATIVE_PREV && boot == ns->prev_boot && seq > ns->prev_seq) {
+        ns->prev_seq = seq;
+        return true;
+    }
+    return false;
+}
+
+static bool senml_check(struct entry *e, int64_t ts)
+{
+    struct senml_state *ss = &e->u.senml;
+    if (e->kind != KIND_SENML) {
+        e->kind = KIND_SENML;
+        memset(&e->u, 0, sizeof e->u);
+        e->n_recent = 0;
+        ss->max_ts = ts;
+        return true;
+    }
+    if (ts > ss->max_ts) {
+        /* The old maximum joins the remembered times; times that would now lie more than
+         * 2^32 ms below fall out (they are the oldest, at the end). */
+        uint64_t d = (uint64_t)ts - (uint64_t)ss->max_ts;
+        uint32_t recent[TG_DEDUP_SENML_RECENT];
+        unsigned n = 0;
+        if (d <= UINT32_MAX) {
+            recent[n++] = (uint32_t)d;
+            for (unsigned k = 0; k < e->n_recent && n < TG_DEDUP_SENML_RECENT; k++) {
+                if (ss->recent[k] > UINT32_MAX - d)
+                    break;
+                recent[n++] = ss->recent[k] + (uint32_t)d;
+            }
+        }
+        memcpy(ss->recent, recent, n * sizeof recent[0]);
+        e->n_recent = (uint8_t)n;
+        ss->max_ts = ts;
+        return true;
+    }
+    uint64_t d = (uint64_t)ss->max_ts - (uint64_t)ts;
+    if (d == 0 || d > UINT32_MAX)
+        return false;
+    unsigned n = e->n_recent, pos = 0;
+    while (pos < n && ss->recent[pos] < d)
+        pos++;
+    if (pos < n && ss->recent[pos] == d)
+        return false;
+    if (pos == TG_DEDUP_SENML_RECENT)
+        return false; /* older than everything remembered, and the set is full */
+    if (n == TG_DEDUP_SENML_RECENT)
+        n--; /* forget the oldest */
+    memmove(&ss->recent[pos + 1], &ss->recent[pos], (n - pos) * sizeof ss->recent[0]);
+    ss->recent[pos] = (uint32_t)d;
+    e->n_recent = (uint8_t)(n + 1);
+    return true;
+}
+
+bool tg_dedup_check(struct tg_dedup *dd, const struct tg_reading *r, int64_t now_ms)
+{
+    if (now_ms > dd->as_of_ms)
+        dd->as_of_ms = now_ms;
+    size_t len = strnlen(r->device, TG_DEVICE_ID_MAX + 1);
+    if (len == 0 || len > TG_DEVICE_ID_MAX)
+        return true; /* outside the contract: let it through untracked rather than lose it */
+    uint32_t h = hash_id(r->device, len);
+    uint32_t i = find(dd, r->device, len, h);
+    if (i == NIL)
+        i = add_device(dd, r->device, len, h);
+    else
+        touch(dd, i);
+    struct entry *e = &dd->slab[i];
+    bool fresh = r->has_seq ? native_check(e, r->boot, r->seq) : senml_check(e, r->ts_ms);
+    if (fresh)
+        dd->dirty = true;
+    return fresh;
+}
+
+size_t tg_dedup_check_all(struct tg_dedup *dd, const struct tg_reading *readings, size_t n,
+                          int64_t now_ms, bool *fresh)
+{
+    size_t n_fresh = 0;
+    if (n > SORT_MAX) {
+        for (size_t k = 0; k < n; k++)
+            n_fresh += (fresh[k] = tg_dedup_check(dd, &readings[k], now_ms));
+        return n_fresh;
+    }
+    /* Insertion sort of indices: linear for the usual already-ordered pack, stable. */
+    uint16_t order[SORT_MAX];
+    for (size_t k = 0; k < n; k++) {
+        size_t j = k;
+        while (j > 0 && readings[order[j - 1]].ts_ms > readings[k].ts_ms) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = (uint16_t)k;
+    }
+    for (size_t k = 0; k < n; k++)
+        n_fresh += (fresh[order[k]] = tg_dedup_check(dd, &readings[order[k]], now_ms));
+    return n_fresh;
+}
+
+bool tg_dedup_forget(struct tg_dedup *dd, const char *device)
+{
+    size_t len = strnlen(device, TG_DEVICE_ID_MAX + 1);
+    if (len == 0 || len > TG_DEVICE_ID_MAX)
+        return false;
+    uint32_t i = find(dd, device, len, hash_id(device, len));
+    if (i == NIL)
+        return false;
+    release(dd, i);
+    return true;
+}
+
+/* --- snapshots ------------------------------------------------------------------------------ */
+
+#define SNAP_MAGIC "TGDD"
+#define SNAP_VERSION 1
+#define SNAP_WINDOW_INVERTED 0x10 /* kind flag: a native window is stored as ~window */
+#define SNAP_HEADER_MAX (4 + 2 + 10 + 10)
+/* Shared and suffix bytes, id, kind, then the larger of native (5 varints of at most 10
+ * bytes: 50) and SenML (zigzag varint, count, 8 varints of at most 5 bytes: 51). */
+#define SNAP_DEVICE_MAX (2 + TG_DEVICE_ID_MAX + 1 + 51)
+
+static uint32_t crc32_ieee(const uint8_t *p, size_t len)
+{
+    uint32_t table[256];
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = n;
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        table[n] = c;
+    }
+    uint32_t crc = 0xFFFFFFFFu;
+    for (size_t i = 0; i < len; i++)
+        crc = table[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
+    return crc ^ 0xFFFFFFFFu;
+}
+
+static uint8_t *put_varint(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+static uint64_t zigzag(int64_t v)
+{
+    return ((uint64_t)v << 1) ^ (v < 0 ? UINT64_MAX : 0);
+}
+
+static int64_t unzigzag(uint64_t v)
+{
+    return (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+}
+
+tg_err tg_dedup_save(struct tg_dedup *dd, uint8_t **blob, size_t *len)
+{
+    *blob = NULL;
+    *len = 0;
+    size_t cap = SNAP_HEADER_MAX + (size_t)dd->count * SNAP_DEVICE_MAX + 4;
+    uint8_t *buf = malloc(cap);
+    if (!buf)
+        return TG_ERR_NOMEM;
+    uint8_t *p = buf;
+    memcpy(p, SNAP_MAGIC, 4);
+    p += 4;
+    *p++ = SNAP_VERSION;
+    *p++ = 0;
+    p = put_varint(p, zigzag(dd->as_of_ms));
+    p = put_varint(p, dd->count);
+    const struct entry *prev = NULL;
+    for (uint32_t i = dd->lru_tail; i != NIL; i = dd->slab[i].lru_prev) {
+        const struct entry *e = &dd->slab[i];
+        uint8_t shared = 0;
+        if (prev)
+            while (shared < prev->id_len && shared < e->id_len && prev->id[shared] == e->id[shared])
+                shared++;
+        *p++ = shared;
+        *p++ = (uint8_t)(e->id_len - shared);
+        memcpy(p, e->id + shared, e->id_len - shared);
+        p += e->id_len - shared;
+        if (e->kind == KIND_SENML) {
+            *p++ = e->kind;
+            p = put_varint(p, zigzag(e->u.senml.max_ts));
+            *p++ = e->n_recent;
+            uint32_t below = 0;
+            for (unsigned k = 0; k < e->n_recent; k++) {
+                p = put_varint(p, e->u.senml.recent[k] - below);
+                below = e->u.senml.recent[k];
+            }
+        } else {
+            /* A device with a long in-order history has a window of all ones; a new one
+             * mostly zeros. Whichever of window and ~window is smaller is written. */
+            uint64_t window = e->u.nat.window;
+            bool inverted = ~window < window;
+            *p++ = (uint8_t)(e->kind | (inverted ? SNAP_WINDOW_INVERTED : 0));
+            p = put_varint(p, e->u.nat.boot);
+            p = put_varint(p, e->u.nat.seq);
+            p = put_varint(p, inverted ? ~window : window);
+            if (e->kind == KIND_NATIVE_PREV) {
+                p = put_varint(p, e->u.nat.boot - e->u.nat.prev_boot);
+                p = put_varint(p, e->u.nat.prev_seq);
+            }
+        }
+        prev = e;
+    }
+    uint32_t crc = crc32_ieee(buf, (size_t)(p - buf));
+    for (int k = 0; k < 4; k++)
+        *p++ = (uint8_t)(crc >> (8 * k));
+    *len = (size_t)(p - buf);
+    uint8_t *shrunk = realloc(buf, *len);
+    *blob = shrunk ? shrunk : buf;
+    dd->dirty = false;
+    return TG_OK;
+}
+
+struct reader {
+    const uint8_t *p, *end;
+    bool bad;
+};
+
+static uint8_t get_u8(struct reader *rd)
+{
+    if (rd->p == rd->end) {
+        rd->bad = true;
+        return 0;
+    }
+    return *rd->p++;
+}
+
+static uint64_t get_varint(struct reader *rd)
+{
+    uint64_t v = 0;
+    for (unsigned shift = 0; shift < 64; shift += 7) {
+        uint8_t b = get_u8(rd);
+        if (rd->bad)
+            return 0;
+        if (shift == 63 && b > 1)
+            break; /* more than 64 bits */
+        v |= (uint64_t)(b & 0x7F) << shift;
+        if (!(b & 0x80))
+            return v;
+    }
+    rd->bad = true;
+    return 0;
+}
+
+/* Reads one device into e (not linked). False when the bytes are not a valid device. */
+static bool load_device(struct reader *rd, const char *prev_id, size_t prev_len, struct entry *e)
+{
+    memset(e, 0, sizeof *e);
+    size_t shared = get_u8(rd), suffix = get_u8(rd);
+    if (rd->bad || shared > prev_len || shared + suffix > TG_DEVICE_ID_MAX ||
+        suffix > (size_t)(rd->end - rd->p))
+        return false;
+    memcpy(e->id, prev_id, shared);
+    memcpy(e->id + shared, rd->p, suffix);
+    rd->p += suffix;
+    e->id_len = (uint8_t)(shared + suffix);
+    if (!tg_device_id_valid(e->id, e->id_len))
+        return false;
+    uint8_t kind = get_u8(rd);
+    bool inverted = kind & SNAP_WINDOW_INVERTED;
+    e->kind = kind & (uint8_t)~SNAP_WINDOW_INVERTED;
+    if (kind == KIND_SENML) {
+        e->u.senml.max_ts = unzigzag(get_varint(rd));
+        e->n_recent = get_u8(rd);
+        if (e->n_recent > TG_DEDUP_SENML_RECENT)
+            return false;
+        uint64_t below = 0;
+        for (unsigned k = 0; k < e->n_recent; k++) {
+            uint64_t step = get_varint(rd);
+            if (step == 0 || step > UINT32_MAX - below)
+                return false;
+            below += step;
+            e->u.senml.recent[k] = (uint32_t)below;
+        }
+        /* The oldest remembered time, max_ts - below, must be an int64. */
+        if (e->n_recent && e->u.senml.max_ts < INT64_MIN + (int64_t)below)
+            return false;
+    } else if (e->kind == KIND_NATIVE || e->kind == KIND_NATIVE_PREV) {
+        e->u.nat.boot = get_varint(rd);
+        e->u.nat.seq = get_varint(rd);
+        e->u.nat.window = get_varint(rd);
+        if (inverted)
+            e->u.nat.window = ~e->u.nat.window;
+        if (e->kind == KIND_NATIVE_PREV) {
+            uint64_t back = get_varint(rd);
+            if (back == 0 || back > e->u.nat.boot)
+                return false;
+            e->u.nat.prev_boot = e->u.nat.boot - back;
+            e->u.nat.prev_seq = get_varint(rd);
+        }
+    } else {
+        return false;
+    }
+    return !rd->bad;
+}
+
+static tg_err load_fail(struct tg_dedup *dd)
+{
+    reset(dd);
+    dd->dirty = false;
+    dd->as_of_ms = INT64_MIN;
+    return TG_ERR_INTERNAL;
+}
+
+tg_err tg_dedup_load(struct tg_dedup *dd, const uint8_t *blob, size_t len)
+{
+    reset(dd);
+    if (len < 4 + 2 + 1 + 1 + 4 || memcmp(blob, SNAP_MAGIC, 4) != 0 || blob[4] != SNAP_VERSION ||
+        blob[5] != 0)
+        return load_fail(dd);
+    size_t body = len - 4;
+    uint32_t crc = (uint32_t)blob[body] | (uint32_t)blob[body + 1] << 8 |
+                   (uint32_t)blob[body + 2] << 16 | (uint32_t)blob[body + 3] << 24;
+    if (crc != crc32_ieee(blob, body))
+        return load_fail(dd);
+    struct reader rd = {.p = blob + 6, .end = blob + body, .bad = false};
+    int64_t as_of_ms = unzigzag(get_varint(&rd));
+    uint64_t count = get_varint(&rd);
+    /* Every device takes at least 4 bytes: a cheap bound before trusting count. */
+    if (rd.bad || count > (uint64_t)(rd.end - rd.p) / 4)
+        return load_fail(dd);
+    struct entry e;
+    char prev_id[TG_DEVICE_ID_MAX];
+    size_t prev_len = 0;
+    for (uint64_t n = 0; n < count; n++) {
+        if (!load_device(&rd, prev_id, prev_len, &e))
+            return load_fail(dd);
+        uint32_t h = hash_id(e.id, e.id_len);
+        if (find(dd, e.id, e.id_len, h) != NIL)
+            return load_fail(dd); /* the same device twice */
+        uint32_t i = add_device(dd, e.id, e.id_len, h);
+        struct entry *slot = &dd->slab[i];
+        slot->kind = e.kind;
+        slot->n_recent = e.n_recent;
+        slot->u = e.u;
+        memcpy(prev_id, e.id, e.id_len);
+        prev_len = e.id_len;
+    }
+    if (rd.p != rd.end)
+        return load_fail(dd);
+    dd->as_of_ms = as_of_ms;
+    dd->dirty = false;
+    return TG_OK;
+}
