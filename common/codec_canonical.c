@@ -15,17 +15,6 @@
 #include "codec_canonical.h"
 #include "codec_internal.h"
 
-struct sink {
-    uint8_t *buf;
-    size_t cap, pos;
-};
-
-static void put(struct sink *s, const void *data, size_t len)
-{
-    if (s->pos <= s->cap && len <= s->cap - s->pos)
-        memcpy(s->buf + s->pos, data, len);
-    s->pos += len;
-}
 
 static void put_str(struct sink *s, const char *text) { put(s, text, strlen(text)); }
 

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "codec.h"
 
@@ -136,5 +137,20 @@ tg_err tg_codec_senml_cbor(struct tg_decoder *dec, const uint8_t *buf, size_t le
                            int64_t now_ms, struct tg_decoded *out);
 tg_err tg_codec_senml_json(struct tg_decoder *dec, const uint8_t *buf, size_t len, int64_t now_ms,
                            struct tg_decoded *out);
+
+
+/* Appends to a caller buffer, counting what does not fit so that the caller learns the size
+ * it needs (pos > cap afterwards means the output was cut). */
+struct sink {
+    uint8_t *buf;
+    size_t cap, pos;
+};
+
+static inline void put(struct sink *s, const void *data, size_t len)
+{
+    if (s->pos <= s->cap && len <= s->cap - s->pos)
+        memcpy(s->buf + s->pos, data, len);
+    s->pos += len;
+}
 
 #endif

@@ -348,18 +348,6 @@ size_t tg_codec_cbor_put_number(double value, uint8_t out[9])
     return cbor_encode_double(value, out, 9);
 }
 
-/* Appends to a caller buffer, counting what would not fit so the caller learns the size. */
-struct sink {
-    uint8_t *buf;
-    size_t cap, pos;
-};
-
-static void put(struct sink *s, const void *data, size_t len)
-{
-    if (s->pos <= s->cap && len <= s->cap - s->pos)
-        memcpy(s->buf + s->pos, data, len);
-    s->pos += len;
-}
 
 static void put_text(struct sink *s, const char *text, size_t len)
 {

@@ -7,6 +7,8 @@
  */
 #include "dedup.h"
 
+#include "util.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,25 +69,6 @@ struct tg_dedup {
     int64_t as_of_ms;
 };
 
-/* FNV-1a, 32 bits: short ids, no adversary (the broker's ACL ties ids to credentials). */
-static uint32_t hash_id(const char *id, size_t len)
-{
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (uint8_t)id[i];
-        h *= 16777619u;
-    }
-    return h;
-}
-
-static uint32_t pow2_at_least(uint32_t n)
-{
-    uint32_t p = 1;
-    while (p < n)
-        p <<= 1;
-    return p;
-}
-
 static void reset(struct tg_dedup *dd)
 {
     dd->used = 0;
@@ -106,7 +89,7 @@ tg_err tg_dedup_new(size_t max_devices, struct tg_dedup **out)
         return TG_ERR_NOMEM;
     dd->max = (uint32_t)max_devices;
     dd->cap = dd->max < SLAB_INITIAL ? dd->max : SLAB_INITIAL;
-    dd->mask = pow2_at_least(dd->cap) - 1;
+    dd->mask = tg_pow2_at_least(dd->cap) - 1;
     dd->slab = malloc((size_t)dd->cap * sizeof *dd->slab);
     dd->buckets = malloc(((size_t)dd->mask + 1) * sizeof *dd->buckets);
     if (!dd->slab || !dd->buckets) {
@@ -165,7 +148,7 @@ static void hash_insert(struct tg_dedup *dd, uint32_t i, uint32_t h)
 static void hash_remove(struct tg_dedup *dd, uint32_t i)
 {
     struct entry *e = &dd->slab[i];
-    uint32_t *link = &dd->buckets[hash_id(e->id, e->id_len) & dd->mask];
+    uint32_t *link = &dd->buckets[tg_hash_fnv1a(e->id, e->id_len) & dd->mask];
     while (*link != i)
         link = &dd->slab[*link].hnext;
     *link = e->hnext;
@@ -225,7 +208,7 @@ static bool grow(struct tg_dedup *dd)
     if (!slab)
         return false;
     dd->slab = slab;
-    uint32_t nbuckets = pow2_at_least(cap);
+    uint32_t nbuckets = tg_pow2_at_least(cap);
     if (nbuckets > dd->mask + 1) {
         uint32_t *buckets = malloc((size_t)nbuckets * sizeof *buckets);
         if (!buckets)
@@ -237,7 +220,7 @@ static bool grow(struct tg_dedup *dd)
             buckets[b] = NIL;
         for (uint32_t i = 0; i < dd->used; i++)
             if (dd->slab[i].kind != KIND_FREE)
-                hash_insert(dd, i, hash_id(dd->slab[i].id, dd->slab[i].id_len));
+                hash_insert(dd, i, tg_hash_fnv1a(dd->slab[i].id, dd->slab[i].id_len));
     }
     dd->cap = cap;
     return true;
@@ -381,7 +364,7 @@ bool tg_dedup_check(struct tg_dedup *dd, const struct tg_reading *r, int64_t now
     size_t len = strnlen(r->device, TG_DEVICE_ID_MAX + 1);
     if (len == 0 || len > TG_DEVICE_ID_MAX)
         return true; /* outside the contract: let it through untracked rather than lose it */
-    uint32_t h = hash_id(r->device, len);
+    uint32_t h = tg_hash_fnv1a(r->device, len);
     uint32_t i = find(dd, r->device, len, h);
     if (i == NIL)
         i = add_device(dd, r->device, len, h);
@@ -423,7 +406,7 @@ bool tg_dedup_forget(struct tg_dedup *dd, const char *device)
     size_t len = strnlen(device, TG_DEVICE_ID_MAX + 1);
     if (len == 0 || len > TG_DEVICE_ID_MAX)
         return false;
-    uint32_t i = find(dd, device, len, hash_id(device, len));
+    uint32_t i = find(dd, device, len, tg_hash_fnv1a(device, len));
     if (i == NIL)
         return false;
     release(dd, i);
@@ -650,7 +633,7 @@ tg_err tg_dedup_load(struct tg_dedup *dd, const uint8_t *blob, size_t len)
     for (uint64_t n = 0; n < count; n++) {
         if (!load_device(&rd, prev_id, prev_len, &e))
             return load_fail(dd);
-        uint32_t h = hash_id(e.id, e.id_len);
+        uint32_t h = tg_hash_fnv1a(e.id, e.id_len);
         if (find(dd, e.id, e.id_len, h) != NIL)
             return load_fail(dd); /* the same device twice */
         uint32_t i = add_device(dd, e.id, e.id_len, h);

@@ -21,6 +21,7 @@
 
 #include "codec_canonical.h"
 #include "log.h"
+#include "util.h"
 
 #define NIL UINT32_MAX
 #define KEY_MIN_BYTES 16
@@ -75,24 +76,6 @@ __attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errl
     va_end(ap);
 }
 
-static uint32_t hash_bytes(const char *s, size_t len)
-{
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (uint8_t)s[i];
-        h *= 16777619u;
-    }
-    return h;
-}
-
-static uint32_t pow2_at_least(uint32_t n)
-{
-    uint32_t p = 1;
-    while (p < n)
-        p <<= 1;
-    return p;
-}
-
 /* --- keys ---------------------------------------------------------------------------------- */
 
 static void keyring_free(struct keyring *kr)
@@ -112,7 +95,7 @@ static const struct key_entry *keyring_find(const struct keyring *kr, const char
 {
     if (!kr->buckets)
         return NULL;
-    for (uint32_t i = kr->buckets[hash_bytes(device, len) & kr->mask]; i != NIL;
+    for (uint32_t i = kr->buckets[tg_hash_fnv1a(device, len) & kr->mask]; i != NIL;
          i = kr->entries[i].next) {
         const struct key_entry *k = &kr->entries[i];
         if (strncmp(k->device, device, len) == 0 && k->device[len] == '\0')
@@ -149,7 +132,7 @@ static bool keyring_reserve(struct keyring *kr)
         buckets[b] = NIL;
     for (uint32_t i = 0; i < kr->n; i++) {
         struct key_entry *k = &entries[i];
-        uint32_t *head = &buckets[hash_bytes(k->device, strlen(k->device)) & kr->mask];
+        uint32_t *head = &buckets[tg_hash_fnv1a(k->device, strlen(k->device)) & kr->mask];
         k->next = *head;
         *head = i;
     }
@@ -182,23 +165,12 @@ __attribute__((format(printf, 2, 3))) static void problem(struct problems *pb, c
     pb->used += strlen(pb->buf + pb->used);
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* A device token as messages show it. A token of 32 or more hex digits is probably a key in
  * the wrong column (or a line holding only a key), and key material is never echoed. */
 static const char *shown(const char *device)
 {
     size_t n = 0;
-    while (hex_value(device[n]) >= 0)
+    while (tg_hex_digit(device[n]) >= 0)
         n++;
     return device[n] == '\0' && n >= 2 * KEY_MIN_BYTES ? "<hex digits, not shown>" : device;
 }
@@ -237,7 +209,7 @@ static tg_err parse_key_line(struct keyring *kr, const char *path, uint32_t line
         return TG_OK;
     }
     for (size_t i = 0; i < digits; i++) {
-        if (hex_value(hex[i]) < 0) {
+        if (tg_hex_digit(hex[i]) < 0) {
             problem(pb, "%s:%" PRIu32 ": device \"%s\": the key is not hexadecimal (character "
                     "%zu)", path, lineno, shown(device), i + 1);
             return TG_OK;
@@ -256,9 +228,9 @@ static tg_err parse_key_line(struct keyring *kr, const char *path, uint32_t line
     memcpy(k->device, device, dev_len + 1);
     k->key_len = (uint8_t)(digits / 2);
     for (size_t b = 0; b < k->key_len; b++)
-        k->key[b] = (uint8_t)(hex_value(hex[2 * b]) << 4 | hex_value(hex[2 * b + 1]));
+        k->key[b] = (uint8_t)(tg_hex_digit(hex[2 * b]) << 4 | tg_hex_digit(hex[2 * b + 1]));
     k->line = lineno;
-    uint32_t *head = &kr->buckets[hash_bytes(device, dev_len) & kr->mask];
+    uint32_t *head = &kr->buckets[tg_hash_fnv1a(device, dev_len) & kr->mask];
     k->next = *head;
     *head = i;
     return TG_OK;
@@ -434,7 +406,7 @@ static struct range *range_find(const struct tg_validate *v, const char *metric,
 {
     if (!v->range_buckets)
         return NULL;
-    for (uint32_t i = v->range_buckets[hash_bytes(metric, len) & v->range_mask]; i != NIL;
+    for (uint32_t i = v->range_buckets[tg_hash_fnv1a(metric, len) & v->range_mask]; i != NIL;
          i = v->ranges[i].next) {
         struct range *rg = &v->ranges[i];
         if (strncmp(rg->metric, metric, len) == 0 && rg->metric[len] == '\0')
@@ -446,7 +418,7 @@ static struct range *range_find(const struct tg_validate *v, const char *metric,
 /* Rebuilds the range hash table for n_ranges (setup only: a handful of metrics). */
 static bool range_rehash(struct tg_validate *v)
 {
-    uint32_t nbuckets = pow2_at_least(v->n_ranges * 2);
+    uint32_t nbuckets = tg_pow2_at_least(v->n_ranges * 2);
     uint32_t *buckets = malloc((size_t)nbuckets * sizeof *buckets);
     if (!buckets)
         return false;
@@ -454,7 +426,7 @@ static bool range_rehash(struct tg_validate *v)
         buckets[b] = NIL;
     for (uint32_t i = 0; i < v->n_ranges; i++) {
         struct range *rg = &v->ranges[i];
-        uint32_t *head = &buckets[hash_bytes(rg->metric, strlen(rg->metric)) & (nbuckets - 1)];
+        uint32_t *head = &buckets[tg_hash_fnv1a(rg->metric, strlen(rg->metric)) & (nbuckets - 1)];
         rg->next = *head;
         *head = i;
     }

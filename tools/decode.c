@@ -17,6 +17,7 @@
 
 #include "codec.h"
 #include "codec_canonical.h"
+#include "util.h"
 
 #define EXIT_INVALID 1 /* the payload was rejected */
 #define EXIT_USAGE 2   /* bad command line or unreadable input */
@@ -71,24 +72,13 @@ static bool parse_i64(const char *text, int64_t *value)
     return true;
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static bool parse_hex(const char *text, uint8_t *out, size_t cap, size_t *len)
 {
     size_t n = strlen(text);
     if (n == 0 || n % 2 || n / 2 > cap)
         return false;
     for (size_t i = 0; i < n / 2; i++) {
-        int hi = hex_value(text[2 * i]), lo = hex_value(text[2 * i + 1]);
+        int hi = tg_hex_digit(text[2 * i]), lo = tg_hex_digit(text[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return false;
         out[i] = (uint8_t)(hi << 4 | lo);

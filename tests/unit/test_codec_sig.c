@@ -196,9 +196,9 @@ static size_t read_hex_line(const char *text, const char *key, uint8_t *out, siz
     assert_non_null(p);
     p += strlen(pattern);
     size_t n = 0;
-    while (tb_nibble(p[0]) >= 0 && tb_nibble(p[1]) >= 0) {
+    while (tg_hex_digit(p[0]) >= 0 && tg_hex_digit(p[1]) >= 0) {
         assert_true(n < cap);
-        out[n++] = (uint8_t)(tb_nibble(p[0]) << 4 | tb_nibble(p[1]));
+        out[n++] = (uint8_t)(tg_hex_digit(p[0]) << 4 | tg_hex_digit(p[1]));
         p += 2;
     }
     return n;

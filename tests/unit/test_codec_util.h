@@ -16,6 +16,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "util.h"
 #include "codec.h"
 
 #define NOW_MS INT64_C(1700000000000)
@@ -25,17 +26,6 @@ struct tbuf {
     size_t n;
 };
 
-static inline int tb_nibble(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Appends the bytes of a hex string; spaces are ignored. */
 static inline struct tbuf *tb_hex(struct tbuf *t, const char *hex)
 {
@@ -44,7 +34,7 @@ static inline struct tbuf *tb_hex(struct tbuf *t, const char *hex)
             p++;
             continue;
         }
-        int hi = tb_nibble(p[0]), lo = tb_nibble(p[1]);
+        int hi = tg_hex_digit(p[0]), lo = tg_hex_digit(p[1]);
         assert_true(hi >= 0 && lo >= 0);
         assert_true(t->n < sizeof t->b);
         t->b[t->n++] = (uint8_t)(hi << 4 | lo);
