@@ -139,6 +139,19 @@ static tg_err cached_name(struct tg_decoder *dec, const char *what, const struct
 }
 
 /* Applies one record to the base values and, when it carries a value, adds its row. */
+/* Stores a text field (bn, bu, n or u) of a record, from either encoding. */
+static void set_text(struct record *rec, enum label label, struct text text)
+{
+    if (label == L_BN)
+        rec->bn = text;
+    else if (label == L_BU)
+        rec->bu = text;
+    else if (label == L_N)
+        rec->n = text;
+    else if (label == L_U)
+        rec->u = text;
+}
+
 static tg_err apply_record(struct tg_decoder *dec, struct base *base, const struct record *rec,
                            size_t index, int64_t now_ms, size_t *n_rows)
 {
@@ -302,14 +315,7 @@ static tg_err cbor_value(struct tg_decoder *dec, struct tg_cbor_reader *rd, size
         if (item->kind != TG_CBOR_TEXT)
             return wrong_type(dec, index, label, got);
         struct text text = {(const char *)item->str, item->len};
-        if (label == L_BN)
-            rec->bn = text;
-        else if (label == L_BU)
-            rec->bu = text;
-        else if (label == L_N)
-            rec->n = text;
-        else if (label == L_U)
-            rec->u = text;
+        set_text(rec, label, text);
         break;
     case T_NUMBER:
         if (!tg_codec_cbor_number(item, &number))
@@ -431,14 +437,7 @@ static tg_err json_value(struct tg_decoder *dec, const json_t *value, size_t ind
         if (!json_is_string(value))
             return wrong_type(dec, index, label, got);
         struct text text = {json_string_value(value), json_string_length(value)};
-        if (label == L_BN)
-            rec->bn = text;
-        else if (label == L_BU)
-            rec->bu = text;
-        else if (label == L_N)
-            rec->n = text;
-        else if (label == L_U)
-            rec->u = text;
+        set_text(rec, label, text);
         break;
     case T_NUMBER: {
         if (!json_is_number(value))
