@@ -335,19 +335,6 @@ tg_err tg_codec_canonical_json(const struct tg_reading *rd, const char *gateway,
 
 /* --- CBOR ------------------------------------------------------------------------------- */
 
-static void put_cbor_text(struct sink *s, const char *text)
-{
-    size_t text_len = strlen(text);
-    uint8_t header[9];
-    put(s, header, cbor_encode_string_start(text_len, header, sizeof header));
-    put(s, text, text_len);
-}
-
-static void put_cbor_uint(struct sink *s, uint64_t v)
-{
-    uint8_t item[9];
-    put(s, item, cbor_encode_uint(v, item, sizeof item));
-}
 
 static void put_cbor_int(struct sink *s, int64_t v)
 {
@@ -373,40 +360,40 @@ tg_err tg_codec_canonical_cbor(const struct tg_reading *rd, const char *gateway,
     struct sink s = {.buf = buf, .cap = cap};
     bool units = has_units(rd);
     put_cbor_map(&s, 3 + (rd->has_seq ? 2 : 0) + (gateway ? 2 : 0) + (units ? 1 : 0));
-    put_cbor_text(&s, "device");
-    put_cbor_text(&s, rd->device);
+    put_cbor_text(&s, "device", strlen("device"));
+    put_cbor_text(&s, rd->device, strlen(rd->device));
     if (rd->has_seq) {
-        put_cbor_text(&s, "boot");
+        put_cbor_text(&s, "boot", strlen("boot"));
         put_cbor_uint(&s, rd->boot);
-        put_cbor_text(&s, "seq");
+        put_cbor_text(&s, "seq", strlen("seq"));
         put_cbor_uint(&s, rd->seq);
     }
-    put_cbor_text(&s, "ts");
+    put_cbor_text(&s, "ts", strlen("ts"));
     put_cbor_int(&s, rd->ts_ms);
     if (gateway) {
-        put_cbor_text(&s, "gw_ts");
+        put_cbor_text(&s, "gw_ts", strlen("gw_ts"));
         put_cbor_int(&s, gw_ts_ms);
-        put_cbor_text(&s, "gateway");
-        put_cbor_text(&s, gateway);
+        put_cbor_text(&s, "gateway", strlen("gateway"));
+        put_cbor_text(&s, gateway, strlen(gateway));
     }
-    put_cbor_text(&s, "m");
+    put_cbor_text(&s, "m", strlen("m"));
     put_cbor_map(&s, rd->n_metrics);
     for (size_t i = 0; i < rd->n_metrics; i++) {
         uint8_t number[9];
-        put_cbor_text(&s, rd->metrics[i].name);
+        put_cbor_text(&s, rd->metrics[i].name, strlen(rd->metrics[i].name));
         put(&s, number, tg_codec_cbor_put_number(rd->metrics[i].value, number));
     }
     if (units) {
         size_t n_units = 0;
         for (size_t i = 0; i < rd->n_metrics; i++)
             n_units += rd->metrics[i].unit != NULL;
-        put_cbor_text(&s, "u");
+        put_cbor_text(&s, "u", strlen("u"));
         put_cbor_map(&s, n_units);
         for (size_t i = 0; i < rd->n_metrics; i++) {
             if (!rd->metrics[i].unit)
                 continue;
-            put_cbor_text(&s, rd->metrics[i].name);
-            put_cbor_text(&s, rd->metrics[i].unit);
+            put_cbor_text(&s, rd->metrics[i].name, strlen(rd->metrics[i].name));
+            put_cbor_text(&s, rd->metrics[i].unit, strlen(rd->metrics[i].unit));
         }
     }
     return finish(&s, len);

@@ -8,6 +8,7 @@
 #ifndef TG_CODEC_INTERNAL_H
 #define TG_CODEC_INTERNAL_H
 
+#include <cbor.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -151,6 +152,21 @@ static inline void put(struct sink *s, const void *data, size_t len)
     if (s->pos <= s->cap && len <= s->cap - s->pos)
         memcpy(s->buf + s->pos, data, len);
     s->pos += len;
+}
+
+
+/* A CBOR text string / unsigned integer appended to a sink. */
+static inline void put_cbor_text(struct sink *s, const char *text, size_t len)
+{
+    uint8_t header[9];
+    put(s, header, cbor_encode_string_start(len, header, sizeof header));
+    put(s, text, len);
+}
+
+static inline void put_cbor_uint(struct sink *s, uint64_t value)
+{
+    uint8_t item[9];
+    put(s, item, cbor_encode_uint(value, item, sizeof item));
 }
 
 #endif

@@ -349,18 +349,6 @@ size_t tg_codec_cbor_put_number(double value, uint8_t out[9])
 }
 
 
-static void put_text(struct sink *s, const char *text, size_t len)
-{
-    uint8_t header[9];
-    put(s, header, cbor_encode_string_start(len, header, sizeof header));
-    put(s, text, len);
-}
-
-static void put_uint(struct sink *s, uint64_t value)
-{
-    uint8_t item[9];
-    put(s, item, cbor_encode_uint(value, item, sizeof item));
-}
 
 tg_err tg_codec_native_encode(const struct tg_reading *rd, uint8_t *buf, size_t cap, size_t *len)
 {
@@ -371,13 +359,13 @@ tg_err tg_codec_native_encode(const struct tg_reading *rd, uint8_t *buf, size_t 
     struct sink s = {.buf = buf, .cap = cap};
     uint8_t item[9];
     put(&s, item, cbor_encode_map_start(4, item, sizeof item));
-    put_text(&s, "seq", 3);
-    put_uint(&s, rd->seq);
-    put_text(&s, "boot", 4);
-    put_uint(&s, rd->boot);
-    put_text(&s, "ts", 2);
-    put_uint(&s, (uint64_t)rd->ts_ms);
-    put_text(&s, "m", 1);
+    put_cbor_text(&s, "seq", 3);
+    put_cbor_uint(&s, rd->seq);
+    put_cbor_text(&s, "boot", 4);
+    put_cbor_uint(&s, rd->boot);
+    put_cbor_text(&s, "ts", 2);
+    put_cbor_uint(&s, (uint64_t)rd->ts_ms);
+    put_cbor_text(&s, "m", 1);
     put(&s, item, cbor_encode_map_start(rd->n_metrics, item, sizeof item));
     for (size_t i = 0; i < rd->n_metrics; i++) {
         const struct tg_metric *metric = &rd->metrics[i];
@@ -386,7 +374,7 @@ tg_err tg_codec_native_encode(const struct tg_reading *rd, uint8_t *buf, size_t 
             return TG_ERR_BAD_NAME;
         if (!isfinite(metric->value))
             return TG_ERR_NON_FINITE;
-        put_text(&s, metric->name, name_len);
+        put_cbor_text(&s, metric->name, name_len);
         put(&s, item, tg_codec_cbor_put_number(metric->value, item));
     }
     *len = s.pos;
