@@ -1,0 +1,121 @@
+/*
+ * gateway_config.c - the gateway's keys, defaults and bounds (see gateway_config.h).
+ *
+ * The defaults suit a mid-range board (a Raspberry Pi 4B); boards/*.ini move the
+ * hardware-dependent ones (queue sizes, journal cap and mode, commit interval, codec,
+ * connections) for the others.
+ */
+#include "gateway_config.h"
+
+#include "log.h"
+#include "validate.h"
+
+static const char *const journal_modes[] = {"durable", "spill", NULL};
+static const char *const overflow_policies[] = {"backpressure", "drop_oldest", "drop_newest",
+                                                NULL};
+static const char *const journal_codecs[] = {"zstd", "lz4", "none", NULL};
+static const char *const kafka_formats[] = {"json", "cbor", NULL};
+static const char *const kafka_codecs[] = {"zstd", "lz4", "snappy", "gzip", "none", NULL};
+
+static const struct tg_config_key gateway_schema[] = {
+    /* [gateway] */
+    TG_CFG_STR("gateway", "id", "",
+               "this gateway's name in every Kafka record (\"gateway\" field); empty: host name"),
+    TG_CFG_MS("gateway", "shutdown_timeout_ms", "10000", 0, 600000,
+              "on SIGTERM, how long (ms) to wait for in-flight Kafka deliveries; what is not "
+              "confirmed by then stays in the journal for the next start"),
+    /* [log] */
+    TG_CFG_ENUM("log", "level", "info", tg_log_level_choices,
+                "least severe level written to stderr"),
+    TG_CFG_STR("log", "debug", "",
+               "subsystems whose debug lines are written, comma-separated (mqtt, pipeline, "
+               "journal, kafka, validate) or \"all\""),
+    /* [mqtt] */
+    TG_CFG_STR("mqtt", "host", "127.0.0.1", "MQTT broker host name or address"),
+    TG_CFG_INT("mqtt", "port", "1883", 1, 65535, "MQTT broker TCP port"),
+    TG_CFG_STR("mqtt", "client_id", "tidegate",
+               "MQTT client id, stable across restarts so the broker keeps the session; with "
+               "connections > 1, connection i uses <client_id>-<i>"),
+    TG_CFG_STR("mqtt", "topic", "telemetry/+",
+               "topic filter to subscribe; the device id is the topic's last level"),
+    TG_CFG_INT("mqtt", "qos", "1", 0, 2, "subscription QoS (1: the broker holds what is not "
+               "acknowledged)"),
+    TG_CFG_INT("mqtt", "connections", "1", 1, 64,
+               "MQTT connections; above 1 they share one MQTT v5 shared subscription"),
+    TG_CFG_STR("mqtt", "share_group", "tidegate",
+               "shared subscription group ($share/<group>/<topic>) when connections > 1"),
+    TG_CFG_STR("mqtt", "username", "", "MQTT user name; empty: none"),
+    TG_CFG_STR("mqtt", "password", "", "MQTT password; empty: none"),
+    TG_CFG_STR("mqtt", "tls_ca", "", "CA certificate file (PEM) enabling TLS; empty: plain TCP"),
+    TG_CFG_STR("mqtt", "tls_cert", "", "client certificate file (PEM) for TLS; empty: none"),
+    TG_CFG_STR("mqtt", "tls_key", "", "client private key file (PEM) for TLS; empty: none"),
+    TG_CFG_MS("mqtt", "keepalive_ms", "30000", 5000, 3600000,
+              "MQTT keep-alive interval (ms, whole seconds on the wire)"),
+    TG_CFG_MS("mqtt", "session_expiry_ms", "604800000", 0, INT64_C(4294967295000),
+              "how long (ms) the broker keeps the session and its queued messages while the "
+              "gateway is away"),
+    TG_CFG_MS("mqtt", "reconnect_min_ms", "500", 10, 600000,
+              "first reconnect delay (ms); doubles per failure, with jitter"),
+    TG_CFG_MS("mqtt", "reconnect_max_ms", "30000", 10, 3600000, "largest reconnect delay (ms)"),
+    TG_CFG_SIZE("mqtt", "queue_bytes", "4M", TG_KIB(64), TG_GIB(1),
+                "hand-off queue between the MQTT thread and the pipeline (bytes); when full, "
+                "the gateway stops reading from the broker"),
+    /* [kafka] */
+    TG_CFG_STR("kafka", "brokers", "127.0.0.1:9092", "bootstrap brokers, host:port,..."),
+    TG_CFG_STR("kafka", "topic", "telemetry", "topic for telemetry records"),
+    TG_CFG_STR("kafka", "dlq_topic", "telemetry.dlq", "topic for rejected payloads"),
+    TG_CFG_STR("kafka", "client_id", "tidegate", "Kafka client.id"),
+    TG_CFG_ENUM("kafka", "compression", "zstd", kafka_codecs, "batch compression codec"),
+    TG_CFG_ENUM("kafka", "format", "json", kafka_formats,
+                "encoding of the canonical record in Kafka values"),
+    TG_CFG_MS("kafka", "linger_ms", "20", 0, 60000,
+              "how long (ms) librdkafka waits to fill a batch"),
+    TG_CFG_INT("kafka", "batch_num_messages", "10000", 1, 1000000,
+               "most records in one batch"),
+    TG_CFG_INT("kafka", "queue_max_kbytes", "8192", 64, 2097151,
+               "librdkafka's local queue (KiB): records handed over and not yet confirmed"),
+    TG_CFG_INT("kafka", "queue_max_messages", "50000", 100, 10000000,
+               "most records handed to librdkafka and not yet confirmed"),
+    TG_CFG_MS("kafka", "stats_interval_ms", "1000", 100, 60000,
+              "how often (ms) broker connection state is refreshed (tidegate_kafka_up)"),
+    TG_CFG_PASSTHROUGH("kafka.rdkafka",
+                       "librdkafka properties (CONFIGURATION.md), applied last: SASL, SSL, ..."),
+    /* [journal] */
+    TG_CFG_STR("journal", "path", "/var/lib/tidegate/journal.db", "SQLite journal file"),
+    TG_CFG_ENUM("journal", "mode", "durable", journal_modes,
+                "durable: every reading not yet confirmed by Kafka is committed to disk each "
+                "commit interval; spill: only when Kafka is behind or down"),
+    TG_CFG_SIZE("journal", "max_bytes", "256M", TG_KIB(64), TG_GIB(64),
+                "cap on compressed journal data (bytes); at the cap the overflow policy applies"),
+    TG_CFG_ENUM("journal", "overflow", "backpressure", overflow_policies,
+                "at the cap: stop reading MQTT (the broker holds messages), or drop the oldest "
+                "or the newest readings (counted)"),
+    TG_CFG_MS("journal", "commit_interval_ms", "1000", 10, 60000,
+              "group-commit interval (ms): what kill -9 or power loss can lose at most"),
+    TG_CFG_ENUM("journal", "codec", "zstd", journal_codecs, "segment compression"),
+    TG_CFG_INT("journal", "zstd_level", "3", 1, 19, "zstd level for segments"),
+    TG_CFG_SIZE("journal", "segment_bytes", "1M", TG_KIB(16), TG_MIB(64),
+                "most uncompressed bytes in one journal segment"),
+    TG_CFG_SIZE("journal", "memory_bytes", "4M", TG_KIB(256), TG_GIB(4),
+                "readings held in memory (uncompressed bytes) before journaled ones are "
+                "evicted and read back from disk as the backlog drains; in spill mode also "
+                "how much may wait in memory unjournaled"),
+    TG_CFG_INT("journal", "dedup_devices", "100000", 1, 16777216,
+               "devices whose recent (boot, seq) the dedup window remembers"),
+    TG_CFG_MS("journal", "dedup_save_interval_ms", "10000", 100, 3600000,
+              "how often (ms) the dedup window is saved in the journal"),
+    /* [validate] */
+    TG_CFG_SIZE("validate", "max_payload_bytes", "4096", 64, TG_MIB(1),
+                "largest payload accepted (bytes); larger ones are dead-lettered"),
+    TG_CFG_INT("validate", "max_metrics", "64", 1, 4096, "most metrics in one reading"),
+    TG_CFG_INT("validate", "max_readings", "64", 1, 4096, "most readings in one SenML pack"),
+    TG_VALIDATE_CONFIG_KEYS,
+    /* [metrics] */
+    TG_CFG_STR("metrics", "listen", "127.0.0.1:9464",
+               "address:port of the Prometheus endpoint (/metrics, /healthz); empty: off"),
+};
+
+struct tg_config *tg_gateway_config_new(void)
+{
+    return tg_config_new(gateway_schema, sizeof gateway_schema / sizeof gateway_schema[0]);
+}

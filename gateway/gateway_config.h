@@ -1,0 +1,30 @@
+/*
+ * gateway_config.h - the tidegate daemon's configuration schema.
+ *
+ * Every key the gateway understands, with its default, bounds and one-line help, in one
+ * table: `tidegate --check-config` prints it with the origin of each value, the README's
+ * configuration reference lists it, and board files (boards/*.ini) set the hardware-
+ * dependent ones. See config.h for layering (defaults < board < file < --set) and syntax.
+ *
+ * Threads: the table is constant; build and load the config on the main thread at startup.
+ */
+#ifndef TG_GATEWAY_CONFIG_H
+#define TG_GATEWAY_CONFIG_H
+
+#include <stddef.h>
+
+#include "config.h"
+
+/* Indices of the enum keys' choices, as tg_config_get_enum() returns them. */
+enum tg_journal_mode { TG_JOURNAL_DURABLE = 0, TG_JOURNAL_SPILL = 1 };
+enum tg_overflow {
+    TG_OVERFLOW_BACKPRESSURE = 0,
+    TG_OVERFLOW_DROP_OLDEST = 1,
+    TG_OVERFLOW_DROP_NEWEST = 2,
+};
+enum tg_kafka_format { TG_KAFKA_JSON = 0, TG_KAFKA_CBOR = 1 };
+
+/* A new config holding the gateway schema's defaults; NULL when out of memory. */
+struct tg_config *tg_gateway_config_new(void);
+
+#endif

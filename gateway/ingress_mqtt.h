@@ -1,0 +1,82 @@
+/*
+ * ingress_mqtt.h - takes telemetry from the MQTT broker (libmosquitto) and hands it on.
+ *
+ * N connections (mqtt.connections) to one broker, all served by one ingress thread that
+ * drives libmosquitto's non-blocking calls from its own poll(2) loop. Each connection keeps a
+ * persistent session (MQTT v5, clean start off, session expiry from the config, a stable
+ * client id: "<client_id>" for one connection, "<client_id>-<i>" for several) and subscribes
+ * to the topic filter at the configured QoS; with several connections the filter is an MQTT
+ * v5 shared subscription, "$share/<group>/<filter>", so the broker spreads messages over them
+ * and ingestion is not limited by one connection's in-flight window.
+ *
+ * Every message is handed to the sink (the pipeline's entry point) on the ingress thread. The
+ * sink never blocks: when it says TG_ERR_FULL the ingress keeps that message (and any others
+ * already read from the same socket) and stops reading from that connection until the sink
+ * takes them, so the broker holds further QoS1 messages instead of anything being dropped or
+ * the MQTT loop blocking on disk or Kafka. Order per connection is kept.
+ *
+ * A lost connection is retried with capped exponential backoff and full jitter
+ * (reconnect_min_ms doubling up to reconnect_max_ms); the session resumes, and the broker
+ * delivers what it queued meanwhile.
+ *
+ * Metrics (registered at _new): tidegate_mqtt_connections (gauge, connected now),
+ * tidegate_mqtt_reconnects_total, tidegate_mqtt_paused (gauge, 1 while some connection waits
+ * for the sink).
+ */
+#ifndef TG_INGRESS_MQTT_H
+#define TG_INGRESS_MQTT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "metrics.h"
+
+struct tg_ingress_opts {
+    const char *host;
+    int port;
+    const char *client_id;
+    const char *topic;          /* filter, e.g. "telemetry/+" */
+    int qos;
+    int connections;            /* >= 1 */
+    const char *share_group;    /* used when connections > 1 */
+    const char *username;       /* NULL or "": none */
+    const char *password;
+    const char *tls_ca;         /* NULL or "": no TLS */
+    const char *tls_cert;
+    const char *tls_key;
+    int64_t keepalive_ms;
+    int64_t session_expiry_ms;
+    int64_t reconnect_min_ms;
+    int64_t reconnect_max_ms;
+};
+
+/* Takes one message; called on the ingress thread. TG_OK: taken (the bytes were copied);
+ * TG_ERR_FULL: no room now, offer it again later. Anything else is a bug in the sink. */
+typedef tg_err (*tg_ingress_sink_fn)(void *ud, const char *topic, size_t topic_len,
+                                     const uint8_t *payload, size_t payload_len, int64_t rx_ms);
+
+struct tg_ingress;
+
+/* Sets up the connections (nothing is connected yet). Errors (bad TLS files, libmosquitto
+ * refusing an option) name the [mqtt] key in err. */
+tg_err tg_ingress_new(const struct tg_ingress_opts *opts, tg_ingress_sink_fn sink, void *ud,
+                      struct tg_metrics *metrics, struct tg_ingress **out, char *err,
+                      size_t errlen);
+
+/* Starts the ingress thread, which connects and keeps connecting. */
+tg_err tg_ingress_start(struct tg_ingress *in);
+
+/* Stops taking new messages: stops reading, hands every message already read to the sink
+ * (retrying while it says TG_ERR_FULL, so the sink's consumer must still be running), then
+ * disconnects cleanly (the sessions stay on the broker) and joins the thread. Idempotent. */
+void tg_ingress_stop(struct tg_ingress *in);
+
+/* Stops if needed and frees. NULL-safe. */
+void tg_ingress_destroy(struct tg_ingress *in);
+
+/* Connections currently connected and subscribed (any thread). */
+int tg_ingress_connected(const struct tg_ingress *in);
+
+#endif
