@@ -1,7 +1,7 @@
 /*
  * gateway_config.c - the gateway's keys, defaults and bounds (see gateway_config.h).
  *
- * The defaults suit a mid-range board (a Raspberry Pi 4B); boards/*.ini move the
+ * The defaults suit a mid-range board (a Raspberry Pi 4B); the files in boards/ move the
  * hardware-dependent ones (queue sizes, journal cap and mode, commit interval, codec,
  * connections) for the others.
  */

@@ -3,7 +3,7 @@
  *
  * Every key the gateway understands, with its default, bounds and one-line help, in one
  * table: `tidegate --check-config` prints it with the origin of each value, the README's
- * configuration reference lists it, and board files (boards/*.ini) set the hardware-
+ * configuration reference lists it, and board files (the files in boards/) set the hardware-
  * dependent ones. See config.h for layering (defaults < board < file < --set) and syntax.
  *
  * Threads: the table is constant; build and load the config on the main thread at startup.
