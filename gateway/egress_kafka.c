@@ -157,24 +157,16 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
     eg->fn(eg->ud, rid, kind, ts, result, result == TG_OK ? NULL : rd_kafka_err2str(msg->err));
 }
 
-tg_err tg_egress_new(const struct tg_egress_opts *opts, tg_egress_delivery_fn fn, void *ud,
-                     struct tg_egress **out, char *err, size_t errlen)
+/* The producer configuration: our fixed properties, then the [kafka.rdkafka] pass-through.
+ * A property librdkafka refuses is named in err. */
+static tg_err build_conf(const struct tg_egress_opts *opts, rd_kafka_conf_t **out, char *err,
+                         size_t errlen)
 {
-    *out = NULL;
-    struct tg_egress *eg = calloc(1, sizeof *eg);
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (!eg || !conf) {
+    if (!conf) {
         snprintf(err, errlen, "kafka: out of memory");
-        free(eg);
-        if (conf)
-            rd_kafka_conf_destroy(conf);
         return TG_ERR_NOMEM;
     }
-    eg->pipe_rd = eg->pipe_wr = -1;
-    eg->fn = fn;
-    eg->ud = ud;
-    snprintf(eg->content_type, sizeof eg->content_type, "%s", opts->content_type);
-
     char num[4][24];
     snprintf(num[0], sizeof num[0], "%d", opts->linger_ms);
     snprintf(num[1], sizeof num[1], "%d", opts->batch_num_messages);
@@ -208,9 +200,41 @@ tg_err tg_egress_new(const struct tg_egress_opts *opts, tg_egress_delivery_fn fn
         e = set_prop(conf, "[kafka.rdkafka]", kv[0], kv[1], err, errlen);
     if (e != TG_OK) {
         rd_kafka_conf_destroy(conf);
+        return e;
+    }
+    *out = conf;
+    return TG_OK;
+}
+
+tg_err tg_egress_check_opts(const struct tg_egress_opts *opts, char *err, size_t errlen)
+{
+    rd_kafka_conf_t *conf;
+    tg_err e = build_conf(opts, &conf, err, errlen);
+    if (e == TG_OK)
+        rd_kafka_conf_destroy(conf);
+    return e;
+}
+
+tg_err tg_egress_new(const struct tg_egress_opts *opts, tg_egress_delivery_fn fn, void *ud,
+                     struct tg_egress **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct tg_egress *eg = calloc(1, sizeof *eg);
+    if (!eg) {
+        snprintf(err, errlen, "kafka: out of memory");
+        return TG_ERR_NOMEM;
+    }
+    rd_kafka_conf_t *conf;
+    tg_err e = build_conf(opts, &conf, err, errlen);
+    if (e != TG_OK) {
         free(eg);
         return e;
     }
+    eg->pipe_rd = eg->pipe_wr = -1;
+    eg->fn = fn;
+    eg->ud = ud;
+    snprintf(eg->content_type, sizeof eg->content_type, "%s", opts->content_type);
+
     rd_kafka_conf_set_opaque(conf, eg);
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_error_cb(conf, on_error);

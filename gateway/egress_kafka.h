@@ -58,6 +58,10 @@ struct tg_egress;
 tg_err tg_egress_new(const struct tg_egress_opts *opts, tg_egress_delivery_fn fn, void *ud,
                      struct tg_egress **out, char *err, size_t errlen);
 
+/* Checks opts as tg_egress_new() would (every librdkafka property, the pass-through ones
+ * included) without creating a producer or touching the network: for --check-config. */
+tg_err tg_egress_check_opts(const struct tg_egress_opts *opts, char *err, size_t errlen);
+
 /* Stops at once: records not yet confirmed are reported through the delivery callback as
  * TG_ERR_UNAVAILABLE (retriable) before this returns. NULL-safe. */
 void tg_egress_destroy(struct tg_egress *eg);

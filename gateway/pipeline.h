@@ -44,6 +44,11 @@ struct tg_pipeline;
 tg_err tg_pipeline_new(const struct tg_config *cfg, struct tg_metrics *metrics,
                        struct tg_pipeline **out, char *err, size_t errlen);
 
+/* The checks tg_pipeline_new() makes that need more than the schema (device keys file and
+ * ranges, every librdkafka property), without opening the journal or touching the network:
+ * for --check-config. Errors name file, line and key in err. */
+tg_err tg_pipeline_check_config(const struct tg_config *cfg, char *err, size_t errlen);
+
 /* Starts the pipeline thread. */
 tg_err tg_pipeline_start(struct tg_pipeline *pl);
 
