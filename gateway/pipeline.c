@@ -135,6 +135,8 @@ struct tg_pipeline {
     uint64_t next_rid;
     size_t open_records;          /* records not done, all segments */
     size_t resident_bytes;        /* raw bytes of resident data */
+    size_t appended_raw;          /* raw bytes appended since the last commit */
+    double ratio;                 /* compressed / raw bytes of the last segments written */
     bool egress_full;             /* librdkafka's queue said full; cleared by a delivery */
     struct reject *rejects;
     size_t n_rejects, cap_rejects;
@@ -146,6 +148,7 @@ struct tg_pipeline {
 
     /* state shared with other threads */
     atomic_bool full;             /* journal at its cap (or disk full) */
+    bool full_logged;             /* the state last logged */
     atomic_bool healthy;
     atomic_bool stop;
     atomic_bool reload;
@@ -355,6 +358,7 @@ static uint64_t append_record(struct tg_pipeline *pl, struct tg_jrecord *rec)
     if (rc != TG_OK || seg_reserve_bits(s, seg_range(s) + 1) != TG_OK)
         goto nomem;
     pl->resident_bytes += tg_segment_raw_bytes(s->data) - before;
+    pl->appended_raw += tg_segment_raw_bytes(s->data) - before;
     s->last_rid = pl->next_rid++;
     s->n_open++;
     pl->open_records++;
@@ -799,6 +803,8 @@ static tg_err persist_seg(struct tg_pipeline *pl, struct seg *s, bool may_refuse
             s->stored_raw_bytes = meta.raw_bytes;
             s->stored_bytes = (uint32_t)blob_len;
             *blob_bytes = blob_len;
+            if (meta.raw_bytes)
+                pl->ratio = (double)blob_len / meta.raw_bytes;
         }
     }
     free(blob);
@@ -1002,13 +1008,15 @@ static tg_err commit(struct tg_pipeline *pl, bool final)
     }
     apply_drop_oldest(pl, disk_full);
     bool full = disk_full || refused || tg_journal_data_bytes(pl->jr) >= pl->max_bytes;
-    if (full != atomic_load(&pl->full))
+    if (full != pl->full_logged)
         TG_LOG_WARN("journal", full ? "journal full (%llu of %llu bytes): overflow policy %s applies"
                                     : "journal below its cap again (%llu of %llu bytes, %s)",
                     (unsigned long long)tg_journal_data_bytes(pl->jr),
                     (unsigned long long)pl->max_bytes,
                     tg_config_get_str(pl->cfg, "journal", "overflow"));
     atomic_store(&pl->full, full);
+    pl->full_logged = full;
+    pl->appended_raw = 0;
     evict(pl);
     update_oldest(pl);
     return rc;
@@ -1203,10 +1211,25 @@ static void sleep_for_work(struct tg_pipeline *pl, int timeout_ms)
         tg_queue_ack_wakeup(pl->q);
 }
 
+/* Under backpressure, refuse new messages as soon as what waits for the next commit would
+ * take the journal past its cap, rather than one commit late: this keeps the overshoot to
+ * what the hand-off queue holds. */
+static void check_backpressure(struct tg_pipeline *pl)
+{
+    if (pl->overflow != TG_OVERFLOW_BACKPRESSURE || atomic_load(&pl->full) ||
+        !pl->eg || (tg_egress_up(pl->eg) && !pl->egress_full))
+        return;
+    double expected = (double)tg_journal_data_bytes(pl->jr) + pl->ratio * (double)pl->appended_raw;
+    if (expected >= (double)pl->max_bytes)
+        atomic_store(&pl->full, true);
+}
+
 /* One turn of the loop: take, produce, serve reports, commit when due. Returns the work done. */
 static int turn(struct tg_pipeline *pl, bool take)
 {
     int work = take ? take_ingress(pl, TAKE_BATCH) : 0;
+    if (work)
+        check_backpressure(pl);
     if (pl->n_rejects)
         handle_rejects(pl);
     if (!pl->eg)
@@ -1334,6 +1357,7 @@ tg_err tg_pipeline_new(const struct tg_config *cfg, struct tg_metrics *metrics,
     pl->metrics = metrics;
     atomic_init(&pl->healthy, true);
     pl->next_rid = 1;
+    pl->ratio = 0.25; /* until the first segment is written */
 
     const char *id = tg_config_get_str(cfg, "gateway", "id");
     if (*id)
