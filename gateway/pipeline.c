@@ -42,7 +42,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <zstd.h>
 
 #include "codec.h"
 #include "codec_canonical.h"
@@ -965,7 +968,17 @@ static tg_err commit(struct tg_pipeline *pl, bool final)
         uint8_t *blob;
         size_t len;
         if (tg_dedup_save(pl->dd, &blob, &len) == TG_OK) {
-            rc = tg_journal_state_put(pl->jr, "dedup", blob, len);
+            /* Compressed: ids share prefixes and windows repeat, ~4x smaller (the whole
+             * window is rewritten at each save, so this is most of the steady-state
+             * bytes the journal writes). */
+            size_t cap = ZSTD_compressBound(len);
+            void *z = malloc(cap);
+            size_t zlen = z ? ZSTD_compress(z, cap, blob, len, 3) : 0;
+            if (z && !ZSTD_isError(zlen))
+                rc = tg_journal_state_put(pl->jr, "dedup.zst", z, zlen);
+            else
+                rc = tg_journal_state_put(pl->jr, "dedup.zst", "", 0);
+            free(z);
             free(blob);
             changed = true;
         }
@@ -1083,8 +1096,14 @@ static tg_err recover(struct tg_pipeline *pl, char *err, size_t errlen)
     pl->cur_rid = pl->head ? pl->head->first_rid : pl->next_rid;
     void *blob = NULL;
     size_t len = 0;
-    if (tg_journal_state_get(pl->jr, "dedup", &blob, &len) == TG_OK) {
-        if (tg_dedup_load(pl->dd, blob, len) != TG_OK)
+    if (tg_journal_state_get(pl->jr, "dedup.zst", &blob, &len) == TG_OK) {
+        unsigned long long raw = ZSTD_getFrameContentSize(blob, len);
+        void *plain = raw < (1ull << 31) ? malloc(raw ? raw : 1) : NULL;
+        size_t got = plain ? ZSTD_decompress(plain, raw, blob, len) : 0;
+        tg_err lr = plain && !ZSTD_isError(got) ? tg_dedup_load(pl->dd, plain, got)
+                                                : TG_ERR_INTERNAL;
+        free(plain);
+        if (lr != TG_OK)
             TG_LOG_WARN("pipeline", "the saved dedup window is unreadable: starting afresh "
                                     "(a redelivered reading may pass once)");
         free(blob);
@@ -1345,6 +1364,20 @@ tg_err tg_pipeline_check_config(const struct tg_config *cfg, char *err, size_t e
     return rc;
 }
 
+/* Creates the journal's directory (one level) when missing, so a fresh install or a dev
+ * config with a relative path just works; anything else is left to the open's error. */
+static void make_parent_dir(const char *path)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+        return;
+    *slash = '\0';
+    if (mkdir(dir, 0750) == 0)
+        TG_LOG_INFO("journal", "created directory %s", dir);
+}
+
 tg_err tg_pipeline_new(const struct tg_config *cfg, struct tg_metrics *metrics,
                        struct tg_pipeline **out, char *err, size_t errlen)
 {
@@ -1401,6 +1434,7 @@ tg_err tg_pipeline_new(const struct tg_config *cfg, struct tg_metrics *metrics,
         goto fail;
 
     const char *path = tg_config_get_str(cfg, "journal", "path");
+    make_parent_dir(path);
     bool moved_aside = false;
     if ((rc = tg_journal_open(path, &pl->jr, &moved_aside, err, errlen)) != TG_OK)
         goto fail;
