@@ -15,13 +15,28 @@
  * takes them, so the broker holds further QoS1 messages instead of anything being dropped or
  * the MQTT loop blocking on disk or Kafka. Order per connection is kept.
  *
+ * Acknowledgements: libmosquitto (2.0.11, measured) sends a QoS1 PUBACK before it hands the
+ * message to us, so a message that reached the sink or the pending list is the gateway's
+ * responsibility: tg_ingress_stop() delivers the pending ones, and a kill -9 loses them (at
+ * most a few per connection) along with what the pipeline had not committed. Messages not yet
+ * read from the socket are unacknowledged and come again with the resumed session. Reading
+ * stays paused only as long as the sink is full; a pause longer than about twice the keepalive
+ * makes libmosquitto drop the connection (the PINGRESP waits unread behind the messages), and
+ * the ingress reconnects, still paused, without losing anything.
+ *
  * A lost connection is retried with capped exponential backoff and full jitter
  * (reconnect_min_ms doubling up to reconnect_max_ms); the session resumes, and the broker
- * delivers what it queued meanwhile.
+ * delivers what it queued meanwhile. A refused CONNECT (bad credentials) or SUBSCRIBE (ACL) is
+ * logged, rate-limited, and retried the same way.
  *
- * Metrics (registered at _new): tidegate_mqtt_connections (gauge, connected now),
- * tidegate_mqtt_reconnects_total, tidegate_mqtt_paused (gauge, 1 while some connection waits
- * for the sink).
+ * Metrics (registered at _new): tidegate_mqtt_connections (gauge, connected and subscribed
+ * now), tidegate_mqtt_reconnects_total (connect attempts after each connection's first),
+ * tidegate_mqtt_paused (gauge, 1 while some connection waits for the sink).
+ *
+ * Threads: _new, _start, _stop and _destroy from one owner thread (main); the sink runs on the
+ * ingress thread; tg_ingress_connected() from any thread. _new and _destroy call
+ * mosquitto_lib_init()/mosquitto_lib_cleanup(), which libmosquitto reference-counts without a
+ * lock: other libmosquitto users in the process must not call them concurrently.
  */
 #ifndef TG_INGRESS_MQTT_H
 #define TG_INGRESS_MQTT_H
@@ -52,25 +67,31 @@ struct tg_ingress_opts {
     int64_t reconnect_max_ms;
 };
 
-/* Takes one message; called on the ingress thread. TG_OK: taken (the bytes were copied);
- * TG_ERR_FULL: no room now, offer it again later. Anything else is a bug in the sink. */
+/* Takes one message; called on the ingress thread; must not block. topic is the full topic
+ * (not NUL-terminated within topic_len; the device id is the sink's business), rx_ms the
+ * receive time in ms since the Unix epoch. TG_OK: taken (the bytes were copied); TG_ERR_FULL:
+ * no room now, offer it again later (the ingress retries every few ms). Anything else is a
+ * bug in the sink: the message is logged as lost. */
 typedef tg_err (*tg_ingress_sink_fn)(void *ud, const char *topic, size_t topic_len,
                                      const uint8_t *payload, size_t payload_len, int64_t rx_ms);
 
 struct tg_ingress;
 
-/* Sets up the connections (nothing is connected yet). Errors (bad TLS files, libmosquitto
- * refusing an option) name the [mqtt] key in err. */
+/* Sets up the connections (nothing is connected yet) and registers the metrics in metrics
+ * (not NULL). Errors (bad TLS files, libmosquitto refusing an option) name the [mqtt] key in
+ * err, e.g. `[mqtt] tls_ca: cannot read "/x.pem": No such file or directory`. */
 tg_err tg_ingress_new(const struct tg_ingress_opts *opts, tg_ingress_sink_fn sink, void *ud,
                       struct tg_metrics *metrics, struct tg_ingress **out, char *err,
                       size_t errlen);
 
-/* Starts the ingress thread, which connects and keeps connecting. */
+/* Starts the ingress thread, which connects and keeps connecting. Once only: TG_ERR_USAGE
+ * after a start or a stop. */
 tg_err tg_ingress_start(struct tg_ingress *in);
 
 /* Stops taking new messages: stops reading, hands every message already read to the sink
  * (retrying while it says TG_ERR_FULL, so the sink's consumer must still be running), then
- * disconnects cleanly (the sessions stay on the broker) and joins the thread. Idempotent. */
+ * disconnects cleanly (the sessions stay on the broker) and joins the thread. Idempotent;
+ * also fine when never started or never connected. */
 void tg_ingress_stop(struct tg_ingress *in);
 
 /* Stops if needed and frees. NULL-safe. */

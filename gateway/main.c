@@ -1,0 +1,286 @@
+/*
+ * main.c - the tidegate daemon: command line, configuration, signals, and the order in which
+ * the parts start and stop.
+ *
+ *   tidegate -c FILE [-b BOARD_FILE] [--set section.key=value]... [--check-config] [--version]
+ *
+ * Start: config (defaults < board < file < --set; any error names file, line and key and
+ * exits 1 before anything else happens), then the pipeline (journal, dedup window, backlog,
+ * Kafka producer), the metrics endpoint, and last the MQTT ingress, so nothing is taken from
+ * the broker before it can be kept.
+ *
+ * Stop (SIGTERM or SIGINT): the reverse. The ingress stops reading and hands on what it
+ * already received; the pipeline takes all of it, waits up to gateway.shutdown_timeout_ms
+ * for Kafka to confirm what is in flight and commits everything else to the journal; exit 0.
+ * SIGHUP re-reads the device keys file.
+ *
+ * Signals are blocked in every thread and taken synchronously here with sigwait(), so no
+ * handler runs in the middle of a library call.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <librdkafka/rdkafka.h>
+#include <mosquitto.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "gateway_config.h"
+#include "ingress_mqtt.h"
+#include "log.h"
+#include "metrics.h"
+#include "metrics_http.h"
+#include "pipeline.h"
+
+#ifndef TG_VERSION
+#define TG_VERSION "unknown"
+#endif
+
+enum { EXIT_CONFIG = 1, EXIT_USAGE = 2 };
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: tidegate -c FILE [-b BOARD_FILE] [--set section.key=value]...\n"
+            "                [--check-config] [--version]\n"
+            "\n"
+            "  -c, --config FILE      gateway configuration (INI)\n"
+            "  -b, --board FILE       board file: hardware defaults the config file overrides\n"
+            "  -s, --set SEC.KEY=VAL  override one key (repeatable; wins over both files)\n"
+            "      --check-config     validate, print the effective configuration, exit\n"
+            "      --version          print versions and exit\n"
+            "  -h, --help             this text\n");
+}
+
+static void print_version(void)
+{
+    int maj, min, rev;
+    mosquitto_lib_version(&maj, &min, &rev);
+    printf("tidegate %s\nlibrdkafka %s\nlibmosquitto %d.%d.%d\nsqlite %s\n", TG_VERSION,
+           rd_kafka_version_str(), maj, min, rev, sqlite3_libversion());
+}
+
+struct health {
+    struct tg_pipeline *pl;
+    struct tg_ingress *in;
+};
+
+static bool health_check(void *ud, char *reason, size_t len)
+{
+    struct health *h = ud;
+    if (!tg_pipeline_healthy(h->pl)) {
+        snprintf(reason, len, "the journal cannot be written");
+        return false;
+    }
+    return true;
+}
+
+/* Applies [log] level and debug. */
+static int setup_logging(const struct tg_config *cfg)
+{
+    tg_log_level level;
+    if (tg_log_level_parse(tg_config_get_str(cfg, "log", "level"), &level) == TG_OK)
+        tg_log_set_level(level);
+    const char *debug = tg_config_get_str(cfg, "log", "debug");
+    if (*debug && tg_log_enable_debug(debug) != TG_OK) {
+        fprintf(stderr, "tidegate: %s: [log] debug: cannot enable \"%s\"\n",
+                tg_config_origin(cfg, "log", "debug"), debug);
+        return -1;
+    }
+    return 0;
+}
+
+static int run(const struct tg_config *cfg)
+{
+    int status = EXIT_FAILURE;
+    char err[1024] = "";
+    struct tg_metrics *metrics = tg_metrics_new();
+    struct tg_pipeline *pl = NULL;
+    struct tg_ingress *in = NULL;
+    struct tg_metrics_http *http = NULL;
+    struct health health = {0};
+    if (!metrics) {
+        fprintf(stderr, "tidegate: out of memory\n");
+        return EXIT_FAILURE;
+    }
+
+    /* Every thread created from here on inherits this mask. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (tg_pipeline_new(cfg, metrics, &pl, err, sizeof err) != TG_OK) {
+        TG_LOG_ERROR("main", "cannot start: %s", err);
+        goto out;
+    }
+    if (tg_pipeline_start(pl) != TG_OK) {
+        TG_LOG_ERROR("main", "cannot start the pipeline thread");
+        goto out;
+    }
+    health.pl = pl;
+    const char *listen = tg_config_get_str(cfg, "metrics", "listen");
+    if (*listen &&
+        !(http = tg_metrics_http_start(metrics, listen, health_check, &health, err, sizeof err))) {
+        TG_LOG_ERROR("main", "%s: [metrics] listen: %s", tg_config_origin(cfg, "metrics", "listen"),
+                     err);
+        goto out;
+    }
+    struct tg_ingress_opts io = {
+        .host = tg_config_get_str(cfg, "mqtt", "host"),
+        .port = (int)tg_config_get_int(cfg, "mqtt", "port"),
+        .client_id = tg_config_get_str(cfg, "mqtt", "client_id"),
+        .topic = tg_config_get_str(cfg, "mqtt", "topic"),
+        .qos = (int)tg_config_get_int(cfg, "mqtt", "qos"),
+        .connections = (int)tg_config_get_int(cfg, "mqtt", "connections"),
+        .share_group = tg_config_get_str(cfg, "mqtt", "share_group"),
+        .username = tg_config_get_str(cfg, "mqtt", "username"),
+        .password = tg_config_get_str(cfg, "mqtt", "password"),
+        .tls_ca = tg_config_get_str(cfg, "mqtt", "tls_ca"),
+        .tls_cert = tg_config_get_str(cfg, "mqtt", "tls_cert"),
+        .tls_key = tg_config_get_str(cfg, "mqtt", "tls_key"),
+        .keepalive_ms = tg_config_get_ms(cfg, "mqtt", "keepalive_ms"),
+        .session_expiry_ms = tg_config_get_ms(cfg, "mqtt", "session_expiry_ms"),
+        .reconnect_min_ms = tg_config_get_ms(cfg, "mqtt", "reconnect_min_ms"),
+        .reconnect_max_ms = tg_config_get_ms(cfg, "mqtt", "reconnect_max_ms"),
+    };
+    if (tg_ingress_new(&io, tg_pipeline_offer, pl, metrics, &in, err, sizeof err) != TG_OK ||
+        tg_ingress_start(in) != TG_OK) {
+        TG_LOG_ERROR("main", "cannot start the MQTT ingress: %s", err);
+        goto out;
+    }
+    health.in = in;
+    TG_LOG_INFO("main", "tidegate %s running: mqtt %s:%d (%d connection%s), kafka %s, journal %s "
+                        "(%s), metrics %s",
+                TG_VERSION, io.host, io.port, io.connections, io.connections == 1 ? "" : "s",
+                tg_config_get_str(cfg, "kafka", "brokers"),
+                tg_config_get_str(cfg, "journal", "path"),
+                tg_config_get_str(cfg, "journal", "mode"), *listen ? listen : "off");
+
+    for (;;) {
+        int sig;
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            TG_LOG_INFO("main", "SIGHUP: reloading the device keys");
+            tg_pipeline_request_reload(pl);
+            continue;
+        }
+        TG_LOG_INFO("main", "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        break;
+    }
+    status = EXIT_SUCCESS;
+out:
+    /* Reverse order: stop taking, then finish what was taken. */
+    if (in)
+        tg_ingress_stop(in);
+    if (pl && tg_pipeline_stop(pl, tg_config_get_ms(cfg, "gateway", "shutdown_timeout_ms")) !=
+                  TG_OK)
+        status = EXIT_FAILURE;
+    tg_metrics_http_stop(http);
+    tg_ingress_destroy(in);
+    tg_pipeline_destroy(pl);
+    tg_metrics_destroy(metrics);
+    if (status == EXIT_SUCCESS)
+        TG_LOG_INFO("main", "stopped");
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"board", required_argument, NULL, 'b'},
+        {"set", required_argument, NULL, 's'},
+        {"check-config", no_argument, NULL, 'C'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config_path = NULL, *board_path = NULL;
+    bool check = false;
+    struct tg_config *cfg = tg_gateway_config_new();
+    if (!cfg) {
+        fprintf(stderr, "tidegate: out of memory\n");
+        return EXIT_FAILURE;
+    }
+    int status = EXIT_CONFIG;
+    int opt;
+    /* --set values are applied after both files are loaded: layers make the order moot, but
+     * collecting them first lets the files' errors be reported first. */
+    const char **sets = calloc((size_t)argc, sizeof *sets);
+    size_t n_sets = 0;
+    if (!sets)
+        goto out;
+    while ((opt = getopt_long(argc, argv, "c:b:s:h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c': config_path = optarg; break;
+        case 'b': board_path = optarg; break;
+        case 's': sets[n_sets++] = optarg; break;
+        case 'C': check = true; break;
+        case 'V':
+            print_version();
+            status = EXIT_SUCCESS;
+            goto out;
+        case 'h':
+            usage(stdout);
+            status = EXIT_SUCCESS;
+            goto out;
+        default:
+            usage(stderr);
+            status = EXIT_USAGE;
+            goto out;
+        }
+    }
+    if (optind < argc || !config_path) {
+        fprintf(stderr, optind < argc ? "tidegate: unexpected argument \"%s\"\n"
+                                      : "tidegate: -c FILE is required%s\n",
+                optind < argc ? argv[optind] : "");
+        usage(stderr);
+        status = EXIT_USAGE;
+        goto out;
+    }
+    if (board_path && tg_config_load_file(cfg, TG_CONFIG_BOARD, board_path) != TG_OK)
+        goto config_error;
+    if (tg_config_load_file(cfg, TG_CONFIG_FILE, config_path) != TG_OK)
+        goto config_error;
+    for (size_t i = 0; i < n_sets; i++)
+        if (tg_config_set(cfg, sets[i]) != TG_OK)
+            goto config_error;
+    char err[1024];
+    if (tg_pipeline_check_config(cfg, err, sizeof err) != TG_OK) {
+        fprintf(stderr, "tidegate: configuration error:\n%s\n", err);
+        goto out;
+    }
+    if (setup_logging(cfg) != 0)
+        goto out;
+    if (check) {
+        if (tg_config_dump(cfg, stdout) != TG_OK || fflush(stdout) != 0) {
+            fprintf(stderr, "tidegate: cannot write the configuration: %s\n", strerror(errno));
+            status = EXIT_FAILURE;
+            goto out;
+        }
+        status = EXIT_SUCCESS;
+        goto out;
+    }
+    status = run(cfg);
+    goto out;
+config_error:
+    {
+        const char *e = tg_config_error(cfg);
+        size_t n = strlen(e);
+        fprintf(stderr, "tidegate: configuration error:\n%s%s", e,
+                n && e[n - 1] == '\n' ? "" : "\n");
+    }
+out:
+    free(sets);
+    tg_config_destroy(cfg);
+    return status;
+}
