@@ -192,6 +192,9 @@ static tg_err build_conf(const struct tg_egress_opts *opts, rd_kafka_conf_t **ou
         /* The Java client's partitioner, so that JVM consumers agree on placement. */
         {"partitioner", "murmur2_random"},
         {"statistics.interval.ms", stats},
+        /* librdkafka backs off up to 10 s between reconnects; after an outage that is up to
+         * 10 s of backlog not draining. 1 s is still gentle on a cluster. */
+        {"reconnect.backoff.max.ms", "1000"},
     };
     tg_err e = TG_OK;
     for (size_t i = 0; e == TG_OK && i < sizeof props / sizeof props[0]; i++)

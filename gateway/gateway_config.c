@@ -57,7 +57,7 @@ static const struct tg_config_key gateway_schema[] = {
     TG_CFG_MS("mqtt", "reconnect_min_ms", "500", 10, 600000,
               "first reconnect delay (ms); doubles per failure, with jitter"),
     TG_CFG_MS("mqtt", "reconnect_max_ms", "30000", 10, 3600000, "largest reconnect delay (ms)"),
-    TG_CFG_SIZE("mqtt", "queue_bytes", "4M", TG_KIB(64), TG_GIB(1),
+    TG_CFG_SIZE("mqtt", "queue_bytes", "1M", TG_KIB(64), TG_GIB(1),
                 "hand-off queue between the MQTT thread and the pipeline (bytes); when full, "
                 "the gateway stops reading from the broker"),
     /* [kafka] */

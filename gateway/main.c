@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <librdkafka/rdkafka.h>
+#include <malloc.h>
 #include <mosquitto.h>
 #include <pthread.h>
 #include <signal.h>
@@ -107,6 +108,12 @@ static int run(const struct tg_config *cfg)
         fprintf(stderr, "tidegate: out of memory\n");
         return EXIT_FAILURE;
     }
+
+    /* glibc gives each thread that allocates its own arena (64 MiB of address space, and
+     * pages that stay resident after use); librdkafka alone runs a thread per broker. Two
+     * arenas keep the resident size small on a 512 MB board at no measurable cost: the hot
+     * path barely allocates. */
+    mallopt(M_ARENA_MAX, 2);
 
     /* Every thread created from here on inherits this mask. */
     sigset_t sigs;
