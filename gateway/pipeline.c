@@ -870,22 +870,28 @@ static void apply_drop_oldest(struct tg_pipeline *pl, bool disk_full)
 {
     if (pl->overflow != TG_OVERFLOW_DROP_OLDEST)
         return;
-    if (tg_journal_data_bytes(pl->jr) <= pl->max_bytes && !disk_full)
+    /* Rows whose remaining records are all in librdkafka's hands go as soon as those are
+     * confirmed: count them as gone, or the policy would eat ever newer segments while
+     * they wait (those records are bounded by kafka.queue_max_kbytes). The journal's own
+     * count moves only at the commit, so track what this transaction frees as well. */
+    uint64_t used = tg_journal_data_bytes(pl->jr);
+    for (struct seg *p = pl->head; p; p = p->next)
+        if (p->persisted && p->n_open == p->n_inflight)
+            used -= p->stored_bytes < used ? p->stored_bytes : used;
+    if (used <= pl->max_bytes && !disk_full)
         return;
     if (tg_journal_begin(pl->jr) != TG_OK)
         return;
     size_t dropped = 0;
     tg_err rc = TG_OK;
-    /* The journal's own count moves at the commit: track what this transaction frees. */
-    uint64_t used = tg_journal_data_bytes(pl->jr);
     struct seg *s = pl->head;
     while (s && rc == TG_OK && (used > pl->max_bytes || disk_full)) {
         struct seg *next = s->next;
         if (s->persisted && s->n_open > s->n_inflight) {
             dropped += drop_open_records(pl, s);
+            used -= s->stored_bytes < used ? s->stored_bytes : used;
             if (s->n_open == 0) {
                 rc = tg_journal_delete(pl->jr, s->first_rid);
-                used -= s->stored_bytes < used ? s->stored_bytes : used;
             } else {
                 rc = tg_journal_set_done(pl->jr, s->first_rid, s->done,
                                          bitmap_bytes(seg_range(s)));
@@ -1196,6 +1202,7 @@ static void register_metrics(struct tg_pipeline *pl)
 
 static void update_gauges(struct tg_pipeline *pl)
 {
+    update_oldest(pl);
     tg_gauge_set(pl->m.records, (double)pl->open_records);
     tg_gauge_set(pl->m.bytes, (double)tg_journal_data_bytes(pl->jr));
     tg_gauge_set(pl->m.segments, (double)tg_journal_segments(pl->jr));
