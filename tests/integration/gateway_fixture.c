@@ -1541,3 +1541,16 @@ void tg_gw_audit_free(struct tg_gw_audit *a)
     free(a->copies);
     a->copies = NULL;
 }
+
+bool tg_gw_audit_exactly_once(const struct tg_gw_audit *a, int expected)
+{
+    bool ok = a->distinct == expected && a->missing == 0 && a->duplicates == 0 &&
+              a->foreign == 0 && a->bad == 0 && a->misplaced == 0 && a->out_of_order == 0;
+    if (!ok)
+        fprintf(stderr,
+                "audit: distinct %d (expected %d), missing %d, duplicates %d, foreign %d, bad %d, "
+                "misplaced %d, out of order %d\n",
+                a->distinct, expected, a->missing, a->duplicates, a->foreign, a->bad,
+                a->misplaced, a->out_of_order);
+    return ok;
+}

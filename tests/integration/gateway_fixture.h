@@ -264,6 +264,10 @@ struct tg_gw_audit {
     int partitions;
 };
 
+/* True when Kafka held exactly `expected` readings of the plan, each once, none foreign,
+ * malformed, misplaced or out of order; otherwise prints which count is off. */
+bool tg_gw_audit_exactly_once(const struct tg_gw_audit *audit, int expected);
+
 /* Checks every record of c against plan (records of other devices count as foreign). Prints
  * the first few problems of each kind. Free with tg_gw_audit_free(). */
 void tg_gw_audit_run(const struct tg_gw_consumer *c, const struct tg_gw_plan *plan,
