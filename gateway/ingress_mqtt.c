@@ -92,6 +92,7 @@ struct tg_ingress {
     char *sub_topic; /* the filter, or $share/<group>/<filter> */
     int qos;
     int keepalive_s;
+    bool keeps_session; /* session expiry of at least 1 s on the wire */
     int64_t reconnect_min_ms;
     int64_t reconnect_max_ms;
 
@@ -295,7 +296,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
         return;
     }
     bool session_present = flags & 1;
-    if (c->had_session && !session_present)
+    if (c->had_session && !session_present && in->keeps_session)
         TG_LOG_WARN("mqtt",
                     "%s: connected to %s:%d, but the broker no longer had our session (expired "
                     "or lost in a broker restart without persistence): messages queued for it "
@@ -763,6 +764,7 @@ tg_err tg_ingress_new(const struct tg_ingress_opts *opts, tg_ingress_sink_fn sin
     in->port = opts->port;
     in->qos = opts->qos;
     in->keepalive_s = (int)(opts->keepalive_ms / 1000);
+    in->keeps_session = opts->session_expiry_ms >= 1000;
     in->reconnect_min_ms = opts->reconnect_min_ms;
     in->reconnect_max_ms = opts->reconnect_max_ms;
     atomic_init(&in->stop_requested, false);

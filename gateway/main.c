@@ -158,11 +158,12 @@ static int run(const struct tg_config *cfg)
         .reconnect_min_ms = tg_config_get_ms(cfg, "mqtt", "reconnect_min_ms"),
         .reconnect_max_ms = tg_config_get_ms(cfg, "mqtt", "reconnect_max_ms"),
     };
-    if (tg_ingress_new(&io, tg_pipeline_offer, pl, metrics, &in, err, sizeof err) != TG_OK ||
-        tg_ingress_start(in) != TG_OK) {
+    if (tg_ingress_new(&io, tg_pipeline_offer, pl, metrics, &in, err, sizeof err) != TG_OK) {
         TG_LOG_ERROR("main", "cannot start the MQTT ingress: %s", err);
         goto out;
     }
+    if (tg_ingress_start(in) != TG_OK) /* it logs why */
+        goto out;
     health.in = in;
     TG_LOG_INFO("main", "tidegate %s running: mqtt %s:%d (%d connection%s), kafka %s, journal %s "
                         "(%s), metrics %s",
