@@ -262,14 +262,16 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < n_sets; i++)
         if (tg_config_set(cfg, sets[i]) != TG_OK)
             goto config_error;
-    char err[1024];
-    if (tg_pipeline_check_config(cfg, err, sizeof err) != TG_OK) {
-        fprintf(stderr, "tidegate: configuration error:\n%s\n", err);
-        goto out;
-    }
     if (setup_logging(cfg) != 0)
         goto out;
     if (check) {
+        /* A normal start makes the same checks in tg_pipeline_new(); only here are they made
+         * without starting anything. */
+        char err[1024];
+        if (tg_pipeline_check_config(cfg, err, sizeof err) != TG_OK) {
+            fprintf(stderr, "tidegate: configuration error:\n%s\n", err);
+            goto out;
+        }
         if (tg_config_dump(cfg, stdout) != TG_OK || fflush(stdout) != 0) {
             fprintf(stderr, "tidegate: cannot write the configuration: %s\n", strerror(errno));
             status = EXIT_FAILURE;

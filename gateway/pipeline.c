@@ -325,6 +325,23 @@ static void update_oldest(struct tg_pipeline *pl)
     atomic_store_explicit(&pl->oldest_rx_ms, oldest, memory_order_relaxed);
 }
 
+/* True once nothing in s is waiting: every record done, none in flight. A finished segment
+ * leaves the list: at once if it was never journaled, after its row's delete otherwise. */
+static bool seg_finished(const struct seg *s)
+{
+    return s->sealed && s->n_open == 0 && s->n_inflight == 0;
+}
+
+/* Sets bit i of s's done bitmap (it was clear) and keeps the counts in step. */
+static void set_done_bit(struct tg_pipeline *pl, struct seg *s, size_t i)
+{
+    bit_set(s->done, i);
+    s->n_open--;
+    pl->open_records--;
+    if (s->persisted)
+        s->done_dirty = true;
+}
+
 /* Marks rid done (delivered, dead-lettered onward or dropped). A segment nobody needs any
  * more goes at once if it was never journaled; a journaled one is deleted at the commit. */
 static void mark_done(struct tg_pipeline *pl, struct seg *s, uint64_t rid)
@@ -332,19 +349,15 @@ static void mark_done(struct tg_pipeline *pl, struct seg *s, uint64_t rid)
     size_t i = (size_t)(rid - s->first_rid);
     if (bit_get(s->done, i))
         return;
-    bit_set(s->done, i);
-    s->n_open--;
-    pl->open_records--;
-    if (s->persisted)
-        s->done_dirty = true;
-    if (s->n_open == 0 && !s->persisted && s->n_inflight == 0) {
-        /* A fully confirmed open segment is sealed early once it is big, so that at steady
-         * state memory holds about one linger's worth of records, not a commit interval's. */
-        if (!s->sealed && tg_segment_raw_bytes(s->data) >= EARLY_SEAL_BYTES)
-            s->sealed = true;
-        if (s->sealed)
-            list_remove(pl, s);
-    }
+    set_done_bit(pl, s, i);
+    if (s->persisted || s->n_open || s->n_inflight)
+        return;
+    /* A fully confirmed open segment is sealed early once it is big, so that at steady state
+     * memory holds about one linger's worth of records, not a commit interval's. */
+    if (!s->sealed && tg_segment_raw_bytes(s->data) >= EARLY_SEAL_BYTES)
+        s->sealed = true;
+    if (seg_finished(s))
+        list_remove(pl, s);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -572,6 +585,21 @@ static size_t lower_bound(const struct tg_segment *data, uint64_t rid)
     return lo;
 }
 
+/* Drops the records of s that are neither done nor in flight, counting them in dropped.
+ * s stays in the list (the caller decides when a finished segment goes). */
+static size_t drop_open_records(struct tg_pipeline *pl, struct seg *s, struct tg_counter *dropped)
+{
+    size_t n = 0;
+    for (size_t i = 0, range = seg_range(s); i < range && s->n_open > s->n_inflight; i++) {
+        if (bit_get(s->done, i) || bit_get(s->inflight, i))
+            continue;
+        set_done_bit(pl, s, i);
+        n++;
+    }
+    tg_counter_add(dropped, n);
+    return n;
+}
+
 /* Records of s that are neither done nor in flight are dropped as corrupt (unreadable row). */
 static void drop_unreadable(struct tg_pipeline *pl, struct seg *s, tg_err why)
 {
@@ -579,17 +607,9 @@ static void drop_unreadable(struct tg_pipeline *pl, struct seg *s, tg_err why)
                  "records dropped",
                  (unsigned long long)s->first_rid, (unsigned long long)s->first_rid,
                  (unsigned long long)s->last_rid, tg_strerror(why), s->n_open - s->n_inflight);
-    uint64_t last = s->last_rid;
-    for (uint64_t rid = s->first_rid; rid <= last; rid++) {
-        size_t i = (size_t)(rid - s->first_rid);
-        if (bit_get(s->done, i) || bit_get(s->inflight, i))
-            continue;
-        tg_counter_inc(pl->m.dropped_corrupt);
-        bool last_one = s->n_open == 1 && s->n_inflight == 0;
-        mark_done(pl, s, rid);
-        if (last_one)
-            return; /* s may be gone */
-    }
+    drop_open_records(pl, s, pl->m.dropped_corrupt);
+    if (seg_finished(s) && !s->persisted)
+        list_remove(pl, s);
 }
 
 /* A record librdkafka will never take (or the cluster refused): queued for the DLQ. */
@@ -669,8 +689,8 @@ static int produce_step(struct tg_pipeline *pl, int budget)
             pl->cur_rid = rec.rid + 1;
         }
         s->produce_idx = idx;
-        if (idx >= cnt && !pl->egress_full)
-            pl->cur_rid = s->last_rid + 1 > pl->cur_rid ? s->last_rid + 1 : pl->cur_rid;
+        if (idx >= cnt && !pl->egress_full && pl->cur_rid <= s->last_rid)
+            pl->cur_rid = s->last_rid + 1;
         if (!s->sealed)
             break;
     }
@@ -825,26 +845,6 @@ static tg_err persist_seg(struct tg_pipeline *pl, struct seg *s, bool may_refuse
     return rc;
 }
 
-/* Drops the records of s that are neither done nor in flight (overflow policy). */
-static size_t drop_open_records(struct tg_pipeline *pl, struct seg *s)
-{
-    size_t dropped = 0;
-    uint64_t last = s->last_rid;
-    for (uint64_t rid = s->first_rid; rid <= last && s->n_open > s->n_inflight; rid++) {
-        size_t i = (size_t)(rid - s->first_rid);
-        if (bit_get(s->done, i) || bit_get(s->inflight, i))
-            continue;
-        bit_set(s->done, i);
-        s->n_open--;
-        pl->open_records--;
-        if (s->persisted)
-            s->done_dirty = true;
-        dropped++;
-    }
-    tg_counter_add(pl->m.dropped_full, dropped);
-    return dropped;
-}
-
 static void log_journal_error(struct tg_pipeline *pl, const char *what, tg_err rc)
 {
     TG_LOG_RATELIMITED(TG_LOG_LEVEL_ERROR, "journal", 10000, "%s failed: %s (%s)", what,
@@ -888,7 +888,7 @@ static void apply_drop_oldest(struct tg_pipeline *pl, bool disk_full)
     while (s && rc == TG_OK && (used > pl->max_bytes || disk_full)) {
         struct seg *next = s->next;
         if (s->persisted && s->n_open > s->n_inflight) {
-            dropped += drop_open_records(pl, s);
+            dropped += drop_open_records(pl, s, pl->m.dropped_full);
             used -= s->stored_bytes < used ? s->stored_bytes : used;
             if (s->n_open == 0) {
                 rc = tg_journal_delete(pl->jr, s->first_rid);
@@ -912,7 +912,7 @@ static void apply_drop_oldest(struct tg_pipeline *pl, bool disk_full)
                        (unsigned long long)pl->max_bytes, dropped);
     for (s = pl->head; s;) {
         struct seg *next = s->next;
-        if (s->persisted && s->n_open == 0 && rc == TG_OK)
+        if (rc == TG_OK && s->persisted && seg_finished(s))
             list_remove(pl, s);
         s = next;
     }
@@ -961,7 +961,7 @@ static tg_err commit(struct tg_pipeline *pl, bool final)
                 /* drop_newest: what does not fit is dropped, newest first (this segment and
                  * every later one). */
                 refused = true;
-                drop_open_records(pl, s);
+                drop_open_records(pl, s, pl->m.dropped_full);
                 continue;
             }
             rc = wr;
@@ -1011,16 +1011,12 @@ static tg_err commit(struct tg_pipeline *pl, bool final)
             s->tx_new = false;
             if (s->persisted && s->done_dirty)
                 s->done_dirty = false;
-            if (s->persisted && s->n_open == 0)
-                list_remove(pl, s);
-            else if (!s->persisted && s->sealed && s->n_open == 0 && s->n_inflight == 0)
+            if (seg_finished(s)) /* journaled ones: their row was deleted just now */
                 list_remove(pl, s);
             s = next;
         }
         atomic_store(&pl->healthy, true);
-        if (written) {
-            tg_counter_add(pl->m.journal_written, written);
-        }
+        tg_counter_add(pl->m.journal_written, written);
         if (changed) {
             tg_counter_inc(pl->m.commits);
             tg_histogram_observe(pl->m.commit_seconds, (double)(mono_ms() - t0) / 1000.0);
@@ -1047,7 +1043,6 @@ static tg_err commit(struct tg_pipeline *pl, bool final)
     pl->full_logged = full;
     pl->appended_raw = 0;
     evict(pl);
-    update_oldest(pl);
     return rc;
 }
 
@@ -1129,7 +1124,6 @@ static tg_err recover(struct tg_pipeline *pl, char *err, size_t errlen)
                                "ago: sending them first",
                     pl->open_records, (unsigned long long)tg_journal_segments(pl->jr),
                     (long long)((wall_ms() - pl->head->created_ms) / 1000));
-    update_oldest(pl);
     return TG_OK;
 }
 
@@ -1490,11 +1484,9 @@ fail:
     return rc;
 }
 
-static void *thread_entry(void *arg) { return pipeline_main(arg); }
-
 tg_err tg_pipeline_start(struct tg_pipeline *pl)
 {
-    if (pthread_create(&pl->thread, NULL, thread_entry, pl) != 0)
+    if (pthread_create(&pl->thread, NULL, pipeline_main, pl) != 0)
         return TG_ERR_NOMEM;
     pl->started = true;
     return TG_OK;

@@ -13,44 +13,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "harness.h"
+
 #include "bench_gw.h"
 
 /* ------------------------------------------------------------------------------------------
  * /proc
  */
-
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return NULL;
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t got = fread(buf + len, 1, cap - len - 1, f);
-        len += got;
-        if (got == 0)
-            break;
-        if (len + 1 == cap) {
-            char *grown = realloc(buf, cap * 2);
-            if (!grown) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = grown;
-            cap *= 2;
-        }
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (!buf || err) {
-        free(buf);
-        return NULL;
-    }
-    buf[len] = '\0';
-    return buf;
-}
 
 /* The value after "key:" at the start of a line of text, parsed as unsigned. */
 static bool field_u64(const char *text, const char *key, uint64_t *out)
@@ -74,7 +43,7 @@ void bgw_proc_sample(pid_t pid, struct bgw_proc_sample *out)
     memset(out, 0, sizeof *out);
     char path[64];
     snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
-    char *stat = slurp(path);
+    char *stat = tg_harness_read_file(path);
     if (stat) {
         /* The command name (field 2) is in parentheses and may hold spaces: count fields from
          * the last ')'. utime and stime are fields 14 and 15, in clock ticks, and cover every
@@ -90,7 +59,7 @@ void bgw_proc_sample(pid_t pid, struct bgw_proc_sample *out)
         free(stat);
     }
     snprintf(path, sizeof path, "/proc/%ld/io", (long)pid);
-    char *io = slurp(path);
+    char *io = tg_harness_read_file(path);
     if (io) {
         out->io_ok = field_u64(io, "rchar", &out->rchar) && field_u64(io, "wchar", &out->wchar) &&
                      field_u64(io, "read_bytes", &out->read_bytes) &&
@@ -104,7 +73,7 @@ long bgw_proc_status_kb(pid_t pid, const char *field)
 {
     char path[64];
     snprintf(path, sizeof path, "/proc/%ld/status", (long)pid);
-    char *status = slurp(path);
+    char *status = tg_harness_read_file(path);
     uint64_t kb;
     bool ok = status && field_u64(status, field, &kb);
     free(status);
@@ -117,74 +86,9 @@ long bgw_proc_status_kb(pid_t pid, const char *field)
 
 char *bgw_http_get(int port, const char *path, int timeout_ms, int *status)
 {
-    int64_t deadline = bgw_mono_us() + (int64_t)timeout_ms * 1000;
-    char *buf = NULL;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return NULL;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
-        goto fail;
-    char req[256];
-    int reqlen = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
-    if (reqlen < 0 || (size_t)reqlen >= sizeof req)
-        goto fail;
-    for (int off = 0; off < reqlen;) {
-        ssize_t w = send(fd, req + off, (size_t)(reqlen - off), MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            goto fail;
-        off += (int)w;
-    }
-    size_t cap = 65536, len = 0;
-    buf = malloc(cap);
-    if (!buf)
-        goto fail;
-    for (;;) {
-        int left = (int)((deadline - bgw_mono_us()) / 1000);
-        if (left <= 0)
-            goto fail;
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        int n = poll(&pfd, 1, left);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            goto fail;
-        if (len + 1 == cap) {
-            char *grown = realloc(buf, cap * 2);
-            if (!grown)
-                goto fail;
-            buf = grown;
-            cap *= 2;
-        }
-        ssize_t got = recv(fd, buf + len, cap - len - 1, 0);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0)
-            goto fail;
-        if (got == 0)
-            break; /* HTTP/1.0: the server closes after the body */
-        len += (size_t)got;
-    }
-    close(fd);
-    fd = -1;
-    buf[len] = '\0';
-    int code;
-    char *body = strstr(buf, "\r\n\r\n");
-    if (sscanf(buf, "HTTP/%*d.%*d %d", &code) != 1 || !body)
-        goto fail;
-    body += 4;
-    memmove(buf, body, strlen(body) + 1);
-    *status = code;
-    return buf;
-
-fail:
-    if (fd >= 0)
-        close(fd);
-    free(buf);
-    return NULL;
+    char *body;
+    *status = tg_harness_http_get(port, path, timeout_ms, &body);
+    return body;
 }
 
 /* ------------------------------------------------------------------------------------------

@@ -322,48 +322,16 @@ int tg_gw_tidegate_term(struct tg_gw *gw, int timeout_ms)
     return -1;
 }
 
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    size_t cap = 65536, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        if (n + 1 >= cap) {
-            char *grown = realloc(buf, cap * 2);
-            if (!grown) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = grown;
-            cap *= 2;
-        }
-        size_t k = fread(buf + n, 1, cap - n - 1, f);
-        n += k;
-        if (k == 0)
-            break;
-    }
-    fclose(f);
-    if (buf) {
-        buf[n] = '\0';
-        if (len)
-            *len = n;
-    }
-    return buf;
-}
-
 void tg_gw_print_log_tail(const struct tg_gw *gw, int lines)
 {
     if (!gw->log_path[0])
         return;
-    size_t len = 0;
-    char *text = read_file(gw->log_path, &len);
+    char *text = tg_harness_read_file(gw->log_path);
     if (!text) {
         flog("%s: cannot read", gw->log_path);
         return;
     }
+    size_t len = strlen(text);
     size_t start = len;
     int seen = 0;
     while (start > 0) {
@@ -379,7 +347,7 @@ void tg_gw_print_log_tail(const struct tg_gw *gw, int lines)
 
 int tg_gw_log_count(const struct tg_gw *gw, const char *needle)
 {
-    char *text = read_file(gw->log_path, NULL);
+    char *text = tg_harness_read_file(gw->log_path);
     if (!text)
         return 0;
     int count = 0;
@@ -465,61 +433,7 @@ void tg_gw_destroy(struct tg_gw *gw)
 
 int tg_gw_http_get(const struct tg_gw *gw, const char *path, char **body)
 {
-    if (body)
-        *body = NULL;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    struct timeval tv = {.tv_sec = HTTP_TIMEOUT_S};
-    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons((uint16_t)gw->metrics_port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    int status = -1;
-    char *buf = NULL;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
-        goto cleanup;
-    char req[256];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
-    if (write(fd, req, (size_t)n) != n)
-        goto cleanup;
-    size_t cap = 16384, got = 0;
-    buf = malloc(cap);
-    if (!buf)
-        goto cleanup;
-    for (;;) {
-        if (got + 1 >= cap) {
-            char *grown = realloc(buf, cap * 2);
-            if (!grown)
-                goto cleanup;
-            buf = grown;
-            cap *= 2;
-        }
-        ssize_t k = read(fd, buf + got, cap - got - 1);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k < 0)
-            goto cleanup;
-        if (k == 0)
-            break;
-        got += (size_t)k;
-    }
-    buf[got] = '\0';
-    char *end = strstr(buf, "\r\n\r\n");
-    int code = 0;
-    if (!end || sscanf(buf, "HTTP/1.%*d %d", &code) != 1)
-        goto cleanup;
-    status = code;
-    if (body) {
-        *body = strdup(end + 4);
-        if (!*body)
-            status = -1;
-    }
-cleanup:
-    free(buf);
-    close(fd);
-    return status;
+    return tg_harness_http_get(gw->metrics_port, path, HTTP_TIMEOUT_S * 1000, body);
 }
 
 /* True when the label block "{...}" (without braces, len bytes) carries every pair of want. */
@@ -1552,5 +1466,23 @@ bool tg_gw_audit_exactly_once(const struct tg_gw_audit *a, int expected)
                 "misplaced %d, out of order %d\n",
                 a->distinct, expected, a->missing, a->duplicates, a->foreign, a->bad,
                 a->misplaced, a->out_of_order);
+    return ok;
+}
+
+bool tg_gw_kafka_exactly_once(const struct tg_gw *gw, const struct tg_gw_plan *plan,
+                              int expected, const char *label, int wait_ms)
+{
+    struct tg_gw_consumer *c = tg_gw_consumer_new(tg_gw_bootstrap(gw), TG_GW_TOPIC);
+    if (!c)
+        return false;
+    size_t records = tg_gw_consumer_read(c, (size_t)expected, wait_ms);
+    struct tg_gw_audit audit;
+    tg_gw_audit_run(c, plan, &audit);
+    tg_gw_audit_print(label, &audit);
+    bool ok = records == (size_t)expected && tg_gw_audit_exactly_once(&audit, expected);
+    if (records != (size_t)expected)
+        fprintf(stderr, "%s: Kafka held %zu records, expected %d\n", label, records, expected);
+    tg_gw_audit_free(&audit);
+    tg_gw_consumer_destroy(c);
     return ok;
 }

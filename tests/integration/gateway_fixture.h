@@ -264,6 +264,12 @@ struct tg_gw_audit {
     int partitions;
 };
 
+/* Reads the telemetry topic from the beginning (up to wait_ms for `expected` records),
+ * audits it against plan and prints the audit under label: true when Kafka holds exactly
+ * `expected` records, each reading of the plan once (tg_gw_audit_exactly_once). */
+bool tg_gw_kafka_exactly_once(const struct tg_gw *gw, const struct tg_gw_plan *plan,
+                              int expected, const char *label, int wait_ms);
+
 /* True when Kafka held exactly `expected` readings of the plan, each once, none foreign,
  * malformed, misplaced or out of order; otherwise prints which count is off. */
 bool tg_gw_audit_exactly_once(const struct tg_gw_audit *audit, int expected);

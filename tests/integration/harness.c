@@ -18,6 +18,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -879,6 +880,64 @@ static char *read_file_from(const char *path, off_t offset)
         buf[len] = '\0';
     return buf;
 }
+
+int tg_harness_http_get(int port, const char *path, int timeout_ms, char **body)
+{
+    if (body)
+        *body = NULL;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int status = -1;
+    char *buf = NULL;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+        goto cleanup;
+    char req[256];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+    if (n < 0 || (size_t)n >= sizeof req || send(fd, req, (size_t)n, MSG_NOSIGNAL) != n)
+        goto cleanup;
+    size_t cap = 16384, got = 0;
+    buf = malloc(cap);
+    if (!buf)
+        goto cleanup;
+    for (;;) {
+        if (got + 1 >= cap) {
+            char *grown = realloc(buf, cap * 2);
+            if (!grown)
+                goto cleanup;
+            buf = grown;
+            cap *= 2;
+        }
+        ssize_t k = read(fd, buf + got, cap - got - 1);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            goto cleanup;
+        if (k == 0)
+            break; /* HTTP/1.0: the server closes after the body */
+        got += (size_t)k;
+    }
+    buf[got] = '\0';
+    char *end = strstr(buf, "\r\n\r\n");
+    int code = 0;
+    if (!end || sscanf(buf, "HTTP/1.%*d %d", &code) != 1)
+        goto cleanup;
+    status = code;
+    if (body && !(*body = strdup(end + 4)))
+        status = -1;
+cleanup:
+    free(buf);
+    close(fd);
+    return status;
+}
+
+char *tg_harness_read_file(const char *path) { return read_file_from(path, 0); }
 
 bool tg_harness_file_contains(const char *path, const char *needle)
 {

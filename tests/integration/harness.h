@@ -57,6 +57,11 @@ bool tg_harness_wait_until(tg_harness_cond_fn fn, void *ud, int timeout_ms);
  * Someone else can take it before you bind it: starters that use it retry on collision. */
 int tg_harness_free_port(void);
 
+/* GET path from http://127.0.0.1:port (HTTP/1.0), each socket operation bounded by
+ * timeout_ms. Returns the status code, or -1 when there was no well-formed answer; with body
+ * not NULL, *body is the malloc'd NUL-terminated body (NULL on -1). For /metrics and /healthz. */
+int tg_harness_http_get(int port, const char *path, int timeout_ms, char **body);
+
 /* Tries one TCP connection to host:port (IPv4 literal). Returns 0 when it was accepted,
  * else the errno of connect(), e.g. ECONNREFUSED. The connection is closed at once. */
 int tg_harness_tcp_probe(const char *host, int port);
@@ -76,6 +81,10 @@ void tg_harness_tmpdir_done(char *path);
 
 /* Removes path and everything under it; does not follow symlinks. Returns 0 or -1. */
 int tg_harness_rmtree(const char *path);
+
+/* The whole file at path, malloc'd and NUL-terminated (the caller frees it), or NULL when it
+ * cannot be read. For logs and /proc files of tests and benchmarks. */
+char *tg_harness_read_file(const char *path);
 
 /* True when the file at path exists and contains needle: with tg_harness_wait_until, the way
  * to wait for a log line. Reads the whole file on every call; meant for logs of tests. */

@@ -106,16 +106,7 @@ static void broker_restart_loses_nothing(void **state)
     assert_true(tg_gw_metric_is(gw, "tidegate_messages_invalid_total", NULL, TG_GW_EQ, 0));
     assert_true(tg_gw_metric_is(gw, "tidegate_mqtt_connections", NULL, TG_GW_EQ, 1));
 
-    struct tg_gw_consumer *c = tg_gw_consumer_new(tg_gw_bootstrap(gw), TG_GW_TOPIC);
-    assert_non_null(c);
-    size_t records = tg_gw_consumer_read(c, READINGS, WAIT_MS);
-    struct tg_gw_audit audit;
-    tg_gw_audit_run(c, &plan, &audit);
-    tg_gw_audit_print("broker restart", &audit);
-    assert_int_equal(records, READINGS);
-    assert_true(tg_gw_audit_exactly_once(&audit, READINGS));
-    tg_gw_audit_free(&audit);
-    tg_gw_consumer_destroy(c);
+    assert_true(tg_gw_kafka_exactly_once(gw, &plan, READINGS, "broker restart", WAIT_MS));
 
     tg_gw_pub_destroy(pub);
     assert_true(tg_harness_exited_ok(tg_gw_tidegate_term(gw, 30000)));

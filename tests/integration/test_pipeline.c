@@ -89,8 +89,10 @@ static double metric_l(struct gw *g, const char *name, const char *label, const 
     return v != v ? 0 : v;
 }
 
-/* Offers one native JSON reading, retrying while the pipeline says full (up to 10 s). */
-static void offer(struct gw *g, const char *device, unsigned boot, unsigned seq)
+/* Offers one native JSON reading, retrying while the pipeline says full, for up to
+ * timeout_ms. True when it was taken. */
+static bool offer_within(struct gw *g, const char *device, unsigned boot, unsigned seq,
+                         int timeout_ms)
 {
     char topic[128], payload[256];
     int tl = snprintf(topic, sizeof topic, "telemetry/%s", device);
@@ -105,13 +107,20 @@ static void offer(struct gw *g, const char *device, unsigned boot, unsigned seq)
                       "{\"seq\":%u,\"boot\":%u,\"ts\":%lld,\"m\":{\"temp\":%u.%03u,"
                       "\"hum\":%u}}",
                       seq, boot, (long long)now_ms(), x % 100, (x >> 8) % 1000, x);
-    int64_t deadline = tg_harness_now_ms() + 10000;
+    int64_t deadline = tg_harness_now_ms() + timeout_ms;
     while (tg_pipeline_offer(g->pl, topic, (size_t)tl, (const uint8_t *)payload, (size_t)pl,
                              now_ms()) != TG_OK) {
-        assert_true(tg_harness_now_ms() < deadline);
+        if (tg_harness_now_ms() >= deadline)
+            return false;
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }
+    return true;
+}
+
+static void offer(struct gw *g, const char *device, unsigned boot, unsigned seq)
+{
+    assert_true(offer_within(g, device, boot, seq, 10000));
 }
 
 static void offer_raw(struct gw *g, const char *topic, const char *payload)
@@ -333,17 +342,25 @@ static double settle(struct env *e, struct gw *g)
     return OV_DEV * OV_PER - dropped;
 }
 
-static void overflow_drop_newest(void **state)
+/* Kafka down, a burst of OV_DEV x OV_PER readings under policy, Kafka back: which readings
+ * reached Kafka, got[dev * OV_PER + seq] (calloc'd; the caller frees it). */
+static bool *overflow_burst(struct env *e, const char *policy)
 {
-    struct env *e = *state;
     struct gw g;
-    overflow_run(e, "drop_newest", &g);
+    overflow_run(e, policy, &g);
     for (int s = 0; s < OV_PER; s++)
         offer_round(&g, OV_DEV, 1, (unsigned)s);
     wait_metric(&g, "tidegate_messages_received_total", OV_DEV * OV_PER, 10000);
     double expect = settle(e, &g);
     bool *got = calloc(OV_DEV * OV_PER, sizeof *got);
+    assert_non_null(got);
     delivered_seqs(e, (int)expect, OV_DEV, OV_PER, got);
+    return got;
+}
+
+static void overflow_drop_newest(void **state)
+{
+    bool *got = overflow_burst(*state, "drop_newest");
     /* The newest were dropped: per device what arrived is a prefix of its seqs. */
     for (int d = 0; d < OV_DEV; d++) {
         bool gap = false;
@@ -359,15 +376,7 @@ static void overflow_drop_newest(void **state)
 
 static void overflow_drop_oldest(void **state)
 {
-    struct env *e = *state;
-    struct gw g;
-    overflow_run(e, "drop_oldest", &g);
-    for (int s = 0; s < OV_PER; s++)
-        offer_round(&g, OV_DEV, 1, (unsigned)s);
-    wait_metric(&g, "tidegate_messages_received_total", OV_DEV * OV_PER, 10000);
-    double expect = settle(e, &g);
-    bool *got = calloc(OV_DEV * OV_PER, sizeof *got);
-    delivered_seqs(e, (int)expect, OV_DEV, OV_PER, got);
+    bool *got = overflow_burst(*state, "drop_oldest");
     /* The oldest were dropped: every device's newest reading arrived. */
     for (int d = 0; d < OV_DEV; d++)
         assert_true(got[d * OV_PER + OV_PER - 1]);
@@ -381,24 +390,11 @@ static void overflow_backpressure(void **state)
     overflow_run(e, "backpressure", &g);
     /* Offer until the pipeline refuses for a whole second: the journal is full. */
     int accepted = 0;
-    char topic[64], payload[256];
-    int64_t refused_since = 0;
-    for (int s = 0; s < 100000 && accepted < 100000; s++) {
-        int d = s % OV_DEV;
-        int tl = snprintf(topic, sizeof topic, "telemetry/dev-%d", d);
-        int pl = snprintf(payload, sizeof payload,
-                          "{\"seq\":%d,\"boot\":1,\"ts\":%lld,\"m\":{\"temp\":%d.5}}", s / OV_DEV,
-                          (long long)now_ms(), s % 50);
-        while (tg_pipeline_offer(g.pl, topic, (size_t)tl, (const uint8_t *)payload, (size_t)pl,
-                                 now_ms()) != TG_OK) {
-            if (!refused_since)
-                refused_since = tg_harness_now_ms();
-            if (tg_harness_now_ms() - refused_since > 1000)
-                goto full;
-            struct timespec ts = {0, 1000000};
-            nanosleep(&ts, NULL);
-        }
-        refused_since = 0;
+    for (int s = 0; s < 100000; s++) {
+        char dev[32];
+        snprintf(dev, sizeof dev, "dev-%d", s % OV_DEV);
+        if (!offer_within(&g, dev, 1, (unsigned)(s / OV_DEV), 1000))
+            goto full;
         accepted++;
     }
     fail_msg("the pipeline never pushed back: bytes %g records %g received %g",
