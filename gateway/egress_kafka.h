@@ -36,6 +36,7 @@ struct tg_egress_opts {
     const char *dlq_topic;      /* dead-letter topic */
     const char *client_id;
     const char *compression;    /* compression.codec: zstd, lz4, snappy, gzip, none */
+    int compression_level;      /* compression.level: -1 = the codec's default */
     const char *content_type;   /* of telemetry values: application/json or application/cbor */
     int linger_ms;
     int batch_num_messages;

@@ -66,6 +66,9 @@ static const struct tg_config_key gateway_schema[] = {
     TG_CFG_STR("kafka", "dlq_topic", "telemetry.dlq", "topic for rejected payloads"),
     TG_CFG_STR("kafka", "client_id", "tidegate", "Kafka client.id"),
     TG_CFG_ENUM("kafka", "compression", "zstd", kafka_codecs, "batch compression codec"),
+    TG_CFG_INT("kafka", "compression_level", "1", -1, 22,
+               "codec level (-1: the codec's own default); 1 is the fastest and needs the least "
+               "memory, which matters more on a board than a few percent of ratio"),
     TG_CFG_ENUM("kafka", "format", "json", kafka_formats,
                 "encoding of the canonical record in Kafka values"),
     TG_CFG_MS("kafka", "linger_ms", "20", 0, 60000,

@@ -1359,6 +1359,7 @@ static tg_err fill_egress_opts(struct tg_pipeline *pl)
         .dlq_topic = tg_config_get_str(cfg, "kafka", "dlq_topic"),
         .client_id = tg_config_get_str(cfg, "kafka", "client_id"),
         .compression = tg_config_get_str(cfg, "kafka", "compression"),
+        .compression_level = (int)tg_config_get_int(cfg, "kafka", "compression_level"),
         .content_type = format == TG_KAFKA_CBOR ? "application/cbor" : "application/json",
         .linger_ms = (int)tg_config_get_ms(cfg, "kafka", "linger_ms"),
         .batch_num_messages = (int)tg_config_get_int(cfg, "kafka", "batch_num_messages"),
