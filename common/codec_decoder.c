@@ -240,52 +240,8 @@ const char *tg_codec_quote(char out[TG_CODEC_QUOTE_MAX], const void *s, size_t l
 
 /* --- names ------------------------------------------------------------------------------ */
 
-const char *tg_codec_name_problem(const void *s, size_t len, size_t max_bytes)
-{
-    const uint8_t *p = s;
-    if (len == 0)
-        return "is empty";
-    if (len > max_bytes)
-        return "is too long";
-    size_t i = 0;
-    while (i < len) {
-        uint8_t c = p[i];
-        if (c < 0x80) {
-            if (c < 0x20 || c == 0x7f)
-                return "contains a control character";
-            i++;
-            continue;
-        }
-        size_t n;
-        uint32_t cp;
-        if (c >= 0xc2 && c <= 0xdf) {
-            n = 2;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            n = 3;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            n = 4;
-            cp = c & 0x07;
-        } else {
-            return "is not valid UTF-8";
-        }
-        if (len - i < n)
-            return "is not valid UTF-8";
-        for (size_t k = 1; k < n; k++) {
-            if ((p[i + k] & 0xc0) != 0x80)
-                return "is not valid UTF-8";
-            cp = (cp << 6) | (p[i + k] & 0x3f);
-        }
-        if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-            (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-            return "is not valid UTF-8"; /* overlong, surrogate or beyond Unicode */
-        if (cp <= 0x9f)
-            return "contains a control character"; /* C1 controls U+0080..U+009F */
-        i += n;
-    }
-    return NULL;
-}
+/* tg_codec_name_problem() is in codec_native_encode.c (codec_rules.h). */
+
 
 tg_err tg_codec_take_name(struct tg_decoder *dec, const char *what, const void *s, size_t len,
                           const char **name)

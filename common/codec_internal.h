@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "codec.h"
+#include "codec_rules.h"
 
 #define TG_CODEC_ERR_MAX 256
 
@@ -53,9 +54,6 @@ tg_err tg_codec_fail(struct tg_decoder *dec, tg_err err, const char *fmt, ...)
 #define TG_CODEC_QUOTE_MAX 64
 const char *tg_codec_quote(char out[TG_CODEC_QUOTE_MAX], const void *s, size_t len);
 
-/* NULL when s[0..len) is a valid metric name or unit (non-empty UTF-8, at most max_bytes,
- * no control characters), else a short reason ("is empty", "is not valid UTF-8", ...). */
-const char *tg_codec_name_problem(const void *s, size_t len, size_t max_bytes);
 
 /* Checks a metric name, copies it into the arena; TG_ERR_BAD_NAME with text otherwise. */
 tg_err tg_codec_take_name(struct tg_decoder *dec, const char *what, const void *s, size_t len,
@@ -108,9 +106,6 @@ bool tg_codec_cbor_number(const struct tg_cbor_item *item, double *value);
 /* "unsigned integer", "text string", ...: for detail texts. */
 const char *tg_codec_cbor_kind_name(const struct tg_cbor_item *item);
 
-/* Encodes value as the smallest exact CBOR number (integer, single or double) into out
- * (9 bytes); returns the bytes written. value must be finite. */
-size_t tg_codec_cbor_put_number(double value, uint8_t out[9]);
 
 /* --- JSON ----------------------------------------------------------------------------- */
 

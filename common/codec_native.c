@@ -1,6 +1,7 @@
 /*
- * codec_native.c - the native device payload: CBOR and JSON decoding, CBOR encoding and
- * signing. The format and the signature are defined in codec_native.h.
+ * codec_native.c - the native device payload: CBOR and JSON decoding. The format and the
+ * signature are defined in codec_native.h; encoding and signing are in codec_native_encode.c,
+ * which the firmware links without the decoder.
  */
 #include <cbor.h>
 #include <float.h>
@@ -331,104 +332,3 @@ tg_err tg_codec_native_json(struct tg_decoder *dec, const uint8_t *buf, size_t l
     return err;
 }
 
-/* --- encoding --------------------------------------------------------------------------- */
-
-size_t tg_codec_cbor_put_number(double value, uint8_t out[9])
-{
-    /* Integers between -2^63 and 2^64 as CBOR integers (not -0.0: that keeps its sign as a
-     * float); the bounds are exact doubles, so the casts below are defined. */
-    if (value == trunc(value) && !(value == 0 && signbit(value)) && value >= -9223372036854775808.0 &&
-        value < 18446744073709551616.0) {
-        if (value >= 0)
-            return cbor_encode_uint((uint64_t)value, out, 9);
-        return cbor_encode_negint((uint64_t)(-value) - 1, out, 9);
-    }
-    if (fabs(value) <= FLT_MAX && (double)(float)value == value)
-        return cbor_encode_single((float)value, out, 9);
-    return cbor_encode_double(value, out, 9);
-}
-
-
-
-tg_err tg_codec_native_encode(const struct tg_reading *rd, uint8_t *buf, size_t cap, size_t *len)
-{
-    if (!rd->has_seq)
-        return TG_ERR_USAGE;
-    if (rd->ts_ms < 0)
-        return TG_ERR_OUT_OF_RANGE;
-    struct sink s = {.buf = buf, .cap = cap};
-    uint8_t item[9];
-    put(&s, item, cbor_encode_map_start(4, item, sizeof item));
-    put_cbor_text(&s, "seq", 3);
-    put_cbor_uint(&s, rd->seq);
-    put_cbor_text(&s, "boot", 4);
-    put_cbor_uint(&s, rd->boot);
-    put_cbor_text(&s, "ts", 2);
-    put_cbor_uint(&s, (uint64_t)rd->ts_ms);
-    put_cbor_text(&s, "m", 1);
-    put(&s, item, cbor_encode_map_start(rd->n_metrics, item, sizeof item));
-    for (size_t i = 0; i < rd->n_metrics; i++) {
-        const struct tg_metric *metric = &rd->metrics[i];
-        size_t name_len = strlen(metric->name);
-        if (tg_codec_name_problem(metric->name, name_len, SIZE_MAX))
-            return TG_ERR_BAD_NAME;
-        if (!isfinite(metric->value))
-            return TG_ERR_NON_FINITE;
-        put_cbor_text(&s, metric->name, name_len);
-        put(&s, item, tg_codec_cbor_put_number(metric->value, item));
-    }
-    *len = s.pos;
-    return s.pos <= cap ? TG_OK : TG_ERR_FULL;
-}
-
-tg_err tg_codec_native_sign(uint8_t *buf, size_t len, size_t cap, const uint8_t sig[TG_SIG_LEN],
-                            size_t *signed_len)
-{
-    static const uint8_t sig_key[] = {0x63, 's', 'i', 'g', 0x58, TG_SIG_LEN};
-    if (len == 0 || (buf[0] >> 5) != 5)
-        return TG_ERR_USAGE;
-    unsigned info = buf[0] & 0x1f;
-    size_t header_len;
-    uint64_t n = 0;
-    if (info < 24) {
-        header_len = 1;
-        n = info;
-    } else if (info <= 27) {
-        header_len = 1 + ((size_t)1 << (info - 24));
-        if (len < header_len)
-            return TG_ERR_USAGE;
-        for (size_t i = 1; i < header_len; i++)
-            n = (n << 8) | buf[i];
-    } else {
-        return TG_ERR_USAGE; /* indefinite length or reserved */
-    }
-    if (n >= SIZE_MAX)
-        return TG_ERR_USAGE;
-    uint8_t header[9];
-    size_t new_header_len = cbor_encode_map_start((size_t)n + 1, header, sizeof header);
-    size_t body_len = len - header_len;
-    size_t need = new_header_len + body_len + sizeof sig_key + TG_SIG_LEN;
-    *signed_len = need;
-    if (need > cap)
-        return TG_ERR_FULL;
-    memmove(buf + new_header_len, buf + header_len, body_len);
-    memcpy(buf, header, new_header_len);
-    memcpy(buf + new_header_len + body_len, sig_key, sizeof sig_key);
-    memcpy(buf + new_header_len + body_len + sizeof sig_key, sig, TG_SIG_LEN);
-    return TG_OK;
-}
-
-tg_err tg_codec_native_encode_signed(const struct tg_reading *rd, tg_codec_sign_fn sign,
-                                     void *sign_ctx, uint8_t *buf, size_t cap, size_t *len)
-{
-    size_t unsigned_len;
-    tg_err err = tg_codec_native_encode(rd, buf, cap, &unsigned_len);
-    if (err == TG_ERR_FULL)
-        *len = unsigned_len + TG_CODEC_NATIVE_SIG_OVERHEAD;
-    if (err != TG_OK)
-        return err;
-    uint8_t sig[TG_SIG_LEN];
-    if ((err = sign(sign_ctx, buf, unsigned_len, sig)) != TG_OK)
-        return err;
-    return tg_codec_native_sign(buf, unsigned_len, cap, sig, len);
-}
