@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "mqtt_nopair.h"
 
 /* Poll timeout while messages wait for the sink: how soon the sink is offered them again. */
 #define PENDING_RETRY_MS 2
@@ -439,7 +440,9 @@ static void connect_attempt(struct conn *c, int64_t now)
     /* Non-blocking: the TCP connect completes (and CONNECT is written) once poll reports the
      * socket writable. Host name resolution, if the host is a name, still blocks. The v5
      * CONNECT properties were stored on the client in tg_ingress_new(). */
+    tg_mqtt_nopair_begin();
     int rc = mosquitto_connect_bind_async(c->mosq, in->host, in->port, in->keepalive_s, NULL);
+    tg_mqtt_nopair_end();
     if (rc == MOSQ_ERR_SUCCESS && mosquitto_socket(c->mosq) >= 0) {
         set_state(c, CONN_CONNECTING);
         return;
@@ -679,7 +682,9 @@ static tg_err store_connect_properties(struct conn *c, const struct tg_ingress_o
     int rc = mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL,
                                           (uint32_t)expiry_s);
     if (rc == MOSQ_ERR_SUCCESS) {
+        tg_mqtt_nopair_begin();
         rc = mosquitto_connect_bind_v5(c->mosq, o->host, o->port, 1, NULL, props);
+        tg_mqtt_nopair_end();
         /* MOSQ_ERR_INVAL is the expected answer (the keepalive); anything else means the
          * properties themselves were refused, or memory ran out. */
         rc = rc == MOSQ_ERR_INVAL ? MOSQ_ERR_SUCCESS : rc;
@@ -706,7 +711,11 @@ static tg_err setup_conn(struct tg_ingress *in, struct conn *c, int index,
         goto nomem;
     /* clean_session = false: with v5 this is clean start off, so the broker resumes the
      * session (subscription and queued QoS1 messages) on every connect. */
+    /* Without the wake-up socketpair (mqtt_nopair.h): it would cost a write(2) per PUBACK,
+     * that is per message received, for a pipe our loop never reads. */
+    tg_mqtt_nopair_begin();
     c->mosq = mosquitto_new(c->client_id, false, c);
+    tg_mqtt_nopair_end();
     if (!c->mosq)
         goto nomem;
 
