@@ -1,0 +1,195 @@
+/*
+ * test_sim_e2e.c - the whole chain as a user runs it: `tidegate-sim run` (1,000 devices, each
+ * its own MQTT connection running the firmware core) -> Mosquitto -> the tidegate daemon ->
+ * tidegate-devkafka, with every Kafka broker taken down for a while in the middle of the run,
+ * and malformed payloads and duplicate publishes injected by the simulator; then
+ * `tidegate-sim audit --json`, following the topics during the run, must report nothing lost,
+ * nothing duplicated, and as many dead letters as malformed payloads published.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+#include "gateway_fixture.h"
+
+#define DEVICES 1000
+#define DURATION_S 16
+#define OUTAGE_READINGS 3000  /* received by the gateway while Kafka is down: ~3 s */
+#define WAIT_MS 60000
+
+static int teardown(void **state)
+{
+    (void)state;
+    tg_gw_reap_all();
+    return 0;
+}
+
+/* Mosquitto holds a connection per device, and inherits the test's limit. */
+static void raise_open_files(void)
+{
+    struct rlimit rl;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    rlim_t want = DEVICES * 2 + 512;
+    if (rl.rlim_cur >= want)
+        return;
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want)
+        fail_msg("open-files hard limit %llu is below the %llu this test needs",
+                 (unsigned long long)rl.rlim_max, (unsigned long long)want);
+    rl.rlim_cur = want;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+}
+
+struct received {
+    struct tg_gw *gw;
+    double at_least;
+};
+
+static bool received_at_least(void *ud)
+{
+    struct received *r = ud;
+    double v = tg_gw_metric(r->gw, "tidegate_messages_received_total", NULL);
+    return v == v && v >= r->at_least; /* v == v: not NAN (scrape failed) */
+}
+
+static bool audit_following(void *ud)
+{
+    return tg_harness_file_contains(tg_harness_proc_stderr_path(ud), "consuming");
+}
+
+static json_int_t jint(json_t *obj, const char *path1, const char *path2)
+{
+    json_t *v = json_object_get(obj, path1);
+    if (path2)
+        v = json_object_get(v, path2);
+    if (!json_is_integer(v))
+        fail_msg("audit JSON: %s%s%s is not an integer", path1, path2 ? "." : "",
+                 path2 ? path2 : "");
+    return json_integer_value(v);
+}
+
+static void fleet_through_an_outage_loses_nothing(void **state)
+{
+    (void)state;
+    raise_open_files();
+    const struct tg_gw_opts opts = {
+        .mqtt_extra_conf = "max_connections -1\nmax_queued_messages 1000000\n",
+        /* The journal holds everything during the outage: the default cap is far above. */
+    };
+    struct tg_gw *gw = tg_gw_new(&opts);
+    assert_non_null(gw);
+    const char *dir = tg_gw_dir(gw);
+    char sim[1024], ledger[1024], labels[1024], broker[64], duration[16], devices[16];
+    snprintf(sim, sizeof sim, "%s/tidegate-sim", tg_harness_bin_dir());
+    snprintf(ledger, sizeof ledger, "%s/ledger", dir);
+    snprintf(labels, sizeof labels, "%s/labels.jsonl", dir);
+    snprintf(broker, sizeof broker, "%s:%d", tg_harness_mosquitto_host(tg_gw_mosquitto(gw)),
+             tg_harness_mosquitto_port(tg_gw_mosquitto(gw)));
+    snprintf(duration, sizeof duration, "%d", DURATION_S);
+    snprintf(devices, sizeof devices, "%d", DEVICES);
+
+    /* The audit first, following the topics while the fleet runs. */
+    const char *audit_argv[] = {sim, "audit", "--brokers", tg_gw_bootstrap(gw),
+                                "--topic", TG_GW_TOPIC, "--dlq-topic", TG_GW_DLQ_TOPIC,
+                                "--ledger", ledger, "--follow", "--json", "--timeout", "60",
+                                NULL};
+    struct tg_harness_proc *audit = tg_harness_proc_start(dir, "audit", audit_argv, NULL, 0);
+    assert_non_null(audit);
+    assert_true(tg_harness_wait_until(audit_following, audit, 30000));
+
+    const char *run_argv[] = {sim, "run", "--broker", broker, "--devices", devices,
+                              "--duration", duration, "--seed", "7", "--ledger", ledger,
+                              "--labels", labels, "--malformed", "0.002", "--duplicates",
+                              "0.003", "--drain", "30", NULL};
+    int64_t t0 = tg_harness_now_ms();
+    struct tg_harness_proc *run = tg_harness_proc_start(dir, "sim-run", run_argv, NULL, 0);
+    assert_non_null(run);
+
+    /* Kafka goes away once the fleet is publishing, and comes back while it still is. */
+    struct received rcv = {gw, 2 * DEVICES};
+    assert_true(tg_harness_wait_until(received_at_least, &rcv, WAIT_MS));
+    assert_true(tg_gw_wait_metric(gw, "tidegate_messages_delivered_total", NULL, TG_GW_GT, 0,
+                                  WAIT_MS));
+    assert_int_equal(tg_harness_devkafka_outage_begin(tg_gw_devkafka(gw)), 0);
+    double before = tg_gw_metric(gw, "tidegate_messages_received_total", NULL);
+    int64_t outage_ms = tg_harness_now_ms();
+    assert_true(tg_gw_wait_metric(gw, "tidegate_kafka_up", NULL, TG_GW_EQ, 0, 20000));
+    rcv.at_least = before + OUTAGE_READINGS;
+    assert_true(tg_harness_wait_until(received_at_least, &rcv, WAIT_MS));
+    assert_true(tg_gw_metric_is(gw, "tidegate_journal_records", NULL, TG_GW_GT, 0));
+    assert_int_equal(tg_harness_devkafka_outage_end(tg_gw_devkafka(gw)), 0);
+    fprintf(stderr, "outage: %lld ms, %.0f readings journaled meanwhile\n",
+            (long long)(tg_harness_now_ms() - outage_ms),
+            tg_gw_metric(gw, "tidegate_journal_records", NULL));
+    assert_true(tg_harness_proc_running(run)); /* the outage was in the middle of the run */
+
+    int status;
+    assert_int_equal(tg_harness_proc_wait(run, WAIT_MS, &status), 0);
+    if (!tg_harness_exited_ok(status)) {
+        char *log = tg_harness_read_file(tg_harness_proc_stderr_path(run));
+        fprintf(stderr, "tidegate-sim run failed:\n%s\n", log ? log : "(no log)");
+        free(log);
+        fail();
+    }
+    fprintf(stderr, "run took %lld ms\n", (long long)(tg_harness_now_ms() - t0));
+    assert_int_equal(tg_harness_proc_wait(audit, WAIT_MS + 30000, &status), 0);
+    char *report = tg_harness_read_file(tg_harness_proc_stdout_path(audit));
+    assert_non_null(report);
+    fprintf(stderr, "audit (exit %d): %s", WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+            report);
+    json_error_t jerr;
+    json_t *root = json_loads(report, 0, &jerr);
+    if (!root) {
+        char *log = tg_harness_read_file(tg_harness_proc_stderr_path(audit));
+        fprintf(stderr, "audit log:\n%s\n", log ? log : "");
+        free(log);
+        fail_msg("audit output is not JSON: %s", jerr.text);
+    }
+
+    /* What the fleet did: most readings confirmed, faults injected and confirmed. */
+    json_int_t released = jint(root, "expected", "released");
+    json_int_t malformed = jint(root, "expected", "malformed");
+    json_int_t duplicates = jint(root, "expected", "duplicates");
+    assert_int_equal(jint(root, "expected", "devices"), DEVICES);
+    assert_true(released >= (json_int_t)DEVICES * (DURATION_S - 2));
+    assert_true(malformed > 0);
+    assert_true(duplicates > 0);
+
+    /* The verdict. */
+    assert_int_equal(jint(root, "lost", NULL), 0);
+    assert_int_equal(jint(root, "duplicated", NULL), 0);
+    assert_int_equal(jint(root, "delivered", NULL), released);
+    assert_int_equal(jint(root, "unexpected", NULL), 0);
+    assert_int_equal(jint(root, "undecodable", NULL), 0);
+    assert_int_equal(jint(root, "dlq", "records"), malformed);
+    assert_int_equal(jint(root, "dlq", "malformed"), malformed);
+    assert_true(json_is_true(json_object_get(root, "ok")));
+    assert_true(tg_harness_exited_ok(status));
+    /* The gateway removed every injected duplicate (and any QoS1 redelivery). */
+    assert_true(tg_gw_metric_is(gw, "tidegate_messages_duplicate_total", NULL, TG_GW_GE,
+                                (double)duplicates));
+    json_decref(root);
+    free(report);
+
+    tg_harness_proc_destroy(audit);
+    tg_harness_proc_destroy(run);
+    assert_true(tg_harness_exited_ok(tg_gw_tidegate_term(gw, 30000)));
+    tg_gw_destroy(gw);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(fleet_through_an_outage_loses_nothing, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

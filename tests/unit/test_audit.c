@@ -1,0 +1,392 @@
+/*
+ * test_audit.c - the comparison behind `tidegate-sim audit` (sim/audit.h) on synthetic input:
+ * a ledger built in memory, records fed as the Kafka consumer would, and the verdicts a user
+ * reads: lost, duplicated, reordered, unexpected, unconfirmed, dead letters, latency, and the
+ * JSON and text reports.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "audit.h"
+#include "ledger.h"
+
+#define T0 1763712000000LL
+
+/* devices x seqs released (boot 1), ids sim-00001... */
+static struct tg_ledger *ledger_released(int devices, uint64_t seqs)
+{
+    struct tg_ledger *lg = tg_ledger_new();
+    assert_non_null(lg);
+    for (int d = 0; d < devices; d++) {
+        char id[32];
+        snprintf(id, sizeof id, "sim-%05d", d + 1);
+        assert_int_equal(tg_ledger_add_device(lg, id), d);
+        for (uint64_t s = 0; s < seqs; s++) {
+            assert_int_equal(tg_ledger_reading(lg, d, TG_NODE_EV_TAKEN, 1, s), 0);
+            assert_int_equal(tg_ledger_reading(lg, d, TG_NODE_EV_RELEASED, 1, s), 0);
+        }
+    }
+    return lg;
+}
+
+static void feed(struct tg_sim_audit *au, const char *device, uint64_t boot, uint64_t seq,
+                 int32_t partition, int64_t latency_ms)
+{
+    struct tg_sim_audit_rec rec = {
+        .device = device, .boot = boot, .seq = seq, .partition = partition,
+        .ts_ms = T0 + (int64_t)seq * 1000,
+        .gw_ts_ms = T0 + (int64_t)seq * 1000 + latency_ms / 2,
+        .end_ms = latency_ms < 0 ? -1 : T0 + (int64_t)seq * 1000 + latency_ms,
+    };
+    assert_int_equal(tg_sim_audit_telemetry(au, &rec), 0);
+}
+
+static void feed_all(struct tg_sim_audit *au, int devices, uint64_t seqs)
+{
+    for (uint64_t s = 0; s < seqs; s++)
+        for (int d = 0; d < devices; d++) {
+            char id[32];
+            snprintf(id, sizeof id, "sim-%05d", d + 1);
+            feed(au, id, 1, s, d % 4, 20);
+        }
+}
+
+static void everything_once_passes(void **state)
+{
+    (void)state;
+    struct tg_ledger *lg = ledger_released(50, 40);
+    struct tg_sim_audit *au = tg_sim_audit_new();
+    assert_non_null(au);
+    assert_int_equal(tg_sim_audit_set_ledger(au, lg), 0);
+    assert_int_equal(tg_sim_audit_set_ledger(au, lg), -1);
+    feed_all(au, 50, 39);
+    assert_false(tg_sim_audit_complete(au));
+    feed_all(au, 50, 40); /* the first 39 seqs again: duplicates */
+    assert_true(tg_sim_audit_complete(au));
+    tg_sim_audit_destroy(au);
+
+    au = tg_sim_audit_new();
+    assert_int_equal(tg_sim_audit_set_ledger(au, lg), 0);
+    feed_all(au, 50, 40);
+    assert_true(tg_sim_audit_complete(au));
+    assert_int_equal(tg_sim_audit_records(au), 2000);
+    struct tg_sim_audit_result r;
+    assert_int_equal(tg_sim_audit_finish(au, &r), 0);
+    assert_int_equal(tg_sim_audit_finish(au, &r), -1);
+    assert_true(r.ok);
+    assert_int_equal(r.records, 2000);
+    assert_int_equal(r.delivered, 2000);
+    assert_int_equal(r.lost, 0);
+    assert_int_equal(r.duplicated, 0);
+    assert_int_equal(r.reordered, 0);
+    assert_int_equal(r.unexpected, 0);
+    assert_int_equal(r.problem_devices, 0);
+    assert_int_equal(r.latency_samples, 2000);
+    assert_true(r.latency_p50_ms == 20 && r.latency_max_ms == 20);
+    tg_sim_audit_destroy(au);
+    tg_ledger_destroy(lg);
+}
+
+static void lost_duplicated_reordered_unexpected(void **state)
+{
+    (void)state;
+    struct tg_ledger *lg = ledger_released(3, 10);
+    struct tg_sim_audit *au = tg_sim_audit_new();
+    assert_int_equal(tg_sim_audit_set_ledger(au, lg), 0);
+    /* sim-00001: 3 and 7-8 lost. sim-00002: 4 twice, 6 before 5 on one partition (reordered),
+     * then 9 on another partition before 8 (not reordered: no order across partitions).
+     * sim-00003: complete, plus seq 10 and boot 2 that were never taken. A foreign device. */
+    for (uint64_t s = 0; s < 10; s++)
+        if (s != 3 && s != 7 && s != 8)
+            feed(au, "sim-00001", 1, s, 0, 10);
+    static const uint64_t order2[] = {0, 1, 2, 3, 4, 4, 6, 5, 7};
+    for (size_t i = 0; i < sizeof order2 / sizeof order2[0]; i++)
+        feed(au, "sim-00002", 1, order2[i], 1, 10);
+    feed(au, "sim-00002", 1, 9, 2, 10);
+    feed(au, "sim-00002", 1, 8, 1, 10);
+    for (uint64_t s = 0; s < 10; s++)
+        feed(au, "sim-00003", 1, s, 2, 10);
+    feed(au, "sim-00003", 1, 10, 2, 10);
+    feed(au, "sim-00003", 2, 0, 2, 10);
+    feed(au, "stranger", 1, 0, 3, 10);
+    feed(au, "stranger", 1, 0, 3, 10);
+    /* A seq far beyond any bitmap, twice. */
+    feed(au, "sim-00003", 1, UINT64_C(1) << 40, 2, 10);
+    feed(au, "sim-00003", 1, UINT64_C(1) << 40, 2, 10);
+    tg_sim_audit_undecodable(au);
+    assert_false(tg_sim_audit_complete(au));
+
+    struct tg_sim_audit_result r;
+    assert_int_equal(tg_sim_audit_finish(au, &r), 0);
+    assert_false(r.ok);
+    assert_int_equal(r.delivered, 27);
+    assert_int_equal(r.lost, 3);
+    assert_int_equal(r.duplicated, 3);  /* sim-00002's 4, stranger's 0, the huge seq */
+    assert_int_equal(r.reordered, 1);
+    assert_int_equal(r.unexpected, 4);  /* seq 10, boot 2, stranger, the huge seq */
+    assert_int_equal(r.undecodable, 1);
+    assert_int_equal(r.problem_devices, 4);
+
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    assert_non_null(out);
+    struct tg_sim_audit_context ctx = {.topic = "telemetry", .ledger_path = "L",
+                                       .partitions = 4, .stopped = "timeout", .elapsed_s = 1};
+    tg_sim_audit_print_text(au, &ctx, 2, out);
+    fclose(out);
+    assert_non_null(strstr(text, "lost:         3\n"));
+    assert_non_null(strstr(text, "problem devices: 4 (first 2 shown)"));
+    assert_non_null(strstr(text, "sim-00001            lost 3 (boot:seq 1:3,1:7-8)"));
+    assert_non_null(strstr(text, "RESULT: FAIL"));
+    assert_null(strstr(text, "stranger"));
+    free(text);
+    tg_sim_audit_destroy(au);
+    tg_ledger_destroy(lg);
+}
+
+/* A duplicate alone fails the audit, even with nothing lost. */
+static void a_duplicate_fails(void **state)
+{
+    (void)state;
+    struct tg_ledger *lg = ledger_released(1, 5);
+    struct tg_sim_audit *au = tg_sim_audit_new();
+    assert_int_equal(tg_sim_audit_set_ledger(au, lg), 0);
+    feed_all(au, 1, 5);
+    feed(au, "sim-00001", 1, 2, 0, 10);
+    struct tg_sim_audit_result r;
+    assert_int_equal(tg_sim_audit_finish(au, &r), 0);
+    assert_int_equal(r.lost, 0);
+    assert_int_equal(r.duplicated, 1);
+    assert_int_equal(r.reordered, 0); /* a late copy is a duplicate, not also reordered */
+    assert_false(r.ok);
+    tg_sim_audit_destroy(au);
+    tg_ledger_destroy(lg);
+}
+
+static void unconfirmed_and_dropped_do_not_fail(void **state)
+{
+    (void)state;
+    struct tg_ledger *lg = tg_ledger_new();
+    int d = tg_ledger_add_device(lg, "sim-00001");
+    for (uint64_t s = 0; s < 10; s++)
+        assert_int_equal(tg_ledger_reading(lg, d, TG_NODE_EV_TAKEN, 1, s), 0);
+    for (uint64_t s = 2; s < 7; s++)
+        assert_int_equal(tg_ledger_reading(lg, d, TG_NODE_EV_RELEASED, 1, s), 0);
+    /* 0, 1 dropped on the device; 7, 8, 9 unconfirmed at the end of the run. */
+    assert_int_equal(tg_ledger_reading(lg, d, TG_NODE_EV_DROPPED, 1, 0), 0);
+    assert_int_equal(tg_ledger_reading(lg, d, TG_NODE_EV_DROPPED, 1, 1), 0);
+    struct tg_sim_audit *au = tg_sim_audit_new();
+    assert_int_equal(tg_sim_audit_set_ledger(au, lg), 0);
+    for (uint64_t s = 1; s < 9; s++)
+        feed(au, "sim-00001", 1, s, 0, 10);
+    assert_true(tg_sim_audit_complete(au));
+    struct tg_sim_audit_result r;
+    assert_int_equal(tg_sim_audit_finish(au, &r), 0);
+    assert_true(r.ok);
+    assert_int_equal(r.delivered, 5);
+    assert_int_equal(r.unconfirmed_arrived, 2);
+    assert_int_equal(r.unconfirmed_missing, 1);
+    assert_int_equal(r.dropped_arrived, 1);
+    assert_int_equal(r.unexpected, 0);
+    tg_sim_audit_destroy(au);
+    tg_ledger_destroy(lg);
+}
+
+static void dead_letters_against_the_malformed_count(void **state)
+{
+    (void)state;
+    struct tg_ledger *lg = ledger_released(2, 5);
+    assert_int_equal(tg_ledger_malformed(lg, 0), 0);
+    assert_int_equal(tg_ledger_malformed(lg, 0), 0);
+    assert_int_equal(tg_ledger_malformed(lg, 1), 0);
+    struct tg_sim_audit *au = tg_sim_audit_new();
+    tg_sim_audit_expect_dlq(au, true);
+    assert_int_equal(tg_sim_audit_set_ledger(au, lg), 0);
+    /* Everything but sim-00002's seq 4, which the gateway dead-lettered (clock skew). */
+    feed_all(au, 1, 5);
+    for (uint64_t s = 0; s < 4; s++)
+        feed(au, "sim-00002", 1, s, 1, 10);
+    assert_int_equal(tg_sim_audit_dlq(au, "malformed", "sim-00001", false, 0, 0), 0);
+    assert_int_equal(tg_sim_audit_dlq(au, "wrong_type", "sim-00001", false, 0, 0), 0);
+    assert_false(tg_sim_audit_complete(au));
+    assert_int_equal(tg_sim_audit_dlq(au, "clock_skew", "sim-00002", true, 1, 4), 0);
+    assert_false(tg_sim_audit_complete(au)); /* one malformed payload still missing */
+
+    struct tg_sim_audit *au2 = tg_sim_audit_new();
+    tg_sim_audit_expect_dlq(au2, true);
+    assert_int_equal(tg_sim_audit_set_ledger(au2, lg), 0);
+    struct tg_sim_audit_result r;
+    assert_int_equal(tg_sim_audit_finish(au, &r), 0);
+    assert_false(r.ok);
+    assert_int_equal(r.lost, 0);
+    assert_int_equal(r.dead_lettered, 1);
+    assert_int_equal(r.dlq_records, 3);
+    assert_int_equal(r.dlq_malformed, 2);
+    assert_int_equal(r.dlq_readings, 1);
+    assert_int_equal(r.dlq_missing, 1);
+
+    /* The same with the third malformed payload: complete and passing. */
+    feed_all(au2, 2, 5);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(tg_sim_audit_dlq(au2, i ? "malformed" : NULL, NULL, false, 0, 0), 0);
+    assert_true(tg_sim_audit_complete(au2));
+    assert_int_equal(tg_sim_audit_finish(au2, &r), 0);
+    assert_true(r.ok);
+    assert_int_equal(r.dlq_malformed, 3);
+
+    char *json = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&json, &len);
+    struct tg_sim_audit_context ctx = {.topic = "telemetry", .dlq_topic = "telemetry.dlq",
+                                       .ledger_path = "L", .partitions = 12,
+                                       .stopped = "complete", .elapsed_s = 2.5};
+    assert_int_equal(tg_sim_audit_print_json(au2, &ctx, 20, out), 0);
+    fclose(out);
+    json_error_t jerr;
+    json_t *root = json_loads(json, 0, &jerr);
+    if (!root)
+        fail_msg("%s: %s", jerr.text, json);
+    assert_true(json_is_true(json_object_get(root, "ok")));
+    assert_int_equal(json_integer_value(json_object_get(root, "lost")), 0);
+    assert_int_equal(json_integer_value(json_object_get(root, "delivered")), 10);
+    json_t *dlq = json_object_get(root, "dlq");
+    assert_int_equal(json_integer_value(json_object_get(dlq, "records")), 3);
+    assert_int_equal(json_integer_value(json_object_get(dlq, "malformed_expected")), 3);
+    json_t *reasons = json_object_get(dlq, "by_reason");
+    assert_int_equal(json_integer_value(json_object_get(reasons, "malformed")), 2);
+    assert_int_equal(json_integer_value(json_object_get(reasons, "(none)")), 1);
+    assert_int_equal(json_integer_value(
+                         json_object_get(json_object_get(root, "expected"), "released")),
+                     10);
+    assert_string_equal(json_string_value(json_object_get(root, "dlq_topic")), "telemetry.dlq");
+    assert_int_equal(json_array_size(json_object_get(root, "devices")), 0);
+    json_decref(root);
+    free(json);
+    tg_sim_audit_destroy(au2);
+    tg_sim_audit_destroy(au);
+    tg_ledger_destroy(lg);
+}
+
+/* --follow: records come before the ledger exists. */
+static void records_before_the_ledger(void **state)
+{
+    (void)state;
+    struct tg_ledger *lg = ledger_released(4, 6);
+    struct tg_sim_audit *au = tg_sim_audit_new();
+    feed_all(au, 4, 6);
+    feed(au, "sim-00003", 1, 6, 0, 10);
+    assert_int_equal(tg_sim_audit_dlq(au, "clock_skew", "sim-00004", true, 1, 0), 0);
+    assert_false(tg_sim_audit_complete(au));
+    assert_int_equal(tg_sim_audit_set_ledger(au, lg), 0);
+    assert_true(tg_sim_audit_complete(au));
+    struct tg_sim_audit_result r;
+    assert_int_equal(tg_sim_audit_finish(au, &r), 0);
+    assert_true(r.ok);
+    assert_int_equal(r.delivered, 24);
+    assert_int_equal(r.unexpected, 1);
+    assert_int_equal(r.dead_lettered, 0); /* it was delivered as well */
+    tg_sim_audit_destroy(au);
+    tg_ledger_destroy(lg);
+}
+
+static void latency_percentiles_leave_out_skewed_devices(void **state)
+{
+    (void)state;
+    struct tg_ledger *lg = ledger_released(2, 100);
+    assert_int_equal(tg_ledger_skewed(lg, 1), 0);
+    struct tg_sim_audit *au = tg_sim_audit_new();
+    assert_int_equal(tg_sim_audit_set_ledger(au, lg), 0);
+    /* sim-00001: latencies 1..100 ms in a shuffled order; sim-00002 (skewed): an hour. */
+    for (uint64_t i = 0; i < 100; i++) {
+        uint64_t s = (i * 37) % 100;
+        feed(au, "sim-00001", 1, s, 0, (int64_t)s + 1);
+        feed(au, "sim-00002", 1, s, 1, 3600000);
+    }
+    /* A record read from a backlog has no latency. */
+    tg_sim_audit_backlog_record(au);
+    struct tg_sim_audit_result r;
+    assert_int_equal(tg_sim_audit_finish(au, &r), 0);
+    assert_int_equal(r.latency_samples, 100);
+    assert_true(r.latency_p50_ms == 50);
+    assert_true(r.latency_p90_ms == 90);
+    assert_true(r.latency_p99_ms == 99);
+    assert_true(r.latency_max_ms == 100);
+
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    struct tg_sim_audit_context ctx = {.topic = "telemetry", .ledger_path = "L",
+                                       .partitions = 12, .stopped = "complete"};
+    tg_sim_audit_print_text(au, &ctx, 20, out);
+    fclose(out);
+    assert_non_null(strstr(text, "audit receipt"));
+    assert_non_null(strstr(text, "p50 50 ms, p90 90 ms, p99 99 ms, max 100 ms (100 readings; "
+                                 "1 read from a backlog left out)"));
+    assert_non_null(strstr(text, "1 devices with a skewed clock left out"));
+    assert_non_null(strstr(text, "RESULT: PASS"));
+    assert_non_null(strstr(text, "dlq:          not read"));
+    free(text);
+    tg_sim_audit_destroy(au);
+    tg_ledger_destroy(lg);
+}
+
+/* A device of the ledger that delivered nothing at all is reported, with its lost ranges. */
+static void a_silent_device_is_all_lost(void **state)
+{
+    (void)state;
+    struct tg_ledger *lg = ledger_released(2, 8);
+    struct tg_sim_audit *au = tg_sim_audit_new();
+    assert_int_equal(tg_sim_audit_set_ledger(au, lg), 0);
+    feed_all(au, 1, 8);
+    tg_sim_audit_offset_gap(au, 3, 5);
+    struct tg_sim_audit_result r;
+    assert_int_equal(tg_sim_audit_finish(au, &r), 0);
+    assert_int_equal(r.lost, 8);
+    assert_int_equal(r.offset_gaps, 5);
+    assert_int_equal(r.latency_samples, 8);
+    char *json = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&json, &len);
+    struct tg_sim_audit_context ctx = {.topic = "t", .ledger_path = "L", .stopped = "timeout"};
+    assert_int_equal(tg_sim_audit_print_json(au, &ctx, 20, out), 0);
+    fclose(out);
+    json_t *root = json_loads(json, 0, NULL);
+    assert_non_null(root);
+    assert_true(json_is_false(json_object_get(root, "ok")));
+    assert_true(json_is_null(json_object_get(root, "dlq_topic")));
+    json_t *dev = json_array_get(json_object_get(root, "devices"), 0);
+    assert_string_equal(json_string_value(json_object_get(dev, "device")), "sim-00002");
+    json_t *range = json_array_get(json_object_get(dev, "lost_ranges"), 0);
+    assert_int_equal(json_integer_value(json_object_get(range, "from")), 0);
+    assert_int_equal(json_integer_value(json_object_get(range, "to")), 7);
+    assert_int_equal(json_integer_value(json_object_get(root, "offset_gaps")), 5);
+    json_decref(root);
+    free(json);
+    tg_sim_audit_destroy(au);
+    tg_ledger_destroy(lg);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(everything_once_passes),
+        cmocka_unit_test(lost_duplicated_reordered_unexpected),
+        cmocka_unit_test(a_duplicate_fails),
+        cmocka_unit_test(unconfirmed_and_dropped_do_not_fail),
+        cmocka_unit_test(dead_letters_against_the_malformed_count),
+        cmocka_unit_test(records_before_the_ledger),
+        cmocka_unit_test(latency_percentiles_leave_out_skewed_devices),
+        cmocka_unit_test(a_silent_device_is_all_lost),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
