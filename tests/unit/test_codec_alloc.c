@@ -2,38 +2,13 @@
  * signed, SenML, and rejected ones) calls no allocator at all, and canonical encoding never
  * does. This program is linked with -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc, which
  * routes every allocator call made by the test and by libtidegate_common through the
- * counters below (libcbor's streaming decoder, a shared library, documents that it does not
+ * counters of test_alloc_count.h (libcbor's streaming decoder, a shared library, documents that it does not
  * allocate). */
 #include "codec_canonical.h"
 #include "codec_native.h"
 #include "test_codec_util.h"
 
-void *__real_malloc(size_t size);
-void *__real_calloc(size_t n, size_t size);
-void *__real_realloc(void *p, size_t size);
-void *__wrap_malloc(size_t size);
-void *__wrap_calloc(size_t n, size_t size);
-void *__wrap_realloc(void *p, size_t size);
-
-static unsigned long allocations;
-
-void *__wrap_malloc(size_t size)
-{
-    allocations++;
-    return __real_malloc(size);
-}
-
-void *__wrap_calloc(size_t n, size_t size)
-{
-    allocations++;
-    return __real_calloc(n, size);
-}
-
-void *__wrap_realloc(void *p, size_t size)
-{
-    allocations++;
-    return __real_realloc(p, size);
-}
+#include "test_alloc_count.h"
 
 static tg_err fake_sign(void *ctx, const uint8_t *msg, size_t len, uint8_t sig[TG_SIG_LEN])
 {

@@ -1,7 +1,7 @@
 /* The firmware core's allocation contract (node.h): after tg_node_init() nothing allocates.
  * This program is linked with -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc and with
  * mbedtls's static libcrypto archive, so every allocator call made by the core, the encoder
- * and mbedtls goes through the counters below (the test checks that mbedtls's allocations
+ * and mbedtls goes through the counters of test_alloc_count.h (the test checks that mbedtls's allocations
  * are seen). libcbor is a shared library here; the core uses only its encoding functions,
  * which write into the caller's buffer. A node then runs through everything it does:
  * sampling, signing, publishing, refusals, PUBACKs, overflow, disconnects and reconnects. */
@@ -9,32 +9,7 @@
 
 #include "test_node_fake.h"
 
-void *__real_malloc(size_t size);
-void *__real_calloc(size_t n, size_t size);
-void *__real_realloc(void *p, size_t size);
-void *__wrap_malloc(size_t size);
-void *__wrap_calloc(size_t n, size_t size);
-void *__wrap_realloc(void *p, size_t size);
-
-static unsigned long allocations;
-
-void *__wrap_malloc(size_t size)
-{
-    allocations++;
-    return __real_malloc(size);
-}
-
-void *__wrap_calloc(size_t n, size_t size)
-{
-    allocations++;
-    return __real_calloc(n, size);
-}
-
-void *__wrap_realloc(void *p, size_t size)
-{
-    allocations++;
-    return __real_realloc(p, size);
-}
+#include "test_alloc_count.h"
 
 static void wrapper_sees_mbedtls(void **state)
 {
