@@ -1274,6 +1274,10 @@ static int consumer_start(struct command *cmd)
                          * cluster does not answer early when records arrive), which would
                          * be most of the latency measured. */
                         "fetch.wait.max.ms", "10",
+                        /* After an outage librdkafka backs off up to 10 s between
+                         * reconnects: the audit would then measure its own reconnect as
+                         * pipeline latency. The gateway uses the same 1 s cap. */
+                        "reconnect.backoff.max.ms", "1000",
                         "log_level", "2",
                         NULL};
     for (size_t i = 0; kv[i]; i += 2)
