@@ -1034,12 +1034,22 @@ tg_err tg_config_foreach_pair(const struct tg_config *cfg, const char *section,
 /* ------------------------------------------------------------------------------------ */
 /* dump                                                                                 */
 
-static void print_pair(FILE *out, const char *key, const char *value)
+/* Keys whose values are credentials: the same rule for schema keys and pass-through pairs
+ * (mqtt password, sasl.password, ssl.key.password, sasl.oauthbearer.client.secret...). */
+static bool secret_key(const char *key)
 {
-    fprintf(out, *value ? "%s = %s\n" : "%s =\n", key, value);
+    return strstr(key, "password") || strstr(key, "secret") || strstr(key, "passphrase");
 }
 
-tg_err tg_config_dump(const struct tg_config *cfg, FILE *out)
+static void print_pair(FILE *out, const char *key, const char *value, bool redact)
+{
+    if (redact && *value && secret_key(key))
+        fprintf(out, "# %s = (set, %zu characters; not shown)\n", key, strlen(value));
+    else
+        fprintf(out, *value ? "%s = %s\n" : "%s =\n", key, value);
+}
+
+static tg_err dump(const struct tg_config *cfg, FILE *out, bool redact)
 {
     fprintf(out, "# Effective configuration. Above each key: its help, and where its value\n"
                  "# came from (default, FILE:LINE or --set).\n");
@@ -1060,7 +1070,7 @@ tg_err tg_config_dump(const struct tg_config *cfg, FILE *out)
             if (k->type == TG_CONFIG_PASSTHROUGH) {
                 for (size_t p = 0; p < e->n_pairs; p++) {
                     fprintf(out, "# origin: %s\n", e->pairs[p].val.origin);
-                    print_pair(out, e->pairs[p].key, e->pairs[p].val.text);
+                    print_pair(out, e->pairs[p].key, e->pairs[p].val.text, redact);
                 }
                 continue;
             }
@@ -1069,8 +1079,18 @@ tg_err tg_config_dump(const struct tg_config *cfg, FILE *out)
             else
                 fprintf(out, "# origin: %s (default: %s)\n", e->val.origin,
                         *k->def ? k->def : "\"\"");
-            print_pair(out, k->key, e->val.text);
+            print_pair(out, k->key, e->val.text, redact);
         }
     }
     return fflush(out) == 0 && !ferror(out) ? TG_OK : TG_ERR_IO;
+}
+
+tg_err tg_config_dump(const struct tg_config *cfg, FILE *out)
+{
+    return dump(cfg, out, false);
+}
+
+tg_err tg_config_dump_redacted(const struct tg_config *cfg, FILE *out)
+{
+    return dump(cfg, out, true);
 }

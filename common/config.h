@@ -182,6 +182,13 @@ tg_err tg_config_foreach_pair(const struct tg_config *cfg, const char *section,
 tg_err tg_config_dump(const struct tg_config *cfg, FILE *out);
 
 /*
+ * The same, for people and logs (--check-config): the value of every key whose name contains
+ * "password", "secret" or "passphrase" (schema keys and pass-through pairs alike) is replaced
+ * by a comment saying that it is set and how long it is, so it reads back as unset.
+ */
+tg_err tg_config_dump_redacted(const struct tg_config *cfg, FILE *out);
+
+/*
  * Value parsers, usable on their own. Both accept exactly the spellings described at
  * tg_config_type and nothing else (no surrounding whitespace). TG_OK, TG_ERR_CONFIG when
  * the text is not such a value, TG_ERR_OUT_OF_RANGE when a size overflows 64 bits.

@@ -272,7 +272,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "tidegate: configuration error:\n%s\n", err);
             goto out;
         }
-        if (tg_config_dump(cfg, stdout) != TG_OK || fflush(stdout) != 0) {
+        if (tg_config_dump_redacted(cfg, stdout) != TG_OK || fflush(stdout) != 0) {
             fprintf(stderr, "tidegate: cannot write the configuration: %s\n", strerror(errno));
             status = EXIT_FAILURE;
             goto out;

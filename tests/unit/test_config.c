@@ -624,6 +624,47 @@ static void dump_reads_back(void **state)
     tg_config_destroy(cfg);
 }
 
+/* The dump for people (--check-config) shows that a credential is set, never its value,
+ * for schema keys and pass-through pairs alike; everything else is shown as before. */
+static void dump_redacted_hides_secrets(void **state)
+{
+    (void)state;
+    struct tg_config *cfg = new_cfg();
+    assert_int_equal(tg_config_set(cfg, "kafka.password=s3cr#t;x"), TG_OK);
+    assert_int_equal(tg_config_set(cfg, "kafka.rdkafka.sasl.password=hunter2"), TG_OK);
+    assert_int_equal(tg_config_set(cfg, "kafka.rdkafka.sasl.oauthbearer.client.secret=abc"),
+                     TG_OK);
+    assert_int_equal(tg_config_set(cfg, "kafka.rdkafka.sasl.mechanism=PLAIN"), TG_OK);
+
+    FILE *fp = fopen("redacted.ini", "w+");
+    assert_non_null(fp);
+    assert_int_equal(tg_config_dump_redacted(cfg, fp), TG_OK);
+    rewind(fp);
+    char text[8192];
+    size_t n = fread(text, 1, sizeof text - 1, fp);
+    fclose(fp);
+    text[n] = '\0';
+    assert_null(strstr(text, "s3cr#t"));
+    assert_null(strstr(text, "hunter2"));
+    assert_null(strstr(text, "= abc"));
+    assert_non_null(strstr(text, "# password = (set, 8 characters; not shown)\n"));
+    assert_non_null(strstr(text, "# sasl.password = (set, 7 characters; not shown)\n"));
+    assert_non_null(strstr(text, "# sasl.oauthbearer.client.secret = (set, 3 characters; "));
+    assert_non_null(strstr(text, "sasl.mechanism = PLAIN\n"));
+    assert_non_null(strstr(text, "brokers = 127.0.0.1:9092\n"));
+
+    /* read back, the credentials are simply unset */
+    struct tg_config *again = new_cfg();
+    assert_int_equal(tg_config_load_file(again, TG_CONFIG_FILE, "redacted.ini"), TG_OK);
+    assert_string_equal(tg_config_get_str(again, "kafka", "password"), "");
+    const char *left = pairs(again, "kafka.rdkafka");
+    assert_non_null(strstr(left, "sasl.mechanism=PLAIN@redacted.ini:"));
+    assert_null(strstr(left, "password"));
+    assert_null(strstr(left, "secret"));
+    tg_config_destroy(again);
+    tg_config_destroy(cfg);
+}
+
 /* Runs fn in a child and expects it to abort with a message containing text. */
 static void expect_abort(void (*fn)(void), const char *text)
 {
@@ -746,6 +787,7 @@ int main(void)
         cmocka_unit_test(bool_parser),
         cmocka_unit_test(int_bounds),
         cmocka_unit_test(dump_reads_back),
+        cmocka_unit_test(dump_redacted_hides_secrets),
         cmocka_unit_test(bugs_abort),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

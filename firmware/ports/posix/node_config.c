@@ -515,5 +515,5 @@ const uint8_t *tg_port_config_hmac_key(const struct tg_port_config *pc, size_t *
 
 tg_err tg_port_config_dump(const struct tg_port_config *pc, FILE *out)
 {
-    return tg_config_dump(pc->cfg, out);
+    return tg_config_dump_redacted(pc->cfg, out);
 }

@@ -62,7 +62,8 @@ const struct tg_port_sensor *tg_port_config_sensor(const struct tg_port_config *
  * belong to pc and are wiped by tg_port_config_destroy(). */
 const uint8_t *tg_port_config_hmac_key(const struct tg_port_config *pc, size_t *len);
 
-/* Writes the effective configuration (tg_config_dump). */
+/* Writes the effective configuration for people (tg_config_dump_redacted: the MQTT password
+ * is not shown). */
 tg_err tg_port_config_dump(const struct tg_port_config *pc, FILE *out);
 
 #endif
