@@ -24,6 +24,9 @@ static const struct tg_config_key gateway_schema[] = {
     TG_CFG_MS("gateway", "shutdown_timeout_ms", "10000", 0, 600000,
               "on SIGTERM, how long (ms) to wait for in-flight Kafka deliveries; what is not "
               "confirmed by then stays in the journal for the next start"),
+    TG_CFG_MS("gateway", "wake_coalesce_ms", "5", 0, 100,
+              "after a message wakes the pipeline, how long (ms) it lets more arrive before "
+              "taking them: fewer wake-ups (CPU per message) for at most this much latency"),
     /* [log] */
     TG_CFG_ENUM("log", "level", "info", tg_log_level_choices,
                 "least severe level written to stderr"),
@@ -57,7 +60,7 @@ static const struct tg_config_key gateway_schema[] = {
     TG_CFG_MS("mqtt", "reconnect_min_ms", "500", 10, 600000,
               "first reconnect delay (ms); doubles per failure, with jitter"),
     TG_CFG_MS("mqtt", "reconnect_max_ms", "30000", 10, 3600000, "largest reconnect delay (ms)"),
-    TG_CFG_SIZE("mqtt", "queue_bytes", "1M", TG_KIB(64), TG_GIB(1),
+    TG_CFG_SIZE("mqtt", "queue_bytes", "512K", TG_KIB(64), TG_GIB(1),
                 "hand-off queue between the MQTT thread and the pipeline (bytes); when full, "
                 "the gateway stops reading from the broker"),
     /* [kafka] */
