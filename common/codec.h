@@ -38,6 +38,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "codec_rules.h"
 #include "error.h"
 #include "record.h"
 
@@ -54,7 +55,7 @@ struct tg_codec_limits {
 #define TG_CODEC_DEFAULT_MAX_PAYLOAD_BYTES 4096
 #define TG_CODEC_DEFAULT_MAX_METRICS 64
 #define TG_CODEC_DEFAULT_MAX_READINGS 64
-#define TG_CODEC_DEFAULT_MAX_NAME_BYTES 64
+/* TG_CODEC_DEFAULT_MAX_NAME_BYTES is in codec_rules.h: the encoder applies it too. */
 #define TG_CODEC_DEFAULT_MAX_DEPTH 8
 
 /* The default limits, every field set. */

@@ -122,7 +122,7 @@ const char *tg_codec_name_problem(const void *s, size_t len, size_t max_bytes)
 
 static bool name_valid(const char *name, size_t len)
 {
-    return tg_codec_name_problem(name, len, SIZE_MAX) == NULL;
+    return tg_codec_name_problem(name, len, TG_CODEC_DEFAULT_MAX_NAME_BYTES) == NULL;
 }
 
 tg_err tg_codec_native_encode(const struct tg_reading *rd, uint8_t *buf, size_t cap, size_t *len)

@@ -12,6 +12,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The longest metric name or unit (bytes of UTF-8) the gateway's decoder accepts by default;
+ * the encoder refuses longer ones, so a node never sends a payload the gateway would
+ * dead-letter for its names. */
+#define TG_CODEC_DEFAULT_MAX_NAME_BYTES 64
+
 /* NULL when s[0..len) is a valid metric name or unit (non-empty UTF-8, at most max_bytes,
  * no control characters), else a short reason ("is empty", "is not valid UTF-8", ...). */
 const char *tg_codec_name_problem(const void *s, size_t len, size_t max_bytes);

@@ -527,6 +527,7 @@ bool tg_sim_device_drop(struct tg_sim_device *dev, bool abrupt)
 
 void tg_sim_device_stop_sampling(struct tg_sim_device *dev)
 {
+    tg_node_stop_sampling(dev->node); /* the outbox still drains */
     tg_anomaly_finish(dev->anomaly_state);
 }
 

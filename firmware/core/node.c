@@ -26,6 +26,8 @@
 #include "record.h"
 #include "sign.h"
 
+_Static_assert(TG_OUTBOX_MAX_SLOTS == TG_NODE_MAX_OUTBOX_SLOTS, "node.h and outbox.h disagree");
+
 #define DEFAULT_PAYLOAD_BYTES 256
 #define DEFAULT_BACKOFF_MIN_MS 1000
 #define DEFAULT_BACKOFF_MAX_MS 60000
@@ -60,6 +62,7 @@ struct tg_node {
     struct sensor sensors[TG_NODE_MAX_SENSORS];
     unsigned n_sensors;
     bool started;
+    bool sampling_stopped;         /* tg_node_stop_sampling(): drain only */
     uint64_t boot;
     uint64_t next_seq;
     enum link link;
@@ -294,7 +297,7 @@ uint32_t tg_node_poll(struct tg_node *node)
     if (!node->started)
         return IDLE_MS;
     uint64_t now = now_ms(node);
-    for (unsigned i = 0; i < node->n_sensors; i++) {
+    for (unsigned i = 0; i < node->n_sensors && !node->sampling_stopped; i++) {
         struct sensor *sensor = &node->sensors[i];
         if (now < sensor->due_ms)
             continue;
@@ -311,7 +314,7 @@ uint32_t tg_node_poll(struct tg_node *node)
         send_unsent(node);
 
     uint64_t next = UINT64_MAX;
-    for (unsigned i = 0; i < node->n_sensors; i++)
+    for (unsigned i = 0; i < node->n_sensors && !node->sampling_stopped; i++)
         next = earlier(next, node->sensors[i].due_ms);
     if (node->link == LINK_WAITING)
         next = earlier(next, node->reconnect_at_ms);
@@ -324,6 +327,11 @@ uint32_t tg_node_poll(struct tg_node *node)
     if (next <= now)
         return 0;
     return next - now > UINT32_MAX ? UINT32_MAX : (uint32_t)(next - now);
+}
+
+void tg_node_stop_sampling(struct tg_node *node)
+{
+    node->sampling_stopped = true;
 }
 
 void tg_node_transport_up(struct tg_node *node)

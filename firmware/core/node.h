@@ -34,6 +34,7 @@
 #define TG_NODE_MAX_SENSORS 8
 #define TG_NODE_DEVICE_ID_MAX 64 /* same rule as the gateway: [A-Za-z0-9_.-]{1,64} */
 #define TG_NODE_KEY_MAX 64       /* HMAC key bytes */
+#define TG_NODE_MAX_OUTBOX_SLOTS 65534 /* outbox slot indices are 16-bit */
 
 struct tg_node_config {
     const char *device_id;       /* copied */
@@ -82,6 +83,10 @@ int tg_node_start(struct tg_node *node);
  * sent (oldest first) while connected, starts a reconnect when its backoff delay passed.
  * Returns the ms until something is due next (0: call again now). */
 uint32_t tg_node_poll(struct tg_node *node);
+
+/* Stops sampling for good (shutdown): tg_node_poll() then only sends what the outbox holds
+ * and reconnects, so a port can drain the outbox before it exits. */
+void tg_node_stop_sampling(struct tg_node *node);
 
 /* Transport events, called by the port (never from inside a HAL callback). up: connected, the
  * unconfirmed readings are sent again, oldest first. down: the connection failed or was lost,

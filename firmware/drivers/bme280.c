@@ -164,12 +164,14 @@ static int bme280_init(void *state, const struct tg_hal *hal, uint8_t addr)
  * multiplications, which C defines and the compiler turns back into shifts.
  */
 
-/* Temperature in 0.01 degC; *t_fine feeds the other two. */
-static int32_t compensate_t(const struct bme280 *dev, int32_t adc_t, int32_t *t_fine)
+/* Temperature in 0.01 degC; *t_fine feeds the other two. Computed in 64 bits: the
+ * datasheet's 32-bit products overflow for raw values a real chip never reports but a bus
+ * glitch can; such a result fails the plausibility check in bme280_read. */
+static int64_t compensate_t(const struct bme280 *dev, int32_t adc_t, int64_t *t_fine)
 {
-    int32_t var1 = (((adc_t >> 3) - ((int32_t)dev->dig_t1 * 2)) * (int32_t)dev->dig_t2) >> 11;
-    int32_t d = (adc_t >> 4) - (int32_t)dev->dig_t1;
-    int32_t var2 = (((d * d) >> 12) * (int32_t)dev->dig_t3) >> 14;
+    int64_t var1 = (((int64_t)(adc_t >> 3) - (int64_t)dev->dig_t1 * 2) * dev->dig_t2) >> 11;
+    int64_t d = (int64_t)(adc_t >> 4) - dev->dig_t1;
+    int64_t var2 = (((d * d) >> 12) * dev->dig_t3) >> 14;
     *t_fine = var1 + var2;
     return (*t_fine * 5 + 128) >> 8;
 }
@@ -232,16 +234,20 @@ static int bme280_read(void *state, const struct tg_hal *hal, struct tg_sensor_s
     if (adc_t == ADC_SKIPPED_20BIT || adc_p == ADC_SKIPPED_20BIT || adc_h == ADC_SKIPPED_16BIT)
         return -1;
 
-    int32_t t_fine;
-    int32_t t = compensate_t(dev, adc_t, &t_fine);
-    uint32_t p = compensate_p(dev, adc_p, t_fine);
-    uint32_t h = compensate_h(dev, adc_h, t_fine);
+    int64_t t_fine;
+    int64_t t = compensate_t(dev, adc_t, &t_fine);
+    /* Outside the chip's operating range (-40..85 degC) the raw value is garbage, and the
+     * pressure and humidity formulas are only defined for a real t_fine. */
+    if (t < -4000 || t > 8500)
+        return -1;
+    uint32_t p = compensate_p(dev, adc_p, (int32_t)t_fine);
+    uint32_t h = compensate_h(dev, adc_h, (int32_t)t_fine);
     if (p == 0)
         return -1;
 
     out->n = 3;
     out->names[0] = "temperature_c";
-    out->values[0] = t / 100.0;
+    out->values[0] = (double)t / 100.0;
     out->names[1] = "humidity_pct";
     out->values[1] = h / 1024.0;
     out->names[2] = "pressure_hpa";

@@ -425,6 +425,50 @@ static void resend_after_reconnect_oldest_first(void **state)
     assert_int_equal(stats.dropped, 0);
 }
 
+/* Shutdown: after tg_node_stop_sampling() no reading is taken, but what the outbox holds is
+ * still sent, after a reconnect too, and poll no longer wakes the port for sampling. */
+static void stop_sampling_drains_without_sampling(void **state)
+{
+    (void)state;
+    struct fake fk;
+    fake_init(&fk);
+    static union fake_storage st;
+    struct fake_sensor fs;
+    struct tg_node *node = started_node(&st, &fk, &fs,
+                                        &(struct tg_node_config){.device_id = "node-01",
+                                                                 .outbox_slots = 16},
+                                        1000);
+    fk.connect_rc = -1; /* offline: three readings wait in the outbox */
+    tg_node_transport_down(node); /* the first attempt failed */
+    for (int i = 0; i < 3; i++) {
+        tg_node_poll(node);
+        fake_advance(&fk, 1000);
+    }
+    struct tg_node_stats stats;
+    tg_node_get_stats(node, &stats);
+    assert_int_equal(stats.taken, 3);
+    assert_int_equal(stats.outbox_used, 3);
+
+    tg_node_stop_sampling(node);
+    fk.connect_rc = 0;
+    poll_until_connect(&fk, node);
+    tg_node_transport_up(node);
+    for (int i = 0; i < 5; i++) {
+        tg_node_poll(node);
+        fake_advance(&fk, 1000);
+    }
+    tg_node_get_stats(node, &stats);
+    assert_int_equal(stats.taken, 3); /* nothing sampled after the stop */
+    assert_int_equal(fk.n_pubs, 3);   /* everything waiting was sent, oldest first */
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(pub_seq(&fk, i), i);
+    for (size_t i = 0; i < 3; i++)
+        tg_node_transport_acked(node, fk.pubs[i].token);
+    tg_node_get_stats(node, &stats);
+    assert_int_equal(stats.outbox_used, 0);
+    assert_true(tg_node_poll(node) >= 1000); /* idle: no sampling deadline any more */
+}
+
 /* --- connection and backoff -------------------------------------------------------------- */
 
 static void reconnects_with_capped_backoff(void **state)
@@ -540,6 +584,7 @@ int main(void)
         cmocka_unit_test(refused_publish_keeps_the_reading),
         cmocka_unit_test(acks_release_by_token_in_any_order),
         cmocka_unit_test(resend_after_reconnect_oldest_first),
+        cmocka_unit_test(stop_sampling_drains_without_sampling),
         cmocka_unit_test(reconnects_with_capped_backoff),
         cmocka_unit_test(invalid_configs_are_refused),
     };

@@ -40,6 +40,30 @@ static void check_name(const uint8_t *bytes, size_t n)
                  decoder_ok ? "accepts" : "rejects", tg_err_reason(err));
 }
 
+/* A name the gateway's decoder (default limits) rejects as too long is refused at the node. */
+static void name_length_limit_matches_the_decoder(void **state)
+{
+    (void)state;
+    char name[TG_CODEC_DEFAULT_MAX_NAME_BYTES + 2];
+    uint8_t buf[256];
+    size_t len;
+    for (size_t n = TG_CODEC_DEFAULT_MAX_NAME_BYTES; n <= TG_CODEC_DEFAULT_MAX_NAME_BYTES + 1; n++) {
+        memset(name, 'a', n);
+        name[n] = '\0';
+        tg_err err = encode_one(name, 1, buf, sizeof buf, &len);
+        if (n <= TG_CODEC_DEFAULT_MAX_NAME_BYTES) {
+            assert_int_equal(err, TG_OK);
+            struct tg_decoder *dec = tg_decoder_new(NULL);
+            assert_non_null(dec);
+            struct tg_decoded out;
+            assert_int_equal(tg_decoder_decode(dec, TG_FORMAT_AUTO, "d", buf, len, 0, &out), TG_OK);
+            tg_decoder_destroy(dec);
+        } else {
+            assert_int_equal(err, TG_ERR_BAD_NAME);
+        }
+    }
+}
+
 static void name_rule_matches_the_decoder(void **state)
 {
     (void)state;
@@ -125,6 +149,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(name_rule_matches_the_decoder),
+        cmocka_unit_test(name_length_limit_matches_the_decoder),
         cmocka_unit_test(numbers_match_the_canonical_encoding),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -85,10 +85,19 @@ static int kv_read(struct tg_posix_hal *ph)
     while (fgets(line, sizeof line, f)) {
         lineno++;
         char key[KV_KEY_MAX + 2];
-        uint64_t value;
+        char digits[24];
         char end;
-        if (sscanf(line, "%33s %" SCNu64 "%c", key, &value, &end) != 3 || end != '\n' ||
-            !key_valid(key) || ph->n_kv == KV_MAX) {
+        uint64_t value = 0;
+        /* Digits only, checked by hand: scanf's %llu would take "-1" or wrap an overflow,
+         * and a wrapped boot counter repeats (boot, seq) pairs. */
+        bool ok = sscanf(line, "%33s %23[0-9]%c", key, digits, &end) == 3 && end == '\n' &&
+                  key_valid(key) && ph->n_kv < KV_MAX;
+        for (const char *d = digits; ok && *d; d++) {
+            unsigned digit = (unsigned)(*d - '0');
+            ok = value <= (UINT64_MAX - digit) / 10;
+            value = value * 10 + digit;
+        }
+        if (!ok) {
             TG_LOG_ERROR("hal", "%s:%d: malformed line (expected \"key value\"); fix or remove "
                          "the file", ph->kv_path, lineno);
             rc = -1;

@@ -333,8 +333,9 @@ static int run(const struct tg_port_config *pc)
         }
     }
 
-    /* Stop: no more polling, so no more samples and no reconnect; what is in the outbox
-     * gets until the deadline to be confirmed on the connection we have. */
+    /* Stop: no more samples; what is in the outbox (sent or not yet) gets until the deadline
+     * to be confirmed, on the connection we have or a new one. */
+    tg_node_stop_sampling(node);
     uint64_t deadline = tg_posix_hal_mono_ms() + (uint64_t)tg_config_get_ms(cfg, "node",
                                                                              "shutdown_flush_ms");
     TG_LOG_INFO("node", "stopping (signal %d): flushing the outbox", (int)stop_requested);
@@ -342,10 +343,13 @@ static int run(const struct tg_port_config *pc)
         struct tg_node_stats st;
         tg_node_get_stats(node, &st);
         uint64_t now = tg_posix_hal_mono_ms();
-        if (st.outbox_used == 0 || !st.connected || now >= deadline)
+        if (st.outbox_used == 0 || now >= deadline)
             break;
         uint64_t left = deadline - now;
-        tg_mqtt_transport_run(port.tr, left < 100 ? (int)left : 100);
+        uint32_t due_ms = tg_node_poll(node);
+        deliver_events(port.tr, node);
+        uint64_t wait = due_ms < left ? due_ms : left;
+        tg_mqtt_transport_run(port.tr, wait < 100 ? (int)wait : 100);
         deliver_events(port.tr, node);
     }
     struct tg_node_stats st;

@@ -35,7 +35,7 @@ static const struct tg_config_key base_schema[] = {
                "directory for the boot counter (created 0700 if missing)"),
     TG_CFG_STR("node", "hmac_key_file", "",
                "HMAC-SHA256 key, hex or raw, 16..64 bytes, not world-readable; empty: unsigned"),
-    TG_CFG_INT("node", "outbox_slots", "1024", 1, 1000000,
+    TG_CFG_INT("node", "outbox_slots", "1024", 1, TG_NODE_MAX_OUTBOX_SLOTS,
                "readings kept while unconfirmed (the oldest is dropped beyond)"),
     TG_CFG_SIZE("node", "max_payload_bytes", "256", 64, 4096,
                 "largest encoded payload, signature included (bytes)"),

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "mqtt_nopair.h"
 
 enum state { IDLE, CONNECTING, CONNECTED };
 
@@ -177,7 +178,10 @@ int tg_mqtt_transport_connect(struct tg_mqtt_transport *tr)
     tr->state = IDLE;
     /* clean session: the node keeps no subscriptions, and its unconfirmed readings live in
      * the core's outbox, not in a broker session. */
+    /* Without libmosquitto's wake-up socketpair (mqtt_nopair.h): our loop never reads it. */
+    tg_mqtt_nopair_begin();
     tr->mosq = mosquitto_new(tr->device_id, true, tr);
+    tg_mqtt_nopair_end();
     if (!tr->mosq) {
         TG_LOG_ERROR("mqtt", "cannot create a client: %m");
         return -1;
@@ -187,7 +191,9 @@ int tg_mqtt_transport_connect(struct tg_mqtt_transport *tr)
         TG_LOG_ERROR("mqtt", "cannot configure the client: %s", mosquitto_strerror(rc));
         return -1;
     }
+    tg_mqtt_nopair_begin();
     rc = mosquitto_connect_async(tr->mosq, tr->host, tr->port, tr->keepalive_s);
+    tg_mqtt_nopair_end();
     if (rc != MOSQ_ERR_SUCCESS) {
         TG_LOG_RATELIMITED(TG_LOG_LEVEL_WARN, "mqtt", 60000, "cannot connect to %s:%d: %s",
                            tr->host, tr->port,
