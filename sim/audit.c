@@ -7,7 +7,8 @@
  * Memory: per (device, boot) a bitmap of the seqs seen (a bit per seq from 0 to the highest
  * seen: 10,000 devices x 3,600 seqs is 4.5 MB), so duplicates are found in O(1) whatever the
  * order. Seqs at or above SEQ_BITMAP_LIMIT (no simulated device gets there) go to a small
- * sorted array instead, so one absurd seq cannot make the audit allocate gigabytes.
+ * sorted array instead, so one absurd seq cannot make the audit allocate gigabytes. The seqs
+ * of released readings found in the DLQ are kept the same way, per (device, boot).
  */
 #include "audit.h"
 
@@ -36,12 +37,21 @@ struct seq_range {
     uint64_t boot, lo, hi;
 };
 
-struct seen_boot {
-    uint64_t boot;
+/* A set of seqs: the bitmap, and the sorted array for seqs past it. */
+struct seq_set {
     uint64_t *bits;
     size_t words;
     uint64_t *big; /* sorted seqs >= SEQ_BITMAP_LIMIT */
     size_t n_big, cap_big;
+};
+
+struct seen_boot {
+    uint64_t boot;
+    struct seq_set seen; /* seqs in the telemetry topic */
+    /* Seqs whose payload is in the DLQ. A reading is validated before it is deduplicated, so
+     * one rejected on purpose can be dead-lettered more than once (an injected duplicate, a
+     * QoS 1 re-send): completeness counts it once, by this set. */
+    struct seq_set dlq;
     /* For reordering: the highest seq seen so far and the partition it came on. */
     bool any;
     int32_t partition;
@@ -92,7 +102,8 @@ struct tg_sim_audit {
 
     uint64_t records, undecodable, duplicated, reordered, offset_gaps;
     uint64_t released_seen; /* distinct released readings seen, once a ledger is set */
-    uint64_t released_dlq;  /* released readings found in the DLQ, once a ledger is set */
+    uint64_t released_dlq;  /* distinct released readings in the DLQ and not (yet) in the
+                             * telemetry topic, once a ledger is set */
 
     bool expect_dlq;
     uint64_t dlq_records, dlq_malformed;
@@ -139,8 +150,10 @@ void tg_sim_audit_destroy(struct tg_sim_audit *au)
     for (size_t d = 0; d < au->n_devs; d++) {
         struct adev *dev = &au->devs[d];
         for (size_t b = 0; b < dev->n_boots; b++) {
-            free(dev->boots[b].bits);
-            free(dev->boots[b].big);
+            free(dev->boots[b].seen.bits);
+            free(dev->boots[b].seen.big);
+            free(dev->boots[b].dlq.bits);
+            free(dev->boots[b].dlq.big);
         }
         free(dev->boots);
         free(dev->id);
@@ -230,7 +243,7 @@ static struct seen_boot *boot_get(struct adev *dev, uint64_t boot)
     return sb;
 }
 
-static size_t big_search(const struct seen_boot *sb, uint64_t seq)
+static size_t big_search(const struct seq_set *sb, uint64_t seq)
 {
     size_t lo = 0, hi = sb->n_big;
     while (lo < hi) {
@@ -243,7 +256,7 @@ static size_t big_search(const struct seen_boot *sb, uint64_t seq)
     return lo;
 }
 
-static bool seen_has(const struct seen_boot *sb, uint64_t seq)
+static bool seen_has(const struct seq_set *sb, uint64_t seq)
 {
     if (seq < SEQ_BITMAP_LIMIT) {
         size_t w = (size_t)(seq / 64);
@@ -254,7 +267,7 @@ static bool seen_has(const struct seen_boot *sb, uint64_t seq)
 }
 
 /* Marks seq seen. Returns 1 when new, 0 when seen before, -1 when out of memory. */
-static int seen_add(struct seen_boot *sb, uint64_t seq)
+static int seen_add(struct seq_set *sb, uint64_t seq)
 {
     if (seq < SEQ_BITMAP_LIMIT) {
         size_t w = (size_t)(seq / 64);
@@ -287,7 +300,7 @@ static int seen_add(struct seen_boot *sb, uint64_t seq)
 }
 
 /* Calls fn for every seq seen in sb, ascending. */
-static void seen_each(const struct seen_boot *sb, void (*fn)(void *ud, uint64_t seq), void *ud)
+static void seen_each(const struct seq_set *sb, void (*fn)(void *ud, uint64_t seq), void *ud)
 {
     for (size_t w = 0; w < sb->words; w++)
         for (uint64_t bits = sb->bits[w]; bits; bits &= bits - 1)
@@ -309,7 +322,7 @@ int tg_sim_audit_telemetry(struct tg_sim_audit *au, const struct tg_sim_audit_re
     struct seen_boot *sb = boot_get(dev, rec->boot);
     if (!sb)
         return -1;
-    int added = seen_add(sb, rec->seq);
+    int added = seen_add(&sb->seen, rec->seq);
     if (added < 0)
         return -1;
     au->records++;
@@ -330,8 +343,13 @@ int tg_sim_audit_telemetry(struct tg_sim_audit *au, const struct tg_sim_audit_re
         sb->max_seq = rec->seq;
     }
     if (au->lg && dev->ledger >= 0 &&
-        tg_ledger_fate(au->lg, dev->ledger, rec->boot, rec->seq) == TG_LEDGER_RELEASED)
+        tg_ledger_fate(au->lg, dev->ledger, rec->boot, rec->seq) == TG_LEDGER_RELEASED) {
         au->released_seen++;
+        /* Dead-lettered first (e.g. one copy rejected, a later one accepted after the clock
+         * moved): counted once, as delivered now. */
+        if (seen_has(&sb->dlq, rec->seq))
+            au->released_dlq--;
+    }
     if (rec->end_ms != -1 || rec->gw_ts_ms != -1) {
         if (grow((void **)&au->samples, &au->cap_samples, au->n_samples + 1,
                  sizeof *au->samples) != 0)
@@ -385,9 +403,17 @@ int tg_sim_audit_dlq(struct tg_sim_audit *au, const char *reason, const char *de
     if (d < 0 || grow((void **)&au->dlq, &au->cap_dlq, au->n_dlq + 1, sizeof *au->dlq) != 0)
         return -1;
     au->dlq[au->n_dlq] = (struct dlq_reading){(uint32_t)d, boot, seq};
-    if (au->lg && dlq_is_released(au, &au->dlq[au->n_dlq]))
-        au->released_dlq++;
     au->n_dlq++;
+    struct seen_boot *sb = boot_get(&au->devs[d], boot);
+    if (!sb)
+        return -1;
+    int added = seen_add(&sb->dlq, seq);
+    if (added < 0)
+        return -1;
+    /* Once per (device, boot, seq), and not when it is in the telemetry topic already. */
+    if (added == 1 && au->lg && !seen_has(&sb->seen, seq) &&
+        dlq_is_released(au, &au->dlq[au->n_dlq - 1]))
+        au->released_dlq++;
     return 0;
 }
 
@@ -421,6 +447,7 @@ uint64_t tg_sim_audit_records(const struct tg_sim_audit *au)
 struct count_released {
     const struct tg_sim_audit *au;
     const struct adev *dev;
+    const struct seq_set *skip; /* seqs not to count (NULL: none) */
     uint64_t boot;
     uint64_t n;
 };
@@ -428,7 +455,8 @@ struct count_released {
 static void count_released_fn(void *ud, uint64_t seq)
 {
     struct count_released *cr = ud;
-    if (tg_ledger_fate(cr->au->lg, cr->dev->ledger, cr->boot, seq) == TG_LEDGER_RELEASED)
+    if ((!cr->skip || !seen_has(cr->skip, seq)) &&
+        tg_ledger_fate(cr->au->lg, cr->dev->ledger, cr->boot, seq) == TG_LEDGER_RELEASED)
         cr->n++;
 }
 
@@ -452,14 +480,16 @@ int tg_sim_audit_set_ledger(struct tg_sim_audit *au, const struct tg_ledger *lg)
         if (dev->ledger < 0)
             continue;
         for (size_t b = 0; b < dev->n_boots; b++) {
-            struct count_released cr = {au, dev, dev->boots[b].boot, 0};
-            seen_each(&dev->boots[b], count_released_fn, &cr);
+            const struct seen_boot *sb = &dev->boots[b];
+            struct count_released cr = {au, dev, NULL, sb->boot, 0};
+            seen_each(&sb->seen, count_released_fn, &cr);
             au->released_seen += cr.n;
+            /* Dead-lettered and not delivered, each once. */
+            cr = (struct count_released){au, dev, &sb->seen, sb->boot, 0};
+            seen_each(&sb->dlq, count_released_fn, &cr);
+            au->released_dlq += cr.n;
         }
     }
-    for (size_t i = 0; i < au->n_dlq; i++)
-        if (dlq_is_released(au, &au->dlq[i]))
-            au->released_dlq++;
     return 0;
 }
 
@@ -524,7 +554,7 @@ static bool released_fn(void *ud, uint64_t boot, uint64_t seq)
         w->sb_boot = boot;
         w->sb_valid = true;
     }
-    if (w->sb && seen_has(w->sb, seq))
+    if (w->sb && seen_has(&w->sb->seen, seq))
         w->dev->delivered++;
     else if (dlq_has(w->au, w->dev_index, boot, seq))
         w->dev->dead_lettered++;
@@ -653,7 +683,7 @@ int tg_sim_audit_finish(struct tg_sim_audit *au, struct tg_sim_audit_result *out
         }
         for (size_t b = 0; b < dev->n_boots; b++) {
             struct seen_walk w = {au->lg, dev, dev->boots[b].boot};
-            seen_each(&dev->boots[b], seen_fn, &w);
+            seen_each(&dev->boots[b].seen, seen_fn, &w);
         }
         r->delivered += dev->delivered;
         r->lost += dev->lost;

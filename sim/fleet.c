@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <libgen.h>
 #include <math.h>
 #include <mosquitto.h>
 #include <signal.h>
@@ -167,20 +168,50 @@ static int close_labels(struct fleet *fl)
 {
     if (!fl->labels)
         return 0;
-    int rc = 0;
+    /* The errno of the first failure, saved where it happens: the calls after it (fclose,
+     * unlink) would overwrite it. */
+    int err = 0;
     if (fflush(fl->labels) != 0 || fsync(fileno(fl->labels)) != 0)
-        rc = -1;
-    if (fclose(fl->labels) != 0)
-        rc = -1;
+        err = errno;
+    if (fclose(fl->labels) != 0 && err == 0)
+        err = errno;
     fl->labels = NULL;
-    if (rc == 0 && !fl->labels_failed && rename(fl->labels_tmp, fl->opt->labels_path) == 0) {
-        TG_LOG_INFO("sim", "labels: %" PRIu64 " anomalies written to %s", fl->labels_written,
-                    fl->opt->labels_path);
-        return 0;
+    if (fl->labels_failed) {
+        /* write_label() said why when it happened. */
+        TG_LOG_ERROR("sim", "labels %s not written: a write failed during the run",
+                     fl->opt->labels_path);
+        unlink(fl->labels_tmp);
+        return -1;
     }
-    TG_LOG_ERROR("sim", "cannot write labels %s: %s", fl->opt->labels_path, strerror(errno));
-    unlink(fl->labels_tmp);
-    return -1;
+    if (err == 0 && rename(fl->labels_tmp, fl->opt->labels_path) != 0)
+        err = errno;
+    if (err != 0) {
+        TG_LOG_ERROR("sim", "cannot write labels %s: %s", fl->opt->labels_path, strerror(err));
+        unlink(fl->labels_tmp);
+        return -1;
+    }
+    /* Make the rename itself durable, as tg_ledger_write() does. A directory that cannot be
+     * opened (no read permission) is not worth failing for: the file is complete either way. */
+    char *copy = strdup(fl->opt->labels_path);
+    if (!copy) {
+        TG_LOG_ERROR("sim", "labels %s: out of memory", fl->opt->labels_path);
+        return -1;
+    }
+    FILE *d = fopen(dirname(copy), "r");
+    if (d) {
+        if (fsync(fileno(d)) != 0 && errno != EINVAL)
+            err = errno;
+        fclose(d);
+    }
+    free(copy);
+    if (err != 0) {
+        TG_LOG_ERROR("sim", "cannot sync the directory of labels %s: %s", fl->opt->labels_path,
+                     strerror(err));
+        return -1;
+    }
+    TG_LOG_INFO("sim", "labels: %" PRIu64 " anomalies written to %s", fl->labels_written,
+                fl->opt->labels_path);
+    return 0;
 }
 
 /* --- setup ------------------------------------------------------------------------------ */

@@ -299,6 +299,67 @@ static void records_before_the_ledger(void **state)
     tg_ledger_destroy(lg);
 }
 
+/* Three devices x 5 released seqs; sim-00002's 4 and sim-00003's 4 never arrive. */
+static void feed_dead_letter_copies(struct tg_sim_audit *au)
+{
+    /* Dead-lettered first, delivered after (a later copy passed validation): counts once. */
+    assert_int_equal(tg_sim_audit_dlq(au, "clock_skew", "sim-00003", true, 1, 0), 0);
+    for (uint64_t s = 0; s < 5; s++)
+        feed(au, "sim-00001", 1, s, 0, 10);
+    for (uint64_t s = 0; s < 3; s++)
+        feed(au, "sim-00002", 1, s, 1, 10);
+    for (uint64_t s = 0; s < 4; s++)
+        feed(au, "sim-00003", 1, s, 2, 10);
+    /* The gateway validates before it deduplicates: a rejected reading re-sent (QoS 1, an
+     * injected duplicate) is dead-lettered once per copy. */
+    assert_int_equal(tg_sim_audit_dlq(au, "clock_skew", "sim-00002", true, 1, 3), 0);
+    assert_int_equal(tg_sim_audit_dlq(au, "clock_skew", "sim-00002", true, 1, 3), 0);
+    /* Delivered, and one copy dead-lettered as well. */
+    assert_int_equal(tg_sim_audit_dlq(au, "clock_skew", "sim-00001", true, 1, 0), 0);
+}
+
+/* Completeness counts each released reading once, however many DLQ copies it has: otherwise
+ * the audit stops early and reports the readings still on their way as lost. */
+static void dead_letter_copies_count_once(void **state)
+{
+    (void)state;
+    struct tg_ledger *lg = ledger_released(3, 5);
+    struct tg_sim_audit *au = tg_sim_audit_new();
+    assert_non_null(au);
+    assert_int_equal(tg_sim_audit_set_ledger(au, lg), 0);
+    feed_dead_letter_copies(au);
+    assert_false(tg_sim_audit_complete(au));
+    feed(au, "sim-00002", 1, 4, 1, 10);
+    assert_false(tg_sim_audit_complete(au));
+
+    /* The same records before the ledger (--follow). */
+    struct tg_sim_audit *au2 = tg_sim_audit_new();
+    assert_non_null(au2);
+    feed_dead_letter_copies(au2);
+    feed(au2, "sim-00002", 1, 4, 1, 10);
+    assert_int_equal(tg_sim_audit_set_ledger(au2, lg), 0);
+    assert_false(tg_sim_audit_complete(au2));
+
+    feed(au, "sim-00003", 1, 4, 2, 10);
+    assert_true(tg_sim_audit_complete(au));
+    feed(au2, "sim-00003", 1, 4, 2, 10);
+    assert_true(tg_sim_audit_complete(au2));
+    struct tg_sim_audit_result r;
+    assert_int_equal(tg_sim_audit_finish(au, &r), 0);
+    assert_true(r.ok);
+    assert_int_equal(r.delivered, 14);
+    assert_int_equal(r.dead_lettered, 1);
+    assert_int_equal(r.lost, 0);
+    assert_int_equal(r.dlq_readings, 4);
+    assert_int_equal(tg_sim_audit_finish(au2, &r), 0);
+    assert_true(r.ok);
+    assert_int_equal(r.delivered, 14);
+    assert_int_equal(r.dead_lettered, 1);
+    tg_sim_audit_destroy(au2);
+    tg_sim_audit_destroy(au);
+    tg_ledger_destroy(lg);
+}
+
 static void latency_percentiles_leave_out_skewed_devices(void **state)
 {
     (void)state;
@@ -385,6 +446,7 @@ int main(void)
         cmocka_unit_test(unconfirmed_and_dropped_do_not_fail),
         cmocka_unit_test(dead_letters_against_the_malformed_count),
         cmocka_unit_test(records_before_the_ledger),
+        cmocka_unit_test(dead_letter_copies_count_once),
         cmocka_unit_test(latency_percentiles_leave_out_skewed_devices),
         cmocka_unit_test(a_silent_device_is_all_lost),
     };
