@@ -85,6 +85,9 @@ struct conn {
     struct pending *pend_head, *pend_tail;
     size_t n_pending;
     struct tg_log_ratelimit fail_rl;
+    /* The first error libmosquitto logged during the current connect attempt: over TLS,
+     * OpenSSL's reason ("certificate verify failed"), which its result code does not carry. */
+    char connect_error[160];
 };
 
 struct tg_ingress {
@@ -282,12 +285,36 @@ static void set_paused(struct tg_ingress *in, bool paused)
 
 /* ---- libmosquitto callbacks (ingress thread, inside loop_read/loop_write/loop_misc) ---- */
 
+/* libmosquitto's log, on while a connect attempt runs (connect_attempt() to the CONNACK):
+ * libmosquitto formats every debug line for it, one per packet, which the receive path
+ * should not pay for. Keeps the first error: OpenSSL's, when a TLS handshake fails. */
+static void on_log(struct mosquitto *mosq, void *obj, int level, const char *str)
+{
+    (void)mosq;
+    struct conn *c = obj;
+    if (level != MOSQ_LOG_ERR || c->connect_error[0])
+        return;
+    /* "OpenSSL Error[0]: error:0A000086:SSL routines::certificate verify failed" */
+    const char *why = strstr(str, "error:");
+    snprintf(c->connect_error, sizeof c->connect_error, "%s", why ? why : str);
+}
+
+/* What failed in a connect attempt: libmosquitto's result, plus OpenSSL's reason if any. */
+static const char *connect_failure(struct conn *c, int rc, char *buf, size_t size)
+{
+    if (!c->connect_error[0])
+        return mosq_reason(rc);
+    snprintf(buf, size, "%s (%s)", mosq_reason(rc), c->connect_error);
+    return buf;
+}
+
 static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
                        const mosquitto_property *props)
 {
     (void)props;
     struct conn *c = obj;
     struct tg_ingress *in = c->in;
+    mosquitto_log_callback_set(mosq, NULL);
     if (rc != 0) {
         /* Bad credentials, a banned client id, ...: the broker closes the connection, and
          * on_disconnect schedules the next attempt with backoff. */
@@ -382,8 +409,9 @@ static void on_disconnect(struct mosquitto *mosq, void *obj, int rc,
         TG_LOG_WARN("mqtt", "%s: connection to %s:%d lost: %s; reconnecting", c->client_id,
                     in->host, in->port, mosq_reason(rc));
     } else {
+        char why[256];
         CONN_WARN_RL(c, "%s: cannot connect to %s:%d: %s", c->client_id, in->host, in->port,
-                     mosq_reason(rc));
+                     connect_failure(c, rc, why, sizeof why));
     }
     schedule_retry(c, now, c->failures++);
 }
@@ -437,6 +465,8 @@ static void connect_attempt(struct conn *c, int64_t now)
         tg_counter_inc(in->c_reconnects);
     c->attempted = true;
     c->refused = false;
+    c->connect_error[0] = '\0';
+    mosquitto_log_callback_set(c->mosq, on_log);
     /* Non-blocking: the TCP connect completes (and CONNECT is written) once poll reports the
      * socket writable. Host name resolution, if the host is a name, still blocks. The v5
      * CONNECT properties were stored on the client in tg_ingress_new(). */
@@ -447,7 +477,9 @@ static void connect_attempt(struct conn *c, int64_t now)
         set_state(c, CONN_CONNECTING);
         return;
     }
-    const char *why = rc == MOSQ_ERR_SUCCESS ? "no socket" : mosq_reason(rc);
+    char buf[256];
+    const char *why = rc == MOSQ_ERR_SUCCESS ? "no socket" : connect_failure(c, rc, buf,
+                                                                             sizeof buf);
     CONN_WARN_RL(c, "%s: cannot connect to %s:%d: %s", c->client_id, in->host, in->port, why);
     schedule_retry(c, now, c->failures++);
 }

@@ -1339,3 +1339,187 @@ void tg_harness_devkafka_destroy(struct tg_harness_devkafka *dk)
     tg_harness_tmpdir_done(dk->dir);
     free(dk);
 }
+
+/* ------------------------------------------------------------------------------------------
+ * TLS material and Mosquitto password files
+ */
+
+struct tg_harness_tls {
+    char *dir, *name;
+    char *ca, *ca_key;
+    char *server_cert, *server_key;
+    char *client_cert, *client_key;
+};
+
+/* Runs argv to completion; 0 when it exited 0. Its stderr shows in the test's log. */
+static int run_tool(const char *const argv[])
+{
+    int status = tg_harness_run(argv, NULL, 0, NULL, 60000);
+    if (!tg_harness_exited_ok(status)) {
+        hlog("%s %s failed (status %d)", argv[0], argv[1], status);
+        return -1;
+    }
+    return 0;
+}
+
+/* A key and a certificate signed by tls's CA for cn, with subjectAltName san. */
+static int tls_sign(const struct tg_harness_tls *tls, const char *what, const char *cn,
+                    const char *san, const char *cert, const char *key)
+{
+    int rc = -1;
+    char *csr = xasprintf("%s/%s-%s.csr", tls->dir, tls->name, what);
+    char *ext_path = xasprintf("%s/%s-%s.ext", tls->dir, tls->name, what);
+    char *subj = xasprintf("/CN=%s", cn);
+    FILE *ext = NULL;
+    if (!csr || !ext_path || !subj)
+        goto out;
+    /* openssl x509 -req takes extensions only from a file. */
+    ext = fopen(ext_path, "we");
+    if (!ext || fprintf(ext, "subjectAltName=%s\n", san) < 0) {
+        hlog("cannot write %s: %s", ext_path, strerror(errno));
+        goto out;
+    }
+    int closed = fclose(ext);
+    ext = NULL;
+    if (closed != 0) {
+        hlog("cannot write %s: %s", ext_path, strerror(errno));
+        goto out;
+    }
+    const char *req[] = {"openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+                         "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", csr,
+                         "-subj", subj, NULL};
+    const char *sign[] = {"openssl", "x509", "-req", "-in", csr, "-CA", tls->ca, "-CAkey",
+                          tls->ca_key, "-CAcreateserial", "-days", "2", "-out", cert,
+                          "-extfile", ext_path, NULL};
+    if (run_tool(req) != 0 || run_tool(sign) != 0)
+        goto out;
+    rc = 0;
+out:
+    if (ext)
+        fclose(ext);
+    free(csr);
+    free(ext_path);
+    free(subj);
+    return rc;
+}
+
+struct tg_harness_tls *tg_harness_tls_make(const char *dir, const char *name,
+                                           const char *client_cn)
+{
+    struct tg_harness_tls *tls = calloc(1, sizeof *tls);
+    if (!tls)
+        return NULL;
+    tls->dir = strdup(dir);
+    tls->name = strdup(name);
+    tls->ca = xasprintf("%s/%s-ca.crt", dir, name);
+    tls->ca_key = xasprintf("%s/%s-ca.key", dir, name);
+    tls->server_cert = xasprintf("%s/%s-server.crt", dir, name);
+    tls->server_key = xasprintf("%s/%s-server.key", dir, name);
+    tls->client_cert = xasprintf("%s/%s-client.crt", dir, name);
+    tls->client_key = xasprintf("%s/%s-client.key", dir, name);
+    char *ca_subj = xasprintf("/CN=tidegate test CA %s", name);
+    char *client_san = xasprintf("DNS:%s", client_cn);
+    if (!tls->dir || !tls->name || !tls->ca || !tls->ca_key || !tls->server_cert ||
+        !tls->server_key || !tls->client_cert || !tls->client_key || !ca_subj || !client_san)
+        goto fail;
+    const char *mkca[] = {"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                          "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", tls->ca_key,
+                          "-out", tls->ca, "-days", "2", "-subj", ca_subj, NULL};
+    if (run_tool(mkca) != 0 ||
+        tls_sign(tls, "server", "localhost", "IP:127.0.0.1,DNS:localhost", tls->server_cert,
+                 tls->server_key) != 0 ||
+        tls_sign(tls, "client", client_cn, client_san, tls->client_cert, tls->client_key) != 0)
+        goto fail;
+    free(ca_subj);
+    free(client_san);
+    return tls;
+fail:
+    hlog("cannot make the TLS files %s/%s-*", dir, name);
+    free(ca_subj);
+    free(client_san);
+    tg_harness_tls_destroy(tls);
+    return NULL;
+}
+
+const char *tg_harness_tls_ca(const struct tg_harness_tls *tls)
+{
+    return tls->ca;
+}
+
+const char *tg_harness_tls_server_cert(const struct tg_harness_tls *tls)
+{
+    return tls->server_cert;
+}
+
+const char *tg_harness_tls_server_key(const struct tg_harness_tls *tls)
+{
+    return tls->server_key;
+}
+
+const char *tg_harness_tls_client_cert(const struct tg_harness_tls *tls)
+{
+    return tls->client_cert;
+}
+
+const char *tg_harness_tls_client_key(const struct tg_harness_tls *tls)
+{
+    return tls->client_key;
+}
+
+int tg_harness_tls_make_client(const struct tg_harness_tls *tls, const char *what,
+                               const char *cn, char **cert, char **key)
+{
+    *cert = xasprintf("%s/%s-%s.crt", tls->dir, tls->name, what);
+    *key = xasprintf("%s/%s-%s.key", tls->dir, tls->name, what);
+    char *san = xasprintf("DNS:%s", cn);
+    int rc = *cert && *key && san ? tls_sign(tls, what, cn, san, *cert, *key) : -1;
+    free(san);
+    if (rc != 0) {
+        hlog("cannot make the TLS files %s/%s-%s.*", tls->dir, tls->name, what);
+        free(*cert);
+        free(*key);
+        *cert = *key = NULL;
+    }
+    return rc;
+}
+
+char *tg_harness_tls_listener_conf(const struct tg_harness_tls *tls, int port,
+                                   bool require_client_cert)
+{
+    return xasprintf("listener %d " LOOPBACK "\n"
+                     "cafile %s\n"
+                     "certfile %s\n"
+                     "keyfile %s\n"
+                     "require_certificate %s\n",
+                     port, tls->ca, tls->server_cert, tls->server_key,
+                     require_client_cert ? "true" : "false");
+}
+
+void tg_harness_tls_destroy(struct tg_harness_tls *tls)
+{
+    if (!tls)
+        return;
+    free(tls->dir);
+    free(tls->name);
+    free(tls->ca);
+    free(tls->ca_key);
+    free(tls->server_cert);
+    free(tls->server_key);
+    free(tls->client_cert);
+    free(tls->client_key);
+    free(tls);
+}
+
+int tg_harness_mosquitto_passwd(const char *path, const char *user, const char *password)
+{
+    /* mosquitto_passwd -b needs the file to exist; 0600 because Mosquitto warns about (and
+     * later versions refuse) password files others can read. */
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        hlog("cannot create %s: %s", path, strerror(errno));
+        return -1;
+    }
+    close(fd);
+    const char *argv[] = {"mosquitto_passwd", "-b", path, user, password, NULL};
+    return run_tool(argv);
+}

@@ -257,4 +257,50 @@ int tg_harness_devkafka_stop(struct tg_harness_devkafka *dk);
 /* Stops devkafka if it runs and removes its temp dir. NULL is a no-op. */
 void tg_harness_devkafka_destroy(struct tg_harness_devkafka *dk);
 
+/* ------------------------------------------------------------------------------------------
+ * TLS material and Mosquitto password files, for tests of TLS listeners
+ */
+
+struct tg_harness_tls;
+
+/* Makes a small PKI with the openssl CLI (found on PATH) in dir, which the caller owns: a CA,
+ * a server certificate for 127.0.0.1/localhost and a client certificate for client_cn (a
+ * host-name-like id: it is also the client certificate's DNS subjectAltName), all EC P-256,
+ * valid two days. Files are <dir>/<name>-ca.crt, -ca.key, -server.crt, -server.key,
+ * -client.crt and -client.key, so that several PKIs (e.g. a second, unrelated CA) can share
+ * one dir. Takes a few hundred ms. Returns NULL on failure (openssl's messages are on
+ * stderr). Free with tg_harness_tls_destroy(); the files stay. */
+struct tg_harness_tls *tg_harness_tls_make(const char *dir, const char *name,
+                                           const char *client_cn);
+
+/* Paths of the files (valid until tg_harness_tls_destroy()). */
+const char *tg_harness_tls_ca(const struct tg_harness_tls *tls);
+const char *tg_harness_tls_server_cert(const struct tg_harness_tls *tls);
+const char *tg_harness_tls_server_key(const struct tg_harness_tls *tls);
+const char *tg_harness_tls_client_cert(const struct tg_harness_tls *tls);
+const char *tg_harness_tls_client_key(const struct tg_harness_tls *tls);
+
+/* One more client certificate signed by tls's CA, for cn (also its DNS subjectAltName):
+ * <dir>/<name>-<what>.crt and .key, what being e.g. "publisher". Sets *cert and *key to
+ * malloc'd paths and returns 0, or returns -1 with both NULL. */
+int tg_harness_tls_make_client(const struct tg_harness_tls *tls, const char *what,
+                               const char *cn, char **cert, char **key);
+
+/* Lines of mosquitto.conf (for tg_harness_mosquitto_start()'s extra_conf) that add a TLS
+ * listener on 127.0.0.1:port with this PKI's server certificate, trusting its CA for client
+ * certificates; with require_client_cert, clients without a certificate signed by that CA
+ * are refused. Malloc'd, or NULL. The port is the caller's (tg_harness_free_port()): unlike
+ * the plain listener, a collision on it is not retried. */
+char *tg_harness_tls_listener_conf(const struct tg_harness_tls *tls, int port,
+                                   bool require_client_cert);
+
+/* NULL is a no-op. */
+void tg_harness_tls_destroy(struct tg_harness_tls *tls);
+
+/* Adds (or updates) user with password in the Mosquitto password file at path, creating it
+ * with mode 0600 if needed (mosquitto_passwd -b). For "password_file <path>" in extra_conf;
+ * with the harness's allow_anonymous true, clients that send a user name must then give its
+ * password, and clients that send none stay allowed. Returns 0 or -1. */
+int tg_harness_mosquitto_passwd(const char *path, const char *user, const char *password);
+
 #endif

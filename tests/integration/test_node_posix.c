@@ -10,7 +10,7 @@
  *   - a bad configuration exits non-zero naming file:line and key; a world-readable key file
  *     is refused;
  *   - TLS with a client certificate and a user name/password: a CA, server and client
- *     certificates generated with the openssl CLI at test time.
+ *     certificates generated with the openssl CLI at test time (tg_harness_tls_make).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -452,69 +452,25 @@ static void test_example_config(void **state)
 
 /* ---- TLS ----------------------------------------------------------------------------------- */
 
-static void run_ok(const char *const argv[])
-{
-    int status = tg_harness_run(argv, NULL, 0, NULL, 60000);
-    if (!tg_harness_exited_ok(status))
-        fail_msg("%s %s failed (status %d)", argv[0], argv[1], status);
-}
-
-/* A CA, and a certificate + key signed by it for cn with the given subjectAltName. */
-static void make_cert(const char *dir, const char *name, const char *cn, const char *san)
-{
-    char key[512], csr[512], crt[512], ca[512], ca_key[512], subj[128], ext[512];
-    snprintf(key, sizeof key, "%s/%s.key", dir, name);
-    snprintf(csr, sizeof csr, "%s/%s.csr", dir, name);
-    snprintf(crt, sizeof crt, "%s/%s.crt", dir, name);
-    snprintf(ca, sizeof ca, "%s/ca.crt", dir);
-    snprintf(ca_key, sizeof ca_key, "%s/ca.key", dir);
-    snprintf(subj, sizeof subj, "/CN=%s", cn);
-    char *ext_path = write_file(dir, "ext.cnf", "", 0600);
-    snprintf(ext, sizeof ext, "subjectAltName=%s\n", san);
-    free(write_file(dir, "ext.cnf", ext, 0600));
-    const char *req[] = {"openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
-                         "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", csr,
-                         "-subj", subj, NULL};
-    run_ok(req);
-    const char *sign[] = {"openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
-                          "-CAcreateserial", "-days", "2", "-out", crt, "-extfile", ext_path,
-                          NULL};
-    run_ok(sign);
-    free(ext_path);
-}
-
 static void test_tls_with_client_cert_and_password(void **state)
 {
     char *dir = tg_harness_tmpdir_new("node-tls");
     assert_non_null(dir);
-    char ca_key[512], ca[512], passwd[512];
-    snprintf(ca_key, sizeof ca_key, "%s/ca.key", dir);
-    snprintf(ca, sizeof ca, "%s/ca.crt", dir);
+    struct tg_harness_tls *tls = tg_harness_tls_make(dir, "test", DEVICE);
+    assert_non_null(tls);
+    char passwd[512];
     snprintf(passwd, sizeof passwd, "%s/passwd", dir);
-    const char *mkca[] = {"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                          "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", ca_key, "-out",
-                          ca, "-days", "2", "-subj", "/CN=tidegate test CA", NULL};
-    run_ok(mkca);
-    make_cert(dir, "server", "localhost", "IP:127.0.0.1,DNS:localhost");
-    make_cert(dir, "client", DEVICE, "DNS:" DEVICE);
-    free(write_file(dir, "passwd", "", 0600));
-    const char *mkpw[] = {"mosquitto_passwd", "-b", passwd, DEVICE, "s3cret", NULL};
-    run_ok(mkpw);
+    assert_int_equal(tg_harness_mosquitto_passwd(passwd, DEVICE, "s3cret"), 0);
 
     /* A second listener with TLS that requires a client certificate; the password file
      * applies to every client that gives a user name (anonymous ones, like the test's
      * subscriber on the plain listener, stay allowed). */
     int tls_port = tg_harness_free_port();
     assert_true(tls_port > 0);
+    char *listener = tg_harness_tls_listener_conf(tls, tls_port, true);
+    assert_non_null(listener);
     char *extra;
-    assert_true(asprintf(&extra,
-                         "password_file %s\n"
-                         "listener %d 127.0.0.1\n"
-                         "cafile %s\n"
-                         "certfile %s/server.crt\n"
-                         "keyfile %s/server.key\n"
-                         "require_certificate true\n",
-                         passwd, tls_port, ca, dir, dir) > 0);
+    assert_true(asprintf(&extra, "password_file %s\n%s", passwd, listener) > 0);
     struct tg_harness_mosquitto *mq = tg_harness_mosquitto_start(0, extra);
     assert_non_null(mq);
     struct subscriber *sub = subscriber_start(mq);
@@ -522,9 +478,10 @@ static void test_tls_with_client_cert_and_password(void **state)
 
     char *mqtt_extra;
     assert_true(asprintf(&mqtt_extra,
-                         "tls_ca = %s\ntls_cert = %s/client.crt\ntls_key = %s/client.key\n"
+                         "tls_ca = %s\ntls_cert = %s\ntls_key = %s\n"
                          "username = " DEVICE "\npassword = s3cret\n",
-                         ca, dir, dir) > 0);
+                         tg_harness_tls_ca(tls), tg_harness_tls_client_cert(tls),
+                         tg_harness_tls_client_key(tls)) > 0);
     char *config = write_config(dir, tls_port, mqtt_extra);
     struct tg_harness_proc *node = node_start(dir, config);
     wait_reading(sub, 1, 10);
@@ -536,9 +493,10 @@ static void test_tls_with_client_cert_and_password(void **state)
     free(config);
     free(mqtt_extra);
     assert_true(asprintf(&mqtt_extra,
-                         "tls_ca = %s\ntls_cert = %s/client.crt\ntls_key = %s/client.key\n"
+                         "tls_ca = %s\ntls_cert = %s\ntls_key = %s\n"
                          "username = " DEVICE "\npassword = wrong\n",
-                         ca, dir, dir) > 0);
+                         tg_harness_tls_ca(tls), tg_harness_tls_client_cert(tls),
+                         tg_harness_tls_client_key(tls)) > 0);
     config = write_config(dir, tls_port, mqtt_extra);
     node = node_start(dir, config);
     struct file_has refused = {tg_harness_proc_stderr_path(node), "refused the connection"};
@@ -548,6 +506,8 @@ static void test_tls_with_client_cert_and_password(void **state)
     free(config);
     free(mqtt_extra);
     free(extra);
+    free(listener);
+    tg_harness_tls_destroy(tls);
     subscriber_destroy(sub);
     tg_harness_mosquitto_destroy(mq);
     tg_harness_tmpdir_done(dir);
