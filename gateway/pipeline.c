@@ -159,6 +159,7 @@ struct tg_pipeline {
     atomic_bool stop;
     atomic_bool reload;
     atomic_llong oldest_rx_ms;    /* receive time of the oldest open record; 0: none */
+    int64_t reports_ms;           /* wall clock when the delivery reports being served came */
     pthread_t thread;
     bool started, joined;
     tg_err exit_status;
@@ -479,7 +480,10 @@ static void process_message(struct tg_pipeline *pl, const struct tg_qmsg *msg)
     memcpy(device, dev, dev_len);
     device[dev_len] = '\0';
 
-    int64_t now = wall_ms();
+    /* The receive time stands for "now" (SenML relative times, clock skew, gw_ts): it is
+     * what a reading waiting in the hand-off queue should be judged by, and it saves a clock
+     * read per message. */
+    int64_t now = msg->rx_ms;
     struct tg_decoded d;
     char why[256];
     tg_err rc = tg_decoder_decode(pl->dec, TG_FORMAT_AUTO, device, msg->payload, msg->payload_len,
@@ -733,7 +737,7 @@ static void on_delivery(void *ud, uint64_t rid, enum tg_jrecord_kind kind, int64
     if (result == TG_OK) {
         if (kind == TG_JREC_TELEMETRY) {
             tg_counter_inc(pl->m.delivered);
-            tg_histogram_observe(pl->m.e2e, (double)(wall_ms() - ts_ms) / 1000.0);
+            tg_histogram_observe(pl->m.e2e, (double)(pl->reports_ms - ts_ms) / 1000.0);
         } else {
             tg_counter_inc(pl->m.dlq_delivered);
         }
@@ -1238,6 +1242,14 @@ static void replace_egress(struct tg_pipeline *pl)
     make_egress(pl);
 }
 
+/* Serves librdkafka's delivery reports. One clock read for the batch: the latency histogram
+ * has millisecond buckets at best, and reports come in batches per produce response. */
+static int poll_reports(struct tg_pipeline *pl, int timeout_ms)
+{
+    pl->reports_ms = wall_ms();
+    return tg_egress_poll(pl->eg, timeout_ms);
+}
+
 /* Sleeps until a message or a delivery report arrives or timeout_ms pass. True when woken
  * by a message. */
 static bool sleep_for_work(struct tg_pipeline *pl, int timeout_ms)
@@ -1280,7 +1292,7 @@ static int turn(struct tg_pipeline *pl, bool take)
         make_egress(pl);
     work += produce_step(pl, PRODUCE_BATCH);
     if (pl->eg) {
-        work += tg_egress_poll(pl->eg, 0);
+        work += poll_reports(pl, 0);
         if (tg_egress_fatal(pl->eg))
             replace_egress(pl);
     }
@@ -1328,7 +1340,7 @@ static void *pipeline_main(void *arg)
     while (pl->open_records > 0 && mono_ms() < deadline && pl->eg && tg_egress_up(pl->eg)) {
         turn(pl, false);
         if (pl->eg)
-            tg_egress_poll(pl->eg, 20);
+            poll_reports(pl, 20);
     }
     tg_egress_destroy(pl->eg);
     pl->eg = NULL;
