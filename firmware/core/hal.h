@@ -28,7 +28,8 @@ struct tg_hal {
 
     /* Wall clock in ms since the Unix epoch: the reading's "ts". May jump (NTP, skew). */
     int64_t (*wall_ms)(void *ctx);
-    /* Monotonic ms from any origin: schedules and backoff. Never goes backwards. */
+    /* Monotonic ms from any origin: schedules and backoff. Never goes backwards, and advances
+     * during a call that waits (drivers poll a conversion until a mono_ms() deadline). */
     uint64_t (*mono_ms)(void *ctx);
     /* 32 random bits: backoff jitter. Need not be cryptographic. */
     uint32_t (*random_u32)(void *ctx);
