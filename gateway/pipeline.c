@@ -155,6 +155,8 @@ struct tg_pipeline {
     /* state shared with other threads */
     atomic_bool full;             /* journal at its cap (or disk full) */
     bool full_logged;             /* the state last logged */
+    bool refusing;                /* drop_newest refused readings; full until rows go */
+    uint64_t refused_at_bytes;    /* journal data bytes when it last refused */
     atomic_bool healthy;
     atomic_bool stop;
     atomic_bool reload;
@@ -1045,7 +1047,18 @@ static tg_err commit(struct tg_pipeline *pl, bool final)
         atomic_store(&pl->healthy, false);
     }
     apply_drop_oldest(pl, disk_full);
-    bool full = disk_full || refused || tg_journal_data_bytes(pl->jr) >= pl->max_bytes;
+    /* drop_newest: once a commit has refused readings, the journal stays full until rows are
+     * deleted (Kafka confirmed some). Otherwise a later, smaller commit could fit where the
+     * refused one did not, and a device's kept readings would have a gap: its newest kept
+     * reading must follow its oldest dropped one. */
+    uint64_t data_bytes = tg_journal_data_bytes(pl->jr);
+    if (refused) {
+        pl->refusing = true;
+        pl->refused_at_bytes = data_bytes;
+    } else if (pl->refusing && data_bytes < pl->refused_at_bytes) {
+        pl->refusing = false;
+    }
+    bool full = disk_full || pl->refusing || data_bytes >= pl->max_bytes;
     if (full != pl->full_logged)
         TG_LOG_WARN("journal", full ? "journal full (%llu of %llu bytes): overflow policy %s applies"
                                     : "journal below its cap again (%llu of %llu bytes, %s)",
