@@ -3,7 +3,17 @@
  * chained hash table. The rules and the snapshot format are in dedup.h.
  *
  * Links are 32-bit slab indices rather than pointers: they survive the slab's realloc when
- * it grows, and keep an entry at 120 bytes.
+ * it grows, and keep an entry small.
+ *
+ * An entry is 80 bytes (it was 120, with the id always inline). The slab is 16-byte aligned
+ * (malloc), so an entry starts at most 48 bytes into a 64-byte cache line and always spans
+ * exactly two lines (48 + 80 = 128); a 120-byte entry spanned three for 3/4 of the slab.
+ * Ids of up to ID_INLINE bytes (the usual ones: "sim-00042", a MAC or EUI-64 in text, with a
+ * short prefix) live in the entry; a longer one (up to TG_DEVICE_ID_MAX) is copied to its own
+ * allocation, owned by the entry and freed when the entry is released, and the entry keeps
+ * its hash so that a lookup only reads the copy for an entry whose length and hash both
+ * match, and a rehash or removal never reads it. So a short id costs no extra memory access,
+ * and a long one one extra at most.
  */
 #include "dedup.h"
 
@@ -15,6 +25,8 @@
 #define NIL UINT32_MAX
 #define SLAB_INITIAL 256u
 #define SORT_MAX 256u
+/* Longest id stored in the entry itself; see above. */
+#define ID_INLINE 24u
 
 /* Entry kinds; the values are also the snapshot's kind byte. */
 enum kind {
@@ -37,22 +49,34 @@ struct senml_state {
     uint32_t recent[TG_DEDUP_SENML_RECENT]; /* max_ts - ts of remembered times, ascending */
 };
 
+/* An id longer than ID_INLINE. */
+struct long_id {
+    char *bytes;   /* id_len bytes (not NUL-terminated), malloc'd, owned by the entry */
+    uint32_t hash; /* tg_hash_fnv1a of them */
+};
+
+/* What a lookup reads (hnext, id_len, the id) comes first, within the first 32 bytes. */
 struct entry {
-    char id[TG_DEVICE_ID_MAX]; /* not NUL-terminated when 64 long */
-    uint32_t hnext;            /* hash chain; free list when KIND_FREE */
-    uint32_t lru_prev;         /* towards the most recently seen */
-    uint32_t lru_next;         /* towards the least recently seen */
-    uint8_t id_len;
+    uint32_t hnext; /* hash chain; free list when KIND_FREE */
+    uint8_t id_len; /* 0 when the entry is free (it is 1..TG_DEVICE_ID_MAX when live) */
     uint8_t kind;
     uint8_t n_recent; /* SenML: entries of recent[] in use */
     uint8_t unused;
+    union {
+        char bytes[ID_INLINE]; /* id_len <= ID_INLINE; not NUL-terminated */
+        struct long_id ext;    /* id_len > ID_INLINE */
+    } id;
+    uint32_t lru_prev; /* towards the most recently seen */
+    uint32_t lru_next; /* towards the least recently seen */
     union {
         struct native_state nat;
         struct senml_state senml;
     } u;
 };
 
-_Static_assert(sizeof(struct entry) == TG_DEDUP_ENTRY_BYTES, "dedup entry grew");
+_Static_assert(sizeof(struct long_id) <= ID_INLINE, "a long id's reference must fit inline");
+_Static_assert(ID_INLINE < TG_DEVICE_ID_MAX && TG_DEVICE_ID_MAX <= UINT8_MAX, "id_len is a u8");
+_Static_assert(sizeof(struct entry) == TG_DEDUP_ENTRY_BYTES, "dedup entry size changed");
 
 struct tg_dedup {
     struct entry *slab;
@@ -69,8 +93,35 @@ struct tg_dedup {
     int64_t as_of_ms;
 };
 
+static bool is_long(const struct entry *e)
+{
+    return e->id_len > ID_INLINE;
+}
+
+static const char *entry_id(const struct entry *e)
+{
+    return is_long(e) ? e->id.ext.bytes : e->id.bytes;
+}
+
+static uint32_t entry_hash(const struct entry *e)
+{
+    return is_long(e) ? e->id.ext.hash : tg_hash_fnv1a(e->id.bytes, e->id_len);
+}
+
+/* Frees the long ids of all live entries and marks every entry free (the slab stays). */
+static void free_long_ids(struct tg_dedup *dd)
+{
+    for (uint32_t i = 0; i < dd->used; i++) {
+        struct entry *e = &dd->slab[i];
+        if (is_long(e))
+            free(e->id.ext.bytes);
+        e->id_len = 0;
+    }
+}
+
 static void reset(struct tg_dedup *dd)
 {
+    free_long_ids(dd);
     dd->used = 0;
     dd->count = 0;
     dd->free_head = NIL;
@@ -106,6 +157,7 @@ void tg_dedup_destroy(struct tg_dedup *dd)
 {
     if (!dd)
         return;
+    free_long_ids(dd); /* used is 0 when the slab was never allocated */
     free(dd->slab);
     free(dd->buckets);
     free(dd);
@@ -132,7 +184,10 @@ static uint32_t find(const struct tg_dedup *dd, const char *id, size_t len, uint
 {
     for (uint32_t i = dd->buckets[h & dd->mask]; i != NIL; i = dd->slab[i].hnext) {
         const struct entry *e = &dd->slab[i];
-        if (e->id_len == len && memcmp(e->id, id, len) == 0)
+        if (e->id_len != len)
+            continue;
+        if (len <= ID_INLINE ? memcmp(e->id.bytes, id, len) == 0
+                             : e->id.ext.hash == h && memcmp(e->id.ext.bytes, id, len) == 0)
             return i;
     }
     return NIL;
@@ -148,7 +203,7 @@ static void hash_insert(struct tg_dedup *dd, uint32_t i, uint32_t h)
 static void hash_remove(struct tg_dedup *dd, uint32_t i)
 {
     struct entry *e = &dd->slab[i];
-    uint32_t *link = &dd->buckets[tg_hash_fnv1a(e->id, e->id_len) & dd->mask];
+    uint32_t *link = &dd->buckets[entry_hash(e) & dd->mask];
     while (*link != i)
         link = &dd->slab[*link].hnext;
     *link = e->hnext;
@@ -187,11 +242,15 @@ static void touch(struct tg_dedup *dd, uint32_t i)
     lru_push_front(dd, i);
 }
 
-/* Removes live entry i from the table and the list and puts it on the free list. */
+/* Removes live entry i from the table and the list, frees its long id, and puts it on the
+ * free list. */
 static void release(struct tg_dedup *dd, uint32_t i)
 {
     hash_remove(dd, i);
     lru_unlink(dd, i);
+    if (is_long(&dd->slab[i]))
+        free(dd->slab[i].id.ext.bytes);
+    dd->slab[i].id_len = 0;
     dd->slab[i].kind = KIND_FREE;
     dd->slab[i].hnext = dd->free_head;
     dd->free_head = i;
@@ -219,8 +278,8 @@ static bool grow(struct tg_dedup *dd)
         for (uint32_t b = 0; b < nbuckets; b++)
             buckets[b] = NIL;
         for (uint32_t i = 0; i < dd->used; i++)
-            if (dd->slab[i].kind != KIND_FREE)
-                hash_insert(dd, i, tg_hash_fnv1a(dd->slab[i].id, dd->slab[i].id_len));
+            if (dd->slab[i].id_len != 0)
+                hash_insert(dd, i, entry_hash(&dd->slab[i]));
     }
     dd->cap = cap;
     return true;
@@ -245,12 +304,27 @@ static uint32_t take_entry(struct tg_dedup *dd)
     return i;
 }
 
+/* Tracks a new device (id of 1..TG_DEVICE_ID_MAX bytes, hash h), with no state yet (kind
+ * KIND_FREE). NIL when the copy of a long id cannot be allocated: nothing changed then (it is
+ * allocated before an entry is taken, which may evict). */
 static uint32_t add_device(struct tg_dedup *dd, const char *id, size_t len, uint32_t h)
 {
+    char *copy = NULL;
+    if (len > ID_INLINE) {
+        copy = malloc(len);
+        if (!copy)
+            return NIL;
+        memcpy(copy, id, len);
+    }
     uint32_t i = take_entry(dd);
     struct entry *e = &dd->slab[i];
     memset(e, 0, sizeof *e);
-    memcpy(e->id, id, len);
+    if (copy) {
+        e->id.ext.bytes = copy;
+        e->id.ext.hash = h;
+    } else {
+        memcpy(e->id.bytes, id, len);
+    }
     e->id_len = (uint8_t)len;
     hash_insert(dd, i, h);
     lru_push_front(dd, i);
@@ -366,10 +440,13 @@ bool tg_dedup_check(struct tg_dedup *dd, const struct tg_reading *r, int64_t now
         return true; /* outside the contract: let it through untracked rather than lose it */
     uint32_t h = tg_hash_fnv1a(r->device, len);
     uint32_t i = find(dd, r->device, len, h);
-    if (i == NIL)
+    if (i == NIL) {
         i = add_device(dd, r->device, len, h);
-    else
+        if (i == NIL)
+            return true; /* no memory for a long id: let it through untracked, as above */
+    } else {
         touch(dd, i);
+    }
     struct entry *e = &dd->slab[i];
     bool fresh = r->has_seq ? native_check(e, r->boot, r->seq) : senml_check(e, r->ts_ms);
     if (fresh)
@@ -474,15 +551,17 @@ tg_err tg_dedup_save(struct tg_dedup *dd, uint8_t **blob, size_t *len)
     p = put_varint(p, zigzag(dd->as_of_ms));
     p = put_varint(p, dd->count);
     const struct entry *prev = NULL;
+    const char *prev_id = NULL;
     for (uint32_t i = dd->lru_tail; i != NIL; i = dd->slab[i].lru_prev) {
         const struct entry *e = &dd->slab[i];
+        const char *id = entry_id(e);
         uint8_t shared = 0;
         if (prev)
-            while (shared < prev->id_len && shared < e->id_len && prev->id[shared] == e->id[shared])
+            while (shared < prev->id_len && shared < e->id_len && prev_id[shared] == id[shared])
                 shared++;
         *p++ = shared;
         *p++ = (uint8_t)(e->id_len - shared);
-        memcpy(p, e->id + shared, e->id_len - shared);
+        memcpy(p, id + shared, e->id_len - shared);
         p += e->id_len - shared;
         if (e->kind == KIND_SENML) {
             *p++ = e->kind;
@@ -508,6 +587,7 @@ tg_err tg_dedup_save(struct tg_dedup *dd, uint8_t **blob, size_t *len)
             }
         }
         prev = e;
+        prev_id = id;
     }
     uint32_t crc = crc32_ieee(buf, (size_t)(p - buf));
     for (int k = 0; k < 4; k++)
@@ -550,19 +630,21 @@ static uint64_t get_varint(struct reader *rd)
     return 0;
 }
 
-/* Reads one device into e (not linked). False when the bytes are not a valid device. */
-static bool load_device(struct reader *rd, const char *prev_id, size_t prev_len, struct entry *e)
+/* Reads one device: its id into id[0..*id_len), which holds the previous device's id on entry
+ * (the prefix coding's reference), and its state into e's kind, n_recent and u (the rest of e
+ * is unused). False when the bytes are not a valid device. */
+static bool load_device(struct reader *rd, char id[TG_DEVICE_ID_MAX], size_t *id_len,
+                        struct entry *e)
 {
     memset(e, 0, sizeof *e);
     size_t shared = get_u8(rd), suffix = get_u8(rd);
-    if (rd->bad || shared > prev_len || shared + suffix > TG_DEVICE_ID_MAX ||
+    if (rd->bad || shared > *id_len || shared + suffix > TG_DEVICE_ID_MAX ||
         suffix > (size_t)(rd->end - rd->p))
         return false;
-    memcpy(e->id, prev_id, shared);
-    memcpy(e->id + shared, rd->p, suffix);
+    memcpy(id + shared, rd->p, suffix);
     rd->p += suffix;
-    e->id_len = (uint8_t)(shared + suffix);
-    if (!tg_device_id_valid(e->id, e->id_len))
+    *id_len = shared + suffix;
+    if (!tg_device_id_valid(id, *id_len))
         return false;
     uint8_t kind = get_u8(rd);
     bool inverted = kind & SNAP_WINDOW_INVERTED;
@@ -602,12 +684,18 @@ static bool load_device(struct reader *rd, const char *prev_id, size_t prev_len,
     return !rd->bad;
 }
 
-static tg_err load_fail(struct tg_dedup *dd)
+/* Leaves dd empty and returns err. */
+static tg_err load_fail_with(struct tg_dedup *dd, tg_err err)
 {
     reset(dd);
     dd->dirty = false;
     dd->as_of_ms = INT64_MIN;
-    return TG_ERR_INTERNAL;
+    return err;
+}
+
+static tg_err load_fail(struct tg_dedup *dd)
+{
+    return load_fail_with(dd, TG_ERR_INTERNAL);
 }
 
 tg_err tg_dedup_load(struct tg_dedup *dd, const uint8_t *blob, size_t len)
@@ -628,21 +716,21 @@ tg_err tg_dedup_load(struct tg_dedup *dd, const uint8_t *blob, size_t len)
     if (rd.bad || count > (uint64_t)(rd.end - rd.p) / 4)
         return load_fail(dd);
     struct entry e;
-    char prev_id[TG_DEVICE_ID_MAX];
-    size_t prev_len = 0;
+    char id[TG_DEVICE_ID_MAX];
+    size_t id_len = 0;
     for (uint64_t n = 0; n < count; n++) {
-        if (!load_device(&rd, prev_id, prev_len, &e))
+        if (!load_device(&rd, id, &id_len, &e))
             return load_fail(dd);
-        uint32_t h = tg_hash_fnv1a(e.id, e.id_len);
-        if (find(dd, e.id, e.id_len, h) != NIL)
+        uint32_t h = tg_hash_fnv1a(id, id_len);
+        if (find(dd, id, id_len, h) != NIL)
             return load_fail(dd); /* the same device twice */
-        uint32_t i = add_device(dd, e.id, e.id_len, h);
+        uint32_t i = add_device(dd, id, id_len, h);
+        if (i == NIL)
+            return load_fail_with(dd, TG_ERR_NOMEM);
         struct entry *slot = &dd->slab[i];
         slot->kind = e.kind;
         slot->n_recent = e.n_recent;
         slot->u = e.u;
-        memcpy(prev_id, e.id, e.id_len);
-        prev_len = e.id_len;
     }
     if (rd.p != rd.end)
         return load_fail(dd);

@@ -39,8 +39,11 @@
  * seen least recently (an O(1) LRU list), whose next reading then counts as new. Entries live
  * in one slab that grows geometrically (from min(max_devices, 256) entries, doubling) up to
  * max_devices, with a chained hash table over it: once the slab has reached its working size
- * no check allocates. Each device costs TG_DEDUP_ENTRY_BYTES (120) in the slab plus 4 to 8
- * bytes of hash buckets: at most 128 bytes per device.
+ * no check allocates, except to copy the id of a new device when it is longer than 24 bytes.
+ * Each device costs TG_DEDUP_ENTRY_BYTES (80) in the slab plus 4 to 8 bytes of hash buckets:
+ * at most 88 bytes per device, plus, for an id longer than 24 bytes only, a malloc'd copy of
+ * it (up to 64 bytes, 80 with malloc's overhead), freed when the device is evicted or
+ * forgotten.
  *
  * Restarts: tg_dedup_save() writes a compact, versioned, checksummed snapshot that
  * tg_dedup_load() restores; the pipeline keeps it in the journal's state table.
@@ -63,8 +66,8 @@
 #define TG_DEDUP_SENML_RECENT 8
 /* Largest max_devices accepted. */
 #define TG_DEDUP_MAX_DEVICES (1u << 24)
-/* Bytes of one device's slab entry. */
-#define TG_DEDUP_ENTRY_BYTES 120
+/* Bytes of one device's slab entry (ids longer than 24 bytes also take a separate copy). */
+#define TG_DEDUP_ENTRY_BYTES 80
 
 struct tg_dedup;
 
@@ -84,7 +87,10 @@ void tg_dedup_destroy(struct tg_dedup *dd);
  * (tg_dedup_as_of_ms(), saved in snapshots); the decision itself depends only on the
  * reading, so a replay of the same readings always decides the same way. Never allocates
  * once the slab has grown to the number of active devices; if growing fails, the least
- * recently seen device is evicted instead, so a check never fails.
+ * recently seen device is evicted instead, so a check never fails. Likewise, when the copy of
+ * a new device's id longer than 24 bytes cannot be allocated, the reading is taken as new
+ * without tracking the device (the same as for an id outside the contract): a possible
+ * duplicate let through rather than a reading lost.
  */
 bool tg_dedup_check(struct tg_dedup *dd, const struct tg_reading *r, int64_t now_ms);
 
@@ -138,7 +144,8 @@ tg_err tg_dedup_save(struct tg_dedup *dd, uint8_t **blob, size_t *len);
  * max_devices keeps the most recently seen ones. TG_ERR_INTERNAL when the blob is not a
  * well-formed snapshot (bad magic, unknown version, truncated, checksum mismatch, invalid
  * field): dd is then left empty, which only means the first reading of every device counts
- * as new. TG_ERR_NOMEM likewise leaves dd empty. Never reads outside blob[0..len).
+ * as new. TG_ERR_NOMEM (the copy of a long id could not be allocated) likewise leaves dd
+ * empty. Never reads outside blob[0..len).
  */
 tg_err tg_dedup_load(struct tg_dedup *dd, const uint8_t *blob, size_t len);
 

@@ -10,6 +10,17 @@
 #include <cmocka.h>
 
 #include "dedup.h"
+#include "util.h"
+
+/* Out-of-memory tests cap the address space, which AddressSanitizer's shadow memory cannot
+ * live with: they run in the plain build only. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_OOM 0
+#else
+#define TEST_OOM 1
+#include <sys/resource.h>
+#include <unistd.h>
+#endif
 
 #define NOW_MS INT64_C(1700000000000)
 
@@ -620,6 +631,386 @@ static void snapshot_size_10k_devices(void **state)
     tg_dedup_destroy(dd);
 }
 
+/* --- long ids ---------------------------------------------------------------------------- */
+
+/* An id of exactly len bytes (len >= 6), distinct for each k: "<k>-xxx...". */
+static void make_id(char id[TG_DEVICE_ID_MAX + 1], size_t len, unsigned k)
+{
+    int n = snprintf(id, TG_DEVICE_ID_MAX + 1, "%u-", k);
+    assert_true(n > 0 && (size_t)n <= len && len <= TG_DEVICE_ID_MAX);
+    memset(id + n, 'x', len - (size_t)n);
+    id[len] = '\0';
+}
+
+static void long_ids_evict_forget_destroy(void **state)
+{
+    (void)state;
+    char l[6][TG_DEVICE_ID_MAX + 1];
+    for (unsigned k = 0; k < 6; k++)
+        make_id(l[k], TG_DEVICE_ID_MAX, k);
+
+    /* Eviction of long ids, and long and short ids taking each other's entries. */
+    struct tg_dedup *dd = new_dedup(3);
+    assert_true(native(dd, l[0], 1, 1));
+    assert_true(native(dd, l[1], 1, 1));
+    assert_true(native(dd, l[2], 1, 1));
+    assert_false(native(dd, l[0], 1, 1));
+    assert_true(native(dd, l[3], 1, 1)); /* evicts l[1] */
+    assert_int_equal(tg_dedup_devices(dd), 3);
+    assert_false(native(dd, l[0], 1, 1));
+    assert_false(native(dd, l[2], 1, 1));
+    assert_false(native(dd, l[3], 1, 1));
+    assert_true(native(dd, l[1], 1, 1));  /* evicts l[0] */
+    assert_true(native(dd, "short", 1, 1)); /* a short id in a long one's entry (l[2]) */
+    assert_true(native(dd, l[4], 1, 1));    /* and back (evicts l[3]) */
+    assert_false(native(dd, "short", 1, 1));
+    assert_false(native(dd, l[1], 1, 1));
+    assert_false(native(dd, l[4], 1, 1));
+    assert_true(native(dd, l[2], 1, 1)); /* evicts "short", the least recently seen now */
+
+    /* Forget: the copy is freed, the entry reused by either kind of id. */
+    assert_true(tg_dedup_forget(dd, l[4]));
+    assert_false(tg_dedup_forget(dd, l[4]));
+    assert_false(tg_dedup_forget(dd, l[5]));
+    assert_int_equal(tg_dedup_devices(dd), 2);
+    assert_true(native(dd, l[4], 1, 1));
+    assert_true(tg_dedup_forget(dd, l[4]));
+    assert_true(native(dd, "s", 1, 1));
+    assert_true(tg_dedup_forget(dd, "s"));
+    assert_true(native(dd, l[5], 1, 1));
+    assert_false(native(dd, l[1], 1, 1));
+    assert_false(native(dd, l[2], 1, 1));
+    assert_false(native(dd, l[5], 1, 1));
+    tg_dedup_destroy(dd); /* with three long ids live: ASan checks they are freed */
+
+    /* Every length 1..64, both sides of the inline limit: each tracked as itself. */
+    dd = new_dedup(TG_DEVICE_ID_MAX);
+    char id[TG_DEVICE_ID_MAX + 1];
+    for (size_t len = 1; len <= TG_DEVICE_ID_MAX; len++) {
+        memset(id, 'a' + (int)(len % 26), len);
+        id[len] = '\0';
+        assert_true(native(dd, id, 1, len));
+    }
+    for (size_t len = 1; len <= TG_DEVICE_ID_MAX; len++) {
+        memset(id, 'a' + (int)(len % 26), len);
+        id[len] = '\0';
+        assert_false(native(dd, id, 1, len));
+        if (len % 2)
+            assert_true(tg_dedup_forget(dd, id));
+    }
+    assert_int_equal(tg_dedup_devices(dd), TG_DEVICE_ID_MAX / 2);
+    /* A prefix of a tracked id, or the id one byte longer, is another device. */
+    memset(id, 'a' + 40 % 26, 40);
+    id[39] = '\0';
+    assert_true(native(dd, id, 1, 40));
+    tg_dedup_destroy(dd);
+
+    /* Churn through a growing table, long and short ids mixed: the slab grows (rehashing
+     * long ids by their kept hash) and evicts; the most recent 1000 are still known. */
+    dd = new_dedup(1000);
+    for (unsigned k = 0; k < 5000; k++) {
+        make_id(id, k % 3 ? TG_DEVICE_ID_MAX - k % 40 : 10, k);
+        assert_true(native(dd, id, 1, 1));
+        assert_true(tg_dedup_devices(dd) <= 1000);
+    }
+    for (unsigned k = 4000; k < 5000; k++) {
+        make_id(id, k % 3 ? TG_DEVICE_ID_MAX - k % 40 : 10, k);
+        assert_false(native(dd, id, 1, 1));
+    }
+    make_id(id, TG_DEVICE_ID_MAX - 3999 % 40, 3999);
+    assert_true(native(dd, id, 1, 1));
+    tg_dedup_destroy(dd);
+}
+
+/*
+ * Full 32-bit FNV-1a collisions, found offline: the same length and hash, different bytes.
+ * The long pair is only told apart by comparing the copies.
+ */
+static const char COLLIDE_LONG_A[] =
+    "urn.dev.building-07.floor-3.room-112.sensor-humidity00000001498b";
+static const char COLLIDE_LONG_B[] =
+    "urn.dev.building-07.floor-3.room-112.sensor-humidity0000000578b8";
+static const char COLLIDE_SHORT_A[] = "sim-3298b";
+static const char COLLIDE_SHORT_B[] = "sim-798b8";
+
+/* The k-th id of length len (after skip earlier ones) whose hash has the same low bits
+ * (mask) as COLLIDE_LONG_A's: it shares that id's bucket in a table of mask + 1 buckets. */
+static void same_bucket_id(char id[TG_DEVICE_ID_MAX + 1], size_t len, uint32_t mask, unsigned skip)
+{
+    uint32_t want = tg_hash_fnv1a(COLLIDE_LONG_A, strlen(COLLIDE_LONG_A)) & mask;
+    for (unsigned k = 0;; k++) {
+        make_id(id, len, k);
+        if ((tg_hash_fnv1a(id, len) & mask) == want && skip-- == 0)
+            return;
+    }
+}
+
+static void hash_collisions_mixed_lengths(void **state)
+{
+    (void)state;
+    assert_int_equal(strlen(COLLIDE_LONG_A), TG_DEVICE_ID_MAX);
+    assert_int_equal(tg_hash_fnv1a(COLLIDE_LONG_A, TG_DEVICE_ID_MAX),
+                     tg_hash_fnv1a(COLLIDE_LONG_B, TG_DEVICE_ID_MAX));
+    assert_int_equal(tg_hash_fnv1a(COLLIDE_SHORT_A, 9), tg_hash_fnv1a(COLLIDE_SHORT_B, 9));
+
+    /* 3 devices: 4 buckets (mask 3), all of these in one chain. */
+    char s1[TG_DEVICE_ID_MAX + 1], s2[TG_DEVICE_ID_MAX + 1], l1[TG_DEVICE_ID_MAX + 1];
+    same_bucket_id(s1, 8, 3, 0);
+    same_bucket_id(s2, 8, 3, 1);
+    same_bucket_id(l1, 40, 3, 0);
+    struct tg_dedup *dd = new_dedup(3);
+    assert_true(native(dd, COLLIDE_LONG_A, 1, 1));
+    assert_true(native(dd, COLLIDE_LONG_B, 1, 1));
+    assert_true(native(dd, s1, 1, 1));
+    assert_false(native(dd, COLLIDE_LONG_B, 1, 1));
+    assert_false(native(dd, COLLIDE_LONG_A, 1, 1));
+    assert_false(native(dd, s1, 1, 1));
+    assert_true(native(dd, l1, 1, 1)); /* evicts B, in the middle of the chain s1, B, A */
+    assert_false(native(dd, COLLIDE_LONG_A, 1, 1));
+    assert_false(native(dd, s1, 1, 1));
+    assert_false(native(dd, l1, 1, 1));
+    assert_true(native(dd, COLLIDE_LONG_B, 1, 1)); /* evicts A, its twin */
+    assert_false(native(dd, COLLIDE_LONG_B, 1, 1));
+    assert_true(tg_dedup_forget(dd, s1));
+    assert_false(tg_dedup_forget(dd, COLLIDE_LONG_A));
+    assert_true(native(dd, s2, 1, 1));
+    assert_true(native(dd, COLLIDE_LONG_A, 1, 1)); /* evicts l1 */
+    assert_true(tg_dedup_forget(dd, COLLIDE_LONG_B));
+    assert_false(native(dd, COLLIDE_LONG_A, 1, 1));
+    assert_false(native(dd, s2, 1, 1));
+    assert_true(native(dd, COLLIDE_LONG_B, 1, 1));
+    assert_int_equal(tg_dedup_devices(dd), 3);
+
+    /* The colliding pairs and their chain survive a snapshot. */
+    uint8_t *blob;
+    size_t len;
+    assert_int_equal(tg_dedup_save(dd, &blob, &len), TG_OK);
+    struct tg_dedup *restored = new_dedup(3);
+    assert_int_equal(tg_dedup_load(restored, blob, len), TG_OK);
+    assert_false(native(restored, COLLIDE_LONG_A, 1, 1));
+    assert_false(native(restored, COLLIDE_LONG_B, 1, 1));
+    assert_false(native(restored, s2, 1, 1));
+    assert_true(native(restored, s1, 1, 1));
+    free(blob);
+    tg_dedup_destroy(restored);
+    tg_dedup_destroy(dd);
+
+    /* Both pairs, and short and long ids of one bucket, in a table that grows past them. */
+    dd = new_dedup(2000);
+    assert_true(native(dd, COLLIDE_SHORT_A, 1, 1));
+    assert_true(native(dd, COLLIDE_LONG_A, 1, 1));
+    char id[TG_DEVICE_ID_MAX + 1];
+    for (unsigned k = 0; k < 1500; k++) {
+        make_id(id, k % 2 ? 12 : 50, k);
+        assert_true(native(dd, id, 1, 1));
+    }
+    assert_true(native(dd, COLLIDE_SHORT_B, 1, 1));
+    assert_true(native(dd, COLLIDE_LONG_B, 1, 1));
+    assert_false(native(dd, COLLIDE_SHORT_A, 1, 1));
+    assert_false(native(dd, COLLIDE_SHORT_B, 1, 1));
+    assert_false(native(dd, COLLIDE_LONG_A, 1, 1));
+    assert_false(native(dd, COLLIDE_LONG_B, 1, 1));
+    assert_true(tg_dedup_forget(dd, COLLIDE_LONG_A));
+    assert_false(native(dd, COLLIDE_LONG_B, 1, 1));
+    assert_true(native(dd, COLLIDE_LONG_A, 1, 1));
+    tg_dedup_destroy(dd);
+}
+
+/*
+ * A snapshot written by the dedup before long ids moved out of the entry (120-byte entries,
+ * every id inline): a 64-byte id with a previous boot, a 48-byte SenML id sharing its prefix,
+ * and a short one. Made by: 64-byte id native (2, 40), (3, 5), (3, 3); the 48-byte id SenML
+ * NOW_MS, NOW_MS - 1000; "sim-00042" native (1, 7); saved with as-of NOW_MS.
+ */
+static const uint8_t OLD_SNAPSHOT[] = {
+    0x54, 0x47, 0x44, 0x44, 0x01, 0x00, 0x80, 0xa0, 0xab, 0xfe, 0xf9, 0x62,
+    0x03, 0x00, 0x40, 0x75, 0x72, 0x6e, 0x2e, 0x64, 0x65, 0x76, 0x2e, 0x62,
+    0x75, 0x69, 0x6c, 0x64, 0x69, 0x6e, 0x67, 0x2d, 0x30, 0x37, 0x2e, 0x66,
+    0x6c, 0x6f, 0x6f, 0x72, 0x2d, 0x33, 0x2e, 0x72, 0x6f, 0x6f, 0x6d, 0x2d,
+    0x31, 0x31, 0x32, 0x2e, 0x73, 0x65, 0x6e, 0x73, 0x6f, 0x72, 0x2d, 0x68,
+    0x75, 0x6d, 0x69, 0x64, 0x69, 0x74, 0x79, 0x30, 0x30, 0x30, 0x30, 0x30,
+    0x30, 0x30, 0x31, 0x34, 0x39, 0x38, 0x62, 0x02, 0x03, 0x05, 0x02, 0x01,
+    0x28, 0x2c, 0x04, 0x74, 0x65, 0x6d, 0x70, 0x03, 0x80, 0xa0, 0xab, 0xfe,
+    0xf9, 0x62, 0x01, 0xe8, 0x07, 0x00, 0x09, 0x73, 0x69, 0x6d, 0x2d, 0x30,
+    0x30, 0x30, 0x34, 0x32, 0x01, 0x01, 0x07, 0x00, 0xcf, 0x30, 0x17, 0x28,
+};
+
+/* The k-th of 150 distinct ids, of length 1 + k % 64. */
+static void any_length_id(char id[TG_DEVICE_ID_MAX + 1], unsigned k)
+{
+    size_t n = 1 + k % TG_DEVICE_ID_MAX;
+    if (n < 6) {
+        memset(id, 'a' + (int)(k % 26), n);
+        id[n] = '\0';
+    } else {
+        make_id(id, n, k);
+    }
+}
+
+static void long_ids_save_load(void **state)
+{
+    (void)state;
+    /* The old snapshot loads, saves to the same bytes, and decides as it did. */
+    struct tg_dedup *dd = new_dedup(8);
+    assert_int_equal(tg_dedup_load(dd, OLD_SNAPSHOT, sizeof OLD_SNAPSHOT), TG_OK);
+    assert_int_equal(tg_dedup_devices(dd), 3);
+    assert_int_equal(tg_dedup_as_of_ms(dd), NOW_MS);
+    uint8_t *blob;
+    size_t len;
+    assert_int_equal(tg_dedup_save(dd, &blob, &len), TG_OK);
+    assert_int_equal(len, sizeof OLD_SNAPSHOT);
+    assert_memory_equal(blob, OLD_SNAPSHOT, len);
+    free(blob);
+    const char *l64 = COLLIDE_LONG_A;
+    const char *l48 = "urn.dev.building-07.floor-3.room-112.sensor-temp";
+    assert_false(native(dd, l64, 3, 5));
+    assert_false(native(dd, l64, 3, 3));
+    assert_true(native(dd, l64, 3, 4));
+    assert_false(native(dd, l64, 2, 40));
+    assert_true(native(dd, l64, 2, 41)); /* the previous boot's tail */
+    assert_false(senml(dd, l48, NOW_MS));
+    assert_false(senml(dd, l48, NOW_MS - 1000));
+    assert_true(senml(dd, l48, NOW_MS - 500));
+    assert_false(native(dd, "sim-00042", 1, 7));
+    assert_true(native(dd, "sim-00042", 1, 8));
+
+    /* Ids of every length, long ones sharing long prefixes, through a round trip. */
+    struct tg_dedup *big = new_dedup(200);
+    char id[TG_DEVICE_ID_MAX + 1];
+    for (unsigned k = 0; k < 150; k++) {
+        any_length_id(id, k);
+        if (k % 2)
+            assert_true(senml(big, id, NOW_MS + k));
+        else
+            assert_true(native(big, id, 1 + k % 3, k));
+    }
+    assert_int_equal(tg_dedup_save(big, &blob, &len), TG_OK);
+    struct tg_dedup *restored = new_dedup(200);
+    assert_int_equal(tg_dedup_load(restored, blob, len), TG_OK);
+    assert_int_equal(tg_dedup_devices(restored), 150);
+    uint8_t *again;
+    size_t again_len;
+    assert_int_equal(tg_dedup_save(restored, &again, &again_len), TG_OK);
+    assert_int_equal(again_len, len);
+    assert_memory_equal(again, blob, len);
+    free(again);
+    for (unsigned k = 0; k < 150; k++) {
+        any_length_id(id, k);
+        if (k % 2)
+            assert_false(senml(restored, id, NOW_MS + k));
+        else
+            assert_false(native(restored, id, 1 + k % 3, k));
+    }
+
+    /* Loading over a state holding long ids frees them; so does a failed load, and a load
+     * into a smaller table evicts the oldest (long ones among them). */
+    assert_int_equal(tg_dedup_load(dd, blob, len), TG_OK);
+    assert_int_equal(tg_dedup_devices(dd), 8);
+    blob[len / 2] ^= 1;
+    assert_int_equal(tg_dedup_load(restored, blob, len), TG_ERR_INTERNAL);
+    assert_int_equal(tg_dedup_devices(restored), 0);
+    blob[len / 2] ^= 1;
+    assert_int_equal(tg_dedup_load(restored, blob, len), TG_OK);
+    free(blob);
+    tg_dedup_destroy(restored);
+    tg_dedup_destroy(big);
+    tg_dedup_destroy(dd);
+}
+
+#if TEST_OOM
+/* Makes malloc fail until unstarve(): caps the address space at what is mapped now plus 1 MB,
+ * then takes every heap block a copy of up to 64 bytes could use (every malloc size class up
+ * to 64), listed through their first word. Nothing else may allocate meanwhile. */
+struct starved {
+    struct rlimit old;
+    void *blocks;
+};
+
+static void starve(struct starved *st)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    assert_non_null(f);
+    unsigned long pages;
+    assert_int_equal(fscanf(f, "%lu", &pages), 1);
+    fclose(f);
+    assert_int_equal(getrlimit(RLIMIT_AS, &st->old), 0);
+    struct rlimit cap = {.rlim_cur = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (1u << 20),
+                         .rlim_max = st->old.rlim_max};
+    assert_int_equal(setrlimit(RLIMIT_AS, &cap), 0);
+    st->blocks = NULL;
+    for (size_t size = TG_DEVICE_ID_MAX; size >= sizeof(void *); size -= 8) {
+        void **b;
+        while ((b = malloc(size)) != NULL) {
+            *b = st->blocks;
+            st->blocks = b;
+        }
+    }
+}
+
+static void unstarve(struct starved *st)
+{
+    assert_int_equal(setrlimit(RLIMIT_AS, &st->old), 0);
+    while (st->blocks) {
+        void **b = st->blocks;
+        st->blocks = *b;
+        free(b);
+    }
+}
+#endif
+
+static void long_id_out_of_memory(void **state)
+{
+    (void)state;
+#if TEST_OOM
+    char l[3][TG_DEVICE_ID_MAX + 1];
+    for (unsigned k = 0; k < 3; k++)
+        make_id(l[k], TG_DEVICE_ID_MAX - 10 * k, k);
+    struct tg_dedup *dd = new_dedup(2);
+    assert_true(native(dd, l[0], 1, 1));
+    assert_true(native(dd, l[1], 1, 1));
+    uint8_t *blob;
+    size_t len;
+    assert_int_equal(tg_dedup_save(dd, &blob, &len), TG_OK);
+    struct tg_dedup *other = new_dedup(2);
+
+    struct starved st;
+    starve(&st);
+    /* Assertions wait until memory is back: cmocka may allocate to report. */
+    bool fresh_1 = native(dd, l[2], 1, 1);
+    bool fresh_2 = native(dd, l[2], 1, 1);
+    size_t devices = tg_dedup_devices(dd);
+    bool dirty = tg_dedup_dirty(dd);
+    bool dup_0 = native(dd, l[0], 1, 1);
+    bool dup_1 = native(dd, l[1], 1, 1);
+    tg_err load_err = tg_dedup_load(other, blob, len);
+    size_t other_devices = tg_dedup_devices(other);
+    bool short_fresh = native(dd, "short", 1, 1); /* needs no memory (evicts l[0]) */
+    unstarve(&st);
+
+    /* Let through, untracked, and nothing evicted or changed to make room. */
+    assert_true(fresh_1);
+    assert_true(fresh_2);
+    assert_int_equal(devices, 2);
+    assert_false(dirty);
+    assert_false(dup_0);
+    assert_false(dup_1);
+    assert_int_equal(load_err, TG_ERR_NOMEM);
+    assert_int_equal(other_devices, 0);
+    assert_true(short_fresh);
+    /* With memory back, all as usual. */
+    assert_true(native(dd, l[2], 1, 1));
+    assert_false(native(dd, l[2], 1, 1));
+    assert_false(native(dd, "short", 1, 1));
+    assert_int_equal(tg_dedup_load(other, blob, len), TG_OK);
+    assert_int_equal(tg_dedup_devices(other), 2);
+    free(blob);
+    tg_dedup_destroy(other);
+    tg_dedup_destroy(dd);
+#else
+    skip();
+#endif
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -638,6 +1029,10 @@ int main(void)
         cmocka_unit_test(save_load_round_trip),
         cmocka_unit_test(corrupt_snapshots),
         cmocka_unit_test(snapshot_size_10k_devices),
+        cmocka_unit_test(long_ids_evict_forget_destroy),
+        cmocka_unit_test(hash_collisions_mixed_lengths),
+        cmocka_unit_test(long_ids_save_load),
+        cmocka_unit_test(long_id_out_of_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
