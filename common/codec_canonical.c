@@ -207,9 +207,11 @@ static size_t format_shortest(double value, char *out)
             m17 = m17 * 10 + (uint64_t)(*c - '0');
     int exp10 = atoi(c + 1); /* mag ~ m17 x 10^(exp10 - 16) */
 
-    uint64_t pow10[18] = {1};
-    for (int i = 1; i < 18; i++)
-        pow10[i] = pow10[i - 1] * 10;
+    static const uint64_t pow10[18] = {
+        1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull, 10000000ull,
+        100000000ull, 1000000000ull, 10000000000ull, 100000000000ull, 1000000000000ull,
+        10000000000000ull, 100000000000000ull, 1000000000000000ull, 10000000000000000ull,
+        100000000000000000ull};
     for (int p = mag < DBL_MIN ? 1 : 15; p <= 17; p++) {
         uint64_t unit = pow10[17 - p];
         uint64_t mantissa = m17 / unit, dropped = m17 % unit;

@@ -714,9 +714,7 @@ static tg_err store_connect_properties(struct conn *c, const struct tg_ingress_o
     int rc = mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL,
                                           (uint32_t)expiry_s);
     if (rc == MOSQ_ERR_SUCCESS) {
-        tg_mqtt_nopair_begin();
         rc = mosquitto_connect_bind_v5(c->mosq, o->host, o->port, 1, NULL, props);
-        tg_mqtt_nopair_end();
         /* MOSQ_ERR_INVAL is the expected answer (the keepalive); anything else means the
          * properties themselves were refused, or memory ran out. */
         rc = rc == MOSQ_ERR_INVAL ? MOSQ_ERR_SUCCESS : rc;

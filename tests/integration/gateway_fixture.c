@@ -1018,6 +1018,27 @@ static bool all_acked(void *ud)
     return done;
 }
 
+struct progress {
+    struct tg_gw_pub *pub;
+    int want;
+};
+
+static bool progressed(void *ud)
+{
+    const struct progress *p = ud;
+    return tg_gw_pub_plan_progress(p->pub) >= p->want;
+}
+
+bool tg_gw_pub_wait_progress(struct tg_gw_pub *pub, int want, int timeout_ms)
+{
+    struct progress p = {pub, want};
+    if (tg_harness_wait_until(progressed, &p, timeout_ms))
+        return true;
+    flog("publisher %s: %d of the %d readings waited for published after %d ms",
+         pub->client_id, tg_gw_pub_plan_progress(pub), want, timeout_ms);
+    return false;
+}
+
 bool tg_gw_pub_wait_acked(struct tg_gw_pub *pub, int timeout_ms)
 {
     if (tg_harness_wait_until(all_acked, pub, timeout_ms))
@@ -1080,6 +1101,13 @@ void tg_gw_pub_destroy(struct tg_gw_pub *pub)
     pthread_cond_destroy(&pub->changed);
     pthread_mutex_destroy(&pub->lock);
     free(pub);
+}
+
+int tg_gw_teardown(void **state)
+{
+    (void)state;
+    tg_gw_reap_all();
+    return 0;
 }
 
 void tg_gw_reap_all(void)

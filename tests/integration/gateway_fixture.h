@@ -97,6 +97,9 @@ int tg_gw_log_count(const struct tg_gw *gw, const char *needle);
 /* Kills background publishers and every child process (for cmocka teardowns). */
 void tg_gw_reap_all(void);
 
+/* A cmocka teardown that calls tg_gw_reap_all(): cmocka_unit_test_teardown(test, tg_gw_teardown). */
+int tg_gw_teardown(void **state);
+
 /* ------------------------------------------------------------------------------------------
  * Metrics
  */
@@ -191,6 +194,9 @@ int tg_gw_pub_plan_progress(struct tg_gw_pub *pub);
 
 /* Waits until the broker acknowledged every message published so far. */
 bool tg_gw_pub_wait_acked(struct tg_gw_pub *pub, int timeout_ms);
+
+/* Waits until the background plan has published at least `want` readings. */
+bool tg_gw_pub_wait_progress(struct tg_gw_pub *pub, int want, int timeout_ms);
 
 int tg_gw_pub_sent(struct tg_gw_pub *pub);
 int tg_gw_pub_acked(struct tg_gw_pub *pub);

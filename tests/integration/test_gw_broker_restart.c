@@ -25,24 +25,6 @@
 #define RESTART_AT 2000    /* readings published before the broker restarts */
 #define WAIT_MS 60000
 
-static int teardown(void **state)
-{
-    (void)state;
-    tg_gw_reap_all();
-    return 0;
-}
-
-struct progress {
-    struct tg_gw_pub *pub;
-    int want;
-};
-
-static bool progressed(void *ud)
-{
-    struct progress *p = ud;
-    return tg_gw_pub_plan_progress(p->pub) >= p->want;
-}
-
 static bool gateway_ready(void *ud) { return tg_gw_ready(ud); }
 
 /* Mosquitto's log line for a connection of the gateway's client id. */
@@ -76,8 +58,7 @@ static void broker_restart_loses_nothing(void **state)
     const struct tg_gw_plan plan = {.prefix = "dev", .devices = DEVICES, .seqs = SEQS,
                                     .boot = 1, .rate = RATE, .format = TG_GW_MIXED};
     assert_int_equal(tg_gw_pub_plan_start(pub, &plan), 0);
-    struct progress p = {pub, RESTART_AT};
-    assert_true(tg_harness_wait_until(progressed, &p, WAIT_MS));
+    assert_true(tg_gw_pub_wait_progress(pub, RESTART_AT, WAIT_MS));
 
     /* The broker goes down (saving sessions and queued messages) and comes back. */
     int64_t restart_ms = tg_harness_now_ms();
@@ -116,7 +97,7 @@ static void broker_restart_loses_nothing(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(broker_restart_loses_nothing, teardown),
+        cmocka_unit_test_teardown(broker_restart_loses_nothing, tg_gw_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -38,13 +38,6 @@
 #define POST_SEQS 10
 #define WAIT_MS 60000
 
-static int teardown(void **state)
-{
-    (void)state;
-    tg_gw_reap_all();
-    return 0;
-}
-
 /* Scrapes of tidegate_messages_received_total before the kill: when each ended, and what it
  * read. arrived_by[i] is the end of the first scrape that counted plan reading i (in publish
  * order, i = seq * DEVICES + dev), or -1. */
@@ -235,7 +228,7 @@ static void kill9_loses_at_most_one_commit_interval(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(kill9_loses_at_most_one_commit_interval, teardown),
+        cmocka_unit_test_teardown(kill9_loses_at_most_one_commit_interval, tg_gw_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

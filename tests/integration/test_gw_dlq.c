@@ -39,13 +39,6 @@ static const uint8_t wrong_key[32] = {
     0x0f, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c,
     0x1d, 0x1e, 0x1f, 0x20};
 
-static int teardown(void **state)
-{
-    (void)state;
-    tg_gw_reap_all();
-    return 0;
-}
-
 static int64_t wall_ms(void)
 {
     struct timespec ts;
@@ -281,7 +274,7 @@ static void bad_payloads_go_to_dlq(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(bad_payloads_go_to_dlq, teardown),
+        cmocka_unit_test_teardown(bad_payloads_go_to_dlq, tg_gw_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

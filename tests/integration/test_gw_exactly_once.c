@@ -27,13 +27,6 @@
 #define KNOWN_KEY "sensor-0001"
 #define WAIT_MS 60000
 
-static int teardown(void **state)
-{
-    (void)state;
-    tg_gw_reap_all();
-    return 0;
-}
-
 static int64_t wall_ms(void)
 {
     struct timespec ts;
@@ -169,7 +162,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(murmur2_vectors),
-        cmocka_unit_test_teardown(exactly_once_in_order_on_murmur2_partition, teardown),
+        cmocka_unit_test_teardown(exactly_once_in_order_on_murmur2_partition, tg_gw_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -25,24 +25,6 @@
 #define OUTAGE_UNTIL 5000  /* readings published before it ends */
 #define WAIT_MS 60000
 
-static int teardown(void **state)
-{
-    (void)state;
-    tg_gw_reap_all();
-    return 0;
-}
-
-struct progress {
-    struct tg_gw_pub *pub;
-    int want;
-};
-
-static bool progressed(void *ud)
-{
-    struct progress *p = ud;
-    return tg_gw_pub_plan_progress(p->pub) >= p->want;
-}
-
 static void outage_loses_nothing(void **state)
 {
     (void)state;
@@ -55,8 +37,7 @@ static void outage_loses_nothing(void **state)
     const struct tg_gw_plan plan = {.prefix = "dev", .devices = DEVICES, .seqs = SEQS,
                                     .boot = 1, .rate = RATE, .format = TG_GW_MIXED};
     assert_int_equal(tg_gw_pub_plan_start(pub, &plan), 0);
-    struct progress p = {pub, OUTAGE_AT};
-    assert_true(tg_harness_wait_until(progressed, &p, WAIT_MS));
+    assert_true(tg_gw_pub_wait_progress(pub, OUTAGE_AT, WAIT_MS));
     assert_true(tg_gw_wait_metric(gw, "tidegate_messages_delivered_total", NULL, TG_GW_GT, 0,
                                   WAIT_MS));
 
@@ -68,8 +49,7 @@ static void outage_loses_nothing(void **state)
     fprintf(stderr, "kafka_up went 0 %lld ms after the outage began\n",
             (long long)(tg_harness_now_ms() - outage_ms));
     assert_true(tg_gw_wait_metric(gw, "tidegate_journal_records", NULL, TG_GW_GT, 0, 20000));
-    p.want = OUTAGE_UNTIL;
-    assert_true(tg_harness_wait_until(progressed, &p, WAIT_MS));
+    assert_true(tg_gw_pub_wait_progress(pub, OUTAGE_UNTIL, WAIT_MS));
     /* The backlog is in the journal and growing; nothing published since the outage began
      * can have been confirmed. */
     assert_true(tg_gw_wait_metric(gw, "tidegate_journal_records", NULL, TG_GW_GE,
@@ -115,7 +95,7 @@ static void outage_loses_nothing(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(outage_loses_nothing, teardown),
+        cmocka_unit_test_teardown(outage_loses_nothing, tg_gw_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

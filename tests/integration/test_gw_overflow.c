@@ -45,13 +45,6 @@
 enum policy { BACKPRESSURE, DROP_NEWEST, DROP_OLDEST };
 static const char *const policy_names[] = {"backpressure", "drop_newest", "drop_oldest"};
 
-static int teardown(void **state)
-{
-    (void)state;
-    tg_gw_reap_all();
-    return 0;
-}
-
 /* Largest journal_bytes seen while polling, for the cap check. */
 struct peak {
     struct tg_gw *gw;
@@ -257,9 +250,9 @@ static void overflow_drop_oldest(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(overflow_backpressure, teardown),
-        cmocka_unit_test_teardown(overflow_drop_newest, teardown),
-        cmocka_unit_test_teardown(overflow_drop_oldest, teardown),
+        cmocka_unit_test_teardown(overflow_backpressure, tg_gw_teardown),
+        cmocka_unit_test_teardown(overflow_drop_newest, tg_gw_teardown),
+        cmocka_unit_test_teardown(overflow_drop_oldest, tg_gw_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

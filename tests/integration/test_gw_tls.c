@@ -38,13 +38,6 @@
 /* Connection attempts the gateway with the wrong CA must survive. */
 #define RETRIES 5
 
-static int teardown(void **state)
-{
-    (void)state;
-    tg_gw_reap_all();
-    return 0;
-}
-
 /* The broker side shared by both cases: a PKI, a password file with the gateway's and the
  * publisher's users, and mosquitto.conf lines for a TLS listener that requires a client
  * certificate. */
@@ -399,8 +392,8 @@ int main(void)
 {
     mosquitto_lib_init();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(tls_readings_exactly_once, teardown),
-        cmocka_unit_test_teardown(tls_wrong_ca_retries, teardown),
+        cmocka_unit_test_teardown(tls_readings_exactly_once, tg_gw_teardown),
+        cmocka_unit_test_teardown(tls_wrong_ca_retries, tg_gw_teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     mosquitto_lib_cleanup();
