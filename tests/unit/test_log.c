@@ -175,9 +175,14 @@ static void level_names(void **state)
 static void line_format(void **state)
 {
     (void)state;
-    time_t before = time(NULL);
+    /* The same clock the logger reads: time(2) uses the coarse clock, which can still show
+     * the previous second when CLOCK_REALTIME has already moved on. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    time_t before = ts.tv_sec;
     TG_LOG_WARN("journal", "opened %s (%d segments)", "/var/lib/tidegate/journal.db", 3);
-    time_t after = time(NULL);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    time_t after = ts.tv_sec;
     const char *line = captured();
 
     regex_t re;
