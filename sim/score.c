@@ -419,12 +419,10 @@ static void finish_kind(struct tg_sim_score_kind *k, int64_t *delays, size_t n_d
 {
     k->recall = ratio(k->detected, k->labels);
     k->precision = ratio(k->detected, k->detected + k->false_alerts);
-    if (isnan(k->recall) || isnan(k->precision))
-        k->f1 = NAN;
-    else if (k->recall + k->precision == 0)
-        k->f1 = 0;
-    else
-        k->f1 = 2 * k->recall * k->precision / (k->recall + k->precision);
+    /* 2TP / (2TP + FP + FN): the harmonic mean of the two where both exist, and 0 (not
+     * undefined) for a kind with labels but no detection and no false alert. */
+    uint64_t missed = k->labels - k->detected;
+    k->f1 = ratio(2 * k->detected, 2 * k->detected + k->false_alerts + missed);
     k->has_delay = n_delays > 0;
     if (n_delays) {
         qsort(delays, n_delays, sizeof *delays, cmp_i64);

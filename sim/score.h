@@ -30,8 +30,9 @@
  *              count once (the others are "extra incidents", reported, neither true nor false).
  *   false      an incident matching no label.
  *   recall     detected / labels;  precision  detected / (detected + false);  F1 their
- *              harmonic mean. None of them is defined (reported as "-" / null, never as 1.0)
- *              when its denominator is 0.
+ *              harmonic mean, 2 detected / (2 detected + false + missed), which is 0 for a kind
+ *              with labels but neither detections nor false alerts. None of them is defined
+ *              (reported as "-" / null, never as 1.0) when its denominator is 0.
  *   delay      per detected label, the earliest matching incident's start minus the label's
  *              start (negative when the alert starts inside the leading slack); median and
  *              p90 by nearest rank.

@@ -145,6 +145,8 @@ static void a_late_detection_within_slack_counts_with_its_delay(void **state)
     assert_int_equal(res.kind[TG_ANOMALY_NOISE_BURST].detected, 0);
     assert_false(res.kind[TG_ANOMALY_NOISE_BURST].has_delay);
     assert_near(res.kind[TG_ANOMALY_NOISE_BURST].recall, 0.0, 1e-9);
+    assert_true(isnan(res.kind[TG_ANOMALY_NOISE_BURST].precision));
+    assert_near(res.kind[TG_ANOMALY_NOISE_BURST].f1, 0.0, 1e-9); /* missed: 0, not undefined */
     assert_int_equal(res.all.false_alerts, 2);
     assert_int_equal(res.all.detected, 2);
     tg_sim_score_destroy(sc);
@@ -311,6 +313,7 @@ static void nothing_measured_never_passes(void **state)
     incident(sc, "sim-00001", "temperature_c", "level", S(100));
     res = finish(sc);
     assert_true(isnan(res.kind[TG_ANOMALY_STUCK].recall));
+    assert_true(isnan(res.kind[TG_ANOMALY_STUCK].f1));
     struct tg_sim_score_floors fl = {0.9, 0.9, NAN};
     assert_true(tg_sim_score_verdict(&res, &fl, why, sizeof why));
     assert_string_equal(why, "");
