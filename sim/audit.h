@@ -24,11 +24,12 @@
  *   duplicated   every copy of a (device, boot, seq) after its first
  *   reordered    a first copy whose seq is below the highest seq seen before it for the same
  *                (device, boot) on the same partition
- *   earlier run  a record of a ledger device whose boot is below the boot the run gave the
- *                device, or that the gateway received (gw_ts) more than the clock slack
- *                before the run started: another run's, neither delivered nor a duplicate
- *   unexpected   a reading of a ledger device, not of an earlier run, that the ledger never
- *                saw taken
+ *   other run    a record of a ledger device with another boot than the one the run gave
+ *                the device (each run boots every device once, boot_state.h), or that the
+ *                gateway received (gw_ts) more than the clock slack before the run started:
+ *                another run's, neither delivered nor a duplicate; reported, not a failure
+ *   unexpected   a reading of a ledger device, of this run's boot, that the ledger never
+ *                saw taken (with a ledger that has no boots: any boot)
  *   foreign      records of devices not in the ledger (another fleet): reported only
  *   unconfirmed  taken but not confirmed when the run ended: may or may not arrive, counted
  *                apart, never a failure; likewise readings DROPPED on the device
@@ -127,7 +128,7 @@ struct tg_sim_audit_result {
     uint64_t duplicated;
     uint64_t reordered;
     uint64_t unexpected;
-    uint64_t earlier_run;        /* records of ledger devices from an earlier run */
+    uint64_t other_runs;         /* records of ledger devices from another run */
     uint64_t foreign;            /* records of devices not in the ledger */
     size_t foreign_devices;
     size_t never_connected;      /* ledger devices the broker never accepted */

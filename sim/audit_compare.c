@@ -214,14 +214,17 @@ static void seen_each(const struct seq_set *sb, void (*fn)(void *ud, uint64_t se
  * Input
  */
 
-/* A record of a ledger device that an earlier run sent: its boot is below the one this run
- * gave the device, or the gateway received it before this run started. (With --follow,
- * records read before the ledger appeared are judged by their boot only.) */
-static bool earlier_run(const struct tg_sim_audit *au, const struct adev *dev, uint64_t boot,
-                        int64_t gw_ts_ms)
+/* A record of a ledger device that another run sent: the simulator gives each device one
+ * boot per run (boot_state.h), so another boot than the ledger's is another run's (earlier:
+ * lower; later, when an older ledger is audited: higher); and a record the gateway received
+ * before this run started is an earlier run's even with the same boot (the boot state was
+ * lost). With --follow, records read before the ledger appeared are judged by their boot
+ * only. */
+static bool other_run(const struct tg_sim_audit *au, const struct adev *dev, uint64_t boot,
+                      int64_t gw_ts_ms)
 {
     uint64_t run_boot = tg_ledger_device_boot(au->lg, dev->ledger);
-    if (run_boot != 0 && boot < run_boot)
+    if (run_boot != 0 && boot != run_boot)
         return true;
     return au->has_run && gw_ts_ms != -1 && gw_ts_ms < au->run_start_ms - au->clock_slack_ms;
 }
@@ -234,10 +237,10 @@ int tg_sim_audit_telemetry(struct tg_sim_audit *au, const struct tg_sim_audit_re
     struct adev *dev = &au->devs[d];
     au->records++;
     dev->records++;
-    if (au->lg && dev->ledger >= 0 && earlier_run(au, dev, rec->boot, rec->gw_ts_ms)) {
+    if (au->lg && dev->ledger >= 0 && other_run(au, dev, rec->boot, rec->gw_ts_ms)) {
         /* Not this run's: neither delivered nor a duplicate of this run's reading. */
-        dev->earlier_run++;
-        au->earlier_run++;
+        dev->other_runs++;
+        au->other_runs++;
         return 0;
     }
     struct seen_boot *sb = boot_get(dev, rec->boot);
@@ -430,11 +433,11 @@ int tg_sim_audit_set_ledger(struct tg_sim_audit *au, const struct tg_ledger *lg)
         uint64_t run_boot = tg_ledger_device_boot(lg, dev->ledger);
         for (size_t b = 0; b < dev->n_boots; b++) {
             struct seen_boot *sb = &dev->boots[b];
-            if (run_boot != 0 && sb->boot < run_boot) {
-                /* An earlier run's boot: take its records back out of this run's counts. */
-                sb->earlier_run = true;
-                dev->earlier_run += sb->records;
-                au->earlier_run += sb->records;
+            if (run_boot != 0 && sb->boot != run_boot) {
+                /* Another run's boot: take its records back out of this run's counts. */
+                sb->other_run = true;
+                dev->other_runs += sb->records;
+                au->other_runs += sb->records;
                 dev->duplicated -= sb->duplicated;
                 au->duplicated -= sb->duplicated;
                 dev->reordered -= sb->reordered;
@@ -660,7 +663,7 @@ int tg_sim_audit_finish(struct tg_sim_audit *au, struct tg_sim_audit_result *out
     *r = (struct tg_sim_audit_result){
         .records = au->records,
         .undecodable = au->undecodable,
-        .earlier_run = au->earlier_run,
+        .other_runs = au->other_runs,
         .dlq_records = au->dlq_records,
         .dlq_malformed = au->dlq_malformed,
         .dlq_readings = au->n_dlq,
@@ -679,7 +682,7 @@ int tg_sim_audit_finish(struct tg_sim_audit *au, struct tg_sim_audit_result *out
             continue;
         }
         for (size_t b = 0; b < dev->n_boots; b++) {
-            if (dev->boots[b].earlier_run)
+            if (dev->boots[b].other_run)
                 continue;
             struct seen_walk w = {au->lg, dev, dev->boots[b].boot};
             seen_each(&dev->boots[b].seen, seen_fn, &w);

@@ -50,7 +50,7 @@ struct seen_boot {
     /* What the records of this boot counted, so that a boot found to be an earlier run's
      * once the ledger arrives (--follow) can be taken back out. */
     uint64_t records, duplicated, reordered;
-    bool earlier_run; /* below the boot the ledger gave the device for this run */
+    bool other_run; /* not the boot the ledger gave the device for this run */
 };
 
 struct adev {
@@ -58,7 +58,7 @@ struct adev {
     int ledger; /* index in the ledger, -1 when not in it (or no ledger yet) */
     struct seen_boot *boots;
     size_t n_boots, cap_boots;
-    uint64_t records, duplicated, reordered, earlier_run;
+    uint64_t records, duplicated, reordered, other_runs;
     /* Hashes (tg_ledger_payload_hash) of this device's DLQ payloads that are not readings:
      * matched one for one with the malformed payloads the ledger says it published. */
     uint64_t *dlq_hashes;
@@ -102,7 +102,7 @@ struct tg_sim_audit {
     uint32_t *index; /* open addressing: device index + 1, 0 = empty */
     size_t index_cap;
 
-    uint64_t records, undecodable, duplicated, reordered, offset_gaps, earlier_run, foreign;
+    uint64_t records, undecodable, duplicated, reordered, offset_gaps, other_runs, foreign;
     uint64_t released_seen; /* distinct released readings seen, once a ledger is set */
     uint64_t released_dlq;  /* distinct released readings in the DLQ and not (yet) in the
                              * telemetry topic, once a ledger is set */

@@ -66,10 +66,10 @@ void tg_sim_audit_print_text(const struct tg_sim_audit *au,
     fprintf(out, "  reordered:    %" PRIu64 "\n", r->reordered);
     fprintf(out, "  unexpected:   %" PRIu64 " (readings the ledger never saw taken)\n",
             r->unexpected);
-    if (r->earlier_run)
-        fprintf(out, "  earlier runs: %" PRIu64 " records (a lower boot, or received before "
-                     "this run started): not this run's\n",
-                r->earlier_run);
+    if (r->other_runs)
+        fprintf(out, "  other runs:   %" PRIu64 " records (another boot than this run's, or "
+                     "received before it started): not this run's\n",
+                r->other_runs);
     if (r->foreign)
         fprintf(out, "  foreign:      %" PRIu64 " records of %zu devices not in the ledger\n",
                 r->foreign, r->foreign_devices);
@@ -258,7 +258,7 @@ int tg_sim_audit_print_json(const struct tg_sim_audit *au,
     if (!root)
         goto cleanup;
     json_t *more = json_pack("{s:I,s:I,s:I,s:I,s:I,s:b,s:b,s:I}", "rejected",
-                             (json_int_t)r->rejected, "earlier_run", (json_int_t)r->earlier_run,
+                             (json_int_t)r->rejected, "other_runs", (json_int_t)r->other_runs,
                              "foreign", (json_int_t)r->foreign, "foreign_devices",
                              (json_int_t)r->foreign_devices, "never_connected",
                              (json_int_t)r->never_connected, "nothing_released",
