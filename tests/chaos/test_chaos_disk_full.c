@@ -224,8 +224,8 @@ static void run_policy(enum policy policy)
                      audit.missing, audit.duplicates,
                      "%d published, dropped{journal_full} %g, disk full after %g taken (%lld ms "
                      "into the plan), /healthz 200 again %lld ms after space returned, the "
-                     "broker's backlog taken %lld ms after (-1: not held), Kafka backlog drained in "
-                     "%lld ms",
+                     "broker's backlog taken %lld ms after (-1: not held), Kafka backlog drained "
+                     "in %lld ms",
                      READINGS, a.dropped, received_at_full,
                      (long long)(full_ms - (tg_gw_pub_sent_ms(pub, 0, 0))),
                      (long long)healthy_after, (long long)resumed_after,

@@ -164,8 +164,8 @@ static void run_case(const struct error_case *ec)
                      "DLQ, %d with another reason), dropped kafka_rejected %g, gateway log lines "
                      "naming Kafka errors %d", READINGS, answered,
                      3 * ERRORS_PER_BROKER, (long long)used_up_ms, (long long)settled_ms,
-                     st.delivered, st.dead_lettered, tg_gw_consumer_count(d), wrong_reason, st.rejected,
-                     tg_gw_log_count(gw, "[kafka]"));
+                     st.delivered, st.dead_lettered, tg_gw_consumer_count(d), wrong_reason,
+                     st.rejected, tg_gw_log_count(gw, "[kafka]"));
     assert_true(answered > 0);
     assert_int_equal(tele.duplicates, 0);
     assert_int_equal(tele.foreign, 0);
