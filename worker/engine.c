@@ -546,12 +546,14 @@ static const char *alert_step(struct tg_engine *en, struct series *s, int64_t ts
         if (!over)
             return "";
         s->flags |= SERIES_ALERT;
+        detect__opened(s, engine__params(ec, s->rule), res->r);
         s->alert_kind = (uint8_t)res->dominant;
         s->alert_start = s->alert_last_over = s->alert_last_emit = ts;
         s->quiet = 0;
         ap.state = "open";
-    } else if (over) {
-        s->alert_last_over = ts;
+    } else if (res->score >= ec->close_threshold) {
+        if (over)
+            s->alert_last_over = ts;
         s->quiet = 0;
         if (ts - s->alert_last_emit < ec->update_interval_ms)
             return "update";

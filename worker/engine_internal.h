@@ -61,6 +61,7 @@ struct tg_engine_config {
     int64_t window_ms;
     int64_t lateness_ms;
     double alert_threshold;   /* combined score in (0, 1) that opens an alert */
+    double close_threshold;   /* an open alert is quiet while the score is under this */
     int64_t quiet_ms;         /* event time under the threshold before an alert closes */
     int quiet_samples;        /* and at least this many points under it */
     int64_t update_interval_ms; /* least event time between two update records */
@@ -117,7 +118,8 @@ struct series {
     float calib;         /* noise adaptation: threshold multiplier >= 1 */
     int64_t last_ts;
     double last_value;
-    double shift_mean, shift_var, shift_fast;
+    double shift_mean, shift_var, shift_fast, shift_trend; /* trend: units per second */
+    double shift_dvar;   /* EW variance of the chart statistic (fast - baseline) */
     double rate_mean, rate_var;
     double stuck_ref;
     int64_t alert_start, alert_last_over, alert_last_emit;
@@ -157,6 +159,11 @@ struct detect_result {
  * it against what they learned, then learns it. */
 void detect__point(struct series *s, const struct detect_params *dp, int64_t ts, double x,
                    struct detect_result *res);
+
+/* An alert opened at adapted ratio r (noise adaptation on): a modest crossing (r < 2) on a
+ * series makes the next one need 1.5 times more, decaying back over about a day of samples;
+ * a series whose noise keeps crossing the threshold stops alerting after a few. */
+void detect__opened(struct series *s, const struct detect_params *dp, double r);
 
 /* The score of a ratio: 1 - 2^-(r^2), 0.5 at r = 1. */
 double detect__score(double r);

@@ -12,7 +12,8 @@
  *   u8 version, u8 detectors bitmask, u8 level_window, u8 seasonal_buckets,
  *   u8 flags (has_last, alert, silence), u8 alert_kind, u8 level_n, u8 level_pos,
  *   u32 n, stuck_run, quiet; f32 period_ms, resolution, p_change, calib;
- *   i64 last_ts; f64 last_value, shift_mean, shift_var, shift_fast, rate_mean, rate_var,
+ *   i64 last_ts; f64 last_value, shift_mean, shift_var, shift_fast, shift_trend, shift_dvar,
+ *   rate_mean, rate_var,
  *   stuck_ref; i64 alert_start, alert_last_over, alert_last_emit, silence_start;
  *   u8 open windows, each: i64 start, last_ts; f64 min, max, sum, last; u32 count;
  *   level ring: level_n x f64 (when the level detector is on);
@@ -154,6 +155,8 @@ size_t snapshot__encode_series(const struct series *s, const struct detect_param
     put_f64(&w, s->shift_mean);
     put_f64(&w, s->shift_var);
     put_f64(&w, s->shift_fast);
+    put_f64(&w, s->shift_trend);
+    put_f64(&w, s->shift_dvar);
     put_f64(&w, s->rate_mean);
     put_f64(&w, s->rate_var);
     put_f64(&w, s->stuck_ref);
@@ -226,6 +229,8 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
     s->shift_mean = get_f64(&r);
     s->shift_var = get_f64(&r);
     s->shift_fast = get_f64(&r);
+    s->shift_trend = get_f64(&r);
+    s->shift_dvar = get_f64(&r);
     s->rate_mean = get_f64(&r);
     s->rate_var = get_f64(&r);
     s->stuck_ref = get_f64(&r);
