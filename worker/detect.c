@@ -49,7 +49,8 @@ double detect__score(double r)
 
 size_t series__size(const struct detect_params *dp, size_t dev_len, size_t metric_len)
 {
-    return sizeof(struct series) + dp->key_off + dev_len + 1 + metric_len + 1;
+    return sizeof(struct series) + series__key_bytes(dev_len, metric_len) + dp->ring_bytes +
+           dp->seasonal_bytes;
 }
 
 void detect__reset(struct series *s, const struct detect_params *dp)
@@ -67,9 +68,12 @@ void detect__reset(struct series *s, const struct detect_params *dp)
     s->shift_mean = s->shift_var = s->shift_fast = s->shift_trend = s->shift_dvar = 0;
     s->rate_mean = s->rate_var = 0;
     s->stuck_ref = 0;
-    if (dp->on[DET_SEASONAL])
-        memset(s->tail + dp->seasonal_off, 0,
-               (size_t)dp->seasonal_buckets * sizeof(struct seasonal_bucket));
+    s->first_day = 0;
+    if (dp->on[DET_SEASONAL]) {
+        struct seasonal_bucket *bk = series__buckets(s, dp);
+        for (int i = 0; i < dp->seasonal_buckets; i++)
+            bk[i] = (struct seasonal_bucket){.mean = 0, .var = -1};
+    }
 }
 
 /* Median of v[0..n) (n >= 1), sorting v in place: insertion sort, n is at most 31. */
@@ -110,7 +114,7 @@ static double warm_alpha(uint32_t n, double alpha)
 static void level_point(struct series *s, const struct detect_params *dp, double x, bool warm,
                         double floor, struct detect_result *res)
 {
-    double *ring = (double *)(void *)(s->tail + dp->level_off);
+    double *ring = series__ring(s);
     int need = dp->level_window / 2 + 1;
     if (warm && s->level_n >= need) {
         double v[TG_ENGINE_LEVEL_WINDOW_MAX];
@@ -273,42 +277,46 @@ static void stuck_point(struct series *s, const struct detect_params *dp, double
 static void seasonal_point(struct series *s, const struct detect_params *dp, int64_t ts,
                            double x, double floor, struct detect_result *res)
 {
-    struct seasonal_bucket *bk = (struct seasonal_bucket *)(void *)(s->tail + dp->seasonal_off);
+    struct seasonal_bucket *bk = series__buckets(s, dp);
     int64_t tod = ts % DAY_MS;
     if (tod < 0)
         tod += DAY_MS;
     int64_t day = (ts - tod) / DAY_MS;
     int64_t bucket_ms = DAY_MS / dp->seasonal_buckets;
-    struct seasonal_bucket *b = &bk[tod / bucket_ms < dp->seasonal_buckets
-                                        ? tod / bucket_ms : dp->seasonal_buckets - 1];
+    int64_t bi = tod / bucket_ms;
+    struct seasonal_bucket *b = &bk[bi < dp->seasonal_buckets ? bi : dp->seasonal_buckets - 1];
+    if (!(s->flags & SERIES_HAS_LAST))
+        s->first_day = (int32_t)day;
+    int64_t age_days = day - s->first_day; /* whole days the profile has been learning */
+    if (b->var < 0) {
+        b->mean = (float)x;
+        b->var = 0;
+        return;
+    }
     double sd = sqrt((double)b->var);
     if (sd < floor)
         sd = floor;
-    /* A bucket scores from its min_days-th day on, against what earlier days taught it. */
-    if (b->days >= dp->seasonal_min_days) {
-        res->ratio[DET_SEASONAL] =
-            fabs(x - b->mean) / sd / dp->threshold[DET_SEASONAL];
+    /* A bucket scores once the series has min_days days behind it, against what those
+     * days taught it. */
+    bool learned = age_days >= dp->seasonal_min_days;
+    if (learned) {
+        res->ratio[DET_SEASONAL] = fabs(x - b->mean) / sd / dp->threshold[DET_SEASONAL];
         res->baseline[DET_SEASONAL] = b->mean;
     }
-    if (b->days == 0 || b->last_day != (uint16_t)day) {
-        if (b->days < UINT8_MAX)
-            b->days++;
-        b->last_day = (uint16_t)day;
-    }
     /* Weight per sample so that a bucket remembers about seasonal_days days whatever the
-     * sampling period. */
+     * sampling period; while the profile is younger than that, as many days as it has. */
     double period = s->period_ms > 0 ? s->period_ms : 1000.0;
-    double alpha = period / ((double)bucket_ms * dp->seasonal_days);
-    alpha = warm_alpha(b->samples, alpha > 1 ? 1 : alpha);
+    int64_t memory_days = age_days + 1 < dp->seasonal_days ? age_days + 1 : dp->seasonal_days;
+    double alpha = period / ((double)bucket_ms * (double)memory_days);
+    if (alpha > 1)
+        alpha = 1;
     double xv = x;
-    if (b->days > dp->seasonal_min_days)
+    if (learned)
         xv = clampd(x, b->mean - WINSOR * sd, b->mean + WINSOR * sd);
     double mean = b->mean, var = b->var;
     ew_update(&mean, &var, xv, alpha);
     b->mean = (float)mean;
     b->var = (float)var;
-    if (b->samples < UINT16_MAX)
-        b->samples++;
 }
 
 void detect__point(struct series *s, const struct detect_params *dp, int64_t ts, double x,

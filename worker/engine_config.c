@@ -196,15 +196,9 @@ static void read_params(struct builder *b, const char *rule_sec, struct detect_p
     dp->gap_reset_ms = tg_config_get_ms(cfg, SEC("gap_reset_ms"), "gap_reset_ms");
     dp->noise_adapt = tg_config_get_bool(cfg, SEC("noise_adapt"), "noise_adapt");
 #undef SEC
-    /* Tail layout: the level ring (doubles), the seasonal buckets, then the key. */
-    size_t off = 0;
-    dp->level_off = off;
-    if (dp->on[DET_LEVEL])
-        off += (size_t)dp->level_window * sizeof(double);
-    dp->seasonal_off = off;
-    if (dp->on[DET_SEASONAL])
-        off += (size_t)dp->seasonal_buckets * sizeof(struct seasonal_bucket);
-    dp->key_off = off;
+    dp->ring_bytes = dp->on[DET_LEVEL] ? (size_t)dp->level_window * sizeof(double) : 0;
+    dp->seasonal_bytes =
+        dp->on[DET_SEASONAL] ? (size_t)dp->seasonal_buckets * sizeof(struct seasonal_bucket) : 0;
 }
 
 struct tg_engine_config *tg_engine_config_from(const struct tg_config *cfg, char *err,
