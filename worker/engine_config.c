@@ -96,13 +96,16 @@ static const struct tg_config_key engine_keys[] = {
                "points under the threshold (as well as quiet_ms) before an alert closes"),
     TG_CFG_MS("alert", "update_interval_ms", "60000", 0, INT64_C(86400000) * 30,
               "least event time between two 'update' records of one alert, ms"),
+    TG_CFG_MS("engine", "series_idle_ms", "604800000", 0, INT64_C(86400000) * 3650,
+              "forget a series whose last reading is this far behind its partition's "
+              "watermark (event time, checked hourly; 0: never), ms"),
     TG_CFG_INT("engine", "max_series", "1000000", 1, 100000000,
                "series a worker tracks at most; readings of further series are counted, "
                "not scored"),
 };
 
 _Static_assert(sizeof engine_keys / sizeof engine_keys[0] ==
-                   DETECT_NKEYS + TG_ENGINE_RULES_MAX * (DETECT_NKEYS + 1) + 8,
+                   DETECT_NKEYS + TG_ENGINE_RULES_MAX * (DETECT_NKEYS + 1) + 9,
                "DETECT_NKEYS must match DETECT_KEYS");
 
 const struct tg_config_key *tg_engine_config_keys(size_t *n)
@@ -244,6 +247,7 @@ struct tg_engine_config *tg_engine_config_from(const struct tg_config *cfg, char
     ec->quiet_samples = (int)tg_config_get_int(cfg, "alert", "quiet_samples");
     ec->update_interval_ms = tg_config_get_ms(cfg, "alert", "update_interval_ms");
     ec->max_series = (uint64_t)tg_config_get_int(cfg, "engine", "max_series");
+    ec->series_idle_ms = tg_config_get_ms(cfg, "engine", "series_idle_ms");
     if (b.failed) {
         tg_engine_config_destroy(ec);
         return NULL;

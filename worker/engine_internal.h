@@ -66,6 +66,7 @@ struct tg_engine_config {
     int quiet_samples;        /* and at least this many points under it */
     int64_t update_interval_ms; /* least event time between two update records */
     uint64_t max_series;      /* series beyond this are not tracked (counted) */
+    int64_t series_idle_ms;   /* evict a series this far behind its partition's watermark */
 };
 
 /* Parameters for rule index r (n_rules means the defaults). */
