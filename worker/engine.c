@@ -832,7 +832,8 @@ void tg_engine_sweep(struct tg_engine *en, int64_t now_ms)
     struct sweep_ctx sc = {.en = en, .now_ms = now_ms};
     series_table__foreach(en->st, sweep_one, &sc);
     /* Slot order differs between engines with the same state; emit in key order. */
-    qsort_r(sc.v, sc.n, sizeof *sc.v, sweep_cmp, (void *)en->ec);
+    if (sc.n)
+        qsort_r(sc.v, sc.n, sizeof *sc.v, sweep_cmp, (void *)en->ec);
     for (size_t i = 0; i < sc.n; i++)
         silence_open(en, sc.v[i], sc.v[i]->last_ts + period_round(sc.v[i]));
     free(sc.v);
