@@ -37,7 +37,7 @@
 #define NOISE_TARGET 5e-4       /* exceedance rate the multiplier aims at */
 #define PERIOD_ALPHA 0.1        /* weight of a new step in the usual period */
 #define P_CHANGE_ALPHA 0.05     /* weight of a new sample in the change fraction */
-#define TREND_BETA 1.0          /* the trend learns as fast as the level, once warm */
+#define TREND_BETA 0.1          /* the trend learns a tenth as fast as the level, once warm */
 #define ANOMALOUS 0.5           /* ratio above which a point learns slowly */
 
 double detect__score(double r)

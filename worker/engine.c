@@ -511,11 +511,15 @@ static int64_t period_round(const struct series *s)
     return (int64_t)llround(s->period_ms);
 }
 
+/* Samples before the usual period is known well enough to call a pause silence: the period
+ * estimate needs a few steps, not a detector's whole warm-up. */
+#define SILENCE_MIN_SAMPLES 5
+
 /* Whether the silence detector may judge s: it knows the series' usual period. */
 static bool silence_ready(const struct series *s, const struct detect_params *dp)
 {
     return dp->on[DET_SILENCE] && (s->flags & SERIES_HAS_LAST) && s->period_ms > 0 &&
-           s->n >= (uint32_t)dp->warmup_samples;
+           s->n >= SILENCE_MIN_SAMPLES;
 }
 
 static void silence_open(struct tg_engine *en, struct series *s, int64_t start)
