@@ -24,10 +24,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cbor.h>
 #include <librdkafka/rdkafka.h>
 
 #include "codec.h"
+#include "codec_canonical_decode.h"
 #include "util.h"
 
 #define SEQ_BITMAP_LIMIT (UINT64_C(1) << 26) /* 8 MB of bitmap for one (device, boot) at most */
@@ -981,7 +981,8 @@ struct command {
     int n_topics;
     struct tg_sim_audit *au;
     struct tg_ledger *lg;
-    struct tg_decoder *dec;
+    struct tg_decoder *dec;             /* DLQ payloads: device payloads */
+    struct tg_canonical_decoder *cdec;  /* telemetry records */
     bool latency_source_known;
     int64_t last_error_log_ms;
 };
@@ -1118,118 +1119,6 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         return -1;
     }
     return 0;
-}
-
-/* ---- decoding the canonical record (codec_canonical.h) ---- */
-
-struct canonical {
-    char device[TG_DEVICE_ID_MAX + 1];
-    bool has_boot, has_seq, has_ts;
-    uint64_t boot, seq;
-    int64_t ts, gw_ts;
-};
-
-static bool json_uint(json_t *v, uint64_t *out)
-{
-    if (!json_is_integer(v) || json_integer_value(v) < 0)
-        return false;
-    *out = (uint64_t)json_integer_value(v);
-    return true;
-}
-
-static bool decode_json(const void *buf, size_t len, struct canonical *c)
-{
-    json_error_t jerr;
-    json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
-    bool ok = false;
-    if (!json_is_object(root))
-        goto cleanup;
-    json_t *device = json_object_get(root, "device");
-    json_t *ts = json_object_get(root, "ts");
-    json_t *gw_ts = json_object_get(root, "gw_ts");
-    if (!json_is_string(device) || json_string_length(device) > TG_DEVICE_ID_MAX ||
-        !json_is_integer(ts))
-        goto cleanup;
-    snprintf(c->device, sizeof c->device, "%s", json_string_value(device));
-    c->ts = json_integer_value(ts);
-    c->has_ts = true;
-    c->gw_ts = json_is_integer(gw_ts) ? json_integer_value(gw_ts) : -1;
-    c->has_boot = json_uint(json_object_get(root, "boot"), &c->boot);
-    c->has_seq = json_uint(json_object_get(root, "seq"), &c->seq);
-    ok = true;
-cleanup:
-    json_decref(root);
-    return ok;
-}
-
-static bool cbor_int64(cbor_item_t *v, int64_t *out)
-{
-    if (!cbor_isa_uint(v) && !cbor_isa_negint(v))
-        return false;
-    uint64_t u = cbor_get_int(v);
-    if (u > INT64_MAX)
-        return false;
-    *out = cbor_isa_uint(v) ? (int64_t)u : -1 - (int64_t)u;
-    return true;
-}
-
-static bool decode_cbor(const void *buf, size_t len, struct canonical *c)
-{
-    struct cbor_load_result result;
-    cbor_item_t *root = cbor_load(buf, len, &result);
-    bool ok = false;
-    if (!root || result.error.code != CBOR_ERR_NONE || !cbor_isa_map(root) ||
-        !cbor_map_is_definite(root))
-        goto cleanup;
-    struct cbor_pair *pairs = cbor_map_handle(root);
-    bool has_device = false;
-    c->gw_ts = -1;
-    for (size_t i = 0; i < cbor_map_size(root); i++) {
-        cbor_item_t *k = pairs[i].key, *v = pairs[i].value;
-        if (!cbor_isa_string(k) || !cbor_string_is_definite(k))
-            continue;
-        size_t klen = cbor_string_length(k);
-        const char *key = (const char *)cbor_string_handle(k);
-#define KEY_IS(s) (klen == sizeof(s) - 1 && memcmp(key, s, klen) == 0)
-        if (KEY_IS("device")) {
-            if (!cbor_isa_string(v) || !cbor_string_is_definite(v) ||
-                cbor_string_length(v) > TG_DEVICE_ID_MAX)
-                goto cleanup;
-            snprintf(c->device, sizeof c->device, "%.*s", (int)cbor_string_length(v),
-                     (const char *)cbor_string_handle(v));
-            has_device = true;
-        } else if (KEY_IS("boot")) {
-            c->has_boot = cbor_isa_uint(v);
-            c->boot = c->has_boot ? cbor_get_int(v) : 0;
-        } else if (KEY_IS("seq")) {
-            c->has_seq = cbor_isa_uint(v);
-            c->seq = c->has_seq ? cbor_get_int(v) : 0;
-        } else if (KEY_IS("ts")) {
-            c->has_ts = cbor_int64(v, &c->ts);
-        } else if (KEY_IS("gw_ts")) {
-            if (!cbor_int64(v, &c->gw_ts))
-                c->gw_ts = -1;
-        }
-#undef KEY_IS
-    }
-    ok = has_device && c->has_ts;
-cleanup:
-    if (root)
-        cbor_decref(&root);
-    return ok;
-}
-
-/* JSON when the value starts with '{' (after whitespace), else CBOR: the gateway writes one
- * or the other (kafka.format), and a map's first CBOR byte is never '{' (0x7b is a text
- * string header). */
-static bool decode_canonical(const uint8_t *buf, size_t len, struct canonical *c)
-{
-    memset(c, 0, sizeof *c);
-    size_t i = 0;
-    while (i < len && (buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\r' || buf[i] == '\n'))
-        i++;
-    bool ok = i < len && buf[i] == '{' ? decode_json(buf, len, c) : decode_cbor(buf, len, c);
-    return ok && c->has_boot && c->has_seq;
 }
 
 static const char *header_value(const rd_kafka_message_t *msg, const char *name, char *buf,
@@ -1407,14 +1296,22 @@ static int handle_telemetry(struct command *cmd, const rd_kafka_message_t *msg,
         tg_sim_audit_latency_source(cmd->au, append_time);
         cmd->latency_source_known = true;
     }
-    struct canonical c;
-    if (!msg->payload || !decode_canonical(msg->payload, msg->len, &c)) {
+    char ct[64];
+    const char *ctv = header_value(msg, "content-type", ct, sizeof ct);
+    struct tg_reading rd;
+    struct tg_canonical_extra extra;
+    if (!msg->payload ||
+        tg_canonical_decode(cmd->cdec, msg->payload, msg->len,
+                            tg_canonical_content_type(ctv, ctv ? strlen(ctv) : 0), &rd,
+                            &extra) != TG_OK ||
+        !rd.has_seq) {
         tg_sim_audit_undecodable(cmd->au);
         return 0;
     }
-    struct tg_sim_audit_rec rec = {.device = c.device, .boot = c.boot, .seq = c.seq,
-                                   .partition = msg->partition, .ts_ms = c.ts,
-                                   .gw_ts_ms = c.gw_ts, .end_ms = -1};
+    struct tg_sim_audit_rec rec = {.device = rd.device, .boot = rd.boot, .seq = rd.seq,
+                                   .partition = msg->partition, .ts_ms = rd.ts_ms,
+                                   .gw_ts_ms = extra.gateway ? extra.gw_ts_ms : -1,
+                                   .end_ms = -1};
     if (append_time) {
         rec.end_ms = kafka_ts;
     } else if (msg->offset >= part->live_from) {
@@ -1507,6 +1404,7 @@ static void command_cleanup(struct command *cmd)
     tg_sim_audit_destroy(cmd->au);
     tg_ledger_destroy(cmd->lg);
     tg_decoder_destroy(cmd->dec);
+    tg_canonical_decoder_destroy(cmd->cdec);
 }
 
 int tg_sim_audit_main(int argc, char **argv)
@@ -1529,7 +1427,8 @@ int tg_sim_audit_main(int argc, char **argv)
     }
     cmd.au = tg_sim_audit_new();
     cmd.dec = tg_decoder_new(NULL);
-    if (!cmd.au || !cmd.dec) {
+    cmd.cdec = tg_canonical_decoder_new(NULL);
+    if (!cmd.au || !cmd.dec || !cmd.cdec) {
         fprintf(stderr, PROG ": out of memory\n");
         goto cleanup;
     }
