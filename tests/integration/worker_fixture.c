@@ -366,9 +366,35 @@ bool wfx_wait_processed(const char *bootstrap, const char *state_topic, const in
     return tg_harness_wait_until(processed, &pc, timeout_ms);
 }
 
-struct wfx_worker *wfx_worker_start(const char *dir, const char *name, const char *bootstrap,
-                                    const char *group, const char *topic_prefix,
-                                    const char *extra)
+struct progress_ctx {
+    const char *bootstrap, *state_topic;
+    int n;
+    int64_t min_sum;
+};
+
+static bool progressed(void *ud)
+{
+    struct progress_ctx *pc = ud;
+    int64_t next[256];
+    wfx_state_markers(pc->bootstrap, pc->state_topic, next, pc->n);
+    int64_t sum = 0;
+    for (int p = 0; p < pc->n; p++)
+        sum += next[p] > 0 ? next[p] : 0;
+    return sum >= pc->min_sum;
+}
+
+void wfx_wait_progress(const char *bootstrap, const char *state_topic, int n_parts,
+                       int64_t records, int timeout_ms)
+{
+    struct progress_ctx pc = {bootstrap, state_topic, n_parts, records};
+    if (!tg_harness_wait_until(progressed, &pc, timeout_ms))
+        fail_msg("fewer than %lld records committed in %s after %d ms", (long long)records,
+                 state_topic, timeout_ms);
+}
+
+struct wfx_worker *wfx_worker_start(const char *dir, const char *name, const char *instance_id,
+                                    const char *bootstrap, const char *group,
+                                    const char *topic_prefix, const char *extra)
 {
     struct wfx_worker *w = calloc(1, sizeof *w);
     assert_non_null(w);
@@ -388,7 +414,7 @@ struct wfx_worker *wfx_worker_start(const char *dir, const char *name, const cha
             "transaction_timeout_ms = 10000\nrestore_timeout_ms = 15000\n"
             "[metrics]\nlisten = 127.0.0.1:%d\n"
             "[detect]\nsilence = false\n%s",
-            name, bootstrap, group, topic_prefix, topic_prefix, topic_prefix, w->metrics_port,
+            instance_id, bootstrap, group, topic_prefix, topic_prefix, topic_prefix, w->metrics_port,
             extra ? extra : "");
     assert_int_equal(fclose(f), 0);
     char bin[512];
@@ -398,10 +424,6 @@ struct wfx_worker *wfx_worker_start(const char *dir, const char *name, const cha
     assert_non_null(w->proc);
     return w;
 }
-
-struct assigned_ctx {
-    struct wfx_worker *w;
-};
 
 static bool assigned(void *ud)
 {
@@ -429,4 +451,112 @@ void wfx_worker_destroy(struct wfx_worker *w)
         return;
     tg_harness_proc_destroy(w->proc);
     free(w);
+}
+
+/* ---- comparing outputs ---- */
+
+/* Records of a that are not in b (both sorted), as a count; prints the first few. */
+static size_t missing_from(char **a, size_t na, char **b, size_t nb, const char *what)
+{
+    size_t i = 0, j = 0, missing = 0;
+    while (i < na) {
+        int c = j < nb ? strcmp(a[i], b[j]) : -1;
+        if (c == 0) {
+            i++;
+            j++;
+        } else if (c < 0) {
+            if (missing++ < 5)
+                fprintf(stderr, "  %s: %s\n", what, a[i]);
+            i++;
+        } else {
+            j++;
+        }
+    }
+    return missing;
+}
+
+/* Adjacent equal records of a sorted list. */
+static size_t repeats(char **a, size_t n)
+{
+    size_t r = 0;
+    for (size_t i = 1; i < n; i++)
+        r += strcmp(a[i - 1], a[i]) == 0;
+    return r;
+}
+
+/* Removes adjacent duplicates in place; returns the new count. The removed strings are kept
+ * at the end of the array so that wfx_records_free() still frees them. */
+static size_t dedup(char **a, size_t n)
+{
+    if (n == 0)
+        return 0;
+    size_t w = 1;
+    for (size_t i = 1; i < n; i++) {
+        if (strcmp(a[i], a[w - 1]) != 0) {
+            char *t = a[w];
+            a[w] = a[i];
+            a[i] = t;
+            w++;
+        }
+    }
+    return w;
+}
+
+void wfx_compare(const char *bs, const char *run_topic, const char *ref_topic,
+                 size_t *dups_out)
+{
+    size_t n_run, n_ref;
+    char **run = wfx_read_all(bs, run_topic, &n_run);
+    char **ref = wfx_read_all(bs, ref_topic, &n_ref);
+    size_t dups = repeats(run, n_run);
+    assert_int_equal(repeats(ref, n_ref), 0); /* one uninterrupted worker never repeats */
+    size_t u_run = dedup(run, n_run);
+    size_t lost = missing_from(ref, n_ref, run, u_run, "missing after failover");
+    size_t extra = missing_from(run, u_run, ref, n_ref, "not in the reference");
+    fprintf(stderr, "%s: %zu records (%zu repeated), reference %s: %zu; missing %zu, extra %zu\n",
+            run_topic, n_run, dups, ref_topic, n_ref, lost, extra);
+    assert_true(n_ref > 0);
+    assert_int_equal(lost, 0);
+    assert_int_equal(extra, 0);
+    *dups_out = dups;
+    wfx_records_free(run, n_run);
+    wfx_records_free(ref, n_ref);
+}
+
+/* ---- metrics ---- */
+
+char *wfx_scrape(const struct wfx_worker *w)
+{
+    char *body = NULL;
+    int status = tg_harness_http_get(w->metrics_port, "/metrics", 5000, &body);
+    if (status != 200)
+        fail_msg("GET /metrics of %s: status %d", w->name, status);
+    return body;
+}
+
+double wfx_metric(const char *body, const char *series)
+{
+    size_t len = strlen(series);
+    for (const char *line = body; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        if (strncmp(line, series, len) == 0 && line[len] == ' ')
+            return strtod(line + len + 1, NULL);
+    }
+    return NAN;
+}
+
+int wfx_promtool(const char *text)
+{
+    const char *env = getenv("TG_PROMTOOL");
+    char *promtool = env && *env ? strdup(env) : tg_harness_find_program("promtool");
+    if (!promtool)
+        fail_msg("promtool not found on PATH: it comes with Debian's prometheus package "
+                 "(scripts/install-deps), or set TG_PROMTOOL");
+    const char *argv[] = {promtool, "check", "metrics", NULL};
+    char *out = NULL;
+    int status = tg_harness_run(argv, text, strlen(text), &out, 30000);
+    if (out && *out)
+        fprintf(stderr, "promtool: %s\n", out);
+    free(out);
+    free(promtool);
+    return status;
 }

@@ -55,7 +55,8 @@ void wfx_records_free(char **recs, size_t n);
 void wfx_state_markers(const char *bootstrap, const char *state_topic, int64_t *next,
                        int n_parts);
 
-/* A tidegate-worker started with a config written to dir/<name>.ini: group, topics with the
+/* A tidegate-worker (logs dir/<name>.stderr) with instance_id, started with a config written
+ * to dir/<name>.ini: group, topics with the
  * given prefix ("" for the defaults' names; else <prefix>anomalies, <prefix>agg,
  * <prefix>state), commit every 100 ms, short session timeout, silence detection off (its
  * wall-clock sweep would make runs differ), metrics on a free port. extra: more INI lines or
@@ -65,9 +66,9 @@ struct wfx_worker {
     int metrics_port;
     char name[64];
 };
-struct wfx_worker *wfx_worker_start(const char *dir, const char *name, const char *bootstrap,
-                                    const char *group, const char *topic_prefix,
-                                    const char *extra);
+struct wfx_worker *wfx_worker_start(const char *dir, const char *name, const char *instance_id,
+                                    const char *bootstrap, const char *group,
+                                    const char *topic_prefix, const char *extra);
 /* Waits until the worker logged that it holds partitions, or fails the test. */
 void wfx_worker_wait_assigned(struct wfx_worker *w, int timeout_ms);
 /* SIGTERM and wait; returns the waitpid() status. */
@@ -78,5 +79,25 @@ void wfx_worker_destroy(struct wfx_worker *w);
  * watermarks (hi, n_parts): everything consumed was committed. True when it happened. */
 bool wfx_wait_processed(const char *bootstrap, const char *state_topic, const int64_t *hi,
                         int n_parts, int timeout_ms);
+
+/* Compares the records of run_topic with those of ref_topic (a reference worker's), failing
+ * the test when a reference record is missing or a record is not in the reference; repeats
+ * in run_topic are allowed here and counted in *repeats (the reference may have none). */
+void wfx_compare(const char *bootstrap, const char *run_topic, const char *ref_topic,
+                 size_t *repeats);
+
+/* Waits until the committed markers of state_topic add up to at least records (n_parts
+ * partitions), or fails the test. */
+void wfx_wait_progress(const char *bootstrap, const char *state_topic, int n_parts,
+                       int64_t records, int timeout_ms);
+
+/* GET /metrics of the worker (malloc'd body), or fails the test. */
+char *wfx_scrape(const struct wfx_worker *w);
+/* The value of one sample, series written as in the exposition ("name{l=\"v\"}"); NAN if
+ * absent. */
+double wfx_metric(const char *body, const char *series);
+/* `promtool check metrics` on text (TG_PROMTOOL or PATH; fails the test without it): its
+ * waitpid() status. */
+int wfx_promtool(const char *text);
 
 #endif
