@@ -69,7 +69,7 @@ int tg_sim_score_print_text(const struct tg_sim_score *sc, const struct tg_sim_s
     for (int k = 0; k < TG_ANOMALY_KINDS; k++)
         print_row(out, tg_anomaly_kind_name((enum tg_anomaly_kind)k), &res->kind[k]);
     print_row(out, "all", &res->all);
-    fprintf(out, "\nfalse alerts: %" PRIu64 " incidents matched no label", res->all.false_alerts);
+    fprintf(out, "\nfalse alerts (incidents matching no label): %" PRIu64, res->all.false_alerts);
     if (res->false_unattributed)
         fprintf(out, " (%" PRIu64 " of an alert kind that matched no label: in \"all\" only)",
                 res->false_unattributed);
