@@ -420,23 +420,25 @@ static enum tg_dedup_verdict native_check(struct tg_dedup *dd, struct entry *e,
         }
         return TG_DEDUP_NEW;
     }
-    if (e->kind == KIND_NATIVE_PREV && boot == ns->boot - ns->prev_back) {
-        if (seq > ns->prev_seq) {
-            ns->prev_seq = seq;
-            return TG_DEDUP_NEW;
-        }
-        return seq == ns->prev_seq ? TG_DEDUP_DUPLICATE : TG_DEDUP_OUT_OF_WINDOW;
-    }
-    /* A boot below any remembered: a stale copy from long ago, or a node whose boot counter
-     * went back (re-flashed, its state lost). Its time tells them apart: the re-flashed node
-     * sends readings newer than the current boot's by more than the grace, and from then on
-     * its new boot is the current one. */
+    /* A lower boot: the previous boot's tail (the outbox draining after a reboot), a stale
+     * copy from long ago, or a node whose boot counter went back (re-flashed, its state
+     * lost). Time tells them apart: the tail and stale copies were taken before the current
+     * boot's readings; the re-flashed node sends readings newer than the current boot's by
+     * more than the grace, and from then on its new boot is the current one. That holds
+     * also when it came back at exactly the previous boot's number. */
     if (boot_time_cmp(dd, ns, r->ts_ms) > 0) {
         dd->stats.new_epochs++;
         dd->last_epoch_from = ns->boot;
         dd->last_epoch_to = boot;
         native_start(e, boot, seq, r->ts_ms);
         return TG_DEDUP_NEW;
+    }
+    if (e->kind == KIND_NATIVE_PREV && boot == ns->boot - ns->prev_back) {
+        if (seq > ns->prev_seq) {
+            ns->prev_seq = seq;
+            return TG_DEDUP_NEW;
+        }
+        return seq == ns->prev_seq ? TG_DEDUP_DUPLICATE : TG_DEDUP_OUT_OF_WINDOW;
     }
     return TG_DEDUP_OUT_OF_WINDOW;
 }

@@ -184,6 +184,14 @@ static void boot_going_back_starts_a_new_epoch(void **state)
     /* A real restart afterwards still works. */
     assert_true(native_at(dd, "n", 2, 0, t + 9000 + 14000));
     assert_true(native_at(dd, "n", 1, 4, t + 9000 + 13500)); /* boot 1's tail, drained */
+    /* Re-flashed again, back at exactly the previous boot's number (1): its seqs 0.. are
+     * below boot 1's highest, but their time says they are a new epoch, not boot 1's tail. */
+    assert_true(native_at(dd, "m", 1, 50, t));
+    assert_true(native_at(dd, "m", 2, 0, t + 1000));
+    assert_true(native_at(dd, "m", 1, 51, t + 500)); /* the tail, taken before the reboot */
+    assert_false(native_at(dd, "m", 1, 0, t + 5000)); /* within the grace */
+    assert_true(native_at(dd, "m", 1, 1, t + 1000 + 11000));
+    assert_true(native_at(dd, "m", 1, 2, t + 1000 + 12000));
     tg_dedup_destroy(dd);
 }
 
