@@ -12,6 +12,7 @@
 
 #include "fleet.h"
 #include "log.h"
+#include "score.h"
 #ifdef TG_SIM_HAVE_AUDIT
 #include "audit.h"
 #endif
@@ -24,6 +25,8 @@ static void usage(FILE *out)
             "usage: " PROG " run --broker HOST:PORT [options]\n"
             "       " PROG " audit --brokers LIST --ledger FILE [options]   (" PROG
             " audit --help)\n"
+            "       " PROG " score --brokers LIST --labels FILE [options]   (" PROG
+            " score --help)\n"
             "\n"
             "run: simulated sensor nodes, each its own MQTT connection running the firmware core,\n"
             "publishing QoS1 readings to telemetry/<device id> (ids sim-00001, sim-00002, ...).\n"
@@ -287,7 +290,9 @@ int main(int argc, char **argv)
         return 2;
 #endif
     }
-    fprintf(stderr, PROG ": unknown command \"%s\" (run, audit)\n", argv[1]);
+    if (strcmp(argv[1], "score") == 0)
+        return tg_sim_score_main(argc - 1, argv + 1);
+    fprintf(stderr, PROG ": unknown command \"%s\" (run, audit, score)\n", argv[1]);
     usage(stderr);
     return 2;
 }
