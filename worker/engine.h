@@ -114,6 +114,7 @@ struct tg_engine_stats {
     uint64_t series;          /* series in state now */
     uint64_t series_evicted;
     size_t state_bytes;       /* memory held by series state now */
+    uint64_t series_refused;  /* points of new series not tracked: [engine] max_series reached */
 };
 
 /* ------------------------------------------------------------------------------------------

@@ -1,0 +1,425 @@
+/* Unit tests for the worker engine (worker/engine.c, engine_config.c, snapshot.c): config
+ * errors, windows and the watermark with out-of-order input, the alert lifecycle, and the
+ * determinism of snapshot + restore. Detector behaviour is in test_detect.c. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "test_engine_util.h"
+
+/* ---- config ------------------------------------------------------------------------------ */
+
+static void config_defaults_build(void **state)
+{
+    (void)state;
+    char err[512];
+    struct tg_engine_config *ec = make_config(NULL, err, sizeof err);
+    assert_non_null(ec);
+    tg_engine_config_destroy(ec);
+}
+
+static void config_bad_number_names_file_line_key(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/test_engine_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char *ini = "[detect]\nlevel = on\n\n[rules.2]\nmatch = temp*\nshift_threshold = lots\n";
+    assert_int_equal(write(fd, ini, strlen(ini)), (ssize_t)strlen(ini));
+    close(fd);
+    size_t n;
+    const struct tg_config_key *keys = tg_engine_config_keys(&n);
+    struct tg_config *cfg = tg_config_new(keys, n);
+    assert_int_equal(tg_config_load_file(cfg, TG_CONFIG_FILE, path), TG_OK);
+    char err[512];
+    struct tg_engine_config *ec = tg_engine_config_from(cfg, err, sizeof err);
+    assert_null(ec);
+    char want[256];
+    snprintf(want, sizeof want, "%s:6: [rules.2] shift_threshold: expected a number", path);
+    if (!strstr(err, want))
+        fail_msg("error was: %s", err);
+    assert_non_null(strstr(err, "\"lots\""));
+    tg_config_destroy(cfg);
+    unlink(path);
+}
+
+static void config_lateness_beyond_window_refused(void **state)
+{
+    (void)state;
+    char err[512];
+    const char *sets[] = {"window.size_ms=10000", "window.allowed_lateness_ms=20000", NULL};
+    assert_null(make_config(sets, err, sizeof err));
+    assert_non_null(strstr(err, "--set: [window] allowed_lateness_ms"));
+    const char *bad[] = {"alert.threshold=1.5", NULL};
+    assert_null(make_config(bad, err, sizeof err));
+    assert_non_null(strstr(err, "[alert] threshold"));
+}
+
+/* ---- windows ----------------------------------------------------------------------------- */
+
+static void windows_tumble_with_out_of_order_input(void **state)
+{
+    (void)state;
+    char err[512];
+    const char *sets[] = {"window.size_ms=60000", "window.allowed_lateness_ms=5000", NULL};
+    struct tg_engine_config *ec = make_config(sets, err, sizeof err);
+    assert_non_null(ec);
+    struct rec r = {0};
+    struct tg_engine *en = tg_engine_new(ec, rec_emit, &r);
+    assert_int_equal(tg_engine_partition_add(en, 3), TG_OK);
+    /* Window [0, 60 s): 10 s, 30 s, then 62 s opens the next window; 58 s is 4 s behind the
+     * highest time and within the lateness: merged into the first window. */
+    assert_int_equal(feed(en, 3, "d1", "t", 10000, 1.0), TG_OK);
+    assert_int_equal(feed(en, 3, "d1", "t", 30000, 5.0), TG_OK);
+    assert_int_equal(feed(en, 3, "d1", "t", 62000, 7.0), TG_OK);
+    assert_int_equal(feed(en, 3, "d1", "t", 58000, 3.0), TG_OK);
+    assert_int_equal(r.aggregates, 0);
+    /* 66 s: watermark 61 s passes the end of window 1. 50 s is now later than the
+     * watermark: counted, not merged. */
+    assert_int_equal(feed(en, 3, "d2", "t", 66000, 2.0), TG_OK);
+    assert_int_equal(r.aggregates, 1);
+    assert_string_equal(r.lines[0], "G {\"device\":\"d1\",\"metric\":\"t\",\"window_start\":0,"
+                                    "\"window_end\":60000,\"count\":3,\"min\":1,\"max\":5,"
+                                    "\"mean\":3,\"last\":3}");
+    assert_int_equal(feed(en, 3, "d1", "t", 50000, 100.0), TG_OK);
+    struct tg_engine_stats st;
+    tg_engine_stats(en, &st);
+    assert_int_equal(st.late_records, 1);
+    assert_int_equal(st.backward_ts, 2); /* 58 s and 50 s, behind d1's 62 s */
+    assert_int_equal(r.aggregates, 1);
+    /* Flush (replay's end of input): the open windows of d1 and d2, sorted by device. */
+    tg_engine_flush(en);
+    assert_int_equal(r.aggregates, 3);
+    assert_non_null(strstr(r.lines[1], "\"device\":\"d1\""));
+    assert_non_null(strstr(r.lines[1], "\"count\":1,\"min\":7"));
+    assert_non_null(strstr(r.lines[2], "\"device\":\"d2\""));
+    tg_engine_destroy(en);
+    tg_engine_config_destroy(ec);
+    rec_free(&r);
+}
+
+static void windows_emit_in_key_order_and_per_partition(void **state)
+{
+    (void)state;
+    char err[512];
+    struct tg_engine_config *ec = make_config(NULL, err, sizeof err);
+    struct rec r = {0};
+    struct tg_engine *en = tg_engine_new(ec, rec_emit, &r);
+    tg_engine_partition_add(en, 0);
+    tg_engine_partition_add(en, 1);
+    const char *devs[] = {"zz", "aa", "mm", "bb"};
+    for (int i = 0; i < 4; i++)
+        feed(en, 0, devs[i], "x", 1000 + i, i);
+    feed(en, 1, "p1dev", "x", 1000, 1);
+    /* Partition 1's watermark moves: only its own window closes. */
+    feed(en, 1, "p1dev", "x", 70000, 1);
+    assert_int_equal(r.aggregates, 1);
+    assert_non_null(strstr(r.lines[0], "p1dev"));
+    feed(en, 0, "zz", "x", 70000, 1);
+    assert_int_equal(r.aggregates, 5);
+    const char *order[] = {"\"aa\"", "\"bb\"", "\"mm\"", "\"zz\""};
+    for (int i = 0; i < 4; i++)
+        assert_non_null(strstr(r.lines[1 + i], order[i]));
+    /* Reading for an untracked partition: refused. */
+    assert_int_equal(feed(en, 9, "d", "x", 1, 1), TG_ERR_USAGE);
+    tg_engine_partition_drop(en, 0);
+    struct tg_engine_stats st;
+    tg_engine_stats(en, &st);
+    assert_int_equal(st.series, 1);
+    tg_engine_destroy(en);
+    tg_engine_config_destroy(ec);
+    rec_free(&r);
+}
+
+/* ---- alert lifecycle --------------------------------------------------------------------- */
+
+static void spike_is_one_alert_open_then_close(void **state)
+{
+    (void)state;
+    char err[512];
+    struct tg_engine_config *ec = make_config(NULL, err, sizeof err);
+    struct rec r = {0};
+    struct tg_engine *en = tg_engine_new(ec, rec_emit, &r);
+    tg_engine_partition_add(en, 0);
+    struct rng g = {42};
+    int64_t ts = 1700000000000;
+    for (int i = 0; i < 2000; i++, ts += 1000) {
+        double v = 20 + 0.3 * rng_gauss(&g);
+        if (i == 1500)
+            v += 6;
+        feed(en, 0, "dev", "temp", ts, v);
+    }
+    size_t opens = rec_count(&r, "A open"), closes = rec_count(&r, "A close");
+    if (opens != 1 || closes != 1)
+        rec_dump(&r, 20);
+    assert_int_equal(opens, 1);
+    assert_int_equal(closes, 1);
+    char want[128];
+    snprintf(want, sizeof want, "A open dev/temp/level/%lld ", (long long)(1700000000000 + 1500000));
+    size_t i = 0;
+    while (strncmp(r.lines[i], "A open", 6) != 0)
+        i++;
+    if (strncmp(r.lines[i], want, strlen(want)) != 0)
+        fail_msg("open line: %s", r.lines[i]);
+    assert_non_null(strstr(r.lines[i], "\"state\":\"open\""));
+    assert_non_null(strstr(r.lines[i], "\"detectors\":{\"level\":"));
+    tg_engine_destroy(en);
+    tg_engine_config_destroy(ec);
+    rec_free(&r);
+}
+
+/* ---- snapshots and determinism ----------------------------------------------------------- */
+
+struct kv {
+    char *key;
+    unsigned char *value;
+    size_t key_len, value_len;
+};
+struct store {
+    struct kv *v;
+    size_t n, cap;
+};
+
+/* The compacted topic: the latest value per key. */
+static void store_put(void *ud, int32_t partition, const void *key, size_t key_len,
+                      const void *value, size_t value_len)
+{
+    (void)partition;
+    struct store *st = ud;
+    for (size_t i = 0; i < st->n; i++)
+        if (st->v[i].key_len == key_len && memcmp(st->v[i].key, key, key_len) == 0) {
+            free(st->v[i].value);
+            st->v[i].value = malloc(value_len + 1);
+            if (value_len)
+                memcpy(st->v[i].value, value, value_len);
+            st->v[i].value_len = value_len;
+            return;
+        }
+    if (st->n == st->cap) {
+        st->cap = st->cap ? st->cap * 2 : 64;
+        st->v = realloc(st->v, st->cap * sizeof *st->v);
+    }
+    struct kv *kv = &st->v[st->n++];
+    kv->key = malloc(key_len + 1);
+    memcpy(kv->key, key, key_len);
+    kv->key_len = key_len;
+    kv->value = malloc(value_len + 1);
+    if (value_len)
+        memcpy(kv->value, value, value_len);
+    kv->value_len = value_len;
+}
+
+static void store_free(struct store *st)
+{
+    for (size_t i = 0; i < st->n; i++) {
+        free(st->v[i].key);
+        free(st->v[i].value);
+    }
+    free(st->v);
+}
+
+/* A stream with everything in it: several devices and metrics, noise, a spike, a shift, a
+ * flatline, a gap, out-of-order and late points. Point k of it, deterministic. */
+static void stream_point(int k, const char **device, const char **metric, int64_t *ts,
+                         double *value)
+{
+    static const char *const devs[] = {"a", "b", "c"};
+    static const char *const mets[] = {"temp", "hum"};
+    struct rng g = {(uint64_t)k * 7919 + 1};
+    int d = k % 3, m = (k / 3) % 2;
+    int step = k / 6;
+    *device = devs[d];
+    *metric = mets[m];
+    *ts = 1700000000000 + (int64_t)step * 1000 + d * 10;
+    if (k % 97 == 5)
+        *ts -= 3000; /* out of order, within the lateness */
+    if (k % 211 == 7)
+        *ts -= 30000; /* late */
+    if (d == 2 && step > 600 && step < 700)
+        *ts += 3600000; /* device c jumps an hour ahead for a while */
+    double v = (m ? 50 : 20) + 0.5 * rng_gauss(&g);
+    if (step == 400)
+        v += 10;
+    if (d == 1 && step > 800 && step < 900)
+        v += 4;
+    if (d == 0 && m == 0 && step > 1000 && step < 1100)
+        v = 20.25;
+    *value = v;
+}
+
+static void restored_engine_continues_byte_for_byte(void **state)
+{
+    (void)state;
+    char err[512];
+    const char *sets[] = {"detect.seasonal=on", "alert.update_interval_ms=5000", NULL};
+    struct tg_engine_config *ec = make_config(sets, err, sizeof err);
+    assert_non_null(ec);
+    const int total = 1200 * 6, cut = 530 * 6 + 2;
+    /* Reference: one engine, never stopped. */
+    struct rec ref = {0};
+    struct tg_engine *en = tg_engine_new(ec, rec_emit, &ref);
+    tg_engine_partition_add(en, 0);
+    for (int k = 0; k < total; k++) {
+        const char *dev, *met;
+        int64_t ts;
+        double v;
+        stream_point(k, &dev, &met, &ts, &v);
+        feed(en, 0, dev, met, ts, v);
+        if (k % 1000 == 999)
+            tg_engine_sweep(en, ts + 1000);
+    }
+    tg_engine_flush(en);
+    tg_engine_destroy(en);
+
+    /* The same input, snapshots taken now and then; the engine dies at `cut` and a new one
+     * restores the latest snapshot (taken at cut) and goes on. */
+    struct rec a = {0}, b = {0};
+    struct store st = {0};
+    en = tg_engine_new(ec, rec_emit, &a);
+    tg_engine_partition_add(en, 0);
+    for (int k = 0; k < cut; k++) {
+        const char *dev, *met;
+        int64_t ts;
+        double v;
+        stream_point(k, &dev, &met, &ts, &v);
+        feed(en, 0, dev, met, ts, v);
+        if (k % 1000 == 999)
+            tg_engine_sweep(en, ts + 1000);
+        if (k % 333 == 0)
+            tg_engine_snapshot_dirty(en, store_put, &st);
+    }
+    tg_engine_snapshot_dirty(en, store_put, &st);
+    tg_engine_destroy(en);
+    en = tg_engine_new(ec, rec_emit, &b);
+    tg_engine_partition_add(en, 0);
+    for (size_t i = 0; i < st.n; i++)
+        assert_int_equal(tg_engine_restore(en, st.v[i].key, st.v[i].key_len, st.v[i].value,
+                                           st.v[i].value_len),
+                         TG_OK);
+    for (int k = cut; k < total; k++) {
+        const char *dev, *met;
+        int64_t ts;
+        double v;
+        stream_point(k, &dev, &met, &ts, &v);
+        feed(en, 0, dev, met, ts, v);
+        if (k % 1000 == 999)
+            tg_engine_sweep(en, ts + 1000);
+    }
+    tg_engine_flush(en);
+    tg_engine_destroy(en);
+
+    assert_true(ref.alerts >= 4); /* the stream does hold incidents */
+    assert_true(ref.aggregates > 50);
+    assert_int_equal(a.n + b.n, ref.n);
+    for (size_t i = 0; i < ref.n; i++) {
+        const char *got = i < a.n ? a.lines[i] : b.lines[i - a.n];
+        if (strcmp(got, ref.lines[i]) != 0)
+            fail_msg("output %zu differs:\n  ref %s\n  got %s", i, ref.lines[i], got);
+    }
+    rec_free(&ref);
+    rec_free(&a);
+    rec_free(&b);
+    store_free(&st);
+    tg_engine_config_destroy(ec);
+}
+
+static void restore_refuses_garbage(void **state)
+{
+    (void)state;
+    char err[512];
+    struct tg_engine_config *ec = make_config(NULL, err, sizeof err);
+    struct rec r = {0};
+    struct tg_engine *en = tg_engine_new(ec, rec_emit, &r);
+    tg_engine_partition_add(en, 1);
+    const unsigned char junk[] = {1, 2, 3, 4, 5};
+    assert_int_equal(tg_engine_restore(en, "1/dev/temp", 10, junk, sizeof junk),
+                     TG_ERR_MALFORMED);
+    assert_int_equal(tg_engine_restore(en, "1/", 2, junk, sizeof junk), TG_ERR_MALFORMED);
+    assert_int_equal(tg_engine_restore(en, "x/dev/temp", 10, junk, sizeof junk),
+                     TG_ERR_MALFORMED);
+    assert_int_equal(tg_engine_restore(en, "1/dev", 5, junk, sizeof junk), TG_ERR_MALFORMED);
+    assert_int_equal(tg_engine_restore(en, "2/dev/temp", 10, junk, sizeof junk), TG_ERR_USAGE);
+    assert_int_equal(tg_engine_restore(en, "1/dev/temp", 10, NULL, 0), TG_OK); /* tombstone */
+    /* A truncated real snapshot is refused too. */
+    feed(en, 1, "dev", "temp", 1000, 1);
+    struct store st = {0};
+    tg_engine_snapshot_dirty(en, store_put, &st);
+    assert_int_equal(st.n, 2);
+    for (size_t i = 0; i < st.n; i++)
+        assert_int_equal(tg_engine_restore(en, st.v[i].key, st.v[i].key_len, st.v[i].value,
+                                           st.v[i].value_len - 1),
+                         TG_ERR_MALFORMED);
+    struct tg_engine_stats s;
+    tg_engine_stats(en, &s);
+    assert_int_equal(s.series, 1);
+    store_free(&st);
+    tg_engine_destroy(en);
+    tg_engine_config_destroy(ec);
+    rec_free(&r);
+}
+
+static void idle_series_are_evicted_with_a_tombstone(void **state)
+{
+    (void)state;
+    char err[512];
+    const char *sets[] = {"engine.series_idle_ms=7200000", NULL};
+    struct tg_engine_config *ec = make_config(sets, err, sizeof err);
+    struct rec r = {0};
+    struct tg_engine *en = tg_engine_new(ec, rec_emit, &r);
+    tg_engine_partition_add(en, 0);
+    struct rng g = {77};
+    int64_t ts = 1700000000000;
+    /* "gone" varies, then sticks with an alert open (flatline), then stops reporting;
+     * "busy" reports every 10 s for five hours. */
+    for (int i = 0; i < 300; i++, ts += 10000) {
+        feed(en, 0, "gone", "t", ts, 20 + rng_gauss(&g));
+        feed(en, 0, "busy", "t", ts, 20 + rng_gauss(&g));
+    }
+    for (int i = 0; i < 15; i++, ts += 10000) {
+        feed(en, 0, "gone", "t", ts, 5);
+        feed(en, 0, "busy", "t", ts, 20 + rng_gauss(&g));
+    }
+    assert_int_equal(rec_count(&r, "A open gone/t/"), 1);
+    struct store st = {0};
+    tg_engine_snapshot_dirty(en, store_put, &st);
+    for (int i = 0; i < 5 * 360; i++, ts += 10000)
+        feed(en, 0, "busy", "t", ts, 20 + rng_gauss(&g));
+    struct tg_engine_stats s;
+    tg_engine_stats(en, &s);
+    assert_int_equal(s.series_evicted, 1);
+    assert_int_equal(s.series, 1);
+    /* Its open alert was closed when it was forgotten, not left open forever... */
+    assert_int_equal(rec_count(&r, "A close gone/t/"), 1);
+    /* ...and the state topic gets a tombstone for it. */
+    tg_engine_snapshot_dirty(en, store_put, &st);
+    bool found = false;
+    for (size_t i = 0; i < st.n; i++)
+        if (st.v[i].key_len == 8 && memcmp(st.v[i].key, "0/gone/t", 8) == 0) {
+            assert_int_equal(st.v[i].value_len, 0);
+            found = true;
+        }
+    assert_true(found);
+    store_free(&st);
+    tg_engine_destroy(en);
+    tg_engine_config_destroy(ec);
+    rec_free(&r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(config_defaults_build),
+        cmocka_unit_test(config_bad_number_names_file_line_key),
+        cmocka_unit_test(config_lateness_beyond_window_refused),
+        cmocka_unit_test(windows_tumble_with_out_of_order_input),
+        cmocka_unit_test(windows_emit_in_key_order_and_per_partition),
+        cmocka_unit_test(spike_is_one_alert_open_then_close),
+        cmocka_unit_test(restored_engine_continues_byte_for_byte),
+        cmocka_unit_test(restore_refuses_garbage),
+        cmocka_unit_test(idle_series_are_evicted_with_a_tombstone),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

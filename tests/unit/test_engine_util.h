@@ -1,0 +1,120 @@
+/*
+ * test_engine_util.h - shared by the worker engine's unit tests: an engine built from
+ * --set assignments, an output recorder, and a deterministic noise source.
+ */
+#ifndef TEST_ENGINE_UTIL_H
+#define TEST_ENGINE_UTIL_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "engine.h"
+
+struct rec {
+    char **lines; /* "A <state> <id> <json>" or "G <json>" */
+    size_t n, cap;
+    size_t alerts, opens, closes, aggregates;
+};
+
+static inline void rec_push(struct rec *r, const char *line)
+{
+    if (r->n == r->cap) {
+        r->cap = r->cap ? r->cap * 2 : 64;
+        r->lines = realloc(r->lines, r->cap * sizeof *r->lines);
+    }
+    r->lines[r->n++] = strdup(line);
+}
+
+static inline void rec_emit(void *ud, const struct tg_engine_output *out)
+{
+    struct rec *r = ud;
+    char *line = malloc(out->value_len + 512);
+    if (out->kind == TG_ENGINE_ALERT) {
+        snprintf(line, out->value_len + 512, "A %s %s %.*s", out->alert_state, out->alert_id,
+                 (int)out->value_len, out->value);
+        r->alerts++;
+        r->opens += strcmp(out->alert_state, "open") == 0;
+        r->closes += strcmp(out->alert_state, "close") == 0;
+    } else {
+        snprintf(line, out->value_len + 512, "G %.*s", (int)out->value_len, out->value);
+        r->aggregates++;
+    }
+    rec_push(r, line);
+    free(line);
+}
+
+static inline void rec_free(struct rec *r)
+{
+    for (size_t i = 0; i < r->n; i++)
+        free(r->lines[i]);
+    free(r->lines);
+    memset(r, 0, sizeof *r);
+}
+
+/* Number of recorded lines that start with prefix. */
+static inline size_t rec_count(const struct rec *r, const char *prefix)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < r->n; i++)
+        n += strncmp(r->lines[i], prefix, strlen(prefix)) == 0;
+    return n;
+}
+
+static inline void rec_dump(const struct rec *r, size_t max)
+{
+    for (size_t i = 0; i < r->n && i < max; i++)
+        fprintf(stderr, "  %s\n", r->lines[i]);
+}
+
+/* A config of the engine's schema with the given --set assignments (NULL-terminated);
+ * NULL and the error in err when it does not build. */
+static inline struct tg_engine_config *make_config(const char *const *sets, char *err, size_t errlen)
+{
+    size_t n;
+    const struct tg_config_key *keys = tg_engine_config_keys(&n);
+    struct tg_config *cfg = tg_config_new(keys, n);
+    struct tg_engine_config *ec = NULL;
+    for (size_t i = 0; sets && sets[i]; i++)
+        if (tg_config_set(cfg, sets[i]) != TG_OK) {
+            snprintf(err, errlen, "%s", tg_config_error(cfg));
+            goto out;
+        }
+    ec = tg_engine_config_from(cfg, err, errlen);
+out:
+    tg_config_destroy(cfg);
+    return ec;
+}
+
+/* xorshift64* and Box-Muller: the same noise on every run and machine. */
+struct rng {
+    uint64_t s;
+};
+static inline double rng_uniform(struct rng *g)
+{
+    g->s ^= g->s >> 12;
+    g->s ^= g->s << 25;
+    g->s ^= g->s >> 27;
+    return (double)((g->s * 2685821657736338717ull) >> 11) / 9007199254740992.0;
+}
+static inline double rng_gauss(struct rng *g)
+{
+    double u = rng_uniform(g), v = rng_uniform(g);
+    if (u < 1e-300)
+        u = 1e-300;
+    return sqrt(-2 * log(u)) * cos(2 * M_PI * v);
+}
+
+/* Offers one reading of one metric. */
+static inline tg_err feed(struct tg_engine *en, int32_t partition, const char *device,
+                   const char *metric, int64_t ts, double value)
+{
+    struct tg_metric m = {.name = metric, .value = value};
+    struct tg_reading rd = {.device = device, .ts_ms = ts, .n_metrics = 1, .metrics = &m};
+    return tg_engine_process(en, partition, &rd);
+}
+
+#endif

@@ -1,0 +1,427 @@
+/*
+ * detect.c - the detectors of one series, and their combination into one score.
+ *
+ * Each detector turns a sample into a statistic in its own units (a robust z, an EWMA chart
+ * z, a run length) and divides it by its threshold: ratio 1 means "at its threshold". The
+ * series' ratio is the largest of them, divided by a per-series multiplier (noise
+ * adaptation, below), and the score is 1 - 2^-(r^2): 0.5 at r = 1, 0.94 at r = 2, monotone,
+ * in [0, 1). The alert threshold compares that score.
+ *
+ * Scales: every detector divides by a scale that can be zero on a constant or quantized
+ * series, so each is floored by the larger of min_scale (config), the smallest non-zero step
+ * the series has shown (the sensor's quantum) and a relative epsilon. A constant series then
+ * scores nothing for steps of its own resolution but notices a real change.
+ *
+ * Baselines learn from winsorized samples (clipped to 4 scales of the mean), so one spike
+ * barely moves them, while a lasting level shift is absorbed within about 1 / shift_alpha
+ * samples and its alert closes.
+ *
+ * Noise adaptation: a heavy-tailed series crosses ratio 1 now and then though nothing is
+ * wrong. The multiplier tracks the (1 - 1e-3) quantile of the ratio by stochastic
+ * approximation: each point with a ratio just over the current multiplier (1 to 2 times it)
+ * raises it by 2 %, each other point lowers it (not below 1) by the amount that balances at
+ * one exceedance in a thousand. Large ratios (clear anomalies) do not raise it, so an
+ * incident does not teach the series to ignore the next one.
+ *
+ * Everything is a pure function of the series' state and the sample: no clock, no
+ * randomness, so restored state continues exactly as the original would have.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "engine_internal.h"
+
+#define DAY_MS INT64_C(86400000)
+#define WINSOR 4.0              /* baselines learn x clipped to mean +- WINSOR scales */
+#define NOISE_UP 0.02           /* multiplier step per small exceedance */
+#define NOISE_TARGET 5e-4       /* exceedance rate the multiplier aims at */
+#define PERIOD_ALPHA 0.1        /* weight of a new step in the usual period */
+#define P_CHANGE_ALPHA 0.05     /* weight of a new sample in the change fraction */
+#define TREND_BETA 0.1          /* the trend learns a tenth as fast as the level, once warm */
+#define ANOMALOUS 0.5           /* ratio above which a point learns slowly */
+
+double detect__score(double r)
+{
+    if (!(r > 0))
+        return 0;
+    return 1.0 - exp2(-(r * r));
+}
+
+size_t series__size(const struct detect_params *dp, size_t dev_len, size_t metric_len)
+{
+    return sizeof(struct series) + series__key_bytes(dev_len, metric_len) + dp->ring_bytes +
+           dp->seasonal_bytes;
+}
+
+void detect__reset(struct series *s, const struct detect_params *dp)
+{
+    s->flags &= (uint8_t)~SERIES_HAS_LAST;
+    s->level_n = s->level_pos = 0;
+    s->n = 0;
+    s->stuck_run = 0;
+    s->period_ms = 0;
+    s->resolution = 0;
+    s->p_change = 0;
+    s->calib = 1;
+    s->last_ts = 0;
+    s->last_value = 0;
+    s->shift_mean = s->shift_var = s->shift_fast = s->shift_trend = s->shift_dvar = 0;
+    s->rate_mean = s->rate_var = 0;
+    s->stuck_ref = 0;
+    s->first_day = 0;
+    if (dp->on[DET_SEASONAL]) {
+        struct seasonal_bucket *bk = series__buckets(s, dp);
+        for (int i = 0; i < dp->seasonal_buckets; i++)
+            bk[i] = (struct seasonal_bucket){.mean = 0, .var = -1};
+    }
+}
+
+/* Median of v[0..n) (n >= 1), sorting v in place: insertion sort, n is at most 31. */
+static double median_inplace(double *v, int n)
+{
+    for (int i = 1; i < n; i++) {
+        double x = v[i];
+        int j = i - 1;
+        while (j >= 0 && v[j] > x) {
+            v[j + 1] = v[j];
+            j--;
+        }
+        v[j + 1] = x;
+    }
+    return (n & 1) ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* An exponentially weighted Welford step: mean and variance of x with weight alpha. */
+static void ew_update(double *mean, double *var, double x, double alpha)
+{
+    double d = x - *mean;
+    *mean += alpha * d;
+    *var = (1 - alpha) * (*var + alpha * d * d);
+}
+
+static double clampd(double x, double lo, double hi)
+{
+    return x < lo ? lo : x > hi ? hi : x;
+}
+
+/* Warm-up weight: the running (Welford) mean of the first samples, then alpha. */
+static double warm_alpha(uint32_t n, double alpha)
+{
+    double w = 1.0 / (double)(n + 1);
+    return w > alpha ? w : alpha;
+}
+
+static void level_point(struct series *s, const struct detect_params *dp, double x, bool warm,
+                        double floor, struct detect_result *res)
+{
+    double *ring = series__ring(s);
+    int need = dp->level_window / 2 + 1;
+    if (warm && s->level_n >= need) {
+        double v[TG_ENGINE_LEVEL_WINDOW_MAX];
+        int n = s->level_n;
+        memcpy(v, ring, (size_t)n * sizeof *v);
+        double med = median_inplace(v, n);
+        for (int i = 0; i < n; i++)
+            v[i] = fabs(v[i] - med);
+        double mad = median_inplace(v, n) * 1.4826;
+        /* The MAD of a short window is itself noisy (a window of 15 can give a third of the
+         * true deviation), so the scale is at least most of the long-run deviation. */
+        double scale = 0.8 * sqrt(s->shift_var);
+        if (mad > scale)
+            scale = mad;
+        if (scale < floor)
+            scale = floor;
+        res->ratio[DET_LEVEL] = fabs(x - med) / scale / dp->threshold[DET_LEVEL];
+        res->baseline[DET_LEVEL] = med;
+    }
+    ring[s->level_pos] = x;
+    s->level_pos = (uint8_t)((s->level_pos + 1) % dp->level_window);
+    if (s->level_n < dp->level_window)
+        s->level_n++;
+}
+
+/* The shift detector's baseline is Holt's linear smoothing (a level and a trend per second),
+ * so a series that rises and falls with the day is not "shifted" by the lag a flat mean
+ * would have on every slope; the fast EWMA rides the same trend. */
+static double shift_predict(const struct series *s, double dt_s)
+{
+    return s->shift_mean + s->shift_trend * dt_s;
+}
+
+static void shift_score(struct series *s, const struct detect_params *dp, double x, double dt_s,
+                        bool warm, double floor, struct detect_result *res)
+{
+    double sd = sqrt(s->shift_var);
+    if (sd < floor)
+        sd = floor;
+    double lambda = dp->shift_lambda;
+    double fast = s->shift_fast + s->shift_trend * dt_s;
+    s->shift_fast = fast + lambda * (x - fast);
+    /* The chart scores once the trend has had 2 / shift_alpha samples to settle, and a
+     * difference of one sensor quantum is never a shift. */
+    if (warm && dp->on[DET_SHIFT] &&
+        s->n >= (uint32_t)dp->warmup_samples + (uint32_t)(2 / dp->shift_alpha)) {
+        double chart_sd = sd * sqrt(lambda / (2 - lambda));
+        /* What the chart statistic itself has been spreading by: on a curving series (a
+         * daily cycle) the fast and slow baselines lag differently, and that is no shift. */
+        double seen_sd = sqrt(s->shift_dvar);
+        if (chart_sd < seen_sd)
+            chart_sd = seen_sd;
+        if (chart_sd < floor)
+            chart_sd = floor;
+        double base = shift_predict(s, dt_s);
+        res->ratio[DET_SHIFT] = fabs(s->shift_fast - base) / chart_sd / dp->threshold[DET_SHIFT];
+        res->baseline[DET_SHIFT] = base;
+    }
+}
+
+static void shift_learn(struct series *s, const struct detect_params *dp, double x, double dt_s,
+                        bool warm, double floor, double slow)
+{
+    double sd = sqrt(s->shift_var);
+    if (sd < floor)
+        sd = floor;
+    double pred = shift_predict(s, dt_s);
+    double e = x - pred;
+    if (warm)
+        e = clampd(e, -WINSOR * sd, WINSOR * sd);
+    double a = warm_alpha(s->n, dp->shift_alpha) * slow;
+    double level = pred + a * e;
+    if (warm && dt_s > 0) {
+        /* The trend learns only once the level has settled, at a fixed rate: learned
+         * from the first samples' Welford steps it would be noise that persists. */
+        double b = dp->shift_alpha * slow * TREND_BETA;
+        s->shift_trend = (1 - b) * s->shift_trend + b * (level - s->shift_mean) / dt_s;
+    }
+    if (warm) {
+        double d = s->shift_fast - pred;
+        double lim = WINSOR * sqrt(s->shift_dvar) + sd;
+        d = clampd(d, -lim, lim);
+        s->shift_dvar += a * (d * d - s->shift_dvar);
+    }
+    s->shift_mean = level;
+    s->shift_var = (1 - a) * (s->shift_var + a * e * e);
+}
+
+/* The rate of change per second of x after s->last_value: the step divided by the time it
+ * took, but by no less than half the usual period, so two samples that arrive together
+ * (irregular sampling, a burst after a reconnect) do not make an infinite rate. */
+static double rate_of(const struct series *s, double x, double dt_ms)
+{
+    double half_period = 0.5 * s->period_ms;
+    double dt_s = (dt_ms > half_period ? dt_ms : half_period) / 1000.0;
+    return dt_s > 0 ? (x - s->last_value) / dt_s : 0;
+}
+
+/* The spread of the rate: its own variability plus what the level's noise makes of a step
+ * of dt (noise / dt: large for close samples), so irregular sampling does not make close
+ * pairs look fast. */
+static double rate_sd(const struct series *s, double floor, double dt_ms)
+{
+    double dt_s = dt_ms / 1000.0;
+    double rate_floor = floor / (s->period_ms > 0 ? s->period_ms / 1000.0 : 1.0);
+    double var = s->rate_var;
+    if (dt_s > 0)
+        var += 2 * s->shift_var / (dt_s * dt_s);
+    double sd = sqrt(var);
+    return sd < rate_floor ? rate_floor : sd;
+}
+
+static void rate_score(struct series *s, const struct detect_params *dp, double x, double dt_ms,
+                       double floor, struct detect_result *res)
+{
+    double rate = rate_of(s, x, dt_ms);
+    res->ratio[DET_RATE] = fabs(rate - s->rate_mean) / rate_sd(s, floor, dt_ms) / dp->threshold[DET_RATE];
+    res->baseline[DET_RATE] = s->last_value;
+}
+
+static void rate_learn(struct series *s, const struct detect_params *dp, double x, double dt_ms,
+                       bool warm, double floor, double slow)
+{
+    double rate = rate_of(s, x, dt_ms);
+    if (warm) {
+        double sd = rate_sd(s, floor, dt_ms);
+        rate = clampd(rate, s->rate_mean - WINSOR * sd, s->rate_mean + WINSOR * sd);
+    }
+    ew_update(&s->rate_mean, &s->rate_var, rate, warm_alpha(s->n, dp->shift_alpha) * slow);
+}
+
+static void stuck_point(struct series *s, const struct detect_params *dp, double x,
+                        struct detect_result *res)
+{
+    bool same = fabs(x - s->stuck_ref) <= dp->stuck_tolerance;
+    if (same) {
+        if (s->stuck_run < UINT32_MAX)
+            s->stuck_run++;
+    } else {
+        s->stuck_run = 1;
+        s->stuck_ref = x;
+    }
+    uint32_t n = (uint32_t)dp->stuck_samples;
+    /* The change fraction learns from ordinary samples and, once a flatline has lasted 20
+     * times its length, from the flatline too: a series that became constant for good
+     * stops being reported, one long alert rather than forever. */
+    if (s->stuck_run < n || s->stuck_run > 20 * n)
+        s->p_change += (float)(P_CHANGE_ALPHA * ((same ? 0.0 : 1.0) - s->p_change));
+    if (s->stuck_run >= n) {
+        /* A series that changes at most samples flatlines at N; one that repeats values
+         * often needs proportionally longer; one that never varied never fires. */
+        double p = s->p_change / 0.8;
+        if (p > 1)
+            p = 1;
+        res->ratio[DET_STUCK] = (double)s->stuck_run / n * p;
+        res->baseline[DET_STUCK] = s->stuck_ref;
+    }
+}
+
+static void seasonal_point(struct series *s, const struct detect_params *dp, int64_t ts,
+                           double x, double floor, struct detect_result *res)
+{
+    struct seasonal_bucket *bk = series__buckets(s, dp);
+    int64_t tod = ts % DAY_MS;
+    if (tod < 0)
+        tod += DAY_MS;
+    int64_t day = (ts - tod) / DAY_MS;
+    int64_t bucket_ms = DAY_MS / dp->seasonal_buckets;
+    int64_t bi = tod / bucket_ms;
+    struct seasonal_bucket *b = &bk[bi < dp->seasonal_buckets ? bi : dp->seasonal_buckets - 1];
+    if (!(s->flags & SERIES_HAS_LAST))
+        s->first_day = (int32_t)day;
+    int64_t age_days = day - s->first_day; /* whole days the profile has been learning */
+    if (b->var < 0) {
+        b->mean = (float)x;
+        b->var = 0;
+        return;
+    }
+    double sd = sqrt((double)b->var);
+    if (sd < floor)
+        sd = floor;
+    /* A bucket scores once the series has min_days days behind it, against what those
+     * days taught it. */
+    bool learned = age_days >= dp->seasonal_min_days;
+    if (learned) {
+        res->ratio[DET_SEASONAL] = fabs(x - b->mean) / sd / dp->threshold[DET_SEASONAL];
+        res->baseline[DET_SEASONAL] = b->mean;
+    }
+    /* Weight per sample so that a bucket remembers about seasonal_days days whatever the
+     * sampling period; while the profile is younger than that, as many days as it has. */
+    double period = s->period_ms > 0 ? s->period_ms : 1000.0;
+    int64_t memory_days = age_days + 1 < dp->seasonal_days ? age_days + 1 : dp->seasonal_days;
+    double alpha = period / ((double)bucket_ms * (double)memory_days);
+    if (alpha > 1)
+        alpha = 1;
+    double xv = x;
+    if (learned)
+        xv = clampd(x, b->mean - WINSOR * sd, b->mean + WINSOR * sd);
+    double mean = b->mean, var = b->var;
+    ew_update(&mean, &var, xv, alpha);
+    b->mean = (float)mean;
+    b->var = (float)var;
+}
+
+void detect__point(struct series *s, const struct detect_params *dp, int64_t ts, double x,
+                   struct detect_result *res)
+{
+    memset(res, 0, sizeof *res);
+    res->dominant = DET_LEVEL;
+    if (!(s->flags & SERIES_HAS_LAST)) {
+        /* First sample: every baseline starts at it. */
+        s->shift_mean = s->shift_fast = x;
+        s->shift_var = 0;
+        s->stuck_ref = x;
+        s->stuck_run = 1;
+        if (dp->on[DET_LEVEL])
+            level_point(s, dp, x, false, 0, res);
+        if (dp->on[DET_SEASONAL])
+            seasonal_point(s, dp, ts, x, 0, res);
+        s->n = 1;
+        s->flags |= SERIES_HAS_LAST;
+        s->last_ts = ts;
+        s->last_value = x;
+        return;
+    }
+    double dt = (double)(ts - s->last_ts);
+    if (s->period_ms <= 0)
+        s->period_ms = (float)dt;
+    else
+        s->period_ms += (float)(PERIOD_ALPHA * ((dt < 4 * s->period_ms ? dt : 4 * s->period_ms) -
+                                                s->period_ms));
+    if (dp->gap_reset_ms > 0 && ts - s->last_ts > dp->gap_reset_ms) {
+        /* After a long gap the level, shift and rate baselines may be hours out of date:
+         * learn again from here (the noise level, period, resolution and seasonal profile
+         * stay, they do not go stale). */
+        s->n = 0;
+        s->level_n = s->level_pos = 0;
+        s->shift_mean = s->shift_fast = x;
+        s->shift_trend = 0;
+        s->rate_mean = 0;
+        s->stuck_run = 0;
+        s->stuck_ref = x;
+        s->last_value = x;
+    }
+    double floor = dp->min_scale;
+    if (s->resolution > floor)
+        floor = s->resolution;
+    /* Relative floor: a step of 1e-4 of the value is never news on its own (a battery at
+     * 4.1 V ticking by 1 mV after days of a constant reading). */
+    double eps = 1e-4 * fabs(s->last_value) + 1e-12;
+    if (floor < eps)
+        floor = eps;
+    bool warm = s->n >= (uint32_t)dp->warmup_samples;
+
+    /* Score against what was learned so far... */
+    if (dp->on[DET_LEVEL])
+        level_point(s, dp, x, warm, floor, res);
+    double dt_s = dt / 1000.0;
+    shift_score(s, dp, x, dt_s, warm, floor, res);
+    bool rate_warm = warm && s->n > 1;
+    if (dp->on[DET_RATE] && rate_warm)
+        rate_score(s, dp, x, dt, floor, res);
+    if (dp->on[DET_STUCK])
+        stuck_point(s, dp, x, res);
+    if (dp->on[DET_SEASONAL])
+        seasonal_point(s, dp, ts, x, floor, res);
+
+    double r = 0;
+    for (int d = 0; d < DET__COUNT; d++)
+        if (res->ratio[d] > r) {
+            r = res->ratio[d];
+            res->dominant = d;
+        }
+    /* ...then learn. A point that stands out teaches the mean and variance a tenth as much:
+     * winsorizing alone still lets a shifted stretch inflate the variance within a few
+     * samples and hide itself; slowed down, a shift stays visible for its duration and a
+     * permanent one is still absorbed (in about 10 / shift_alpha samples). */
+    double slow = r >= ANOMALOUS ? 0.1 : 1.0;
+    shift_learn(s, dp, x, dt_s, warm, floor, slow); /* its mean and variance serve level too */
+    if (dp->on[DET_RATE])
+        rate_learn(s, dp, x, dt, rate_warm, floor, slow);
+    if (dp->noise_adapt && warm) {
+        double m = s->calib < 1 ? 1.0 : s->calib;
+        double rel = r / m;
+        if (rel >= 1 && rel < 2)
+            m *= 1 + NOISE_UP;
+        else if ((m *= 1 - NOISE_UP * NOISE_TARGET / (1 - NOISE_TARGET)) < 1)
+            m = 1;
+        r /= s->calib < 1 ? 1.0 : s->calib; /* this point is judged by the old multiplier */
+        s->calib = (float)m;
+    }
+    /* The quantum learns after scoring: a constant series' first change is judged against
+     * the quantum it had, not against itself. */
+    double step = fabs(x - s->last_value);
+    if (step > 0 && (s->resolution == 0 || step < s->resolution))
+        s->resolution = (float)step;
+    res->scored = warm || res->ratio[DET_STUCK] > 0 || res->ratio[DET_SEASONAL] > 0;
+    res->r = r;
+    res->score = detect__score(r);
+    if (s->n < UINT32_MAX)
+        s->n++;
+    s->last_ts = ts;
+    s->last_value = x;
+}
+
+void detect__opened(struct series *s, const struct detect_params *dp, double r)
+{
+    if (dp->noise_adapt && r < 2)
+        s->calib = (float)((s->calib < 1 ? 1.0 : s->calib) * 1.5);
+}

@@ -1,0 +1,234 @@
+/*
+ * engine_internal.h - what the engine's files (engine*.c, detect.c, series_table.c,
+ * snapshot.c) share and nobody else sees: the parsed configuration, a series' state, the
+ * detectors' entry points and the series table. Cross-file internals are named
+ * module__verb() (style.md).
+ */
+#ifndef TG_ENGINE_INTERNAL_H
+#define TG_ENGINE_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine.h"
+#include "engine_options.h"
+
+/* The detectors, in the order their ratios are compared (the first of equal ratios wins). */
+enum detector {
+    DET_LEVEL = 0, /* rolling median/MAD (Hampel) */
+    DET_SHIFT,     /* EWMA chart over an exponentially weighted Welford mean/variance */
+    DET_RATE,      /* rate of change per second */
+    DET_STUCK,     /* flatline after variation */
+    DET_SEASONAL,  /* same time of day on earlier days */
+    DET_SILENCE,   /* no data for k usual periods (sweep, or a gap seen in process) */
+    DET__COUNT
+};
+
+/* Kind names as alerts carry them. */
+const char *detect__name(enum detector d);
+
+/* Detector parameters of one rule (or of [detect], the default rule). */
+struct detect_params {
+    bool on[DET__COUNT];
+    double threshold[DET__COUNT]; /* level, shift, rate, seasonal: z at which ratio = 1 */
+    int level_window;             /* samples in the rolling median window */
+    double shift_alpha;           /* weight of a new sample in the slow mean/variance */
+    double shift_lambda;          /* weight of a new sample in the fast EWMA */
+    int stuck_samples;            /* N: samples within tolerance that make a flatline */
+    double stuck_tolerance;       /* absolute: |x - start of run| <= this counts as the same */
+    double silence_factor;        /* k: silent when quiet for k usual periods */
+    int seasonal_buckets;         /* buckets per day */
+    int seasonal_days;            /* memory of a bucket, in days */
+    int seasonal_min_days;        /* days a bucket must have seen before it scores */
+    double min_scale;             /* floor of every scale (absolute, metric units) */
+    int warmup_samples;           /* samples before level, shift and rate score */
+    int64_t gap_reset_ms;         /* a gap longer than this restarts the warm-up; 0: never */
+    bool noise_adapt;             /* per-series threshold multiplier from exceedance rate */
+    /* Bytes of a series' tail for this rule's detectors (derived). */
+    size_t ring_bytes, seasonal_bytes;
+};
+
+struct engine_rule {
+    char *match; /* fnmatch(3) pattern on the metric name */
+    struct detect_params dp;
+};
+
+struct tg_engine_config {
+    struct engine_rule rules[TG_ENGINE_RULES_MAX];
+    int n_rules;
+    struct detect_params defaults; /* [detect]: metrics no rule matches */
+    int64_t window_ms;
+    int64_t lateness_ms;
+    double alert_threshold;   /* combined score in (0, 1) that opens an alert */
+    double close_threshold;   /* an open alert is quiet while the score is under this */
+    int64_t quiet_ms;         /* event time under the threshold before an alert closes */
+    int quiet_samples;        /* and at least this many points under it */
+    int64_t update_interval_ms; /* least event time between two update records */
+    uint64_t max_series;      /* series beyond this are not tracked (counted) */
+    int64_t series_idle_ms;   /* evict a series this far behind its partition's watermark */
+};
+
+/* Parameters for rule index r (n_rules means the defaults). */
+static inline const struct detect_params *engine__params(const struct tg_engine_config *ec, int r)
+{
+    return r < ec->n_rules ? &ec->rules[r].dp : &ec->defaults;
+}
+
+/* The first rule whose pattern matches metric, or n_rules. */
+int engine__rule_for(const struct tg_engine_config *ec, const char *metric);
+
+/* ---- series state ----------------------------------------------------------------------- */
+
+struct series_window {
+    int64_t start;   /* window start, ms; the window is [start, start + window_ms) */
+    int64_t last_ts; /* event time of `last` */
+    double min, max, sum, last;
+    uint32_t count;  /* 0: slot free */
+};
+
+struct seasonal_bucket {
+    float mean;
+    float var; /* < 0: the bucket has not seen a sample yet */
+};
+
+enum {
+    SERIES_HAS_LAST = 1 << 0, /* last_ts / last_value hold a sample */
+    SERIES_ALERT = 1 << 1,    /* an alert (not silence) is open */
+    SERIES_SILENCE = 1 << 2,  /* a silence alert is open */
+    SERIES_DIRTY = 1 << 3,    /* changed since the last snapshot */
+};
+
+struct series {
+    uint32_t hash;
+    int32_t partition;
+    uint16_t dev_len, metric_len;
+    uint8_t rule;
+    uint8_t flags;
+    uint8_t alert_kind;  /* enum detector of the open alert */
+    uint8_t level_n;     /* values in the level ring */
+    uint8_t level_pos;   /* next slot of the ring */
+    uint32_t n;          /* samples since the last warm-up start (saturating) */
+    uint32_t stuck_run;  /* samples within tolerance of stuck_ref, this one included */
+    uint32_t quiet;      /* points under the threshold since the alert's last crossing */
+    int32_t first_day;   /* day number (UTC) of the first sample: the seasonal profile's age */
+    float period_ms;     /* usual time between samples (EW, gaps clipped) */
+    float resolution;    /* smallest non-zero step seen: the sensor's quantum */
+    float p_change;      /* EW fraction of samples that differ from the run's start */
+    float calib;         /* noise adaptation: threshold multiplier >= 1 */
+    int64_t last_ts;
+    double last_value;
+    double shift_mean, shift_var, shift_fast, shift_trend; /* trend: units per second */
+    double shift_dvar;   /* EW variance of the chart statistic (fast - baseline) */
+    double rate_mean, rate_var;
+    double stuck_ref;
+    int64_t alert_start, alert_last_over, alert_last_emit;
+    int64_t silence_start;
+    struct series_window win[TG_ENGINE_SERIES_WINDOWS];
+    /* Tail: "<device>\0<metric>\0" padded to 8 bytes first (a lookup compares it, so it
+     * sits next to the fields scoring reads), then the level ring (double x level_window)
+     * and the seasonal buckets when the rule has those detectors on. */
+    _Alignas(8) unsigned char tail[];
+};
+
+static inline size_t series__key_bytes(size_t dev_len, size_t metric_len)
+{
+    return (dev_len + metric_len + 2 + 7) & ~(size_t)7;
+}
+static inline const char *series__device(const struct series *s, const struct detect_params *dp)
+{
+    (void)dp;
+    return (const char *)s->tail;
+}
+static inline const char *series__metric(const struct series *s, const struct detect_params *dp)
+{
+    (void)dp;
+    return (const char *)s->tail + s->dev_len + 1;
+}
+static inline double *series__ring(struct series *s)
+{
+    return (double *)(void *)(s->tail + series__key_bytes(s->dev_len, s->metric_len));
+}
+static inline struct seasonal_bucket *series__buckets(struct series *s,
+                                                      const struct detect_params *dp)
+{
+    return (struct seasonal_bucket *)(void *)(s->tail +
+                                              series__key_bytes(s->dev_len, s->metric_len) +
+                                              dp->ring_bytes);
+}
+
+/* Bytes of a series with this rule and key. */
+size_t series__size(const struct detect_params *dp, size_t dev_len, size_t metric_len);
+
+/* Resets a series' detector state to "never seen a sample" (windows and alerts untouched). */
+void detect__reset(struct series *s, const struct detect_params *dp);
+
+/* What one point did to the detectors. */
+struct detect_result {
+    bool scored;                 /* false: warm-up, the detectors only learned */
+    double ratio[DET__COUNT];    /* statistic / threshold: 1 = at its threshold */
+    double baseline[DET__COUNT]; /* what the detector expected */
+    double r;                    /* max ratio after noise adaptation */
+    int dominant;                /* enum detector with the largest ratio */
+    double score;                /* combined, [0, 1) */
+};
+
+/* Feeds one sample, later than s->last_ts (or the first), to every detector of dp: scores
+ * it against what they learned, then learns it. */
+void detect__point(struct series *s, const struct detect_params *dp, int64_t ts, double x,
+                   struct detect_result *res);
+
+/* An alert opened at adapted ratio r (noise adaptation on): a modest crossing (r < 2) on a
+ * series makes the next one need 1.5 times more, decaying back over about a day of samples;
+ * a series whose noise keeps crossing the threshold stops alerting after a few. */
+void detect__opened(struct series *s, const struct detect_params *dp, double r);
+
+/* The score of a ratio: 1 - 2^-(r^2), 0.5 at r = 1. */
+double detect__score(double r);
+
+/* ---- series table ----------------------------------------------------------------------- */
+
+struct series_table;
+
+struct series_table *series_table__new(void);
+void series_table__destroy(struct series_table *st); /* frees every series too */
+uint32_t series_table__hash(int32_t partition, const char *device, size_t dev_len,
+                            const char *metric, size_t metric_len);
+/* The same in two steps, so a reading hashes its device once for all its metrics. */
+uint32_t series_table__hash_device(const char *device, size_t dev_len);
+uint32_t series_table__hash_metric(uint32_t device_hash, int32_t partition, const char *metric,
+                                   size_t metric_len);
+/* The series or NULL. */
+struct series *series_table__find(const struct series_table *st, const struct tg_engine_config *ec,
+                                  uint32_t hash, int32_t partition, const char *device,
+                                  size_t dev_len, const char *metric, size_t metric_len);
+/* Prefetch hints for a lookup of hash: the slot (stage 1), then the series the slot holds
+ * (stage 2, once the slot has arrived). A reading's metrics are looked up together so that
+ * their cache misses overlap. No effect on results. */
+void series_table__prefetch_slot(const struct series_table *st, uint32_t hash);
+void series_table__prefetch_series(const struct series_table *st, uint32_t hash);
+/* Inserts s (not present; ownership moves to the table). TG_ERR_NOMEM. */
+tg_err series_table__insert(struct series_table *st, struct series *s);
+size_t series_table__count(const struct series_table *st);
+size_t series_table__bytes(const struct series_table *st); /* slots array only */
+/* Calls fn on every series (slot order: not deterministic across restores). */
+void series_table__foreach(struct series_table *st, void (*fn)(void *ud, struct series *s),
+                           void *ud);
+/* Removes and frees every series for which pred is true. */
+void series_table__remove_if(struct series_table *st, bool (*pred)(void *ud, struct series *s),
+                             void *ud);
+
+/* ---- snapshots -------------------------------------------------------------------------- */
+
+/* Encodes a series' state into buf (TG_ENGINE_SNAPSHOT_MAX bytes); returns its length. */
+size_t snapshot__encode_series(const struct series *s, const struct detect_params *dp,
+                               unsigned char *buf);
+/* Decodes value into s (already laid out for dp, key set); TG_ERR_MALFORMED when it does not
+ * decode or was written for another layout (the series then starts cold). */
+tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
+                               const unsigned char *value, size_t len);
+size_t snapshot__encode_partition(int64_t max_ts, bool has_max, unsigned char *buf);
+tg_err snapshot__decode_partition(const unsigned char *value, size_t len, int64_t *max_ts,
+                                  bool *has_max);
+
+#endif

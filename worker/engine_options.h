@@ -1,0 +1,31 @@
+/*
+ * engine_options.h - compile-time limits of the worker's engine, in one place (lwIP's opt.h
+ * habit). Each may be overridden with -D at build time; the config's bounds follow them.
+ */
+#ifndef TG_ENGINE_OPTIONS_H
+#define TG_ENGINE_OPTIONS_H
+
+/* Rule sections [rules.1] .. [rules.N] the worker's INI may hold (the schema is static). */
+#ifndef TG_ENGINE_RULES_MAX
+#define TG_ENGINE_RULES_MAX 8
+#endif
+
+/* Largest rolling window of the level (median/MAD) detector, in samples. */
+#ifndef TG_ENGINE_LEVEL_WINDOW_MAX
+#define TG_ENGINE_LEVEL_WINDOW_MAX 31
+#endif
+
+/* Most time-of-day buckets of the seasonal detector. */
+#ifndef TG_ENGINE_SEASONAL_BUCKETS_MAX
+#define TG_ENGINE_SEASONAL_BUCKETS_MAX 48
+#endif
+
+/* Open windows a series can hold at once: allowed lateness is at most one window, so the
+ * window being filled and the one before it. */
+#define TG_ENGINE_SERIES_WINDOWS 2
+
+/* Largest snapshot value of one series, in bytes (level ring and seasonal buckets at their
+ * maximum, plus the fixed part). */
+#define TG_ENGINE_SNAPSHOT_MAX 2048
+
+#endif

@@ -1,0 +1,193 @@
+/*
+ * series_table.c - the engine's series, by (partition, device, metric): open addressing with
+ * linear probing over an array of pointers, kept at most half full, doubling as it grows.
+ *
+ * A slot holds the series' pointer and its hash, so a probe that meets another key usually
+ * rejects it without touching that series' memory (with 100,000 series, a cache miss). Series are allocated one by one (their size depends on the rule), so their
+ * addresses stay put when the table grows: the window lists and the dirty list hold them.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_internal.h"
+#include "util.h"
+
+struct slot {
+    struct series *s;
+    uint32_t hash;
+};
+
+struct series_table {
+    struct slot *slots;
+    uint32_t mask; /* capacity - 1 */
+    size_t count;
+};
+
+struct series_table *series_table__new(void)
+{
+    struct series_table *st = calloc(1, sizeof *st);
+    if (!st)
+        return NULL;
+    st->slots = calloc(1024, sizeof *st->slots);
+    if (!st->slots) {
+        free(st);
+        return NULL;
+    }
+    st->mask = 1023;
+    return st;
+}
+
+void series_table__destroy(struct series_table *st)
+{
+    if (!st)
+        return;
+    for (uint32_t i = 0; i <= st->mask; i++)
+        free(st->slots[i].s);
+    free(st->slots);
+    free(st);
+}
+
+uint32_t series_table__hash_device(const char *device, size_t dev_len)
+{
+    /* FNV-1a over device and a separator; the metric and the partition follow. */
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < dev_len; i++)
+        h = (h ^ (unsigned char)device[i]) * 16777619u;
+    return (h ^ 0xffu) * 16777619u;
+}
+
+uint32_t series_table__hash_metric(uint32_t device_hash, int32_t partition, const char *metric,
+                                   size_t metric_len)
+{
+    uint32_t h = device_hash;
+    for (size_t i = 0; i < metric_len; i++)
+        h = (h ^ (unsigned char)metric[i]) * 16777619u;
+    h ^= (uint32_t)partition * 0x9e3779b1u;
+    h ^= h >> 15;
+    h *= 0x2c1b3c6du;
+    h ^= h >> 12;
+    return h;
+}
+
+uint32_t series_table__hash(int32_t partition, const char *device, size_t dev_len,
+                            const char *metric, size_t metric_len)
+{
+    return series_table__hash_metric(series_table__hash_device(device, dev_len), partition,
+                                     metric, metric_len);
+}
+
+struct series *series_table__find(const struct series_table *st, const struct tg_engine_config *ec,
+                                  uint32_t hash, int32_t partition, const char *device,
+                                  size_t dev_len, const char *metric, size_t metric_len)
+{
+    for (uint32_t i = hash & st->mask;; i = (i + 1) & st->mask) {
+        struct series *s = st->slots[i].s;
+        if (!s)
+            return NULL;
+        if (st->slots[i].hash != hash || s->partition != partition || s->dev_len != dev_len ||
+            s->metric_len != metric_len)
+            continue;
+        const struct detect_params *dp = engine__params(ec, s->rule);
+        if (memcmp(series__device(s, dp), device, dev_len) == 0 &&
+            memcmp(series__metric(s, dp), metric, metric_len) == 0)
+            return s;
+    }
+}
+
+void series_table__prefetch_slot(const struct series_table *st, uint32_t hash)
+{
+    __builtin_prefetch(&st->slots[hash & st->mask]);
+}
+
+void series_table__prefetch_series(const struct series_table *st, uint32_t hash)
+{
+    const struct slot *sl = &st->slots[hash & st->mask];
+    if (sl->s && sl->hash == hash) {
+        __builtin_prefetch(sl->s);
+        __builtin_prefetch((const char *)sl->s + 64);
+        __builtin_prefetch((const char *)sl->s + 128);
+        __builtin_prefetch((const char *)sl->s + 192);
+        __builtin_prefetch((const char *)sl->s + 256);
+    }
+}
+
+static void place(struct slot *slots, uint32_t mask, struct series *s)
+{
+    uint32_t i = s->hash & mask;
+    while (slots[i].s)
+        i = (i + 1) & mask;
+    slots[i] = (struct slot){s, s->hash};
+}
+
+static tg_err resize(struct series_table *st, uint32_t capacity)
+{
+    struct slot *slots = calloc(capacity, sizeof *slots);
+    if (!slots)
+        return TG_ERR_NOMEM;
+    for (uint32_t i = 0; i <= st->mask; i++)
+        if (st->slots[i].s)
+            place(slots, capacity - 1, st->slots[i].s);
+    free(st->slots);
+    st->slots = slots;
+    st->mask = capacity - 1;
+    return TG_OK;
+}
+
+tg_err series_table__insert(struct series_table *st, struct series *s)
+{
+    if ((st->count + 1) * 2 > (size_t)st->mask + 1) {
+        if (st->mask >= (UINT32_MAX >> 1))
+            return TG_ERR_FULL;
+        tg_err err = resize(st, (st->mask + 1) * 2);
+        if (err != TG_OK)
+            return err;
+    }
+    place(st->slots, st->mask, s);
+    st->count++;
+    return TG_OK;
+}
+
+size_t series_table__count(const struct series_table *st)
+{
+    return st->count;
+}
+
+size_t series_table__bytes(const struct series_table *st)
+{
+    return ((size_t)st->mask + 1) * sizeof *st->slots;
+}
+
+void series_table__foreach(struct series_table *st, void (*fn)(void *ud, struct series *s),
+                           void *ud)
+{
+    for (uint32_t i = 0; i <= st->mask; i++)
+        if (st->slots[i].s)
+            fn(ud, st->slots[i].s);
+}
+
+void series_table__remove_if(struct series_table *st, bool (*pred)(void *ud, struct series *s),
+                             void *ud)
+{
+    /* Removing from a linear-probing table leaves holes in probe chains. Rather than shift
+     * entries back one by one, compact the survivors to the front of the array and place
+     * them again: removal is rare (a partition revoked). Placing only ever writes an empty
+     * slot, and the survivors not yet placed sit at indices above the one being placed, so
+     * none is overwritten. No allocation: this cannot fail. */
+    size_t kept = 0;
+    for (uint32_t i = 0; i <= st->mask; i++) {
+        struct series *s = st->slots[i].s;
+        st->slots[i].s = NULL;
+        if (!s)
+            continue;
+        if (pred(ud, s))
+            free(s);
+        else
+            st->slots[kept++].s = s;
+    }
+    st->count = kept;
+    for (size_t i = 0; i < kept; i++) {
+        struct series *s = st->slots[i].s;
+        st->slots[i].s = NULL;
+        place(st->slots, st->mask, s);
+    }
+}

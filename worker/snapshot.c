@@ -1,0 +1,282 @@
+/*
+ * snapshot.c - the binary encoding of a series' state and of a partition's state, the values
+ * of the compacted topic telemetry.worker.state.
+ *
+ * Workers on different machines (aarch64, armhf, x86-64) restore each other's snapshots, so
+ * every field is written explicitly, little-endian, doubles as their IEEE-754 bits: never a
+ * struct image. The first byte is the format version; the next bytes record the layout the
+ * rule gave the series (which detectors, ring length, buckets), and a snapshot written under
+ * another layout is refused (the series starts cold) rather than misread.
+ *
+ * Series value, version 1:
+ *   u8 version, u8 detectors bitmask, u8 level_window, u8 seasonal_buckets,
+ *   u8 flags (has_last, alert, silence), u8 alert_kind, u8 level_n, u8 level_pos,
+ *   u32 n, stuck_run, quiet, first_day; f32 period_ms, resolution, p_change, calib;
+ *   i64 last_ts; f64 last_value, shift_mean, shift_var, shift_fast, shift_trend, shift_dvar,
+ *   rate_mean, rate_var,
+ *   stuck_ref; i64 alert_start, alert_last_over, alert_last_emit, silence_start;
+ *   u8 open windows, each: i64 start, last_ts; f64 min, max, sum, last; u32 count;
+ *   level ring: level_n x f64 (when the level detector is on);
+ *   seasonal: seasonal_buckets x (f32 mean, var) (when on).
+ * Partition value, version 1: u8 version, u8 has_max, i64 max_ts.
+ */
+#include <string.h>
+
+#include "engine_internal.h"
+
+#define SNAPSHOT_VERSION 1
+#define KEEP_FLAGS (SERIES_HAS_LAST | SERIES_ALERT | SERIES_SILENCE)
+
+struct wr {
+    unsigned char *p;
+};
+
+static void put_u8(struct wr *w, unsigned v)
+{
+    *w->p++ = (unsigned char)v;
+}
+static void put_u32(struct wr *w, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        put_u8(w, (v >> (8 * i)) & 0xff);
+}
+static void put_u64(struct wr *w, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        put_u8(w, (unsigned)((v >> (8 * i)) & 0xff));
+}
+static void put_i64(struct wr *w, int64_t v)
+{
+    put_u64(w, (uint64_t)v);
+}
+static void put_f64(struct wr *w, double v)
+{
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    put_u64(w, bits);
+}
+static void put_f32(struct wr *w, float v)
+{
+    uint32_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    put_u32(w, bits);
+}
+
+struct rd {
+    const unsigned char *p, *end;
+    bool bad;
+};
+
+static bool need(struct rd *r, size_t n)
+{
+    if (r->bad || (size_t)(r->end - r->p) < n) {
+        r->bad = true;
+        return false;
+    }
+    return true;
+}
+static unsigned get_u8(struct rd *r)
+{
+    return need(r, 1) ? *r->p++ : 0;
+}
+static uint32_t get_u32(struct rd *r)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++)
+        v |= (uint32_t)get_u8(r) << (8 * i);
+    return v;
+}
+static uint64_t get_u64(struct rd *r)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)get_u8(r) << (8 * i);
+    return v;
+}
+static int64_t get_i64(struct rd *r)
+{
+    return (int64_t)get_u64(r);
+}
+static double get_f64(struct rd *r)
+{
+    uint64_t bits = get_u64(r);
+    double v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+static float get_f32(struct rd *r)
+{
+    uint32_t bits = get_u32(r);
+    float v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+static unsigned detector_mask(const struct detect_params *dp)
+{
+    unsigned m = 0;
+    for (int d = 0; d < DET__COUNT; d++)
+        if (dp->on[d])
+            m |= 1u << d;
+    return m;
+}
+
+size_t snapshot__encode_series(const struct series *s, const struct detect_params *dp,
+                               unsigned char *buf)
+{
+    struct wr w = {buf};
+    put_u8(&w, SNAPSHOT_VERSION);
+    put_u8(&w, detector_mask(dp));
+    put_u8(&w, (unsigned)dp->level_window);
+    put_u8(&w, (unsigned)dp->seasonal_buckets);
+    put_u8(&w, s->flags & KEEP_FLAGS);
+    put_u8(&w, s->alert_kind);
+    put_u8(&w, s->level_n);
+    put_u8(&w, s->level_pos);
+    put_u32(&w, s->n);
+    put_u32(&w, s->stuck_run);
+    put_u32(&w, s->quiet);
+    put_u32(&w, (uint32_t)s->first_day);
+    put_f32(&w, s->period_ms);
+    put_f32(&w, s->resolution);
+    put_f32(&w, s->p_change);
+    put_f32(&w, s->calib);
+    put_i64(&w, s->last_ts);
+    put_f64(&w, s->last_value);
+    put_f64(&w, s->shift_mean);
+    put_f64(&w, s->shift_var);
+    put_f64(&w, s->shift_fast);
+    put_f64(&w, s->shift_trend);
+    put_f64(&w, s->shift_dvar);
+    put_f64(&w, s->rate_mean);
+    put_f64(&w, s->rate_var);
+    put_f64(&w, s->stuck_ref);
+    put_i64(&w, s->alert_start);
+    put_i64(&w, s->alert_last_over);
+    put_i64(&w, s->alert_last_emit);
+    put_i64(&w, s->silence_start);
+    unsigned nwin = 0;
+    for (int k = 0; k < TG_ENGINE_SERIES_WINDOWS; k++)
+        nwin += s->win[k].count != 0;
+    put_u8(&w, nwin);
+    for (int k = 0; k < TG_ENGINE_SERIES_WINDOWS; k++) {
+        const struct series_window *sw = &s->win[k];
+        if (!sw->count)
+            continue;
+        put_i64(&w, sw->start);
+        put_i64(&w, sw->last_ts);
+        put_f64(&w, sw->min);
+        put_f64(&w, sw->max);
+        put_f64(&w, sw->sum);
+        put_f64(&w, sw->last);
+        put_u32(&w, sw->count);
+    }
+    if (dp->on[DET_LEVEL]) {
+        const double *ring = series__ring((struct series *)s);
+        for (int i = 0; i < s->level_n; i++)
+            put_f64(&w, ring[i]);
+    }
+    if (dp->on[DET_SEASONAL]) {
+        const struct seasonal_bucket *bk = series__buckets((struct series *)s, dp);
+        for (int i = 0; i < dp->seasonal_buckets; i++) {
+            put_f32(&w, bk[i].mean);
+            put_f32(&w, bk[i].var);
+        }
+    }
+    return (size_t)(w.p - buf);
+}
+
+tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
+                               const unsigned char *value, size_t len)
+{
+    struct rd r = {value, value + len, false};
+    if (get_u8(&r) != SNAPSHOT_VERSION || get_u8(&r) != detector_mask(dp) ||
+        get_u8(&r) != (unsigned)dp->level_window || get_u8(&r) != (unsigned)dp->seasonal_buckets)
+        return TG_ERR_MALFORMED;
+    unsigned flags = get_u8(&r);
+    unsigned kind = get_u8(&r);
+    unsigned level_n = get_u8(&r), level_pos = get_u8(&r);
+    if ((flags & ~(unsigned)KEEP_FLAGS) || kind >= DET__COUNT ||
+        level_n > (unsigned)dp->level_window || level_pos >= (unsigned)dp->level_window ||
+        (!dp->on[DET_LEVEL] && level_n))
+        return TG_ERR_MALFORMED;
+    s->flags = (uint8_t)flags;
+    s->alert_kind = (uint8_t)kind;
+    s->level_n = (uint8_t)level_n;
+    s->level_pos = (uint8_t)level_pos;
+    s->n = get_u32(&r);
+    s->stuck_run = get_u32(&r);
+    s->quiet = get_u32(&r);
+    s->first_day = (int32_t)get_u32(&r);
+    s->period_ms = get_f32(&r);
+    s->resolution = get_f32(&r);
+    s->p_change = get_f32(&r);
+    s->calib = get_f32(&r);
+    s->last_ts = get_i64(&r);
+    s->last_value = get_f64(&r);
+    s->shift_mean = get_f64(&r);
+    s->shift_var = get_f64(&r);
+    s->shift_fast = get_f64(&r);
+    s->shift_trend = get_f64(&r);
+    s->shift_dvar = get_f64(&r);
+    s->rate_mean = get_f64(&r);
+    s->rate_var = get_f64(&r);
+    s->stuck_ref = get_f64(&r);
+    s->alert_start = get_i64(&r);
+    s->alert_last_over = get_i64(&r);
+    s->alert_last_emit = get_i64(&r);
+    s->silence_start = get_i64(&r);
+    unsigned nwin = get_u8(&r);
+    if (nwin > TG_ENGINE_SERIES_WINDOWS)
+        return TG_ERR_MALFORMED;
+    memset(s->win, 0, sizeof s->win);
+    for (unsigned k = 0; k < nwin; k++) {
+        struct series_window *sw = &s->win[k];
+        sw->start = get_i64(&r);
+        sw->last_ts = get_i64(&r);
+        sw->min = get_f64(&r);
+        sw->max = get_f64(&r);
+        sw->sum = get_f64(&r);
+        sw->last = get_f64(&r);
+        sw->count = get_u32(&r);
+        if (!sw->count)
+            return TG_ERR_MALFORMED;
+    }
+    if (dp->on[DET_LEVEL]) {
+        double *ring = series__ring(s);
+        for (unsigned i = 0; i < level_n; i++)
+            ring[i] = get_f64(&r);
+    }
+    if (dp->on[DET_SEASONAL]) {
+        struct seasonal_bucket *bk = series__buckets(s, dp);
+        for (int i = 0; i < dp->seasonal_buckets; i++) {
+            bk[i].mean = get_f32(&r);
+            bk[i].var = get_f32(&r);
+        }
+    }
+    if (r.bad || r.p != r.end)
+        return TG_ERR_MALFORMED;
+    return TG_OK;
+}
+
+size_t snapshot__encode_partition(int64_t max_ts, bool has_max, unsigned char *buf)
+{
+    struct wr w = {buf};
+    put_u8(&w, SNAPSHOT_VERSION);
+    put_u8(&w, has_max ? 1 : 0);
+    put_i64(&w, max_ts);
+    return (size_t)(w.p - buf);
+}
+
+tg_err snapshot__decode_partition(const unsigned char *value, size_t len, int64_t *max_ts,
+                                  bool *has_max)
+{
+    struct rd r = {value, value + len, false};
+    unsigned version = get_u8(&r), hm = get_u8(&r);
+    int64_t m = get_i64(&r);
+    if (r.bad || r.p != r.end || version != SNAPSHOT_VERSION || hm > 1)
+        return TG_ERR_MALFORMED;
+    *max_ts = m;
+    *has_max = hm == 1;
+    return TG_OK;
+}
