@@ -86,7 +86,8 @@ static void broker_restarts(void **state)
     (void)state;
     struct tg_chaos_rand rnd;
     tg_chaos_rand_init(&rnd, DEFAULT_SEED, "broker restart");
-    const struct tg_gw_opts opts = {.mqtt_flags = TG_HARNESS_MQTT_PERSISTENCE};
+    const struct tg_gw_opts opts = {.kafka_tier = TG_GW_KAFKA_DEV,
+                                    .mqtt_flags = TG_HARNESS_MQTT_PERSISTENCE};
     struct tg_gw *gw = tg_gw_new(&opts);
     assert_non_null(gw);
     struct tg_gw_pub *pub = tg_gw_pub_new(gw, "chaos-pub");

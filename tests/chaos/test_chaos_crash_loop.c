@@ -109,7 +109,8 @@ static void crash_loop(void **state)
                                     .boot = 1, .rate = RATE, .format = TG_GW_MIXED};
     const int readings = plan.devices * plan.seqs;
 
-    const struct tg_gw_opts opts = {.commit_interval_ms = COMMIT_INTERVAL_MS};
+    const struct tg_gw_opts opts = {.kafka_tier = TG_GW_KAFKA_DEV,
+                                    .commit_interval_ms = COMMIT_INTERVAL_MS};
     struct tg_gw *gw = tg_gw_new(&opts);
     assert_non_null(gw);
     struct tg_gw_pub *pub = tg_gw_pub_new(gw, "chaos-pub");

@@ -156,7 +156,7 @@ static void run_policy(enum policy policy)
     /* drop_oldest never drops what librdkafka holds; its queue is kept small (as in
      * test_gw_overflow) so that there are journaled readings to drop. */
     const char *const sets[] = {path_set, overflow_set, "kafka.queue_max_messages=100", NULL};
-    const struct tg_gw_opts opts = {.sets = sets};
+    const struct tg_gw_opts opts = {.kafka_tier = TG_GW_KAFKA_DEV, .sets = sets};
     struct tg_gw *gw = tg_gw_new(&opts);
     assert_non_null(gw);
     struct tg_gw_pub *pub = tg_gw_pub_new(gw, "chaos-pub");
