@@ -1,6 +1,7 @@
 /*
  * test_chaos_disk_full.c - the journal's filesystem fills up during a Kafka outage, then space
- * returns, then Kafka does.
+ * returns, then Kafka does. Runs on either Kafka tier (TG_KAFKA_TIER; CMake registers a
+ * _real variant).
  *
  * The filesystem is a tmpfs of TMPFS_SMALL mounted in a private mount namespace that the test
  * process makes for itself (unshare(CLONE_NEWNS) before any thread exists; the gateway is its
@@ -156,13 +157,13 @@ static void run_policy(enum policy policy)
     /* drop_oldest never drops what librdkafka holds; its queue is kept small (as in
      * test_gw_overflow) so that there are journaled readings to drop. */
     const char *const sets[] = {path_set, overflow_set, "kafka.queue_max_messages=100", NULL};
-    const struct tg_gw_opts opts = {.kafka_tier = TG_GW_KAFKA_DEV, .sets = sets};
+    const struct tg_gw_opts opts = {.sets = sets};
     struct tg_gw *gw = tg_gw_new(&opts);
     assert_non_null(gw);
     struct tg_gw_pub *pub = tg_gw_pub_new(gw, "chaos-pub");
     assert_non_null(pub);
 
-    assert_int_equal(tg_harness_devkafka_outage_begin(tg_gw_devkafka(gw)), 0);
+    assert_int_equal(tg_gw_kafka_outage_begin(gw), 0);
     assert_true(tg_gw_wait_metric(gw, "tidegate_kafka_up", NULL, TG_GW_EQ, 0, 20000));
 
     const struct tg_gw_plan plan = {.prefix = "dev", .devices = DEVICES, .seqs = SEQS,
@@ -221,7 +222,7 @@ static void run_policy(enum policy policy)
     }
 
     /* Kafka returns: everything kept drains. */
-    assert_int_equal(tg_harness_devkafka_outage_end(tg_gw_devkafka(gw)), 0);
+    assert_int_equal(tg_gw_kafka_outage_end(gw), 0);
     int64_t kafka_ms = tg_harness_now_ms();
     if (!tg_harness_wait_until(all_accounted, &a, WAIT_MS * 2)) {
         tg_gw_print_log_tail(gw, 20);
