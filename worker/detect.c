@@ -38,6 +38,9 @@
 #define PERIOD_ALPHA 0.1        /* weight of a new step in the usual period */
 #define P_CHANGE_ALPHA 0.05     /* weight of a new sample in the change fraction */
 #define TREND_BETA 0.1          /* the trend learns a tenth as fast as the level, once warm */
+#define SHIFT_SETTLE_MAX 200    /* samples after warm-up before the shift chart scores, at most */
+#define DVAR_PRIOR 50           /* samples the chart spread's prior is worth */
+#define DVAR_SLOW 0.1           /* the chart spread learns this fraction as fast as the level */
 #define ANOMALOUS 0.5           /* ratio above which a point learns slowly */
 
 double detect__score(double r)
@@ -157,10 +160,11 @@ static void shift_score(struct series *s, const struct detect_params *dp, double
     double lambda = dp->shift_lambda;
     double fast = s->shift_fast + s->shift_trend * dt_s;
     s->shift_fast = fast + lambda * (x - fast);
-    /* The chart scores once the trend has had 2 / shift_alpha samples to settle, and a
+    /* The chart scores once the baseline has had 2 / shift_alpha samples (at most
+     * SHIFT_SETTLE_MAX) to settle, and a
      * difference of one sensor quantum is never a shift. */
-    if (warm && dp->on[DET_SHIFT] &&
-        s->n >= (uint32_t)dp->warmup_samples + (uint32_t)(2 / dp->shift_alpha)) {
+    double settle = 2 / dp->shift_alpha < SHIFT_SETTLE_MAX ? 2 / dp->shift_alpha : SHIFT_SETTLE_MAX;
+    if (warm && dp->on[DET_SHIFT] && s->n >= (uint32_t)dp->warmup_samples + (uint32_t)settle) {
         double chart_sd = sd * sqrt(lambda / (2 - lambda));
         /* What the chart statistic itself has been spreading by: on a curving series (a
          * daily cycle) the fast and slow baselines lag differently, and that is no shift. */
@@ -194,10 +198,22 @@ static void shift_learn(struct series *s, const struct detect_params *dp, double
         s->shift_trend = (1 - b) * s->shift_trend + b * (level - s->shift_mean) / dt_s;
     }
     if (warm) {
+        /* The chart's own spread starts from a prior worth DVAR_PRIOR samples: the level's
+         * whole variance, as if the noise were one slow wander (which the fast EWMA does not
+         * average out). A slowly wandering sensor is then not "shifted" each time it wanders
+         * before enough of its wander has been seen to know better. It then learns at a
+         * tenth of the baseline's pace: a wander's excursions are few per window, and a
+         * spread learned over too few of them is often too small. */
         double d = s->shift_fast - pred;
+        uint32_t k = s->n - (uint32_t)dp->warmup_samples;
+        if (k == 0)
+            s->shift_dvar = s->shift_var;
         double lim = WINSOR * sqrt(s->shift_dvar) + sd;
         d = clampd(d, -lim, lim);
-        s->shift_dvar += a * (d * d - s->shift_dvar);
+        double ad = 1.0 / (k + DVAR_PRIOR);
+        if (ad < a * DVAR_SLOW)
+            ad = a * DVAR_SLOW;
+        s->shift_dvar += ad * (d * d - s->shift_dvar);
     }
     s->shift_mean = level;
     s->shift_var = (1 - a) * (s->shift_var + a * e * e);
