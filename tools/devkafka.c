@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -137,6 +138,18 @@ static void usage(FILE *out)
             "  down <id|all>        take broker(s) down\n"
             "  up <id|all>          bring broker(s) back up\n"
             "  rtt <id|all> <ms>    delay every response of broker(s) by ms (0 to clear)\n"
+            "  error <id|all> <api> <error> [count [rtt_ms]]\n"
+            "                       the broker(s) answer their next count (default 1) requests\n"
+            "                       of type api with error, each after rtt_ms (default 0).\n"
+            "                       api: produce, fetch, listoffsets, metadata, offsetcommit,\n"
+            "                       offsetfetch, findcoordinator, joingroup, heartbeat,\n"
+            "                       syncgroup, apiversions, initproducerid, or an ApiKey number.\n"
+            "                       error: not_leader, timed_out, unknown_topic, too_large,\n"
+            "                       disconnect (close the connection instead of answering),\n"
+            "                       none (only the delay), any librdkafka error name\n"
+            "                       (NOT_ENOUGH_REPLICAS, ...) or a Kafka error code\n"
+            "  errors <id|all> <api>  'ok N': injected errors not consumed yet\n"
+            "  topic-error <topic> <error|none>  Metadata answers carry error for topic\n"
             "  status               one line: id:state:host:port:rtt for every broker\n"
             "  help                 list the commands\n"
             "\n"
@@ -632,6 +645,157 @@ static bool parse_target(struct devkafka *dk, const char *word, int32_t *id)
     return true;
 }
 
+/* Kafka protocol request types (ApiKey) that error injection can name. */
+static const struct {
+    const char *name;
+    int16_t key;
+} api_names[] = {
+    {"produce", 0},          {"fetch", 1},          {"listoffsets", 2},
+    {"metadata", 3},         {"offsetcommit", 8},   {"offsetfetch", 9},
+    {"findcoordinator", 10}, {"joingroup", 11},     {"heartbeat", 12},
+    {"syncgroup", 14},       {"apiversions", 18},   {"initproducerid", 22},
+};
+
+/* Short names for the errors the chaos tests inject; any librdkafka error name
+ * (rd_kafka_err2name(), e.g. NOT_ENOUGH_REPLICAS or _TRANSPORT) or number works too. */
+static const struct {
+    const char *name;
+    rd_kafka_resp_err_t err;
+} error_aliases[] = {
+    {"none", RD_KAFKA_RESP_ERR_NO_ERROR},
+    {"not_leader", RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION},
+    {"timed_out", RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT},
+    {"unknown_topic", RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART},
+    {"too_large", RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE},
+    {"disconnect", RD_KAFKA_RESP_ERR__TRANSPORT},
+};
+
+static bool parse_api(const char *word, int16_t *key)
+{
+    long v;
+    if (!word)
+        return false;
+    for (size_t i = 0; i < sizeof api_names / sizeof api_names[0]; i++) {
+        if (strcasecmp(word, api_names[i].name) == 0) {
+            *key = api_names[i].key;
+            return true;
+        }
+    }
+    if (!parse_int(word, 0, INT16_MAX, &v))
+        return false;
+    *key = (int16_t)v;
+    return true;
+}
+
+static bool parse_error(const char *word, rd_kafka_resp_err_t *err)
+{
+    long v;
+    if (!word)
+        return false;
+    for (size_t i = 0; i < sizeof error_aliases / sizeof error_aliases[0]; i++) {
+        if (strcasecmp(word, error_aliases[i].name) == 0) {
+            *err = error_aliases[i].err;
+            return true;
+        }
+    }
+    const struct rd_kafka_err_desc *descs;
+    size_t n;
+    rd_kafka_get_err_descs(&descs, &n);
+    for (size_t i = 0; i < n; i++) {
+        if (descs[i].name && strcasecmp(word, descs[i].name) == 0) {
+            *err = descs[i].code;
+            return true;
+        }
+    }
+    if (!parse_int(word, -200, 1000, &v))
+        return false;
+    *err = (rd_kafka_resp_err_t)v;
+    return true;
+}
+
+/* "error <id|all> <api> <error> [count [rtt_ms]]": pushes count (error, rtt) entries onto the
+ * error stack of each target broker for that request type. The broker answers its next count
+ * such requests with them, in order, whatever partition they are for; _TRANSPORT
+ * ("disconnect") closes the client's connection instead of answering. These calls take the
+ * cluster's lock directly (no operation for the mock thread), so no waker is needed. */
+static void cmd_error(struct devkafka *dk, char *args[5])
+{
+    int32_t id;
+    int16_t api;
+    rd_kafka_resp_err_t err;
+    long count = 1, rtt_ms = 0;
+    if (!parse_target(dk, args[0], &id))
+        return;
+    if (!parse_api(args[1], &api) || !parse_error(args[2], &err) ||
+        (args[3] && !parse_int(args[3], 1, 100000, &count))) {
+        reply("error: usage: error <id|all> <api> <error> [count [rtt_ms]]; api is a name "
+              "(produce, fetch, metadata, ...) or number, error a name (not_leader, timed_out, "
+              "unknown_topic, too_large, disconnect, none, or librdkafka's) or number, count "
+              "1-100000");
+        return;
+    }
+    if (args[4] && !parse_int(args[4], 0, RTT_MS_MAX, &rtt_ms)) {
+        reply("error: rtt_ms from 0 to %d", RTT_MS_MAX);
+        return;
+    }
+    for (int i = 0; i < dk->n_brokers; i++) {
+        if (id != -1 && dk->brokers[i].id != id)
+            continue;
+        for (long k = 0; k < count; k++) {
+            rd_kafka_resp_err_t perr = rd_kafka_mock_broker_push_request_error_rtts(
+                dk->mc, dk->brokers[i].id, api, 1, err, (int)rtt_ms);
+            if (perr) {
+                reply("error: broker %d: %s", (int)dk->brokers[i].id, rd_kafka_err2str(perr));
+                return;
+            }
+        }
+    }
+    logmsg("%s: next %ld %s request(s) answered with %s after %ld ms", args[0], count, args[1],
+           rd_kafka_err2name(err), rtt_ms);
+    reply("ok");
+}
+
+/* "errors <id|all> <api>": "ok N", the injected errors not consumed yet (summed). */
+static void cmd_errors_left(struct devkafka *dk, const char *target, const char *api_word)
+{
+    int32_t id;
+    int16_t api;
+    if (!parse_target(dk, target, &id))
+        return;
+    if (!parse_api(api_word, &api)) {
+        reply("error: usage: errors <id|all> <api>");
+        return;
+    }
+    size_t total = 0;
+    for (int i = 0; i < dk->n_brokers; i++) {
+        if (id != -1 && dk->brokers[i].id != id)
+            continue;
+        size_t cnt = 0;
+        rd_kafka_resp_err_t err =
+            rd_kafka_mock_broker_error_stack_cnt(dk->mc, dk->brokers[i].id, api, &cnt);
+        if (err) {
+            reply("error: broker %d: %s", (int)dk->brokers[i].id, rd_kafka_err2str(err));
+            return;
+        }
+        total += cnt;
+    }
+    reply("ok %zu", total);
+}
+
+/* "topic-error <topic> <error>": Metadata answers for topic carry error (none clears it), e.g.
+ * unknown_topic: the topic looks deleted to clients that refresh their metadata. */
+static void cmd_topic_error(struct devkafka *dk, const char *topic, const char *error_word)
+{
+    rd_kafka_resp_err_t err;
+    if (!topic || !topic_name_valid(topic, strlen(topic)) || !parse_error(error_word, &err)) {
+        reply("error: usage: topic-error <topic> <error|none>");
+        return;
+    }
+    rd_kafka_mock_topic_set_error(dk->mc, topic, err);
+    logmsg("topic %s: metadata error %s", topic, rd_kafka_err2name(err));
+    reply("ok");
+}
+
 static void cmd_status(struct devkafka *dk)
 {
     char line[BROKERS_MAX * 96 + 8];
@@ -654,6 +818,9 @@ static void handle_command(struct devkafka *dk, char *line)
     char *arg1 = strtok_r(NULL, " \t\r", &save);
     char *arg2 = strtok_r(NULL, " \t\r", &save);
     char *extra = strtok_r(NULL, " \t\r", &save);
+    char *arg4 = extra ? strtok_r(NULL, " \t\r", &save) : NULL;
+    char *arg5 = arg4 ? strtok_r(NULL, " \t\r", &save) : NULL;
+    char *arg6 = arg5 ? strtok_r(NULL, " \t\r", &save) : NULL;
     int32_t id;
     rd_kafka_resp_err_t err;
 
@@ -682,15 +849,34 @@ static void handle_command(struct devkafka *dk, char *line)
             reply("error: %s", rd_kafka_err2str(err));
         else
             reply("ok");
+    } else if (strcmp(verb, "error") == 0) {
+        char *args[5] = {arg1, arg2, extra, arg4, arg5};
+        if (arg6 || !arg1 || !arg2 || !extra)
+            reply("error: usage: error <id|all> <api> <error> [count [rtt_ms]]");
+        else
+            cmd_error(dk, args);
+    } else if (strcmp(verb, "errors") == 0) {
+        if (!arg2 || extra)
+            reply("error: usage: errors <id|all> <api>");
+        else
+            cmd_errors_left(dk, arg1, arg2);
+    } else if (strcmp(verb, "topic-error") == 0) {
+        if (!arg2 || extra)
+            reply("error: usage: topic-error <topic> <error|none>");
+        else
+            cmd_topic_error(dk, arg1, arg2);
     } else if (strcmp(verb, "status") == 0) {
         if (arg1)
             reply("error: usage: status");
         else
             cmd_status(dk);
     } else if (strcmp(verb, "help") == 0) {
-        reply("ok commands: down <id|all>, up <id|all>, rtt <id|all> <ms>, status, help");
+        reply("ok commands: down <id|all>, up <id|all>, rtt <id|all> <ms>, "
+              "error <id|all> <api> <error> [count [rtt_ms]], errors <id|all> <api>, "
+              "topic-error <topic> <error|none>, status, help");
     } else {
-        reply("error: unknown command '%s' (commands: down, up, rtt, status, help)", verb);
+        reply("error: unknown command '%s' (commands: down, up, rtt, error, errors, "
+              "topic-error, status, help)", verb);
     }
 }
 

@@ -1,0 +1,186 @@
+/*
+ * score_report.c - the report of `tidegate-sim score` (score.h), as a table or as JSON.
+ * An undefined ratio (no labels of a kind, no detection and no false alert) prints as "-"
+ * in the table and null in JSON, so that no reader takes it for a perfect score.
+ */
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <string.h>
+
+#include "score.h"
+
+static void fmt_ratio(char *buf, size_t size, double v)
+{
+    if (isnan(v))
+        snprintf(buf, size, "-");
+    else
+        snprintf(buf, size, "%.3f", v);
+}
+
+static void fmt_delay(char *buf, size_t size, bool has, int64_t ms)
+{
+    if (!has)
+        snprintf(buf, size, "-");
+    else
+        snprintf(buf, size, "%.1f s", (double)ms / 1000.0);
+}
+
+static void print_row(FILE *out, const char *name, const struct tg_sim_score_kind *k)
+{
+    char rec[16], prec[16], f1[16], p50[32], p90[32];
+    fmt_ratio(rec, sizeof rec, k->recall);
+    fmt_ratio(prec, sizeof prec, k->precision);
+    fmt_ratio(f1, sizeof f1, k->f1);
+    fmt_delay(p50, sizeof p50, k->has_delay, k->delay_p50_ms);
+    fmt_delay(p90, sizeof p90, k->has_delay, k->delay_p90_ms);
+    fprintf(out, "%-12s %7" PRIu64 " %9" PRIu64 " %7s %6" PRIu64 " %10s %6s %10s %10s\n", name,
+            k->labels, k->detected, rec, k->false_alerts, prec, f1, p50, p90);
+}
+
+struct kind_text {
+    FILE *out;
+    bool first;
+};
+
+static void alert_kind_text(void *ud, const char *name, uint64_t incidents, uint64_t matched,
+                            uint64_t false_alerts)
+{
+    struct kind_text *kt = ud;
+    fprintf(kt->out, "%s%s %" PRIu64 " (%" PRIu64 " matched, %" PRIu64 " false)",
+            kt->first ? "" : ", ", name, incidents, matched, false_alerts);
+    kt->first = false;
+}
+
+int tg_sim_score_print_text(const struct tg_sim_score *sc, const struct tg_sim_score_result *res,
+                            const struct tg_sim_score_context *ctx, FILE *out)
+{
+    fprintf(out,
+            "tidegate-sim score: %" PRIu64 " alert records, %" PRIu64
+            " incidents from %s (%d partitions); %" PRIu64 " labels from %s\n",
+            res->records, res->incidents, ctx->topic, ctx->partitions, res->all.labels,
+            ctx->labels_path);
+    fprintf(out,
+            "match: same device and metric (a silence label: a silence alert on any metric), "
+            "incident start within the label's interval +-%.1f s\n\n",
+            (double)ctx->slack_ms / 1000.0);
+    fprintf(out, "%-12s %7s %9s %7s %6s %10s %6s %10s %10s\n", "kind", "labels", "detected",
+            "recall", "false", "precision", "F1", "delay p50", "delay p90");
+    for (int k = 0; k < TG_ANOMALY_KINDS; k++)
+        print_row(out, tg_anomaly_kind_name((enum tg_anomaly_kind)k), &res->kind[k]);
+    print_row(out, "all", &res->all);
+    fprintf(out, "\nfalse alerts (incidents matching no label): %" PRIu64, res->all.false_alerts);
+    if (res->false_unattributed)
+        fprintf(out, " (%" PRIu64 " of an alert kind that matched no label: in \"all\" only)",
+                res->false_unattributed);
+    fprintf(out, "\n");
+    if (res->silent_at_end)
+        fprintf(out,
+                "not counted as false: %" PRIu64 " silence incidents never closed (devices that "
+                "stopped sending for good, e.g. at the end of the run)\n",
+                res->silent_at_end);
+    if (res->has_exposure && ctx->devices)
+        fprintf(out,
+                "exposure: %.1f device-hours (%" PRIu64 " devices x %.0f s), %.1f clean; "
+                "false alerts per device-hour: %.4f\n",
+                res->device_hours, ctx->devices, ctx->duration_s, res->clean_device_hours,
+                res->false_per_device_hour);
+    else
+        fprintf(out, "exposure: unknown (give --devices and --duration-s for false alerts per "
+                     "device-hour)\n");
+    fprintf(out,
+            "incidents: %" PRIu64 " matched, %" PRIu64 " extra on labels already detected, %" PRIu64
+            " opened more than once\n",
+            res->matched_incidents, res->extra_incidents, res->reopened);
+    if (res->incidents) {
+        struct kind_text kt = {out, true};
+        fprintf(out, "by alert kind: ");
+        tg_sim_score_each_alert_kind(sc, alert_kind_text, &kt);
+        fprintf(out, "\n");
+    }
+    if (res->before_since)
+        fprintf(out, "left out: %" PRIu64 " records of alerts that started before --since-ms\n",
+                res->before_since);
+    if (res->undecodable)
+        fprintf(out, "undecodable records: %" PRIu64 " (not alerts of the expected form)\n",
+                res->undecodable);
+    fprintf(out, "verdict: %s%s%s\n", ctx->pass ? "PASS" : "FAIL",
+            ctx->why && *ctx->why ? ": " : "", ctx->why ? ctx->why : "");
+    return ferror(out) ? -1 : 0;
+}
+
+/* --- JSON ------------------------------------------------------------------------------------ */
+
+static json_t *jratio(double v)
+{
+    return isnan(v) ? json_null() : json_real(v);
+}
+
+static json_t *kind_json(const struct tg_sim_score_kind *k)
+{
+    return json_pack("{s:I,s:I,s:I,s:I,s:o,s:o,s:o,s:o,s:o}", "labels", (json_int_t)k->labels,
+                     "detected", (json_int_t)k->detected, "false_alerts",
+                     (json_int_t)k->false_alerts, "incidents", (json_int_t)k->incidents,
+                     "recall", jratio(k->recall), "precision", jratio(k->precision), "f1",
+                     jratio(k->f1), "delay_p50_ms",
+                     k->has_delay ? json_integer(k->delay_p50_ms) : json_null(), "delay_p90_ms",
+                     k->has_delay ? json_integer(k->delay_p90_ms) : json_null());
+}
+
+static void alert_kind_json(void *ud, const char *name, uint64_t incidents, uint64_t matched,
+                            uint64_t false_alerts)
+{
+    json_t *obj = ud;
+    json_object_set_new(obj, name,
+                        json_pack("{s:I,s:I,s:I}", "incidents", (json_int_t)incidents, "matched",
+                                  (json_int_t)matched, "false_alerts", (json_int_t)false_alerts));
+}
+
+static json_t *floor_json(double v)
+{
+    return isnan(v) ? json_null() : json_real(v);
+}
+
+int tg_sim_score_print_json(const struct tg_sim_score *sc, const struct tg_sim_score_result *res,
+                            const struct tg_sim_score_context *ctx, FILE *out)
+{
+    int rc = -1;
+    json_t *kinds = json_object(), *akinds = json_object();
+    json_t *doc = NULL;
+    if (!kinds || !akinds)
+        goto cleanup;
+    for (int k = 0; k < TG_ANOMALY_KINDS; k++)
+        json_object_set_new(kinds, tg_anomaly_kind_name((enum tg_anomaly_kind)k),
+                            kind_json(&res->kind[k]));
+    tg_sim_score_each_alert_kind(sc, alert_kind_json, akinds);
+    const struct tg_sim_score_floors none = {NAN, NAN, NAN};
+    const struct tg_sim_score_floors *fl = ctx->floors ? ctx->floors : &none;
+    doc = json_pack(
+        "{s:s,s:s,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:O,s:O,s:o,s:{s:o,s:o,s:o},"
+        "s:{s:I,s:f,s:o,s:o,s:o},s:b,s:s}",
+        "topic", ctx->topic, "labels_path", ctx->labels_path, "partitions", ctx->partitions,
+        "slack_ms", (json_int_t)ctx->slack_ms, "records", (json_int_t)res->records,
+        "undecodable", (json_int_t)res->undecodable, "before_since",
+        (json_int_t)res->before_since, "incidents", (json_int_t)res->incidents,
+        "matched_incidents", (json_int_t)res->matched_incidents, "extra_incidents",
+        (json_int_t)res->extra_incidents, "reopened", (json_int_t)res->reopened, "silent_at_end", (json_int_t)res->silent_at_end,
+        "false_unattributed", (json_int_t)res->false_unattributed, "kinds", kinds,
+        "alert_kinds", akinds, "all", kind_json(&res->all), "floors", "min_recall",
+        floor_json(fl->min_recall), "min_f1", floor_json(fl->min_f1),
+        "max_false_per_device_hour", floor_json(fl->max_false_per_device_hour), "exposure",
+        "devices", (json_int_t)ctx->devices, "duration_s", ctx->duration_s, "device_hours",
+        jratio(res->device_hours), "clean_device_hours", jratio(res->clean_device_hours),
+        "false_per_device_hour", jratio(res->false_per_device_hour), "pass", ctx->pass, "why",
+        ctx->why ? ctx->why : "");
+    if (!doc)
+        goto cleanup;
+    if (json_dumpf(doc, out, JSON_INDENT(2) | JSON_SORT_KEYS) != 0)
+        goto cleanup;
+    fputc('\n', out);
+    rc = ferror(out) ? -1 : 0;
+cleanup:
+    json_decref(doc);
+    json_decref(kinds);
+    json_decref(akinds);
+    return rc;
+}
