@@ -491,6 +491,7 @@ static struct series *series_get(struct tg_engine *en, int32_t partition, const 
     s->dev_len = (uint16_t)dev_len;
     s->metric_len = (uint16_t)metric_len;
     s->rule = (uint8_t)rule;
+    s->lines = (uint8_t)((size + 63) / 64 < 255 ? (size + 63) / 64 : 255);
     detect__reset(s, dp);
     char *key = (char *)s->tail;
     memcpy(key, device, dev_len);
@@ -980,8 +981,9 @@ tg_err tg_engine_restore(struct tg_engine *en, const void *key, size_t key_len,
     }
     /* Copy the state, keeping the identity the table set. */
     uint32_t hash = s->hash;
-    uint8_t dirty = s->flags & SERIES_DIRTY;
+    uint8_t dirty = s->flags & SERIES_DIRTY, lines = s->lines;
     memcpy(s, tmp, sizeof *s);
+    s->lines = lines;
     size_t kb = series__key_bytes(dev_len, metric_len);
     memcpy(s->tail + kb, tmp->tail + kb, dp->ring_bytes + dp->seasonal_bytes);
     s->hash = hash;

@@ -108,6 +108,7 @@ struct series {
     uint8_t alert_kind;  /* enum detector of the open alert */
     uint8_t level_n;     /* values in the level ring */
     uint8_t level_pos;   /* next slot of the ring */
+    uint8_t lines;       /* 64-byte lines the series spans (prefetching), at most 255 */
     uint32_t n;          /* samples since the last warm-up start (saturating) */
     uint32_t stuck_run;  /* samples within tolerance of stuck_ref, this one included */
     uint32_t quiet;      /* points under the threshold since the alert's last crossing */
