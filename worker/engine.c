@@ -977,7 +977,7 @@ tg_err tg_engine_restore(struct tg_engine *en, const void *key, size_t key_len,
         mname, metric_len, &created);
     if (!s) {
         free(tmp);
-        return TG_ERR_NOMEM;
+        return series_table__count(en->st) >= en->ec->max_series ? TG_ERR_FULL : TG_ERR_NOMEM;
     }
     /* Copy the state, keeping the identity the table set. */
     uint32_t hash = s->hash;
