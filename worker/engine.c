@@ -810,8 +810,16 @@ static void sweep_one(void *ud, struct series *s)
 {
     struct sweep_ctx *sc = ud;
     const struct detect_params *dp = engine__params(sc->en->ec, s->rule);
+    /* Quiet time is measured on the wall clock from when the sweep last saw the series
+     * move, not as now - last_ts: a device whose clock is minutes behind (the gateway lets
+     * some skew through) would otherwise look silent after every reading. */
+    if (s->last_ts != s->sweep_seen_ts || s->sweep_seen_wall == 0) {
+        s->sweep_seen_ts = s->last_ts;
+        s->sweep_seen_wall = sc->now_ms;
+        return;
+    }
     if ((s->flags & SERIES_SILENCE) || !silence_ready(s, dp) ||
-        (double)(sc->now_ms - s->last_ts) <= dp->silence_factor * s->period_ms)
+        (double)(sc->now_ms - s->sweep_seen_wall) <= dp->silence_factor * s->period_ms)
         return;
     if (sc->n == sc->cap) {
         size_t cap = sc->cap ? sc->cap * 2 : 64;
@@ -984,6 +992,7 @@ tg_err tg_engine_restore(struct tg_engine *en, const void *key, size_t key_len,
     uint8_t dirty = s->flags & SERIES_DIRTY, lines = s->lines;
     memcpy(s, tmp, sizeof *s);
     s->lines = lines;
+    s->sweep_seen_ts = s->sweep_seen_wall = 0;
     size_t kb = series__key_bytes(dev_len, metric_len);
     memcpy(s->tail + kb, tmp->tail + kb, dp->ring_bytes + dp->seasonal_bytes);
     s->hash = hash;

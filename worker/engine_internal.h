@@ -125,6 +125,9 @@ struct series {
     double stuck_ref;
     int64_t alert_start, alert_last_over, alert_last_emit;
     int64_t silence_start;
+    /* The sweep's own view, on the wall clock: the last_ts it last saw change, and when.
+     * Not part of snapshots (a restored series starts a new view at the first sweep). */
+    int64_t sweep_seen_ts, sweep_seen_wall;
     struct series_window win[TG_ENGINE_SERIES_WINDOWS];
     /* Tail: "<device>\0<metric>\0" padded to 8 bytes first (a lookup compares it, so it
      * sits next to the fields scoring reads), then the level ring (double x level_window)
