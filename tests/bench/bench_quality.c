@@ -138,6 +138,21 @@ static void on_output(void *ud, const struct tg_engine_output *out)
     free(json);
 }
 
+/* BENCH_QUALITY_TRACE="q-000102 temperature_c FROM_S TO_S": every point of that series in
+ * that window, with its score and alert state. */
+static char trace_dev[32], trace_metric[32];
+static double trace_from = -1, trace_to = -1;
+static int64_t trace_t0;
+static void on_point(void *ud, const struct tg_engine_point *pt)
+{
+    (void)ud;
+    double t = (pt->ts_ms - trace_t0) / 1000.0;
+    if (t < trace_from || t > trace_to || strcmp(pt->device, trace_dev) != 0 ||
+        strcmp(pt->metric, trace_metric) != 0)
+        return;
+    printf("  trace +%.0f s %g score %.3f %s\n", t, pt->value, pt->score, pt->alert_state);
+}
+
 static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -184,6 +199,12 @@ int main(int argc, char **argv)
     char (*ids)[16] = calloc((size_t)devices, sizeof *ids);
     struct tg_hal hal = {.wall_ms = hal_wall, .mono_ms = hal_mono, .random_u32 = hal_rand};
     int64_t t0 = INT64_C(1767225600000); /* 2026-01-01 00:00 UTC */
+    const char *trace = getenv("BENCH_QUALITY_TRACE");
+    if (trace && sscanf(trace, "%31s %31s %lf %lf", trace_dev, trace_metric, &trace_from,
+                        &trace_to) == 4) {
+        trace_t0 = t0;
+        tg_engine_set_point_hook(en, on_point, NULL);
+    }
     now_ms = t0;
     for (int d = 0; d < devices; d++) {
         snprintf(ids[d], sizeof ids[d], "q-%06d", d);
@@ -302,6 +323,13 @@ int main(int argc, char **argv)
                 printf("  alert: %s %s %s +%.0f..+%.0f s%s\n", ids[alerts[a].dev], alerts[a].metric,
                        alerts[a].kind, (alerts[a].start - t0) / 1000.0,
                        (alerts[a].end - t0) / 1000.0, alerts[a].matched ? "" : " (false)");
+    if (only)
+        for (size_t l = 0; l < n_labels; l++)
+            if (labels[l].dev == atoi(only))
+                printf("  label: %s %s %s +%.0f..+%.0f s%s\n", ids[labels[l].dev], labels[l].metric,
+                       tg_anomaly_kind_name((enum tg_anomaly_kind)labels[l].kind),
+                       (labels[l].start - t0) / 1000.0, (labels[l].end - t0) / 1000.0,
+                       labels[l].detected_at < 0 ? " (missed)" : "");
     if (getenv("BENCH_QUALITY_MISSES"))
         for (size_t l = 0; l < n_labels; l++)
             if (labels[l].detected_at < 0)
