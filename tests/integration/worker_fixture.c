@@ -62,6 +62,11 @@ const char *wfx_cluster_bootstrap(const struct wfx_cluster *cl)
     return cl->dk ? tg_harness_devkafka_bootstrap(cl->dk) : tg_harness_kafka_bootstrap(cl->kf);
 }
 
+struct tg_harness_devkafka *wfx_cluster_devkafka(const struct wfx_cluster *cl)
+{
+    return cl->dk;
+}
+
 bool wfx_cluster_real(const struct wfx_cluster *cl)
 {
     return cl->kf != NULL;

@@ -24,6 +24,8 @@ struct wfx_cluster;
 struct wfx_cluster *wfx_cluster_start(bool real_kafka);
 const char *wfx_cluster_bootstrap(const struct wfx_cluster *cl);
 bool wfx_cluster_real(const struct wfx_cluster *cl);
+/* devkafka's command interface (harness.h), or NULL on the real tier. */
+struct tg_harness_devkafka *wfx_cluster_devkafka(const struct wfx_cluster *cl);
 void wfx_cluster_destroy(struct wfx_cluster *cl);
 
 /* The synthetic fleet: n_devices devices "dev-NNN", one reading per second of event time
