@@ -34,7 +34,7 @@ struct record {
     char *device;
     char *metric;
     size_t akind;   /* index in sc->akinds */
-    bool open;
+    bool open, close;
     int64_t start_ts;
     size_t arrival; /* order of arrival: the tie-break that keeps grouping stable */
 };
@@ -268,6 +268,7 @@ int tg_sim_score_add_alert(struct tg_sim_score *sc, const struct tg_sim_score_al
         .metric = met,
         .akind = (size_t)ak,
         .open = open,
+        .close = strcmp(al->state, "close") == 0,
         .start_ts = al->start_ts,
         .arrival = sc->n_records,
     };
@@ -453,6 +454,7 @@ int tg_sim_score_finish(struct tg_sim_score *sc, struct tg_sim_score_result *res
         const struct record *head = NULL;
         int64_t start = INT64_MAX;
         unsigned opens = 0;
+        bool closed = false;
         while (j < sc->n_records && strcmp(sc->records[j].id, sc->records[i].id) == 0) {
             const struct record *r = &sc->records[j];
             if (r->open) {
@@ -460,6 +462,7 @@ int tg_sim_score_finish(struct tg_sim_score *sc, struct tg_sim_score_result *res
                 if (!head)
                     head = r;
             }
+            closed |= r->close;
             if (r->start_ts < start)
                 start = r->start_ts;
             j++;
@@ -480,6 +483,11 @@ int tg_sim_score_finish(struct tg_sim_score *sc, struct tg_sim_score_result *res
             res->matched_incidents++;
             ak->matched++;
             ak->per_label_kind[l->kind]++;
+        } else if (!closed && is_silence_incident(head, sc)) {
+            /* A silence that never ended: the device stopped sending and never came back,
+             * which is what every device does when the run ends (a worker's sweep then
+             * reports it). A live device's readings would have closed it. */
+            res->silent_at_end++;
         } else {
             ak->false_alerts++;
             res->all.false_alerts++;

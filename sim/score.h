@@ -28,7 +28,10 @@
  *              holds its start, else the nearest one (then the earlier one).
  *   detected   a label with at least one matching incident. Several incidents on one label
  *              count once (the others are "extra incidents", reported, neither true nor false).
- *   false      an incident matching no label.
+ *   false      an incident matching no label, except a silence incident that never closed:
+ *              its device stopped sending for good, as every device does when the run ends,
+ *              and the worker's sweep reports that. A silence on a live device closes when
+ *              its next reading arrives. Those are counted apart (silent_at_end).
  *   recall     detected / labels;  precision  detected / (detected + false);  F1 their
  *              harmonic mean, 2 detected / (2 detected + false + missed), which is 0 for a kind
  *              with labels but neither detections nor false alerts. None of them is defined
@@ -123,7 +126,8 @@ struct tg_sim_score_result {
     struct tg_sim_score_kind all;
     uint64_t records, undecodable, before_since, incidents, matched_incidents, extra_incidents;
     uint64_t false_unattributed;
-    uint64_t reopened; /* incidents with more than one open record */
+    uint64_t reopened;      /* incidents with more than one open record */
+    uint64_t silent_at_end; /* unmatched silence incidents never closed: not false */
     bool has_exposure;
     double device_hours, clean_device_hours, false_per_device_hour; /* NAN without exposure */
 };

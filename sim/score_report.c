@@ -69,11 +69,16 @@ int tg_sim_score_print_text(const struct tg_sim_score *sc, const struct tg_sim_s
     for (int k = 0; k < TG_ANOMALY_KINDS; k++)
         print_row(out, tg_anomaly_kind_name((enum tg_anomaly_kind)k), &res->kind[k]);
     print_row(out, "all", &res->all);
-    fprintf(out, "\nfalse alerts: %" PRIu64 " incidents matched no label", res->all.false_alerts);
+    fprintf(out, "\nfalse alerts (incidents matching no label): %" PRIu64, res->all.false_alerts);
     if (res->false_unattributed)
         fprintf(out, " (%" PRIu64 " of an alert kind that matched no label: in \"all\" only)",
                 res->false_unattributed);
     fprintf(out, "\n");
+    if (res->silent_at_end)
+        fprintf(out,
+                "not counted as false: %" PRIu64 " silence incidents never closed (devices that "
+                "stopped sending for good, e.g. at the end of the run)\n",
+                res->silent_at_end);
     if (res->has_exposure && ctx->devices)
         fprintf(out,
                 "exposure: %.1f device-hours (%" PRIu64 " devices x %.0f s), %.1f clean; "
@@ -151,14 +156,14 @@ int tg_sim_score_print_json(const struct tg_sim_score *sc, const struct tg_sim_s
     const struct tg_sim_score_floors none = {NAN, NAN, NAN};
     const struct tg_sim_score_floors *fl = ctx->floors ? ctx->floors : &none;
     doc = json_pack(
-        "{s:s,s:s,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:O,s:O,s:o,s:{s:o,s:o,s:o},"
+        "{s:s,s:s,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:O,s:O,s:o,s:{s:o,s:o,s:o},"
         "s:{s:I,s:f,s:o,s:o,s:o},s:b,s:s}",
         "topic", ctx->topic, "labels_path", ctx->labels_path, "partitions", ctx->partitions,
         "slack_ms", (json_int_t)ctx->slack_ms, "records", (json_int_t)res->records,
         "undecodable", (json_int_t)res->undecodable, "before_since",
         (json_int_t)res->before_since, "incidents", (json_int_t)res->incidents,
         "matched_incidents", (json_int_t)res->matched_incidents, "extra_incidents",
-        (json_int_t)res->extra_incidents, "reopened", (json_int_t)res->reopened,
+        (json_int_t)res->extra_incidents, "reopened", (json_int_t)res->reopened, "silent_at_end", (json_int_t)res->silent_at_end,
         "false_unattributed", (json_int_t)res->false_unattributed, "kinds", kinds,
         "alert_kinds", akinds, "all", kind_json(&res->all), "floors", "min_recall",
         floor_json(fl->min_recall), "min_f1", floor_json(fl->min_f1),

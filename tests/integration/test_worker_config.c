@@ -1,8 +1,9 @@
 /*
  * test_worker_config.c - tidegate-worker's command line and configuration as an operator meets
  * them: the shipped example passes --check-config, every kind of mistake exits 1 before
- * anything starts with file:line, section and key in the message, secrets are redacted, and
- * a state topic with fewer partitions than the input topic is refused at start.
+ * anything starts with file:line, section and key in the message, secrets are redacted,
+ * `replay` takes the same worker.ini, and a state topic with fewer partitions than the input
+ * topic is refused at start.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -149,6 +150,23 @@ static void test_secrets_are_redacted(void **state)
     free(path);
 }
 
+/* `tidegate-worker replay` is dispatched to the engine's replay and takes the whole worker.ini. */
+static void test_replay_takes_the_worker_config(void **state)
+{
+    (void)state;
+    char *csv = write_ini("series.csv", "timestamp,value\n2026-01-01 00:00:00,1\n"
+                                        "2026-01-01 00:00:01,1.5\n");
+    const char *args[] = {"replay", "--csv", csv, "-c",
+                          TG_SOURCE_DIR "/config/tidegate-worker.ini", NULL};
+    char *out, *err;
+    assert_int_equal(run_worker(args, &out, &err), 0);
+    assert_non_null(strstr(out, "timestamp,value,anomaly_score"));
+    assert_non_null(strstr(out, "2026-01-01 00:00:01,1.5,"));
+    free(out);
+    free(err);
+    free(csv);
+}
+
 static void test_state_topic_too_small_is_refused(void **state)
 {
     (void)state;
@@ -179,6 +197,7 @@ int main(void)
         cmocka_unit_test(test_example_config_checks),
         cmocka_unit_test(test_mistakes_name_file_line_and_key),
         cmocka_unit_test(test_secrets_are_redacted),
+        cmocka_unit_test(test_replay_takes_the_worker_config),
         cmocka_unit_test(test_state_topic_too_small_is_refused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -242,6 +242,30 @@ static void silence_matches_silence_alerts_on_any_metric(void **state)
     tg_sim_score_destroy(sc);
 }
 
+static void a_silence_never_closed_is_the_end_of_the_run(void **state)
+{
+    (void)state;
+    struct tg_sim_score *sc = tg_sim_score_new(SLACK);
+    label(sc, "sim-00001", "*", TG_ANOMALY_SILENCE, S(100), S(160));
+    /* The run ends at 600 s: the worker's sweep opens silence on every series, and nothing
+     * closes it. Not false alerts. */
+    alert(sc, "a", "sim-00002", "temperature_c", "silence", "open", S(601));
+    alert(sc, "b", "sim-00002", "humidity_pct", "silence", "open", S(601));
+    /* An unclosed silence that matches a label still detects it. */
+    alert(sc, "c", "sim-00001", "temperature_c", "silence", "open", S(100));
+    /* A silence on a live device closes when its readings return: false. */
+    alert(sc, "d", "sim-00003", "temperature_c", "silence", "open", S(300));
+    alert(sc, "d", "sim-00003", "temperature_c", "silence", "close", S(300));
+    /* A non-silence alert never closed is false all the same. */
+    alert(sc, "e", "sim-00004", "temperature_c", "level", "open", S(599));
+    struct tg_sim_score_result res = finish(sc);
+    assert_int_equal(res.incidents, 5);
+    assert_int_equal(res.silent_at_end, 2);
+    assert_int_equal(res.all.detected, 1);
+    assert_int_equal(res.all.false_alerts, 2);
+    tg_sim_score_destroy(sc);
+}
+
 static void an_incident_matches_the_nearest_label(void **state)
 {
     (void)state;
@@ -534,6 +558,7 @@ int main(void)
         cmocka_unit_test(updates_and_close_of_one_incident_count_once),
         cmocka_unit_test(an_incident_opened_twice_is_reported),
         cmocka_unit_test(silence_matches_silence_alerts_on_any_metric),
+        cmocka_unit_test(a_silence_never_closed_is_the_end_of_the_run),
         cmocka_unit_test(an_incident_matches_the_nearest_label),
         cmocka_unit_test(delay_percentiles_by_nearest_rank),
         cmocka_unit_test(nothing_measured_never_passes),
