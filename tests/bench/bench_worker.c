@@ -11,7 +11,8 @@
  * into `telemetry` (12 partitions) first; then one worker starts, and the time from its
  * assignment to the moment its offset markers reach the end of every partition is the
  * figure (records committed per second, outputs and snapshots included), with the worker's
- * CPU per record from /proc/<pid>/stat.
+ * CPU per record from /proc/<pid>/stat. Then a second worker takes every partition, and the
+ * time it spends restoring their state (tidegate_worker_state_restore_seconds) is printed.
  *
  * Lag: a fresh cluster and worker; records are fed at R records/s (N devices, one reading
  * each per N/R seconds of real time) for T seconds, and the worker's
@@ -144,6 +145,22 @@ static void throughput(bool real, int devices, int seconds)
     double state_bytes = wfx_metric(body, "tidegate_worker_state_bytes");
     free(body);
     wfx_worker_stop(w);
+
+    /* Restore: a second worker takes every partition and restores its state. */
+    struct wfx_worker *w2 = wfx_worker_start(dir, "w2", "w2", bs, "bench", "a.", NULL);
+    wfx_worker_wait_assigned(w2, 60000);
+    double restore_s = NAN, restored = NAN;
+    for (int i = 0; i < 600 && !(restored > 0); i++) {
+        usleep(100000);
+        char *b2 = wfx_scrape(w2);
+        if (wfx_metric(b2, "tidegate_worker_state_restore_seconds_count") >= 1) {
+            restore_s = wfx_metric(b2, "tidegate_worker_state_restore_seconds_sum");
+            restored = wfx_metric(b2, "tidegate_worker_state_records_read_total");
+        }
+        free(b2);
+    }
+    wfx_worker_stop(w2);
+    wfx_worker_destroy(w2);
     /* The wait polls the state topic about every 25 ms: the figure is a little pessimistic. */
     double secs = (double)(t1 - t0) / 1000.0;
     printf("throughput on %s: %zu records (%d devices x %d s, 1 metric) through one worker\n",
@@ -158,6 +175,8 @@ static void throughput(bool real, int devices, int seconds)
            snaps, snaps > 0 ? snap_bytes / snaps : 0.0);
     printf("  state           %.0f series, %.0f bytes (%.0f per series)\n", series, state_bytes,
            series > 0 ? state_bytes / series : 0.0);
+    printf("  restore         %.3f s for all %d partitions (%.0f state records read) by a second "
+           "worker\n", restore_s, PARTS, restored);
     wfx_worker_destroy(w);
     cluster_destroy(&cl);
     tg_harness_tmpdir_done(dir);
