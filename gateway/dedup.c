@@ -40,8 +40,9 @@ struct native_state {
     uint64_t boot;
     uint64_t seq;       /* highest seq seen in boot */
     uint64_t window;    /* bit i: seq - 1 - i has been seen */
-    uint64_t prev_boot; /* KIND_NATIVE_PREV: the boot before, and its highest seq seen */
-    uint64_t prev_seq;
+    uint64_t prev_seq;  /* KIND_NATIVE_PREV: the previous boot's highest seq seen */
+    uint32_t prev_back; /* KIND_NATIVE_PREV: boot - the previous boot (1..UINT32_MAX) */
+    uint32_t newest_s;  /* newest device time taken in boot, s since the epoch; 0: unknown */
 };
 
 struct senml_state {
@@ -80,6 +81,8 @@ _Static_assert(sizeof(struct entry) == TG_DEDUP_ENTRY_BYTES, "dedup entry size c
 
 struct tg_dedup {
     struct entry *slab;
+    int64_t epoch_grace_ms;
+    struct tg_dedup_stats stats;
     uint32_t cap;       /* entries allocated */
     uint32_t used;      /* entries [0, used) have been handed out at least once */
     uint32_t max;       /* max_devices */
@@ -91,6 +94,7 @@ struct tg_dedup {
     uint32_t lru_tail;  /* least recently seen: evicted first */
     bool dirty;
     int64_t as_of_ms;
+    uint64_t last_epoch_from, last_epoch_to; /* the latest new epoch, for the log */
 };
 
 static bool is_long(const struct entry *e)
@@ -149,6 +153,7 @@ tg_err tg_dedup_new(size_t max_devices, struct tg_dedup **out)
     }
     reset(dd);
     dd->as_of_ms = INT64_MIN;
+    dd->epoch_grace_ms = TG_DEDUP_DEFAULT_EPOCH_GRACE_MS;
     *out = dd;
     return TG_OK;
 }
@@ -333,20 +338,46 @@ static uint32_t add_device(struct tg_dedup *dd, const char *id, size_t len, uint
 
 /* --- the rules ---------------------------------------------------------------------------- */
 
-static void native_start(struct entry *e, uint64_t boot, uint64_t seq)
+/* A device time in whole seconds for newest_s: 0 (unknown) outside 1 s .. 2^32-1 s. */
+static uint32_t time_s(int64_t ts_ms)
+{
+    int64_t s = ts_ms / 1000;
+    return s >= 1 && s <= (int64_t)UINT32_MAX ? (uint32_t)s : 0;
+}
+
+static void native_start(struct entry *e, uint64_t boot, uint64_t seq, int64_t ts_ms)
 {
     e->kind = KIND_NATIVE;
     memset(&e->u, 0, sizeof e->u);
     e->u.nat.boot = boot;
     e->u.nat.seq = seq;
+    e->u.nat.newest_s = time_s(ts_ms);
 }
 
-static bool native_check(struct entry *e, uint64_t boot, uint64_t seq)
+/* How a reading of another boot than the current one compares in device time with the
+ * newest reading taken in the current boot: +1 more than the grace newer, -1 more than the
+ * grace older, 0 within the grace or unknown. */
+static int boot_time_cmp(const struct tg_dedup *dd, const struct native_state *ns, int64_t ts_ms)
+{
+    uint32_t t = time_s(ts_ms);
+    if (ns->newest_s == 0 || t == 0)
+        return 0;
+    int64_t ahead_ms = ((int64_t)t - (int64_t)ns->newest_s) * 1000;
+    if (ahead_ms > dd->epoch_grace_ms)
+        return 1;
+    if (ahead_ms < -dd->epoch_grace_ms)
+        return -1;
+    return 0;
+}
+
+static enum tg_dedup_verdict native_check(struct tg_dedup *dd, struct entry *e,
+                                          const struct tg_reading *r)
 {
     struct native_state *ns = &e->u.nat;
+    uint64_t boot = r->boot, seq = r->seq;
     if (e->kind != KIND_NATIVE && e->kind != KIND_NATIVE_PREV) {
-        native_start(e, boot, seq);
-        return true;
+        native_start(e, boot, seq, r->ts_ms);
+        return TG_DEDUP_NEW;
     }
     if (boot == ns->boot) {
         if (seq > ns->seq) {
@@ -356,32 +387,58 @@ static bool native_check(struct entry *e, uint64_t boot, uint64_t seq)
             else
                 ns->window = (d == TG_DEDUP_WINDOW ? 0 : ns->window << d) | UINT64_C(1) << (d - 1);
             ns->seq = seq;
-            return true;
+        } else {
+            uint64_t d = ns->seq - seq;
+            if (d == 0)
+                return TG_DEDUP_DUPLICATE;
+            if (d > TG_DEDUP_WINDOW)
+                return TG_DEDUP_OUT_OF_WINDOW;
+            uint64_t bit = UINT64_C(1) << (d - 1);
+            if (ns->window & bit)
+                return TG_DEDUP_DUPLICATE;
+            ns->window |= bit;
         }
-        uint64_t d = ns->seq - seq;
-        if (d == 0 || d > TG_DEDUP_WINDOW)
-            return false;
-        uint64_t bit = UINT64_C(1) << (d - 1);
-        if (ns->window & bit)
-            return false;
-        ns->window |= bit;
-        return true;
+        uint32_t t = time_s(r->ts_ms);
+        if (t > ns->newest_s)
+            ns->newest_s = t;
+        return TG_DEDUP_NEW;
     }
     if (boot > ns->boot) {
-        /* The device restarted: what was current becomes the previous boot, whose tail the
-         * outbox may still be draining. */
-        uint64_t prev_boot = ns->boot, prev_seq = ns->seq;
-        native_start(e, boot, seq);
-        e->kind = KIND_NATIVE_PREV;
-        ns->prev_boot = prev_boot;
-        ns->prev_seq = prev_seq;
-        return true;
+        /* Normally the device restarted. But a higher boot whose readings are older than
+         * what the current boot sent is an epoch the device has left (it went back to a
+         * lower boot since): a late copy from it, not a restart. */
+        if (boot_time_cmp(dd, ns, r->ts_ms) < 0)
+            return TG_DEDUP_OUT_OF_WINDOW;
+        /* What was current becomes the previous boot, whose tail the outbox may still be
+         * draining (remembered while the boots are at most 2^32-1 apart). */
+        uint64_t back = boot - ns->boot, prev_seq = ns->seq;
+        native_start(e, boot, seq, r->ts_ms);
+        if (back <= UINT32_MAX) {
+            e->kind = KIND_NATIVE_PREV;
+            ns->prev_back = (uint32_t)back;
+            ns->prev_seq = prev_seq;
+        }
+        return TG_DEDUP_NEW;
     }
-    if (e->kind == KIND_NATIVE_PREV && boot == ns->prev_boot && seq > ns->prev_seq) {
-        ns->prev_seq = seq;
-        return true;
+    if (e->kind == KIND_NATIVE_PREV && boot == ns->boot - ns->prev_back) {
+        if (seq > ns->prev_seq) {
+            ns->prev_seq = seq;
+            return TG_DEDUP_NEW;
+        }
+        return seq == ns->prev_seq ? TG_DEDUP_DUPLICATE : TG_DEDUP_OUT_OF_WINDOW;
     }
-    return false;
+    /* A boot below any remembered: a stale copy from long ago, or a node whose boot counter
+     * went back (re-flashed, its state lost). Its time tells them apart: the re-flashed node
+     * sends readings newer than the current boot's by more than the grace, and from then on
+     * its new boot is the current one. */
+    if (boot_time_cmp(dd, ns, r->ts_ms) > 0) {
+        dd->stats.new_epochs++;
+        dd->last_epoch_from = ns->boot;
+        dd->last_epoch_to = boot;
+        native_start(e, boot, seq, r->ts_ms);
+        return TG_DEDUP_NEW;
+    }
+    return TG_DEDUP_OUT_OF_WINDOW;
 }
 
 static bool senml_check(struct entry *e, int64_t ts)
@@ -431,27 +488,65 @@ static bool senml_check(struct entry *e, int64_t ts)
     return true;
 }
 
+void tg_dedup_set_epoch_grace(struct tg_dedup *dd, int64_t grace_ms)
+{
+    dd->epoch_grace_ms = grace_ms < 0 ? 0 : grace_ms;
+}
+
+void tg_dedup_stats(const struct tg_dedup *dd, struct tg_dedup_stats *out)
+{
+    *out = dd->stats;
+}
+
+bool tg_dedup_last_epoch(const struct tg_dedup *dd, uint64_t *from_boot, uint64_t *to_boot)
+{
+    if (dd->stats.new_epochs == 0)
+        return false;
+    *from_boot = dd->last_epoch_from;
+    *to_boot = dd->last_epoch_to;
+    return true;
+}
+
 bool tg_dedup_check(struct tg_dedup *dd, const struct tg_reading *r, int64_t now_ms)
+{
+    return tg_dedup_classify(dd, r, now_ms) == TG_DEDUP_NEW;
+}
+
+enum tg_dedup_verdict tg_dedup_classify(struct tg_dedup *dd, const struct tg_reading *r,
+                                        int64_t now_ms)
 {
     if (now_ms > dd->as_of_ms)
         dd->as_of_ms = now_ms;
     size_t len = strnlen(r->device, TG_DEVICE_ID_MAX + 1);
     if (len == 0 || len > TG_DEVICE_ID_MAX)
-        return true; /* outside the contract: let it through untracked rather than lose it */
+        return TG_DEDUP_NEW; /* outside the contract: let it through untracked, not lose it */
     uint32_t h = tg_hash_fnv1a(r->device, len);
     uint32_t i = find(dd, r->device, len, h);
     if (i == NIL) {
         i = add_device(dd, r->device, len, h);
         if (i == NIL)
-            return true; /* no memory for a long id: let it through untracked, as above */
+            return TG_DEDUP_NEW; /* no memory for a long id: untracked, as above */
     } else {
         touch(dd, i);
     }
     struct entry *e = &dd->slab[i];
-    bool fresh = r->has_seq ? native_check(e, r->boot, r->seq) : senml_check(e, r->ts_ms);
-    if (fresh)
+    enum tg_dedup_verdict v;
+    if (r->has_seq)
+        v = native_check(dd, e, r);
+    else
+        v = senml_check(e, r->ts_ms) ? TG_DEDUP_NEW : TG_DEDUP_DUPLICATE;
+    switch (v) {
+    case TG_DEDUP_NEW:
         dd->dirty = true;
-    return fresh;
+        break;
+    case TG_DEDUP_DUPLICATE:
+        dd->stats.duplicates++;
+        break;
+    case TG_DEDUP_OUT_OF_WINDOW:
+        dd->stats.out_of_window++;
+        break;
+    }
+    return v;
 }
 
 size_t tg_dedup_check_all(struct tg_dedup *dd, const struct tg_reading *readings, size_t n,
@@ -493,11 +588,12 @@ bool tg_dedup_forget(struct tg_dedup *dd, const char *device)
 /* --- snapshots ------------------------------------------------------------------------------ */
 
 #define SNAP_MAGIC "TGDD"
-#define SNAP_VERSION 1
+#define SNAP_VERSION 2 /* 2 added newest_s; version 1 snapshots still load */
 #define SNAP_WINDOW_INVERTED 0x10 /* kind flag: a native window is stored as ~window */
 #define SNAP_HEADER_MAX (4 + 2 + 10 + 10)
-/* Shared and suffix bytes, id, kind, then the larger of native (5 varints of at most 10
- * bytes: 50) and SenML (zigzag varint, count, 8 varints of at most 5 bytes: 51). */
+/* Shared and suffix bytes, id, kind, then the larger of native (4 varints of at most 10
+ * bytes and 2 of at most 5: 50) and SenML (zigzag varint, count, 8 varints of at most 5
+ * bytes: 51). */
 #define SNAP_DEVICE_MAX (2 + TG_DEVICE_ID_MAX + 1 + 51)
 
 static uint32_t crc32_ieee(const uint8_t *p, size_t len)
@@ -533,6 +629,34 @@ static uint64_t zigzag(int64_t v)
 static int64_t unzigzag(uint64_t v)
 {
     return (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+}
+
+/* The snapshot's newest time of a native device: 0 when unknown, else 1 + the zigzag of how
+ * many seconds it lies before the as-of time, which is small for an active device (one
+ * byte) where the time itself would take five. */
+static uint64_t newest_code(int64_t as_of_ms, uint32_t newest_s)
+{
+    if (newest_s == 0)
+        return 0;
+    int64_t base = as_of_ms == INT64_MIN ? 0 : as_of_ms / 1000;
+    return zigzag(base - (int64_t)newest_s) + 1;
+}
+
+static bool newest_decode(int64_t as_of_ms, uint64_t code, uint32_t *newest_s)
+{
+    if (code == 0) {
+        *newest_s = 0;
+        return true;
+    }
+    int64_t base = as_of_ms == INT64_MIN ? 0 : as_of_ms / 1000;
+    int64_t back = unzigzag(code - 1);
+    if ((back > 0 && base < INT64_MIN + back) || (back < 0 && base > INT64_MAX + back))
+        return false;
+    int64_t t = base - back;
+    if (t < 1 || t > (int64_t)UINT32_MAX)
+        return false;
+    *newest_s = (uint32_t)t;
+    return true;
 }
 
 tg_err tg_dedup_save(struct tg_dedup *dd, uint8_t **blob, size_t *len)
@@ -581,8 +705,9 @@ tg_err tg_dedup_save(struct tg_dedup *dd, uint8_t **blob, size_t *len)
             p = put_varint(p, e->u.nat.boot);
             p = put_varint(p, e->u.nat.seq);
             p = put_varint(p, inverted ? ~window : window);
+            p = put_varint(p, newest_code(dd->as_of_ms, e->u.nat.newest_s));
             if (e->kind == KIND_NATIVE_PREV) {
-                p = put_varint(p, e->u.nat.boot - e->u.nat.prev_boot);
+                p = put_varint(p, e->u.nat.prev_back);
                 p = put_varint(p, e->u.nat.prev_seq);
             }
         }
@@ -633,8 +758,8 @@ static uint64_t get_varint(struct reader *rd)
 /* Reads one device: its id into id[0..*id_len), which holds the previous device's id on entry
  * (the prefix coding's reference), and its state into e's kind, n_recent and u (the rest of e
  * is unused). False when the bytes are not a valid device. */
-static bool load_device(struct reader *rd, char id[TG_DEVICE_ID_MAX], size_t *id_len,
-                        struct entry *e)
+static bool load_device(struct reader *rd, unsigned version, int64_t as_of_ms,
+                        char id[TG_DEVICE_ID_MAX], size_t *id_len, struct entry *e)
 {
     memset(e, 0, sizeof *e);
     size_t shared = get_u8(rd), suffix = get_u8(rd);
@@ -671,12 +796,19 @@ static bool load_device(struct reader *rd, char id[TG_DEVICE_ID_MAX], size_t *id
         e->u.nat.window = get_varint(rd);
         if (inverted)
             e->u.nat.window = ~e->u.nat.window;
+        if (version >= 2 && !newest_decode(as_of_ms, get_varint(rd), &e->u.nat.newest_s))
+            return false;
         if (e->kind == KIND_NATIVE_PREV) {
             uint64_t back = get_varint(rd);
             if (back == 0 || back > e->u.nat.boot)
                 return false;
-            e->u.nat.prev_boot = e->u.nat.boot - back;
-            e->u.nat.prev_seq = get_varint(rd);
+            if (back <= UINT32_MAX) {
+                e->u.nat.prev_back = (uint32_t)back;
+                e->u.nat.prev_seq = get_varint(rd);
+            } else {
+                (void)get_varint(rd); /* a version 1 previous boot too far back to keep */
+                e->kind = KIND_NATIVE;
+            }
         }
     } else {
         return false;
@@ -701,9 +833,10 @@ static tg_err load_fail(struct tg_dedup *dd)
 tg_err tg_dedup_load(struct tg_dedup *dd, const uint8_t *blob, size_t len)
 {
     reset(dd);
-    if (len < 4 + 2 + 1 + 1 + 4 || memcmp(blob, SNAP_MAGIC, 4) != 0 || blob[4] != SNAP_VERSION ||
-        blob[5] != 0)
+    if (len < 4 + 2 + 1 + 1 + 4 || memcmp(blob, SNAP_MAGIC, 4) != 0 || blob[4] < 1 ||
+        blob[4] > SNAP_VERSION || blob[5] != 0)
         return load_fail(dd);
+    unsigned version = blob[4];
     size_t body = len - 4;
     uint32_t crc = (uint32_t)blob[body] | (uint32_t)blob[body + 1] << 8 |
                    (uint32_t)blob[body + 2] << 16 | (uint32_t)blob[body + 3] << 24;
@@ -719,7 +852,7 @@ tg_err tg_dedup_load(struct tg_dedup *dd, const uint8_t *blob, size_t len)
     char id[TG_DEVICE_ID_MAX];
     size_t id_len = 0;
     for (uint64_t n = 0; n < count; n++) {
-        if (!load_device(&rd, id, &id_len, &e))
+        if (!load_device(&rd, version, as_of_ms, id, &id_len, &e))
             return load_fail(dd);
         uint32_t h = tg_hash_fnv1a(id, id_len);
         if (find(dd, id, id_len, h) != NIL)

@@ -6,20 +6,31 @@
  * a small, bounded state per device and answers "new or seen before?" for each reading.
  *
  * Native readings are identified by (device, boot, seq). Per device the state is the
- * current boot, the highest seq seen in it, and a 64-bit window of which of the 64 seqs
- * below the highest have been seen:
+ * current boot, the highest seq seen in it, a 64-bit window of which of the 64 seqs below
+ * the highest have been seen, and the newest device time (ts, to the second) taken in it.
+ * Each check has one of three verdicts: new, duplicate (seen before), or out of window
+ * (too old to tell: dropped like a duplicate, but counted apart, since it may be a reading
+ * never delivered):
  *   - seq above the highest: new; the window slides up.
  *   - seq equal to the highest, or inside the window and already seen: duplicate.
  *   - seq inside the window and not yet seen (out-of-order arrival): new, once.
- *   - seq more than 64 below the highest: treated as a DUPLICATE. Nothing about it is
- *     remembered any more, and a node sends in seq order, so something that old is far more
- *     likely a stale redelivery than a reading never delivered.
+ *   - seq more than 64 below the highest: OUT OF WINDOW. Nothing about it is remembered any
+ *     more, and a node sends in seq order, so something that old is far more likely a stale
+ *     redelivery than a reading never delivered.
  *   - a higher boot: the device restarted; the window starts afresh, and the previous boot
  *     and its highest seq are kept so that the old boot's tail (the outbox draining after a
  *     reboot) is taken: a reading of the previous boot is new if its seq is above the highest
- *     seen for that boot (which then rises), else a duplicate. Only ONE previous boot is
- *     kept: readings of any older boot are duplicates. A boot counter that goes backwards
- *     (a reflashed node) therefore looks like duplicates until tg_dedup_forget().
+ *     seen for that boot (which then rises), a duplicate if equal, else out of window. Only
+ *     ONE previous boot is kept. (A higher boot whose ts is more than the grace OLDER than
+ *     the current boot's newest is a late copy from an epoch the device has left: out of
+ *     window.)
+ *   - any older boot: out of window, unless its ts is more than the epoch grace
+ *     (tg_dedup_set_epoch_grace, default 10 s) NEWER than the newest reading of the current
+ *     boot. Then the node's boot counter went backwards (re-flashed, its state lost) and it
+ *     is a NEW EPOCH: the reading is new, the lower boot becomes the current one, and
+ *     stats.new_epochs counts it. A stale copy of an old boot's reading carries an old time,
+ *     so it never starts an epoch; readings of the new epoch sent within the grace are out
+ *     of window. Times come from the readings, so a replay still decides the same way.
  *
  * SenML readings carry no seq and are identified by (device, ts). Per device the state is
  * the highest ts seen and up to TG_DEDUP_SENML_RECENT more recent times below it (as 32-bit
@@ -68,8 +79,23 @@
 #define TG_DEDUP_MAX_DEVICES (1u << 24)
 /* Bytes of one device's slab entry (ids longer than 24 bytes also take a separate copy). */
 #define TG_DEDUP_ENTRY_BYTES 80
+/* Default of tg_dedup_set_epoch_grace(). */
+#define TG_DEDUP_DEFAULT_EPOCH_GRACE_MS 10000
 
 struct tg_dedup;
+
+enum tg_dedup_verdict {
+    TG_DEDUP_NEW = 0,
+    TG_DEDUP_DUPLICATE,     /* seen before */
+    TG_DEDUP_OUT_OF_WINDOW, /* older than what the state remembers: dropped, counted apart */
+};
+
+/* Counts since tg_dedup_new() (not saved in snapshots). */
+struct tg_dedup_stats {
+    uint64_t duplicates;
+    uint64_t out_of_window;
+    uint64_t new_epochs; /* boots that went backwards and were taken as a new epoch */
+};
 
 /*
  * A dedup tracking at most max_devices devices (1..TG_DEDUP_MAX_DEVICES; TG_ERR_USAGE
@@ -93,6 +119,19 @@ void tg_dedup_destroy(struct tg_dedup *dd);
  * duplicate let through rather than a reading lost.
  */
 bool tg_dedup_check(struct tg_dedup *dd, const struct tg_reading *r, int64_t now_ms);
+
+/* tg_dedup_check() with the verdict: new, duplicate or out of window. */
+enum tg_dedup_verdict tg_dedup_classify(struct tg_dedup *dd, const struct tg_reading *r,
+                                        int64_t now_ms);
+
+/* How much newer (device time, ms; whole seconds count) a reading of a lower boot must be
+ * than the current boot's newest before it starts a new epoch (the rules above). >= 0. */
+void tg_dedup_set_epoch_grace(struct tg_dedup *dd, int64_t grace_ms);
+
+void tg_dedup_stats(const struct tg_dedup *dd, struct tg_dedup_stats *out);
+
+/* The boots of the latest new epoch (for a log line); false when there was none. */
+bool tg_dedup_last_epoch(const struct tg_dedup *dd, uint64_t *from_boot, uint64_t *to_boot);
 
 /*
  * tg_dedup_check() for each of the n readings of one payload, taken in ascending ts order
@@ -122,19 +161,21 @@ bool tg_dedup_dirty(const struct tg_dedup *dd);
 /*
  * Writes a snapshot of the whole state into *blob (malloc'd; the caller frees it) of *len
  * bytes, and clears the dirty flag. Devices are written least recently seen first, so a load
- * restores LRU order as well. Format (version 1), all integers little-endian or LEB128:
+ * restores LRU order as well. Format (version 2), all integers little-endian or LEB128:
  *
- *   "TGDD" | u8 version=1 | u8 0 | zigzag varint as-of ms | varint device count |
+ *   "TGDD" | u8 version=2 | u8 0 | zigzag varint as-of ms | varint device count |
  *   per device: u8 bytes shared with the previous id | u8 suffix length | suffix |
  *               u8 kind (1 native, 2 native with previous boot, 3 SenML;
  *                        native + 16: the window is stored inverted) |
  *     native:   varint boot | varint seq | varint window or ~window, whichever is smaller |
+ *               varint newest time: 0 unknown, else 1 + zigzag(as-of s - newest ts in s)
+ *               (absent in version 1, which still loads) |
  *               [varint boot - prev_boot | varint prev_seq]
  *     SenML:    zigzag varint max ts | u8 n | n x varint offset delta (ascending) |
  *   u32 CRC-32 (IEEE) of everything before it
  *
  * Ids share prefixes and in-order traffic has an all-ones window (~window = 0, one byte), so
- * a device typically costs 9 to 12 bytes (tests/bench/bench_dedup.c measures it).
+ * a device typically costs 10 to 13 bytes (tests/bench/bench_dedup.c measures it).
  * TG_ERR_NOMEM when out of memory (dd unchanged, still dirty).
  */
 tg_err tg_dedup_save(struct tg_dedup *dd, uint8_t **blob, size_t *len);

@@ -110,6 +110,10 @@ static const struct tg_config_key gateway_schema[] = {
                "devices whose recent (boot, seq) the dedup window remembers"),
     TG_CFG_MS("journal", "dedup_save_interval_ms", "10000", 100, 3600000,
               "how often (ms) the dedup window is saved in the journal"),
+    TG_CFG_MS("journal", "dedup_epoch_grace_ms", "10000", 0, 86400000,
+              "a node whose boot counter went back (re-flashed) is heard again once its "
+              "readings are this much (ms, device time) newer than its old boot's newest; "
+              "until then they count as out of the dedup window"),
     /* [validate] */
     TG_CFG_SIZE("validate", "max_payload_bytes", "4096", 64, TG_MIB(1),
                 "largest payload accepted (bytes); larger ones are dead-lettered"),

@@ -97,6 +97,7 @@ struct reject {
 
 struct pipeline_metrics {
     struct tg_counter *received, *delivered, *duplicate, *dlq_delivered;
+    struct tg_counter *out_of_window, *new_epochs; /* dedup verdicts besides duplicate */
     struct tg_counter *dropped_full, *dropped_rejected, *dropped_corrupt;
     struct tg_counter *invalid[TG_ERR__COUNT];
     struct tg_gauge *records, *bytes, *kafka_up, *segments;
@@ -512,9 +513,23 @@ static void process_message(struct tg_pipeline *pl, const struct tg_qmsg *msg)
         return;
     }
 
-    size_t fresh = tg_dedup_check_all(pl->dd, d.readings, d.n_readings, now, pl->fresh);
-    if (fresh < d.n_readings)
-        tg_counter_add(pl->m.duplicate, d.n_readings - fresh);
+    struct tg_dedup_stats before, after;
+    tg_dedup_stats(pl->dd, &before);
+    tg_dedup_check_all(pl->dd, d.readings, d.n_readings, now, pl->fresh);
+    tg_dedup_stats(pl->dd, &after);
+    if (after.duplicates > before.duplicates)
+        tg_counter_add(pl->m.duplicate, after.duplicates - before.duplicates);
+    if (after.out_of_window > before.out_of_window)
+        tg_counter_add(pl->m.out_of_window, after.out_of_window - before.out_of_window);
+    if (after.new_epochs > before.new_epochs) {
+        uint64_t from = 0, to = 0;
+        tg_dedup_last_epoch(pl->dd, &from, &to);
+        tg_counter_add(pl->m.new_epochs, after.new_epochs - before.new_epochs);
+        TG_LOG_RATELIMITED(TG_LOG_LEVEL_WARN, "pipeline", 10000,
+                           "device %s: boot went back from %llu to %llu (re-flashed?): taken "
+                           "as a new epoch",
+                           device, (unsigned long long)from, (unsigned long long)to);
+    }
     for (size_t i = 0; i < d.n_readings; i++) {
         if (!pl->fresh[i] || refuse_new(pl))
             continue;
@@ -1178,6 +1193,13 @@ static void register_metrics(struct tg_pipeline *pl)
     pm->duplicate = tg_metrics_counter(m, "tidegate_messages_duplicate_total",
                                        "Readings dropped as already taken (device, boot, seq)",
                                        NULL);
+    pm->out_of_window = tg_metrics_counter(
+        m, "tidegate_dedup_out_of_window_total",
+        "Readings dropped as older than the dedup window remembers (not known duplicates)",
+        NULL);
+    pm->new_epochs = tg_metrics_counter(
+        m, "tidegate_dedup_new_epochs_total",
+        "Devices whose boot counter went back and were taken as a new epoch", NULL);
     pm->dlq_delivered = tg_metrics_counter(m, "tidegate_dlq_delivered_total",
                                            "Dead letters Kafka confirmed", NULL);
     const char *dropped_help = "Readings and dead letters dropped, by reason";
@@ -1493,6 +1515,7 @@ tg_err tg_pipeline_new(const struct tg_config *cfg, struct tg_metrics *metrics,
     if ((rc = tg_dedup_new((size_t)tg_config_get_int(cfg, "journal", "dedup_devices"), &pl->dd)) !=
         TG_OK)
         goto fail;
+    tg_dedup_set_epoch_grace(pl->dd, tg_config_get_ms(cfg, "journal", "dedup_epoch_grace_ms"));
 
     const char *path = tg_config_get_str(cfg, "journal", "path");
     make_parent_dir(path);

@@ -2,12 +2,12 @@
  * audit.h - `tidegate-sim audit`: what reached Kafka, compared with what the fleet sent.
  *
  *   tidegate-sim audit --brokers LIST --ledger FILE [--topic T] [--dlq-topic T] [--timeout S]
- *                      [--json] [--follow] [--from-end]
+ *                      [--json] [--follow] [--from-end] [--clock-slack S]
  *
  * tg_sim_audit_main() is the command (sim/main.c dispatches to it). It consumes the
- * telemetry topic (and the DLQ topic) from the beginning with librdkafka, feeds every record
- * to the comparison below, and prints the report; exit 0 when nothing released is lost and
- * nothing is duplicated, 1 otherwise, 2 on usage or setup errors.
+ * telemetry topic (and the DLQ topic) from the beginning with librdkafka, up to every
+ * partition's high watermark, feeds every record to the comparison below, and prints the
+ * report; exit 0 when the run passes (below), 1 when it fails, 2 on usage or setup errors.
  *
  * The comparison (struct tg_sim_audit) knows nothing of Kafka, so it is tested on synthetic
  * input. Records may arrive before the ledger exists (--follow audits while the run is still
@@ -16,17 +16,31 @@
  *
  * Definitions (per device and boot; the ledger's fates are in ledger.h):
  *   delivered    a RELEASED reading present in the topic (counted once)
- *   lost         a RELEASED reading absent from the topic and not dead-lettered
- *   dead-lettered a RELEASED reading whose payload is in the DLQ (e.g. clock_skew): the
- *                gateway rejected it on purpose; reported, not a failure
+ *   lost         a RELEASED reading absent from the topic, unless dead-lettered with cause
+ *   dead-lettered a RELEASED reading found only in the DLQ, with reason clock_skew, that the
+ *                ledger says was taken with a skewed clock: rejected on purpose, not a
+ *                failure. Found only in the DLQ for any other reason, or without that fault
+ *                on that very reading, it is lost (counted as "rejected" too)
  *   duplicated   every copy of a (device, boot, seq) after its first
  *   reordered    a first copy whose seq is below the highest seq seen before it for the same
  *                (device, boot) on the same partition
- *   unexpected   a reading the ledger never saw taken (another run's data, a foreign device)
+ *   other run    a record of a ledger device with another boot than the one the run gave
+ *                the device (each run boots every device once, boot_state.h), or that the
+ *                gateway received (gw_ts) more than the clock slack before the run started:
+ *                another run's, neither delivered nor a duplicate; reported, not a failure
+ *   unexpected   a reading of a ledger device, of this run's boot, that the ledger never
+ *                saw taken (with a ledger that has no boots: any boot)
+ *   foreign      records of devices not in the ledger (another fleet): reported only
  *   unconfirmed  taken but not confirmed when the run ended: may or may not arrive, counted
  *                apart, never a failure; likewise readings DROPPED on the device
  *   DLQ          records by reason header; payloads that do not decode as a native reading
- *                are the injected malformed ones and must number the ledger's malformed count
+ *                are matched one for one, per device, with the malformed payloads the ledger
+ *                says that device published (by tg_ledger_payload_hash): a missing one is a
+ *                failure, extra ones (an earlier run's) are not
+ *
+ * A run fails when it released nothing, when none of its devices connected, or when any
+ * reading is lost, duplicated, reordered or unexpected, or a malformed payload is missing
+ * from the DLQ (with --dlq-topic).
  *   latency      device time (record ts) to the Kafka LogAppendTime when the topic has it,
  *                else to the time the audit received the record (only for records that
  *                arrived while the audit was caught up); devices with injected clock skew
@@ -69,10 +83,16 @@ int tg_sim_audit_telemetry(struct tg_sim_audit *au, const struct tg_sim_audit_re
 /* A telemetry record that is not a canonical record with device, boot and seq. */
 void tg_sim_audit_undecodable(struct tg_sim_audit *au);
 
-/* A DLQ record: its reason header (NULL: none), and when its payload decodes as a native
- * reading, the device (NULL when unknown), boot and seq. 0, or -1 when out of memory. */
+/* A DLQ record: its reason header (NULL: none), the device (NULL when unknown), and when its
+ * payload decodes as a native reading, its boot and seq; else payload_hash (the payload's
+ * tg_ledger_payload_hash) names it. 0, or -1 when out of memory. */
 int tg_sim_audit_dlq(struct tg_sim_audit *au, const char *reason, const char *device,
-                     bool is_reading, uint64_t boot, uint64_t seq);
+                     bool is_reading, uint64_t boot, uint64_t seq, uint64_t payload_hash);
+
+/* How far the gateway's clock (gw_ts) may be behind the simulator's before a record received
+ * "before the run started" counts as an earlier run's. Default below. */
+#define TG_SIM_AUDIT_DEFAULT_CLOCK_SLACK_MS 2000
+void tg_sim_audit_clock_slack(struct tg_sim_audit *au, int64_t slack_ms);
 
 /* The DLQ topic is being read: its count is checked against the ledger's malformed count. */
 void tg_sim_audit_expect_dlq(struct tg_sim_audit *au, bool expect);
@@ -103,19 +123,26 @@ struct tg_sim_audit_result {
     uint64_t undecodable;        /* telemetry records that are not canonical records */
     uint64_t delivered;          /* released readings present (once) */
     uint64_t lost;
+    uint64_t rejected;           /* of lost: found only in the DLQ, with no fault to explain it */
     uint64_t dead_lettered;
     uint64_t duplicated;
     uint64_t reordered;
     uint64_t unexpected;
+    uint64_t other_runs;         /* records of ledger devices from another run */
+    uint64_t foreign;            /* records of devices not in the ledger */
+    size_t foreign_devices;
+    size_t never_connected;      /* ledger devices the broker never accepted */
     uint64_t unconfirmed_arrived, unconfirmed_missing;
     uint64_t dropped_arrived;
     uint64_t dlq_records, dlq_malformed, dlq_readings;
-    uint64_t dlq_missing;        /* malformed published - malformed in the DLQ, when > 0 */
+    uint64_t dlq_missing;        /* malformed payloads published and not in the DLQ */
     uint64_t offset_gaps;        /* records gone before they were read (retention) */
     size_t problem_devices;      /* devices with lost, duplicated, reordered or unexpected */
     uint64_t latency_samples;
     double latency_p50_ms, latency_p90_ms, latency_p99_ms, latency_max_ms;
-    bool ok;                     /* nothing lost, nothing duplicated, no dead letter missing */
+    bool nothing_released;       /* the ledger released no reading */
+    bool none_connected;         /* no device of the ledger ever connected */
+    bool ok;                     /* the run passes (see the rules above) */
 };
 int tg_sim_audit_finish(struct tg_sim_audit *au, struct tg_sim_audit_result *out);
 

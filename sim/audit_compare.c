@@ -9,6 +9,17 @@
 #include "audit_internal.h"
 #include "util.h"
 
+bool audit__problem(const struct adev *dev)
+{
+    return dev->ledger >= 0 && (dev->lost || dev->duplicated || dev->reordered ||
+                                dev->unexpected || dev->dlq_missing);
+}
+
+void tg_sim_audit_clock_slack(struct tg_sim_audit *au, int64_t slack_ms)
+{
+    au->clock_slack_ms = slack_ms;
+}
+
 int audit__grow(void **p, size_t *cap, size_t need, size_t elem)
 {
     if (need <= *cap)
@@ -26,7 +37,10 @@ int audit__grow(void **p, size_t *cap, size_t need, size_t elem)
 
 struct tg_sim_audit *tg_sim_audit_new(void)
 {
-    return calloc(1, sizeof(struct tg_sim_audit));
+    struct tg_sim_audit *au = calloc(1, sizeof(struct tg_sim_audit));
+    if (au)
+        au->clock_slack_ms = TG_SIM_AUDIT_DEFAULT_CLOCK_SLACK_MS;
+    return au;
 }
 
 void tg_sim_audit_destroy(struct tg_sim_audit *au)
@@ -42,6 +56,7 @@ void tg_sim_audit_destroy(struct tg_sim_audit *au)
             free(dev->boots[b].dlq.big);
         }
         free(dev->boots);
+        free(dev->dlq_hashes);
         free(dev->id);
     }
     free(au->devs);
@@ -199,29 +214,53 @@ static void seen_each(const struct seq_set *sb, void (*fn)(void *ud, uint64_t se
  * Input
  */
 
+/* A record of a ledger device that another run sent: the simulator gives each device one
+ * boot per run (boot_state.h), so another boot than the ledger's is another run's (earlier:
+ * lower; later, when an older ledger is audited: higher); and a record the gateway received
+ * before this run started is an earlier run's even with the same boot (the boot state was
+ * lost). With --follow, records read before the ledger appeared are judged by their boot
+ * only. */
+static bool other_run(const struct tg_sim_audit *au, const struct adev *dev, uint64_t boot,
+                      int64_t gw_ts_ms)
+{
+    uint64_t run_boot = tg_ledger_device_boot(au->lg, dev->ledger);
+    if (run_boot != 0 && boot != run_boot)
+        return true;
+    return au->has_run && gw_ts_ms != -1 && gw_ts_ms < au->run_start_ms - au->clock_slack_ms;
+}
+
 int tg_sim_audit_telemetry(struct tg_sim_audit *au, const struct tg_sim_audit_rec *rec)
 {
     long d = device_get(au, rec->device);
     if (d < 0)
         return -1;
     struct adev *dev = &au->devs[d];
+    au->records++;
+    dev->records++;
+    if (au->lg && dev->ledger >= 0 && other_run(au, dev, rec->boot, rec->gw_ts_ms)) {
+        /* Not this run's: neither delivered nor a duplicate of this run's reading. */
+        dev->other_runs++;
+        au->other_runs++;
+        return 0;
+    }
     struct seen_boot *sb = boot_get(dev, rec->boot);
     if (!sb)
         return -1;
     int added = seen_add(&sb->seen, rec->seq);
     if (added < 0)
         return -1;
-    au->records++;
-    dev->records++;
+    sb->records++;
     if (added == 0) {
         /* A later copy is a duplicate, and only that: it is not also counted as reordered. */
         dev->duplicated++;
         au->duplicated++;
+        sb->duplicated++;
         return 0;
     }
     if (sb->any && sb->partition == rec->partition && rec->seq < sb->max_seq) {
         dev->reordered++;
         au->reordered++;
+        sb->reordered++;
     }
     if (!sb->any || sb->partition != rec->partition || rec->seq > sb->max_seq) {
         sb->any = true;
@@ -261,8 +300,18 @@ static bool dlq_is_released(const struct tg_sim_audit *au, const struct dlq_read
            tg_ledger_fate(au->lg, dev->ledger, r->boot, r->seq) == TG_LEDGER_RELEASED;
 }
 
+/* Counts the DLQ payload at dev->dlq_hashes[i] as matched when no more copies of it came
+ * before it than the device published malformed payloads with that hash. */
+static bool malformed_matches(const struct tg_sim_audit *au, const struct adev *dev, size_t i)
+{
+    uint64_t h = dev->dlq_hashes[i], copies = 0;
+    for (size_t k = 0; k <= i; k++)
+        copies += dev->dlq_hashes[k] == h;
+    return copies <= tg_ledger_malformed_count(au->lg, dev->ledger, h);
+}
+
 int tg_sim_audit_dlq(struct tg_sim_audit *au, const char *reason, const char *device,
-                     bool is_reading, uint64_t boot, uint64_t seq)
+                     bool is_reading, uint64_t boot, uint64_t seq, uint64_t payload_hash)
 {
     if (!reason)
         reason = "(none)";
@@ -283,12 +332,24 @@ int tg_sim_audit_dlq(struct tg_sim_audit *au, const char *reason, const char *de
     au->dlq_records++;
     if (!is_reading || !device) {
         au->dlq_malformed++;
+        if (!device)
+            return 0; /* whose it is is unknown: it matches nothing the ledger expects */
+        long d = device_get(au, device);
+        if (d < 0)
+            return -1;
+        struct adev *dev = &au->devs[d];
+        if (audit__grow((void **)&dev->dlq_hashes, &dev->cap_dlq_hashes, dev->n_dlq_hashes + 1,
+                        sizeof *dev->dlq_hashes) != 0)
+            return -1;
+        dev->dlq_hashes[dev->n_dlq_hashes++] = payload_hash;
+        if (au->lg && dev->ledger >= 0 && malformed_matches(au, dev, dev->n_dlq_hashes - 1))
+            au->malformed_matched++;
         return 0;
     }
     long d = device_get(au, device);
     if (d < 0 || audit__grow((void **)&au->dlq, &au->cap_dlq, au->n_dlq + 1, sizeof *au->dlq) != 0)
         return -1;
-    au->dlq[au->n_dlq] = (struct dlq_reading){(uint32_t)d, boot, seq};
+    au->dlq[au->n_dlq] = (struct dlq_reading){(uint32_t)d, (uint32_t)i, boot, seq};
     au->n_dlq++;
     struct seen_boot *sb = boot_get(&au->devs[d], boot);
     if (!sb)
@@ -354,6 +415,7 @@ int tg_sim_audit_set_ledger(struct tg_sim_audit *au, const struct tg_ledger *lg)
     }
     au->lg = lg;
     tg_ledger_totals(lg, &au->totals);
+    au->has_run = tg_ledger_run(lg, &au->run_start_ms, &au->run_end_ms);
     /* Every device of the ledger gets an entry, so one that delivered nothing is reported. */
     size_t n = tg_ledger_device_count(lg);
     for (size_t i = 0; i < n; i++)
@@ -365,8 +427,23 @@ int tg_sim_audit_set_ledger(struct tg_sim_audit *au, const struct tg_ledger *lg)
         dev->ledger = tg_ledger_find_device(lg, dev->id);
         if (dev->ledger < 0)
             continue;
+        for (size_t i = 0; i < dev->n_dlq_hashes; i++)
+            if (malformed_matches(au, dev, i))
+                au->malformed_matched++;
+        uint64_t run_boot = tg_ledger_device_boot(lg, dev->ledger);
         for (size_t b = 0; b < dev->n_boots; b++) {
-            const struct seen_boot *sb = &dev->boots[b];
+            struct seen_boot *sb = &dev->boots[b];
+            if (run_boot != 0 && sb->boot != run_boot) {
+                /* Another run's boot: take its records back out of this run's counts. */
+                sb->other_run = true;
+                dev->other_runs += sb->records;
+                au->other_runs += sb->records;
+                dev->duplicated -= sb->duplicated;
+                au->duplicated -= sb->duplicated;
+                dev->reordered -= sb->reordered;
+                au->reordered -= sb->reordered;
+                continue;
+            }
             struct count_released cr = {au, dev, NULL, sb->boot, 0};
             seen_each(&sb->seen, count_released_fn, &cr);
             au->released_seen += cr.n;
@@ -385,7 +462,7 @@ bool tg_sim_audit_complete(const struct tg_sim_audit *au)
         return false;
     if (au->released_seen + au->released_dlq < au->totals.released)
         return false;
-    return !au->expect_dlq || au->dlq_malformed >= au->totals.malformed;
+    return !au->expect_dlq || au->malformed_matched >= au->totals.malformed;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -402,10 +479,32 @@ static int dlq_cmp(const void *a, const void *b)
     return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-static bool dlq_has(const struct tg_sim_audit *au, uint32_t dev, uint64_t boot, uint64_t seq)
+enum dlq_verdict { DLQ_ABSENT, DLQ_EXCUSED, DLQ_UNEXPLAINED };
+
+/* Whether a released reading is in the DLQ, and if so whether the ledger explains it: the
+ * only rejection the simulator provokes on a reading is clock_skew, for a reading it took
+ * with a skewed clock. Any other rejection of a released reading is the pipeline's loss.
+ * au->dlq is sorted (tg_sim_audit_finish). */
+static enum dlq_verdict dlq_verdict(const struct tg_sim_audit *au, const struct adev *dev,
+                                    uint32_t dev_index, uint64_t boot, uint64_t seq)
 {
-    struct dlq_reading key = {dev, boot, seq};
-    return au->n_dlq > 0 && bsearch(&key, au->dlq, au->n_dlq, sizeof *au->dlq, dlq_cmp) != NULL;
+    struct dlq_reading key = {.dev = dev_index, .boot = boot, .seq = seq};
+    const struct dlq_reading *hit =
+        au->n_dlq > 0 ? bsearch(&key, au->dlq, au->n_dlq, sizeof *au->dlq, dlq_cmp) : NULL;
+    if (!hit)
+        return DLQ_ABSENT;
+    if (!tg_ledger_is_skewed(au->lg, dev->ledger, boot, seq))
+        return DLQ_UNEXPLAINED;
+    /* every copy of it in the DLQ, found around the one bsearch hit */
+    size_t at = (size_t)(hit - au->dlq), lo = at, hi = at + 1;
+    while (lo > 0 && dlq_cmp(&au->dlq[lo - 1], &key) == 0)
+        lo--;
+    while (hi < au->n_dlq && dlq_cmp(&au->dlq[hi], &key) == 0)
+        hi++;
+    for (size_t i = lo; i < hi; i++)
+        if (strcmp(au->reasons[au->dlq[i].reason].reason, "clock_skew") == 0)
+            return DLQ_EXCUSED;
+    return DLQ_UNEXPLAINED;
 }
 
 struct released_walk {
@@ -440,12 +539,22 @@ static bool released_fn(void *ud, uint64_t boot, uint64_t seq)
         w->sb_boot = boot;
         w->sb_valid = true;
     }
-    if (w->sb && seen_has(&w->sb->seen, seq))
+    if (w->sb && seen_has(&w->sb->seen, seq)) {
         w->dev->delivered++;
-    else if (dlq_has(w->au, w->dev_index, boot, seq))
+        return true;
+    }
+    switch (dlq_verdict(w->au, w->dev, w->dev_index, boot, seq)) {
+    case DLQ_EXCUSED:
         w->dev->dead_lettered++;
-    else
+        break;
+    case DLQ_UNEXPLAINED:
+        w->dev->rejected++;
         note_lost(w->dev, boot, seq);
+        break;
+    case DLQ_ABSENT:
+        note_lost(w->dev, boot, seq);
+        break;
+    }
     return true;
 }
 
@@ -554,8 +663,7 @@ int tg_sim_audit_finish(struct tg_sim_audit *au, struct tg_sim_audit_result *out
     *r = (struct tg_sim_audit_result){
         .records = au->records,
         .undecodable = au->undecodable,
-        .duplicated = au->duplicated,
-        .reordered = au->reordered,
+        .other_runs = au->other_runs,
         .dlq_records = au->dlq_records,
         .dlq_malformed = au->dlq_malformed,
         .dlq_readings = au->n_dlq,
@@ -567,33 +675,54 @@ int tg_sim_audit_finish(struct tg_sim_audit *au, struct tg_sim_audit_result *out
             struct released_walk w = {.au = au, .dev = dev, .dev_index = (uint32_t)d};
             tg_ledger_each_released(au->lg, dev->ledger, released_fn, &w);
         }
+        if (dev->ledger < 0) {
+            /* another fleet's device on the topic: reported, not judged */
+            r->foreign += dev->records;
+            r->foreign_devices++;
+            continue;
+        }
         for (size_t b = 0; b < dev->n_boots; b++) {
+            if (dev->boots[b].other_run)
+                continue;
             struct seen_walk w = {au->lg, dev, dev->boots[b].boot};
             seen_each(&dev->boots[b].seen, seen_fn, &w);
         }
+        struct tg_ledger_faults faults;
+        tg_ledger_device_faults(au->lg, dev->ledger, &faults);
+        if (au->expect_dlq) {
+            uint64_t matched = 0;
+            for (size_t i = 0; i < dev->n_dlq_hashes; i++)
+                matched += malformed_matches(au, dev, i);
+            dev->dlq_missing = faults.malformed > matched ? faults.malformed - matched : 0;
+        }
         r->delivered += dev->delivered;
         r->lost += dev->lost;
+        r->rejected += dev->rejected;
         r->dead_lettered += dev->dead_lettered;
+        r->duplicated += dev->duplicated;
+        r->reordered += dev->reordered;
         r->unexpected += dev->unexpected;
         r->unconfirmed_arrived += dev->unconfirmed_arrived;
         r->dropped_arrived += dev->dropped_arrived;
-        if (dev->lost || dev->duplicated || dev->reordered || dev->unexpected)
+        r->dlq_missing += dev->dlq_missing;
+        if (audit__problem(dev))
             r->problem_devices++;
-        if (dev->ledger >= 0) {
-            struct tg_ledger_faults faults;
-            tg_ledger_device_faults(au->lg, dev->ledger, &faults);
-            if (faults.skewed > 0)
-                au->skewed_devices++;
-        }
+        if (faults.connected == 0)
+            r->never_connected++;
+        if (faults.skewed > 0)
+            au->skewed_devices++;
     }
     r->unconfirmed_missing = au->totals.unconfirmed > r->unconfirmed_arrived
                                  ? au->totals.unconfirmed - r->unconfirmed_arrived
                                  : 0;
-    if (au->expect_dlq && au->totals.malformed > au->dlq_malformed)
-        r->dlq_missing = au->totals.malformed - au->dlq_malformed;
     if (latency_figures(au) != 0)
         return -1;
-    r->ok = r->lost == 0 && r->duplicated == 0 && r->dlq_missing == 0;
+    /* A run that released nothing, or whose devices never reached the broker, shows nothing
+     * about the pipeline: it fails rather than pass with 0 of 0. */
+    r->nothing_released = au->totals.released == 0;
+    r->none_connected = au->totals.connected_devices == 0;
+    r->ok = !r->nothing_released && !r->none_connected && r->lost == 0 && r->duplicated == 0 &&
+            r->reordered == 0 && r->unexpected == 0 && r->dlq_missing == 0;
     *out = *r;
     return 0;
 }

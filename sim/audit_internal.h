@@ -47,6 +47,10 @@ struct seen_boot {
     bool any;
     int32_t partition;
     uint64_t max_seq;
+    /* What the records of this boot counted, so that a boot found to be an earlier run's
+     * once the ledger arrives (--follow) can be taken back out. */
+    uint64_t records, duplicated, reordered;
+    bool other_run; /* not the boot the ledger gave the device for this run */
 };
 
 struct adev {
@@ -54,15 +58,22 @@ struct adev {
     int ledger; /* index in the ledger, -1 when not in it (or no ledger yet) */
     struct seen_boot *boots;
     size_t n_boots, cap_boots;
-    uint64_t records, duplicated, reordered;
+    uint64_t records, duplicated, reordered, other_runs;
+    /* Hashes (tg_ledger_payload_hash) of this device's DLQ payloads that are not readings:
+     * matched one for one with the malformed payloads the ledger says it published. */
+    uint64_t *dlq_hashes;
+    size_t n_dlq_hashes, cap_dlq_hashes;
     /* Set by tg_sim_audit_finish(). */
     uint64_t delivered, lost, dead_lettered, unexpected, unconfirmed_arrived, dropped_arrived;
+    uint64_t rejected;       /* of lost: released readings found only in the DLQ, no fault */
+    uint64_t dlq_missing;    /* malformed payloads published and not in the DLQ */
     struct seq_range lost_ranges[LOST_RANGES_KEPT];
     size_t n_lost_ranges; /* ranges found; only the first LOST_RANGES_KEPT are kept */
 };
 
 struct dlq_reading {
     uint32_t dev;
+    uint32_t reason; /* index in reasons */
     uint64_t boot, seq;
 };
 
@@ -91,13 +102,17 @@ struct tg_sim_audit {
     uint32_t *index; /* open addressing: device index + 1, 0 = empty */
     size_t index_cap;
 
-    uint64_t records, undecodable, duplicated, reordered, offset_gaps;
+    uint64_t records, undecodable, duplicated, reordered, offset_gaps, other_runs, foreign;
     uint64_t released_seen; /* distinct released readings seen, once a ledger is set */
     uint64_t released_dlq;  /* distinct released readings in the DLQ and not (yet) in the
                              * telemetry topic, once a ledger is set */
 
     bool expect_dlq;
     uint64_t dlq_records, dlq_malformed;
+    uint64_t malformed_matched; /* DLQ payloads matched with a published malformed one */
+    int64_t clock_slack_ms;     /* tg_sim_audit_clock_slack() */
+    bool has_run;               /* the ledger says when the run started */
+    int64_t run_start_ms, run_end_ms;
     struct dlq_reading *dlq;
     size_t n_dlq, cap_dlq;
     struct reason_count *reasons;
@@ -117,5 +132,9 @@ struct tg_sim_audit {
 /* Grows *p (an array of elem-byte items, *cap of them) to hold need. 0, or -1 when out of
  * memory (the array is unchanged). */
 int audit__grow(void **p, size_t *cap, size_t need, size_t elem);
+
+/* True when a device of the ledger lost, duplicated, reordered, got unexpected readings or
+ * misses dead letters: the devices the reports detail. */
+bool audit__problem(const struct adev *dev);
 
 #endif

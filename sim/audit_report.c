@@ -56,11 +56,26 @@ void tg_sim_audit_print_text(const struct tg_sim_audit *au,
     fprintf(out, "\n");
     fprintf(out, "  delivered:    %" PRIu64 " of %" PRIu64 " released (%.3f%%)\n", r->delivered,
             t->released, pct(r->delivered, t->released));
-    fprintf(out, "  lost:         %" PRIu64 "\n", r->lost);
+    fprintf(out, "  lost:         %" PRIu64, r->lost);
+    if (r->rejected)
+        fprintf(out, " (%" PRIu64 " of them found only in the DLQ with no injected fault to "
+                     "explain it)",
+                r->rejected);
+    fprintf(out, "\n");
     fprintf(out, "  duplicated:   %" PRIu64 "\n", r->duplicated);
     fprintf(out, "  reordered:    %" PRIu64 "\n", r->reordered);
     fprintf(out, "  unexpected:   %" PRIu64 " (readings the ledger never saw taken)\n",
             r->unexpected);
+    if (r->other_runs)
+        fprintf(out, "  other runs:   %" PRIu64 " records (another boot than this run's, or "
+                     "received before it started): not this run's\n",
+                r->other_runs);
+    if (r->foreign)
+        fprintf(out, "  foreign:      %" PRIu64 " records of %zu devices not in the ledger\n",
+                r->foreign, r->foreign_devices);
+    if (r->never_connected)
+        fprintf(out, "  connected:    %zu of %zu devices never connected to the broker\n",
+                r->never_connected, t->devices);
     if (r->undecodable)
         fprintf(out, "  undecodable:  %" PRIu64 " records are not canonical readings\n",
                 r->undecodable);
@@ -124,7 +139,7 @@ void tg_sim_audit_print_text(const struct tg_sim_audit *au,
         size_t shown = 0;
         for (size_t d = 0; d < au->n_devs && shown < max_devices; d++) {
             const struct adev *dev = &au->devs[d];
-            if (!(dev->lost || dev->duplicated || dev->reordered || dev->unexpected))
+            if (!audit__problem(dev))
                 continue;
             shown++;
             fprintf(out, "    %-20s lost %" PRIu64, dev->id, dev->lost);
@@ -133,15 +148,30 @@ void tg_sim_audit_print_text(const struct tg_sim_audit *au,
                 print_ranges(dev, out);
                 fprintf(out, ")");
             }
-            fprintf(out, ", duplicated %" PRIu64 ", reordered %" PRIu64 ", unexpected %" PRIu64
-                         "%s\n",
-                    dev->duplicated, dev->reordered, dev->unexpected,
-                    dev->ledger < 0 ? " (not in the ledger)" : "");
+            fprintf(out, ", duplicated %" PRIu64 ", reordered %" PRIu64 ", unexpected %" PRIu64,
+                    dev->duplicated, dev->reordered, dev->unexpected);
+            if (dev->dlq_missing)
+                fprintf(out, ", malformed missing from the DLQ %" PRIu64, dev->dlq_missing);
+            fprintf(out, "\n");
         }
     }
-    fprintf(out, "RESULT: %s\n",
-            r->ok ? "PASS (nothing lost, nothing duplicated)"
-                  : "FAIL (readings lost or duplicated, or dead letters missing)");
+    fprintf(out, "RESULT: %s", r->ok ? "PASS (nothing lost, duplicated, reordered or unexpected)"
+                                     : "FAIL:");
+    if (r->nothing_released)
+        fprintf(out, " the run released nothing;");
+    if (r->none_connected)
+        fprintf(out, " no device connected;");
+    if (r->lost)
+        fprintf(out, " %" PRIu64 " lost;", r->lost);
+    if (r->duplicated)
+        fprintf(out, " %" PRIu64 " duplicated;", r->duplicated);
+    if (r->reordered)
+        fprintf(out, " %" PRIu64 " reordered;", r->reordered);
+    if (r->unexpected)
+        fprintf(out, " %" PRIu64 " unexpected;", r->unexpected);
+    if (r->dlq_missing)
+        fprintf(out, " %" PRIu64 " malformed payloads missing from the DLQ;", r->dlq_missing);
+    fprintf(out, "\n");
 }
 
 static json_t *percentiles_json(uint64_t n, double p50, double p90, double p99, double max)
@@ -171,7 +201,7 @@ int tg_sim_audit_print_json(const struct tg_sim_audit *au,
     size_t shown = 0;
     for (size_t d = 0; d < au->n_devs && shown < max_devices; d++) {
         const struct adev *dev = &au->devs[d];
-        if (!(dev->lost || dev->duplicated || dev->reordered || dev->unexpected))
+        if (!audit__problem(dev))
             continue;
         shown++;
         json_t *lost = json_array();
@@ -227,6 +257,18 @@ int tg_sim_audit_print_json(const struct tg_sim_audit *au,
     reasons = devices = NULL; /* json_pack's "o" took them, also when it failed */
     if (!root)
         goto cleanup;
+    json_t *more = json_pack("{s:I,s:I,s:I,s:I,s:I,s:b,s:b,s:I}", "rejected",
+                             (json_int_t)r->rejected, "other_runs", (json_int_t)r->other_runs,
+                             "foreign", (json_int_t)r->foreign, "foreign_devices",
+                             (json_int_t)r->foreign_devices, "never_connected",
+                             (json_int_t)r->never_connected, "nothing_released",
+                             r->nothing_released, "none_connected", r->none_connected,
+                             "connected_devices", (json_int_t)t->connected_devices);
+    if (!more || json_object_update(root, more) != 0) {
+        json_decref(more);
+        goto cleanup;
+    }
+    json_decref(more);
     if (json_dumpf(root, out, JSON_COMPACT | JSON_REAL_PRECISION(10)) != 0 ||
         fputc('\n', out) == EOF)
         goto cleanup;

@@ -30,6 +30,7 @@ enum fault_kind { FAULT_MALFORMED = 1, FAULT_DUPLICATE };
 struct fault_mid {
     int mid;
     enum fault_kind kind;
+    uint64_t payload_hash; /* FAULT_MALFORMED: how the ledger names the payload */
 };
 
 struct kv_entry {
@@ -116,7 +117,8 @@ static void hal_observe(void *ctx, enum tg_node_event ev, uint64_t boot, uint64_
         if (dev->cfg.skewed) {
             tg_counter_inc(sm->skewed);
             if (dev->cfg.ledger)
-                ledger_check(dev, tg_ledger_skewed(dev->cfg.ledger, (int)dev->cfg.index));
+                ledger_check(dev, tg_ledger_skewed(dev->cfg.ledger, (int)dev->cfg.index, boot,
+                                                   seq));
         }
         break;
     case TG_NODE_EV_RELEASED:
@@ -149,6 +151,8 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc)
         return; /* refused: the broker closes the connection, on_disconnect counts it */
     dev->link = LINK_UP;
     tg_gauge_inc(dev->cfg.metrics->connected);
+    if (dev->cfg.ledger)
+        ledger_check(dev, tg_ledger_connected(dev->cfg.ledger, (int)dev->cfg.index));
     tg_node_transport_up(dev->node); /* re-sends the unconfirmed readings */
     dev->wants_poll = true;
 }
@@ -182,7 +186,8 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid)
         if (dev->faults[i].kind == FAULT_MALFORMED) {
             tg_counter_inc(dev->cfg.metrics->malformed_acked);
             if (dev->cfg.ledger)
-                ledger_check(dev, tg_ledger_malformed(dev->cfg.ledger, (int)dev->cfg.index));
+                ledger_check(dev, tg_ledger_malformed(dev->cfg.ledger, (int)dev->cfg.index,
+                                                      dev->faults[i].payload_hash));
         } else {
             tg_counter_inc(dev->cfg.metrics->duplicates_acked);
             if (dev->cfg.ledger)
@@ -284,10 +289,12 @@ static int hal_transport_connect(void *ctx)
     return 0;
 }
 
-static void remember_fault(struct tg_sim_device *dev, int mid, enum fault_kind kind)
+static void remember_fault(struct tg_sim_device *dev, int mid, enum fault_kind kind,
+                           uint64_t payload_hash)
 {
     if (dev->n_faults < FAULT_SLOTS)
-        dev->faults[dev->n_faults++] = (struct fault_mid){.mid = mid, .kind = kind};
+        dev->faults[dev->n_faults++] =
+            (struct fault_mid){.mid = mid, .kind = kind, .payload_hash = payload_hash};
 }
 
 /* The faults injected beside a reading's publish: a duplicate of it, a malformed payload.
@@ -301,7 +308,7 @@ static void inject_faults(struct tg_sim_device *dev, const uint8_t *payload, siz
         if (mosquitto_publish(dev->mosq, &mid, dev->topic, (int)len, payload, 1, false) ==
             MOSQ_ERR_SUCCESS) {
             tg_counter_inc(sm->pub_duplicates);
-            remember_fault(dev, mid, FAULT_DUPLICATE);
+            remember_fault(dev, mid, FAULT_DUPLICATE, 0);
         }
     }
     if (dev->cfg.malformed > 0 && dev->n_faults < FAULT_SLOTS &&
@@ -313,7 +320,7 @@ static void inject_faults(struct tg_sim_device *dev, const uint8_t *payload, siz
         if (mosquitto_publish(dev->mosq, &mid, dev->topic, (int)n, bad, 1, false) ==
             MOSQ_ERR_SUCCESS) {
             tg_counter_inc(sm->pub_malformed);
-            remember_fault(dev, mid, FAULT_MALFORMED);
+            remember_fault(dev, mid, FAULT_MALFORMED, tg_ledger_payload_hash(bad, n));
         }
     }
 }
@@ -393,6 +400,11 @@ struct tg_sim_device *tg_sim_device_new(const struct tg_sim_device_config *cfg, 
         .i2c_transfer = NULL,
         .observe = hal_observe,
     };
+    /* The core takes the stored boot + 1 when it starts: store the one before this run's. */
+    if (cfg->boot > 1 && hal_kv_store(dev, "boot", cfg->boot - 1) != 0) {
+        snprintf(err, errlen, "device %s: cannot seed its boot counter", dev->id);
+        goto fail;
+    }
     dev->node = tg_node_init(dev->node_storage, size, &ncfg, &hal);
     if (!dev->node) {
         snprintf(err, errlen, "device %s: tg_node_init failed", dev->id);

@@ -4,7 +4,8 @@
  * anomaly injector, and the device's faults.
  *
  * HAL: wall clock = the fleet's clock plus the device's skew (faults.h); monotonic clock = the
- * fleet's; random = the device's own stream; kv = a few numbers in memory (the boot counter);
+ * fleet's; random = the device's own stream; kv = a few numbers in memory (the boot counter,
+ * seeded from the state kept between runs, boot_state.h);
  * transport = the MQTT client (clean session, client id = device id, QoS1 to
  * telemetry/<device id>); observe = the ledger and the metrics. No I2C bus.
  *
@@ -54,6 +55,8 @@ struct tg_sim_device_config {
     double malformed;            /* probability of a malformed publish beside each reading publish */
     double duplicates;           /* probability of publishing a reading twice */
     bool skewed;                 /* this device's clock is skewed (faults.h) */
+    uint64_t boot;               /* the boot counter this run starts the node at (its stored
+                                  * one, boot_state.h, plus one); 0 or 1: the first boot */
     const struct tg_sim_clock *clock;
     int epoll_fd;
     struct tg_ledger *ledger;    /* may be NULL */

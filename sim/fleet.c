@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "device.h"
+#include "boot_state.h"
 #include "ledger.h"
 #include "log.h"
 #include "metrics.h"
@@ -43,6 +44,7 @@ struct fleet {
     struct tg_sim_metrics sm;
     struct tg_metrics_http *http;
     struct tg_ledger *ledger;
+    uint64_t *boots; /* per device: its boot in this run (boot_state.h) */
     FILE *labels;
     char *labels_tmp;
     uint64_t labels_written;
@@ -233,6 +235,47 @@ static int setup_signals(struct fleet *fl)
     return epoll_ctl(fl->epoll_fd, EPOLL_CTL_ADD, fl->signal_fd, &ev);
 }
 
+/* Every device's boot for this run, advanced in the state directory (boot_state.h). */
+static int advance_boots(struct fleet *fl)
+{
+    const struct tg_sim_run_options *opt = fl->opt;
+    char dir[4096], err[512];
+    const char *state_dir = opt->state_dir;
+    if (!state_dir) {
+        if (tg_sim_boots_default_dir(opt->ledger_path, dir, sizeof dir, err, sizeof err) != 0) {
+            TG_LOG_ERROR("sim", "%s", err);
+            return -1;
+        }
+        state_dir = dir;
+    }
+    char (*ids)[16] = calloc(opt->devices, sizeof *ids);
+    const char **id_ptrs = calloc(opt->devices, sizeof *id_ptrs);
+    fl->boots = calloc(opt->devices, sizeof *fl->boots);
+    int rc = -1;
+    if (!ids || !id_ptrs || !fl->boots) {
+        TG_LOG_ERROR("sim", "out of memory for %" PRIu32 " devices", opt->devices);
+        goto cleanup;
+    }
+    for (uint32_t i = 0; i < opt->devices; i++) {
+        snprintf(ids[i], sizeof ids[i], "sim-%05" PRIu32, i + 1);
+        id_ptrs[i] = ids[i];
+    }
+    if (tg_sim_boots_advance(state_dir, id_ptrs, opt->devices, fl->boots, err, sizeof err) !=
+        0) {
+        TG_LOG_ERROR("sim", "boot counters: %s", err);
+        goto cleanup;
+    }
+    TG_LOG_INFO("sim", "boot counters in %s/%s: this run's devices boot at %" PRIu64
+                       "%s",
+                state_dir, TG_SIM_BOOTS_FILE, fl->boots[0],
+                opt->devices > 1 ? " (the first device)" : "");
+    rc = 0;
+cleanup:
+    free(ids);
+    free(id_ptrs);
+    return rc;
+}
+
 static int create_devices(struct fleet *fl)
 {
     const struct tg_sim_run_options *opt = fl->opt;
@@ -249,7 +292,8 @@ static int create_devices(struct fleet *fl)
         char id[32];
         snprintf(id, sizeof id, "sim-%05" PRIu32, i + 1);
         int idx = fl->ledger ? tg_ledger_add_device(fl->ledger, id) : (int)i;
-        if (idx != (int)i) {
+        if (idx != (int)i ||
+            (fl->ledger && tg_ledger_set_boot(fl->ledger, idx, fl->boots[i]) != 0)) {
             TG_LOG_ERROR("sim", "ledger: cannot add device %s", id);
             return -1;
         }
@@ -268,6 +312,7 @@ static int create_devices(struct fleet *fl)
             .malformed = opt->malformed,
             .duplicates = opt->duplicates,
             .skewed = opt->skew > 0 && tg_sim_rand_unit(&pick) < opt->skew,
+            .boot = fl->boots[i],
             .clock = &fl->clock,
             .epoll_fd = fl->epoll_fd,
             .ledger = fl->ledger,
@@ -579,6 +624,7 @@ static void fleet_free(struct fleet *fl)
     tg_metrics_http_stop(fl->http);
     tg_metrics_destroy(fl->metrics);
     tg_ledger_destroy(fl->ledger);
+    free(fl->boots);
     if (fl->signal_fd >= 0)
         close(fl->signal_fd);
     if (fl->epoll_fd >= 0)
@@ -630,8 +676,9 @@ int tg_sim_run(const struct tg_sim_run_options *opt)
     }
     lib_init = true;
     update_clock(fl);
-    if (create_devices(fl) != 0)
+    if (advance_boots(fl) != 0 || create_devices(fl) != 0)
         goto cleanup;
+    int64_t run_start_wall_ms = fl->clock.wall_ms;
 
     update_clock(fl);
     fl->rng = tg_sim_stream_seed(opt->seed, 0, TG_SIM_STREAM_FLEET) ^ UINT64_C(0x5bd1e995);
@@ -657,6 +704,8 @@ int tg_sim_run(const struct tg_sim_run_options *opt)
 
     status = 0;
     if (fl->ledger) {
+        update_clock(fl);
+        tg_ledger_set_run(fl->ledger, run_start_wall_ms, fl->clock.wall_ms);
         if (tg_ledger_write(fl->ledger, opt->ledger_path) != 0) {
             TG_LOG_ERROR("sim", "cannot write ledger %s: %s", opt->ledger_path, strerror(errno));
             status = 1;

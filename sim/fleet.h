@@ -7,6 +7,10 @@
  * churn (a device drops its connection now and then, half of the time abruptly, half with a
  * DISCONNECT) and the storm (every connected device drops at once, abruptly).
  *
+ * Before the first device starts, each device's boot counter advances in the state directory
+ * (boot_state.h), so every run of a fleet uses new boots, as restarted real nodes do; the
+ * ledger records each device's boot and the run's wall-clock start and end.
+ *
  * The run ends after duration_s (or at SIGINT/SIGTERM): sampling stops, the outboxes get up to
  * drain_s to empty, the devices disconnect, then the ledger and the labels are written. A
  * second signal skips the drain. Progress: one live line on a terminal (stderr), otherwise a
@@ -26,6 +30,8 @@ struct tg_sim_run_options {
     double duration_s;         /* default 60 */
     uint64_t seed;             /* default 1 */
     const char *ledger_path;   /* NULL: no ledger */
+    const char *state_dir;     /* boot counters kept between runs (boot_state.h); NULL: the
+                                * default of tg_sim_boots_default_dir() */
     const char *labels_path;   /* NULL: no labels */
     double anomaly_rate;       /* anomalies per device-hour; default 0 */
     double malformed;          /* malformed publishes per reading publish, 0..1 */

@@ -12,8 +12,16 @@
  *
  *   tidegate-sim-ledger 1                   first line: magic and version
  *   # ...                                   comment (also blank lines), ignored
- *   device <id> [malformed=N] [duplicates=N] [skewed=N]
- *                                           starts a device; zero counters are left out
+ *   run <start_ms> <end_ms>                 wall-clock times the run started and ended
+ *                                           (optional, before the first device)
+ *   device <id> [boot=N] [connected=N] [malformed=N] [duplicates=N] [skewed=N]
+ *                                           starts a device; boot: the boot counter the run
+ *                                           gave it; connected: connections the broker
+ *                                           accepted; zero counters are left out
+ *   malformed <hash>,...                    that device's malformed payloads, each as the
+ *                                           16 hex digits of tg_ledger_payload_hash(), in
+ *                                           ascending order (as many as malformed=N)
+ *   skewed <boot> <ranges>                  that device's readings taken with a skewed clock
  *   released <boot> <ranges>                that device's seqs of that boot with this fate;
  *   dropped <boot> <ranges>                 <ranges> is a comma-separated list of "a" or
  *   unconfirmed <boot> <ranges>             "a-b" (inclusive), ascending, disjoint
@@ -183,11 +191,15 @@ static uint64_t set_count(const struct seqset *s)
 struct boot_fates {
     uint64_t boot;
     struct seqset released, dropped, unconfirmed;
+    struct seqset skewed; /* not a fate: which readings carried a skewed clock */
 };
 
 struct device {
     char *id;
+    uint64_t boot, connected;
     uint64_t malformed, duplicates, skewed;
+    uint64_t *malformed_hashes; /* ascending, malformed of them */
+    size_t cap_hashes;
     struct boot_fates *boots; /* ascending boot */
     size_t n_boots, cap_boots;
 };
@@ -198,6 +210,8 @@ struct tg_ledger {
     /* Open addressing on the id's FNV-1a hash: device index + 1, 0 = empty slot. */
     uint32_t *index;
     size_t index_cap; /* power of two, kept at least twice n_devs */
+    bool has_run;
+    int64_t run_start_ms, run_end_ms;
 };
 
 struct tg_ledger *tg_ledger_new(void)
@@ -215,8 +229,10 @@ void tg_ledger_destroy(struct tg_ledger *lg)
             set_free(&dev->boots[b].released);
             set_free(&dev->boots[b].dropped);
             set_free(&dev->boots[b].unconfirmed);
+            set_free(&dev->boots[b].skewed);
         }
         free(dev->boots);
+        free(dev->malformed_hashes);
         free(dev->id);
     }
     free(lg->devs);
@@ -374,9 +390,56 @@ static int fault_add(struct tg_ledger *lg, int device, size_t field)
     return 0;
 }
 
-int tg_ledger_malformed(struct tg_ledger *lg, int device)
+/* Inserts hash into the device's ascending list. */
+static int hash_insert(struct device *dev, uint64_t hash)
 {
-    return fault_add(lg, device, offsetof(struct device, malformed));
+    if (dev->malformed == dev->cap_hashes) {
+        size_t cap = dev->cap_hashes ? dev->cap_hashes * 2 : 4;
+        uint64_t *h = realloc(dev->malformed_hashes, cap * sizeof *h);
+        if (!h)
+            return -1;
+        dev->malformed_hashes = h;
+        dev->cap_hashes = cap;
+    }
+    size_t i = (size_t)dev->malformed;
+    while (i > 0 && dev->malformed_hashes[i - 1] > hash) {
+        dev->malformed_hashes[i] = dev->malformed_hashes[i - 1];
+        i--;
+    }
+    dev->malformed_hashes[i] = hash;
+    dev->malformed++;
+    return 0;
+}
+
+int tg_ledger_malformed(struct tg_ledger *lg, int device, uint64_t payload_hash)
+{
+    struct device *dev = device_at(lg, device);
+    if (!dev) {
+        errno = EINVAL;
+        return -1;
+    }
+    return hash_insert(dev, payload_hash);
+}
+
+uint64_t tg_ledger_payload_hash(const void *payload, size_t len)
+{
+    /* FNV-1a, 64 bits: tells apart the few malformed payloads of one device, nothing more */
+    uint64_t h = UINT64_C(14695981039346656037);
+    const uint8_t *p = payload;
+    for (size_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= UINT64_C(1099511628211);
+    }
+    return h;
+}
+
+uint64_t tg_ledger_malformed_count(const struct tg_ledger *lg, int device, uint64_t payload_hash)
+{
+    const struct device *dev = device_at(lg, device);
+    uint64_t n = 0;
+    for (size_t i = 0; dev && i < dev->malformed; i++)
+        n += dev->malformed_hashes[i] == payload_hash;
+    return n;
 }
 
 int tg_ledger_duplicate(struct tg_ledger *lg, int device)
@@ -384,9 +447,66 @@ int tg_ledger_duplicate(struct tg_ledger *lg, int device)
     return fault_add(lg, device, offsetof(struct device, duplicates));
 }
 
-int tg_ledger_skewed(struct tg_ledger *lg, int device)
+int tg_ledger_skewed(struct tg_ledger *lg, int device, uint64_t boot, uint64_t seq)
 {
-    return fault_add(lg, device, offsetof(struct device, skewed));
+    struct device *dev = device_at(lg, device);
+    if (!dev) {
+        errno = EINVAL;
+        return -1;
+    }
+    struct boot_fates *bf = boot_get(dev, boot);
+    if (!bf)
+        return -1;
+    int added = set_add(&bf->skewed, seq);
+    if (added < 0)
+        return -1;
+    dev->skewed += (uint64_t)added;
+    return 0;
+}
+
+bool tg_ledger_is_skewed(const struct tg_ledger *lg, int device, uint64_t boot, uint64_t seq)
+{
+    const struct device *dev = device_at(lg, device);
+    const struct boot_fates *bf = dev ? boot_find(dev, boot) : NULL;
+    return bf && set_contains(&bf->skewed, seq);
+}
+
+int tg_ledger_connected(struct tg_ledger *lg, int device)
+{
+    return fault_add(lg, device, offsetof(struct device, connected));
+}
+
+int tg_ledger_set_boot(struct tg_ledger *lg, int device, uint64_t boot)
+{
+    struct device *dev = device_at(lg, device);
+    if (!dev) {
+        errno = EINVAL;
+        return -1;
+    }
+    dev->boot = boot;
+    return 0;
+}
+
+uint64_t tg_ledger_device_boot(const struct tg_ledger *lg, int device)
+{
+    const struct device *dev = device_at(lg, device);
+    return dev ? dev->boot : 0;
+}
+
+void tg_ledger_set_run(struct tg_ledger *lg, int64_t start_ms, int64_t end_ms)
+{
+    lg->has_run = true;
+    lg->run_start_ms = start_ms;
+    lg->run_end_ms = end_ms;
+}
+
+bool tg_ledger_run(const struct tg_ledger *lg, int64_t *start_ms, int64_t *end_ms)
+{
+    if (!lg->has_run)
+        return false;
+    *start_ms = lg->run_start_ms;
+    *end_ms = lg->run_end_ms;
+    return true;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -401,6 +521,7 @@ void tg_ledger_totals(const struct tg_ledger *lg, struct tg_ledger_totals *out)
         out->malformed += dev->malformed;
         out->duplicates += dev->duplicates;
         out->skewed += dev->skewed;
+        out->connected_devices += dev->connected > 0;
         for (size_t b = 0; b < dev->n_boots; b++) {
             out->released += set_count(&dev->boots[b].released);
             out->dropped += set_count(&dev->boots[b].dropped);
@@ -424,8 +545,9 @@ void tg_ledger_device_faults(const struct tg_ledger *lg, int device,
                              struct tg_ledger_faults *out)
 {
     const struct device *dev = device_at(lg, device);
-    *out = dev ? (struct tg_ledger_faults){dev->malformed, dev->duplicates, dev->skewed}
-               : (struct tg_ledger_faults){0, 0, 0};
+    *out = dev ? (struct tg_ledger_faults){dev->malformed, dev->duplicates, dev->skewed,
+                                           dev->connected}
+               : (struct tg_ledger_faults){0, 0, 0, 0};
 }
 
 enum tg_ledger_fate tg_ledger_fate(const struct tg_ledger *lg, int device, uint64_t boot,
@@ -485,9 +607,15 @@ static void write_set(FILE *f, const char *fate, uint64_t boot, const struct seq
 static void write_all(FILE *f, const struct tg_ledger *lg)
 {
     fprintf(f, LEDGER_MAGIC "\n# written by tidegate-sim run; format: sim/ledger.c\n");
+    if (lg->has_run)
+        fprintf(f, "run %" PRId64 " %" PRId64 "\n", lg->run_start_ms, lg->run_end_ms);
     for (size_t d = 0; d < lg->n_devs; d++) {
         const struct device *dev = &lg->devs[d];
         fprintf(f, "device %s", dev->id);
+        if (dev->boot)
+            fprintf(f, " boot=%" PRIu64, dev->boot);
+        if (dev->connected)
+            fprintf(f, " connected=%" PRIu64, dev->connected);
         if (dev->malformed)
             fprintf(f, " malformed=%" PRIu64, dev->malformed);
         if (dev->duplicates)
@@ -495,8 +623,13 @@ static void write_all(FILE *f, const struct tg_ledger *lg)
         if (dev->skewed)
             fprintf(f, " skewed=%" PRIu64, dev->skewed);
         fputc('\n', f);
+        for (size_t i = 0; i < dev->malformed; i++)
+            fprintf(f, "%s%016" PRIx64, i ? "," : "malformed ", dev->malformed_hashes[i]);
+        if (dev->malformed)
+            fputc('\n', f);
         for (size_t b = 0; b < dev->n_boots; b++) {
             const struct boot_fates *bf = &dev->boots[b];
+            write_set(f, "skewed", bf->boot, &bf->skewed);
             write_set(f, "released", bf->boot, &bf->released);
             write_set(f, "dropped", bf->boot, &bf->dropped);
             write_set(f, "unconfirmed", bf->boot, &bf->unconfirmed);
@@ -656,8 +789,24 @@ static int parse_ranges(struct parser *p, const char *s, struct seqset *set,
     }
 }
 
+/* A device with malformed=N needs its "malformed" line (the audit reads the hashes). */
+static int check_hashes(struct parser *p, const struct tg_ledger *lg)
+{
+    if (lg->n_devs == 0)
+        return 0;
+    const struct device *dev = &lg->devs[lg->n_devs - 1];
+    if (dev->malformed > 0 && !dev->malformed_hashes) {
+        perr(p, "device %s: malformed=%" PRIu64 " without its \"malformed\" line", dev->id,
+             dev->malformed);
+        return -1;
+    }
+    return 0;
+}
+
 static int parse_device(struct parser *p, struct tg_ledger *lg, char *rest)
 {
+    if (check_hashes(p, lg) != 0)
+        return -1;
     char *save = NULL;
     char *id = strtok_r(rest, " ", &save);
     if (!id || !tg_device_id_valid(id, strlen(id))) {
@@ -681,6 +830,10 @@ static int parse_device(struct parser *p, struct tg_ledger *lg, char *rest)
             size_t klen = (size_t)(v - kv);
             if (klen == 9 && strncmp(kv, "malformed", 9) == 0)
                 field = &dev->malformed;
+            else if (klen == 4 && strncmp(kv, "boot", 4) == 0)
+                field = &dev->boot;
+            else if (klen == 9 && strncmp(kv, "connected", 9) == 0)
+                field = &dev->connected;
             else if (klen == 10 && strncmp(kv, "duplicates", 10) == 0)
                 field = &dev->duplicates;
             else if (klen == 6 && strncmp(kv, "skewed", 6) == 0)
@@ -714,11 +867,66 @@ static int parse_fate(struct parser *p, struct tg_ledger *lg, const char *fate, 
         return -1;
     }
     s++;
+    if (strcmp(fate, "skewed") == 0) {
+        static const struct seqset none = {0};
+        if (parse_ranges(p, s, &bf->skewed, &none, &none) != 0)
+            return -1;
+        return 0;
+    }
     if (strcmp(fate, "released") == 0)
         return parse_ranges(p, s, &bf->released, &bf->dropped, &bf->unconfirmed);
     if (strcmp(fate, "dropped") == 0)
         return parse_ranges(p, s, &bf->dropped, &bf->released, &bf->unconfirmed);
     return parse_ranges(p, s, &bf->unconfirmed, &bf->released, &bf->dropped);
+}
+
+/* "malformed <hash>,...": as many hashes as the device's malformed=N, ascending. */
+static int parse_hashes(struct parser *p, struct tg_ledger *lg, char *rest)
+{
+    if (lg->n_devs == 0) {
+        perr(p, "\"malformed\" before any \"device\" line");
+        return -1;
+    }
+    struct device *dev = &lg->devs[lg->n_devs - 1];
+    uint64_t want = dev->malformed;
+    if (dev->cap_hashes > 0 || want == 0) {
+        perr(p, "\"malformed\" line twice, or without malformed=N on its device");
+        return -1;
+    }
+    dev->malformed = 0;
+    for (char *save = NULL, *tok = strtok_r(rest, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        char *end;
+        errno = 0;
+        uint64_t h = strtoull(tok, &end, 16);
+        if (errno || end - tok != 16 || *end != '\0' ||
+            (dev->malformed > 0 && h < dev->malformed_hashes[dev->malformed - 1])) {
+            perr(p, "bad payload hash \"%.20s\"", tok);
+            return -1;
+        }
+        if (hash_insert(dev, h) != 0) {
+            perr(p, "out of memory");
+            return -1;
+        }
+    }
+    if (dev->malformed != want) {
+        perr(p, "%" PRIu64 " payload hashes for malformed=%" PRIu64, dev->malformed, want);
+        return -1;
+    }
+    return 0;
+}
+
+static int parse_run(struct parser *p, struct tg_ledger *lg, const char *rest)
+{
+    long long start, end;
+    char extra;
+    if (lg->has_run || lg->n_devs > 0 ||
+        sscanf(rest, "%lld %lld %c", &start, &end, &extra) != 2 || end < start) {
+        perr(p, "expected one \"run <start_ms> <end_ms>\" before the devices");
+        return -1;
+    }
+    tg_ledger_set_run(lg, start, end);
+    return 0;
 }
 
 struct tg_ledger *tg_ledger_read(const char *path, char *err, size_t err_size)
@@ -767,12 +975,18 @@ struct tg_ledger *tg_ledger_read(const char *path, char *err, size_t err_size)
         if (strcmp(line, "device") == 0) {
             rc = parse_device(&p, lg, rest);
         } else if (strcmp(line, "released") == 0 || strcmp(line, "dropped") == 0 ||
-                   strcmp(line, "unconfirmed") == 0) {
+                   strcmp(line, "unconfirmed") == 0 || strcmp(line, "skewed") == 0) {
             rc = parse_fate(&p, lg, line, rest);
+        } else if (strcmp(line, "malformed") == 0) {
+            rc = parse_hashes(&p, lg, rest);
+        } else if (strcmp(line, "run") == 0) {
+            rc = parse_run(&p, lg, rest);
         } else if (strcmp(line, "end") == 0) {
             const char *s = rest;
             uint64_t n;
             rc = 0;
+            if (check_hashes(&p, lg) != 0)
+                goto cleanup;
             if (!parse_u64(&s, &n) || *s != '\0' || n != lg->n_devs) {
                 perr(&p, "\"end\" says %s devices, the file listed %zu", rest, lg->n_devs);
                 rc = -1;

@@ -43,10 +43,26 @@ int tg_ledger_reading(struct tg_ledger *lg, int device, enum tg_node_event ev, u
                       uint64_t seq);
 
 /* Faults injected on this device: one malformed payload published (and confirmed by the
- * broker), one reading published again as a duplicate, one reading sent with a skewed clock. */
-int tg_ledger_malformed(struct tg_ledger *lg, int device);
+ * broker), identified by tg_ledger_payload_hash() of its bytes; one reading published again
+ * as a duplicate; one reading (boot, seq) taken with a skewed clock. */
+int tg_ledger_malformed(struct tg_ledger *lg, int device, uint64_t payload_hash);
 int tg_ledger_duplicate(struct tg_ledger *lg, int device);
-int tg_ledger_skewed(struct tg_ledger *lg, int device);
+int tg_ledger_skewed(struct tg_ledger *lg, int device, uint64_t boot, uint64_t seq);
+
+/* 64-bit FNV-1a of a payload: how the ledger and the audit name a malformed payload. */
+uint64_t tg_ledger_payload_hash(const void *payload, size_t len);
+
+/* The broker accepted a connection of the device (CONNACK 0). */
+int tg_ledger_connected(struct tg_ledger *lg, int device);
+
+/* The boot counter this run gave the device (its persisted boot + 1, sim/boot_state.h):
+ * readings of lower boots in Kafka are an earlier run's. 0 = unknown. */
+int tg_ledger_set_boot(struct tg_ledger *lg, int device, uint64_t boot);
+uint64_t tg_ledger_device_boot(const struct tg_ledger *lg, int device);
+
+/* The run's wall-clock start and end (ms since the epoch); false when the file has none. */
+void tg_ledger_set_run(struct tg_ledger *lg, int64_t start_ms, int64_t end_ms);
+bool tg_ledger_run(const struct tg_ledger *lg, int64_t *start_ms, int64_t *end_ms);
 
 /* Writes the ledger to path (a temporary file renamed into place). Returns 0 or -1 (errno). */
 int tg_ledger_write(const struct tg_ledger *lg, const char *path);
@@ -63,7 +79,8 @@ struct tg_ledger_totals {
     uint64_t dropped;       /* lost on the device: outbox overflow */
     uint64_t malformed;     /* expected in the DLQ */
     uint64_t duplicates;    /* duplicate publishes injected (the gateway must remove them) */
-    uint64_t skewed;
+    uint64_t skewed;        /* readings taken with a skewed clock */
+    size_t connected_devices; /* devices the broker accepted a connection of */
 };
 void tg_ledger_totals(const struct tg_ledger *lg, struct tg_ledger_totals *out);
 
@@ -76,6 +93,7 @@ int tg_ledger_find_device(const struct tg_ledger *lg, const char *device_id);
  * with a skewed clock out of its latency figures. */
 struct tg_ledger_faults {
     uint64_t malformed, duplicates, skewed;
+    uint64_t connected; /* connections accepted (not a fault; counted alike) */
 };
 void tg_ledger_device_faults(const struct tg_ledger *lg, int device,
                              struct tg_ledger_faults *out);
@@ -89,6 +107,12 @@ enum tg_ledger_fate {
 };
 enum tg_ledger_fate tg_ledger_fate(const struct tg_ledger *lg, int device, uint64_t boot,
                                    uint64_t seq);
+
+/* True when that reading was taken with a skewed clock (tg_ledger_skewed()). */
+bool tg_ledger_is_skewed(const struct tg_ledger *lg, int device, uint64_t boot, uint64_t seq);
+
+/* How many malformed payloads with this hash the device published. */
+uint64_t tg_ledger_malformed_count(const struct tg_ledger *lg, int device, uint64_t payload_hash);
 
 /* Calls fn for every released reading of the device, in (boot, seq) order; stops early when
  * fn returns false. */

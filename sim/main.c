@@ -55,6 +55,11 @@ static void usage(FILE *out)
             "  --drain S              at the end, wait up to S seconds for outboxes to empty\n"
             "                         (default 15)\n"
             "  --metrics-listen ADDR  serve tidegate_sim_* metrics, e.g. 127.0.0.1:9465\n"
+            "  --state-dir DIR        where the devices' boot counters are kept between runs\n"
+            "                         (file tidegate-sim.boots): each run boots every device\n"
+            "                         at its last boot + 1, as a real node does. Default: the\n"
+            "                         --ledger file's directory, else\n"
+            "                         $XDG_STATE_HOME/tidegate-sim (~/.local/state/tidegate-sim)\n"
             "  --log-level LEVEL      error, warn, info (default), debug\n"
             "\n"
             "Exit status: 0 run completed and files written, 1 setup or write error, 2 usage.\n");
@@ -138,6 +143,7 @@ enum {
     OPT_DRAIN,
     OPT_METRICS_LISTEN,
     OPT_LOG_LEVEL,
+    OPT_STATE_DIR,
 };
 
 static int run_main(int argc, char **argv)
@@ -160,6 +166,7 @@ static int run_main(int argc, char **argv)
         {"drain", required_argument, NULL, OPT_DRAIN},
         {"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"state-dir", required_argument, NULL, OPT_STATE_DIR},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -227,6 +234,9 @@ static int run_main(int argc, char **argv)
             break;
         case OPT_METRICS_LISTEN:
             opt.metrics_listen = optarg;
+            break;
+        case OPT_STATE_DIR:
+            opt.state_dir = optarg;
             break;
         case OPT_LOG_LEVEL: {
             tg_log_level level;

@@ -34,9 +34,11 @@
 #define DAY_MS INT64_C(86400000)
 #define WINSOR 4.0              /* baselines learn x clipped to mean +- WINSOR scales */
 #define NOISE_UP 0.02           /* multiplier step per small exceedance */
-#define NOISE_TARGET 1e-3       /* exceedance rate the multiplier aims at */
+#define NOISE_TARGET 5e-4       /* exceedance rate the multiplier aims at */
 #define PERIOD_ALPHA 0.1        /* weight of a new step in the usual period */
 #define P_CHANGE_ALPHA 0.05     /* weight of a new sample in the change fraction */
+#define TREND_BETA 0.1          /* the trend learns a tenth as fast as the level, once warm */
+#define ANOMALOUS 0.5           /* ratio above which a point learns slowly */
 
 double detect__score(double r)
 {
@@ -47,7 +49,8 @@ double detect__score(double r)
 
 size_t series__size(const struct detect_params *dp, size_t dev_len, size_t metric_len)
 {
-    return sizeof(struct series) + dp->key_off + dev_len + 1 + metric_len + 1;
+    return sizeof(struct series) + series__key_bytes(dev_len, metric_len) + dp->ring_bytes +
+           dp->seasonal_bytes;
 }
 
 void detect__reset(struct series *s, const struct detect_params *dp)
@@ -62,12 +65,15 @@ void detect__reset(struct series *s, const struct detect_params *dp)
     s->calib = 1;
     s->last_ts = 0;
     s->last_value = 0;
-    s->shift_mean = s->shift_var = s->shift_fast = 0;
+    s->shift_mean = s->shift_var = s->shift_fast = s->shift_trend = s->shift_dvar = 0;
     s->rate_mean = s->rate_var = 0;
     s->stuck_ref = 0;
-    if (dp->on[DET_SEASONAL])
-        memset(s->tail + dp->seasonal_off, 0,
-               (size_t)dp->seasonal_buckets * sizeof(struct seasonal_bucket));
+    s->first_day = 0;
+    if (dp->on[DET_SEASONAL]) {
+        struct seasonal_bucket *bk = series__buckets(s, dp);
+        for (int i = 0; i < dp->seasonal_buckets; i++)
+            bk[i] = (struct seasonal_bucket){.mean = 0, .var = -1};
+    }
 }
 
 /* Median of v[0..n) (n >= 1), sorting v in place: insertion sort, n is at most 31. */
@@ -108,7 +114,7 @@ static double warm_alpha(uint32_t n, double alpha)
 static void level_point(struct series *s, const struct detect_params *dp, double x, bool warm,
                         double floor, struct detect_result *res)
 {
-    double *ring = (double *)(void *)(s->tail + dp->level_off);
+    double *ring = series__ring(s);
     int need = dp->level_window / 2 + 1;
     if (warm && s->level_n >= need) {
         double v[TG_ENGINE_LEVEL_WINDOW_MAX];
@@ -134,45 +140,110 @@ static void level_point(struct series *s, const struct detect_params *dp, double
         s->level_n++;
 }
 
-static void shift_point(struct series *s, const struct detect_params *dp, double x, bool warm,
-                        double floor, struct detect_result *res)
+/* The shift detector's baseline is Holt's linear smoothing (a level and a trend per second),
+ * so a series that rises and falls with the day is not "shifted" by the lag a flat mean
+ * would have on every slope; the fast EWMA rides the same trend. */
+static double shift_predict(const struct series *s, double dt_s)
+{
+    return s->shift_mean + s->shift_trend * dt_s;
+}
+
+static void shift_score(struct series *s, const struct detect_params *dp, double x, double dt_s,
+                        bool warm, double floor, struct detect_result *res)
 {
     double sd = sqrt(s->shift_var);
     if (sd < floor)
         sd = floor;
     double lambda = dp->shift_lambda;
-    s->shift_fast += lambda * (x - s->shift_fast);
-    if (warm && dp->on[DET_SHIFT]) {
+    double fast = s->shift_fast + s->shift_trend * dt_s;
+    s->shift_fast = fast + lambda * (x - fast);
+    /* The chart scores once the trend has had 2 / shift_alpha samples to settle, and a
+     * difference of one sensor quantum is never a shift. */
+    if (warm && dp->on[DET_SHIFT] &&
+        s->n >= (uint32_t)dp->warmup_samples + (uint32_t)(2 / dp->shift_alpha)) {
         double chart_sd = sd * sqrt(lambda / (2 - lambda));
-        res->ratio[DET_SHIFT] = fabs(s->shift_fast - s->shift_mean) / chart_sd /
-                                dp->threshold[DET_SHIFT];
-        res->baseline[DET_SHIFT] = s->shift_mean;
+        /* What the chart statistic itself has been spreading by: on a curving series (a
+         * daily cycle) the fast and slow baselines lag differently, and that is no shift. */
+        double seen_sd = sqrt(s->shift_dvar);
+        if (chart_sd < seen_sd)
+            chart_sd = seen_sd;
+        if (chart_sd < floor)
+            chart_sd = floor;
+        double base = shift_predict(s, dt_s);
+        res->ratio[DET_SHIFT] = fabs(s->shift_fast - base) / chart_sd / dp->threshold[DET_SHIFT];
+        res->baseline[DET_SHIFT] = base;
     }
-    if (warm)
-        x = clampd(x, s->shift_mean - WINSOR * sd, s->shift_mean + WINSOR * sd);
-    ew_update(&s->shift_mean, &s->shift_var, x, warm_alpha(s->n, dp->shift_alpha));
 }
 
-static void rate_point(struct series *s, const struct detect_params *dp, double x, double dt_ms,
-                       bool warm, double floor, struct detect_result *res)
+static void shift_learn(struct series *s, const struct detect_params *dp, double x, double dt_s,
+                        bool warm, double floor, double slow)
 {
-    /* Irregular sampling: the step is divided by the time it took, but by no less than half
-     * the usual period, so two samples that arrive together do not make an infinite rate. */
+    double sd = sqrt(s->shift_var);
+    if (sd < floor)
+        sd = floor;
+    double pred = shift_predict(s, dt_s);
+    double e = x - pred;
+    if (warm)
+        e = clampd(e, -WINSOR * sd, WINSOR * sd);
+    double a = warm_alpha(s->n, dp->shift_alpha) * slow;
+    double level = pred + a * e;
+    if (warm && dt_s > 0) {
+        /* The trend learns only once the level has settled, at a fixed rate: learned
+         * from the first samples' Welford steps it would be noise that persists. */
+        double b = dp->shift_alpha * slow * TREND_BETA;
+        s->shift_trend = (1 - b) * s->shift_trend + b * (level - s->shift_mean) / dt_s;
+    }
+    if (warm) {
+        double d = s->shift_fast - pred;
+        double lim = WINSOR * sqrt(s->shift_dvar) + sd;
+        d = clampd(d, -lim, lim);
+        s->shift_dvar += a * (d * d - s->shift_dvar);
+    }
+    s->shift_mean = level;
+    s->shift_var = (1 - a) * (s->shift_var + a * e * e);
+}
+
+/* The rate of change per second of x after s->last_value: the step divided by the time it
+ * took, but by no less than half the usual period, so two samples that arrive together
+ * (irregular sampling, a burst after a reconnect) do not make an infinite rate. */
+static double rate_of(const struct series *s, double x, double dt_ms)
+{
     double half_period = 0.5 * s->period_ms;
     double dt_s = (dt_ms > half_period ? dt_ms : half_period) / 1000.0;
-    if (!(dt_s > 0))
-        return;
-    double rate = (x - s->last_value) / dt_s;
-    double rate_floor = floor / (s->period_ms > 0 ? s->period_ms / 1000.0 : dt_s);
-    double sd = sqrt(s->rate_var);
-    if (sd < rate_floor)
-        sd = rate_floor;
+    return dt_s > 0 ? (x - s->last_value) / dt_s : 0;
+}
+
+/* The spread of the rate: its own variability plus what the level's noise makes of a step
+ * of dt (noise / dt: large for close samples), so irregular sampling does not make close
+ * pairs look fast. */
+static double rate_sd(const struct series *s, double floor, double dt_ms)
+{
+    double dt_s = dt_ms / 1000.0;
+    double rate_floor = floor / (s->period_ms > 0 ? s->period_ms / 1000.0 : 1.0);
+    double var = s->rate_var;
+    if (dt_s > 0)
+        var += 2 * s->shift_var / (dt_s * dt_s);
+    double sd = sqrt(var);
+    return sd < rate_floor ? rate_floor : sd;
+}
+
+static void rate_score(struct series *s, const struct detect_params *dp, double x, double dt_ms,
+                       double floor, struct detect_result *res)
+{
+    double rate = rate_of(s, x, dt_ms);
+    res->ratio[DET_RATE] = fabs(rate - s->rate_mean) / rate_sd(s, floor, dt_ms) / dp->threshold[DET_RATE];
+    res->baseline[DET_RATE] = s->last_value;
+}
+
+static void rate_learn(struct series *s, const struct detect_params *dp, double x, double dt_ms,
+                       bool warm, double floor, double slow)
+{
+    double rate = rate_of(s, x, dt_ms);
     if (warm) {
-        res->ratio[DET_RATE] = fabs(rate - s->rate_mean) / sd / dp->threshold[DET_RATE];
-        res->baseline[DET_RATE] = s->last_value + s->rate_mean * dt_s;
+        double sd = rate_sd(s, floor, dt_ms);
         rate = clampd(rate, s->rate_mean - WINSOR * sd, s->rate_mean + WINSOR * sd);
     }
-    ew_update(&s->rate_mean, &s->rate_var, rate, warm_alpha(s->n, dp->shift_alpha));
+    ew_update(&s->rate_mean, &s->rate_var, rate, warm_alpha(s->n, dp->shift_alpha) * slow);
 }
 
 static void stuck_point(struct series *s, const struct detect_params *dp, double x,
@@ -206,42 +277,46 @@ static void stuck_point(struct series *s, const struct detect_params *dp, double
 static void seasonal_point(struct series *s, const struct detect_params *dp, int64_t ts,
                            double x, double floor, struct detect_result *res)
 {
-    struct seasonal_bucket *bk = (struct seasonal_bucket *)(void *)(s->tail + dp->seasonal_off);
+    struct seasonal_bucket *bk = series__buckets(s, dp);
     int64_t tod = ts % DAY_MS;
     if (tod < 0)
         tod += DAY_MS;
     int64_t day = (ts - tod) / DAY_MS;
     int64_t bucket_ms = DAY_MS / dp->seasonal_buckets;
-    struct seasonal_bucket *b = &bk[tod / bucket_ms < dp->seasonal_buckets
-                                        ? tod / bucket_ms : dp->seasonal_buckets - 1];
+    int64_t bi = tod / bucket_ms;
+    struct seasonal_bucket *b = &bk[bi < dp->seasonal_buckets ? bi : dp->seasonal_buckets - 1];
+    if (!(s->flags & SERIES_HAS_LAST))
+        s->first_day = (int32_t)day;
+    int64_t age_days = day - s->first_day; /* whole days the profile has been learning */
+    if (b->var < 0) {
+        b->mean = (float)x;
+        b->var = 0;
+        return;
+    }
     double sd = sqrt((double)b->var);
     if (sd < floor)
         sd = floor;
-    /* A bucket scores from its min_days-th day on, against what earlier days taught it. */
-    if (b->days >= dp->seasonal_min_days) {
-        res->ratio[DET_SEASONAL] =
-            fabs(x - b->mean) / sd / dp->threshold[DET_SEASONAL];
+    /* A bucket scores once the series has min_days days behind it, against what those
+     * days taught it. */
+    bool learned = age_days >= dp->seasonal_min_days;
+    if (learned) {
+        res->ratio[DET_SEASONAL] = fabs(x - b->mean) / sd / dp->threshold[DET_SEASONAL];
         res->baseline[DET_SEASONAL] = b->mean;
     }
-    if (b->days == 0 || b->last_day != (uint16_t)day) {
-        if (b->days < UINT8_MAX)
-            b->days++;
-        b->last_day = (uint16_t)day;
-    }
     /* Weight per sample so that a bucket remembers about seasonal_days days whatever the
-     * sampling period. */
+     * sampling period; while the profile is younger than that, as many days as it has. */
     double period = s->period_ms > 0 ? s->period_ms : 1000.0;
-    double alpha = period / ((double)bucket_ms * dp->seasonal_days);
-    alpha = warm_alpha(b->samples, alpha > 1 ? 1 : alpha);
+    int64_t memory_days = age_days + 1 < dp->seasonal_days ? age_days + 1 : dp->seasonal_days;
+    double alpha = period / ((double)bucket_ms * (double)memory_days);
+    if (alpha > 1)
+        alpha = 1;
     double xv = x;
-    if (b->days > dp->seasonal_min_days)
+    if (learned)
         xv = clampd(x, b->mean - WINSOR * sd, b->mean + WINSOR * sd);
     double mean = b->mean, var = b->var;
     ew_update(&mean, &var, xv, alpha);
     b->mean = (float)mean;
     b->var = (float)var;
-    if (b->samples < UINT16_MAX)
-        b->samples++;
 }
 
 void detect__point(struct series *s, const struct detect_params *dp, int64_t ts, double x,
@@ -266,9 +341,6 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
         return;
     }
     double dt = (double)(ts - s->last_ts);
-    double step = fabs(x - s->last_value);
-    if (step > 0 && (s->resolution == 0 || step < s->resolution))
-        s->resolution = (float)step;
     if (s->period_ms <= 0)
         s->period_ms = (float)dt;
     else
@@ -281,6 +353,7 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
         s->n = 0;
         s->level_n = s->level_pos = 0;
         s->shift_mean = s->shift_fast = x;
+        s->shift_trend = 0;
         s->rate_mean = 0;
         s->stuck_run = 0;
         s->stuck_ref = x;
@@ -289,16 +362,21 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
     double floor = dp->min_scale;
     if (s->resolution > floor)
         floor = s->resolution;
-    double eps = 1e-9 * (fabs(x) + 1e-3);
+    /* Relative floor: a step of 1e-4 of the value is never news on its own (a battery at
+     * 4.1 V ticking by 1 mV after days of a constant reading). */
+    double eps = 1e-4 * fabs(s->last_value) + 1e-12;
     if (floor < eps)
         floor = eps;
     bool warm = s->n >= (uint32_t)dp->warmup_samples;
 
+    /* Score against what was learned so far... */
     if (dp->on[DET_LEVEL])
         level_point(s, dp, x, warm, floor, res);
-    shift_point(s, dp, x, warm, floor, res); /* its mean and variance serve level too */
-    if (dp->on[DET_RATE])
-        rate_point(s, dp, x, dt, warm && s->n > 1, floor, res);
+    double dt_s = dt / 1000.0;
+    shift_score(s, dp, x, dt_s, warm, floor, res);
+    bool rate_warm = warm && s->n > 1;
+    if (dp->on[DET_RATE] && rate_warm)
+        rate_score(s, dp, x, dt, floor, res);
     if (dp->on[DET_STUCK])
         stuck_point(s, dp, x, res);
     if (dp->on[DET_SEASONAL])
@@ -310,6 +388,14 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
             r = res->ratio[d];
             res->dominant = d;
         }
+    /* ...then learn. A point that stands out teaches the mean and variance a tenth as much:
+     * winsorizing alone still lets a shifted stretch inflate the variance within a few
+     * samples and hide itself; slowed down, a shift stays visible for its duration and a
+     * permanent one is still absorbed (in about 10 / shift_alpha samples). */
+    double slow = r >= ANOMALOUS ? 0.1 : 1.0;
+    shift_learn(s, dp, x, dt_s, warm, floor, slow); /* its mean and variance serve level too */
+    if (dp->on[DET_RATE])
+        rate_learn(s, dp, x, dt, rate_warm, floor, slow);
     if (dp->noise_adapt && warm) {
         double m = s->calib < 1 ? 1.0 : s->calib;
         double rel = r / m;
@@ -320,6 +406,11 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
         r /= s->calib < 1 ? 1.0 : s->calib; /* this point is judged by the old multiplier */
         s->calib = (float)m;
     }
+    /* The quantum learns after scoring: a constant series' first change is judged against
+     * the quantum it had, not against itself. */
+    double step = fabs(x - s->last_value);
+    if (step > 0 && (s->resolution == 0 || step < s->resolution))
+        s->resolution = (float)step;
     res->scored = warm || res->ratio[DET_STUCK] > 0 || res->ratio[DET_SEASONAL] > 0;
     res->r = r;
     res->score = detect__score(r);
@@ -327,4 +418,10 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
         s->n++;
     s->last_ts = ts;
     s->last_value = x;
+}
+
+void detect__opened(struct series *s, const struct detect_params *dp, double r)
+{
+    if (dp->noise_adapt && r < 2)
+        s->calib = (float)((s->calib < 1 ? 1.0 : s->calib) * 1.5);
 }

@@ -39,6 +39,12 @@ struct partition_state {
     size_t n_buckets, cap_buckets;
 };
 
+struct tombstone {
+    int32_t partition;
+    char *key; /* "<partition>/<device>/<metric>" */
+    size_t len;
+};
+
 struct tg_engine {
     const struct tg_engine_config *ec;
     tg_engine_emit_fn emit;
@@ -50,6 +56,8 @@ struct tg_engine {
     size_t n_parts;
     struct series **dirty;
     size_t n_dirty, cap_dirty;
+    struct tombstone *tombs; /* keys of evicted series, for the next snapshot */
+    size_t n_tombs, cap_tombs;
     size_t series_bytes;
     struct tg_engine_stats stats;
     struct jbuf out;
@@ -385,6 +393,9 @@ void tg_engine_destroy(struct tg_engine *en)
         part_free(&en->parts[i]);
     free(en->parts);
     free(en->dirty);
+    for (size_t i = 0; i < en->n_tombs; i++)
+        free(en->tombs[i].key);
+    free(en->tombs);
     jbuf__free(&en->out);
     if (en->id != en->idbuf)
         free(en->id);
@@ -443,6 +454,14 @@ void tg_engine_partition_drop(struct tg_engine *en, int32_t partition)
         if (en->dirty[i]->partition != partition)
             en->dirty[k++] = en->dirty[i];
     en->n_dirty = k;
+    k = 0;
+    for (size_t i = 0; i < en->n_tombs; i++) {
+        if (en->tombs[i].partition == partition)
+            free(en->tombs[i].key);
+        else
+            en->tombs[k++] = en->tombs[i];
+    }
+    en->n_tombs = k;
     struct drop_ctx dc = {en, partition};
     series_table__remove_if(en->st, in_partition, &dc);
 }
@@ -450,10 +469,9 @@ void tg_engine_partition_drop(struct tg_engine *en, int32_t partition)
 /* The series of (partition, device, metric), created (cold) when new; NULL when the table
  * is at max_series or out of memory. */
 static struct series *series_get(struct tg_engine *en, int32_t partition, const char *device,
-                                 size_t dev_len, const char *metric, size_t metric_len,
-                                 bool *created)
+                                 size_t dev_len, uint32_t h, const char *metric,
+                                 size_t metric_len, bool *created)
 {
-    uint32_t h = series_table__hash(partition, device, dev_len, metric, metric_len);
     struct series *s =
         series_table__find(en->st, en->ec, h, partition, device, dev_len, metric, metric_len);
     *created = false;
@@ -474,7 +492,7 @@ static struct series *series_get(struct tg_engine *en, int32_t partition, const 
     s->metric_len = (uint16_t)metric_len;
     s->rule = (uint8_t)rule;
     detect__reset(s, dp);
-    char *key = (char *)s->tail + dp->key_off;
+    char *key = (char *)s->tail;
     memcpy(key, device, dev_len);
     key[dev_len] = '\0';
     memcpy(key + dev_len + 1, metric, metric_len);
@@ -493,11 +511,15 @@ static int64_t period_round(const struct series *s)
     return (int64_t)llround(s->period_ms);
 }
 
+/* Samples before the usual period is known well enough to call a pause silence: the period
+ * estimate needs a few steps, not a detector's whole warm-up. */
+#define SILENCE_MIN_SAMPLES 5
+
 /* Whether the silence detector may judge s: it knows the series' usual period. */
 static bool silence_ready(const struct series *s, const struct detect_params *dp)
 {
     return dp->on[DET_SILENCE] && (s->flags & SERIES_HAS_LAST) && s->period_ms > 0 &&
-           s->n >= (uint32_t)dp->warmup_samples;
+           s->n >= SILENCE_MIN_SAMPLES;
 }
 
 static void silence_open(struct tg_engine *en, struct series *s, int64_t start)
@@ -546,12 +568,14 @@ static const char *alert_step(struct tg_engine *en, struct series *s, int64_t ts
         if (!over)
             return "";
         s->flags |= SERIES_ALERT;
+        detect__opened(s, engine__params(ec, s->rule), res->r);
         s->alert_kind = (uint8_t)res->dominant;
         s->alert_start = s->alert_last_over = s->alert_last_emit = ts;
         s->quiet = 0;
         ap.state = "open";
-    } else if (over) {
-        s->alert_last_over = ts;
+    } else if (res->score >= ec->close_threshold) {
+        if (over)
+            s->alert_last_over = ts;
         s->quiet = 0;
         if (ts - s->alert_last_emit < ec->update_interval_ms)
             return "update";
@@ -587,6 +611,118 @@ static void point_hook(struct tg_engine *en, int32_t partition, const struct ser
     en->point_fn(en->point_ud, &pt);
 }
 
+/* ---- eviction ---------------------------------------------------------------------------- */
+
+#define EVICT_CHECK_MS INT64_C(3600000) /* event time between two eviction scans */
+
+struct evict_ctx {
+    struct tg_engine *en;
+    int32_t partition;
+    int64_t before; /* evict series whose last reading is older */
+    struct series **v;
+    size_t n, cap;
+};
+
+static bool idle(const struct evict_ctx *ev, const struct series *s)
+{
+    if (s->partition != ev->partition || !(s->flags & SERIES_HAS_LAST) ||
+        s->last_ts >= ev->before)
+        return false;
+    for (int k = 0; k < TG_ENGINE_SERIES_WINDOWS; k++)
+        if (s->win[k].count)
+            return false; /* its window closes first; the next scan takes it */
+    return true;
+}
+
+static void evict_collect(void *ud, struct series *s)
+{
+    struct evict_ctx *ev = ud;
+    if (!idle(ev, s) || ev->n == ev->cap)
+        return;
+    ev->v[ev->n++] = s;
+}
+
+static bool evict_pred(void *ud, struct series *s)
+{
+    struct evict_ctx *ev = ud;
+    if (!idle(ev, s))
+        return false;
+    ev->en->series_bytes -= series__size(engine__params(ev->en->ec, s->rule), s->dev_len,
+                                         s->metric_len);
+    ev->en->stats.series_evicted++;
+    return true;
+}
+
+/* Forgets the series of ps that have been idle for series_idle_ms of event time: their open
+ * alerts close (in key order, like every output), a tombstone replaces their snapshot. Runs
+ * when the watermark enters a new hour, so when it runs depends on the input alone. */
+static void evict_idle(struct tg_engine *en, int32_t partition, int64_t watermark)
+{
+    struct evict_ctx ev = {.en = en, .partition = partition,
+                           .before = watermark - en->ec->series_idle_ms};
+    ev.cap = series_table__count(en->st);
+    ev.v = malloc((ev.cap ? ev.cap : 1) * sizeof *ev.v);
+    if (!ev.v)
+        return; /* the next scan tries again */
+    series_table__foreach(en->st, evict_collect, &ev);
+    if (ev.n == 0) {
+        free(ev.v);
+        return;
+    }
+    size_t need = en->n_tombs + ev.n;
+    if (need > en->cap_tombs) {
+        struct tombstone *t = realloc(en->tombs, need * sizeof *t);
+        if (!t) {
+            free(ev.v);
+            return;
+        }
+        en->tombs = t;
+        en->cap_tombs = need;
+    }
+    qsort_r(ev.v, ev.n, sizeof *ev.v, series_cmp, (void *)en->ec);
+    for (size_t i = 0; i < ev.n; i++) {
+        struct series *s = ev.v[i];
+        const struct detect_params *dp = engine__params(en->ec, s->rule);
+        if (s->flags & SERIES_ALERT) {
+            struct alert_point ap = {.state = "close", .kind = (enum detector)s->alert_kind,
+                                     .start_ts = s->alert_start, .end_ts = s->alert_last_over,
+                                     .ts = s->last_ts, .value = s->last_value,
+                                     .baseline = s->shift_mean, .calib = 1};
+            emit_alert(en, s, &ap);
+        }
+        if (s->flags & SERIES_SILENCE) {
+            struct alert_point ap = {.state = "close", .kind = DET_SILENCE,
+                                     .start_ts = s->silence_start, .end_ts = watermark,
+                                     .ts = watermark, .value = s->last_value,
+                                     .baseline = s->last_value, .calib = 1};
+            emit_alert(en, s, &ap);
+        }
+        struct jbuf kb = {0};
+        char pfx[16];
+        int pn = snprintf(pfx, sizeof pfx, "%" PRId32 "/", s->partition);
+        jbuf__raw(&kb, pfx, (size_t)pn);
+        jbuf__raw(&kb, series__device(s, dp), s->dev_len);
+        jbuf__raw(&kb, "/", 1);
+        jbuf__raw(&kb, series__metric(s, dp), s->metric_len);
+        if (!kb.oom)
+            en->tombs[en->n_tombs++] = (struct tombstone){partition, kb.data, kb.len};
+        else
+            jbuf__free(&kb);
+    }
+    free(ev.v);
+    /* The dirty list must not keep pointers to series about to be freed. */
+    size_t k = 0;
+    for (size_t i = 0; i < en->n_dirty; i++) {
+        struct series *s = en->dirty[i];
+        if (idle(&ev, s))
+            s->flags &= (uint8_t)~SERIES_DIRTY;
+        else
+            en->dirty[k++] = s;
+    }
+    en->n_dirty = k;
+    series_table__remove_if(en->st, evict_pred, &ev);
+}
+
 tg_err tg_engine_process(struct tg_engine *en, int32_t partition, const struct tg_reading *rd)
 {
     struct partition_state *ps = part_get(en, partition);
@@ -598,18 +734,41 @@ tg_err tg_engine_process(struct tg_engine *en, int32_t partition, const struct t
     int64_t ts = rd->ts_ms;
     bool late = ps->has_max && ts < ps->max_ts - en->ec->lateness_ms;
     if (!ps->has_max || ts > ps->max_ts) {
+        bool had = ps->has_max;
+        int64_t old_wm = ps->max_ts - en->ec->lateness_ms, wm = ts - en->ec->lateness_ms;
         ps->has_max = true;
         ps->max_ts = ts;
         ps->dirty = true;
-        close_windows(en, ps, ts - en->ec->lateness_ms);
+        close_windows(en, ps, wm);
+        if (had && en->ec->series_idle_ms > 0 &&
+            floor_div(wm, EVICT_CHECK_MS) != floor_div(old_wm, EVICT_CHECK_MS))
+            evict_idle(en, partition, wm);
     }
     size_t dev_len = strlen(rd->device);
+    uint32_t dev_hash = series_table__hash_device(rd->device, dev_len);
+    /* Hash every metric first and prefetch in two stages, so that the cache misses of a
+     * reading's series (one each, in a table larger than the cache) overlap. */
+    enum { BATCH = 16 };
+    uint32_t hashes[BATCH];
+    size_t metric_lens[BATCH];
+    size_t batch = rd->n_metrics < BATCH ? rd->n_metrics : BATCH;
+    for (size_t i = 0; i < batch; i++) {
+        metric_lens[i] = strlen(rd->metrics[i].name);
+        hashes[i] = series_table__hash_metric(dev_hash, partition, rd->metrics[i].name,
+                                              metric_lens[i]);
+        series_table__prefetch_slot(en->st, hashes[i]);
+    }
+    for (size_t i = 0; i < batch; i++)
+        series_table__prefetch_series(en->st, hashes[i]);
     for (size_t i = 0; i < rd->n_metrics; i++) {
         const struct tg_metric *m = &rd->metrics[i];
         en->stats.points++;
         bool created;
-        struct series *s = series_get(en, partition, rd->device, dev_len, m->name,
-                                      strlen(m->name), &created);
+        size_t metric_len = i < batch ? metric_lens[i] : strlen(m->name);
+        uint32_t h = i < batch ? hashes[i]
+                               : series_table__hash_metric(dev_hash, partition, m->name, metric_len);
+        struct series *s = series_get(en, partition, rd->device, dev_len, h, m->name, metric_len,
+                                      &created);
         if (!s) {
             en->stats.series_refused++;
             point_hook(en, partition, NULL, rd->device, m->name, ts, m->value, 0, "");
@@ -677,7 +836,8 @@ void tg_engine_sweep(struct tg_engine *en, int64_t now_ms)
     struct sweep_ctx sc = {.en = en, .now_ms = now_ms};
     series_table__foreach(en->st, sweep_one, &sc);
     /* Slot order differs between engines with the same state; emit in key order. */
-    qsort_r(sc.v, sc.n, sizeof *sc.v, sweep_cmp, (void *)en->ec);
+    if (sc.n)
+        qsort_r(sc.v, sc.n, sizeof *sc.v, sweep_cmp, (void *)en->ec);
     for (size_t i = 0; i < sc.n; i++)
         silence_open(en, sc.v[i], sc.v[i]->last_ts + period_round(sc.v[i]));
     free(sc.v);
@@ -720,6 +880,12 @@ void tg_engine_snapshot_dirty(struct tg_engine *en, tg_engine_snapshot_fn fn, vo
         fn(ud, (int32_t)p, key, (size_t)kn, buf, len);
         ps->dirty = false;
     }
+    for (size_t i = 0; i < en->n_tombs; i++) {
+        struct tombstone *t = &en->tombs[i];
+        fn(ud, t->partition, t->key, t->len, NULL, 0);
+        free(t->key);
+    }
+    en->n_tombs = 0;
     struct jbuf kb = {0};
     for (size_t i = 0; i < en->n_dirty; i++) {
         struct series *s = en->dirty[i];
@@ -794,6 +960,8 @@ tg_err tg_engine_restore(struct tg_engine *en, const void *key, size_t key_len,
     if (!tmp)
         return TG_ERR_NOMEM;
     tmp->rule = (uint8_t)rule;
+    tmp->dev_len = (uint16_t)dev_len;
+    tmp->metric_len = (uint16_t)metric_len;
     detect__reset(tmp, dp);
     tg_err err = snapshot__decode_series(tmp, dp, value, value_len);
     if (err != TG_OK) {
@@ -801,7 +969,11 @@ tg_err tg_engine_restore(struct tg_engine *en, const void *key, size_t key_len,
         return err;
     }
     bool created;
-    struct series *s = series_get(en, (int32_t)p, device, dev_len, mname, metric_len, &created);
+    struct series *s = series_get(
+        en, (int32_t)p, device, dev_len,
+        series_table__hash_metric(series_table__hash_device(device, dev_len), (int32_t)p, mname,
+                                  metric_len),
+        mname, metric_len, &created);
     if (!s) {
         free(tmp);
         return TG_ERR_NOMEM;
@@ -810,7 +982,8 @@ tg_err tg_engine_restore(struct tg_engine *en, const void *key, size_t key_len,
     uint32_t hash = s->hash;
     uint8_t dirty = s->flags & SERIES_DIRTY;
     memcpy(s, tmp, sizeof *s);
-    memcpy(s->tail, tmp->tail, dp->key_off);
+    size_t kb = series__key_bytes(dev_len, metric_len);
+    memcpy(s->tail + kb, tmp->tail + kb, dp->ring_bytes + dp->seasonal_bytes);
     s->hash = hash;
     s->partition = (int32_t)p;
     s->dev_len = (uint16_t)dev_len;

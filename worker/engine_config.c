@@ -28,9 +28,9 @@
     TG_CFG_STR(sec, "level_threshold", "6",                                                       \
                "robust z (|x - median| / (1.4826 MAD)) at which the level detector fires"),      \
     TG_CFG_BOOL(sec, "shift", "true", "EWMA shift detector (small sustained shifts) on or off"),   \
-    TG_CFG_STR(sec, "shift_alpha", "0.02",                                                        \
+    TG_CFG_STR(sec, "shift_alpha", "0.01",                                                        \
                "weight of a new sample in the slow baseline mean/variance, (0, 1]"),             \
-    TG_CFG_STR(sec, "shift_lambda", "0.25",                                                       \
+    TG_CFG_STR(sec, "shift_lambda", "0.1",                                                       \
                "weight of a new sample in the fast EWMA compared with the baseline, (0, 1]"),    \
     TG_CFG_STR(sec, "shift_threshold", "6",                                                       \
                "EWMA chart limit, in standard deviations of the EWMA, at which it fires"),       \
@@ -57,7 +57,7 @@
     TG_CFG_STR(sec, "min_scale", "0",                                                             \
                "floor of every detector's scale, in the metric's unit (0: the sensor's "        \
                "observed resolution only)"),                                                      \
-    TG_CFG_INT(sec, "warmup_samples", "20", 3, 1000000,                                           \
+    TG_CFG_INT(sec, "warmup_samples", "30", 3, 1000000,                                           \
                "samples a series (or one after a long gap) learns before it scores"),             \
     TG_CFG_MS(sec, "gap_reset_ms", "1800000", 0, INT64_C(365) * 86400000,                         \
               "a gap in a series longer than this restarts its warm-up (0: never), ms"),         \
@@ -88,19 +88,24 @@ static const struct tg_config_key engine_keys[] = {
     TG_CFG_STR("alert", "threshold", "0.5",
                "combined anomaly score in (0, 1) that opens an alert (0.5: a detector at its "
                "threshold)"),
+    TG_CFG_STR("alert", "close_threshold", "0.3",
+               "an open alert counts as quiet while the score is under this (<= threshold)"),
     TG_CFG_MS("alert", "quiet_ms", "60000", 0, INT64_C(86400000) * 30,
               "event time under the threshold before an alert closes, ms"),
     TG_CFG_INT("alert", "quiet_samples", "3", 1, 1000000,
                "points under the threshold (as well as quiet_ms) before an alert closes"),
     TG_CFG_MS("alert", "update_interval_ms", "60000", 0, INT64_C(86400000) * 30,
               "least event time between two 'update' records of one alert, ms"),
+    TG_CFG_MS("engine", "series_idle_ms", "604800000", 0, INT64_C(86400000) * 3650,
+              "forget a series whose last reading is this far behind its partition's "
+              "watermark (event time, checked hourly; 0: never), ms"),
     TG_CFG_INT("engine", "max_series", "1000000", 1, 100000000,
                "series a worker tracks at most; readings of further series are counted, "
                "not scored"),
 };
 
 _Static_assert(sizeof engine_keys / sizeof engine_keys[0] ==
-                   DETECT_NKEYS + TG_ENGINE_RULES_MAX * (DETECT_NKEYS + 1) + 7,
+                   DETECT_NKEYS + TG_ENGINE_RULES_MAX * (DETECT_NKEYS + 1) + 9,
                "DETECT_NKEYS must match DETECT_KEYS");
 
 const struct tg_config_key *tg_engine_config_keys(size_t *n)
@@ -194,15 +199,9 @@ static void read_params(struct builder *b, const char *rule_sec, struct detect_p
     dp->gap_reset_ms = tg_config_get_ms(cfg, SEC("gap_reset_ms"), "gap_reset_ms");
     dp->noise_adapt = tg_config_get_bool(cfg, SEC("noise_adapt"), "noise_adapt");
 #undef SEC
-    /* Tail layout: the level ring (doubles), the seasonal buckets, then the key. */
-    size_t off = 0;
-    dp->level_off = off;
-    if (dp->on[DET_LEVEL])
-        off += (size_t)dp->level_window * sizeof(double);
-    dp->seasonal_off = off;
-    if (dp->on[DET_SEASONAL])
-        off += (size_t)dp->seasonal_buckets * sizeof(struct seasonal_bucket);
-    dp->key_off = off;
+    dp->ring_bytes = dp->on[DET_LEVEL] ? (size_t)dp->level_window * sizeof(double) : 0;
+    dp->seasonal_bytes =
+        dp->on[DET_SEASONAL] ? (size_t)dp->seasonal_buckets * sizeof(struct seasonal_bucket) : 0;
 }
 
 struct tg_engine_config *tg_engine_config_from(const struct tg_config *cfg, char *err,
@@ -240,10 +239,15 @@ struct tg_engine_config *tg_engine_config_from(const struct tg_config *cfg, char
              "expected at most [window] size_ms (%lld), got %lld", (long long)ec->window_ms,
              (long long)ec->lateness_ms);
     ec->alert_threshold = get_num(&b, "alert", "threshold", 0, true, 0.999);
+    ec->close_threshold = get_num(&b, "alert", "close_threshold", 0, true, 0.999);
+    if (!b.failed && ec->close_threshold > ec->alert_threshold)
+        fail(&b, "alert", "close_threshold", "expected at most [alert] threshold (%g), got %g",
+             ec->alert_threshold, ec->close_threshold);
     ec->quiet_ms = tg_config_get_ms(cfg, "alert", "quiet_ms");
     ec->quiet_samples = (int)tg_config_get_int(cfg, "alert", "quiet_samples");
     ec->update_interval_ms = tg_config_get_ms(cfg, "alert", "update_interval_ms");
     ec->max_series = (uint64_t)tg_config_get_int(cfg, "engine", "max_series");
+    ec->series_idle_ms = tg_config_get_ms(cfg, "engine", "series_idle_ms");
     if (b.failed) {
         tg_engine_config_destroy(ec);
         return NULL;

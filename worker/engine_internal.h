@@ -45,8 +45,8 @@ struct detect_params {
     int warmup_samples;           /* samples before level, shift and rate score */
     int64_t gap_reset_ms;         /* a gap longer than this restarts the warm-up; 0: never */
     bool noise_adapt;             /* per-series threshold multiplier from exceedance rate */
-    /* Layout of a series' tail for this rule (derived). */
-    size_t level_off, seasonal_off, key_off;
+    /* Bytes of a series' tail for this rule's detectors (derived). */
+    size_t ring_bytes, seasonal_bytes;
 };
 
 struct engine_rule {
@@ -61,10 +61,12 @@ struct tg_engine_config {
     int64_t window_ms;
     int64_t lateness_ms;
     double alert_threshold;   /* combined score in (0, 1) that opens an alert */
+    double close_threshold;   /* an open alert is quiet while the score is under this */
     int64_t quiet_ms;         /* event time under the threshold before an alert closes */
     int quiet_samples;        /* and at least this many points under it */
     int64_t update_interval_ms; /* least event time between two update records */
     uint64_t max_series;      /* series beyond this are not tracked (counted) */
+    int64_t series_idle_ms;   /* evict a series this far behind its partition's watermark */
 };
 
 /* Parameters for rule index r (n_rules means the defaults). */
@@ -86,10 +88,8 @@ struct series_window {
 };
 
 struct seasonal_bucket {
-    float mean, var;
-    uint16_t last_day; /* day number (mod 65536) of the last sample */
-    uint16_t samples;  /* saturating, for the Welford start */
-    uint8_t days;      /* distinct days seen, saturating */
+    float mean;
+    float var; /* < 0: the bucket has not seen a sample yet */
 };
 
 enum {
@@ -111,30 +111,50 @@ struct series {
     uint32_t n;          /* samples since the last warm-up start (saturating) */
     uint32_t stuck_run;  /* samples within tolerance of stuck_ref, this one included */
     uint32_t quiet;      /* points under the threshold since the alert's last crossing */
+    int32_t first_day;   /* day number (UTC) of the first sample: the seasonal profile's age */
     float period_ms;     /* usual time between samples (EW, gaps clipped) */
     float resolution;    /* smallest non-zero step seen: the sensor's quantum */
     float p_change;      /* EW fraction of samples that differ from the run's start */
     float calib;         /* noise adaptation: threshold multiplier >= 1 */
     int64_t last_ts;
     double last_value;
-    double shift_mean, shift_var, shift_fast;
+    double shift_mean, shift_var, shift_fast, shift_trend; /* trend: units per second */
+    double shift_dvar;   /* EW variance of the chart statistic (fast - baseline) */
     double rate_mean, rate_var;
     double stuck_ref;
     int64_t alert_start, alert_last_over, alert_last_emit;
     int64_t silence_start;
     struct series_window win[TG_ENGINE_SERIES_WINDOWS];
-    /* Tail, laid out by the rule (detect_params *_off): level ring (double x level_window),
-     * seasonal buckets, then "<device>\0<metric>\0". */
+    /* Tail: "<device>\0<metric>\0" padded to 8 bytes first (a lookup compares it, so it
+     * sits next to the fields scoring reads), then the level ring (double x level_window)
+     * and the seasonal buckets when the rule has those detectors on. */
     _Alignas(8) unsigned char tail[];
 };
 
+static inline size_t series__key_bytes(size_t dev_len, size_t metric_len)
+{
+    return (dev_len + metric_len + 2 + 7) & ~(size_t)7;
+}
 static inline const char *series__device(const struct series *s, const struct detect_params *dp)
 {
-    return (const char *)s->tail + dp->key_off;
+    (void)dp;
+    return (const char *)s->tail;
 }
 static inline const char *series__metric(const struct series *s, const struct detect_params *dp)
 {
-    return (const char *)s->tail + dp->key_off + s->dev_len + 1;
+    (void)dp;
+    return (const char *)s->tail + s->dev_len + 1;
+}
+static inline double *series__ring(struct series *s)
+{
+    return (double *)(void *)(s->tail + series__key_bytes(s->dev_len, s->metric_len));
+}
+static inline struct seasonal_bucket *series__buckets(struct series *s,
+                                                      const struct detect_params *dp)
+{
+    return (struct seasonal_bucket *)(void *)(s->tail +
+                                              series__key_bytes(s->dev_len, s->metric_len) +
+                                              dp->ring_bytes);
 }
 
 /* Bytes of a series with this rule and key. */
@@ -158,6 +178,11 @@ struct detect_result {
 void detect__point(struct series *s, const struct detect_params *dp, int64_t ts, double x,
                    struct detect_result *res);
 
+/* An alert opened at adapted ratio r (noise adaptation on): a modest crossing (r < 2) on a
+ * series makes the next one need 1.5 times more, decaying back over about a day of samples;
+ * a series whose noise keeps crossing the threshold stops alerting after a few. */
+void detect__opened(struct series *s, const struct detect_params *dp, double r);
+
 /* The score of a ratio: 1 - 2^-(r^2), 0.5 at r = 1. */
 double detect__score(double r);
 
@@ -169,10 +194,19 @@ struct series_table *series_table__new(void);
 void series_table__destroy(struct series_table *st); /* frees every series too */
 uint32_t series_table__hash(int32_t partition, const char *device, size_t dev_len,
                             const char *metric, size_t metric_len);
+/* The same in two steps, so a reading hashes its device once for all its metrics. */
+uint32_t series_table__hash_device(const char *device, size_t dev_len);
+uint32_t series_table__hash_metric(uint32_t device_hash, int32_t partition, const char *metric,
+                                   size_t metric_len);
 /* The series or NULL. */
 struct series *series_table__find(const struct series_table *st, const struct tg_engine_config *ec,
                                   uint32_t hash, int32_t partition, const char *device,
                                   size_t dev_len, const char *metric, size_t metric_len);
+/* Prefetch hints for a lookup of hash: the slot (stage 1), then the series the slot holds
+ * (stage 2, once the slot has arrived). A reading's metrics are looked up together so that
+ * their cache misses overlap. No effect on results. */
+void series_table__prefetch_slot(const struct series_table *st, uint32_t hash);
+void series_table__prefetch_series(const struct series_table *st, uint32_t hash);
 /* Inserts s (not present; ownership moves to the table). TG_ERR_NOMEM. */
 tg_err series_table__insert(struct series_table *st, struct series *s);
 size_t series_table__count(const struct series_table *st);

@@ -2,8 +2,8 @@
  * series_table.c - the engine's series, by (partition, device, metric): open addressing with
  * linear probing over an array of pointers, kept at most half full, doubling as it grows.
  *
- * A slot is one pointer, and the series carries its hash, so a probe compares hashes before
- * touching keys. Series are allocated one by one (their size depends on the rule), so their
+ * A slot holds the series' pointer and its hash, so a probe that meets another key usually
+ * rejects it without touching that series' memory (with 100,000 series, a cache miss). Series are allocated one by one (their size depends on the rule), so their
  * addresses stay put when the table grows: the window lists and the dirty list hold them.
  */
 #include <stdlib.h>
@@ -12,8 +12,13 @@
 #include "engine_internal.h"
 #include "util.h"
 
+struct slot {
+    struct series *s;
+    uint32_t hash;
+};
+
 struct series_table {
-    struct series **slots;
+    struct slot *slots;
     uint32_t mask; /* capacity - 1 */
     size_t count;
 };
@@ -37,19 +42,24 @@ void series_table__destroy(struct series_table *st)
     if (!st)
         return;
     for (uint32_t i = 0; i <= st->mask; i++)
-        free(st->slots[i]);
+        free(st->slots[i].s);
     free(st->slots);
     free(st);
 }
 
-uint32_t series_table__hash(int32_t partition, const char *device, size_t dev_len,
-                            const char *metric, size_t metric_len)
+uint32_t series_table__hash_device(const char *device, size_t dev_len)
 {
-    /* FNV-1a over device, a separator and metric, then the partition mixed in. */
+    /* FNV-1a over device and a separator; the metric and the partition follow. */
     uint32_t h = 2166136261u;
     for (size_t i = 0; i < dev_len; i++)
         h = (h ^ (unsigned char)device[i]) * 16777619u;
-    h = (h ^ 0xffu) * 16777619u;
+    return (h ^ 0xffu) * 16777619u;
+}
+
+uint32_t series_table__hash_metric(uint32_t device_hash, int32_t partition, const char *metric,
+                                   size_t metric_len)
+{
+    uint32_t h = device_hash;
     for (size_t i = 0; i < metric_len; i++)
         h = (h ^ (unsigned char)metric[i]) * 16777619u;
     h ^= (uint32_t)partition * 0x9e3779b1u;
@@ -59,15 +69,22 @@ uint32_t series_table__hash(int32_t partition, const char *device, size_t dev_le
     return h;
 }
 
+uint32_t series_table__hash(int32_t partition, const char *device, size_t dev_len,
+                            const char *metric, size_t metric_len)
+{
+    return series_table__hash_metric(series_table__hash_device(device, dev_len), partition,
+                                     metric, metric_len);
+}
+
 struct series *series_table__find(const struct series_table *st, const struct tg_engine_config *ec,
                                   uint32_t hash, int32_t partition, const char *device,
                                   size_t dev_len, const char *metric, size_t metric_len)
 {
     for (uint32_t i = hash & st->mask;; i = (i + 1) & st->mask) {
-        struct series *s = st->slots[i];
+        struct series *s = st->slots[i].s;
         if (!s)
             return NULL;
-        if (s->hash != hash || s->partition != partition || s->dev_len != dev_len ||
+        if (st->slots[i].hash != hash || s->partition != partition || s->dev_len != dev_len ||
             s->metric_len != metric_len)
             continue;
         const struct detect_params *dp = engine__params(ec, s->rule);
@@ -77,22 +94,39 @@ struct series *series_table__find(const struct series_table *st, const struct tg
     }
 }
 
-static void place(struct series **slots, uint32_t mask, struct series *s)
+void series_table__prefetch_slot(const struct series_table *st, uint32_t hash)
+{
+    __builtin_prefetch(&st->slots[hash & st->mask]);
+}
+
+void series_table__prefetch_series(const struct series_table *st, uint32_t hash)
+{
+    const struct slot *sl = &st->slots[hash & st->mask];
+    if (sl->s && sl->hash == hash) {
+        __builtin_prefetch(sl->s);
+        __builtin_prefetch((const char *)sl->s + 64);
+        __builtin_prefetch((const char *)sl->s + 128);
+        __builtin_prefetch((const char *)sl->s + 192);
+        __builtin_prefetch((const char *)sl->s + 256);
+    }
+}
+
+static void place(struct slot *slots, uint32_t mask, struct series *s)
 {
     uint32_t i = s->hash & mask;
-    while (slots[i])
+    while (slots[i].s)
         i = (i + 1) & mask;
-    slots[i] = s;
+    slots[i] = (struct slot){s, s->hash};
 }
 
 static tg_err resize(struct series_table *st, uint32_t capacity)
 {
-    struct series **slots = calloc(capacity, sizeof *slots);
+    struct slot *slots = calloc(capacity, sizeof *slots);
     if (!slots)
         return TG_ERR_NOMEM;
     for (uint32_t i = 0; i <= st->mask; i++)
-        if (st->slots[i])
-            place(slots, capacity - 1, st->slots[i]);
+        if (st->slots[i].s)
+            place(slots, capacity - 1, st->slots[i].s);
     free(st->slots);
     st->slots = slots;
     st->mask = capacity - 1;
@@ -127,54 +161,33 @@ void series_table__foreach(struct series_table *st, void (*fn)(void *ud, struct 
                            void *ud)
 {
     for (uint32_t i = 0; i <= st->mask; i++)
-        if (st->slots[i])
-            fn(ud, st->slots[i]);
+        if (st->slots[i].s)
+            fn(ud, st->slots[i].s);
 }
 
 void series_table__remove_if(struct series_table *st, bool (*pred)(void *ud, struct series *s),
                              void *ud)
 {
-    /* Removing from a linear-probing table leaves holes in probe chains; rather than shift
-     * entries back one by one, rebuild the chains: removal is rare (a partition revoked). */
+    /* Removing from a linear-probing table leaves holes in probe chains. Rather than shift
+     * entries back one by one, compact the survivors to the front of the array and place
+     * them again: removal is rare (a partition revoked). Placing only ever writes an empty
+     * slot, and the survivors not yet placed sit at indices above the one being placed, so
+     * none is overwritten. No allocation: this cannot fail. */
     size_t kept = 0;
     for (uint32_t i = 0; i <= st->mask; i++) {
-        struct series *s = st->slots[i];
+        struct series *s = st->slots[i].s;
+        st->slots[i].s = NULL;
         if (!s)
             continue;
-        if (pred(ud, s)) {
+        if (pred(ud, s))
             free(s);
-            st->slots[i] = NULL;
-        } else {
-            kept++;
-        }
+        else
+            st->slots[kept++].s = s;
     }
     st->count = kept;
-    struct series **old = st->slots;
-    struct series **slots = calloc((size_t)st->mask + 1, sizeof *slots);
-    if (!slots) {
-        /* Out of memory: re-place in the old array, compacting it in place. Collect the
-         * survivors at its front first, then clear the rest and place them again. */
-        size_t n = 0;
-        for (uint32_t i = 0; i <= st->mask; i++)
-            if (old[i]) {
-                struct series *s = old[i];
-                old[i] = NULL;
-                old[n++] = s;
-            }
-        struct series **tmp = old;
-        for (size_t i = 0; i < n; i++) {
-            struct series *s = tmp[i];
-            tmp[i] = NULL;
-            /* Slots before i are placed already or empty; i..n-1 hold the rest: place
-             * each one only into an empty slot, which never overwrites an unplaced one
-             * because those sit at [i+1, n) and are taken until moved. */
-            place(tmp, st->mask, s);
-        }
-        return;
+    for (size_t i = 0; i < kept; i++) {
+        struct series *s = st->slots[i].s;
+        st->slots[i].s = NULL;
+        place(st->slots, st->mask, s);
     }
-    for (uint32_t i = 0; i <= st->mask; i++)
-        if (old[i])
-            place(slots, st->mask, old[i]);
-    free(old);
-    st->slots = slots;
 }

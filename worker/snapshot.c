@@ -11,12 +11,13 @@
  * Series value, version 1:
  *   u8 version, u8 detectors bitmask, u8 level_window, u8 seasonal_buckets,
  *   u8 flags (has_last, alert, silence), u8 alert_kind, u8 level_n, u8 level_pos,
- *   u32 n, stuck_run, quiet; f32 period_ms, resolution, p_change, calib;
- *   i64 last_ts; f64 last_value, shift_mean, shift_var, shift_fast, rate_mean, rate_var,
+ *   u32 n, stuck_run, quiet, first_day; f32 period_ms, resolution, p_change, calib;
+ *   i64 last_ts; f64 last_value, shift_mean, shift_var, shift_fast, shift_trend, shift_dvar,
+ *   rate_mean, rate_var,
  *   stuck_ref; i64 alert_start, alert_last_over, alert_last_emit, silence_start;
  *   u8 open windows, each: i64 start, last_ts; f64 min, max, sum, last; u32 count;
  *   level ring: level_n x f64 (when the level detector is on);
- *   seasonal: seasonal_buckets x (f32 mean, var; u16 last_day, samples; u8 days) (when on).
+ *   seasonal: seasonal_buckets x (f32 mean, var) (when on).
  * Partition value, version 1: u8 version, u8 has_max, i64 max_ts.
  */
 #include <string.h>
@@ -33,11 +34,6 @@ struct wr {
 static void put_u8(struct wr *w, unsigned v)
 {
     *w->p++ = (unsigned char)v;
-}
-static void put_u16(struct wr *w, uint16_t v)
-{
-    put_u8(w, v & 0xff);
-    put_u8(w, v >> 8);
 }
 static void put_u32(struct wr *w, uint32_t v)
 {
@@ -82,11 +78,6 @@ static bool need(struct rd *r, size_t n)
 static unsigned get_u8(struct rd *r)
 {
     return need(r, 1) ? *r->p++ : 0;
-}
-static uint16_t get_u16(struct rd *r)
-{
-    unsigned lo = get_u8(r);
-    return (uint16_t)(lo | get_u8(r) << 8);
 }
 static uint32_t get_u32(struct rd *r)
 {
@@ -145,6 +136,7 @@ size_t snapshot__encode_series(const struct series *s, const struct detect_param
     put_u32(&w, s->n);
     put_u32(&w, s->stuck_run);
     put_u32(&w, s->quiet);
+    put_u32(&w, (uint32_t)s->first_day);
     put_f32(&w, s->period_ms);
     put_f32(&w, s->resolution);
     put_f32(&w, s->p_change);
@@ -154,6 +146,8 @@ size_t snapshot__encode_series(const struct series *s, const struct detect_param
     put_f64(&w, s->shift_mean);
     put_f64(&w, s->shift_var);
     put_f64(&w, s->shift_fast);
+    put_f64(&w, s->shift_trend);
+    put_f64(&w, s->shift_dvar);
     put_f64(&w, s->rate_mean);
     put_f64(&w, s->rate_var);
     put_f64(&w, s->stuck_ref);
@@ -178,19 +172,15 @@ size_t snapshot__encode_series(const struct series *s, const struct detect_param
         put_u32(&w, sw->count);
     }
     if (dp->on[DET_LEVEL]) {
-        const double *ring = (const double *)(const void *)(s->tail + dp->level_off);
+        const double *ring = series__ring((struct series *)s);
         for (int i = 0; i < s->level_n; i++)
             put_f64(&w, ring[i]);
     }
     if (dp->on[DET_SEASONAL]) {
-        const struct seasonal_bucket *bk =
-            (const struct seasonal_bucket *)(const void *)(s->tail + dp->seasonal_off);
+        const struct seasonal_bucket *bk = series__buckets((struct series *)s, dp);
         for (int i = 0; i < dp->seasonal_buckets; i++) {
             put_f32(&w, bk[i].mean);
             put_f32(&w, bk[i].var);
-            put_u16(&w, bk[i].last_day);
-            put_u16(&w, bk[i].samples);
-            put_u8(&w, bk[i].days);
         }
     }
     return (size_t)(w.p - buf);
@@ -217,6 +207,7 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
     s->n = get_u32(&r);
     s->stuck_run = get_u32(&r);
     s->quiet = get_u32(&r);
+    s->first_day = (int32_t)get_u32(&r);
     s->period_ms = get_f32(&r);
     s->resolution = get_f32(&r);
     s->p_change = get_f32(&r);
@@ -226,6 +217,8 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
     s->shift_mean = get_f64(&r);
     s->shift_var = get_f64(&r);
     s->shift_fast = get_f64(&r);
+    s->shift_trend = get_f64(&r);
+    s->shift_dvar = get_f64(&r);
     s->rate_mean = get_f64(&r);
     s->rate_var = get_f64(&r);
     s->stuck_ref = get_f64(&r);
@@ -250,18 +243,15 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
             return TG_ERR_MALFORMED;
     }
     if (dp->on[DET_LEVEL]) {
-        double *ring = (double *)(void *)(s->tail + dp->level_off);
+        double *ring = series__ring(s);
         for (unsigned i = 0; i < level_n; i++)
             ring[i] = get_f64(&r);
     }
     if (dp->on[DET_SEASONAL]) {
-        struct seasonal_bucket *bk = (struct seasonal_bucket *)(void *)(s->tail + dp->seasonal_off);
+        struct seasonal_bucket *bk = series__buckets(s, dp);
         for (int i = 0; i < dp->seasonal_buckets; i++) {
             bk[i].mean = get_f32(&r);
             bk[i].var = get_f32(&r);
-            bk[i].last_day = get_u16(&r);
-            bk[i].samples = get_u16(&r);
-            bk[i].days = (uint8_t)get_u8(&r);
         }
     }
     if (r.bad || r.p != r.end)

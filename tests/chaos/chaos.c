@@ -162,6 +162,25 @@ double tg_chaos_series_at(const struct tg_chaos_series *s, int64_t t_ms)
 
 void tg_chaos_series_reset(struct tg_chaos_series *s) { s->n = 0; }
 
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+void tg_chaos_pause_until(int64_t deadline_ms, void (*fn)(void *ud), void *ud)
+{
+    for (;;) {
+        if (fn)
+            fn(ud);
+        int64_t left = deadline_ms - tg_harness_now_ms();
+        if (left <= 0)
+            return;
+        sleep_ms(left < 50 ? (int)left : 50);
+    }
+}
+
 void tg_chaos_series_until(struct tg_chaos_series *s, int64_t deadline_ms)
 {
     for (;;) {
@@ -169,10 +188,7 @@ void tg_chaos_series_until(struct tg_chaos_series *s, int64_t deadline_ms)
         int64_t left = deadline_ms - tg_harness_now_ms();
         if (left <= 0)
             return;
-        int ms = left < 20 ? (int)left : 20;
-        struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)ms * 1000000L};
-        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-        }
+        sleep_ms(left < 20 ? (int)left : 20);
     }
 }
 

@@ -53,8 +53,13 @@ double tg_chaos_series_at(const struct tg_chaos_series *s, int64_t t_ms);
 /* Forgets the samples: the gateway restarted and its counters begin again at 0. */
 void tg_chaos_series_reset(struct tg_chaos_series *s);
 
-/* Waits for deadline_ms (absolute, monotonic) while sampling s about every 20 ms. */
+/* Waits for deadline_ms (absolute, monotonic) while sampling s about every 20 ms. This and
+ * tg_chaos_pause_until() time the faults of a schedule; they never stand in for waiting on a
+ * condition. */
 void tg_chaos_series_until(struct tg_chaos_series *s, int64_t deadline_ms);
+/* Sleeps until deadline_ms (absolute, monotonic); calls fn(ud) about every 50 ms meanwhile
+ * when fn is not NULL (e.g. to record a peak). */
+void tg_chaos_pause_until(int64_t deadline_ms, void (*fn)(void *ud), void *ud);
 
 /* ------------------------------------------------------------------------------------------
  * Summary

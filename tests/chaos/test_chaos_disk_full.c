@@ -79,7 +79,8 @@ static void disk_mount(struct disk *d)
                  "root or where user namespaces are allowed", namespace_error);
     d->dir = tg_harness_tmpdir_new("chaos-disk");
     assert_non_null(d->dir);
-    if (mount("tidegate-chaos", d->dir, "tmpfs", MS_NOSUID | MS_NODEV, TMPFS_SMALL ",mode=0700") != 0)
+    if (mount("tidegate-chaos", d->dir, "tmpfs", MS_NOSUID | MS_NODEV,
+              TMPFS_SMALL ",mode=0700") != 0)
         fail_msg("mount tmpfs on %s: %s", d->dir, strerror(errno));
     snprintf(d->journal, sizeof d->journal, "%s/journal.db", d->dir);
 }
@@ -222,9 +223,9 @@ static void run_policy(enum policy policy)
     tg_chaos_summary(policy == BACKPRESSURE ? "disk_full_backpressure" : "disk_full_drop_newest",
                      audit.missing, audit.duplicates,
                      "%d published, dropped{journal_full} %g, disk full after %g taken (%lld ms "
-                     "into the plan), /healthz 200 again %lld ms after space returned, the broker's "
-                     "backlog taken %lld ms after (-1: not held), Kafka backlog drained in "
-                     "%lld ms",
+                     "into the plan), /healthz 200 again %lld ms after space returned, the "
+                     "broker's backlog taken %lld ms after (-1: not held), Kafka backlog drained "
+                     "in %lld ms",
                      READINGS, a.dropped, received_at_full,
                      (long long)(full_ms - (tg_gw_pub_sent_ms(pub, 0, 0))),
                      (long long)healthy_after, (long long)resumed_after,

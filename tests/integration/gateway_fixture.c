@@ -120,7 +120,9 @@ int tg_gw_java_partition(const char *key, int partitions)
 struct tg_gw {
     char *dir;
     struct tg_harness_mosquitto *mq;
-    struct tg_harness_devkafka *dk;
+    enum tg_gw_kafka_tier tier;
+    struct tg_harness_devkafka *dk; /* dev tier */
+    struct tg_harness_kafka *kf;    /* real tier */
     struct tg_harness_proc *proc;  /* the running (or last) tidegate, or NULL */
     char ini_path[512];
     char journal_path[512];
@@ -134,13 +136,86 @@ struct tg_gw {
 };
 
 const char *tg_gw_dir(const struct tg_gw *gw) { return gw->dir; }
-const char *tg_gw_bootstrap(const struct tg_gw *gw) { return tg_harness_devkafka_bootstrap(gw->dk); }
+const char *tg_gw_bootstrap(const struct tg_gw *gw)
+{
+    return gw->kf ? tg_harness_kafka_bootstrap(gw->kf) : tg_harness_devkafka_bootstrap(gw->dk);
+}
 const char *tg_gw_journal_path(const struct tg_gw *gw) { return gw->journal_path; }
 const char *tg_gw_log_path(const struct tg_gw *gw) { return gw->log_path; }
 int tg_gw_commit_interval_ms(const struct tg_gw *gw) { return gw->commit_interval_ms; }
 int tg_gw_metrics_port(const struct tg_gw *gw) { return gw->metrics_port; }
 struct tg_harness_mosquitto *tg_gw_mosquitto(const struct tg_gw *gw) { return gw->mq; }
 struct tg_harness_devkafka *tg_gw_devkafka(const struct tg_gw *gw) { return gw->dk; }
+struct tg_harness_kafka *tg_gw_kafka(const struct tg_gw *gw) { return gw->kf; }
+enum tg_gw_kafka_tier tg_gw_kafka_tier(const struct tg_gw *gw) { return gw->tier; }
+
+const char *tg_gw_kafka_tier_name(const struct tg_gw *gw)
+{
+    return gw->tier == TG_GW_KAFKA_REAL ? "real" : "dev";
+}
+
+int tg_gw_telemetry_partitions(const struct tg_gw *gw)
+{
+    /* devkafka's default topic list (tools/devkafka.c): telemetry:12 */
+    return gw->tier == TG_GW_KAFKA_REAL ? TG_HARNESS_KAFKA_TELEMETRY_PARTITIONS : 12;
+}
+
+/* The tier asked for: opts, else TG_KAFKA_TIER. -1 (and why) for an unknown name. */
+static int resolve_tier(enum tg_gw_kafka_tier asked, enum tg_gw_kafka_tier *tier)
+{
+    if (asked != TG_GW_KAFKA_ENV) {
+        *tier = asked;
+        return 0;
+    }
+    const char *env = getenv("TG_KAFKA_TIER");
+    if (!env || !*env || strcmp(env, "dev") == 0) {
+        *tier = TG_GW_KAFKA_DEV;
+        return 0;
+    }
+    if (strcmp(env, "real") == 0) {
+        *tier = TG_GW_KAFKA_REAL;
+        return 0;
+    }
+    flog("TG_KAFKA_TIER='%s': expected dev or real", env);
+    return -1;
+}
+
+struct refused {
+    const char *bootstrap; /* "127.0.0.1:port" */
+};
+
+static bool bootstrap_refused(void *ud)
+{
+    const char *colon = strrchr(((struct refused *)ud)->bootstrap, ':');
+    return colon && tg_harness_tcp_probe("127.0.0.1", atoi(colon + 1)) == ECONNREFUSED;
+}
+
+int tg_gw_kafka_outage_begin(struct tg_gw *gw)
+{
+    if (gw->dk)
+        return tg_harness_devkafka_outage_begin(gw->dk);
+    int64_t t0 = tg_harness_now_ms();
+    if (tg_harness_kafka_stop(gw->kf) != 0)
+        return -1;
+    struct refused rf = {tg_harness_kafka_bootstrap(gw->kf)};
+    if (!tg_harness_wait_until(bootstrap_refused, &rf, 10000)) {
+        flog("Kafka stopped, but %s still accepts connections", rf.bootstrap);
+        return -1;
+    }
+    flog("outage: Kafka broker stopped (%lld ms)", (long long)(tg_harness_now_ms() - t0));
+    return 0;
+}
+
+int tg_gw_kafka_outage_end(struct tg_gw *gw)
+{
+    if (gw->dk)
+        return tg_harness_devkafka_outage_end(gw->dk);
+    int64_t t0 = tg_harness_now_ms();
+    if (tg_harness_kafka_restart(gw->kf) != 0)
+        return -1;
+    flog("outage over: Kafka broker restarted (%lld ms)", (long long)(tg_harness_now_ms() - t0));
+    return 0;
+}
 
 static int write_ini(struct tg_gw *gw)
 {
@@ -181,7 +256,7 @@ static int write_ini(struct tg_gw *gw)
             "listen = 127.0.0.1:%d\n"
             "%s",
             tg_harness_mosquitto_host(gw->mq), tg_harness_mosquitto_port(gw->mq),
-            gw->connections, tg_harness_devkafka_bootstrap(gw->dk), gw->journal_path,
+            gw->connections, tg_gw_bootstrap(gw), gw->journal_path,
             gw->commit_interval_ms, gw->metrics_port, gw->extra_ini ? gw->extra_ini : "");
     if (fclose(f) != 0) {
         flog("%s: %s", gw->ini_path, strerror(errno));
@@ -371,6 +446,8 @@ struct tg_gw *tg_gw_new(const struct tg_gw_opts *opts)
     struct tg_gw *gw = calloc(1, sizeof *gw);
     if (!gw)
         return NULL;
+    if (resolve_tier(opts->kafka_tier, &gw->tier) != 0)
+        goto fail;
     gw->connections = opts->connections > 0 ? opts->connections : 1;
     gw->commit_interval_ms = opts->commit_interval_ms > 0 ? opts->commit_interval_ms : 200;
     if (opts->extra_ini && !(gw->extra_ini = strdup(opts->extra_ini)))
@@ -394,9 +471,15 @@ struct tg_gw *tg_gw_new(const struct tg_gw_opts *opts)
                                                               : MQTT_DEFAULT_EXTRA);
     if (!gw->mq)
         goto fail;
-    gw->dk = tg_harness_devkafka_start(NULL);
-    if (!gw->dk)
-        goto fail;
+    if (gw->tier == TG_GW_KAFKA_REAL) {
+        gw->kf = tg_harness_kafka_start(0, 0);
+        if (!gw->kf)
+            goto fail;
+    } else {
+        gw->dk = tg_harness_devkafka_start(NULL);
+        if (!gw->dk)
+            goto fail;
+    }
     gw->metrics_port = tg_harness_free_port();
     if (gw->metrics_port < 0)
         goto fail;
@@ -418,6 +501,7 @@ void tg_gw_destroy(struct tg_gw *gw)
         gw->proc = NULL;
     }
     tg_harness_devkafka_destroy(gw->dk);
+    tg_harness_kafka_destroy(gw->kf);
     tg_harness_mosquitto_destroy(gw->mq);
     tg_harness_tmpdir_done(gw->dir);
     for (size_t i = 0; i < gw->n_sets; i++)

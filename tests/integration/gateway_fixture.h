@@ -1,8 +1,20 @@
 /*
  * gateway_fixture.h - the tidegate daemon under test, with what surrounds it in the field: a
- * Mosquitto broker and a tidegate-devkafka cluster (harness.h), an MQTT publisher of device
- * readings, a Kafka consumer that reads back what the gateway delivered, and a scraper of the
- * gateway's /metrics. The guarantee tests (test_gw_*.c) are written against these.
+ * Mosquitto broker and a Kafka cluster, an MQTT publisher of device readings, a Kafka consumer
+ * that reads back what the gateway delivered, and a scraper of the gateway's /metrics. The
+ * guarantee tests (test_gw_*.c) are written against these.
+ *
+ * Kafka comes in two tiers (README, "Two Kafka tiers"), chosen by tg_gw_opts.kafka_tier or,
+ * when that is TG_GW_KAFKA_ENV, by the environment variable TG_KAFKA_TIER=dev|real (unset:
+ * dev), so that CMake can register one test program twice:
+ *   dev   tidegate-devkafka (harness.h): 3 brokers, telemetry with 12 partitions, outages by
+ *         closing every broker's listener inside the running process; starts in milliseconds;
+ *   real  an Apache Kafka 4.x broker (harness_kafka.h): one KRaft node, telemetry with 6
+ *         partitions and the other topics created up front (no auto-creation), outages by
+ *         stopping the broker process (SIGTERM) and starting it again on the same port.
+ * Tests written against tg_gw_bootstrap(), tg_gw_kafka_outage_begin()/_end() and
+ * tg_gw_telemetry_partitions() run on both; tg_gw_devkafka() and tg_gw_kafka() reach the
+ * tier-specific controls (each NULL in the other tier).
  *
  * The daemon is configured through a generated INI file in the fixture's temp dir (free
  * ports, the journal in the temp dir, a short commit interval, Kafka linger 5 ms) plus any
@@ -25,9 +37,10 @@
 #include <stdint.h>
 
 #include "harness.h"
+#include "harness_kafka.h"
 #include "record.h" /* TG_DEVICE_ID_MAX */
 
-/* Topics and partitions of tidegate-devkafka's default cluster. */
+/* Topics of both tiers' default clusters. */
 #define TG_GW_TOPIC "telemetry"
 #define TG_GW_DLQ_TOPIC "telemetry.dlq"
 #define TG_GW_GATEWAY_ID "gw-test"
@@ -43,7 +56,14 @@ int tg_gw_java_partition(const char *key, int partitions);
  * The fixture: Mosquitto + devkafka + tidegate
  */
 
+enum tg_gw_kafka_tier {
+    TG_GW_KAFKA_ENV = 0, /* TG_KAFKA_TIER from the environment ("dev" when unset) */
+    TG_GW_KAFKA_DEV,     /* tidegate-devkafka */
+    TG_GW_KAFKA_REAL,    /* Apache Kafka (harness_kafka.h) */
+};
+
 struct tg_gw_opts {
+    enum tg_gw_kafka_tier kafka_tier;
     unsigned mqtt_flags;          /* tg_harness_mosquitto_start() flags, e.g. persistence */
     const char *mqtt_extra_conf;  /* extra mosquitto.conf lines; NULL: a queue large enough
                                    * that the broker never drops what the gateway has not
@@ -56,12 +76,31 @@ struct tg_gw_opts {
 
 struct tg_gw;
 
-/* Starts Mosquitto, devkafka (3 brokers, default topics) and tidegate, and waits until the
- * daemon is ready (tg_gw_ready()). NULL on failure. opts may be NULL for the defaults. */
+/* Starts Mosquitto, the Kafka tier (devkafka: 3 brokers, default topics; real: one broker,
+ * tidegate's topics) and tidegate, and waits until the daemon is ready (tg_gw_ready()). NULL
+ * on failure, also for a TG_KAFKA_TIER that is neither dev nor real. opts may be NULL. */
 struct tg_gw *tg_gw_new(const struct tg_gw_opts *opts);
 
-/* Stops tidegate (SIGTERM), devkafka and Mosquitto and removes the temp dir. NULL is a no-op. */
+/* Stops tidegate (SIGTERM), Kafka and Mosquitto and removes the temp dir. NULL is a no-op. */
 void tg_gw_destroy(struct tg_gw *gw);
+
+/* The tier this fixture runs (TG_GW_KAFKA_DEV or TG_GW_KAFKA_REAL), and its name. */
+enum tg_gw_kafka_tier tg_gw_kafka_tier(const struct tg_gw *gw);
+const char *tg_gw_kafka_tier_name(const struct tg_gw *gw); /* "dev" or "real" */
+
+/* Partitions the tier's cluster gave the telemetry topic: the count placement is checked
+ * against (devkafka 12, real TG_HARNESS_KAFKA_TELEMETRY_PARTITIONS). */
+int tg_gw_telemetry_partitions(const struct tg_gw *gw);
+
+/* A whole-cluster outage. dev: every devkafka broker stops listening (the process lives on);
+ * real: the broker process is stopped with SIGTERM (its controlled shutdown). Returns 0 once
+ * the bootstrap port refuses connections, else -1. */
+int tg_gw_kafka_outage_begin(struct tg_gw *gw);
+
+/* The end of it. dev: the brokers listen again; real: the broker process starts again on the
+ * same port with the same data, and is back when it answers metadata with every partition
+ * led. 0, or -1. */
+int tg_gw_kafka_outage_end(struct tg_gw *gw);
 
 const char *tg_gw_dir(const struct tg_gw *gw);
 const char *tg_gw_bootstrap(const struct tg_gw *gw);
@@ -70,7 +109,8 @@ const char *tg_gw_log_path(const struct tg_gw *gw);     /* tidegate's stderr, al
 int tg_gw_commit_interval_ms(const struct tg_gw *gw);
 int tg_gw_metrics_port(const struct tg_gw *gw);
 struct tg_harness_mosquitto *tg_gw_mosquitto(const struct tg_gw *gw);
-struct tg_harness_devkafka *tg_gw_devkafka(const struct tg_gw *gw);
+struct tg_harness_devkafka *tg_gw_devkafka(const struct tg_gw *gw); /* NULL in the real tier */
+struct tg_harness_kafka *tg_gw_kafka(const struct tg_gw *gw);       /* NULL in the dev tier */
 
 /* Ready: GET /healthz answers 200 and tidegate_mqtt_connections equals mqtt.connections. */
 bool tg_gw_ready(struct tg_gw *gw);

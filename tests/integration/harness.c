@@ -186,8 +186,17 @@ static bool proc_reap(struct tg_harness_proc *proc)
 void tg_harness_reap_all(void)
 {
     for (struct tg_harness_proc *proc = procs; proc; proc = proc->next) {
-        if (proc->exited)
+        /* A child that died on its own is often why the test failed (a broker whose data
+         * dir vanished, a crash): say so, with how it ended. */
+        if (proc_reap(proc)) {
+            if (proc->status != -1 && WIFSIGNALED(proc->status))
+                hlog("%s (pid %ld) had already ended, by signal %d", proc->name,
+                     (long)proc->pid, WTERMSIG(proc->status));
+            else if (proc->status != -1)
+                hlog("%s (pid %ld) had already exited with status %d", proc->name,
+                     (long)proc->pid, WEXITSTATUS(proc->status));
             continue;
+        }
         hlog("killing %s (pid %ld), left running by the test", proc->name, (long)proc->pid);
         kill(proc->pid, SIGKILL);
         int status = 0;

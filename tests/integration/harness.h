@@ -168,7 +168,8 @@ int tg_harness_run(const char *const argv[], const char *input, size_t input_len
                    char **output, int timeout_ms);
 
 /* Kills (SIGKILL) and reaps every child started through the harness that is still running,
- * and reports every registered temporary directory as kept. For cmocka teardowns after a
+ * names those not destroyed that had already ended (and how), and reports every registered
+ * temporary directory as kept. For cmocka teardowns after a
  * failed test; also runs at exit. Objects stay allocated: their memory is the failed test's. */
 void tg_harness_reap_all(void);
 

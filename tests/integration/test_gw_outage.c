@@ -4,6 +4,8 @@
  * tidegate_kafka_up goes 0, nothing is reported delivered); when the cluster returns the
  * backlog drains and every reading is in Kafka exactly once, in per-device order, and the
  * journal is empty again.
+ * Both Kafka tiers (gateway_fixture.h): with devkafka every broker stops listening; with the
+ * real broker (test_gw_outage_real) its process is stopped with SIGTERM and started again.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -30,7 +32,6 @@ static void outage_loses_nothing(void **state)
     (void)state;
     struct tg_gw *gw = tg_gw_new(NULL);
     assert_non_null(gw);
-    struct tg_harness_devkafka *dk = tg_gw_devkafka(gw);
     struct tg_gw_pub *pub = tg_gw_pub_new(gw, "gw-test-pub");
     assert_non_null(pub);
 
@@ -42,7 +43,7 @@ static void outage_loses_nothing(void **state)
                                   WAIT_MS));
 
     /* Every broker down while the devices go on publishing. */
-    assert_int_equal(tg_harness_devkafka_outage_begin(dk), 0);
+    assert_int_equal(tg_gw_kafka_outage_begin(gw), 0);
     int published_at_outage = tg_gw_pub_plan_progress(pub);
     int64_t outage_ms = tg_harness_now_ms();
     assert_true(tg_gw_wait_metric(gw, "tidegate_kafka_up", NULL, TG_GW_EQ, 0, 20000));
@@ -66,7 +67,7 @@ static void outage_loses_nothing(void **state)
     assert_true(tg_gw_metric_is(gw, "tidegate_messages_dropped_total", NULL, TG_GW_EQ, 0));
 
     /* The cluster returns while the devices are still publishing. */
-    assert_int_equal(tg_harness_devkafka_outage_end(dk), 0);
+    assert_int_equal(tg_gw_kafka_outage_end(gw), 0);
     int64_t back_ms = tg_harness_now_ms();
     assert_int_equal(tg_gw_pub_plan_join(pub), 0);
     assert_true(tg_gw_pub_wait_acked(pub, WAIT_MS));
@@ -74,8 +75,8 @@ static void outage_loses_nothing(void **state)
                                   READINGS, WAIT_MS));
     assert_true(tg_gw_wait_metric(gw, "tidegate_journal_records", NULL, TG_GW_EQ, 0, WAIT_MS));
     assert_true(tg_gw_wait_metric(gw, "tidegate_kafka_up", NULL, TG_GW_EQ, 1, WAIT_MS));
-    fprintf(stderr, "backlog drained %lld ms after the cluster returned\n",
-            (long long)(tg_harness_now_ms() - back_ms));
+    fprintf(stderr, "backlog drained %lld ms after the cluster returned (%s tier)\n",
+            (long long)(tg_harness_now_ms() - back_ms), tg_gw_kafka_tier_name(gw));
     assert_true(tg_gw_metric_is(gw, "tidegate_messages_received_total", NULL, TG_GW_EQ,
                                 READINGS));
     assert_true(tg_gw_metric_is(gw, "tidegate_messages_delivered_total", NULL, TG_GW_EQ,

@@ -108,7 +108,7 @@ static void run_policy(enum policy policy)
     assert_non_null(pub);
 
     /* Kafka is down from the start: nothing can leave the journal. */
-    assert_int_equal(tg_harness_devkafka_outage_begin(tg_gw_devkafka(gw)), 0);
+    assert_int_equal(tg_gw_kafka_outage_begin(gw), 0);
     assert_true(tg_gw_wait_metric(gw, "tidegate_kafka_up", NULL, TG_GW_EQ, 0, 20000));
 
     /* Published at a steady rate, so that the cap is reached part-way through and the policy
@@ -155,7 +155,7 @@ static void run_policy(enum policy policy)
         assert_true(dropped_full > 0);
 
     /* Kafka returns: what was kept drains (and, with backpressure, what the broker held). */
-    assert_int_equal(tg_harness_devkafka_outage_end(tg_gw_devkafka(gw)), 0);
+    assert_int_equal(tg_gw_kafka_outage_end(gw), 0);
     struct drained d = {.gw = gw};
     if (!tg_harness_wait_until(all_accounted, &d, WAIT_MS)) {
         tg_gw_print_log_tail(gw, 30);

@@ -2,7 +2,9 @@
  * test_harness_kafka.c - the real Kafka tier's own promises (harness_kafka.h): the broker
  * starts on free ports with tidegate's topics (partition counts, the compacted state topic),
  * creates no topic because a client asked for it, keeps its records across a SIGTERM stop
- * and a restart on the same port, and recovers them after kill -9.
+ * and a restart on the same port, and recovers them after kill -9. And tidegate-topics, the
+ * tool that creates the same topics outside the tests (scripts/demo --kafka-real), on a
+ * broker started without them.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -232,10 +235,66 @@ static void broker_topics_restart_and_crash(void **state)
     tg_harness_kafka_destroy(kf);
 }
 
+static int run_topics_tool(const char *bootstrap, const char *partitions, char **out)
+{
+    char bin[1024];
+    snprintf(bin, sizeof bin, "%s/tidegate-topics", tg_harness_bin_dir());
+    const char *argv[] = {bin, "--brokers", bootstrap, "--partitions", partitions, NULL};
+    int status = tg_harness_run(argv, NULL, 0, out, WAIT_MS + 10000);
+    if (out && *out)
+        fprintf(stderr, "tidegate-topics:\n%s", *out);
+    return status;
+}
+
+static void topics_tool_creates_what_is_missing(void **state)
+{
+    (void)state;
+    struct tg_harness_kafka *kf = tg_harness_kafka_start(0, TG_HARNESS_KAFKA_NO_TOPICS);
+    assert_non_null(kf);
+    const char *bootstrap = tg_harness_kafka_bootstrap(kf);
+    assert_int_equal(tg_harness_kafka_partitions(kf, "telemetry"), -1);
+    /* One topic made beforehand with another count: left alone, and reported. */
+    assert_int_equal(tg_harness_kafka_create_topic(kf, "telemetry.dlq", 1, NULL), 0);
+
+    char *out = NULL;
+    assert_true(tg_harness_exited_ok(run_topics_tool(bootstrap, "4", &out)));
+    assert_non_null(strstr(out, "telemetry: created"));
+    assert_non_null(strstr(out, "telemetry.dlq: exists, 1 partitions (not changed"));
+    free(out);
+    assert_int_equal(tg_harness_kafka_partitions(kf, "telemetry"), 4);
+    assert_int_equal(tg_harness_kafka_partitions(kf, "telemetry.dlq"), 1);
+    assert_int_equal(tg_harness_kafka_partitions(kf, "telemetry.anomalies"), 6);
+    assert_int_equal(tg_harness_kafka_partitions(kf, "telemetry.agg.1m"), 6);
+    assert_int_equal(tg_harness_kafka_partitions(kf, "telemetry.worker.state"), 4);
+    char *policy = topic_config(bootstrap, "telemetry.worker.state", "cleanup.policy");
+    assert_non_null(policy);
+    assert_string_equal(policy, "compact");
+    free(policy);
+
+    /* Again: everything exists, nothing changes, success. */
+    out = NULL;
+    assert_true(tg_harness_exited_ok(run_topics_tool(bootstrap, "4", &out)));
+    assert_null(strstr(out, "created"));
+    free(out);
+
+    /* A bad command line is a usage error, a cluster that does not answer a failure. */
+    int status = run_topics_tool(bootstrap, "0", NULL);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 2);
+    assert_int_equal(tg_harness_kafka_stop(kf), 0);
+    char bin[1024];
+    snprintf(bin, sizeof bin, "%s/tidegate-topics", tg_harness_bin_dir());
+    const char *argv[] = {bin, "--brokers", bootstrap, "--timeout-ms", "1000", NULL};
+    status = tg_harness_run(argv, NULL, 0, NULL, WAIT_MS);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+
+    tg_harness_kafka_destroy(kf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(broker_topics_restart_and_crash, teardown),
+        cmocka_unit_test_teardown(topics_tool_creates_what_is_missing, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,7 @@
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,6 +31,7 @@ static struct tg_ledger *ledger_released(int devices, uint64_t seqs)
         char id[32];
         snprintf(id, sizeof id, "sim-%05d", d + 1);
         assert_int_equal(tg_ledger_add_device(lg, id), d);
+        assert_int_equal(tg_ledger_connected(lg, d), 0);
         for (uint64_t s = 0; s < seqs; s++) {
             assert_int_equal(tg_ledger_reading(lg, d, TG_NODE_EV_TAKEN, 1, s), 0);
             assert_int_equal(tg_ledger_reading(lg, d, TG_NODE_EV_RELEASED, 1, s), 0);
@@ -130,11 +132,13 @@ static void lost_duplicated_reordered_unexpected(void **state)
     assert_false(r.ok);
     assert_int_equal(r.delivered, 27);
     assert_int_equal(r.lost, 3);
-    assert_int_equal(r.duplicated, 3);  /* sim-00002's 4, stranger's 0, the huge seq */
+    assert_int_equal(r.duplicated, 2);  /* sim-00002's 4, the huge seq (not the stranger's) */
     assert_int_equal(r.reordered, 1);
-    assert_int_equal(r.unexpected, 4);  /* seq 10, boot 2, stranger, the huge seq */
+    assert_int_equal(r.unexpected, 3);  /* seq 10, boot 2, the huge seq */
+    assert_int_equal(r.foreign, 2);     /* the stranger's two records */
+    assert_int_equal(r.foreign_devices, 1);
     assert_int_equal(r.undecodable, 1);
-    assert_int_equal(r.problem_devices, 4);
+    assert_int_equal(r.problem_devices, 3);
 
     char *text = NULL;
     size_t len = 0;
@@ -145,7 +149,7 @@ static void lost_duplicated_reordered_unexpected(void **state)
     tg_sim_audit_print_text(au, &ctx, 2, out);
     fclose(out);
     assert_non_null(strstr(text, "lost:         3\n"));
-    assert_non_null(strstr(text, "problem devices: 4 (first 2 shown)"));
+    assert_non_null(strstr(text, "problem devices: 3 (first 2 shown)"));
     assert_non_null(strstr(text, "sim-00001            lost 3 (boot:seq 1:3,1:7-8)"));
     assert_non_null(strstr(text, "RESULT: FAIL"));
     assert_null(strstr(text, "stranger"));
@@ -178,6 +182,7 @@ static void unconfirmed_and_dropped_do_not_fail(void **state)
     (void)state;
     struct tg_ledger *lg = tg_ledger_new();
     int d = tg_ledger_add_device(lg, "sim-00001");
+    assert_int_equal(tg_ledger_connected(lg, d), 0);
     for (uint64_t s = 0; s < 10; s++)
         assert_int_equal(tg_ledger_reading(lg, d, TG_NODE_EV_TAKEN, 1, s), 0);
     for (uint64_t s = 2; s < 7; s++)
@@ -206,9 +211,10 @@ static void dead_letters_against_the_malformed_count(void **state)
 {
     (void)state;
     struct tg_ledger *lg = ledger_released(2, 5);
-    assert_int_equal(tg_ledger_malformed(lg, 0), 0);
-    assert_int_equal(tg_ledger_malformed(lg, 0), 0);
-    assert_int_equal(tg_ledger_malformed(lg, 1), 0);
+    assert_int_equal(tg_ledger_malformed(lg, 0, 0xA1), 0);
+    assert_int_equal(tg_ledger_malformed(lg, 0, 0xA2), 0);
+    assert_int_equal(tg_ledger_malformed(lg, 1, 0xB1), 0);
+    assert_int_equal(tg_ledger_skewed(lg, 1, 1, 4), 0);
     struct tg_sim_audit *au = tg_sim_audit_new();
     tg_sim_audit_expect_dlq(au, true);
     assert_int_equal(tg_sim_audit_set_ledger(au, lg), 0);
@@ -216,10 +222,10 @@ static void dead_letters_against_the_malformed_count(void **state)
     feed_all(au, 1, 5);
     for (uint64_t s = 0; s < 4; s++)
         feed(au, "sim-00002", 1, s, 1, 10);
-    assert_int_equal(tg_sim_audit_dlq(au, "malformed", "sim-00001", false, 0, 0), 0);
-    assert_int_equal(tg_sim_audit_dlq(au, "wrong_type", "sim-00001", false, 0, 0), 0);
+    assert_int_equal(tg_sim_audit_dlq(au, "malformed", "sim-00001", false, 0, 0, 0xA1), 0);
+    assert_int_equal(tg_sim_audit_dlq(au, "wrong_type", "sim-00001", false, 0, 0, 0xA2), 0);
     assert_false(tg_sim_audit_complete(au));
-    assert_int_equal(tg_sim_audit_dlq(au, "clock_skew", "sim-00002", true, 1, 4), 0);
+    assert_int_equal(tg_sim_audit_dlq(au, "clock_skew", "sim-00002", true, 1, 4, 0), 0);
     assert_false(tg_sim_audit_complete(au)); /* one malformed payload still missing */
 
     struct tg_sim_audit *au2 = tg_sim_audit_new();
@@ -237,8 +243,10 @@ static void dead_letters_against_the_malformed_count(void **state)
 
     /* The same with the third malformed payload: complete and passing. */
     feed_all(au2, 2, 5);
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(tg_sim_audit_dlq(au2, i ? "malformed" : NULL, NULL, false, 0, 0), 0);
+    assert_int_equal(tg_sim_audit_dlq(au2, NULL, "sim-00001", false, 0, 0, 0xA1), 0);
+    assert_int_equal(tg_sim_audit_dlq(au2, "malformed", "sim-00001", false, 0, 0, 0xA2), 0);
+    assert_false(tg_sim_audit_complete(au2));
+    assert_int_equal(tg_sim_audit_dlq(au2, "malformed", "sim-00002", false, 0, 0, 0xB1), 0);
     assert_true(tg_sim_audit_complete(au2));
     assert_int_equal(tg_sim_audit_finish(au2, &r), 0);
     assert_true(r.ok);
@@ -284,8 +292,8 @@ static void records_before_the_ledger(void **state)
     struct tg_ledger *lg = ledger_released(4, 6);
     struct tg_sim_audit *au = tg_sim_audit_new();
     feed_all(au, 4, 6);
-    feed(au, "sim-00003", 1, 6, 0, 10);
-    assert_int_equal(tg_sim_audit_dlq(au, "clock_skew", "sim-00004", true, 1, 0), 0);
+    feed(au, "other-1", 1, 6, 0, 10); /* a device of another fleet */
+    assert_int_equal(tg_sim_audit_dlq(au, "clock_skew", "sim-00004", true, 1, 0, 0), 0);
     assert_false(tg_sim_audit_complete(au));
     assert_int_equal(tg_sim_audit_set_ledger(au, lg), 0);
     assert_true(tg_sim_audit_complete(au));
@@ -293,7 +301,8 @@ static void records_before_the_ledger(void **state)
     assert_int_equal(tg_sim_audit_finish(au, &r), 0);
     assert_true(r.ok);
     assert_int_equal(r.delivered, 24);
-    assert_int_equal(r.unexpected, 1);
+    assert_int_equal(r.unexpected, 0);
+    assert_int_equal(r.foreign, 1);
     assert_int_equal(r.dead_lettered, 0); /* it was delivered as well */
     tg_sim_audit_destroy(au);
     tg_ledger_destroy(lg);
@@ -303,7 +312,7 @@ static void records_before_the_ledger(void **state)
 static void feed_dead_letter_copies(struct tg_sim_audit *au)
 {
     /* Dead-lettered first, delivered after (a later copy passed validation): counts once. */
-    assert_int_equal(tg_sim_audit_dlq(au, "clock_skew", "sim-00003", true, 1, 0), 0);
+    assert_int_equal(tg_sim_audit_dlq(au, "clock_skew", "sim-00003", true, 1, 0, 0), 0);
     for (uint64_t s = 0; s < 5; s++)
         feed(au, "sim-00001", 1, s, 0, 10);
     for (uint64_t s = 0; s < 3; s++)
@@ -312,10 +321,10 @@ static void feed_dead_letter_copies(struct tg_sim_audit *au)
         feed(au, "sim-00003", 1, s, 2, 10);
     /* The gateway validates before it deduplicates: a rejected reading re-sent (QoS 1, an
      * injected duplicate) is dead-lettered once per copy. */
-    assert_int_equal(tg_sim_audit_dlq(au, "clock_skew", "sim-00002", true, 1, 3), 0);
-    assert_int_equal(tg_sim_audit_dlq(au, "clock_skew", "sim-00002", true, 1, 3), 0);
+    assert_int_equal(tg_sim_audit_dlq(au, "clock_skew", "sim-00002", true, 1, 3, 0), 0);
+    assert_int_equal(tg_sim_audit_dlq(au, "clock_skew", "sim-00002", true, 1, 3, 0), 0);
     /* Delivered, and one copy dead-lettered as well. */
-    assert_int_equal(tg_sim_audit_dlq(au, "clock_skew", "sim-00001", true, 1, 0), 0);
+    assert_int_equal(tg_sim_audit_dlq(au, "clock_skew", "sim-00001", true, 1, 0, 0), 0);
 }
 
 /* Completeness counts each released reading once, however many DLQ copies it has: otherwise
@@ -324,6 +333,7 @@ static void dead_letter_copies_count_once(void **state)
 {
     (void)state;
     struct tg_ledger *lg = ledger_released(3, 5);
+    assert_int_equal(tg_ledger_skewed(lg, 1, 1, 3), 0); /* the one that stays in the DLQ */
     struct tg_sim_audit *au = tg_sim_audit_new();
     assert_non_null(au);
     assert_int_equal(tg_sim_audit_set_ledger(au, lg), 0);
@@ -364,13 +374,13 @@ static void latency_percentiles_leave_out_skewed_devices(void **state)
 {
     (void)state;
     struct tg_ledger *lg = ledger_released(2, 100);
-    assert_int_equal(tg_ledger_skewed(lg, 1), 0);
+    for (uint64_t s = 0; s < 100; s++)
+        assert_int_equal(tg_ledger_skewed(lg, 1, 1, s), 0);
     struct tg_sim_audit *au = tg_sim_audit_new();
     assert_int_equal(tg_sim_audit_set_ledger(au, lg), 0);
     /* sim-00001: latencies 1..100 ms in a shuffled order; sim-00002 (skewed): an hour. */
-    for (uint64_t i = 0; i < 100; i++) {
-        uint64_t s = (i * 37) % 100;
-        feed(au, "sim-00001", 1, s, 0, (int64_t)s + 1);
+    for (uint64_t s = 0; s < 100; s++) {
+        feed(au, "sim-00001", 1, s, 0, (int64_t)((s * 37) % 100) + 1);
         feed(au, "sim-00002", 1, s, 1, 3600000);
     }
     /* A record read from a backlog has no latency. */
@@ -437,6 +447,227 @@ static void a_silent_device_is_all_lost(void **state)
     tg_ledger_destroy(lg);
 }
 
+/* ------------------------------------------------------------------------------------------
+ * The audit must not pass by accident (issue 10): each of these passed before.
+ */
+
+static bool finish_ok(struct tg_sim_audit *au, struct tg_sim_audit_result *r)
+{
+    assert_int_equal(tg_sim_audit_finish(au, r), 0);
+    return r->ok;
+}
+
+/* A ledger that released nothing proves nothing: 0 of 0 is not a pass. */
+static void nothing_released_fails(void **state)
+{
+    (void)state;
+    struct tg_ledger *lg = tg_ledger_new();
+    assert_int_equal(tg_ledger_add_device(lg, "sim-00001"), 0);
+    struct tg_sim_audit *au = tg_sim_audit_new();
+    assert_int_equal(tg_sim_audit_set_ledger(au, lg), 0);
+    struct tg_sim_audit_result r;
+    assert_false(finish_ok(au, &r));
+    assert_int_equal(r.delivered, 0);
+    tg_sim_audit_destroy(au);
+    tg_ledger_destroy(lg);
+
+    /* an empty fleet as well */
+    lg = tg_ledger_new();
+    au = tg_sim_audit_new();
+    assert_int_equal(tg_sim_audit_set_ledger(au, lg), 0);
+    assert_false(finish_ok(au, &r));
+    tg_sim_audit_destroy(au);
+    tg_ledger_destroy(lg);
+}
+
+/* Released readings found only in the DLQ, with no fault injected on them, are lost: here
+ * 10 readings rejected as bad_signature. */
+static void dead_letters_without_a_fault_are_lost(void **state)
+{
+    (void)state;
+    struct tg_ledger *lg = ledger_released(1, 20);
+    struct tg_sim_audit *au = tg_sim_audit_new();
+    assert_int_equal(tg_sim_audit_set_ledger(au, lg), 0);
+    for (uint64_t s = 0; s < 10; s++)
+        feed(au, "sim-00001", 1, s, 0, 10);
+    for (uint64_t s = 10; s < 20; s++)
+        assert_int_equal(tg_sim_audit_dlq(au, "bad_signature", "sim-00001", true, 1, s, 0), 0);
+    struct tg_sim_audit_result r;
+    assert_false(finish_ok(au, &r));
+    assert_int_equal(r.lost, 10);
+    assert_int_equal(r.dead_lettered, 0);
+    tg_sim_audit_destroy(au);
+    tg_ledger_destroy(lg);
+}
+
+/* Extra malformed dead letters of one device cannot stand in for the missing ones of
+ * another. */
+static void dlq_is_compared_per_device_not_by_count(void **state)
+{
+    (void)state;
+    struct tg_ledger *lg = ledger_released(2, 3);
+    assert_int_equal(tg_ledger_malformed(lg, 0, 0xA1), 0);
+    assert_int_equal(tg_ledger_malformed(lg, 0, 0xA2), 0);
+    struct tg_sim_audit *au = tg_sim_audit_new();
+    tg_sim_audit_expect_dlq(au, true);
+    assert_int_equal(tg_sim_audit_set_ledger(au, lg), 0);
+    feed_all(au, 2, 3);
+    /* sim-00001 published two malformed payloads; the DLQ holds two, both from sim-00002 */
+    assert_int_equal(tg_sim_audit_dlq(au, "malformed", "sim-00002", false, 0, 0, 0xA1), 0);
+    assert_int_equal(tg_sim_audit_dlq(au, "malformed", "sim-00002", false, 0, 0, 0xA2), 0);
+    assert_false(tg_sim_audit_complete(au));
+    struct tg_sim_audit_result r;
+    assert_false(finish_ok(au, &r));
+    assert_int_equal(r.dlq_missing, 2);
+    tg_sim_audit_destroy(au);
+    tg_ledger_destroy(lg);
+}
+
+/* The design promises per-device order: a reading behind a later one fails the run. */
+static void reordering_fails(void **state)
+{
+    (void)state;
+    struct tg_ledger *lg = ledger_released(1, 4);
+    struct tg_sim_audit *au = tg_sim_audit_new();
+    assert_int_equal(tg_sim_audit_set_ledger(au, lg), 0);
+    static const uint64_t order[] = {0, 2, 1, 3};
+    for (size_t i = 0; i < 4; i++)
+        feed(au, "sim-00001", 1, order[i], 0, 10);
+    struct tg_sim_audit_result r;
+    assert_false(finish_ok(au, &r));
+    assert_int_equal(r.lost, 0);
+    assert_int_equal(r.duplicated, 0);
+    assert_int_equal(r.reordered, 1);
+    tg_sim_audit_destroy(au);
+    tg_ledger_destroy(lg);
+}
+
+/* A run whose devices never reached the broker proves nothing either. */
+static void no_device_connected_fails(void **state)
+{
+    (void)state;
+    struct tg_ledger *lg = tg_ledger_new();
+    assert_int_equal(tg_ledger_add_device(lg, "sim-00001"), 0);
+    assert_int_equal(tg_ledger_reading(lg, 0, TG_NODE_EV_TAKEN, 1, 0), 0);
+    assert_int_equal(tg_ledger_reading(lg, 0, TG_NODE_EV_RELEASED, 1, 0), 0);
+    struct tg_sim_audit *au = tg_sim_audit_new();
+    assert_int_equal(tg_sim_audit_set_ledger(au, lg), 0);
+    feed(au, "sim-00001", 1, 0, 0, 10);
+    struct tg_sim_audit_result r;
+    assert_false(finish_ok(au, &r));
+    assert_true(r.none_connected);
+    assert_int_equal(r.never_connected, 1);
+    assert_int_equal(r.lost, 0);
+    tg_sim_audit_destroy(au);
+    tg_ledger_destroy(lg);
+}
+
+/* A second run of the same fleet: its devices boot at 2. The first run's records (boot 1)
+ * are an earlier run's: neither this run's deliveries nor duplicates of them. */
+static struct tg_ledger *ledger_second_run(void)
+{
+    struct tg_ledger *lg = tg_ledger_new();
+    assert_int_equal(tg_ledger_add_device(lg, "sim-00001"), 0);
+    assert_int_equal(tg_ledger_connected(lg, 0), 0);
+    assert_int_equal(tg_ledger_set_boot(lg, 0, 2), 0);
+    for (uint64_t s = 0; s < 5; s++) {
+        assert_int_equal(tg_ledger_reading(lg, 0, TG_NODE_EV_TAKEN, 2, s), 0);
+        assert_int_equal(tg_ledger_reading(lg, 0, TG_NODE_EV_RELEASED, 2, s), 0);
+    }
+    return lg;
+}
+
+static void an_earlier_run_is_not_this_one(void **state)
+{
+    (void)state;
+    struct tg_ledger *lg = ledger_second_run();
+    struct tg_sim_audit_result r;
+    /* only the first run's records: everything of this run is lost */
+    struct tg_sim_audit *au = tg_sim_audit_new();
+    assert_int_equal(tg_sim_audit_set_ledger(au, lg), 0);
+    for (uint64_t s = 0; s < 5; s++)
+        feed(au, "sim-00001", 1, s, 0, 10);
+    assert_false(tg_sim_audit_complete(au));
+    assert_false(finish_ok(au, &r));
+    assert_int_equal(r.lost, 5);
+    assert_int_equal(r.other_runs, 5);
+    assert_int_equal(r.unexpected, 0);
+    tg_sim_audit_destroy(au);
+    /* both runs' records, the first one's read before the ledger (--follow), twice */
+    au = tg_sim_audit_new();
+    for (int copy = 0; copy < 2; copy++)
+        for (uint64_t s = 0; s < 5; s++)
+            feed(au, "sim-00001", 1, s, 0, 10);
+    assert_int_equal(tg_sim_audit_set_ledger(au, lg), 0);
+    for (uint64_t s = 0; s < 5; s++)
+        feed(au, "sim-00001", 2, s, 0, 10);
+    feed(au, "sim-00001", 3, 0, 0, 10); /* a later run's, when an older ledger is audited */
+    assert_true(tg_sim_audit_complete(au));
+    assert_true(finish_ok(au, &r));
+    assert_int_equal(r.delivered, 5);
+    assert_int_equal(r.other_runs, 11);
+    assert_int_equal(r.unexpected, 0);
+    assert_int_equal(r.duplicated, 0);
+    tg_sim_audit_destroy(au);
+    tg_ledger_destroy(lg);
+}
+
+/* The same boot again (the simulator's state was lost): the gateway's receive time tells
+ * the earlier run's records apart. */
+static void records_received_before_the_run_are_an_earlier_runs(void **state)
+{
+    (void)state;
+    struct tg_ledger *lg = ledger_released(1, 3);
+    tg_ledger_set_run(lg, T0 + 100000, T0 + 200000);
+    struct tg_sim_audit *au = tg_sim_audit_new();
+    tg_sim_audit_clock_slack(au, 1000);
+    assert_int_equal(tg_sim_audit_set_ledger(au, lg), 0);
+    for (uint64_t s = 0; s < 3; s++) /* gw_ts = T0 + s s + 5 ms: long before the run */
+        feed(au, "sim-00001", 1, s, 0, 10);
+    struct tg_sim_audit_rec rec = {.device = "sim-00001", .boot = 1, .seq = 0, .ts_ms = T0,
+                                   .gw_ts_ms = T0 + 99500, .end_ms = -1};
+    assert_int_equal(tg_sim_audit_telemetry(au, &rec), 0); /* within the slack: this run's */
+    struct tg_sim_audit_result r;
+    assert_false(finish_ok(au, &r));
+    assert_int_equal(r.other_runs, 3);
+    assert_int_equal(r.delivered, 1);
+    assert_int_equal(r.lost, 2);
+    assert_int_equal(r.duplicated, 0);
+    tg_sim_audit_destroy(au);
+    tg_ledger_destroy(lg);
+}
+
+/* A dead letter is excused only by the fault injected on that very reading, with the
+ * rejection that fault causes. */
+static void a_dead_letter_needs_its_own_fault(void **state)
+{
+    (void)state;
+    struct tg_ledger *lg = ledger_released(2, 4);
+    assert_int_equal(tg_ledger_skewed(lg, 0, 1, 3), 0);
+    assert_int_equal(tg_ledger_skewed(lg, 1, 1, 2), 0);
+    struct tg_sim_audit *au = tg_sim_audit_new();
+    assert_int_equal(tg_sim_audit_set_ledger(au, lg), 0);
+    for (uint64_t s = 0; s < 3; s++) {
+        feed(au, "sim-00001", 1, s, 0, 10);
+        if (s != 2)
+            feed(au, "sim-00002", 1, s, 1, 10);
+    }
+    /* sim-00001's 3: skewed and rejected for its clock: excused */
+    assert_int_equal(tg_sim_audit_dlq(au, "clock_skew", "sim-00001", true, 1, 3, 0), 0);
+    /* sim-00002's 2: skewed, but rejected for its signature: lost */
+    assert_int_equal(tg_sim_audit_dlq(au, "bad_signature", "sim-00002", true, 1, 2, 0), 0);
+    /* sim-00002's 3: rejected for its clock, but no fault on it: lost */
+    assert_int_equal(tg_sim_audit_dlq(au, "clock_skew", "sim-00002", true, 1, 3, 0), 0);
+    assert_true(tg_sim_audit_complete(au));
+    struct tg_sim_audit_result r;
+    assert_false(finish_ok(au, &r));
+    assert_int_equal(r.dead_lettered, 1);
+    assert_int_equal(r.lost, 2);
+    assert_int_equal(r.rejected, 2);
+    tg_sim_audit_destroy(au);
+    tg_ledger_destroy(lg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -449,6 +680,14 @@ int main(void)
         cmocka_unit_test(dead_letter_copies_count_once),
         cmocka_unit_test(latency_percentiles_leave_out_skewed_devices),
         cmocka_unit_test(a_silent_device_is_all_lost),
+        cmocka_unit_test(nothing_released_fails),
+        cmocka_unit_test(dead_letters_without_a_fault_are_lost),
+        cmocka_unit_test(dlq_is_compared_per_device_not_by_count),
+        cmocka_unit_test(reordering_fails),
+        cmocka_unit_test(no_device_connected_fails),
+        cmocka_unit_test(an_earlier_run_is_not_this_one),
+        cmocka_unit_test(records_received_before_the_run_are_an_earlier_runs),
+        cmocka_unit_test(a_dead_letter_needs_its_own_fault),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

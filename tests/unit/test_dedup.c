@@ -151,6 +151,42 @@ static void boot_change_and_late_previous_boot(void **state)
     tg_dedup_destroy(dd);
 }
 
+/* True when (device, boot, seq) taken at device time ts_ms is new. */
+static bool native_at(struct tg_dedup *dd, const char *device, uint64_t boot, uint64_t seq,
+                      int64_t ts_ms)
+{
+    struct tg_reading r = {.device = device, .has_seq = true, .boot = boot, .seq = seq,
+                           .ts_ms = ts_ms};
+    return tg_dedup_check(dd, &r, NOW_MS);
+}
+
+/* A node whose boot counter went back (re-flashed, state lost) is heard again once its
+ * readings are newer than its old boot's by more than the grace (default 10 s); stale
+ * copies of old boots, which carry old times, never start an epoch. */
+static void boot_going_back_starts_a_new_epoch(void **state)
+{
+    (void)state;
+    struct tg_dedup *dd = new_dedup(16);
+    int64_t t = NOW_MS;
+    for (uint64_t seq = 0; seq < 10; seq++)
+        assert_true(native_at(dd, "n", 5, seq, t + (int64_t)seq * 1000));
+    /* boot 5's newest is t + 9 s. A stale boot-2 copy from before: out of window. */
+    assert_false(native_at(dd, "n", 2, 7, t - 60000));
+    /* Re-flashed, back at boot 1: within the grace its readings are not yet believed... */
+    assert_false(native_at(dd, "n", 1, 0, t + 9000 + 5000));
+    /* ...past it, boot 1 is the device's epoch, and its seqs count from there. */
+    assert_true(native_at(dd, "n", 1, 1, t + 9000 + 11000));
+    assert_false(native_at(dd, "n", 1, 1, t + 9000 + 11000));
+    assert_true(native_at(dd, "n", 1, 2, t + 9000 + 12000));
+    /* A late copy from the abandoned boot 5 is older than boot 1's newest: not a restart. */
+    assert_false(native_at(dd, "n", 5, 10, t + 9500));
+    assert_true(native_at(dd, "n", 1, 3, t + 9000 + 13000));
+    /* A real restart afterwards still works. */
+    assert_true(native_at(dd, "n", 2, 0, t + 9000 + 14000));
+    assert_true(native_at(dd, "n", 1, 4, t + 9000 + 13500)); /* boot 1's tail, drained */
+    tg_dedup_destroy(dd);
+}
+
 static void senml_by_ts(void **state)
 {
     (void)state;
@@ -524,7 +560,7 @@ static void corrupt_snapshots(void **state)
     }
     /* Unknown version and reserved byte, with a correct checksum. */
     memcpy(copy, blob, len);
-    copy[4] = 2;
+    copy[4] = 3;
     fix_crc(copy, len);
     assert_load_fails(dd, copy, len);
     memcpy(copy, blob, len);
@@ -599,6 +635,59 @@ static void corrupt_snapshots(void **state)
     tg_dedup_destroy(dd);
 }
 
+/* Out-of-window readings are told from duplicates, and counted apart; a version 1 snapshot
+ * (no device times) still loads. */
+static void out_of_window_is_not_a_duplicate(void **state)
+{
+    (void)state;
+    struct tg_dedup *dd = new_dedup(16);
+    struct tg_reading r = {.device = "d", .has_seq = true, .boot = 3, .seq = 1000,
+                           .ts_ms = NOW_MS};
+    assert_int_equal(tg_dedup_classify(dd, &r, NOW_MS), TG_DEDUP_NEW);
+    assert_int_equal(tg_dedup_classify(dd, &r, NOW_MS), TG_DEDUP_DUPLICATE);
+    r.seq = 1000 - TG_DEDUP_WINDOW - 1;
+    assert_int_equal(tg_dedup_classify(dd, &r, NOW_MS), TG_DEDUP_OUT_OF_WINDOW);
+    r.boot = 1; /* an older boot, not newer in time */
+    assert_int_equal(tg_dedup_classify(dd, &r, NOW_MS), TG_DEDUP_OUT_OF_WINDOW);
+    struct tg_dedup_stats st;
+    tg_dedup_stats(dd, &st);
+    assert_int_equal(st.duplicates, 1);
+    assert_int_equal(st.out_of_window, 2);
+    assert_int_equal(st.new_epochs, 0);
+    uint64_t from, to;
+    assert_false(tg_dedup_last_epoch(dd, &from, &to));
+    /* grace 0: any later second starts the epoch */
+    tg_dedup_set_epoch_grace(dd, 0);
+    r.ts_ms = NOW_MS + 1000;
+    assert_int_equal(tg_dedup_classify(dd, &r, NOW_MS), TG_DEDUP_NEW);
+    tg_dedup_stats(dd, &st);
+    assert_int_equal(st.new_epochs, 1);
+    assert_true(tg_dedup_last_epoch(dd, &from, &to));
+    assert_true(from == 3 && to == 1);
+    /* the device time survives a snapshot */
+    uint8_t *blob;
+    size_t len;
+    assert_int_equal(tg_dedup_save(dd, &blob, &len), TG_OK);
+    assert_int_equal(blob[4], 2);
+    struct tg_dedup *dd2 = new_dedup(16);
+    assert_int_equal(tg_dedup_load(dd2, blob, len), TG_OK);
+    r.boot = 0;
+    r.ts_ms = NOW_MS + 500; /* not newer than boot 1's newest (NOW_MS + 1 s) */
+    assert_int_equal(tg_dedup_classify(dd2, &r, NOW_MS), TG_DEDUP_OUT_OF_WINDOW);
+    free(blob);
+    tg_dedup_destroy(dd2);
+    /* version 1: "TGDD" 1 0, as-of 0, one device "d", native boot 3 seq 10 window 0 */
+    uint8_t v1[] = {'T', 'G', 'D', 'D', 1, 0, 0, 1, 0, 1, 'd', 1, 3, 10, 0, 0, 0, 0, 0};
+    fix_crc(v1, sizeof v1);
+    assert_int_equal(tg_dedup_load(dd, v1, sizeof v1), TG_OK);
+    r = (struct tg_reading){.device = "d", .has_seq = true, .boot = 3, .seq = 10,
+                            .ts_ms = NOW_MS};
+    assert_int_equal(tg_dedup_classify(dd, &r, NOW_MS), TG_DEDUP_DUPLICATE);
+    r.seq = 11;
+    assert_int_equal(tg_dedup_classify(dd, &r, NOW_MS), TG_DEDUP_NEW);
+    tg_dedup_destroy(dd);
+}
+
 static void snapshot_size_10k_devices(void **state)
 {
     (void)state;
@@ -616,8 +705,8 @@ static void snapshot_size_10k_devices(void **state)
     size_t len;
     assert_int_equal(tg_dedup_save(dd, &blob, &len), TG_OK);
     /* Per device: 2 bytes of prefix coding, 1 new id byte (2 for every tenth), kind, boot,
-     * 3 bytes of seq, 1 of window: 9.1 bytes measured. */
-    assert_true(len <= 10000 * 10);
+     * 3 bytes of seq, 1 of window, 1 of newest time: 10.1 bytes measured. */
+    assert_true(len <= 10000 * 11);
     struct tg_dedup *restored = new_dedup(10000);
     assert_int_equal(tg_dedup_load(restored, blob, len), TG_OK);
     assert_int_equal(tg_dedup_devices(restored), 10000);
@@ -850,7 +939,8 @@ static void any_length_id(char id[TG_DEVICE_ID_MAX + 1], unsigned k)
 static void long_ids_save_load(void **state)
 {
     (void)state;
-    /* The old snapshot loads, saves to the same bytes, and decides as it did. */
+    /* The old (version 1) snapshot loads, saves as version 2 with one byte more per native
+     * device (the newest time, unknown), reloads, and decides as it did. */
     struct tg_dedup *dd = new_dedup(8);
     assert_int_equal(tg_dedup_load(dd, OLD_SNAPSHOT, sizeof OLD_SNAPSHOT), TG_OK);
     assert_int_equal(tg_dedup_devices(dd), 3);
@@ -858,8 +948,10 @@ static void long_ids_save_load(void **state)
     uint8_t *blob;
     size_t len;
     assert_int_equal(tg_dedup_save(dd, &blob, &len), TG_OK);
-    assert_int_equal(len, sizeof OLD_SNAPSHOT);
-    assert_memory_equal(blob, OLD_SNAPSHOT, len);
+    assert_int_equal(blob[4], 2);
+    assert_true(len > sizeof OLD_SNAPSHOT && len <= sizeof OLD_SNAPSHOT + 3);
+    assert_int_equal(tg_dedup_load(dd, blob, len), TG_OK);
+    assert_int_equal(tg_dedup_devices(dd), 3);
     free(blob);
     const char *l64 = COLLIDE_LONG_A;
     const char *l48 = "urn.dev.building-07.floor-3.room-112.sensor-temp";
@@ -1019,6 +1111,7 @@ int main(void)
         cmocka_unit_test(out_of_order_within_window),
         cmocka_unit_test(too_old_is_duplicate),
         cmocka_unit_test(boot_change_and_late_previous_boot),
+        cmocka_unit_test(boot_going_back_starts_a_new_epoch),
         cmocka_unit_test(senml_by_ts),
         cmocka_unit_test(senml_window_edges),
         cmocka_unit_test(senml_pack_any_order),
@@ -1029,6 +1122,7 @@ int main(void)
         cmocka_unit_test(save_load_round_trip),
         cmocka_unit_test(corrupt_snapshots),
         cmocka_unit_test(snapshot_size_10k_devices),
+        cmocka_unit_test(out_of_window_is_not_a_duplicate),
         cmocka_unit_test(long_ids_evict_forget_destroy),
         cmocka_unit_test(hash_collisions_mixed_lengths),
         cmocka_unit_test(long_ids_save_load),

@@ -193,7 +193,8 @@ static void store_put(void *ud, int32_t partition, const void *key, size_t key_l
         if (st->v[i].key_len == key_len && memcmp(st->v[i].key, key, key_len) == 0) {
             free(st->v[i].value);
             st->v[i].value = malloc(value_len + 1);
-            memcpy(st->v[i].value, value, value_len);
+            if (value_len)
+                memcpy(st->v[i].value, value, value_len);
             st->v[i].value_len = value_len;
             return;
         }
@@ -206,7 +207,8 @@ static void store_put(void *ud, int32_t partition, const void *key, size_t key_l
     memcpy(kv->key, key, key_len);
     kv->key_len = key_len;
     kv->value = malloc(value_len + 1);
-    memcpy(kv->value, value, value_len);
+    if (value_len)
+        memcpy(kv->value, value, value_len);
     kv->value_len = value_len;
 }
 
@@ -359,6 +361,53 @@ static void restore_refuses_garbage(void **state)
     rec_free(&r);
 }
 
+static void idle_series_are_evicted_with_a_tombstone(void **state)
+{
+    (void)state;
+    char err[512];
+    const char *sets[] = {"engine.series_idle_ms=7200000", NULL};
+    struct tg_engine_config *ec = make_config(sets, err, sizeof err);
+    struct rec r = {0};
+    struct tg_engine *en = tg_engine_new(ec, rec_emit, &r);
+    tg_engine_partition_add(en, 0);
+    struct rng g = {77};
+    int64_t ts = 1700000000000;
+    /* "gone" varies, then sticks with an alert open (flatline), then stops reporting;
+     * "busy" reports every 10 s for five hours. */
+    for (int i = 0; i < 300; i++, ts += 10000) {
+        feed(en, 0, "gone", "t", ts, 20 + rng_gauss(&g));
+        feed(en, 0, "busy", "t", ts, 20 + rng_gauss(&g));
+    }
+    for (int i = 0; i < 15; i++, ts += 10000) {
+        feed(en, 0, "gone", "t", ts, 5);
+        feed(en, 0, "busy", "t", ts, 20 + rng_gauss(&g));
+    }
+    assert_int_equal(rec_count(&r, "A open gone/t/"), 1);
+    struct store st = {0};
+    tg_engine_snapshot_dirty(en, store_put, &st);
+    for (int i = 0; i < 5 * 360; i++, ts += 10000)
+        feed(en, 0, "busy", "t", ts, 20 + rng_gauss(&g));
+    struct tg_engine_stats s;
+    tg_engine_stats(en, &s);
+    assert_int_equal(s.series_evicted, 1);
+    assert_int_equal(s.series, 1);
+    /* Its open alert was closed when it was forgotten, not left open forever... */
+    assert_int_equal(rec_count(&r, "A close gone/t/"), 1);
+    /* ...and the state topic gets a tombstone for it. */
+    tg_engine_snapshot_dirty(en, store_put, &st);
+    bool found = false;
+    for (size_t i = 0; i < st.n; i++)
+        if (st.v[i].key_len == 8 && memcmp(st.v[i].key, "0/gone/t", 8) == 0) {
+            assert_int_equal(st.v[i].value_len, 0);
+            found = true;
+        }
+    assert_true(found);
+    store_free(&st);
+    tg_engine_destroy(en);
+    tg_engine_config_destroy(ec);
+    rec_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -370,6 +419,7 @@ int main(void)
         cmocka_unit_test(spike_is_one_alert_open_then_close),
         cmocka_unit_test(restored_engine_continues_byte_for_byte),
         cmocka_unit_test(restore_refuses_garbage),
+        cmocka_unit_test(idle_series_are_evicted_with_a_tombstone),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,7 +20,7 @@ struct rec {
     size_t alerts, opens, closes, aggregates;
 };
 
-static void rec_push(struct rec *r, const char *line)
+static inline void rec_push(struct rec *r, const char *line)
 {
     if (r->n == r->cap) {
         r->cap = r->cap ? r->cap * 2 : 64;
@@ -29,7 +29,7 @@ static void rec_push(struct rec *r, const char *line)
     r->lines[r->n++] = strdup(line);
 }
 
-static void rec_emit(void *ud, const struct tg_engine_output *out)
+static inline void rec_emit(void *ud, const struct tg_engine_output *out)
 {
     struct rec *r = ud;
     char *line = malloc(out->value_len + 512);
@@ -47,7 +47,7 @@ static void rec_emit(void *ud, const struct tg_engine_output *out)
     free(line);
 }
 
-static void rec_free(struct rec *r)
+static inline void rec_free(struct rec *r)
 {
     for (size_t i = 0; i < r->n; i++)
         free(r->lines[i]);
@@ -56,7 +56,7 @@ static void rec_free(struct rec *r)
 }
 
 /* Number of recorded lines that start with prefix. */
-static size_t rec_count(const struct rec *r, const char *prefix)
+static inline size_t rec_count(const struct rec *r, const char *prefix)
 {
     size_t n = 0;
     for (size_t i = 0; i < r->n; i++)
@@ -64,7 +64,7 @@ static size_t rec_count(const struct rec *r, const char *prefix)
     return n;
 }
 
-static void rec_dump(const struct rec *r, size_t max)
+static inline void rec_dump(const struct rec *r, size_t max)
 {
     for (size_t i = 0; i < r->n && i < max; i++)
         fprintf(stderr, "  %s\n", r->lines[i]);
@@ -72,7 +72,7 @@ static void rec_dump(const struct rec *r, size_t max)
 
 /* A config of the engine's schema with the given --set assignments (NULL-terminated);
  * NULL and the error in err when it does not build. */
-static struct tg_engine_config *make_config(const char *const *sets, char *err, size_t errlen)
+static inline struct tg_engine_config *make_config(const char *const *sets, char *err, size_t errlen)
 {
     size_t n;
     const struct tg_config_key *keys = tg_engine_config_keys(&n);
@@ -93,14 +93,14 @@ out:
 struct rng {
     uint64_t s;
 };
-static double rng_uniform(struct rng *g)
+static inline double rng_uniform(struct rng *g)
 {
     g->s ^= g->s >> 12;
     g->s ^= g->s << 25;
     g->s ^= g->s >> 27;
     return (double)((g->s * 2685821657736338717ull) >> 11) / 9007199254740992.0;
 }
-static double rng_gauss(struct rng *g)
+static inline double rng_gauss(struct rng *g)
 {
     double u = rng_uniform(g), v = rng_uniform(g);
     if (u < 1e-300)
@@ -109,7 +109,7 @@ static double rng_gauss(struct rng *g)
 }
 
 /* Offers one reading of one metric. */
-static tg_err feed(struct tg_engine *en, int32_t partition, const char *device,
+static inline tg_err feed(struct tg_engine *en, int32_t partition, const char *device,
                    const char *metric, int64_t ts, double value)
 {
     struct tg_metric m = {.name = metric, .value = value};

@@ -114,11 +114,16 @@ static void fates_follow_the_events(void **state)
     assert_int_equal(tg_ledger_fate(lg, d, 3, 4), TG_LEDGER_RELEASED);
     assert_int_equal(tg_ledger_fate(lg, d, 3, 5), TG_LEDGER_UNCONFIRMED);
 
-    assert_int_equal(tg_ledger_malformed(lg, d), 0);
-    assert_int_equal(tg_ledger_malformed(lg, d), 0);
+    assert_int_equal(tg_ledger_malformed(lg, d, 7), 0);
+    assert_int_equal(tg_ledger_malformed(lg, d, 7), 0);
+    assert_int_equal(tg_ledger_malformed_count(lg, d, 7), 2);
+    assert_int_equal(tg_ledger_malformed_count(lg, d, 8), 0);
     assert_int_equal(tg_ledger_duplicate(lg, 1), 0);
-    assert_int_equal(tg_ledger_skewed(lg, 1), 0);
-    assert_int_equal(tg_ledger_skewed(lg, 9), -1);
+    assert_int_equal(tg_ledger_skewed(lg, 1, 1, 4), 0);
+    assert_int_equal(tg_ledger_skewed(lg, 1, 1, 4), 0); /* the same reading: once */
+    assert_true(tg_ledger_is_skewed(lg, 1, 1, 4));
+    assert_false(tg_ledger_is_skewed(lg, 1, 1, 5));
+    assert_int_equal(tg_ledger_skewed(lg, 9, 1, 1), -1);
 
     struct tg_ledger_totals t;
     tg_ledger_totals(lg, &t);
@@ -172,7 +177,11 @@ static void round_trip_with_holes(void **state)
     assert_int_equal(tg_ledger_reading(lg, a, TG_NODE_EV_TAKEN, 2, 100), 0);
     assert_int_equal(tg_ledger_reading(lg, a, TG_NODE_EV_TAKEN, 2, 101), 0);
     take_release(lg, a, 1, 0, 9);
-    assert_int_equal(tg_ledger_malformed(lg, a), 0);
+    assert_int_equal(tg_ledger_malformed(lg, a, UINT64_C(0xfedcba9876543210)), 0);
+    assert_int_equal(tg_ledger_connected(lg, a), 0);
+    assert_int_equal(tg_ledger_connected(lg, a), 0);
+    assert_int_equal(tg_ledger_set_boot(lg, a, 1), 0);
+    tg_ledger_set_run(lg, 1700000000000, 1700000060000);
     /* Holes everywhere: released 0,2,4,...; the odd ones unconfirmed. */
     for (uint64_t s = 0; s < 10; s++) {
         assert_int_equal(tg_ledger_reading(lg, b, TG_NODE_EV_TAKEN, 7, s), 0);
@@ -180,18 +189,21 @@ static void round_trip_with_holes(void **state)
             assert_int_equal(tg_ledger_reading(lg, b, TG_NODE_EV_RELEASED, 7, s), 0);
     }
     assert_int_equal(tg_ledger_duplicate(lg, b), 0);
-    assert_int_equal(tg_ledger_skewed(lg, b), 0);
-    assert_int_equal(tg_ledger_skewed(lg, b), 0);
+    assert_int_equal(tg_ledger_skewed(lg, b, 7, 2), 0);
+    assert_int_equal(tg_ledger_skewed(lg, b, 7, 3), 0);
 
     assert_int_equal(tg_ledger_write(lg, fx->path), 0);
     const char *text = slurp(fx->path);
     assert_non_null(strstr(text, "tidegate-sim-ledger 1\n"));
-    assert_non_null(strstr(text, "device sim-00042 malformed=1\n"
+    assert_non_null(strstr(text, "run 1700000000000 1700000060000\n"));
+    assert_non_null(strstr(text, "device sim-00042 boot=1 connected=2 malformed=1\n"
+                                 "malformed fedcba9876543210\n"
                                  "released 1 0-9\n"
                                  "released 2 0-57,59-99\n"
                                  "dropped 2 58\n"
                                  "unconfirmed 2 100-101\n"));
     assert_non_null(strstr(text, "device node_b.1 duplicates=1 skewed=2\n"
+                                 "skewed 7 2-3\n"
                                  "released 7 0,2,4,6,8\n"
                                  "unconfirmed 7 1,3,5,7,9\n"
                                  "device silent\n"
@@ -208,6 +220,14 @@ static void round_trip_with_holes(void **state)
     assert_int_equal(t2.released, 10 + 99 + 5);
     assert_int_equal(t2.unconfirmed, 2 + 5);
     assert_int_equal(t2.dropped, 1);
+    assert_int_equal(t2.connected_devices, 1);
+    assert_int_equal(tg_ledger_device_boot(rd, a), 1);
+    assert_int_equal(tg_ledger_malformed_count(rd, a, UINT64_C(0xfedcba9876543210)), 1);
+    assert_true(tg_ledger_is_skewed(rd, b, 7, 3));
+    assert_false(tg_ledger_is_skewed(rd, b, 7, 4));
+    int64_t run_start, run_end;
+    assert_true(tg_ledger_run(rd, &run_start, &run_end));
+    assert_true(run_start == 1700000000000 && run_end == 1700000060000);
     for (int d = 0; d < 3; d++) {
         assert_string_equal(tg_ledger_device_id(rd, d), tg_ledger_device_id(lg, d));
         for (uint64_t boot = 0; boot < 9; boot++)
@@ -333,6 +353,19 @@ static void malformed_files_name_file_and_line(void **state)
         {"tidegate-sim-ledger 1\ndevice a\nreleased 1 0-9\n", ":4:", "truncated"},
         {"tidegate-sim-ledger 1\ndevice a\nend 1\ndevice b\n", ":4:", "after the \"end\""},
         {"tidegate-sim-ledger 1\nnonsense\nend 0\n", ":2:", "<keyword>"},
+        {"tidegate-sim-ledger 1\ndevice a malformed=2\nmalformed 0000000000000001\nend 1\n",
+         ":3:", "1 payload hashes for malformed=2"},
+        {"tidegate-sim-ledger 1\ndevice a malformed=1\nend 1\n", ":3:",
+         "without its \"malformed\" line"},
+        {"tidegate-sim-ledger 1\ndevice a malformed=1\ndevice b\nend 2\n", ":3:",
+         "without its \"malformed\" line"},
+        {"tidegate-sim-ledger 1\ndevice a\nmalformed 0000000000000001\nend 1\n", ":3:",
+         "without malformed=N"},
+        {"tidegate-sim-ledger 1\ndevice a malformed=1\nmalformed 12\nend 1\n", ":3:",
+         "bad payload hash"},
+        {"tidegate-sim-ledger 1\ndevice a\nrun 5 6\nend 1\n", ":3:", "before the devices"},
+        {"tidegate-sim-ledger 1\nrun 6 5\nend 0\n", ":2:", "before the devices"},
+        {"tidegate-sim-ledger 1\ndevice a\nskewed 1 3-2\nend 1\n", ":3:", "bad range"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         write_text(fx->path, cases[i].text);

@@ -1,0 +1,562 @@
+/*
+ * worker_fixture.c - see worker_fixture.h.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <inttypes.h>
+#include <librdkafka/rdkafka.h>
+#include <math.h>
+#include <pthread.h>
+#include <time.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec_canonical.h"
+#include "record.h"
+#include "worker_fixture.h"
+
+static rd_kafka_t *client(rd_kafka_type_t type, const char *bootstrap, const char *const kv[])
+{
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    assert_int_equal(rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, errstr,
+                                       sizeof errstr),
+                     RD_KAFKA_CONF_OK);
+    for (size_t i = 0; kv && kv[i]; i += 2)
+        if (rd_kafka_conf_set(conf, kv[i], kv[i + 1], errstr, sizeof errstr) != RD_KAFKA_CONF_OK)
+            fail_msg("%s=%s: %s", kv[i], kv[i + 1], errstr);
+    rd_kafka_t *rk = rd_kafka_new(type, conf, errstr, sizeof errstr);
+    if (!rk)
+        fail_msg("rd_kafka_new: %s", errstr);
+    return rk;
+}
+
+/* A deterministic value in [-1, 1) from (device, second): a hash, not a stateful generator,
+ * so that any range of seconds can be produced on its own. */
+static double noise(int device, int second)
+{
+    uint64_t x = (uint64_t)device * 0x9E3779B97F4A7C15u ^ (uint64_t)second * 0xBF58476D1CE4E5B9u;
+    x ^= x >> 31;
+    x *= 0x94D049BB133111EBu;
+    x ^= x >> 29;
+    return (double)(x >> 11) / (double)(UINT64_C(1) << 52) - 1.0;
+}
+
+static double value_at(int device, int second)
+{
+    double v = 20.0 + device % 7 + 2.0 * sin(second / 90.0) +
+               0.2 * (noise(device, second) + noise(device + 1000, second));
+    if (second == 120 + 7 * (device % 40))
+        v += 25.0; /* a spike */
+    if (device % 5 == 0 && second >= 300 + device % 50)
+        v += 6.0; /* a level shift */
+    return v;
+}
+
+struct delivery {
+    size_t delivered, failed;
+};
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+{
+    (void)rk;
+    struct delivery *dv = opaque;
+    if (msg->err)
+        dv->failed++;
+    else
+        dv->delivered++;
+}
+
+/* The producing itself, without cmocka (it also runs on the feed's thread): returns the
+ * number produced, or 0 with *why set when something failed. */
+static size_t produce_range(const char *bootstrap, const char *topic, const struct wfx_input *in,
+                            int from_s, int to_s, int pace_ms, const char **why)
+{
+    static const char *const kv[] = {"partitioner", "murmur2_random", "linger.ms", "10",
+                                     "enable.idempotence", "true", "compression.codec", "lz4",
+                                     NULL};
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, errstr, sizeof errstr);
+    for (size_t i = 0; kv[i]; i += 2)
+        rd_kafka_conf_set(conf, kv[i], kv[i + 1], errstr, sizeof errstr);
+    struct delivery dv = {0, 0};
+    rd_kafka_conf_set_opaque(conf, &dv);
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    if (!rk) {
+        *why = "cannot create the producer";
+        return 0;
+    }
+    size_t n = 0;
+    char buf[512], device[16];
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int s = from_s; s < to_s; s++) {
+        if (pace_ms > 0) {
+            long long due_ns = (long long)(s - from_s) * pace_ms * 1000000LL;
+            struct timespec due = {t0.tv_sec + (time_t)(due_ns / 1000000000LL),
+                                   t0.tv_nsec + (long)(due_ns % 1000000000LL)};
+            if (due.tv_nsec >= 1000000000L) {
+                due.tv_sec++;
+                due.tv_nsec -= 1000000000L;
+            }
+            clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &due, NULL);
+        }
+        for (int d = 0; d < in->n_devices; d++) {
+            snprintf(device, sizeof device, "dev-%03d", d);
+            struct tg_metric m = {.name = "temp", .unit = NULL, .value = value_at(d, s)};
+            struct tg_reading rd = {.device = device, .has_seq = true, .boot = 1,
+                                    .seq = (uint64_t)s, .ts_ms = in->base_ts_ms + s * 1000LL,
+                                    .n_metrics = 1, .metrics = &m};
+            size_t len;
+            if (tg_codec_canonical_json(&rd, "gw-test", rd.ts_ms + 3, buf, sizeof buf, &len) !=
+                TG_OK) {
+                *why = "cannot encode a reading";
+                goto out;
+            }
+            rd_kafka_resp_err_t e;
+            while ((e = rd_kafka_producev(
+                        rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(device, strlen(device)),
+                        RD_KAFKA_V_VALUE(buf, len), RD_KAFKA_V_TIMESTAMP(rd.ts_ms),
+                        RD_KAFKA_V_HEADER("content-type", "application/json", -1),
+                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END)) ==
+                   RD_KAFKA_RESP_ERR__QUEUE_FULL)
+                rd_kafka_poll(rk, 10);
+            if (e) {
+                *why = "produce failed";
+                goto out;
+            }
+            n++;
+        }
+        rd_kafka_poll(rk, 0);
+    }
+out:
+    if (rd_kafka_flush(rk, 60000) != RD_KAFKA_RESP_ERR_NO_ERROR && !*why)
+        *why = "flush timed out";
+    if ((dv.failed || dv.delivered != n) && !*why)
+        *why = "a delivery failed";
+    rd_kafka_destroy(rk);
+    return *why ? 0 : n;
+}
+
+size_t wfx_produce(const char *bootstrap, const char *topic, const struct wfx_input *in,
+                   int from_s, int to_s)
+{
+    const char *why = NULL;
+    size_t n = produce_range(bootstrap, topic, in, from_s, to_s, 0, &why);
+    if (why)
+        fail_msg("producing to %s: %s", topic, why);
+    return n;
+}
+
+struct wfx_feed {
+    pthread_t thread;
+    char bootstrap[512], topic[128];
+    struct wfx_input in;
+    int from_s, to_s, pace_ms;
+    size_t n;
+    const char *why;
+};
+
+static void *feed_main(void *arg)
+{
+    struct wfx_feed *fd = arg;
+    fd->n = produce_range(fd->bootstrap, fd->topic, &fd->in, fd->from_s, fd->to_s, fd->pace_ms,
+                          &fd->why);
+    return NULL;
+}
+
+struct wfx_feed *wfx_feed_start(const char *bootstrap, const char *topic,
+                                const struct wfx_input *in, int from_s, int to_s, int pace_ms)
+{
+    struct wfx_feed *fd = calloc(1, sizeof *fd);
+    assert_non_null(fd);
+    snprintf(fd->bootstrap, sizeof fd->bootstrap, "%s", bootstrap);
+    snprintf(fd->topic, sizeof fd->topic, "%s", topic);
+    fd->in = *in;
+    fd->from_s = from_s;
+    fd->to_s = to_s;
+    fd->pace_ms = pace_ms;
+    assert_int_equal(pthread_create(&fd->thread, NULL, feed_main, fd), 0);
+    return fd;
+}
+
+size_t wfx_feed_join(struct wfx_feed *fd)
+{
+    assert_int_equal(pthread_join(fd->thread, NULL), 0);
+    const char *why = fd->why;
+    size_t n = fd->n;
+    free(fd);
+    if (why)
+        fail_msg("feeding: %s", why);
+    return n;
+}
+
+static int partitions_of(rd_kafka_t *rk, const char *topic)
+{
+    const struct rd_kafka_metadata *md;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    assert_int_equal(rd_kafka_metadata(rk, 0, rkt, &md, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    int n = md->topic_cnt == 1 && !md->topics[0].err ? md->topics[0].partition_cnt : 0;
+    rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    return n;
+}
+
+int wfx_watermarks(const char *bootstrap, const char *topic, int64_t *hi, int max)
+{
+    rd_kafka_t *rk = client(RD_KAFKA_PRODUCER, bootstrap, NULL);
+    int n = partitions_of(rk, topic);
+    assert_true(n > 0 && n <= max);
+    for (int p = 0; p < n; p++) {
+        int64_t lo;
+        assert_int_equal(rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi[p], 10000),
+                         RD_KAFKA_RESP_ERR_NO_ERROR);
+    }
+    rd_kafka_destroy(rk);
+    return n;
+}
+
+/* Reads every partition of topic from the beginning to its end; fn per record. */
+static void read_topic(const char *bootstrap, const char *topic,
+                       void (*fn)(void *ud, const rd_kafka_message_t *msg), void *ud)
+{
+    static const char *const kv[] = {"group.id", "wfx-reader", "isolation.level",
+                                     "read_committed", "enable.partition.eof", "true",
+                                     "enable.auto.commit", "false", NULL};
+    rd_kafka_t *rk = client(RD_KAFKA_CONSUMER, bootstrap, kv);
+    int n = partitions_of(rk, topic);
+    assert_true(n > 0);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
+    int pending = 0;
+    for (int p = 0; p < n; p++) {
+        int64_t lo, hi;
+        assert_int_equal(rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 10000),
+                         RD_KAFKA_RESP_ERR_NO_ERROR);
+        if (hi > lo) {
+            rd_kafka_topic_partition_list_add(l, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+            pending++;
+        }
+    }
+    assert_int_equal(rd_kafka_assign(rk, l), RD_KAFKA_RESP_ERR_NO_ERROR);
+    int64_t deadline = tg_harness_now_ms() + 60000;
+    while (pending > 0) {
+        if (tg_harness_now_ms() > deadline)
+            fail_msg("reading %s: %d partitions not at their end after 60 s", topic, pending);
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 100);
+        if (!msg)
+            continue;
+        if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            pending--;
+        else if (msg->err)
+            fail_msg("reading %s: %s", topic, rd_kafka_message_errstr(msg));
+        else
+            fn(ud, msg);
+        rd_kafka_message_destroy(msg);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+}
+
+struct collect {
+    char **recs;
+    size_t n, cap;
+};
+
+static void collect_fn(void *ud, const rd_kafka_message_t *msg)
+{
+    struct collect *c = ud;
+    if (c->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 1024;
+        c->recs = realloc(c->recs, c->cap * sizeof *c->recs);
+        assert_non_null(c->recs);
+    }
+    size_t len = msg->key_len + 1 + msg->len + 1;
+    char *t = malloc(len);
+    assert_non_null(t);
+    memcpy(t, msg->key ? msg->key : "", msg->key_len);
+    t[msg->key_len] = '\t';
+    memcpy(t + msg->key_len + 1, msg->payload ? msg->payload : "", msg->len);
+    t[len - 1] = '\0';
+    c->recs[c->n++] = t;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+char **wfx_read_all(const char *bootstrap, const char *topic, size_t *n)
+{
+    struct collect c = {0};
+    read_topic(bootstrap, topic, collect_fn, &c);
+    if (c.n)
+        qsort(c.recs, c.n, sizeof *c.recs, cmp_str);
+    *n = c.n;
+    return c.recs;
+}
+
+void wfx_records_free(char **recs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(recs[i]);
+    free(recs);
+}
+
+struct markers {
+    int64_t *next;
+    int n;
+};
+
+static void marker_fn(void *ud, const rd_kafka_message_t *msg)
+{
+    struct markers *mk = ud;
+    static const char suffix[] = "/@offset";
+    size_t sl = sizeof suffix - 1;
+    if (!msg->key || msg->key_len <= sl ||
+        memcmp((const char *)msg->key + msg->key_len - sl, suffix, sl) != 0 || !msg->payload)
+        return;
+    char buf[32];
+    size_t len = msg->len < sizeof buf - 1 ? msg->len : sizeof buf - 1;
+    memcpy(buf, msg->payload, len);
+    buf[len] = '\0';
+    if (msg->partition < mk->n)
+        mk->next[msg->partition] = strtoll(buf, NULL, 10);
+}
+
+void wfx_state_markers(const char *bootstrap, const char *state_topic, int64_t *next,
+                       int n_parts)
+{
+    for (int p = 0; p < n_parts; p++)
+        next[p] = -1;
+    struct markers mk = {next, n_parts};
+    read_topic(bootstrap, state_topic, marker_fn, &mk);
+}
+
+struct processed_ctx {
+    const char *bootstrap, *state_topic;
+    const int64_t *hi;
+    int n;
+};
+
+static bool processed(void *ud)
+{
+    struct processed_ctx *pc = ud;
+    int64_t next[256];
+    wfx_state_markers(pc->bootstrap, pc->state_topic, next, pc->n);
+    for (int p = 0; p < pc->n; p++)
+        if (pc->hi[p] > 0 && next[p] < pc->hi[p])
+            return false;
+    return true;
+}
+
+bool wfx_wait_processed(const char *bootstrap, const char *state_topic, const int64_t *hi,
+                        int n_parts, int timeout_ms)
+{
+    struct processed_ctx pc = {bootstrap, state_topic, hi, n_parts};
+    return tg_harness_wait_until(processed, &pc, timeout_ms);
+}
+
+struct progress_ctx {
+    const char *bootstrap, *state_topic;
+    int n;
+    int64_t min_sum;
+};
+
+static bool progressed(void *ud)
+{
+    struct progress_ctx *pc = ud;
+    int64_t next[256];
+    wfx_state_markers(pc->bootstrap, pc->state_topic, next, pc->n);
+    int64_t sum = 0;
+    for (int p = 0; p < pc->n; p++)
+        sum += next[p] > 0 ? next[p] : 0;
+    return sum >= pc->min_sum;
+}
+
+void wfx_wait_progress(const char *bootstrap, const char *state_topic, int n_parts,
+                       int64_t records, int timeout_ms)
+{
+    struct progress_ctx pc = {bootstrap, state_topic, n_parts, records};
+    if (!tg_harness_wait_until(progressed, &pc, timeout_ms))
+        fail_msg("fewer than %lld records committed in %s after %d ms", (long long)records,
+                 state_topic, timeout_ms);
+}
+
+struct wfx_worker *wfx_worker_start(const char *dir, const char *name, const char *instance_id,
+                                    const char *bootstrap, const char *group,
+                                    const char *topic_prefix, const char *extra)
+{
+    struct wfx_worker *w = calloc(1, sizeof *w);
+    assert_non_null(w);
+    snprintf(w->name, sizeof w->name, "%s", name);
+    w->metrics_port = tg_harness_free_port();
+    assert_true(w->metrics_port > 0);
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s.ini", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "[worker]\ninstance_id = %s\nshutdown_timeout_ms = 10000\n"
+            "[log]\nlevel = info\n"
+            "[kafka]\nbrokers = %s\ngroup_id = %s\ninput_topic = telemetry\n"
+            "alerts_topic = %sanomalies\naggregates_topic = %sagg\nstate_topic = %sstate\n"
+            "commit_interval_ms = 100\nsession_timeout_ms = 6000\n"
+            "transaction_timeout_ms = 10000\nrestore_timeout_ms = 15000\n"
+            "[metrics]\nlisten = 127.0.0.1:%d\n"
+            "[detect]\nsilence = false\n%s",
+            instance_id, bootstrap, group, topic_prefix, topic_prefix, topic_prefix, w->metrics_port,
+            extra ? extra : "");
+    assert_int_equal(fclose(f), 0);
+    char bin[512];
+    snprintf(bin, sizeof bin, "%s/tidegate-worker", tg_harness_bin_dir());
+    const char *argv[] = {bin, "-c", path, NULL};
+    w->proc = tg_harness_proc_start(dir, name, argv, NULL, 0);
+    assert_non_null(w->proc);
+    return w;
+}
+
+static bool assigned(void *ud)
+{
+    struct wfx_worker *w = ud;
+    if (!tg_harness_proc_running(w->proc))
+        fail_msg("%s exited early; see %s", w->name, tg_harness_proc_stderr_path(w->proc));
+    return tg_harness_file_contains(tg_harness_proc_stderr_path(w->proc), "assigned telemetry[");
+}
+
+void wfx_worker_wait_assigned(struct wfx_worker *w, int timeout_ms)
+{
+    if (!tg_harness_wait_until(assigned, w, timeout_ms))
+        fail_msg("%s holds no partition after %d ms; see %s", w->name, timeout_ms,
+                 tg_harness_proc_stderr_path(w->proc));
+}
+
+int wfx_worker_stop(struct wfx_worker *w)
+{
+    return tg_harness_proc_stop(w->proc, 20000);
+}
+
+void wfx_worker_destroy(struct wfx_worker *w)
+{
+    if (!w)
+        return;
+    tg_harness_proc_destroy(w->proc);
+    free(w);
+}
+
+/* ---- comparing outputs ---- */
+
+/* Records of a that are not in b (both sorted), as a count; prints the first few. */
+static size_t missing_from(char **a, size_t na, char **b, size_t nb, const char *what)
+{
+    size_t i = 0, j = 0, missing = 0;
+    while (i < na) {
+        int c = j < nb ? strcmp(a[i], b[j]) : -1;
+        if (c == 0) {
+            i++;
+            j++;
+        } else if (c < 0) {
+            if (missing++ < 5)
+                fprintf(stderr, "  %s: %s\n", what, a[i]);
+            i++;
+        } else {
+            j++;
+        }
+    }
+    return missing;
+}
+
+/* Adjacent equal records of a sorted list. */
+static size_t repeats(char **a, size_t n)
+{
+    size_t r = 0;
+    for (size_t i = 1; i < n; i++)
+        r += strcmp(a[i - 1], a[i]) == 0;
+    return r;
+}
+
+/* Removes adjacent duplicates in place; returns the new count. The removed strings are kept
+ * at the end of the array so that wfx_records_free() still frees them. */
+static size_t dedup(char **a, size_t n)
+{
+    if (n == 0)
+        return 0;
+    size_t w = 1;
+    for (size_t i = 1; i < n; i++) {
+        if (strcmp(a[i], a[w - 1]) != 0) {
+            char *t = a[w];
+            a[w] = a[i];
+            a[i] = t;
+            w++;
+        }
+    }
+    return w;
+}
+
+void wfx_compare(const char *bs, const char *run_topic, const char *ref_topic,
+                 size_t *dups_out)
+{
+    size_t n_run, n_ref;
+    char **run = wfx_read_all(bs, run_topic, &n_run);
+    char **ref = wfx_read_all(bs, ref_topic, &n_ref);
+    size_t dups = repeats(run, n_run);
+    assert_int_equal(repeats(ref, n_ref), 0); /* one uninterrupted worker never repeats */
+    size_t u_run = dedup(run, n_run);
+    size_t lost = missing_from(ref, n_ref, run, u_run, "missing after failover");
+    size_t extra = missing_from(run, u_run, ref, n_ref, "not in the reference");
+    fprintf(stderr, "%s: %zu records (%zu repeated), reference %s: %zu; missing %zu, extra %zu\n",
+            run_topic, n_run, dups, ref_topic, n_ref, lost, extra);
+    assert_true(n_ref > 0);
+    assert_int_equal(lost, 0);
+    assert_int_equal(extra, 0);
+    *dups_out = dups;
+    wfx_records_free(run, n_run);
+    wfx_records_free(ref, n_ref);
+}
+
+/* ---- metrics ---- */
+
+char *wfx_scrape(const struct wfx_worker *w)
+{
+    char *body = NULL;
+    int status = tg_harness_http_get(w->metrics_port, "/metrics", 5000, &body);
+    if (status != 200)
+        fail_msg("GET /metrics of %s: status %d", w->name, status);
+    return body;
+}
+
+double wfx_metric(const char *body, const char *series)
+{
+    size_t len = strlen(series);
+    for (const char *line = body; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        if (strncmp(line, series, len) == 0 && line[len] == ' ')
+            return strtod(line + len + 1, NULL);
+    }
+    return NAN;
+}
+
+int wfx_promtool(const char *text)
+{
+    const char *env = getenv("TG_PROMTOOL");
+    char *promtool = env && *env ? strdup(env) : tg_harness_find_program("promtool");
+    if (!promtool)
+        fail_msg("promtool not found on PATH: it comes with Debian's prometheus package "
+                 "(scripts/install-deps), or set TG_PROMTOOL");
+    const char *argv[] = {promtool, "check", "metrics", NULL};
+    char *out = NULL;
+    int status = tg_harness_run(argv, text, strlen(text), &out, 30000);
+    if (out && *out)
+        fprintf(stderr, "promtool: %s\n", out);
+    free(out);
+    free(promtool);
+    return status;
+}

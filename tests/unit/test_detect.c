@@ -1,0 +1,390 @@
+/* Unit tests for the detectors (worker/detect.c) through the engine, on synthetic series
+ * with the shapes real sensors have: constant stretches, gaps of hours and days, duplicated
+ * and backward timestamps, daily cycles, level shifts, flatlines, heavy-tailed noise and
+ * irregular sampling. Each test says what a user would observe: which alerts, of which
+ * kind, how many. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "test_engine_util.h"
+
+#define T0 INT64_C(1700000000000) /* 2023-11-14 22:13:20 UTC */
+#define HOUR INT64_C(3600000)
+#define DAY (24 * HOUR)
+
+struct run {
+    struct tg_engine_config *ec;
+    struct tg_engine *en;
+    struct rec r;
+    double max_score;
+};
+
+static void on_point(void *ud, const struct tg_engine_point *pt)
+{
+    struct run *ru = ud;
+    if (pt->score > ru->max_score)
+        ru->max_score = pt->score;
+}
+
+static void run_start(struct run *ru, const char *const *sets)
+{
+    memset(ru, 0, sizeof *ru);
+    char err[512];
+    ru->ec = make_config(sets, err, sizeof err);
+    if (!ru->ec)
+        fail_msg("config: %s", err);
+    ru->en = tg_engine_new(ru->ec, rec_emit, &ru->r);
+    assert_non_null(ru->en);
+    tg_engine_set_point_hook(ru->en, on_point, ru);
+    assert_int_equal(tg_engine_partition_add(ru->en, 0), TG_OK);
+}
+
+static void run_end(struct run *ru)
+{
+    tg_engine_destroy(ru->en);
+    tg_engine_config_destroy(ru->ec);
+    rec_free(&ru->r);
+}
+
+/* The opens of kind (NULL: any). */
+static size_t opens_of(const struct run *ru, const char *kind)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ru->r.n; i++) {
+        const char *l = ru->r.lines[i];
+        if (strncmp(l, "A open ", 7) != 0)
+            continue;
+        if (!kind)
+            n++;
+        else {
+            char want[64];
+            snprintf(want, sizeof want, "\"kind\":\"%s\"", kind);
+            n += strstr(l, want) != NULL;
+        }
+    }
+    return n;
+}
+
+static void expect_opens(const struct run *ru, const char *kind, size_t want)
+{
+    size_t got = opens_of(ru, kind);
+    if (got != want) {
+        fprintf(stderr, "alerts (kind %s: want %zu, got %zu):\n", kind ? kind : "any", want, got);
+        for (size_t i = 0; i < ru->r.n; i++)
+            if (ru->r.lines[i][0] == 'A')
+                fprintf(stderr, "  %s\n", ru->r.lines[i]);
+        fail();
+    }
+}
+
+/* ---- constant series --------------------------------------------------------------------- */
+
+static void constant_series_stays_silent(void **state)
+{
+    (void)state;
+    struct run ru;
+    run_start(&ru, NULL);
+    /* Two days of exactly one value (a switch, a set point), then of a value that ticks by
+     * its resolution now and then (a slowly draining battery). */
+    int64_t ts = T0;
+    for (int i = 0; i < 2 * 86400 / 10; i++, ts += 10000)
+        feed(ru.en, 0, "dev", "setpoint", ts, 21.5);
+    double v = 4.100;
+    for (int i = 0; i < 2 * 86400 / 10; i++, ts += 10000) {
+        if (i % 500 == 499)
+            v -= 0.001;
+        feed(ru.en, 0, "dev", "battery_v", ts, v);
+    }
+    expect_opens(&ru, NULL, 0);
+    assert_true(ru.max_score < 0.5);
+    run_end(&ru);
+}
+
+static void constant_series_that_changes_alerts_once(void **state)
+{
+    (void)state;
+    struct run ru;
+    run_start(&ru, NULL);
+    int64_t ts = T0;
+    for (int i = 0; i < 5000; i++, ts += 10000)
+        feed(ru.en, 0, "dev", "setpoint", ts, 21.5);
+    for (int i = 0; i < 100; i++, ts += 10000) /* a real change: a new level */
+        feed(ru.en, 0, "dev", "setpoint", ts, 25.0);
+    expect_opens(&ru, NULL, 1);
+    run_end(&ru);
+}
+
+/* ---- flatline after variation ------------------------------------------------------------ */
+
+static void flatline_of_a_varying_series_is_stuck(void **state)
+{
+    (void)state;
+    struct run ru;
+    run_start(&ru, NULL);
+    struct rng g = {7};
+    int64_t ts = T0;
+    double v = 0;
+    for (int i = 0; i < 3000; i++, ts += 1000) {
+        v = round((20 + 0.5 * rng_gauss(&g)) * 100) / 100; /* 0.01 resolution */
+        feed(ru.en, 0, "dev", "temp", ts, v);
+    }
+    for (int i = 0; i < 120; i++, ts += 1000) /* stuck for two minutes */
+        feed(ru.en, 0, "dev", "temp", ts, v);
+    for (int i = 0; i < 600; i++, ts += 1000)
+        feed(ru.en, 0, "dev", "temp", ts, round((20 + 0.5 * rng_gauss(&g)) * 100) / 100);
+    expect_opens(&ru, "stuck", 1);
+    expect_opens(&ru, NULL, 1);
+    assert_int_equal(rec_count(&ru.r, "A close"), 1);
+    run_end(&ru);
+}
+
+/* ---- gaps -------------------------------------------------------------------------------- */
+
+static void gaps_of_hours_and_days_are_silence_not_anomalies(void **state)
+{
+    (void)state;
+    struct run ru;
+    run_start(&ru, NULL);
+    struct rng g = {11};
+    int64_t ts = T0;
+    /* A daily cycle of +-5 with noise 0.2, sampled every 30 s, with a 5-hour and a 2-day gap:
+     * after each gap the level is somewhere else on the cycle. */
+    for (int part = 0; part < 3; part++) {
+        for (int i = 0; i < 2000; i++, ts += 30000) {
+            double day_frac = (double)(ts % DAY) / (double)DAY;
+            feed(ru.en, 0, "dev", "temp", ts, 15 + 5 * sin(2 * M_PI * day_frac) +
+                                                  0.2 * rng_gauss(&g));
+        }
+        ts += part == 0 ? 5 * HOUR : 2 * DAY;
+    }
+    /* Each gap is one silence incident (opened and closed when data returns), nothing else. */
+    expect_opens(&ru, "silence", 2);
+    expect_opens(&ru, NULL, 2);
+    assert_int_equal(rec_count(&ru.r, "A close"), 2);
+    run_end(&ru);
+}
+
+static void sweep_reports_silence_with_event_time_ids(void **state)
+{
+    (void)state;
+    struct run ru;
+    run_start(&ru, NULL);
+    int64_t ts = T0;
+    struct rng g = {3};
+    for (int i = 0; i < 100; i++, ts += 10000)
+        feed(ru.en, 0, "dev", "temp", ts, 20 + rng_gauss(&g));
+    int64_t last = ts - 10000;
+    tg_engine_sweep(ru.en, last + 30000); /* 3 periods: not yet */
+    expect_opens(&ru, "silence", 0);
+    tg_engine_sweep(ru.en, last + 60000); /* 6 periods: silent */
+    tg_engine_sweep(ru.en, last + 90000); /* still: no second alert */
+    expect_opens(&ru, "silence", 1);
+    char want[96];
+    snprintf(want, sizeof want, "A open dev/temp/silence/%lld ", (long long)(last + 10000));
+    size_t i = 0;
+    while (strncmp(ru.r.lines[i], "A open", 6) != 0)
+        i++;
+    if (strncmp(ru.r.lines[i], want, strlen(want)) != 0)
+        fail_msg("got %s", ru.r.lines[i]);
+    /* Data returns: the same incident closes. */
+    feed(ru.en, 0, "dev", "temp", last + 200000, 20);
+    assert_int_equal(rec_count(&ru.r, "A close dev/temp/silence/"), 1);
+    expect_opens(&ru, NULL, 1);
+    run_end(&ru);
+}
+
+/* ---- time order -------------------------------------------------------------------------- */
+
+static void duplicated_and_backward_timestamps_are_counted_not_scored(void **state)
+{
+    (void)state;
+    struct run ru;
+    run_start(&ru, NULL);
+    struct rng g = {5};
+    int64_t ts = T0;
+    for (int i = 0; i < 3000; i++, ts += 1000) {
+        double v = 20 + 0.3 * rng_gauss(&g);
+        feed(ru.en, 0, "dev", "temp", ts, v);
+        if (i % 10 == 0)
+            feed(ru.en, 0, "dev", "temp", ts, v); /* a resend */
+        if (i % 37 == 0)
+            feed(ru.en, 0, "dev", "temp", ts - 700, 99); /* behind: even an absurd value */
+    }
+    struct tg_engine_stats st;
+    tg_engine_stats(ru.en, &st);
+    assert_int_equal(st.backward_ts, 300 + 82);
+    expect_opens(&ru, NULL, 0);
+    run_end(&ru);
+}
+
+/* ---- level shift and drift --------------------------------------------------------------- */
+
+static void level_shift_is_one_incident(void **state)
+{
+    (void)state;
+    struct run ru;
+    run_start(&ru, NULL);
+    struct rng g = {9};
+    int64_t ts = T0;
+    for (int i = 0; i < 4000; i++, ts += 1000) {
+        double v = 50 + rng_gauss(&g);
+        if (i >= 3000 && i < 3300)
+            v += 4; /* four standard deviations for five minutes */
+        feed(ru.en, 0, "dev", "hum", ts, v);
+    }
+    expect_opens(&ru, NULL, 1);
+    /* The alert starts at the shift, within a few samples. */
+    size_t i = 0;
+    while (strncmp(ru.r.lines[i], "A open", 6) != 0)
+        i++;
+    const char *st = strstr(ru.r.lines[i], "\"start_ts\":");
+    long long start = atoll(st + 11);
+    assert_true(start >= T0 + 3000 * 1000 && start <= T0 + 3020 * 1000);
+    run_end(&ru);
+}
+
+static void small_sustained_shift_found_by_ewma(void **state)
+{
+    (void)state;
+    struct run ru;
+    /* Only the shift detector: 2 standard deviations is too small for a point test. */
+    const char *sets[] = {"detect.level=off", "detect.rate=off", "detect.stuck=off", NULL};
+    run_start(&ru, sets);
+    struct rng g = {13};
+    int64_t ts = T0;
+    for (int i = 0; i < 6000; i++, ts += 1000) {
+        double v = 10 + rng_gauss(&g);
+        if (i >= 5000 && i < 5200)
+            v += 2;
+        feed(ru.en, 0, "dev", "x", ts, v);
+    }
+    expect_opens(&ru, "shift", 1);
+    expect_opens(&ru, NULL, 1);
+    run_end(&ru);
+}
+
+/* ---- noise ------------------------------------------------------------------------------- */
+
+static void noisy_heavy_tailed_series_does_not_alert_constantly(void **state)
+{
+    (void)state;
+    struct run ru;
+    run_start(&ru, NULL);
+    struct rng g = {17};
+    int64_t ts = T0;
+    /* Student-t-like noise: a Gaussian whose scale is sometimes 4x, one sample in 20. A day
+     * at 1 Hz. */
+    for (int i = 0; i < 86400; i++, ts += 1000) {
+        double scale = rng_uniform(&g) < 0.05 ? 4 : 1;
+        feed(ru.en, 0, "dev", "vib", ts, scale * rng_gauss(&g));
+    }
+    size_t n = opens_of(&ru, NULL);
+    /* Without adaptation this series opens about a hundred alerts a day (noise_adapt=off). */
+    if (n > 5)
+        expect_opens(&ru, NULL, 5);
+    run_end(&ru);
+}
+
+static void gaussian_noise_has_no_false_alerts(void **state)
+{
+    (void)state;
+    struct run ru;
+    run_start(&ru, NULL);
+    struct rng g = {19};
+    int64_t ts = T0;
+    for (int i = 0; i < 86400; i++, ts += 1000)
+        feed(ru.en, 0, "dev", "p", ts, 1000 + 0.5 * rng_gauss(&g));
+    expect_opens(&ru, NULL, 0);
+    run_end(&ru);
+}
+
+/* ---- rate of change ---------------------------------------------------------------------- */
+
+static void rate_detector_handles_irregular_sampling(void **state)
+{
+    (void)state;
+    struct run ru;
+    const char *sets[] = {"detect.level=off", "detect.shift=off", NULL};
+    run_start(&ru, sets);
+    struct rng g = {23};
+    int64_t ts = T0;
+    double v = 0;
+    /* A ramp of 0.1 per second, sampled at jittered intervals of 1..20 s: steps of 0.1 to 2,
+     * all the same rate. Then the slope jumps to 2 per second. */
+    for (int i = 0; i < 3000; i++) {
+        int64_t dt = 1000 + (int64_t)(rng_uniform(&g) * 19000);
+        ts += dt;
+        v += 0.1 * (double)dt / 1000.0 + 0.01 * rng_gauss(&g);
+        feed(ru.en, 0, "dev", "level_m", ts, v);
+    }
+    expect_opens(&ru, NULL, 0);
+    for (int i = 0; i < 5; i++) {
+        ts += 5000;
+        v += 2 * 5;
+        feed(ru.en, 0, "dev", "level_m", ts, v);
+    }
+    expect_opens(&ru, "rate", 1);
+    run_end(&ru);
+}
+
+/* ---- seasonal ---------------------------------------------------------------------------- */
+
+static void seasonal_baseline_knows_the_time_of_day(void **state)
+{
+    (void)state;
+    struct run ru;
+    const char *sets[] = {"detect.seasonal=on", NULL};
+    run_start(&ru, sets);
+    struct rng g = {29};
+    int64_t ts = (T0 / DAY) * DAY;
+    /* Six days of a daily cycle of +-6 sampled every minute. On day 6, from 12:00 to 14:00
+     * (the peak, +6), the value sits at the daily mean: normal for the day as a whole, slow
+     * enough for the point detectors, wrong for that time of day. */
+    size_t before = 0;
+    for (int i = 0; i < 7 * 1440; i++, ts += 60000) {
+        double h = (double)(ts % DAY) / (double)HOUR;
+        double v = 10 + 6 * sin(2 * M_PI * (h - 6) / 24) + 0.3 * rng_gauss(&g);
+        if (i >= 6 * 1440 + 10 * 60 && i < 6 * 1440 + 16 * 60) {
+            /* Ease from the cycle to the mean over two hours, hold, ease back. */
+            double f = 1;
+            int k = i - (6 * 1440 + 10 * 60);
+            if (k < 120)
+                f = k / 120.0;
+            else if (k >= 240)
+                f = (360 - k) / 120.0;
+            v = v * (1 - f) + (10 + 0.3 * rng_gauss(&g)) * f;
+        }
+        if (i == 6 * 1440)
+            before = opens_of(&ru, NULL);
+        feed(ru.en, 0, "dev", "temp", ts, v);
+    }
+    assert_int_equal(before, 0); /* six normal days: nothing */
+    /* Found by the seasonal detector alone. A six-hour deviation may come out as up to three
+     * alerts (where it eases in and out it dips under the threshold). */
+    size_t n = opens_of(&ru, "seasonal");
+    assert_int_equal(opens_of(&ru, NULL), n);
+    assert_true(n >= 1 && n <= 3);
+    run_end(&ru);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(constant_series_stays_silent),
+        cmocka_unit_test(constant_series_that_changes_alerts_once),
+        cmocka_unit_test(flatline_of_a_varying_series_is_stuck),
+        cmocka_unit_test(gaps_of_hours_and_days_are_silence_not_anomalies),
+        cmocka_unit_test(sweep_reports_silence_with_event_time_ids),
+        cmocka_unit_test(duplicated_and_backward_timestamps_are_counted_not_scored),
+        cmocka_unit_test(level_shift_is_one_incident),
+        cmocka_unit_test(small_sustained_shift_found_by_ewma),
+        cmocka_unit_test(noisy_heavy_tailed_series_does_not_alert_constantly),
+        cmocka_unit_test(gaussian_noise_has_no_false_alerts),
+        cmocka_unit_test(rate_detector_handles_irregular_sampling),
+        cmocka_unit_test(seasonal_baseline_knows_the_time_of_day),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,183 @@
+/* Unit tests for `tidegate-worker replay` (worker/replay.c): its output equals what the
+ * engine computes for the same series offered as readings (the streaming path), and bad
+ * lines are reported with file:line. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "replay.h"
+#include "test_engine_util.h"
+
+struct expect {
+    char *buf;
+    size_t len;
+    FILE *f;
+    const char *ts_text, *v_text;
+};
+
+static void expect_point(void *ud, const struct tg_engine_point *pt)
+{
+    struct expect *ex = ud;
+    fprintf(ex->f, "%s,%s,%.6f,%s\n", ex->ts_text, ex->v_text, pt->score, pt->alert_state);
+}
+
+static void ignore_output(void *ud, const struct tg_engine_output *out)
+{
+    (void)ud;
+    (void)out;
+}
+
+static char *read_all(FILE *f)
+{
+    fflush(f);
+    long n = ftell(f);
+    rewind(f);
+    char *s = calloc(1, (size_t)n + 1);
+    assert_int_equal(fread(s, 1, (size_t)n, f), (size_t)n);
+    return s;
+}
+
+static void replay_equals_streaming(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/test_replay_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *csv = fdopen(fd, "w");
+    fprintf(csv, "timestamp,value\n");
+    /* The same rows, also offered to an engine directly. */
+    enum { N = 4000 };
+    static char ts_text[N][32], v_text[N][32];
+    struct rng g = {31};
+    int64_t ts = INT64_C(1704067200000); /* 2024-01-01 00:00:00 UTC */
+    for (int i = 0; i < N; i++) {
+        ts += 10000;
+        int64_t row_ts = ts;
+        if (i % 101 == 50)
+            row_ts -= 25000; /* backward */
+        double v = 20 + 0.4 * rng_gauss(&g);
+        if (i == 1000)
+            v += 9; /* spike */
+        if (i >= 2000 && i < 2050)
+            v += 3; /* shift */
+        if (i >= 3000 && i < 3040)
+            v = 21.0; /* stuck */
+        if (i == 3500)
+            ts += 3600000; /* an hour of silence */
+        if (i % 2) {
+            time_t t = (time_t)(row_ts / 1000);
+            struct tm tm;
+            gmtime_r(&t, &tm);
+            strftime(ts_text[i], sizeof ts_text[i], "%Y-%m-%d %H:%M:%S", &tm);
+        } else {
+            snprintf(ts_text[i], sizeof ts_text[i], "%lld", (long long)row_ts);
+        }
+        snprintf(v_text[i], sizeof v_text[i], "%.17g", v);
+        fprintf(csv, "%s,%s\n", ts_text[i], v_text[i]);
+    }
+    fclose(csv);
+
+    /* Streaming: readings of device "replay", metric "level", partition 0. */
+    char err[256];
+    const char *sets[] = {"alert.update_interval_ms=0", NULL};
+    struct tg_engine_config *ec = make_config(sets, err, sizeof err);
+    assert_non_null(ec);
+    struct expect ex = {0};
+    ex.f = open_memstream(&ex.buf, &ex.len);
+    fprintf(ex.f, "timestamp,value,anomaly_score,alert_state\n");
+    struct tg_engine *en = tg_engine_new(ec, ignore_output, NULL);
+    tg_engine_set_point_hook(en, expect_point, &ex);
+    tg_engine_partition_add(en, 0);
+    for (int i = 0; i < N; i++) {
+        ex.ts_text = ts_text[i];
+        ex.v_text = v_text[i];
+        int64_t row_ts = strchr(ts_text[i], '-') ? 0 : atoll(ts_text[i]);
+        if (!row_ts) {
+            struct tm tm = {0};
+            strptime(ts_text[i], "%Y-%m-%d %H:%M:%S", &tm);
+            row_ts = (int64_t)timegm(&tm) * 1000;
+        }
+        struct tg_metric m = {.name = "level", .value = strtod(v_text[i], NULL)};
+        struct tg_reading rd = {.device = "replay", .ts_ms = row_ts, .n_metrics = 1, .metrics = &m};
+        assert_int_equal(tg_engine_process(en, 0, &rd), TG_OK);
+    }
+    fclose(ex.f);
+    tg_engine_destroy(en);
+    tg_engine_config_destroy(ec);
+
+    /* Offline. */
+    size_t n;
+    const struct tg_config_key *keys = tg_engine_config_keys(&n);
+    char *argv[] = {"replay", "--csv", path, "--metric", "level", "--set",
+                    "alert.update_interval_ms=0", NULL};
+    FILE *out = tmpfile(), *errf = tmpfile();
+    assert_int_equal(tg_worker_replay_run(7, argv, keys, n, out, errf), 0);
+    char *got = read_all(out);
+    char *got_err = read_all(errf);
+    assert_string_equal(got_err, "");
+    if (strcmp(got, ex.buf) != 0) {
+        size_t i = 0;
+        while (got[i] == ex.buf[i])
+            i++;
+        fail_msg("replay differs at byte %zu:\n got  %.120s\n want %.120s", i, got + i, ex.buf + i);
+    }
+    /* And the series did hold incidents, each visible in the alert_state column. */
+    assert_non_null(strstr(got, ",open\n"));
+    assert_non_null(strstr(got, ",close\n"));
+    assert_int_equal(strlen(got), ex.len);
+    free(got);
+    free(got_err);
+    free(ex.buf);
+    fclose(out);
+    fclose(errf);
+    unlink(path);
+}
+
+static void replay_reports_bad_lines_with_file_and_line(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/test_replay_XXXXXX";
+    int fd = mkstemp(path);
+    FILE *csv = fdopen(fd, "w");
+    fprintf(csv, "timestamp,value\n2024-01-01 00:00:00,1\n\n# note\n2024-01-01 00:00:10,abc\n");
+    fclose(csv);
+    size_t n;
+    const struct tg_config_key *keys = tg_engine_config_keys(&n);
+    char *argv[] = {"replay", "--csv", path, NULL};
+    FILE *out = tmpfile(), *errf = tmpfile();
+    assert_int_equal(tg_worker_replay_run(3, argv, keys, n, out, errf), 1);
+    char *e = read_all(errf);
+    char want[128];
+    snprintf(want, sizeof want, "%s:5: expected 'timestamp,value'", path);
+    if (!strstr(e, want))
+        fail_msg("stderr: %s", e);
+    free(e);
+    fclose(out);
+    fclose(errf);
+    /* Usage and config errors: exit status 2. */
+    char *bad[] = {"replay", "--csv", path, "--set", "alert.threshold=2", NULL};
+    out = tmpfile();
+    errf = tmpfile();
+    assert_int_equal(tg_worker_replay_run(5, bad, keys, n, out, errf), 2);
+    e = read_all(errf);
+    assert_non_null(strstr(e, "[alert] threshold"));
+    free(e);
+    char *none[] = {"replay", NULL};
+    assert_int_equal(tg_worker_replay_run(1, none, keys, n, out, errf), 2);
+    fclose(out);
+    fclose(errf);
+    unlink(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(replay_equals_streaming),
+        cmocka_unit_test(replay_reports_bad_lines_with_file_and_line),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

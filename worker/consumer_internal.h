@@ -1,0 +1,129 @@
+/*
+ * consumer_internal.h - what the files of the worker's Kafka side share.
+ *
+ *   consumer.c          the clients' configuration, the consume loop, decoding, emitting
+ *   consumer_txn.c      the transaction: begin, produce snapshots and offset markers, commit,
+ *                       abort, and the rewind that follows an abort
+ *   consumer_state.c    rebalances and restoring a partition's state from the state topic
+ *   consumer_metrics.c  the tidegate_worker_* metrics
+ *
+ * Everything here runs on the consumer thread (the one in tg_consumer_run()), including the
+ * rebalance callback, which librdkafka calls from inside rd_kafka_consumer_poll().
+ */
+#ifndef TG_WORKER_CONSUMER_INTERNAL_H
+#define TG_WORKER_CONSUMER_INTERNAL_H
+
+#include <librdkafka/rdkafka.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "consumer.h"
+#include "engine.h"
+#include "metrics.h"
+
+/* Alert kinds and states counted separately; a kind the engine adds later counts as "other". */
+enum { CONSUMER_KINDS = 7, CONSUMER_STATES = 3 };
+extern const char *const consumer__kinds[CONSUMER_KINDS];
+extern const char *const consumer__states[CONSUMER_STATES];
+
+/* Suffix of the offset marker's key in the state topic: "<partition>/@offset". '@' is not a
+ * device id character, so it never collides with a series key "<partition>/<device>/...". */
+#define CONSUMER_OFFSET_KEY "/@offset"
+
+/* One partition of the input topic, indexed by partition number. */
+struct consumer_slot {
+    bool assigned;
+    bool advanced;         /* records processed since the last commit */
+    int64_t next_offset;   /* the next record to process (what a commit records) */
+    struct tg_gauge *lag;  /* tidegate_worker_consumer_lag_records{partition}; NULL until
+                            * first assigned */
+};
+
+struct consumer_metrics {
+    struct tg_counter *consumed, *restored_records, *restore_errors, *restore_timeouts;
+    struct tg_counter *commits, *aborts, *fenced, *late, *evicted, *aggregates;
+    struct tg_counter *snapshot_records, *snapshot_bytes, *assigned_total, *revoked_total,
+        *lost_total;
+    struct tg_counter *alerts[CONSUMER_KINDS][CONSUMER_STATES];
+    struct tg_gauge *series, *state_bytes, *partitions;
+    struct tg_histogram *restore_seconds, *commit_seconds, *latency;
+    struct tg_metrics *registry;
+};
+
+enum consumer_health { HEALTH_OK = 0, HEALTH_STARTING, HEALTH_PRODUCER_FATAL, HEALTH_NO_TXN };
+
+struct tg_consumer {
+    const struct tg_config *cfg; /* borrowed: outlives the consumer */
+    char instance_id[72];
+    char transactional_id[96];
+    const char *input_topic, *alerts_topic, *aggregates_topic, *state_topic; /* in cfg */
+    int64_t commit_interval_ms, sweep_interval_ms, txn_timeout_ms, restore_timeout_ms,
+        shutdown_timeout_ms, session_timeout_ms;
+    int offset_reset;                      /* enum tg_worker_offset_reset */
+
+    struct tg_engine *en;
+    rd_kafka_t *consumer, *producer, *restorer;
+
+    struct consumer_slot *slots;
+    int32_t n_slots;
+
+    /* The open transaction. */
+    bool txn_open;
+    bool txn_work;      /* something was produced or consumed since it began */
+    bool txn_failed;    /* a produce call failed: it can only abort */
+    bool rewind_needed; /* an abort made the engine's state newer than what is committed */
+    uint64_t txn_alerts[CONSUMER_KINDS][CONSUMER_STATES];
+    uint64_t txn_aggregates;
+    uint64_t txn_snapshot_records, txn_snapshot_bytes;
+
+    struct tg_engine_stats last_stats; /* as of the last metrics update */
+    struct consumer_metrics m;
+    _Atomic int health;                /* enum consumer_health */
+};
+
+/* consumer.c */
+rd_kafka_conf_t *consumer__conf_new(struct tg_consumer *cs, char *err, size_t errlen);
+/* Applies [kafka.rdkafka] to conf, last, so that it can override our properties. */
+tg_err consumer__conf_passthrough(struct tg_consumer *cs, rd_kafka_conf_t *conf, char *err,
+                                  size_t errlen);
+tg_err consumer__conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, char *err,
+                          size_t errlen);
+/* The slot of partition p, grown as needed; NULL when out of memory. */
+struct consumer_slot *consumer__slot(struct tg_consumer *cs, int32_t partition);
+/* The engine's emit callback: produces one output into the open transaction. */
+void consumer__emit(void *ud, const struct tg_engine_output *out);
+/* Produces with retries while librdkafka's queue is full. */
+tg_err consumer__produce(struct tg_consumer *cs, const char *topic, int32_t partition,
+                         const void *key, size_t key_len, const void *value, size_t value_len,
+                         int64_t ts_ms, rd_kafka_headers_t *hdrs);
+
+/* consumer_txn.c */
+tg_err consumer__producer_start(struct tg_consumer *cs, char *err, size_t errlen);
+tg_err consumer__txn_begin(struct tg_consumer *cs);
+/* Commits the open transaction if it holds anything (snapshots, offset markers, offsets).
+ * On failure the transaction is aborted and rewind_needed set; returns the error. */
+tg_err consumer__txn_commit(struct tg_consumer *cs, int timeout_ms);
+/* Aborts the open transaction (if any) and sets rewind_needed. */
+void consumer__txn_abort(struct tg_consumer *cs, const char *why);
+/* After an abort: every assigned partition's state restored and its position rewound to what
+ * the last committed transaction recorded. Begins a new transaction. */
+tg_err consumer__rewind(struct tg_consumer *cs);
+
+/* consumer_state.c */
+void consumer__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                            rd_kafka_topic_partition_list_t *parts, void *opaque);
+/* Drops and restores the engine state of the input partitions in parts and sets each
+ * element's offset to where processing resumes (an explicit offset, or BEGINNING/END by
+ * [kafka] auto_offset_reset). */
+tg_err consumer__restore(struct tg_consumer *cs, rd_kafka_topic_partition_list_t *parts);
+
+/* consumer_metrics.c */
+void consumer__metrics_register(struct tg_consumer *cs, struct tg_metrics *registry);
+struct tg_gauge *consumer__lag_gauge(struct tg_consumer *cs, int32_t partition);
+/* After a commit: the transaction's alert and aggregate counts, the engine's stats, lags. */
+void consumer__metrics_committed(struct tg_consumer *cs);
+void consumer__metrics_lag(struct tg_consumer *cs);
+
+#endif

@@ -1,0 +1,141 @@
+/*
+ * consumer_metrics.c - the worker's tidegate_worker_* metrics.
+ *
+ * Alerts and aggregates are counted when the transaction that carries them commits, so the
+ * counters match what read_committed consumers of the output topics see; records consumed are
+ * counted as they are processed (again after a rewind). Engine counters (late records,
+ * evictions) and gauges (series, state bytes) follow the engine's stats after each commit.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "consumer_internal.h"
+
+const char *const consumer__kinds[CONSUMER_KINDS] = {"level", "shift",    "rate", "stuck",
+                                                     "silence", "seasonal", "other"};
+const char *const consumer__states[CONSUMER_STATES] = {"open", "update", "close"};
+
+void consumer__metrics_register(struct tg_consumer *cs, struct tg_metrics *r)
+{
+    struct consumer_metrics *m = &cs->m;
+    m->registry = r;
+    m->consumed = tg_metrics_counter(r, "tidegate_worker_records_consumed_total",
+                                     "Records of the input topic processed (again after a "
+                                     "rewind)", NULL);
+    /* Registered here so that the family shows from the start. */
+    tg_metrics_counter(r, "tidegate_worker_records_invalid_total",
+                       "Records consumed that the worker could not use, by reason (counted and "
+                       "skipped)", "reason", "malformed", NULL);
+    m->late = tg_metrics_counter(r, "tidegate_worker_late_records_total",
+                                 "Points older than their partition's watermark: counted, not "
+                                 "merged into windows", NULL);
+    m->evicted = tg_metrics_counter(r, "tidegate_worker_series_evicted_total",
+                                    "Series dropped from state to stay within its size", NULL);
+    m->aggregates = tg_metrics_counter(r, "tidegate_worker_aggregates_total",
+                                       "Window aggregates committed to the aggregates topic",
+                                       NULL);
+    for (int k = 0; k < CONSUMER_KINDS; k++)
+        for (int s = 0; s < CONSUMER_STATES; s++)
+            m->alerts[k][s] = tg_metrics_counter(
+                r, "tidegate_worker_alerts_total",
+                "Alert records committed to the alerts topic, by kind and state", "kind",
+                consumer__kinds[k], "state", consumer__states[s], NULL);
+    m->commits = tg_metrics_counter(r, "tidegate_worker_transaction_commits_total",
+                                    "Transactions committed (outputs, snapshots and offsets)",
+                                    NULL);
+    m->aborts = tg_metrics_counter(r, "tidegate_worker_transaction_aborts_total",
+                                   "Transactions aborted; each is followed by a rewind to the "
+                                   "last commit", NULL);
+    m->fenced = tg_metrics_counter(r, "tidegate_worker_producer_replaced_total",
+                                   "Transactional producers replaced after a fatal error "
+                                   "(fenced by another process with the same instance id)",
+                                   NULL);
+    m->snapshot_records = tg_metrics_counter(r, "tidegate_worker_state_snapshots_total",
+                                             "Snapshot records committed to the state topic "
+                                             "(tombstones included)", NULL);
+    m->snapshot_bytes = tg_metrics_counter(r, "tidegate_worker_state_snapshot_bytes_total",
+                                           "Key and value bytes of committed snapshot records",
+                                           NULL);
+    m->restored_records = tg_metrics_counter(r, "tidegate_worker_state_records_read_total",
+                                             "Records read from the state topic by restores",
+                                             NULL);
+    m->restore_errors = tg_metrics_counter(r, "tidegate_worker_state_restore_errors_total",
+                                           "State records that did not restore (the series "
+                                           "starts cold)", NULL);
+    m->restore_timeouts = tg_metrics_counter(
+        r, "tidegate_worker_state_restore_timeouts_total",
+        "Restores that gave up waiting for an open transaction on the state topic", NULL);
+    m->assigned_total = tg_metrics_counter(r, "tidegate_worker_partitions_moved_total",
+                                           "Partitions that moved to or from this worker",
+                                           "change", "assigned", NULL);
+    m->revoked_total = tg_metrics_counter(r, "tidegate_worker_partitions_moved_total",
+                                          "Partitions that moved to or from this worker",
+                                          "change", "revoked", NULL);
+    m->lost_total = tg_metrics_counter(r, "tidegate_worker_partitions_moved_total",
+                                       "Partitions that moved to or from this worker", "change",
+                                       "lost", NULL);
+    m->series = tg_metrics_gauge(r, "tidegate_worker_series", "Series (device, metric) in state",
+                                 NULL);
+    m->state_bytes = tg_metrics_gauge(r, "tidegate_worker_state_bytes",
+                                      "Memory held by series state", NULL);
+    m->partitions = tg_metrics_gauge(r, "tidegate_worker_partitions_assigned",
+                                     "Input partitions this worker holds", NULL);
+    static const double restore_bounds[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                            0.5,   1,     2.5,  5,     10,   30,  60};
+    m->restore_seconds = tg_metrics_histogram(
+        r, "tidegate_worker_state_restore_seconds",
+        "Time to restore the state of the partitions of one assignment or rewind",
+        restore_bounds, sizeof restore_bounds / sizeof restore_bounds[0], NULL);
+    m->commit_seconds = tg_metrics_histogram(
+        r, "tidegate_worker_transaction_commit_seconds",
+        "Time to commit one transaction (flush, snapshots, offsets, commit)", NULL, 0, NULL);
+    m->latency = tg_metrics_histogram(
+        r, "tidegate_worker_processing_latency_seconds",
+        "From a record's timestamp (the device's event time) to its processing", NULL, 0, NULL);
+}
+
+struct tg_gauge *consumer__lag_gauge(struct tg_consumer *cs, int32_t partition)
+{
+    char p[16];
+    snprintf(p, sizeof p, "%" PRId32, partition);
+    return tg_metrics_gauge(cs->m.registry, "tidegate_worker_consumer_lag_records",
+                            "Records of the input partition not yet processed by this worker "
+                            "(0 for partitions it does not hold)",
+                            "partition", p, NULL);
+}
+
+void consumer__metrics_committed(struct tg_consumer *cs)
+{
+    struct consumer_metrics *m = &cs->m;
+    for (int k = 0; k < CONSUMER_KINDS; k++)
+        for (int s = 0; s < CONSUMER_STATES; s++)
+            if (cs->txn_alerts[k][s])
+                tg_counter_add(m->alerts[k][s], cs->txn_alerts[k][s]);
+    tg_counter_add(m->aggregates, cs->txn_aggregates);
+    tg_counter_add(m->snapshot_records, cs->txn_snapshot_records);
+    tg_counter_add(m->snapshot_bytes, cs->txn_snapshot_bytes);
+    struct tg_engine_stats st;
+    tg_engine_stats(cs->en, &st);
+    if (st.late_records > cs->last_stats.late_records)
+        tg_counter_add(m->late, st.late_records - cs->last_stats.late_records);
+    if (st.series_evicted > cs->last_stats.series_evicted)
+        tg_counter_add(m->evicted, st.series_evicted - cs->last_stats.series_evicted);
+    tg_gauge_set(m->series, (double)st.series);
+    tg_gauge_set(m->state_bytes, (double)st.state_bytes);
+    cs->last_stats = st;
+}
+
+void consumer__metrics_lag(struct tg_consumer *cs)
+{
+    for (int32_t p = 0; p < cs->n_slots; p++) {
+        struct consumer_slot *slot = &cs->slots[p];
+        if (!slot->assigned || !slot->lag)
+            continue;
+        int64_t lo, hi;
+        /* Cached from the last fetch response: no request to the cluster. */
+        if (rd_kafka_get_watermark_offsets(cs->consumer, cs->input_topic, p, &lo, &hi) ==
+                RD_KAFKA_RESP_ERR_NO_ERROR &&
+            hi >= 0)
+            tg_gauge_set(slot->lag, (double)(hi > slot->next_offset ? hi - slot->next_offset : 0));
+    }
+}

@@ -1,0 +1,412 @@
+/*
+ * consumer_state.c - state that moves with partitions: rebalances and restores.
+ *
+ * Partition p of the state topic holds the snapshots of input partition p: series snapshots
+ * "<p>/<device>/<metric>", the engine's partition state "<p>/", tombstones for evicted series,
+ * and after each committed transaction that advanced p an offset marker "<p>/@offset". A
+ * restore reads partition p from the beginning (read_committed) to its end, keeps for each key
+ * the latest value written before the last marker, and hands those to the engine (tombstones
+ * skipped); processing then resumes at the marker's offset. Records after the last marker
+ * belong to a transaction that never committed (visible only on a cluster without isolation,
+ * such as the mock) and are ignored, so state and position always come from the same commit.
+ *
+ * The end: the high watermark queried before reading. On a real cluster a transaction left
+ * open by a worker that died keeps the read_committed end (the last stable offset) below the
+ * high watermark until the cluster aborts it (transaction_timeout_ms); the restore waits for
+ * that, up to [kafka] restore_timeout_ms, because the snapshots the next owner writes would
+ * otherwise sit behind it, invisible to a later restore.
+ *
+ * Rebalances are cooperative (incremental): an assign restores only the partitions added, a
+ * revoke commits the open transaction first (so what was processed for them is committed
+ * with their offsets before another worker takes them) and then forgets them. Lost partitions
+ * (the group moved on without us) cannot be committed for: the transaction is aborted and the
+ * partitions we keep are rewound.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "consumer_internal.h"
+#include "log.h"
+#include "worker_config.h"
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* One state record kept for the restore. */
+struct srec {
+    char *key;
+    size_t key_len;
+    void *value; /* NULL for a tombstone */
+    size_t value_len;
+};
+
+/* The restore of one partition. */
+struct prestore {
+    int32_t partition;
+    int64_t hi;          /* high watermark when the restore began */
+    bool done;
+    int64_t resume;      /* the last marker's offset, or -1 */
+    struct srec *recs;
+    size_t n, cap;
+    size_t committed_n;  /* recs[0 .. committed_n) precede the last marker */
+    char prefix[16];     /* "<p>/" */
+    size_t prefix_len;
+};
+
+static void prestore_clear(struct prestore *pr)
+{
+    for (size_t i = 0; i < pr->n; i++) {
+        free(pr->recs[i].key);
+        free(pr->recs[i].value);
+    }
+    free(pr->recs);
+    pr->recs = NULL;
+    pr->n = pr->cap = pr->committed_n = 0;
+}
+
+static tg_err prestore_add(struct prestore *pr, const void *key, size_t key_len,
+                           const void *value, size_t value_len)
+{
+    if (pr->n == pr->cap) {
+        size_t cap = pr->cap ? pr->cap * 2 : 256;
+        struct srec *r = realloc(pr->recs, cap * sizeof *r);
+        if (!r)
+            return TG_ERR_NOMEM;
+        pr->recs = r;
+        pr->cap = cap;
+    }
+    struct srec *r = &pr->recs[pr->n];
+    r->key = malloc(key_len + 1);
+    r->value = value_len ? malloc(value_len) : NULL;
+    if (!r->key || (value_len && !r->value)) {
+        free(r->key);
+        free(r->value);
+        return TG_ERR_NOMEM;
+    }
+    memcpy(r->key, key, key_len);
+    r->key[key_len] = '\0';
+    r->key_len = key_len;
+    if (value_len)
+        memcpy(r->value, value, value_len);
+    r->value_len = value_len;
+    pr->n++;
+    return TG_OK;
+}
+
+static uint64_t hash_key(const char *key, size_t len)
+{
+    uint64_t h = 1469598103934665603u; /* FNV-1a */
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)key[i];
+        h *= 1099511628211u;
+    }
+    return h;
+}
+
+/* Hands the latest committed value of each key to the engine, in the order the keys were last
+ * written. Returns the number of pairs restored; malformed ones are counted in *bad. */
+static size_t prestore_apply(struct tg_consumer *cs, struct prestore *pr, uint64_t *bad)
+{
+    size_t n = pr->committed_n, restored = 0;
+    if (n == 0)
+        return 0;
+    size_t cap = 16;
+    while (cap < 2 * n)
+        cap *= 2;
+    size_t *table = malloc(cap * sizeof *table); /* index + 1 of the latest record per key */
+    if (!table) {
+        /* Without the table, restoring every record in order still gives latest-wins for
+         * values; only tombstones could not remove an earlier value. */
+        TG_LOG_ERROR("restore", "out of memory restoring partition %" PRId32, pr->partition);
+        return 0;
+    }
+    memset(table, 0, cap * sizeof *table);
+    for (size_t i = 0; i < n; i++) {
+        struct srec *r = &pr->recs[i];
+        size_t h = (size_t)hash_key(r->key, r->key_len) & (cap - 1);
+        while (table[h]) {
+            struct srec *o = &pr->recs[table[h] - 1];
+            if (o->key_len == r->key_len && memcmp(o->key, r->key, r->key_len) == 0)
+                break;
+            h = (h + 1) & (cap - 1);
+        }
+        table[h] = i + 1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct srec *r = &pr->recs[i];
+        if (!r->value)
+            continue; /* tombstone, or superseded below */
+        size_t h = (size_t)hash_key(r->key, r->key_len) & (cap - 1);
+        while (table[h]) {
+            struct srec *o = &pr->recs[table[h] - 1];
+            if (o->key_len == r->key_len && memcmp(o->key, r->key, r->key_len) == 0)
+                break;
+            h = (h + 1) & (cap - 1);
+        }
+        if (table[h] != i + 1)
+            continue; /* a later record of this key wins */
+        if (tg_engine_restore(cs->en, r->key, r->key_len, r->value, r->value_len) == TG_OK)
+            restored++;
+        else
+            (*bad)++;
+    }
+    free(table);
+    return restored;
+}
+
+static void handle_state_record(struct tg_consumer *cs, struct prestore *pr,
+                                const rd_kafka_message_t *msg, uint64_t *bad)
+{
+    if (!msg->key || msg->key_len < pr->prefix_len ||
+        memcmp(msg->key, pr->prefix, pr->prefix_len) != 0) {
+        (*bad)++; /* not of this partition: written by something else */
+        return;
+    }
+    size_t marker_len = pr->prefix_len - 1 + strlen(CONSUMER_OFFSET_KEY);
+    if (msg->key_len == marker_len &&
+        memcmp((const char *)msg->key + pr->prefix_len - 1, CONSUMER_OFFSET_KEY,
+               strlen(CONSUMER_OFFSET_KEY)) == 0) {
+        char buf[32];
+        size_t len = msg->len < sizeof buf - 1 ? msg->len : sizeof buf - 1;
+        memcpy(buf, msg->payload ? msg->payload : "", len);
+        buf[len] = '\0';
+        char *end;
+        long long off = strtoll(buf, &end, 10);
+        if (len == 0 || *end || off < 0) {
+            (*bad)++;
+            return;
+        }
+        pr->resume = off;
+        pr->committed_n = pr->n;
+        return;
+    }
+    if (prestore_add(pr, msg->key, msg->key_len, msg->payload, msg->payload ? msg->len : 0) !=
+        TG_OK)
+        (*bad)++;
+    (void)cs;
+}
+
+tg_err consumer__restore(struct tg_consumer *cs, rd_kafka_topic_partition_list_t *parts)
+{
+    int64_t t0 = mono_ms();
+    int n = parts->cnt;
+    struct prestore *prs = calloc((size_t)(n ? n : 1), sizeof *prs);
+    rd_kafka_topic_partition_list_t *state = rd_kafka_topic_partition_list_new(n ? n : 1);
+    tg_err rc = TG_OK;
+    uint64_t bad = 0;
+    size_t restored = 0;
+    if (!prs) {
+        rd_kafka_topic_partition_list_destroy(state);
+        return TG_ERR_NOMEM;
+    }
+    for (int i = 0; i < n; i++) {
+        struct prestore *pr = &prs[i];
+        int32_t p = parts->elems[i].partition;
+        pr->partition = p;
+        pr->resume = -1;
+        pr->prefix_len = (size_t)snprintf(pr->prefix, sizeof pr->prefix, "%" PRId32 "/", p);
+        tg_engine_partition_drop(cs->en, p);
+        if (tg_engine_partition_add(cs->en, p) != TG_OK) {
+            rc = TG_ERR_NOMEM;
+            goto out;
+        }
+        int64_t lo = 0, hi = 0;
+        rd_kafka_resp_err_t e =
+            rd_kafka_query_watermark_offsets(cs->restorer, cs->state_topic, p, &lo, &hi, 10000);
+        if (e) {
+            TG_LOG_ERROR("restore", "watermarks of %s[%" PRId32 "]: %s", cs->state_topic, p,
+                         rd_kafka_err2str(e));
+            rc = TG_ERR_UNAVAILABLE;
+            goto out;
+        }
+        pr->hi = hi;
+        if (hi <= lo) {
+            pr->done = true; /* nothing to read */
+            continue;
+        }
+        rd_kafka_topic_partition_list_add(state, cs->state_topic, p)->offset =
+            RD_KAFKA_OFFSET_BEGINNING;
+    }
+    if (state->cnt > 0) {
+        rd_kafka_resp_err_t e = rd_kafka_assign(cs->restorer, state);
+        if (e) {
+            TG_LOG_ERROR("restore", "assigning %s: %s", cs->state_topic, rd_kafka_err2str(e));
+            rc = TG_ERR_UNAVAILABLE;
+            goto out;
+        }
+        int pending = state->cnt;
+        int64_t deadline = t0 + cs->restore_timeout_ms;
+        while (pending > 0) {
+            if (mono_ms() >= deadline) {
+                TG_LOG_WARN("restore",
+                            "%d partition%s of %s not read to the end within %" PRId64
+                            " ms (a transaction left open?): going on with what is committed",
+                            pending, pending == 1 ? "" : "s", cs->state_topic,
+                            cs->restore_timeout_ms);
+                tg_counter_inc(cs->m.restore_timeouts);
+                break;
+            }
+            rd_kafka_message_t *msg = rd_kafka_consumer_poll(cs->restorer, 100);
+            if (!msg)
+                continue;
+            struct prestore *pr = NULL;
+            for (int i = 0; i < n; i++)
+                if (prs[i].partition == msg->partition)
+                    pr = &prs[i];
+            if (pr && !pr->done) {
+                if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                    if (msg->offset >= pr->hi) {
+                        pr->done = true;
+                        pending--;
+                    }
+                } else if (msg->err) {
+                    TG_LOG_RATELIMITED(TG_LOG_LEVEL_WARN, "restore", 5000, "reading %s: %s",
+                                       cs->state_topic, rd_kafka_message_errstr(msg));
+                } else {
+                    handle_state_record(cs, pr, msg, &bad);
+                    tg_counter_inc(cs->m.restored_records);
+                }
+            }
+            rd_kafka_message_destroy(msg);
+        }
+        rd_kafka_assign(cs->restorer, NULL);
+    }
+
+    /* Where each partition resumes: its marker, else the group's committed offset (a state
+     * topic that was emptied), else [kafka] auto_offset_reset. */
+    rd_kafka_topic_partition_list_t *committed = rd_kafka_topic_partition_list_new(n ? n : 1);
+    for (int i = 0; i < n; i++)
+        if (prs[i].resume < 0)
+            rd_kafka_topic_partition_list_add(committed, cs->input_topic, prs[i].partition);
+    if (committed->cnt > 0) {
+        rd_kafka_resp_err_t e = rd_kafka_committed(cs->consumer, committed, 10000);
+        if (e)
+            TG_LOG_WARN("restore", "committed offsets: %s", rd_kafka_err2str(e));
+    }
+    for (int i = 0; i < n; i++) {
+        struct prestore *pr = &prs[i];
+        restored += prestore_apply(cs, pr, &bad);
+        int64_t off = pr->resume;
+        if (off < 0) {
+            rd_kafka_topic_partition_t *c =
+                rd_kafka_topic_partition_list_find(committed, cs->input_topic, pr->partition);
+            if (c && !c->err && c->offset >= 0)
+                off = c->offset;
+        }
+        if (off < 0)
+            off = cs->offset_reset == TG_WORKER_RESET_LATEST ? RD_KAFKA_OFFSET_END
+                                                             : RD_KAFKA_OFFSET_BEGINNING;
+        parts->elems[i].offset = off;
+        TG_LOG_DEBUG("restore", "%s[%" PRId32 "]: %zu of %zu records before the last marker, "
+                     "resuming at %" PRId64, cs->state_topic, pr->partition, pr->committed_n,
+                     pr->n, off);
+    }
+    rd_kafka_topic_partition_list_destroy(committed);
+out:
+    for (int i = 0; i < n; i++)
+        prestore_clear(&prs[i]);
+    free(prs);
+    rd_kafka_topic_partition_list_destroy(state);
+    if (bad)
+        tg_counter_add(cs->m.restore_errors, bad);
+    double secs = (double)(mono_ms() - t0) / 1000.0;
+    tg_histogram_observe(cs->m.restore_seconds, secs);
+    TG_LOG_INFO("restore", "restored %zu series snapshot%s of %d partition%s in %.3f s", restored,
+                restored == 1 ? "" : "s", n, n == 1 ? "" : "s", secs);
+    return rc;
+}
+
+static void assign(struct tg_consumer *cs, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts)
+{
+    tg_counter_add(cs->m.assigned_total, (uint64_t)parts->cnt);
+    if (parts->cnt > 0 && consumer__restore(cs, parts) != TG_OK) {
+        /* Unrecoverable for these partitions now: do not take them, so the group can give
+         * them to a worker that can (or to us again at the next rebalance). */
+        TG_LOG_ERROR("restore", "cannot restore %d partition%s: not taking them", parts->cnt,
+                     parts->cnt == 1 ? "" : "s");
+        for (int i = 0; i < parts->cnt; i++)
+            tg_engine_partition_drop(cs->en, parts->elems[i].partition);
+        return;
+    }
+    for (int i = 0; i < parts->cnt; i++) {
+        int32_t p = parts->elems[i].partition;
+        struct consumer_slot *slot = consumer__slot(cs, p);
+        if (!slot)
+            continue;
+        slot->assigned = true;
+        slot->advanced = false;
+        slot->next_offset = parts->elems[i].offset >= 0 ? parts->elems[i].offset : 0;
+        if (!slot->lag)
+            slot->lag = consumer__lag_gauge(cs, p);
+    }
+    rd_kafka_error_t *error = rd_kafka_incremental_assign(rk, parts);
+    if (error) {
+        TG_LOG_ERROR("consumer", "incremental assign: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+}
+
+static void revoke(struct tg_consumer *cs, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts)
+{
+    bool lost = rd_kafka_assignment_lost(rk);
+    tg_counter_add(lost ? cs->m.lost_total : cs->m.revoked_total, (uint64_t)parts->cnt);
+    if (lost) {
+        if (cs->txn_open && cs->txn_work)
+            consumer__txn_abort(cs, "partitions lost to the group");
+    } else if (!cs->rewind_needed) {
+        /* Commit what was processed of them (and of the others: one transaction) before
+         * another worker starts from their committed offsets. */
+        consumer__txn_commit(cs, (int)cs->txn_timeout_ms);
+    }
+    for (int i = 0; i < parts->cnt; i++) {
+        int32_t p = parts->elems[i].partition;
+        tg_engine_partition_drop(cs->en, p);
+        struct consumer_slot *slot = consumer__slot(cs, p);
+        if (slot) {
+            slot->assigned = false;
+            slot->advanced = false;
+            if (slot->lag)
+                tg_gauge_set(slot->lag, 0);
+        }
+    }
+    rd_kafka_error_t *error = rd_kafka_incremental_unassign(rk, parts);
+    if (error) {
+        TG_LOG_ERROR("consumer", "incremental unassign: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+}
+
+void consumer__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                            rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    struct tg_consumer *cs = opaque;
+    char list[512] = "";
+    size_t used = 0;
+    for (int i = 0; i < parts->cnt && used < sizeof list - 16; i++)
+        used += (size_t)snprintf(list + used, sizeof list - used, "%s%" PRId32, i ? "," : "",
+                                 parts->elems[i].partition);
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        /* A cooperative rebalance that adds nothing still calls this, with an empty list. */
+        if (parts->cnt > 0)
+            TG_LOG_INFO("consumer", "assigned %s[%s]", cs->input_topic, list);
+        assign(cs, rk, parts);
+    } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        TG_LOG_INFO("consumer", "%s %s[%s]", rd_kafka_assignment_lost(rk) ? "lost" : "revoked",
+                    cs->input_topic, list);
+        revoke(cs, rk, parts);
+    } else {
+        TG_LOG_ERROR("consumer", "rebalance: %s", rd_kafka_err2str(err));
+        rd_kafka_assign(rk, NULL);
+    }
+    int assigned = 0;
+    for (int32_t p = 0; p < cs->n_slots; p++)
+        assigned += cs->slots[p].assigned;
+    tg_gauge_set(cs->m.partitions, assigned);
+}

@@ -1,0 +1,282 @@
+/*
+ * consumer_txn.c - the worker's transactions: outputs, snapshots and offsets committed as one.
+ *
+ * One transaction is open at all times. Outputs are produced into it as the engine emits
+ * them; every commit interval consumer__txn_commit() adds the engine's dirty snapshots and,
+ * for each partition that advanced, an offset marker ("<p>/@offset" = the next offset) to
+ * partition p of the state topic, sends the consumed offsets to the transaction
+ * (rd_kafka_send_offsets_to_transaction, with the group's metadata, so a worker that lost its
+ * partitions in a rebalance cannot commit for them) and commits. Then a new one begins.
+ *
+ * Why the marker, when the offsets are committed anyway: a restore reads the state topic and
+ * must know where that state stops, so it can ignore snapshots written after the last
+ * committed marker and resume exactly there. On a real cluster the marker and the committed
+ * offset are written by the same transaction and always agree. librdkafka 2.0.2's mock
+ * cluster (tidegate-devkafka) accepts TxnOffsetCommit but stores nothing, shows records of
+ * open and aborted transactions to read_committed readers and never fences: there the marker
+ * is what lets a partition resume where its state was taken (see the README).
+ *
+ * Why outputs are flushed before the snapshots and markers are produced: on a cluster
+ * without isolation (the mock), a worker killed mid-commit leaves a prefix of what it sent;
+ * flushing first makes "marker visible" imply "outputs visible", so nothing is lost there
+ * either. On a real cluster it only costs one round trip per commit interval.
+ *
+ * Failure: an error that requires abort aborts; a fatal one (fenced by a newer producer with
+ * the same transactional.id) replaces the producer. Either way the engine's state is now
+ * ahead of what is committed, so rewind_needed makes the loop restore every partition it
+ * holds and seek back to its marker (consumer__rewind): exactly what a rebalance would do.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "consumer_internal.h"
+#include "log.h"
+
+#define INIT_TIMEOUT_MS 60000
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+tg_err consumer__producer_start(struct tg_consumer *cs, char *err, size_t errlen)
+{
+    rd_kafka_conf_t *conf = consumer__conf_new(cs, err, errlen);
+    if (!conf)
+        return TG_ERR_CONFIG;
+    char timeout[24], linger[24];
+    snprintf(timeout, sizeof timeout, "%" PRId64, cs->txn_timeout_ms);
+    snprintf(linger, sizeof linger, "%" PRId64, tg_config_get_ms(cs->cfg, "kafka", "linger_ms"));
+    const char *const props[][2] = {
+        /* Stable per instance: a restarted worker fences its previous self and aborts the
+         * transaction that self left open. */
+        {"transactional.id", cs->transactional_id},
+        {"transaction.timeout.ms", timeout},
+        {"linger.ms", linger},
+        {"compression.codec", tg_config_get_str(cs->cfg, "kafka", "compression")},
+        /* The Java client's partitioner: alerts of a device land where JVM tools expect. */
+        {"partitioner", "murmur2_random"},
+    };
+    for (size_t i = 0; i < sizeof props / sizeof props[0]; i++)
+        if (consumer__conf_set(conf, props[i][0], props[i][1], err, errlen) != TG_OK) {
+            rd_kafka_conf_destroy(conf);
+            return TG_ERR_CONFIG;
+        }
+    /* [kafka.rdkafka] last, as for the other clients. */
+    if (consumer__conf_passthrough(cs, conf, err, errlen) != TG_OK) {
+        rd_kafka_conf_destroy(conf);
+        return TG_ERR_CONFIG;
+    }
+    tg_err e = TG_OK;
+    char why[512];
+    cs->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
+    if (!cs->producer) {
+        snprintf(err, errlen, "kafka producer: %s", why);
+        rd_kafka_conf_destroy(conf); /* rd_kafka_new() takes it only on success */
+        return TG_ERR_CONFIG;
+    }
+    rd_kafka_error_t *error = rd_kafka_init_transactions(cs->producer, INIT_TIMEOUT_MS);
+    if (error) {
+        snprintf(err, errlen, "initialising transactions (transactional.id %s): %s",
+                 cs->transactional_id, rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+        rd_kafka_destroy(cs->producer);
+        cs->producer = NULL;
+        atomic_store(&cs->health, HEALTH_NO_TXN);
+        e = TG_ERR_UNAVAILABLE;
+    }
+    cs->txn_open = false;
+    return e;
+}
+
+tg_err consumer__txn_begin(struct tg_consumer *cs)
+{
+    rd_kafka_error_t *error = rd_kafka_begin_transaction(cs->producer);
+    if (error) {
+        TG_LOG_ERROR("txn", "cannot begin a transaction: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+        return TG_ERR_UNAVAILABLE;
+    }
+    cs->txn_open = true;
+    cs->txn_work = false;
+    cs->txn_failed = false;
+    memset(cs->txn_alerts, 0, sizeof cs->txn_alerts);
+    cs->txn_aggregates = 0;
+    cs->txn_snapshot_records = cs->txn_snapshot_bytes = 0;
+    return TG_OK;
+}
+
+/* A fatal producer error (fenced, or broken beyond repair): a new producer with the same
+ * transactional.id, which bumps the epoch and fences whoever else holds it. */
+static void replace_producer(struct tg_consumer *cs)
+{
+    atomic_store(&cs->health, HEALTH_PRODUCER_FATAL);
+    tg_counter_inc(cs->m.fenced);
+    rd_kafka_purge(cs->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_destroy(cs->producer);
+    cs->producer = NULL;
+    cs->txn_open = false;
+    char err[512];
+    while (consumer__producer_start(cs, err, sizeof err) != TG_OK) {
+        TG_LOG_ERROR("txn", "%s; retrying", err);
+        struct timespec ts = {1, 0};
+        nanosleep(&ts, NULL);
+    }
+    atomic_store(&cs->health, HEALTH_OK);
+}
+
+/* After a failed transaction: aborted (or the producer replaced), a new one begun, and the
+ * loop told to rewind. */
+static void after_failure(struct tg_consumer *cs, rd_kafka_error_t *error)
+{
+    tg_counter_inc(cs->m.aborts);
+    cs->rewind_needed = true;
+    if (error && rd_kafka_error_is_fatal(error)) {
+        TG_LOG_ERROR("txn", "producer failed fatally (%s): replacing it",
+                     rd_kafka_error_string(error));
+        replace_producer(cs);
+    } else if (cs->txn_open) {
+        rd_kafka_error_t *ae = rd_kafka_abort_transaction(cs->producer, (int)cs->txn_timeout_ms);
+        if (ae) {
+            TG_LOG_ERROR("txn", "abort failed (%s): replacing the producer",
+                         rd_kafka_error_string(ae));
+            rd_kafka_error_destroy(ae);
+            replace_producer(cs);
+        }
+    }
+    cs->txn_open = false;
+    while (consumer__txn_begin(cs) != TG_OK)
+        replace_producer(cs);
+}
+
+void consumer__txn_abort(struct tg_consumer *cs, const char *why)
+{
+    TG_LOG_INFO("txn", "aborting the open transaction: %s", why);
+    after_failure(cs, NULL);
+}
+
+struct snap_ctx {
+    struct tg_consumer *cs;
+    tg_err err;
+};
+
+static void produce_snapshot(void *ud, int32_t partition, const void *key, size_t key_len,
+                             const void *value, size_t value_len)
+{
+    struct snap_ctx *sc = ud;
+    tg_err e = consumer__produce(sc->cs, sc->cs->state_topic, partition, key, key_len,
+                                 value_len ? value : NULL, value_len, 0, NULL);
+    if (e != TG_OK)
+        sc->err = e;
+    sc->cs->txn_snapshot_records++;
+    sc->cs->txn_snapshot_bytes += key_len + value_len;
+}
+
+tg_err consumer__txn_commit(struct tg_consumer *cs, int timeout_ms)
+{
+    if (!cs->txn_open || !cs->txn_work)
+        return TG_OK; /* nothing produced or consumed: the empty transaction stays open */
+    double t0 = mono_s();
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_topic_partition_list_t *offsets = NULL;
+    if (cs->txn_failed)
+        goto fail;
+    /* Outputs before state (see the top of this file). */
+    rd_kafka_resp_err_t fe = rd_kafka_flush(cs->producer, timeout_ms);
+    if (fe) {
+        TG_LOG_WARN("txn", "flushing outputs: %s", rd_kafka_err2str(fe));
+        goto fail;
+    }
+    struct snap_ctx sc = {cs, TG_OK};
+    tg_engine_snapshot_dirty(cs->en, produce_snapshot, &sc);
+    if (sc.err != TG_OK)
+        goto fail;
+    offsets = rd_kafka_topic_partition_list_new(8);
+    for (int32_t p = 0; p < cs->n_slots; p++) {
+        struct consumer_slot *slot = &cs->slots[p];
+        if (!slot->assigned || !slot->advanced)
+            continue;
+        char key[32], value[32];
+        int klen = snprintf(key, sizeof key, "%" PRId32 CONSUMER_OFFSET_KEY, p);
+        int vlen = snprintf(value, sizeof value, "%" PRId64, slot->next_offset);
+        if (consumer__produce(cs, cs->state_topic, p, key, (size_t)klen, value, (size_t)vlen, 0,
+                              NULL) != TG_OK)
+            goto fail;
+        rd_kafka_topic_partition_list_add(offsets, cs->input_topic, p)->offset =
+            slot->next_offset;
+    }
+    if (offsets->cnt > 0) {
+        rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(cs->consumer);
+        error = rd_kafka_send_offsets_to_transaction(cs->producer, offsets, cgmd, timeout_ms);
+        rd_kafka_consumer_group_metadata_destroy(cgmd);
+        if (error)
+            goto fail;
+    }
+    /* A retriable error (a timeout) leaves the commit in progress: calling again resumes it. */
+    for (int attempt = 0;; attempt++) {
+        error = rd_kafka_commit_transaction(cs->producer, timeout_ms);
+        if (!error || !rd_kafka_error_is_retriable(error) || attempt >= 2)
+            break;
+        TG_LOG_WARN("txn", "commit: %s; retrying", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+    if (error)
+        goto fail;
+    cs->txn_open = false;
+    for (int32_t p = 0; p < cs->n_slots; p++)
+        cs->slots[p].advanced = false;
+    tg_counter_inc(cs->m.commits);
+    tg_histogram_observe(cs->m.commit_seconds, mono_s() - t0);
+    consumer__metrics_committed(cs);
+    rd_kafka_topic_partition_list_destroy(offsets);
+    if (consumer__txn_begin(cs) != TG_OK)
+        after_failure(cs, NULL);
+    return TG_OK;
+fail:
+    TG_LOG_WARN("txn", "transaction failed%s%s: aborting and rewinding to the last commit",
+                error ? ": " : "", error ? rd_kafka_error_string(error) : "");
+    after_failure(cs, error);
+    if (error)
+        rd_kafka_error_destroy(error);
+    rd_kafka_topic_partition_list_destroy(offsets);
+    return TG_ERR_UNAVAILABLE;
+}
+
+tg_err consumer__rewind(struct tg_consumer *cs)
+{
+    cs->rewind_needed = false;
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(8);
+    for (int32_t p = 0; p < cs->n_slots; p++)
+        if (cs->slots[p].assigned)
+            rd_kafka_topic_partition_list_add(parts, cs->input_topic, p);
+    tg_err e = TG_OK;
+    if (parts->cnt > 0) {
+        TG_LOG_INFO("txn", "rewinding %d partition%s to the last committed transaction",
+                    parts->cnt, parts->cnt == 1 ? "" : "s");
+        e = consumer__restore(cs, parts);
+        if (e == TG_OK) {
+            rd_kafka_error_t *error =
+                rd_kafka_seek_partitions(cs->consumer, parts, (int)cs->txn_timeout_ms);
+            if (error) {
+                TG_LOG_ERROR("txn", "seeking back: %s", rd_kafka_error_string(error));
+                rd_kafka_error_destroy(error);
+                e = TG_ERR_UNAVAILABLE;
+            }
+            for (int i = 0; i < parts->cnt; i++) {
+                struct consumer_slot *slot = consumer__slot(cs, parts->elems[i].partition);
+                if (parts->elems[i].err)
+                    TG_LOG_ERROR("txn", "seeking %s[%" PRId32 "]: %s", cs->input_topic,
+                                 parts->elems[i].partition, rd_kafka_err2str(parts->elems[i].err));
+                slot->next_offset = parts->elems[i].offset >= 0 ? parts->elems[i].offset : 0;
+                slot->advanced = false;
+            }
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    return e;
+}

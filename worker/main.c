@@ -1,0 +1,267 @@
+/*
+ * main.c - tidegate-worker: command line, configuration, signals, and the order in which the
+ * parts start and stop.
+ *
+ *   tidegate-worker -c FILE [-b BOARD_FILE] [--set section.key=value]... [--check-config]
+ *   tidegate-worker replay --csv FILE [...]      (the detectors offline: see replay.c)
+ *
+ * Start: config (defaults < board < file < --set; any error names file, line and key and
+ * exits 1 before anything else happens), the engine's configuration, the metrics endpoint,
+ * then the Kafka side (consumer.c), which initialises transactions and joins the group.
+ *
+ * Stop (SIGTERM or SIGINT): the consume loop finishes the record in hand, commits the open
+ * transaction and leaves the group, so the partitions move to the other workers at once;
+ * exit 0. SIGKILL at any moment costs nothing either: the open transaction is aborted by the
+ * cluster and the next owner resumes from the last commit (README, "Guarantees").
+ *
+ * Signals are blocked in every thread and taken with sigwait() on a thread of their own,
+ * which only sets the stop flag the loop reads.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "consumer.h"
+#include "engine.h"
+#include "log.h"
+#include "metrics.h"
+#include "metrics_http.h"
+#ifdef TG_WORKER_HAVE_REPLAY
+#include "replay.h"
+#endif
+#include "worker_config.h"
+
+#ifndef TG_VERSION
+#define TG_VERSION "unknown"
+#endif
+
+enum { EXIT_CONFIG = 1, EXIT_USAGE = 2 };
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: tidegate-worker -c FILE [-b BOARD_FILE] [--set section.key=value]...\n"
+            "                       [--check-config] [--version]\n"
+            "       tidegate-worker replay --csv FILE [--metric NAME] [...]   (replay --help)\n"
+            "\n"
+            "  -c, --config FILE      worker configuration (INI)\n"
+            "  -b, --board FILE       board file: defaults the config file overrides\n"
+            "  -s, --set SEC.KEY=VAL  override one key (repeatable; wins over both files)\n"
+            "      --check-config     validate, print the effective configuration, exit\n"
+            "      --version          print versions and exit\n"
+            "  -h, --help             this text\n");
+}
+
+struct signals {
+    sigset_t set;
+    atomic_bool stop;
+};
+
+static void *signal_thread(void *arg)
+{
+    struct signals *sg = arg;
+    for (;;) {
+        int sig;
+        if (sigwait(&sg->set, &sig) != 0)
+            continue;
+        TG_LOG_INFO("main", "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        atomic_store(&sg->stop, true);
+        return NULL;
+    }
+}
+
+static bool health_check(void *ud, char *reason, size_t len)
+{
+    return tg_consumer_healthy(ud, reason, len);
+}
+
+static int setup_logging(const struct tg_config *cfg)
+{
+    tg_log_level level;
+    if (tg_log_level_parse(tg_config_get_str(cfg, "log", "level"), &level) == TG_OK)
+        tg_log_set_level(level);
+    const char *debug = tg_config_get_str(cfg, "log", "debug");
+    if (*debug && tg_log_enable_debug(debug) != TG_OK) {
+        fprintf(stderr, "tidegate-worker: %s: [log] debug: cannot enable \"%s\"\n",
+                tg_config_origin(cfg, "log", "debug"), debug);
+        return -1;
+    }
+    return 0;
+}
+
+static int run(const struct tg_config *cfg, const struct tg_engine_config *ec,
+               const char *instance_id)
+{
+    int status = EXIT_FAILURE;
+    char err[1024] = "";
+    struct tg_metrics *metrics = tg_metrics_new();
+    struct tg_consumer *cs = NULL;
+    struct tg_metrics_http *http = NULL;
+    static struct signals sg;
+    pthread_t sig_thread;
+    bool sig_started = false;
+    if (!metrics) {
+        fprintf(stderr, "tidegate-worker: out of memory\n");
+        return EXIT_FAILURE;
+    }
+    sigemptyset(&sg.set);
+    sigaddset(&sg.set, SIGTERM);
+    sigaddset(&sg.set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sg.set, NULL); /* inherited by every thread from here on */
+    signal(SIGPIPE, SIG_IGN);
+    atomic_init(&sg.stop, false);
+    if (pthread_create(&sig_thread, NULL, signal_thread, &sg) != 0) {
+        TG_LOG_ERROR("main", "cannot start the signal thread");
+        goto out;
+    }
+    sig_started = true;
+
+    if (tg_consumer_new(cfg, instance_id, ec, metrics, &cs, err, sizeof err) != TG_OK) {
+        TG_LOG_ERROR("main", "cannot start: %s", err);
+        goto out;
+    }
+    const char *listen = tg_config_get_str(cfg, "metrics", "listen");
+    if (*listen &&
+        !(http = tg_metrics_http_start(metrics, listen, health_check, cs, err, sizeof err))) {
+        TG_LOG_ERROR("main", "%s: [metrics] listen: %s", tg_config_origin(cfg, "metrics", "listen"),
+                     err);
+        goto out;
+    }
+    TG_LOG_INFO("main", "tidegate-worker %s running: instance %s, group %s, %s -> %s, %s "
+                        "(state %s), kafka %s, metrics %s",
+                TG_VERSION, instance_id, tg_config_get_str(cfg, "kafka", "group_id"),
+                tg_config_get_str(cfg, "kafka", "input_topic"),
+                tg_config_get_str(cfg, "kafka", "alerts_topic"),
+                tg_config_get_str(cfg, "kafka", "aggregates_topic"),
+                tg_config_get_str(cfg, "kafka", "state_topic"),
+                tg_config_get_str(cfg, "kafka", "brokers"), *listen ? listen : "off");
+    if (tg_consumer_run(cs, &sg.stop) == TG_OK)
+        status = EXIT_SUCCESS;
+out:
+    tg_metrics_http_stop(http);
+    tg_consumer_destroy(cs);
+    if (sig_started) {
+        if (!atomic_load(&sg.stop))
+            pthread_kill(sig_thread, SIGTERM); /* blocked, so sigwait() takes it */
+        pthread_join(sig_thread, NULL);
+    }
+    tg_metrics_destroy(metrics);
+    if (status == EXIT_SUCCESS)
+        TG_LOG_INFO("main", "stopped");
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "replay") == 0) {
+#ifdef TG_WORKER_HAVE_REPLAY
+        return tg_worker_replay_main(argc - 1, argv + 1);
+#else
+        fprintf(stderr, "tidegate-worker: replay is not built in this tree yet\n");
+        return EXIT_USAGE;
+#endif
+    }
+
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"board", required_argument, NULL, 'b'},
+        {"set", required_argument, NULL, 's'},
+        {"check-config", no_argument, NULL, 'C'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config_path = NULL, *board_path = NULL;
+    bool check = false;
+    struct tg_engine_config *ec = NULL;
+    struct tg_config *cfg = tg_worker_config_new();
+    if (!cfg) {
+        fprintf(stderr, "tidegate-worker: out of memory\n");
+        return EXIT_FAILURE;
+    }
+    int status = EXIT_CONFIG;
+    int opt;
+    const char **sets = calloc((size_t)argc, sizeof *sets);
+    size_t n_sets = 0;
+    if (!sets)
+        goto out;
+    while ((opt = getopt_long(argc, argv, "c:b:s:h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c': config_path = optarg; break;
+        case 'b': board_path = optarg; break;
+        case 's': sets[n_sets++] = optarg; break;
+        case 'C': check = true; break;
+        case 'V':
+            printf("tidegate-worker %s\nlibrdkafka %s\n", TG_VERSION, rd_kafka_version_str());
+            status = EXIT_SUCCESS;
+            goto out;
+        case 'h':
+            usage(stdout);
+            status = EXIT_SUCCESS;
+            goto out;
+        default:
+            usage(stderr);
+            status = EXIT_USAGE;
+            goto out;
+        }
+    }
+    if (optind < argc || !config_path) {
+        if (optind < argc)
+            fprintf(stderr, "tidegate-worker: unexpected argument \"%s\"\n", argv[optind]);
+        else
+            fprintf(stderr, "tidegate-worker: -c FILE is required\n");
+        usage(stderr);
+        status = EXIT_USAGE;
+        goto out;
+    }
+    if (board_path && tg_config_load_file(cfg, TG_CONFIG_BOARD, board_path) != TG_OK)
+        goto config_error;
+    if (tg_config_load_file(cfg, TG_CONFIG_FILE, config_path) != TG_OK)
+        goto config_error;
+    for (size_t i = 0; i < n_sets; i++)
+        if (tg_config_set(cfg, sets[i]) != TG_OK)
+            goto config_error;
+    if (setup_logging(cfg) != 0)
+        goto out;
+    char err[2048], instance_id[72] = "";
+    if (tg_worker_config_check(cfg, instance_id, sizeof instance_id, err, sizeof err) != TG_OK) {
+        fprintf(stderr, "tidegate-worker: configuration error:\n%s", err);
+        goto out;
+    }
+    if (!(ec = tg_engine_config_from(cfg, err, sizeof err))) {
+        fprintf(stderr, "tidegate-worker: configuration error:\n%s\n",
+                *err ? err : "out of memory");
+        goto out;
+    }
+    if (check) {
+        if (tg_config_dump_redacted(cfg, stdout) != TG_OK || fflush(stdout) != 0) {
+            fprintf(stderr, "tidegate-worker: cannot write the configuration: %s\n",
+                    strerror(errno));
+            status = EXIT_FAILURE;
+            goto out;
+        }
+        status = EXIT_SUCCESS;
+        goto out;
+    }
+    status = run(cfg, ec, instance_id);
+    goto out;
+config_error:
+    {
+        const char *e = tg_config_error(cfg);
+        size_t n = strlen(e);
+        fprintf(stderr, "tidegate-worker: configuration error:\n%s%s", e,
+                n && e[n - 1] == '\n' ? "" : "\n");
+    }
+out:
+    free(sets);
+    tg_engine_config_destroy(ec);
+    tg_config_destroy(cfg);
+    return status;
+}

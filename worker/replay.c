@@ -1,0 +1,227 @@
+/*
+ * replay.c - see replay.h. A CSV front-end over the engine: one reading per line, the
+ * engine's per-point hook writes the output line.
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine.h"
+#include "replay.h"
+
+struct replay {
+    FILE *out;
+    const char *ts_text, *value_text; /* the current line's fields, echoed as written */
+    size_t ts_len, value_len;
+    bool emitted;
+};
+
+static void on_point(void *ud, const struct tg_engine_point *pt)
+{
+    struct replay *rp = ud;
+    fprintf(rp->out, "%.*s,%.*s,%.6f,%s\n", (int)rp->ts_len, rp->ts_text, (int)rp->value_len,
+            rp->value_text, pt->score, pt->alert_state);
+    rp->emitted = true;
+}
+
+static void on_output(void *ud, const struct tg_engine_output *out)
+{
+    (void)ud;
+    (void)out; /* replay shows the per-point view; alerts and aggregates are the worker's */
+}
+
+/* "YYYY-MM-DD HH:MM:SS" (UTC) or integer ms; false when neither. */
+static bool parse_ts(const char *s, size_t len, int64_t *ms)
+{
+    char buf[40];
+    if (len == 0 || len >= sizeof buf)
+        return false;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    bool digits = true;
+    for (size_t i = 0; i < len; i++)
+        if ((buf[i] < '0' || buf[i] > '9') && !(i == 0 && buf[i] == '-'))
+            digits = false;
+    if (digits) {
+        errno = 0;
+        char *end;
+        long long v = strtoll(buf, &end, 10);
+        if (errno || *end)
+            return false;
+        *ms = v;
+        return true;
+    }
+    int y, mo, d, h, mi, se;
+    char tail;
+    if (len != 19 || sscanf(buf, "%4d-%2d-%2d %2d:%2d:%2d%c", &y, &mo, &d, &h, &mi, &se, &tail) != 6)
+        return false;
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60)
+        return false;
+    struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h,
+                    .tm_min = mi, .tm_sec = se};
+    time_t t = timegm(&tm);
+    *ms = (int64_t)t * 1000;
+    return true;
+}
+
+static size_t trim(const char **s, size_t len)
+{
+    while (len && (**s == ' ' || **s == '\t')) {
+        (*s)++;
+        len--;
+    }
+    while (len && ((*s)[len - 1] == ' ' || (*s)[len - 1] == '\t' || (*s)[len - 1] == '\r' ||
+                   (*s)[len - 1] == '\n'))
+        len--;
+    return len;
+}
+
+static void usage(FILE *err)
+{
+    fprintf(err, "usage: tidegate-worker replay --csv FILE [--metric NAME] [-c worker.ini] "
+                 "[--set section.key=value]...\n");
+}
+
+int tg_worker_replay_run(int argc, char **argv, const struct tg_config_key *schema, size_t n,
+                         FILE *out, FILE *err)
+{
+    const char *csv = NULL, *metric = "value", *cfg_path = NULL;
+    int rc = 2;
+    struct tg_config *cfg = tg_config_new(schema, n);
+    struct tg_engine_config *ec = NULL;
+    struct tg_engine *en = NULL;
+    FILE *in = NULL;
+    char *line = NULL;
+    size_t cap = 0;
+    if (!cfg) {
+        fprintf(err, "replay: out of memory\n");
+        goto cleanup;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool has_arg = i + 1 < argc;
+        if (strcmp(a, "--csv") == 0 && has_arg) {
+            csv = argv[++i];
+        } else if (strcmp(a, "--metric") == 0 && has_arg) {
+            metric = argv[++i];
+        } else if ((strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) && has_arg) {
+            cfg_path = argv[++i];
+        } else if (strcmp(a, "--set") == 0 && has_arg) {
+            if (tg_config_set(cfg, argv[++i]) != TG_OK) {
+                fprintf(err, "%s\n", tg_config_error(cfg));
+                goto cleanup;
+            }
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(out);
+            rc = 0;
+            goto cleanup;
+        } else {
+            fprintf(err, "replay: unknown or incomplete argument '%s'\n", a);
+            usage(err);
+            goto cleanup;
+        }
+    }
+    if (!csv || !*metric) {
+        usage(err);
+        goto cleanup;
+    }
+    if (cfg_path && tg_config_load_file(cfg, TG_CONFIG_FILE, cfg_path) != TG_OK) {
+        fprintf(err, "%s\n", tg_config_error(cfg));
+        goto cleanup;
+    }
+    char msg[512];
+    ec = tg_engine_config_from(cfg, msg, sizeof msg);
+    if (!ec) {
+        fprintf(err, "%s\n", msg);
+        goto cleanup;
+    }
+    struct replay rp = {.out = out};
+    en = tg_engine_new(ec, on_output, &rp);
+    if (!en || tg_engine_partition_add(en, 0) != TG_OK) {
+        fprintf(err, "replay: out of memory\n");
+        goto cleanup;
+    }
+    tg_engine_set_point_hook(en, on_point, &rp);
+    in = strcmp(csv, "-") == 0 ? stdin : fopen(csv, "r");
+    if (!in) {
+        fprintf(err, "replay: %s: %s\n", csv, strerror(errno));
+        goto cleanup;
+    }
+    fprintf(out, "timestamp,value,anomaly_score,alert_state\n");
+    rc = 1;
+    ssize_t got;
+    unsigned long lineno = 0;
+    bool any_data = false;
+    while ((got = getline(&line, &cap, in)) >= 0) {
+        lineno++;
+        const char *p = line;
+        size_t len = trim(&p, (size_t)got);
+        if (len == 0 || p[0] == '#')
+            continue;
+        const char *comma = memchr(p, ',', len);
+        const char *ts_s = p, *v_s = comma ? comma + 1 : NULL;
+        size_t ts_len = comma ? (size_t)(comma - p) : len;
+        size_t v_len = comma ? len - ts_len - 1 : 0;
+        ts_len = trim(&ts_s, ts_len);
+        if (v_s)
+            v_len = trim(&v_s, v_len);
+        int64_t ts = 0;
+        char vbuf[64];
+        char *end = NULL;
+        double v = 0;
+        bool ts_ok = parse_ts(ts_s, ts_len, &ts);
+        bool v_ok = v_s && v_len > 0 && v_len < sizeof vbuf && !memchr(v_s, ',', v_len);
+        if (v_ok) {
+            memcpy(vbuf, v_s, v_len);
+            vbuf[v_len] = '\0';
+            v = strtod(vbuf, &end);
+            v_ok = end && !*end && v == v && v - v == 0; /* finite */
+        }
+        if (!ts_ok || !v_ok) {
+            if (!any_data && lineno == 1)
+                continue; /* a header */
+            fprintf(err, "%s:%lu: expected 'timestamp,value' with a timestamp "
+                         "'YYYY-MM-DD HH:MM:SS' (UTC) or integer ms and a finite number, "
+                         "got '%.*s'\n",
+                    csv, lineno, (int)(len > 80 ? 80 : len), p);
+            goto cleanup;
+        }
+        any_data = true;
+        struct tg_metric m = {.name = metric, .value = v};
+        struct tg_reading rd = {.device = "replay", .ts_ms = ts, .n_metrics = 1, .metrics = &m};
+        rp.ts_text = ts_s;
+        rp.ts_len = ts_len;
+        rp.value_text = v_s;
+        rp.value_len = v_len;
+        rp.emitted = false;
+        tg_err e = tg_engine_process(en, 0, &rd);
+        if (e != TG_OK || !rp.emitted) {
+            fprintf(err, "%s:%lu: not processed: %s\n", csv, lineno, tg_strerror(e));
+            goto cleanup;
+        }
+    }
+    if (ferror(in)) {
+        fprintf(err, "replay: %s: read error\n", csv);
+        goto cleanup;
+    }
+    tg_engine_flush(en);
+    rc = fflush(out) == 0 ? 0 : 1;
+cleanup:
+    free(line);
+    if (in && in != stdin)
+        fclose(in);
+    tg_engine_destroy(en);
+    tg_engine_config_destroy(ec);
+    tg_config_destroy(cfg);
+    return rc;
+}
+
+int tg_worker_replay_main(int argc, char **argv)
+{
+    size_t n;
+    const struct tg_config_key *keys = tg_engine_config_keys(&n);
+    return tg_worker_replay_run(argc, argv, keys, n, stdout, stderr);
+}
