@@ -73,11 +73,7 @@ struct health {
 static bool health_check(void *ud, char *reason, size_t len)
 {
     struct health *h = ud;
-    if (!tg_pipeline_healthy(h->pl)) {
-        snprintf(reason, len, "the journal cannot be written");
-        return false;
-    }
-    return true;
+    return tg_pipeline_health(h->pl, reason, len);
 }
 
 /* Applies [log] level and debug. */

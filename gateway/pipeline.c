@@ -92,6 +92,16 @@ static void register_metrics(struct tg_pipeline *pl)
     pm->journal_written = tg_metrics_counter(m, "tidegate_journal_written_bytes_total",
                                              "Compressed segment bytes written to the journal",
                                              NULL);
+    const char *topic_help = "1 while the topic takes records as far as known, 0 while the "
+                             "cluster says it is missing or not writable by us";
+    pm->topic_available[TG_JREC_TELEMETRY] = tg_metrics_gauge(
+        m, "tidegate_kafka_topic_available", topic_help, "kind", "telemetry", "topic",
+        tg_config_get_str(pl->cfg, "kafka", "topic"), NULL);
+    pm->topic_available[TG_JREC_DLQ] = tg_metrics_gauge(
+        m, "tidegate_kafka_topic_available", topic_help, "kind", "dlq", "topic",
+        tg_config_get_str(pl->cfg, "kafka", "dlq_topic"), NULL);
+    for (int k = 0; k < 2; k++)
+        tg_gauge_set(pm->topic_available[k], 1);
 }
 
 static void update_gauges(struct tg_pipeline *pl)
@@ -172,6 +182,10 @@ static void check_backpressure(struct tg_pipeline *pl)
 static int turn(struct tg_pipeline *pl, bool take)
 {
     int work = take ? pipeline__take_ingress(pl, TAKE_BATCH) : 0;
+    /* No delivery report will clear a full queue with nothing in it: look again. */
+    if (pl->egress_full && pl->eg && tg_egress_in_flight(pl->eg) == 0)
+        pl->egress_full = false;
+    pipeline__check_topics(pl);
     if (work)
         check_backpressure(pl);
     if (pl->n_rejects)
@@ -225,7 +239,8 @@ static void *pipeline_main(void *arg)
     int64_t deadline = mono_ms() + pl->shutdown_timeout_ms;
     TG_LOG_INFO("pipeline", "stopping: %zu records not yet confirmed by Kafka",
                 pl->open_records);
-    while (pl->open_records > 0 && mono_ms() < deadline && pl->eg && tg_egress_up(pl->eg)) {
+    while (pl->open_records > 0 && mono_ms() < deadline && pl->eg && tg_egress_up(pl->eg) &&
+           (tg_egress_in_flight(pl->eg) > 0 || (!pl->parked_rid[0] && !pl->parked_rid[1]))) {
         turn(pl, false);
         if (pl->eg)
             poll_reports(pl, 20);
@@ -475,7 +490,29 @@ void tg_pipeline_destroy(struct tg_pipeline *pl)
 
 bool tg_pipeline_healthy(const struct tg_pipeline *pl)
 {
-    return atomic_load(&((struct tg_pipeline *)pl)->healthy);
+    return tg_pipeline_health(pl, NULL, 0);
+}
+
+bool tg_pipeline_health(const struct tg_pipeline *pl, char *reason, size_t len)
+{
+    struct tg_pipeline *p = (struct tg_pipeline *)pl;
+    if (!atomic_load(&p->healthy)) {
+        if (len)
+            snprintf(reason, len, "the journal cannot be written");
+        return false;
+    }
+    for (int k = 0; k < 2; k++) {
+        int err = atomic_load(&p->topic_err_shared[k]);
+        if (err) {
+            if (len)
+                snprintf(reason, len, "Kafka topic %s cannot take records (%s)",
+                         tg_config_get_str(pl->cfg, "kafka", k == TG_JREC_DLQ ? "dlq_topic"
+                                                                               : "topic"),
+                         tg_egress_error_name(err));
+            return false;
+        }
+    }
+    return true;
 }
 
 void tg_pipeline_request_reload(struct tg_pipeline *pl) { atomic_store(&pl->reload, true); }

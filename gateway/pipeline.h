@@ -68,8 +68,11 @@ tg_err tg_pipeline_stop(struct tg_pipeline *pl, int64_t timeout_ms);
 /* Frees (stopping first if needed, with a zero timeout). NULL-safe. */
 void tg_pipeline_destroy(struct tg_pipeline *pl);
 
-/* For /healthz (any thread): false once the journal cannot be written. */
-bool tg_pipeline_healthy(const struct tg_pipeline *pl);
+/* For /healthz (any thread): false while the journal cannot be written or a Kafka topic
+ * (telemetry or dead letters) is missing or not writable by us; then reason (len bytes, may
+ * be NULL when len is 0) says which. */
+bool tg_pipeline_health(const struct tg_pipeline *pl, char *reason, size_t len);
+bool tg_pipeline_healthy(const struct tg_pipeline *pl); /* tg_pipeline_health() without reason */
 
 /* Set reload requests from a signal handler (async-signal-safe): the pipeline thread re-reads
  * the device keys file. */

@@ -317,6 +317,55 @@ static void queue_reject(struct tg_pipeline *pl, struct seg *s, uint64_t rid, tg
     pl->rejects[pl->n_rejects++] = (struct reject){rid, err};
 }
 
+/* Moves the cursor back to rid (a retriable failure): it is produced again, in order. */
+static void rewind_to(struct tg_pipeline *pl, struct seg *s, uint64_t rid)
+{
+    if (!pl->cur || rid < pl->cur_rid) {
+        pl->cur = s;
+        pl->cur_rid = rid;
+        s->produce_idx = SIZE_MAX;
+    }
+}
+
+/* Remembers that the cursor passed over rid (left open) because its topic is unusable. */
+static void park(struct tg_pipeline *pl, enum tg_jrecord_kind kind, uint64_t rid)
+{
+    if (!pl->parked_rid[kind] || rid < pl->parked_rid[kind])
+        pl->parked_rid[kind] = rid;
+}
+
+void pipeline__check_topics(struct tg_pipeline *pl)
+{
+    for (int k = 0; k < 2 && pl->eg; k++) {
+        int err = tg_egress_topic_error(pl->eg, (enum tg_jrecord_kind)k);
+        if (err == pl->topic_err[k])
+            continue;
+        const char *topic = k == TG_JREC_DLQ ? pl->egress_opts.dlq_topic : pl->egress_opts.topic;
+        if (err)
+            TG_LOG_ERROR("kafka", "topic %s cannot take records (%s): its %s wait in the journal "
+                                  "until it exists and is writable; the %s topic goes on",
+                         topic, tg_egress_error_name(err),
+                         k == TG_JREC_DLQ ? "dead letters" : "readings",
+                         k == TG_JREC_DLQ ? "telemetry" : "dead-letter");
+        else
+            TG_LOG_INFO("kafka", "topic %s takes records again: sending what waited for it",
+                        topic);
+        pl->topic_err[k] = err;
+        atomic_store(&pl->topic_err_shared[k], err);
+        tg_gauge_set(pl->m.topic_available[k], err ? 0 : 1);
+        uint64_t rid = pl->parked_rid[k];
+        if (err || !rid)
+            continue;
+        pl->parked_rid[k] = 0;
+        struct seg *s = pipeline__find_seg(pl, rid);
+        if (!s) /* its segment went (dropped by the overflow policy): start over */
+            for (s = pl->head; s && s->last_rid < rid; s = s->next)
+                ;
+        if (s)
+            rewind_to(pl, s, rid < s->first_rid ? s->first_rid : rid);
+    }
+}
+
 /* Hands records to librdkafka from the cursor on, up to budget. Returns how many. */
 int pipeline__produce_step(struct tg_pipeline *pl, int budget)
 {
@@ -357,12 +406,18 @@ int pipeline__produce_step(struct tg_pipeline *pl, int budget)
             tg_segment_get(s->data, idx, &rec);
             size_t bi = (size_t)(rec.rid - s->first_rid);
             if (!bit_get(s->done, bi) && !bit_get(s->inflight, bi)) {
-                tg_err rc = tg_egress_produce(pl->eg, &rec);
-                if (rc == TG_ERR_FULL || (rc != TG_OK && tg_err_retriable(rc))) {
+                tg_err rc = pl->topic_err[rec.kind] ? TG_ERR_UNAVAILABLE
+                                                    : tg_egress_produce(pl->eg, &rec);
+                if (rc != TG_OK && rc != TG_ERR_FULL && tg_err_retriable(rc) &&
+                    (pl->topic_err[rec.kind] || tg_egress_topic_error(pl->eg, rec.kind))) {
+                    /* Its topic is missing or refused: pass it over, the other topic's
+                     * records behind it go on. */
+                    pipeline__check_topics(pl);
+                    park(pl, rec.kind, rec.rid);
+                } else if (rc == TG_ERR_FULL || (rc != TG_OK && tg_err_retriable(rc))) {
                     pl->egress_full = true;
                     break;
-                }
-                if (rc == TG_OK) {
+                } else if (rc == TG_OK) {
                     bit_set(s->inflight, bi);
                     s->n_inflight++;
                     n++;
@@ -379,16 +434,6 @@ int pipeline__produce_step(struct tg_pipeline *pl, int budget)
             break;
     }
     return n;
-}
-
-/* Moves the cursor back to rid (a retriable failure): it is produced again, in order. */
-static void rewind_to(struct tg_pipeline *pl, struct seg *s, uint64_t rid)
-{
-    if (!pl->cur || rid < pl->cur_rid) {
-        pl->cur = s;
-        pl->cur_rid = rid;
-        s->produce_idx = SIZE_MAX;
-    }
 }
 
 void pipeline__on_delivery(void *ud, uint64_t rid, enum tg_jrecord_kind kind, int64_t ts_ms,
@@ -415,6 +460,8 @@ void pipeline__on_delivery(void *ud, uint64_t rid, enum tg_jrecord_kind kind, in
             tg_counter_inc(pl->m.dlq_delivered);
         }
         pipeline__mark_done(pl, s, rid);
+    } else if (tg_err_retriable(result) && pl->eg && tg_egress_topic_error(pl->eg, kind)) {
+        park(pl, kind, rid); /* sent again once its topic is usable (check_topics) */
     } else if (tg_err_retriable(result)) {
         rewind_to(pl, s, rid);
     } else if (kind == TG_JREC_TELEMETRY) {

@@ -77,6 +77,7 @@ struct pipeline_metrics {
     struct tg_gauge *records, *bytes, *kafka_up, *segments;
     struct tg_histogram *e2e, *commit_seconds;
     struct tg_counter *commits, *journal_written;
+    struct tg_gauge *topic_available[2]; /* per record kind */
 };
 
 struct tg_pipeline {
@@ -118,7 +119,15 @@ struct tg_pipeline {
     size_t resident_bytes;        /* raw bytes of resident data */
     size_t appended_raw;          /* raw bytes appended since the last commit */
     double ratio;                 /* compressed / raw bytes of the last segments written */
-    bool egress_full;             /* librdkafka's queue said full; cleared by a delivery */
+    bool egress_full;             /* librdkafka's queue said full; cleared by a delivery, or
+                                   * when nothing is in flight (no delivery would come) */
+    /* Per record kind (TG_JREC_TELEMETRY, TG_JREC_DLQ): the Kafka error that says its topic
+     * is missing or refused (0: usable), as last seen from the producer, and the lowest rid
+     * the cursor passed over because of it (0: none), where it goes back once the topic is
+     * usable again. So a missing topic holds back only its own records. */
+    int topic_err[2];
+    uint64_t parked_rid[2];
+    atomic_int topic_err_shared[2]; /* topic_err for /healthz (any thread) */
     struct reject *rejects;
     size_t n_rejects, cap_rejects;
 
@@ -215,6 +224,9 @@ void pipeline__on_delivery(void *ud, uint64_t rid, enum tg_jrecord_kind kind, in
                            tg_err result, const char *reason);
 /* Turns the records Kafka refused for good into dead letters. */
 void pipeline__handle_rejects(struct tg_pipeline *pl);
+/* Follows the producer's view of both topics: logs and publishes a change, and sends again
+ * what waited for a topic that became usable. */
+void pipeline__check_topics(struct tg_pipeline *pl);
 
 /* ------------------------------------------------------------------------------------------
  * pipeline_ingest.c: messages to records

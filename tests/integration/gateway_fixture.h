@@ -72,6 +72,8 @@ struct tg_gw_opts {
     int commit_interval_ms;       /* journal.commit_interval_ms; 0: 200 */
     const char *extra_ini;        /* appended to the generated INI (sections it has not) */
     const char *const *sets;      /* NULL-terminated "section.key=value" for --set, or NULL */
+    bool ready_unhealthy;         /* ready without /healthz answering 200 (any answer will
+                                   * do): for tests of what makes it answer 503 */
 };
 
 struct tg_gw;
@@ -112,7 +114,8 @@ struct tg_harness_mosquitto *tg_gw_mosquitto(const struct tg_gw *gw);
 struct tg_harness_devkafka *tg_gw_devkafka(const struct tg_gw *gw); /* NULL in the real tier */
 struct tg_harness_kafka *tg_gw_kafka(const struct tg_gw *gw);       /* NULL in the dev tier */
 
-/* Ready: GET /healthz answers 200 and tidegate_mqtt_connections equals mqtt.connections. */
+/* Ready: GET /healthz answers 200 (any answer with ready_unhealthy) and
+ * tidegate_mqtt_connections equals mqtt.connections. */
 bool tg_gw_ready(struct tg_gw *gw);
 
 /* Starts tidegate again (after a kill or a stop) with the same config, journal and metrics
