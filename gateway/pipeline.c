@@ -236,10 +236,11 @@ static void *pipeline_main(void *arg)
     /* Shutdown: everything offered has been taken. Give Kafka up to the timeout to confirm
      * what is pending (not when it is down: waiting would only delay the stop), then stop
      * the producer and journal whatever it has not confirmed. */
-    int64_t deadline = mono_ms() + pl->shutdown_timeout_ms;
+    int64_t deadline = atomic_load(&pl->stop_deadline_ms);
     TG_LOG_INFO("pipeline", "stopping: %zu records not yet confirmed by Kafka",
                 pl->open_records);
-    while (pl->open_records > 0 && mono_ms() < deadline && pl->eg && tg_egress_up(pl->eg) &&
+    while (pl->open_records > 0 && mono_ms() < deadline && !atomic_load(&pl->hurry) && pl->eg &&
+           tg_egress_up(pl->eg) &&
            (tg_egress_in_flight(pl->eg) > 0 || (!pl->parked_rid[0] && !pl->parked_rid[1]))) {
         turn(pl, false);
         if (pl->eg)
@@ -427,8 +428,12 @@ tg_err tg_pipeline_offer(void *ud, const char *topic, size_t topic_len, const ui
                          size_t payload_len, int64_t rx_ms)
 {
     struct tg_pipeline *pl = ud;
+    /* Once stopping, what the ingress still holds was acknowledged to the broker: take it,
+     * past the cap if need be (the final commit writes it), or the stop would wait for room
+     * that only Kafka can make. */
     if (pl->overflow == TG_OVERFLOW_BACKPRESSURE &&
-        atomic_load_explicit(&pl->full, memory_order_relaxed))
+        atomic_load_explicit(&pl->full, memory_order_relaxed) &&
+        !atomic_load_explicit(&pl->stopping, memory_order_relaxed))
         return TG_ERR_FULL;
     /* Oversized payloads are cut to what the dead letter keeps (still over the limit, so the
      * decoder rejects them as too_large); an absurd topic is cut so that its device id is
@@ -450,10 +455,20 @@ tg_err tg_pipeline_offer(void *ud, const char *topic, size_t topic_len, const ui
     return rc == TG_OK ? TG_OK : TG_ERR_FULL;
 }
 
+void tg_pipeline_begin_stop(struct tg_pipeline *pl, int64_t timeout_ms)
+{
+    long long none = 0;
+    atomic_compare_exchange_strong(&pl->stop_deadline_ms, &none, mono_ms() + timeout_ms);
+    atomic_store(&pl->stopping, true);
+}
+
+void tg_pipeline_hurry(struct tg_pipeline *pl) { atomic_store(&pl->hurry, true); }
+
 tg_err tg_pipeline_stop(struct tg_pipeline *pl, int64_t timeout_ms)
 {
     if (!pl->started || pl->joined)
         return pl->exit_status;
+    tg_pipeline_begin_stop(pl, timeout_ms); /* no-op when called already */
     pl->shutdown_timeout_ms = timeout_ms;
     atomic_store(&pl->stop, true);
     /* Wake a sleeping pipeline: an empty push would be a message, so poke the eventfd the

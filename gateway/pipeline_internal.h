@@ -143,6 +143,9 @@ struct tg_pipeline {
     uint64_t refused_at_bytes;    /* journal data bytes when it last refused */
     atomic_bool healthy;
     atomic_bool stop;
+    atomic_bool stopping;         /* tg_pipeline_begin_stop(): take everything offered */
+    atomic_bool hurry;            /* tg_pipeline_hurry(): stop waiting for Kafka */
+    atomic_llong stop_deadline_ms; /* monotonic end of the wait for Kafka; 0: not set */
     atomic_bool reload;
     atomic_llong oldest_rx_ms;    /* receive time of the oldest open record; 0: none */
     int64_t reports_ms;           /* wall clock when the delivery reports being served came */

@@ -275,6 +275,8 @@ bool tg_gw_ready(struct tg_gw *gw)
     return conns == (double)gw->connections;
 }
 
+struct tg_harness_proc *tg_gw_tidegate_proc(struct tg_gw *gw) { return gw->proc; }
+
 bool tg_gw_tidegate_running(struct tg_gw *gw)
 {
     return gw->proc && tg_harness_proc_running(gw->proc);

@@ -131,6 +131,9 @@ int tg_gw_tidegate_term(struct tg_gw *gw, int timeout_ms);
 
 bool tg_gw_tidegate_running(struct tg_gw *gw);
 
+/* The running (or last) tidegate process, for signals of the test's own (NULL: none). */
+struct tg_harness_proc *tg_gw_tidegate_proc(struct tg_gw *gw);
+
 /* Prints the last `lines` lines of tidegate's log to stderr. */
 void tg_gw_print_log_tail(const struct tg_gw *gw, int lines);
 
