@@ -99,7 +99,10 @@ static bool must_write(struct tg_pipeline *pl, bool final, bool kafka_behind,
 }
 
 /* drop_oldest: removes the oldest journaled records (not those librdkafka already holds)
- * until the journal is back under its cap. Its own transaction, after the commit. */
+ * until the journal is back under its cap. Its own transaction, after the commit. Memory
+ * follows the journal only once that transaction is committed: marking records done first
+ * and then failing to write it would leave rows that count against the cap, are never
+ * deleted, and come back at the next start although counted dropped. */
 static void apply_drop_oldest(struct tg_pipeline *pl, bool disk_full)
 {
     if (pl->overflow != TG_OVERFLOW_DROP_OLDEST)
@@ -118,38 +121,98 @@ static void apply_drop_oldest(struct tg_pipeline *pl, bool disk_full)
         return;
     size_t dropped = 0;
     tg_err rc = TG_OK;
-    struct seg *s = pl->head;
-    while (s && rc == TG_OK && (used > pl->max_bytes || disk_full)) {
-        struct seg *next = s->next;
-        if (s->persisted && s->n_open > s->n_inflight) {
-            dropped += pipeline__drop_open_records(pl, s, pl->m.dropped_full);
-            used -= s->stored_bytes < used ? s->stored_bytes : used;
-            if (s->n_open == 0) {
-                rc = tg_journal_delete(pl->jr, s->first_rid);
-            } else {
-                rc = tg_journal_set_done(pl->jr, s->first_rid, s->done,
-                                         bitmap_bytes(seg_range(s)));
+    struct seg **victims = NULL;
+    size_t n_victims = 0, cap_victims = 0;
+    uint8_t *bits = NULL;
+    size_t bits_cap = 0;
+    for (struct seg *s = pl->head; s && rc == TG_OK && (used > pl->max_bytes || disk_full);
+         s = s->next) {
+        if (!s->persisted || s->n_open <= s->n_inflight)
+            continue;
+        /* The row's done bitmap as it will be: everything done but what is in flight. */
+        size_t nb = bitmap_bytes(seg_range(s));
+        if (nb > bits_cap) {
+            uint8_t *b = realloc(bits, nb);
+            if (!b) {
+                rc = TG_ERR_NOMEM;
+                break;
             }
-            s->done_dirty = false;
-            disk_full = false; /* one segment's room is enough to go on */
+            bits = b;
+            bits_cap = nb;
         }
-        s = next;
+        if (n_victims == cap_victims) {
+            size_t cap = cap_victims ? cap_victims * 2 : 16;
+            struct seg **v = realloc(victims, cap * sizeof *v);
+            if (!v) {
+                rc = TG_ERR_NOMEM;
+                break;
+            }
+            victims = v;
+            cap_victims = cap;
+        }
+        for (size_t i = 0; i < nb; i++)
+            bits[i] = (uint8_t)(s->done[i] | ~s->inflight[i]);
+        rc = s->n_inflight == 0
+                 ? tg_journal_delete(pl->jr, s->first_rid)
+                 : tg_journal_set_done(pl->jr, s->first_rid, bits, nb);
+        victims[n_victims++] = s;
+        used -= s->stored_bytes < used ? s->stored_bytes : used;
+        disk_full = false; /* one segment's room is enough to go on */
     }
+    free(bits);
     if (rc == TG_OK)
         rc = tg_journal_commit(pl->jr);
     else
         tg_journal_rollback(pl->jr);
-    if (rc != TG_OK)
+    if (rc == TG_OK) {
+        for (size_t k = 0; k < n_victims; k++) {
+            dropped += pipeline__drop_open_records(pl, victims[k], pl->m.dropped_full);
+            victims[k]->done_dirty = false;
+        }
+    }
+    free(victims);
+    if (rc != TG_OK) {
+        /* Nothing changed: the next commit tries again. */
         log_journal_error(pl, "dropping the oldest segments", rc);
+        return;
+    }
     TG_LOG_RATELIMITED(TG_LOG_LEVEL_WARN, "journal", 10000,
                        "journal at its cap (%llu bytes): dropped the %zu oldest readings",
                        (unsigned long long)pl->max_bytes, dropped);
-    for (s = pl->head; s;) {
+    for (struct seg *s = pl->head; s;) {
         struct seg *next = s->next;
-        if (rc == TG_OK && s->persisted && seg_finished(s))
+        if (s->persisted && seg_finished(s))
             pipeline__list_remove(pl, s);
         s = next;
     }
+}
+
+/* drop_oldest while the journal cannot be written at all (an I/O error, a read-only
+ * remount): nothing new reaches the journal, so the cap cannot bound what waits. What waits
+ * unjournaled in memory is bounded by memory_bytes instead: beyond it the oldest records
+ * go, counted as at the cap. */
+static void drop_oldest_unjournaled(struct tg_pipeline *pl)
+{
+    size_t unjournaled = 0;
+    for (struct seg *s = pl->head; s; s = s->next)
+        if (!s->persisted && s->data)
+            unjournaled += tg_segment_raw_bytes(s->data);
+    size_t dropped = 0;
+    for (struct seg *s = pl->head; s && unjournaled > pl->memory_bytes;) {
+        struct seg *next = s->next;
+        if (!s->persisted && s->sealed && s->data && s->n_open > s->n_inflight) {
+            unjournaled -= tg_segment_raw_bytes(s->data);
+            dropped += pipeline__drop_open_records(pl, s, pl->m.dropped_full);
+            if (seg_finished(s))
+                pipeline__list_remove(pl, s);
+        }
+        s = next;
+    }
+    if (dropped)
+        TG_LOG_RATELIMITED(TG_LOG_LEVEL_WARN, "journal", 10000,
+                           "the journal cannot be written and %zu bytes wait in memory "
+                           "(journal.memory_bytes): dropped the %zu oldest readings",
+                           unjournaled, dropped);
 }
 
 /* Frees resident data of journaled segments while over memory_bytes: first what the cursor
@@ -178,7 +241,7 @@ tg_err pipeline__commit(struct tg_pipeline *pl, bool final)
         if (s->sealed && !s->persisted && s->n_open)
             unjournaled += tg_segment_raw_bytes(s->data);
 
-    bool changed = false, refused = false, disk_full = false;
+    bool changed = false, refused = false, disk_full = false, journal_down = false;
     size_t written = 0;
     tg_err rc = tg_journal_begin(pl->jr);
     for (struct seg *s = pl->head; s && rc == TG_OK; s = s->next) {
@@ -265,9 +328,12 @@ tg_err pipeline__commit(struct tg_pipeline *pl, bool final)
                 s->persisted = s->tx_new = false;
         log_journal_error(pl, final ? "final commit" : "commit", rc);
         disk_full = rc == TG_ERR_FULL;
+        journal_down = true;
         atomic_store(&pl->healthy, false);
     }
     apply_drop_oldest(pl, disk_full);
+    if (journal_down && !disk_full && pl->overflow == TG_OVERFLOW_DROP_OLDEST)
+        drop_oldest_unjournaled(pl);
     /* drop_newest: once a commit has refused readings, the journal stays full until rows are
      * deleted (Kafka confirmed some). Otherwise a later, smaller commit could fit where the
      * refused one did not, and a device's kept readings would have a gap: its newest kept
@@ -279,9 +345,12 @@ tg_err pipeline__commit(struct tg_pipeline *pl, bool final)
     } else if (pl->refusing && data_bytes < pl->refused_at_bytes) {
         pl->refusing = false;
     }
-    bool full = disk_full || pl->refusing || data_bytes >= pl->max_bytes;
+    /* A journal that cannot be written (disk full, EIO, read-only) is full for the policy:
+     * otherwise what it cannot keep would pile up in memory without bound. */
+    bool full = journal_down || pl->refusing || data_bytes >= pl->max_bytes;
     if (full != pl->full_logged)
-        TG_LOG_WARN("journal", full ? "journal full (%llu of %llu bytes): overflow policy %s applies"
+        TG_LOG_WARN("journal", full ? "journal full or failing (%llu of %llu bytes): overflow "
+                                      "policy %s applies"
                                     : "journal below its cap again (%llu of %llu bytes, %s)",
                     (unsigned long long)tg_journal_data_bytes(pl->jr),
                     (unsigned long long)pl->max_bytes,

@@ -28,17 +28,21 @@ void pipeline__dead_letter(struct tg_pipeline *pl, const char *topic, size_t top
 {
     if (refuse_new(pl))
         return;
-    uint8_t aux[1024];
+    uint8_t aux[DLQ_HEADERS_MAX];
     size_t aux_len = 0;
     const char *reason = tg_err_reason(why);
-    /* Headers are best effort in a fixed buffer: a huge topic loses its header, not the
-     * record. */
-    if (topic_len)
-        (void)tg_jrecord_headers_put(aux, sizeof aux, &aux_len, "mqtt-topic", topic, topic_len);
-    (void)tg_jrecord_headers_put(aux, sizeof aux, &aux_len, "device-id", device, strlen(device));
+    /* Headers in a fixed buffer, the ones a consumer routes on first: reason and device
+     * always fit; the topic (tg_pipeline_offer() lets up to 1 KiB through) is cut to the room
+     * left rather than lost. */
     (void)tg_jrecord_headers_put(aux, sizeof aux, &aux_len, "reason", reason, strlen(reason));
+    (void)tg_jrecord_headers_put(aux, sizeof aux, &aux_len, "device-id", device, strlen(device));
     (void)tg_jrecord_headers_put(aux, sizeof aux, &aux_len, "reason-text", text,
                                  strnlen(text, 400));
+    if (topic_len) {
+        size_t room = sizeof aux - aux_len - 20 - strlen("mqtt-topic"); /* headers_put's bound */
+        (void)tg_jrecord_headers_put(aux, sizeof aux, &aux_len, "mqtt-topic", topic,
+                                     topic_len < room ? topic_len : room);
+    }
     struct tg_jrecord rec = {
         .kind = TG_JREC_DLQ,
         .ts_ms = rx_ms,

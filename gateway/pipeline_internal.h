@@ -35,6 +35,9 @@
 /* Dead letters keep at most this much of an oversized payload (Kafka's default message size
  * limit is 1 MB; the DLQ is for diagnosis). */
 #define DLQ_PAYLOAD_MAX (64 * 1024)
+/* Room for a dead letter's headers: reason, device id, reason text (<= 400 bytes) and the
+ * MQTT topic (tg_pipeline_offer() cuts topics to 1 KiB), each with its length prefixes. */
+#define DLQ_HEADERS_MAX 2048
 /* Work done per loop turn before looking at the other side. */
 #define TAKE_BATCH 256
 #define PRODUCE_BATCH 2048
