@@ -87,12 +87,15 @@ static const struct tg_config_key gateway_schema[] = {
     TG_CFG_PASSTHROUGH("kafka.rdkafka",
                        "librdkafka properties (CONFIGURATION.md), applied last: SASL, SSL, ..."),
     /* [journal] */
-    TG_CFG_STR("journal", "path", "/var/lib/tidegate/journal.db", "SQLite journal file"),
+    TG_CFG_STR("journal", "path", "/var/lib/tidegate/journal.db",
+               "SQLite journal file; must not be empty. <path>.lock beside it keeps a second "
+               "gateway off the same journal"),
     TG_CFG_ENUM("journal", "mode", "durable", journal_modes,
                 "durable: every reading not yet confirmed by Kafka is committed to disk each "
                 "commit interval; spill: only when Kafka is behind or down"),
     TG_CFG_SIZE("journal", "max_bytes", "256M", TG_KIB(64), TG_GIB(64),
-                "cap on compressed journal data (bytes); at the cap the overflow policy applies"),
+                "cap on compressed journal data plus the SQLite WAL's share (an eighth, at most "
+                "4 MiB) (bytes); at the cap the overflow policy applies"),
     TG_CFG_ENUM("journal", "overflow", "backpressure", overflow_policies,
                 "at the cap: stop reading MQTT (the broker holds messages), or drop the oldest "
                 "or the newest readings (counted)"),

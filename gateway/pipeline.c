@@ -585,7 +585,8 @@ static tg_err load_seg(struct tg_pipeline *pl, struct seg *s)
             rc = TG_ERR_NOMEM;
     }
     if (rc == TG_OK)
-        rc = tg_segment_load(data, s->codec, blob, blob_len, s->stored_raw_bytes);
+        rc = tg_segment_load(data, s->codec, blob, blob_len, s->stored_raw_bytes, s->first_rid,
+                             s->last_rid);
     free(blob);
     if (rc != TG_OK) {
         tg_segment_destroy(data);
@@ -1116,12 +1117,19 @@ static tg_err recover_seg(void *ud, const struct tg_jseg_meta *meta, const uint8
     } else {
         /* No bitmap: every rid not stored in the row is done. */
         memset(s->done, 0xff, bitmap_bytes(range));
-        if (load_seg(pl, s) == TG_OK) {
+        tg_err lr = load_seg(pl, s); /* rids checked to lie in the row's range */
+        if (lr == TG_OK) {
             for (size_t i = 0; i < tg_segment_count(s->data); i++) {
                 struct tg_jrecord rec;
                 tg_segment_get(s->data, i, &rec);
                 bit_clear(s->done, (size_t)(rec.rid - s->first_rid));
             }
+        } else if (lr == TG_ERR_NOMEM) {
+            return lr;
+        } else { /* a corrupt row: its records are lost, counted, and the rest goes on */
+            TG_LOG_ERROR("journal", "segment %llu cannot be read back (%s): %u records dropped",
+                         (unsigned long long)s->first_rid, tg_strerror(lr), meta->n_records);
+            tg_counter_add(pl->m.dropped_corrupt, meta->n_records);
         }
     }
     for (size_t i = 0; i < range; i++)
@@ -1520,8 +1528,10 @@ tg_err tg_pipeline_new(const struct tg_config *cfg, struct tg_metrics *metrics,
     const char *path = tg_config_get_str(cfg, "journal", "path");
     make_parent_dir(path);
     bool moved_aside = false;
-    if ((rc = tg_journal_open(path, &pl->jr, &moved_aside, err, errlen)) != TG_OK)
+    struct tg_journal_opts jo = {.max_bytes = pl->max_bytes, .metrics = metrics};
+    if ((rc = tg_journal_open(path, &jo, &pl->jr, &moved_aside, err, errlen)) != TG_OK)
         goto fail;
+    pl->max_bytes -= tg_journal_wal_bound(pl->jr); /* the WAL's share of the cap */
     if (moved_aside)
         TG_LOG_ERROR("journal", "%s failed its check and was moved aside (.corrupt-*); started "
                                 "a fresh journal",
