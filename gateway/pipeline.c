@@ -494,11 +494,16 @@ static void process_message(struct tg_pipeline *pl, const struct tg_qmsg *msg)
     const char *text = why;
     if (rc != TG_OK) {
         text = tg_decoder_error(pl->dec);
-        if (rc == TG_ERR_TOO_LARGE && msg->payload_len > DLQ_PAYLOAD_MAX) {
+        /* The ingress cuts an oversized payload to max_payload_bytes + 1 bytes and
+         * tg_pipeline_offer() to DLQ_PAYLOAD_MAX: at those lengths the size is not the
+         * payload's, so only the limit is stated. */
+        if (rc == TG_ERR_TOO_LARGE && (msg->payload_len == pl->max_payload_bytes + 1 ||
+                                       msg->payload_len >= DLQ_PAYLOAD_MAX)) {
             snprintf(why, sizeof why,
                      "payload larger than the limit of %zu bytes (the dead letter keeps the first "
-                     "%d bytes)",
-                     pl->max_payload_bytes, DLQ_PAYLOAD_MAX);
+                     "%zu bytes)",
+                     pl->max_payload_bytes,
+                     msg->payload_len < DLQ_PAYLOAD_MAX ? msg->payload_len : (size_t)DLQ_PAYLOAD_MAX);
             text = why;
         }
     } else {
