@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "gateway_limits.h"
 #include "mqtt_nopair.h"
 
 /* Poll timeout while messages wait for the sink: how soon the sink is offered them again. */
@@ -427,11 +428,15 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
     size_t topic_len = strlen(topic);
     const uint8_t *payload = msg->payload;
     size_t payload_len = msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0;
-    /* An oversized payload is only ever dead-lettered as too large: one byte past the limit
-     * says so, and nothing more of it is copied (neither into the hand-off queue nor into a
-     * pending message while the pipeline is full). */
-    if (in->max_payload_bytes && payload_len > in->max_payload_bytes)
-        payload_len = in->max_payload_bytes + 1;
+    /* An oversized payload is only ever dead-lettered as too large, keeping its first
+     * TG_DLQ_PAYLOAD_MAX bytes: nothing more of it is copied (neither into the hand-off
+     * queue nor into a pending message while the pipeline is full). */
+    if (in->max_payload_bytes && payload_len > in->max_payload_bytes) {
+        size_t keep = in->max_payload_bytes + 1 > TG_DLQ_PAYLOAD_MAX ? in->max_payload_bytes + 1
+                                                                     : TG_DLQ_PAYLOAD_MAX;
+        if (payload_len > keep)
+            payload_len = keep;
+    }
 
     /* Behind messages already waiting, this one waits too: order per connection. */
     if (!c->pend_head) {

@@ -65,9 +65,9 @@ struct tg_ingress_opts {
     int64_t session_expiry_ms;
     int64_t reconnect_min_ms;
     int64_t reconnect_max_ms;
-    /* validate.max_payload_bytes: of a larger payload only the first max_payload_bytes + 1
-     * bytes are handed to the sink or kept while it is full (enough to reject it as too
-     * large); the rest is never copied. 0: no cut. */
+    /* validate.max_payload_bytes: of a larger payload only the first
+     * max(max_payload_bytes + 1, TG_DLQ_PAYLOAD_MAX) bytes are handed to the sink, or kept
+     * while it is full: what its dead letter keeps. The rest is never copied. 0: no cut. */
     size_t max_payload_bytes;
     /* mqtt.max_packet_bytes, announced in CONNECT as the MQTT 5 Maximum Packet Size: the
      * broker does not send larger packets (it drops them), so libmosquitto never allocates

@@ -53,6 +53,7 @@
 #include "egress_kafka.h"
 #include "gateway_config.h"
 #include "journal.h"
+#include "gateway_limits.h"
 #include "log.h"
 #include "queue.h"
 #include "segment.h"
@@ -60,7 +61,7 @@
 
 /* Dead letters keep at most this much of an oversized payload (Kafka's default message size
  * limit is 1 MB; the DLQ is for diagnosis). */
-#define DLQ_PAYLOAD_MAX (64 * 1024)
+#define DLQ_PAYLOAD_MAX TG_DLQ_PAYLOAD_MAX /* gateway_limits.h */
 /* Work done per loop turn before looking at the other side. */
 #define TAKE_BATCH 256
 #define PRODUCE_BATCH 2048
@@ -494,9 +495,9 @@ static void process_message(struct tg_pipeline *pl, const struct tg_qmsg *msg)
     const char *text = why;
     if (rc != TG_OK) {
         text = tg_decoder_error(pl->dec);
-        /* The ingress cuts an oversized payload to max_payload_bytes + 1 bytes and
-         * tg_pipeline_offer() to DLQ_PAYLOAD_MAX: at those lengths the size is not the
-         * payload's, so only the limit is stated. */
+        /* The ingress and tg_pipeline_offer() cut an oversized payload to
+         * max(max_payload_bytes + 1, DLQ_PAYLOAD_MAX) bytes: at that length the size is not
+         * the payload's, so only the limit is stated. */
         if (rc == TG_ERR_TOO_LARGE && (msg->payload_len == pl->max_payload_bytes + 1 ||
                                        msg->payload_len >= DLQ_PAYLOAD_MAX)) {
             snprintf(why, sizeof why,

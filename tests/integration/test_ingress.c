@@ -4,8 +4,8 @@
  * message arrives once; a full sink pauses reading without losing, duplicating or reordering
  * anything; the persistent session keeps what was published while the ingress was away, also
  * across a broker restart; tg_ingress_stop() hands pending messages to the sink; a broker that
- * refuses the credentials is retried with backoff; an oversized payload is cut to the limit
- * plus one byte and one over the announced Maximum Packet Size never arrives.
+ * refuses the credentials is retried with backoff; an oversized payload is cut to what its
+ * dead letter keeps, and one over the announced Maximum Packet Size never arrives.
  *
  * The publisher is a separate libmosquitto client with its own network thread.
  */
@@ -30,6 +30,7 @@
 
 #include "harness.h"
 #include "ingress_mqtt.h"
+#include "gateway_limits.h"
 #include "metrics.h"
 
 #define WAIT_MS 20000
@@ -809,8 +810,8 @@ static void test_stop_while_never_connected(void **state)
 
 /* Issue 11: a 100 MB payload took the gateway to 233 MB. The ingress announces a Maximum
  * Packet Size (MQTT 5) so the broker does not send what is larger, and of a payload over
- * max_payload_bytes hands over (or keeps, while the sink is full) only max_payload_bytes + 1
- * bytes: enough to dead-letter it as too large. */
+ * max_payload_bytes hands over (or keeps, while the sink is full) only what its dead letter
+ * keeps: TG_DLQ_PAYLOAD_MAX bytes. */
 static void test_oversized_payloads(void **state)
 {
     (void)state;
@@ -846,8 +847,8 @@ static void test_oversized_payloads(void **state)
      * the huge one rather than send it */
     assert_int_equal(sink_count(&s), 2);
     assert_string_equal(s.msgs[0].topic, "telemetry/big");
-    assert_int_equal(s.msgs[0].payload_len, LIMIT + 1);
-    assert_memory_equal(s.msgs[0].payload, payload, LIMIT + 1);
+    assert_int_equal(s.msgs[0].payload_len, TG_DLQ_PAYLOAD_MAX);
+    assert_memory_equal(s.msgs[0].payload, payload, TG_DLQ_PAYLOAD_MAX);
     assert_string_equal(s.msgs[1].topic, "telemetry/small");
     assert_int_equal(msg_index(&s.msgs[1]), 0);
 
