@@ -397,7 +397,7 @@ static void every_problem_is_reported(void **state)
                       "gateway.ini:4: [jounral]: unknown section (did you mean [journal]?)\n"
                       "gateway.ini:7: [journal] overflow: expected one of backpressure, "
                       "drop_oldest, drop_newest, got \"never\"\n"
-                      "gateway.ini:7: expected \"key = value\", \"[section]\" or a comment, "
+                      "gateway.ini:8: expected \"key = value\", \"[section]\" or a comment, "
                       "got \"broken line\"");
 
     /* beyond 20, problems are counted */
