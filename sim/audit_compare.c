@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "audit_internal.h"
-#include "util.h"
+#include "strmap.h"
 
 bool audit__problem(const struct adev *dev)
 {
@@ -38,8 +38,13 @@ int audit__grow(void **p, size_t *cap, size_t need, size_t elem)
 struct tg_sim_audit *tg_sim_audit_new(void)
 {
     struct tg_sim_audit *au = calloc(1, sizeof(struct tg_sim_audit));
-    if (au)
-        au->clock_slack_ms = TG_SIM_AUDIT_DEFAULT_CLOCK_SLACK_MS;
+    if (!au)
+        return NULL;
+    au->clock_slack_ms = TG_SIM_AUDIT_DEFAULT_CLOCK_SLACK_MS;
+    if (!(au->index = tg_strmap_new())) {
+        free(au);
+        return NULL;
+    }
     return au;
 }
 
@@ -58,7 +63,7 @@ void tg_sim_audit_destroy(struct tg_sim_audit *au)
         free(dev->id);
     }
     free(au->devs);
-    free(au->index);
+    tg_strmap_destroy(au->index);
     free(au->dlq);
     for (size_t i = 0; i < au->n_reasons; i++)
         free(au->reasons[i].reason);
@@ -71,44 +76,13 @@ void tg_sim_audit_destroy(struct tg_sim_audit *au)
  * Devices and the seqs seen
  */
 
-static size_t index_slot(const struct tg_sim_audit *au, const char *id)
-{
-    size_t mask = au->index_cap - 1;
-    size_t slot = tg_hash_fnv1a(id, strlen(id)) & mask;
-    while (au->index[slot] != 0 && strcmp(au->devs[au->index[slot] - 1].id, id) != 0)
-        slot = (slot + 1) & mask;
-    return slot;
-}
-
-static int index_grow(struct tg_sim_audit *au)
-{
-    size_t cap = au->index_cap ? au->index_cap * 2 : 256;
-    uint32_t *old = au->index;
-    size_t old_cap = au->index_cap;
-    au->index = calloc(cap, sizeof *au->index);
-    if (!au->index) {
-        au->index = old;
-        return -1;
-    }
-    au->index_cap = cap;
-    for (size_t i = 0; i < old_cap; i++)
-        if (old[i] != 0)
-            au->index[index_slot(au, au->devs[old[i] - 1].id)] = old[i];
-    free(old);
-    return 0;
-}
-
 /* The audit's device for id, created on first sight. -1 when out of memory. */
 static long device_get(struct tg_sim_audit *au, const char *id)
 {
-    if (au->index_cap) {
-        uint32_t v = au->index[index_slot(au, id)];
-        if (v != 0)
-            return (long)v - 1;
-    }
+    uint32_t d;
+    if (tg_strmap_get(au->index, id, strlen(id), &d))
+        return (long)d;
     if (au->n_devs >= UINT32_MAX - 1)
-        return -1;
-    if ((au->n_devs + 1) * 2 > au->index_cap && index_grow(au) != 0)
         return -1;
     if (audit__grow((void **)&au->devs, &au->cap_devs, au->n_devs + 1, sizeof *au->devs) != 0)
         return -1;
@@ -118,7 +92,10 @@ static long device_get(struct tg_sim_audit *au, const char *id)
         return -1;
     if (au->lg)
         dev->ledger = tg_ledger_find_device(au->lg, id);
-    au->index[index_slot(au, id)] = (uint32_t)(au->n_devs + 1);
+    if (tg_strmap_put(au->index, id, strlen(id), (uint32_t)au->n_devs) != TG_OK) {
+        free(dev->id);
+        return -1;
+    }
     return (long)au->n_devs++;
 }
 

@@ -20,6 +20,7 @@
 #include "audit.h"
 #include "ledger.h"
 #include "seqset.h"
+#include "strmap.h"
 
 #define LOST_RANGES_KEPT 4                   /* per device, for the report */
 
@@ -90,8 +91,7 @@ struct tg_sim_audit {
 
     struct adev *devs;
     size_t n_devs, cap_devs;
-    uint32_t *index; /* open addressing: device index + 1, 0 = empty */
-    size_t index_cap;
+    struct tg_strmap *index; /* device id -> index in devs */
 
     uint64_t records, undecodable, duplicated, reordered, offset_gaps, other_runs, foreign;
     uint64_t released_seen; /* distinct released readings seen, once a ledger is set */

@@ -51,7 +51,7 @@
 
 #include "record.h" /* tg_device_id_valid */
 #include "seqset.h"
-#include "util.h"
+#include "strmap.h"
 
 #define LEDGER_MAGIC "tidegate-sim-ledger 1"
 
@@ -78,16 +78,19 @@ struct device {
 struct tg_ledger {
     struct device *devs;
     size_t n_devs, cap_devs;
-    /* Open addressing on the id's FNV-1a hash: device index + 1, 0 = empty slot. */
-    uint32_t *index;
-    size_t index_cap; /* power of two, kept at least twice n_devs */
+    struct tg_strmap *index; /* device id -> index in devs */
     bool has_run;
     int64_t run_start_ms, run_end_ms;
 };
 
 struct tg_ledger *tg_ledger_new(void)
 {
-    return calloc(1, sizeof(struct tg_ledger));
+    struct tg_ledger *lg = calloc(1, sizeof *lg);
+    if (lg && !(lg->index = tg_strmap_new())) {
+        free(lg);
+        return NULL;
+    }
+    return lg;
 }
 
 void tg_ledger_destroy(struct tg_ledger *lg)
@@ -107,43 +110,14 @@ void tg_ledger_destroy(struct tg_ledger *lg)
         free(dev->id);
     }
     free(lg->devs);
-    free(lg->index);
+    tg_strmap_destroy(lg->index);
     free(lg);
-}
-
-static size_t index_slot(const struct tg_ledger *lg, const char *id)
-{
-    size_t mask = lg->index_cap - 1;
-    size_t slot = tg_hash_fnv1a(id, strlen(id)) & mask;
-    while (lg->index[slot] != 0 && strcmp(lg->devs[lg->index[slot] - 1].id, id) != 0)
-        slot = (slot + 1) & mask;
-    return slot;
-}
-
-static int index_grow(struct tg_ledger *lg)
-{
-    size_t cap = lg->index_cap ? lg->index_cap * 2 : 64;
-    uint32_t *old = lg->index;
-    size_t old_cap = lg->index_cap;
-    lg->index = calloc(cap, sizeof *lg->index);
-    if (!lg->index) {
-        lg->index = old;
-        return -1;
-    }
-    lg->index_cap = cap;
-    for (size_t i = 0; i < old_cap; i++)
-        if (old[i] != 0)
-            lg->index[index_slot(lg, lg->devs[old[i] - 1].id)] = old[i];
-    free(old);
-    return 0;
 }
 
 int tg_ledger_find_device(const struct tg_ledger *lg, const char *device_id)
 {
-    if (lg->index_cap == 0)
-        return -1;
-    uint32_t v = lg->index[index_slot(lg, device_id)];
-    return v == 0 ? -1 : (int)(v - 1);
+    uint32_t d;
+    return tg_strmap_get(lg->index, device_id, strlen(device_id), &d) ? (int)d : -1;
 }
 
 /* Registers a device. Ids must be valid device ids ([A-Za-z0-9_.-]{1,64}), which keeps the
@@ -156,8 +130,6 @@ int tg_ledger_add_device(struct tg_ledger *lg, const char *device_id)
         errno = EINVAL;
         return -1;
     }
-    if ((lg->n_devs + 1) * 2 > lg->index_cap && index_grow(lg) != 0)
-        return -1;
     if (lg->n_devs == lg->cap_devs) {
         size_t cap = lg->cap_devs ? lg->cap_devs * 2 : 16;
         struct device *devs = realloc(lg->devs, cap * sizeof *devs);
@@ -170,7 +142,11 @@ int tg_ledger_add_device(struct tg_ledger *lg, const char *device_id)
     *dev = (struct device){.id = strdup(device_id)};
     if (!dev->id)
         return -1;
-    lg->index[index_slot(lg, device_id)] = (uint32_t)(lg->n_devs + 1);
+    if (tg_strmap_put(lg->index, device_id, strlen(device_id), (uint32_t)lg->n_devs) != TG_OK) {
+        free(dev->id);
+        errno = ENOMEM;
+        return -1;
+    }
     return (int)lg->n_devs++;
 }
 
