@@ -403,6 +403,26 @@ static void wal_bounded_and_truncated_on_close(void **state)
     assert_true(file_size(wal) <= 0); /* absent, or empty */
 }
 
+/* SQLite cannot put an in-memory database in WAL mode: the journal must refuse to run
+ * without it rather than carry on with weaker durability. (A filesystem without shared
+ * memory support fails the same way.) */
+static void wal_mode_must_take(void **state)
+{
+    struct fixture *fx = *state;
+    char cwd[512];
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    assert_int_equal(chdir(fx->dir), 0); /* ":memory:.lock" lands here */
+    struct tg_journal *jr = NULL;
+    bool moved;
+    char err[512] = "";
+    tg_err e = tg_journal_open(":memory:", NULL, &jr, &moved, err, sizeof err);
+    assert_int_equal(chdir(cwd), 0);
+    assert_int_equal(e, TG_ERR_CONFIG);
+    assert_null(jr);
+    if (!strstr(err, "journal_mode=WAL did not take (memory)"))
+        fail_msg("unexpected error: %s", err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -416,6 +436,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(zero_byte_file_logged, setup, teardown),
         cmocka_unit_test_setup_teardown(newer_schema_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(wal_bounded_and_truncated_on_close, setup, teardown),
+        cmocka_unit_test_setup_teardown(wal_mode_must_take, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
