@@ -299,8 +299,8 @@ static void wal_bounded(void **state)
     long wal_max = 0;
     assert_int_equal(tg_harness_devkafka_outage_begin(e->dk), 0);
     offer_n(&g, 0, DOWN, wal, &wal_max);
-    wait_metric(&g, "tidegate_journal_commits_total", metric(&g, "tidegate_journal_commits_total") + 2,
-                10000);
+    wait_metric(&g, "tidegate_journal_commits_total",
+                metric(&g, "tidegate_journal_commits_total") + 2, 10000);
     double journaled = metric(&g, "tidegate_journal_written_bytes_total");
     assert_int_equal(tg_harness_devkafka_outage_end(e->dk), 0);
     offer_n(&g, DOWN, N, wal, &wal_max);
