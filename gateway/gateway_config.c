@@ -99,7 +99,9 @@ static const struct tg_config_key gateway_schema[] = {
     TG_CFG_MS("kafka", "stats_interval_ms", "1000", 100, 60000,
               "how often (ms) broker connection state is refreshed (tidegate_kafka_up)"),
     TG_CFG_PASSTHROUGH("kafka.rdkafka",
-                       "librdkafka properties (CONFIGURATION.md), applied last: SASL, SSL, ..."),
+                       "librdkafka properties (CONFIGURATION.md), applied last: SASL, SSL, "
+                       "...; those that would switch off a guarantee are refused (see "
+                       "\"Configuration refusals\")"),
     /* [journal] */
     TG_CFG_STR("journal", "path", "/var/lib/tidegate/journal.db",
                "SQLite journal file; must not be empty. <path>.lock beside it keeps a second "
@@ -157,7 +159,8 @@ struct problems {
 };
 
 static void add_problem(struct problems *pb, const char *origin, const char *section,
-                        const char *key, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+                        const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
 static void add_problem(struct problems *pb, const char *origin, const char *section,
                         const char *key, const char *fmt, ...)
