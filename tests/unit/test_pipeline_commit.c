@@ -11,7 +11,11 @@
  *                            is marked done in memory while its row stays, so the next commit
  *                            drops them for real and a restart finds no orphans (issue 11);
  *   dlq_headers_long_topic   a dead letter from a ~980-byte topic keeps its reason and
- *                            device-id headers (issue 11).
+ *                            device-id headers (issue 11);
+ *   missing_topic_parks      records for a topic the producer says is missing are passed
+ *                            over, the other topic's go on, health says why; once the topic
+ *                            is back (also after an error that came and went between two
+ *                            looks) the passed-over records are sent (issue 11).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -317,6 +321,68 @@ static void dlq_headers_long_topic(void **state)
     fx_free(&f);
 }
 
+static void offer_bad(struct fx *f)
+{
+    const char *topic = "telemetry/bad-1";
+    assert_int_equal(tg_pipeline_offer(f->pl, topic, strlen(topic), (const uint8_t *)"{x", 2,
+                                       wall_now()),
+                     TG_OK);
+    pipeline__take_ingress(f->pl, 10);
+}
+
+static void missing_topic_parks(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    fx_config(&f, NULL);
+    fx_open(&f);
+    struct tg_egress *eg = stub_egress();
+    stub_egress_set_topic_error(eg, TG_JREC_DLQ, 3 /* UNKNOWN_TOPIC_OR_PART */);
+    offer_bad(&f); /* a dead letter first: before the fix it stopped everything behind it */
+    feed(&f, 10);
+    pipeline__check_topics(f.pl);
+    pipeline__produce_step(f.pl, 100);
+    assert_int_equal(stub_egress_pending(eg), 10); /* the telemetry, not the dead letter */
+    stub_egress_deliver_all(eg, TG_OK);
+    assert_int_equal(f.pl->open_records, 1);
+    char why[256];
+    assert_false(tg_pipeline_health(f.pl, why, sizeof why));
+    assert_non_null(strstr(why, "telemetry.dlq"));
+    assert_int_equal(tg_gauge_value(f.pl->m.topic_available[TG_JREC_DLQ]), 0);
+
+    /* More of both while the topic is missing: the same. */
+    offer_bad(&f);
+    feed(&f, 5);
+    pipeline__produce_step(f.pl, 100);
+    assert_int_equal(stub_egress_pending(eg), 5);
+    stub_egress_deliver_all(eg, TG_OK);
+
+    /* The topic appears: both dead letters go, oldest first. */
+    stub_egress_set_topic_error(eg, TG_JREC_DLQ, 0);
+    pipeline__check_topics(f.pl);
+    pipeline__produce_step(f.pl, 100);
+    assert_int_equal(stub_egress_pending(eg), 2);
+    stub_egress_deliver_all(eg, TG_OK);
+    assert_int_equal(f.pl->open_records, 0);
+    assert_true(tg_pipeline_health(f.pl, why, sizeof why));
+    assert_int_equal(tg_gauge_value(f.pl->m.topic_available[TG_JREC_DLQ]), 1);
+
+    /* An error that comes and goes between two looks: the dead letter it failed is sent
+     * again all the same. */
+    offer_bad(&f);
+    pipeline__produce_step(f.pl, 100);
+    assert_int_equal(stub_egress_pending(eg), 1);
+    stub_egress_set_topic_error(eg, TG_JREC_DLQ, 3);
+    stub_egress_deliver_all(eg, TG_ERR_UNAVAILABLE);
+    stub_egress_set_topic_error(eg, TG_JREC_DLQ, 0);
+    pipeline__check_topics(f.pl);
+    pipeline__produce_step(f.pl, 100);
+    assert_int_equal(stub_egress_pending(eg), 1);
+    stub_egress_deliver_all(eg, TG_OK);
+    assert_int_equal(f.pl->open_records, 0);
+    fx_free(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -324,6 +390,7 @@ int main(void)
         cmocka_unit_test(journal_error_is_full_drop_oldest),
         cmocka_unit_test(drop_oldest_failed_tx),
         cmocka_unit_test(dlq_headers_long_topic),
+        cmocka_unit_test(missing_topic_parks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
