@@ -235,7 +235,9 @@ tg_err pipeline__commit(struct tg_pipeline *pl, bool final)
     if (t && !t->sealed && seg_range(t) > 0)
         t->sealed = true;
 
-    bool kafka_behind = !pl->eg || !tg_egress_up(pl->eg) || pl->egress_full;
+    /* Records waiting for a missing topic are behind as well: spill mode journals them. */
+    bool kafka_behind = !pl->eg || !tg_egress_up(pl->eg) || pl->egress_full ||
+                        pl->parked_rid[TG_JREC_TELEMETRY] || pl->parked_rid[TG_JREC_DLQ];
     size_t unjournaled = 0;
     for (struct seg *s = pl->head; s; s = s->next)
         if (s->sealed && !s->persisted && s->n_open)

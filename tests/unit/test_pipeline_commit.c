@@ -15,7 +15,9 @@
  *   missing_topic_parks      records for a topic the producer says is missing are passed
  *                            over, the other topic's go on, health says why; once the topic
  *                            is back (also after an error that came and went between two
- *                            looks) the passed-over records are sent (issue 11).
+ *                            looks) the passed-over records are sent (issue 11);
+ *   spill_journals_parked    in spill mode, records waiting for a missing topic are
+ *                            journaled like any backlog, not kept in memory only.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -383,6 +385,28 @@ static void missing_topic_parks(void **state)
     fx_free(&f);
 }
 
+static void spill_journals_parked(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    const char *sets[] = {"journal.mode=spill", NULL};
+    fx_config(&f, sets);
+    fx_open(&f);
+    struct tg_egress *eg = stub_egress();
+    stub_egress_set_topic_error(eg, TG_JREC_DLQ, 3);
+    pipeline__check_topics(f.pl);
+    offer_bad(&f);
+    feed(&f, 10);
+    pipeline__produce_step(f.pl, 100);
+    stub_egress_deliver_all(eg, TG_OK);
+    assert_int_equal(pipeline__commit(f.pl, false), TG_OK);
+    /* Kafka is up and keeps up, memory is far from short: only the waiting dead letter
+     * makes the commit write. */
+    assert_int_equal(tg_journal_segments(f.pl->jr), 1);
+    assert_int_equal(f.pl->open_records, 1);
+    fx_free(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -391,6 +415,7 @@ int main(void)
         cmocka_unit_test(drop_oldest_failed_tx),
         cmocka_unit_test(dlq_headers_long_topic),
         cmocka_unit_test(missing_topic_parks),
+        cmocka_unit_test(spill_journals_parked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
