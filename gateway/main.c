@@ -233,6 +233,8 @@ static int run(const struct tg_config *cfg)
         .session_expiry_ms = tg_config_get_ms(cfg, "mqtt", "session_expiry_ms"),
         .reconnect_min_ms = tg_config_get_ms(cfg, "mqtt", "reconnect_min_ms"),
         .reconnect_max_ms = tg_config_get_ms(cfg, "mqtt", "reconnect_max_ms"),
+        .max_payload_bytes = tg_config_get_size(cfg, "validate", "max_payload_bytes"),
+        .max_packet_bytes = (uint32_t)tg_config_get_size(cfg, "mqtt", "max_packet_bytes"),
     };
     if (tg_ingress_new(&io, tg_pipeline_offer, pl, metrics, &in, err, sizeof err) != TG_OK) {
         TG_LOG_ERROR("main", "cannot start the MQTT ingress: %s", err);
@@ -343,6 +345,13 @@ int main(int argc, char **argv)
             goto config_error;
     if (setup_logging(cfg) != 0)
         goto out;
+    {
+        char err[2048];
+        if (tg_gateway_config_check(cfg, err, sizeof err) != TG_OK) {
+            fprintf(stderr, "tidegate: configuration error:\n%s\n", err);
+            goto out;
+        }
+    }
     if (check) {
         /* A normal start makes the same checks in tg_pipeline_new(); only here are they made
          * without starting anything. */

@@ -389,8 +389,10 @@ tg_err tg_pipeline_new(const struct tg_config *cfg, struct tg_metrics *metrics,
     const char *path = tg_config_get_str(cfg, "journal", "path");
     make_parent_dir(path);
     bool moved_aside = false;
-    if ((rc = tg_journal_open(path, &pl->jr, &moved_aside, err, errlen)) != TG_OK)
+    struct tg_journal_opts jo = {.max_bytes = pl->max_bytes, .metrics = metrics};
+    if ((rc = tg_journal_open(path, &jo, &pl->jr, &moved_aside, err, errlen)) != TG_OK)
         goto fail;
+    pl->max_bytes -= tg_journal_wal_bound(pl->jr); /* the WAL's share of the cap */
     if (moved_aside)
         TG_LOG_ERROR("journal", "%s failed its check and was moved aside (.corrupt-*); started "
                                 "a fresh journal",

@@ -240,7 +240,8 @@ tg_err pipeline__load_seg(struct tg_pipeline *pl, struct seg *s)
             rc = TG_ERR_NOMEM;
     }
     if (rc == TG_OK)
-        rc = tg_segment_load(data, s->codec, blob, blob_len, s->stored_raw_bytes);
+        rc = tg_segment_load(data, s->codec, blob, blob_len, s->stored_raw_bytes, s->first_rid,
+                             s->last_rid);
     free(blob);
     if (rc != TG_OK) {
         tg_segment_destroy(data);

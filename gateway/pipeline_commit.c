@@ -393,12 +393,19 @@ static tg_err recover_seg(void *ud, const struct tg_jseg_meta *meta, const uint8
     } else {
         /* No bitmap: every rid not stored in the row is done. */
         memset(s->done, 0xff, bitmap_bytes(range));
-        if (pipeline__load_seg(pl, s) == TG_OK) {
+        tg_err lr = pipeline__load_seg(pl, s); /* rids checked to lie in the row's range */
+        if (lr == TG_OK) {
             for (size_t i = 0; i < tg_segment_count(s->data); i++) {
                 struct tg_jrecord rec;
                 tg_segment_get(s->data, i, &rec);
                 bit_clear(s->done, (size_t)(rec.rid - s->first_rid));
             }
+        } else if (lr == TG_ERR_NOMEM) {
+            return lr;
+        } else { /* a corrupt row: its records are lost, counted, and the rest goes on */
+            TG_LOG_ERROR("journal", "segment %llu cannot be read back (%s): %u records dropped",
+                         (unsigned long long)s->first_rid, tg_strerror(lr), meta->n_records);
+            tg_counter_add(pl->m.dropped_corrupt, meta->n_records);
         }
     }
     for (size_t i = 0; i < range; i++)

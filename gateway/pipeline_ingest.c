@@ -102,11 +102,16 @@ void pipeline__process_message(struct tg_pipeline *pl, const struct tg_qmsg *msg
     const char *text = why;
     if (rc != TG_OK) {
         text = tg_decoder_error(pl->dec);
-        if (rc == TG_ERR_TOO_LARGE && msg->payload_len > DLQ_PAYLOAD_MAX) {
+        /* The ingress and tg_pipeline_offer() cut an oversized payload to
+         * max(max_payload_bytes + 1, DLQ_PAYLOAD_MAX) bytes: at that length the size is not
+         * the payload's, so only the limit is stated. */
+        if (rc == TG_ERR_TOO_LARGE && (msg->payload_len == pl->max_payload_bytes + 1 ||
+                                       msg->payload_len >= DLQ_PAYLOAD_MAX)) {
             snprintf(why, sizeof why,
                      "payload larger than the limit of %zu bytes (the dead letter keeps the first "
-                     "%d bytes)",
-                     pl->max_payload_bytes, DLQ_PAYLOAD_MAX);
+                     "%zu bytes)",
+                     pl->max_payload_bytes,
+                     msg->payload_len < DLQ_PAYLOAD_MAX ? msg->payload_len : (size_t)DLQ_PAYLOAD_MAX);
             text = why;
         }
     } else {

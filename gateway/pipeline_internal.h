@@ -27,6 +27,7 @@
 #include "codec.h"
 #include "dedup.h"
 #include "egress_kafka.h"
+#include "gateway_limits.h"
 #include "journal.h"
 #include "queue.h"
 #include "segment.h"
@@ -34,7 +35,7 @@
 
 /* Dead letters keep at most this much of an oversized payload (Kafka's default message size
  * limit is 1 MB; the DLQ is for diagnosis). */
-#define DLQ_PAYLOAD_MAX (64 * 1024)
+#define DLQ_PAYLOAD_MAX TG_DLQ_PAYLOAD_MAX /* gateway_limits.h */
 /* Room for a dead letter's headers: reason, device id, reason text (<= 400 bytes) and the
  * MQTT topic (tg_pipeline_offer() cuts topics to 1 KiB), each with its length prefixes. */
 #define DLQ_HEADERS_MAX 2048
