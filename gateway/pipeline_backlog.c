@@ -331,8 +331,9 @@ static void rewind_to(struct tg_pipeline *pl, struct seg *s, uint64_t rid)
 /* Remembers that the cursor passed over rid (left open) because its topic is unusable. */
 static void park(struct tg_pipeline *pl, enum tg_jrecord_kind kind, uint64_t rid)
 {
-    if (!pl->parked_rid[kind] || rid < pl->parked_rid[kind])
-        pl->parked_rid[kind] = rid;
+    int k = kind == TG_JREC_DLQ; /* a kind read back from disk is not trusted as an index */
+    if (!pl->parked_rid[k] || rid < pl->parked_rid[k])
+        pl->parked_rid[k] = rid;
 }
 
 /* Takes the producer's word on a topic's state: logs and publishes a change. */
@@ -413,16 +414,17 @@ int pipeline__produce_step(struct tg_pipeline *pl, int budget)
             tg_segment_get(s->data, idx, &rec);
             size_t bi = (size_t)(rec.rid - s->first_rid);
             if (!bit_get(s->done, bi) && !bit_get(s->inflight, bi)) {
-                tg_err rc = pl->topic_err[rec.kind] ? TG_ERR_UNAVAILABLE
-                                                    : tg_egress_produce(pl->eg, &rec);
+                int k = rec.kind == TG_JREC_DLQ;
+                tg_err rc = pl->topic_err[k] ? TG_ERR_UNAVAILABLE
+                                             : tg_egress_produce(pl->eg, &rec);
                 int terr = rc != TG_OK && rc != TG_ERR_FULL && tg_err_retriable(rc)
                                ? tg_egress_topic_error(pl->eg, rec.kind)
                                : 0;
-                if (pl->topic_err[rec.kind] || terr) {
+                if (pl->topic_err[k] || terr) {
                     /* Its topic is missing or refused: pass it over, the other topic's
                      * records behind it go on. (No rewind here: the cursor is ours.) */
                     if (terr)
-                        set_topic_state(pl, rec.kind, terr);
+                        set_topic_state(pl, k, terr);
                     park(pl, rec.kind, rec.rid);
                 } else if (rc == TG_ERR_FULL || (rc != TG_OK && tg_err_retriable(rc))) {
                     pl->egress_full = true;
