@@ -7,6 +7,10 @@
  *   journal_error_is_full_*  a journal that fails with an I/O error (not disk full) counts as
  *                            full for the overflow policy: backpressure refuses offers,
  *                            drop_oldest bounds what waits in memory (issue 11);
+ *   disk_full_drop_oldest    a full disk under drop_oldest: the oldest journaled rows go to
+ *                            make room, and once none is left what waits in memory stays
+ *                            within a commit interval's arrivals (durable mode), the oldest
+ *                            dropped and counted; before, it piled up without bound;
  *   drop_oldest_failed_tx    a drop_oldest transaction that fails changes nothing: no record
  *                            is marked done in memory while its row stays, so the next commit
  *                            drops them for real and a restart finds no orphans (issue 11);
@@ -232,6 +236,47 @@ static void journal_error_is_full_drop_oldest(void **state)
     fx_free(&f);
 }
 
+static void disk_full_drop_oldest(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    const char *sets[] = {"journal.overflow=drop_oldest", "journal.segment_bytes=16k", NULL};
+    fx_config(&f, sets);
+    fx_open(&f);
+    stub_egress_set_up(stub_egress(), false);
+    for (int round = 0; round < 5; round++) {
+        feed(&f, 500);
+        assert_int_equal(pipeline__commit(f.pl, false), TG_OK);
+    }
+    uint64_t journaled = tg_journal_data_bytes(f.pl->jr);
+    assert_true(journaled > 0);
+
+    fault.put = TG_ERR_FULL; /* SQLITE_FULL: no new row fits */
+    size_t peak = 0;
+    for (int round = 0; round < 20; round++) {
+        feed(&f, 500);
+        assert_int_equal(pipeline__commit(f.pl, false), TG_ERR_FULL);
+        size_t waiting = unjournaled_bytes(f.pl);
+        if (waiting > peak)
+            peak = waiting;
+    }
+    fault.put = TG_OK;
+    fprintf(stderr, "disk full: journal %llu -> %llu bytes, at most %zu bytes waited in memory, "
+            "%llu dropped\n",
+            (unsigned long long)journaled, (unsigned long long)tg_journal_data_bytes(f.pl->jr),
+            peak, (unsigned long long)dropped_full(&f));
+    /* The journaled rows made room first... */
+    assert_true(tg_journal_data_bytes(f.pl->jr) < journaled);
+    /* ...then memory held about one commit's arrivals (500 readings, < 100 KiB raw). */
+    assert_true(peak <= 2 * 100 * 1024);
+    assert_true(dropped_full(&f) > 0);
+    assert_int_equal(f.pl->open_records + dropped_full(&f), 25 * 500);
+    /* Space returns: the next commit journals what is held. */
+    assert_int_equal(pipeline__commit(f.pl, false), TG_OK);
+    assert_int_equal(unjournaled_bytes(f.pl), 0);
+    fx_free(&f);
+}
+
 static void drop_oldest_failed_tx(void **state)
 {
     (void)state;
@@ -412,6 +457,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(journal_error_is_full_backpressure),
         cmocka_unit_test(journal_error_is_full_drop_oldest),
+        cmocka_unit_test(disk_full_drop_oldest),
         cmocka_unit_test(drop_oldest_failed_tx),
         cmocka_unit_test(dlq_headers_long_topic),
         cmocka_unit_test(missing_topic_parks),
