@@ -8,6 +8,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include <jansson.h>
+
 #include "test_engine_util.h"
 
 /* ---- config ------------------------------------------------------------------------------ */
@@ -446,6 +448,50 @@ static void series_beyond_max_series_are_counted_not_tracked(void **state)
     rec_free(&r);
 }
 
+/* Metric names are any UTF-8 the gateway accepts: quotes, backslashes, control characters
+ * and slashes must survive the JSON outputs and the snapshot keys. */
+static void odd_metric_names_survive_json_and_snapshots(void **state)
+{
+    (void)state;
+    char err[512];
+    struct tg_engine_config *ec = make_config(NULL, err, sizeof err);
+    struct rec r = {0};
+    struct tg_engine *en = tg_engine_new(ec, rec_emit, &r);
+    tg_engine_partition_add(en, 4);
+    const char *name = "a/\"b\"\\c\td\u00e9";
+    feed(en, 4, "dev.1", name, 1000, 1.5);
+    struct store st = {0};
+    tg_engine_snapshot_dirty(en, store_put, &st);
+    tg_engine_flush(en);
+    assert_int_equal(r.aggregates, 1);
+    json_error_t jerr;
+    json_t *doc = json_loads(r.lines[0] + 2, 0, &jerr);
+    if (!doc)
+        fail_msg("not JSON (%s): %s", jerr.text, r.lines[0]);
+    assert_string_equal(json_string_value(json_object_get(doc, "metric")), name);
+    assert_string_equal(json_string_value(json_object_get(doc, "device")), "dev.1");
+    json_decref(doc);
+    /* The snapshot's key holds the name as is, and a new engine takes it back. */
+    struct tg_engine *en2 = tg_engine_new(ec, rec_emit, &r);
+    tg_engine_partition_add(en2, 4);
+    for (size_t i = 0; i < st.n; i++)
+        assert_int_equal(tg_engine_restore(en2, st.v[i].key, st.v[i].key_len, st.v[i].value,
+                                           st.v[i].value_len),
+                         TG_OK);
+    struct tg_engine_stats s2;
+    tg_engine_stats(en2, &s2);
+    assert_int_equal(s2.series, 1);
+    size_t before = r.aggregates;
+    tg_engine_flush(en2); /* the restored open window, under the same name */
+    assert_int_equal(r.aggregates, before + 1);
+    assert_string_equal(r.lines[r.n - 1], r.lines[0]);
+    store_free(&st);
+    tg_engine_destroy(en2);
+    tg_engine_destroy(en);
+    tg_engine_config_destroy(ec);
+    rec_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -459,6 +505,7 @@ int main(void)
         cmocka_unit_test(restore_refuses_garbage),
         cmocka_unit_test(idle_series_are_evicted_with_a_tombstone),
         cmocka_unit_test(series_beyond_max_series_are_counted_not_tracked),
+        cmocka_unit_test(odd_metric_names_survive_json_and_snapshots),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
