@@ -9,19 +9,27 @@
  *
  * Scales: every detector divides by a scale that can be zero on a constant or quantized
  * series, so each is floored by the larger of min_scale (config), the smallest non-zero step
- * the series has shown (the sensor's quantum) and a relative epsilon. A constant series then
+ * the series has shown (the sensor's quantum) and 1e-4 of the value. A constant series then
  * scores nothing for steps of its own resolution but notices a real change.
  *
- * Baselines learn from winsorized samples (clipped to 4 scales of the mean), so one spike
- * barely moves them, while a lasting level shift is absorbed within about 1 / shift_alpha
- * samples and its alert closes.
+ * Learning: a point whose ratio is ANOMALOUS or more teaches the baselines a tenth as much,
+ * and a residual beyond OUTLIER scales moves the level a tenth as much and the variance not
+ * at all (after the variance's own warm-up). So one spike barely moves anything, a level
+ * shift stays visible as one incident for as long as it lasts (a permanent one is absorbed
+ * in about 10 / shift_alpha samples), and a slow drift cannot teach the series that its
+ * spread is as wide as the drift.
+ *
+ * The shift baseline is Holt's level and trend, so slopes (a daily cycle) are not shifts;
+ * the EWMA chart compares a fast EWMA with it, over the larger of its theoretical spread and
+ * the spread it has shown (a slowly wandering sensor moves the fast EWMA by its whole wander).
  *
  * Noise adaptation: a heavy-tailed series crosses ratio 1 now and then though nothing is
- * wrong. The multiplier tracks the (1 - 1e-3) quantile of the ratio by stochastic
- * approximation: each point with a ratio just over the current multiplier (1 to 2 times it)
- * raises it by 2 %, each other point lowers it (not below 1) by the amount that balances at
- * one exceedance in a thousand. Large ratios (clear anomalies) do not raise it, so an
- * incident does not teach the series to ignore the next one.
+ * wrong. A per-series multiplier divides the ratio: each point outside an open alert with a
+ * ratio just over the multiplier (1 to 2 times it) raises it by 2 %, each alert opened by a
+ * modest crossing (r < 2) by half (detect__opened), and each other point lowers it (not below
+ * 1) by the amount that balances at one exceedance in NOISE_TARGET. Clear anomalies (r >= 2)
+ * and the points of an incident raise nothing, so an incident does not teach the series to
+ * ignore the next one.
  *
  * Everything is a pure function of the series' state and the sample: no clock, no
  * randomness, so restored state continues exactly as the original would have.
