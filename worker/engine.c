@@ -186,6 +186,9 @@ static int64_t period_round(const struct series *s)
  * estimate needs a few steps, not a detector's whole warm-up. */
 #define SILENCE_MIN_SAMPLES 5
 
+/* Event times the engine accepts, in ms either side of the epoch. */
+#define TS_LIMIT (INT64_C(1) << 53)
+
 /* Whether the silence detector may judge s: it knows the series' usual period. */
 static bool silence_ready(const struct series *s, const struct detect_params *dp)
 {
@@ -291,6 +294,10 @@ tg_err tg_engine_process(struct tg_engine *en, int32_t partition, const struct t
     if (rd->n_metrics == 0)
         return TG_ERR_MISSING_FIELD;
     int64_t ts = rd->ts_ms;
+    /* Window and alert arithmetic adds windows and periods to event times: keep them far
+     * from overflow (2^53 ms is 285,000 years; the gateway's clock check is much tighter). */
+    if (ts > TS_LIMIT || ts < -TS_LIMIT)
+        return TG_ERR_OUT_OF_RANGE;
     bool late = ps->has_max && ts < ps->max_ts - en->ec->lateness_ms;
     if (!ps->has_max || ts > ps->max_ts) {
         bool had = ps->has_max;

@@ -125,8 +125,13 @@ static void windows_emit_in_key_order_and_per_partition(void **state)
     const char *order[] = {"\"aa\"", "\"bb\"", "\"mm\"", "\"zz\""};
     for (int i = 0; i < 4; i++)
         assert_non_null(strstr(r.lines[1 + i], order[i]));
-    /* Reading for an untracked partition: refused. */
+    /* Reading for an untracked partition, or with an absurd time: refused. */
     assert_int_equal(feed(en, 9, "d", "x", 1, 1), TG_ERR_USAGE);
+    assert_int_equal(feed(en, 1, "d", "x", INT64_MAX, 1), TG_ERR_OUT_OF_RANGE);
+    assert_int_equal(feed(en, 1, "d", "x", INT64_MIN, 1), TG_ERR_OUT_OF_RANGE);
+    struct tg_metric none[1];
+    struct tg_reading empty = {.device = "d", .ts_ms = 1, .n_metrics = 0, .metrics = none};
+    assert_int_equal(tg_engine_process(en, 1, &empty), TG_ERR_MISSING_FIELD);
     tg_engine_partition_drop(en, 0);
     struct tg_engine_stats st;
     tg_engine_stats(en, &st);
