@@ -34,6 +34,7 @@
  * Everything is a pure function of the series' state and the sample: no clock, no
  * randomness, so restored state continues exactly as the original would have.
  */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -50,6 +51,7 @@
 #define DVAR_PRIOR 50           /* samples the chart spread's prior is worth */
 #define DVAR_SLOW 0.1           /* the chart spread learns this fraction as fast as the level */
 #define OUTLIER 3.0             /* residuals beyond this many scales learn slowly */
+#define CALIB_MAX 1e6             /* the noise multiplier's ceiling */
 #define ANOMALOUS 0.5           /* ratio above which a point learns slowly */
 
 double detect__score(double r)
@@ -351,8 +353,8 @@ static void seasonal_point(struct series *s, const struct detect_params *dp, int
         xv = clampd(x, b->mean - WINSOR * sd, b->mean + WINSOR * sd);
     double mean = b->mean, var = b->var;
     ew_update(&mean, &var, xv, alpha);
-    b->mean = (float)mean;
-    b->var = (float)var;
+    b->mean = (float)clampd(mean, -FLT_MAX, FLT_MAX);
+    b->var = (float)clampd(var, 0, FLT_MAX);
 }
 
 void detect__point(struct series *s, const struct detect_params *dp, int64_t ts, double x,
@@ -442,13 +444,13 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
         else if ((m *= 1 - NOISE_UP * NOISE_TARGET / (1 - NOISE_TARGET)) < 1)
             m = 1;
         r /= s->calib < 1 ? 1.0 : s->calib; /* this point is judged by the old multiplier */
-        s->calib = (float)m;
+        s->calib = (float)(m < CALIB_MAX ? m : CALIB_MAX);
     }
     /* The quantum learns after scoring: a constant series' first change is judged against
      * the quantum it had, not against itself. */
     double step = fabs(x - s->last_value);
     if (step > 0 && (s->resolution == 0 || step < s->resolution))
-        s->resolution = (float)step;
+        s->resolution = (float)(step < FLT_MAX ? step : FLT_MAX);
     res->scored = warm || res->ratio[DET_STUCK] > 0 || res->ratio[DET_SEASONAL] > 0;
     res->r = r;
     res->score = detect__score(r);
@@ -460,6 +462,8 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
 
 void detect__opened(struct series *s, const struct detect_params *dp, double r)
 {
-    if (dp->noise_adapt && r < 2)
-        s->calib = (float)((s->calib < 1 ? 1.0 : s->calib) * 1.5);
+    if (!dp->noise_adapt || r >= 2)
+        return;
+    double m = (s->calib < 1 ? 1.0 : s->calib) * 1.5;
+    s->calib = (float)(m < CALIB_MAX ? m : CALIB_MAX);
 }

@@ -12,6 +12,8 @@
 
 #include "test_engine_util.h"
 
+#define TG_ENGINE_SNAPSHOT_MAX_TEST 2048
+
 /* ---- config ------------------------------------------------------------------------------ */
 
 static void config_defaults_build(void **state)
@@ -132,6 +134,10 @@ static void windows_emit_in_key_order_and_per_partition(void **state)
     struct tg_metric none[1];
     struct tg_reading empty = {.device = "d", .ts_ms = 1, .n_metrics = 0, .metrics = none};
     assert_int_equal(tg_engine_process(en, 1, &empty), TG_ERR_MISSING_FIELD);
+    assert_int_equal(feed(en, 1, "", "x", 1, 1), TG_ERR_BAD_NAME);
+    assert_int_equal(feed(en, 1, "a/b", "x", 1, 1), TG_ERR_BAD_NAME);
+    assert_int_equal(feed(en, 1, "d", "", 1, 1), TG_ERR_BAD_NAME);
+    assert_int_equal(feed(en, 1, "d", "x", 1, 1e200), TG_ERR_OUT_OF_RANGE);
     tg_engine_partition_drop(en, 0);
     struct tg_engine_stats st;
     tg_engine_stats(en, &st);
@@ -359,6 +365,29 @@ static void restore_refuses_garbage(void **state)
         assert_int_equal(tg_engine_restore(en, st.v[i].key, st.v[i].key_len, st.v[i].value,
                                            st.v[i].value_len - 1),
                          TG_ERR_MALFORMED);
+    /* A value that decodes but holds what the engine never writes: an event time far
+     * beyond its range (bytes 40..47: last_ts, see snapshot.c), or a NaN mean. */
+    for (size_t i = 0; i < st.n; i++) {
+        if (st.v[i].key_len < 3)
+            continue;
+        unsigned char bad[TG_ENGINE_SNAPSHOT_MAX_TEST];
+        assert_true(st.v[i].value_len <= sizeof bad);
+        memcpy(bad, st.v[i].value, st.v[i].value_len);
+        memset(bad + 40, 0xff, 7);
+        bad[47] = 0x7f;
+        assert_int_equal(tg_engine_restore(en, st.v[i].key, st.v[i].key_len, bad,
+                                           st.v[i].value_len),
+                         TG_ERR_MALFORMED);
+        memcpy(bad, st.v[i].value, st.v[i].value_len);
+        memset(bad + 56, 0xff, 8); /* shift_mean: a NaN */
+        assert_int_equal(tg_engine_restore(en, st.v[i].key, st.v[i].key_len, bad,
+                                           st.v[i].value_len),
+                         TG_ERR_MALFORMED);
+        /* And the untouched value still restores. */
+        assert_int_equal(tg_engine_restore(en, st.v[i].key, st.v[i].key_len, st.v[i].value,
+                                           st.v[i].value_len),
+                         TG_OK);
+    }
     struct tg_engine_stats s;
     tg_engine_stats(en, &s);
     assert_int_equal(s.series, 1);
