@@ -52,6 +52,7 @@
 #define DVAR_SLOW 0.1           /* the chart spread learns this fraction as fast as the level */
 #define OUTLIER 3.0             /* residuals beyond this many scales learn slowly */
 #define CALIB_MAX 1e6             /* the noise multiplier's ceiling */
+#define EARLY_FACTOR 1.0        /* level threshold x (1 + this) at the start of warm-up */
 #define ANOMALOUS 0.5           /* ratio above which a point learns slowly */
 
 double detect__score(double r)
@@ -130,7 +131,13 @@ static void level_point(struct series *s, const struct detect_params *dp, double
 {
     double *ring = series__ring(s);
     int need = dp->level_window / 2 + 1;
-    if (warm && s->level_n >= need) {
+    /* Before the warm-up ends, the level detector already judges (a spike in the first
+     * seconds of a series is as real as a later one) but against a threshold raised in
+     * proportion to how much of the warm-up is left, up to twice, since its scales are
+     * still young. */
+    double early = warm ? 1.0 : 1.0 + EARLY_FACTOR * (double)(dp->warmup_samples - (int)s->n) /
+                                          (double)dp->warmup_samples;
+    if (s->level_n >= need && s->n >= (uint32_t)need) {
         double v[TG_ENGINE_LEVEL_WINDOW_MAX];
         int n = s->level_n;
         memcpy(v, ring, (size_t)n * sizeof *v);
@@ -145,7 +152,7 @@ static void level_point(struct series *s, const struct detect_params *dp, double
             scale = mad;
         if (scale < floor)
             scale = floor;
-        res->ratio[DET_LEVEL] = fabs(x - med) / scale / dp->threshold[DET_LEVEL];
+        res->ratio[DET_LEVEL] = fabs(x - med) / scale / (dp->threshold[DET_LEVEL] * early);
         res->baseline[DET_LEVEL] = med;
     }
     ring[s->level_pos] = x;
@@ -451,7 +458,8 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
     double step = fabs(x - s->last_value);
     if (step > 0 && (s->resolution == 0 || step < s->resolution))
         s->resolution = (float)(step < FLT_MAX ? step : FLT_MAX);
-    res->scored = warm || res->ratio[DET_STUCK] > 0 || res->ratio[DET_SEASONAL] > 0;
+    res->scored = warm || res->ratio[DET_LEVEL] > 0 || res->ratio[DET_STUCK] > 0 ||
+                  res->ratio[DET_SEASONAL] > 0;
     res->r = r;
     res->score = detect__score(r);
     if (s->n < UINT32_MAX)

@@ -330,6 +330,22 @@ static void drift_does_not_hide_a_later_shift(void **state)
     run_end(&ru);
 }
 
+/* A spike in a series' first seconds is as real as a later one: the level detector judges
+ * during the warm-up already, against a raised threshold. */
+static void spike_during_warm_up_is_found(void **state)
+{
+    (void)state;
+    struct run ru;
+    run_start(&ru, NULL);
+    struct rng g = {41};
+    int64_t ts = T0;
+    for (int i = 0; i < 200; i++, ts += 1000)
+        feed(ru.en, 0, "dev", "temp", ts, 20 + 0.2 * rng_gauss(&g) + (i == 14 ? 8 : 0));
+    expect_opens(&ru, "level", 1);
+    expect_opens(&ru, NULL, 1);
+    run_end(&ru);
+}
+
 /* ---- noise ------------------------------------------------------------------------------- */
 
 static void noisy_heavy_tailed_series_does_not_alert_constantly(void **state)
@@ -447,6 +463,7 @@ int main(void)
         cmocka_unit_test(level_shift_is_one_incident),
         cmocka_unit_test(small_sustained_shift_found_by_ewma),
         cmocka_unit_test(drift_does_not_hide_a_later_shift),
+        cmocka_unit_test(spike_during_warm_up_is_found),
         cmocka_unit_test(noisy_heavy_tailed_series_does_not_alert_constantly),
         cmocka_unit_test(gaussian_noise_has_no_false_alerts),
         cmocka_unit_test(rate_detector_handles_irregular_sampling),
