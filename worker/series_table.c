@@ -165,29 +165,49 @@ void series_table__foreach(struct series_table *st, void (*fn)(void *ud, struct 
             fn(ud, st->slots[i].s);
 }
 
+/* True when home lies cyclically in (hole, j]: the entry at j, whose probe started at home,
+ * would no longer be found if it moved back to hole. */
+static bool home_between(uint32_t home, uint32_t hole, uint32_t j, uint32_t mask)
+{
+    return ((home - hole - 1) & mask) < ((j - hole) & mask);
+}
+
+/* Empties slot hole without breaking a probe chain: the entries after it in its cluster that
+ * may move back do (backward-shift deletion, Knuth's Algorithm R). */
+static void delete_at(struct series_table *st, uint32_t hole)
+{
+    uint32_t mask = st->mask;
+    for (uint32_t j = (hole + 1) & mask; st->slots[j].s; j = (j + 1) & mask) {
+        if (home_between(st->slots[j].hash & mask, hole, j, mask))
+            continue;
+        st->slots[hole] = st->slots[j];
+        hole = j;
+    }
+    st->slots[hole] = (struct slot){NULL, 0};
+}
+
 void series_table__remove_if(struct series_table *st, bool (*pred)(void *ud, struct series *s),
                              void *ud)
 {
-    /* Removing from a linear-probing table leaves holes in probe chains. Rather than shift
-     * entries back one by one, compact the survivors to the front of the array and place
-     * them again: removal is rare (a partition revoked). Placing only ever writes an empty
-     * slot, and the survivors not yet placed sit at indices above the one being placed, so
-     * none is overwritten. No allocation: this cannot fail. */
-    size_t kept = 0;
-    for (uint32_t i = 0; i <= st->mask; i++) {
+    /* Removing from a linear-probing table must not leave a hole in the probe chain of an
+     * entry after it: each removal shifts the rest of its cluster back (delete_at). The scan
+     * starts after an empty slot (there is one: the table is at most half full), so no cluster
+     * wraps past its start, and an entry shifted back lands on a slot the scan has yet to
+     * look at (or the one it looks at again). No allocation: this cannot fail. */
+    uint32_t mask = st->mask;
+    uint32_t start = 0;
+    while (st->slots[start].s)
+        start = (start + 1) & mask;
+    uint32_t i = (start + 1) & mask;
+    for (uint32_t seen = 0; seen < mask;) {
         struct series *s = st->slots[i].s;
-        st->slots[i].s = NULL;
-        if (!s)
-            continue;
-        if (pred(ud, s))
+        if (s && pred(ud, s)) {
             free(s);
-        else
-            st->slots[kept++].s = s;
-    }
-    st->count = kept;
-    for (size_t i = 0; i < kept; i++) {
-        struct series *s = st->slots[i].s;
-        st->slots[i].s = NULL;
-        place(st->slots, st->mask, s);
+            st->count--;
+            delete_at(st, i);
+            continue; /* slot i now holds a shifted entry, or nothing */
+        }
+        i = (i + 1) & mask;
+        seen++;
     }
 }
