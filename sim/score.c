@@ -45,8 +45,15 @@ struct alert_kind {
     uint64_t per_label_kind[TG_ANOMALY_KINDS]; /* matched incidents by the label's kind */
 };
 
+struct false_incident {
+    size_t head;  /* index of its identifying record in the sorted records */
+    int64_t start;
+};
+
 struct tg_sim_score {
     int64_t slack_ms;
+    struct false_incident *falses; /* set by tg_sim_score_finish() */
+    size_t n_falses, cap_falses;
     struct label *labels;
     size_t n_labels, cap_labels;
     struct record *records;
@@ -100,6 +107,7 @@ void tg_sim_score_destroy(struct tg_sim_score *sc)
     for (size_t i = 0; i < sc->n_akinds; i++)
         free(sc->akinds[i].name);
     free(sc->labels);
+    free(sc->falses);
     free(sc->records);
     free(sc->akinds);
     free(sc);
@@ -491,6 +499,13 @@ int tg_sim_score_finish(struct tg_sim_score *sc, struct tg_sim_score_result *res
         } else {
             ak->false_alerts++;
             res->all.false_alerts++;
+            struct false_incident *f =
+                grow(sc->falses, &sc->cap_falses, sc->n_falses + 1, sizeof *f);
+            if (!f)
+                goto cleanup;
+            sc->falses = f;
+            sc->falses[sc->n_falses++] =
+                (struct false_incident){.head = (size_t)(head - sc->records), .start = start};
         }
         i = j;
     }
@@ -564,6 +579,52 @@ void tg_sim_score_each_alert_kind(const struct tg_sim_score *sc, tg_sim_score_al
         const struct alert_kind *ak = &sc->akinds[i];
         if (ak->incidents)
             fn(ud, ak->name, ak->incidents, ak->matched, ak->false_alerts);
+    }
+}
+
+void tg_sim_score_each_missed(const struct tg_sim_score *sc, tg_sim_score_missed_fn fn, void *ud)
+{
+    for (size_t i = 0; i < sc->n_labels; i++) {
+        const struct label *l = &sc->labels[i];
+        if (!l->detected)
+            fn(ud, l->device, l->metric, l->kind, l->start_ts, l->end_ts);
+    }
+}
+
+void tg_sim_score_each_false(const struct tg_sim_score *sc, tg_sim_score_false_fn fn, void *ud)
+{
+    for (size_t i = 0; i < sc->n_falses; i++) {
+        const struct record *r = &sc->records[sc->falses[i].head];
+        int64_t start = sc->falses[i].start;
+        /* The device's label nearest in time, whatever its metric: what the alert may have
+         * been about, which is what one wants to know when tuning. */
+        const struct label *near = NULL;
+        int64_t near_dist = INT64_MAX;
+        for (size_t k = first_label_of(sc, r->device);
+             k < sc->n_labels && strcmp(sc->labels[k].device, r->device) == 0; k++) {
+            const struct label *l = &sc->labels[k];
+            int64_t d = start < l->start_ts ? l->start_ts - start
+                        : start > l->end_ts ? start - l->end_ts
+                                            : 0;
+            if (d < near_dist) {
+                near_dist = d;
+                near = l;
+            }
+        }
+        struct tg_sim_score_false f = {
+            .device = r->device,
+            .metric = r->metric,
+            .alert_kind = sc->akinds[r->akind].name,
+            .start_ts = start,
+            .has_near = near != NULL,
+        };
+        if (near) {
+            f.near_metric = near->metric;
+            f.near_kind = near->kind;
+            f.near_start_ts = near->start_ts;
+            f.near_end_ts = near->end_ts;
+        }
+        fn(ud, &f);
     }
 }
 

@@ -144,6 +144,28 @@ typedef void (*tg_sim_score_alert_kind_fn)(void *ud, const char *alert_kind,
 void tg_sim_score_each_alert_kind(const struct tg_sim_score *sc, tg_sim_score_alert_kind_fn fn,
                                   void *ud);
 
+/* The labels no incident matched, in (device, start) order. After tg_sim_score_finish(). */
+typedef void (*tg_sim_score_missed_fn)(void *ud, const char *device, const char *metric,
+                                       enum tg_anomaly_kind kind, int64_t start_ts,
+                                       int64_t end_ts);
+void tg_sim_score_each_missed(const struct tg_sim_score *sc, tg_sim_score_missed_fn fn,
+                              void *ud);
+
+/* One false incident, and the label of its device nearest to its start (any metric), if the
+ * device has one: for tuning, "a shift alert 40 s after a drift ended" says more than a
+ * count. Pointers valid during the callback. */
+struct tg_sim_score_false {
+    const char *device, *metric, *alert_kind;
+    int64_t start_ts;
+    bool has_near;
+    const char *near_metric;
+    enum tg_anomaly_kind near_kind;
+    int64_t near_start_ts, near_end_ts;
+};
+typedef void (*tg_sim_score_false_fn)(void *ud, const struct tg_sim_score_false *f);
+/* In id order. After tg_sim_score_finish(). */
+void tg_sim_score_each_false(const struct tg_sim_score *sc, tg_sim_score_false_fn fn, void *ud);
+
 /* Floors from the command line; a NAN floor is not checked. */
 struct tg_sim_score_floors {
     double min_recall;                /* every kind that has labels */
@@ -169,6 +191,7 @@ struct tg_sim_score_context {
     const struct tg_sim_score_floors *floors;
     bool pass;
     const char *why;    /* tg_sim_score_verdict()'s reasons ("" when it passed) */
+    unsigned details;   /* at most this many missed labels and false incidents listed */
 };
 
 /* The report as a table (text) or one JSON object (json), on out. After

@@ -31,7 +31,7 @@
 struct opts {
     const char *labels, *brokers, *topic;
     bool json, from_beginning, has_since;
-    int64_t since_ms, timeout_ms, slack_ms;
+    int64_t since_ms, timeout_ms, slack_ms, details;
     uint64_t devices;
     double duration_s;
     struct tg_sim_score_floors floors;
@@ -80,6 +80,8 @@ static void usage(FILE *out)
             "  --min-recall X             fail unless every kind with labels has recall >= X\n"
             "  --min-f1 X                 fail unless the overall F1 >= X\n"
             "  --max-false-per-device-hour X  fail unless false alerts per device-hour <= X\n"
+            "  --details N                list at most N missed labels and N false alerts,\n"
+            "                             with the label nearest to each false alert (10)\n"
             "  --json                     the report as one JSON object\n"
             "\n"
             "Exit status: 0 report produced and every floor met, 1 a floor not met or nothing\n"
@@ -134,6 +136,7 @@ enum {
     OPT_MIN_RECALL,
     OPT_MIN_F1,
     OPT_MAX_FALSE,
+    OPT_DETAILS,
 };
 
 /* 0 parsed, 1 help, -1 error (said why). */
@@ -153,10 +156,12 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"min-recall", required_argument, NULL, OPT_MIN_RECALL},
         {"min-f1", required_argument, NULL, OPT_MIN_F1},
         {"max-false-per-device-hour", required_argument, NULL, OPT_MAX_FALSE},
+        {"details", required_argument, NULL, OPT_DETAILS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     *o = (struct opts){
+        .details = 10,
         .topic = "telemetry.anomalies",
         .timeout_ms = 30000,
         .slack_ms = 30000,
@@ -211,6 +216,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case OPT_MAX_FALSE:
             rc = parse_double("--max-false-per-device-hour", optarg, 0, 1e9,
                               &o->floors.max_false_per_device_hour);
+            break;
+        case OPT_DETAILS:
+            rc = parse_i64("--details", optarg, 0, 1000000, &o->details);
             break;
         case 'h':
             return 1;
@@ -513,6 +521,7 @@ int tg_sim_score_main(int argc, char **argv)
         .floors = &o.floors,
         .pass = pass,
         .why = why,
+        .details = (unsigned)o.details,
     };
     int pr = o.json ? tg_sim_score_print_json(sc, &res, &ctx, stdout)
                     : tg_sim_score_print_text(sc, &res, &ctx, stdout);

@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 #include "score.h"
 
@@ -50,6 +51,70 @@ static void alert_kind_text(void *ud, const char *name, uint64_t incidents, uint
     fprintf(kt->out, "%s%s %" PRIu64 " (%" PRIu64 " matched, %" PRIu64 " false)",
             kt->first ? "" : ", ", name, incidents, matched, false_alerts);
     kt->first = false;
+}
+
+/* ms since the epoch as UTC "HH:MM:SS.mmm", which is what one compares with logs. */
+static void fmt_time(char *buf, size_t size, int64_t ms)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    if (ms < 0 || !gmtime_r(&t, &tm)) {
+        snprintf(buf, size, "%" PRId64, ms);
+        return;
+    }
+    snprintf(buf, size, "%02d:%02d:%02d.%03d", tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (int)(ms % 1000));
+}
+
+/* Where t lies relative to [start, end], e.g. "45.0 s after its end". */
+static void fmt_offset(char *buf, size_t size, int64_t t, int64_t start, int64_t end)
+{
+    if (t < start)
+        snprintf(buf, size, "%.1f s before its start", (double)(start - t) / 1000.0);
+    else if (t > end)
+        snprintf(buf, size, "%.1f s after its end", (double)(t - end) / 1000.0);
+    else
+        snprintf(buf, size, "%.1f s into it", (double)(t - start) / 1000.0);
+}
+
+struct list_text {
+    FILE *out;
+    unsigned left;
+};
+
+static void missed_text(void *ud, const char *device, const char *metric,
+                        enum tg_anomaly_kind kind, int64_t start_ts, int64_t end_ts)
+{
+    struct list_text *lt = ud;
+    if (!lt->left)
+        return;
+    lt->left--;
+    char a[32], b[32];
+    fmt_time(a, sizeof a, start_ts);
+    fmt_time(b, sizeof b, end_ts);
+    fprintf(lt->out, "  %s %s %s %s..%s (%.1f s)\n", device, metric, tg_anomaly_kind_name(kind),
+            a, b, (double)(end_ts - start_ts) / 1000.0);
+}
+
+static void false_text(void *ud, const struct tg_sim_score_false *f)
+{
+    struct list_text *lt = ud;
+    if (!lt->left)
+        return;
+    lt->left--;
+    char a[32], b[32], c[32], off[64];
+    fmt_time(a, sizeof a, f->start_ts);
+    fprintf(lt->out, "  %s %s %s at %s", f->device, f->metric, f->alert_kind, a);
+    if (f->has_near) {
+        fmt_time(b, sizeof b, f->near_start_ts);
+        fmt_time(c, sizeof c, f->near_end_ts);
+        fmt_offset(off, sizeof off, f->start_ts, f->near_start_ts, f->near_end_ts);
+        fprintf(lt->out, "; nearest label: %s %s %s..%s, %s", f->near_metric,
+                tg_anomaly_kind_name(f->near_kind), b, c, off);
+    } else {
+        fprintf(lt->out, "; no label on this device");
+    }
+    fprintf(lt->out, "\n");
 }
 
 int tg_sim_score_print_text(const struct tg_sim_score *sc, const struct tg_sim_score_result *res,
@@ -98,6 +163,20 @@ int tg_sim_score_print_text(const struct tg_sim_score *sc, const struct tg_sim_s
         tg_sim_score_each_alert_kind(sc, alert_kind_text, &kt);
         fprintf(out, "\n");
     }
+    uint64_t missed = res->all.labels - res->all.detected;
+    if (ctx->details && missed) {
+        fprintf(out, "missed labels (%s%" PRIu64 ", UTC):\n",
+                missed > ctx->details ? "the first of " : "", missed);
+        struct list_text lt = {out, ctx->details};
+        tg_sim_score_each_missed(sc, missed_text, &lt);
+    }
+    if (ctx->details && res->all.false_alerts) {
+        fprintf(out, "false alerts (%s%" PRIu64 ", UTC):\n",
+                res->all.false_alerts > ctx->details ? "the first of " : "",
+                res->all.false_alerts);
+        struct list_text lt = {out, ctx->details};
+        tg_sim_score_each_false(sc, false_text, &lt);
+    }
     if (res->before_since)
         fprintf(out, "left out: %" PRIu64 " records of alerts that started before --since-ms\n",
                 res->before_since);
@@ -136,6 +215,42 @@ static void alert_kind_json(void *ud, const char *name, uint64_t incidents, uint
                                   (json_int_t)matched, "false_alerts", (json_int_t)false_alerts));
 }
 
+struct list_json {
+    json_t *arr;
+    unsigned left;
+};
+
+static void missed_json(void *ud, const char *device, const char *metric,
+                        enum tg_anomaly_kind kind, int64_t start_ts, int64_t end_ts)
+{
+    struct list_json *lj = ud;
+    if (!lj->left)
+        return;
+    lj->left--;
+    json_array_append_new(lj->arr, json_pack("{s:s,s:s,s:s,s:I,s:I}", "device", device,
+                                             "metric", metric, "kind",
+                                             tg_anomaly_kind_name(kind), "start_ts",
+                                             (json_int_t)start_ts, "end_ts", (json_int_t)end_ts));
+}
+
+static void false_json(void *ud, const struct tg_sim_score_false *f)
+{
+    struct list_json *lj = ud;
+    if (!lj->left)
+        return;
+    lj->left--;
+    json_t *near = f->has_near
+                       ? json_pack("{s:s,s:s,s:I,s:I}", "metric", f->near_metric, "kind",
+                                   tg_anomaly_kind_name(f->near_kind), "start_ts",
+                                   (json_int_t)f->near_start_ts, "end_ts",
+                                   (json_int_t)f->near_end_ts)
+                       : json_null();
+    json_array_append_new(lj->arr, json_pack("{s:s,s:s,s:s,s:I,s:o}", "device", f->device,
+                                             "metric", f->metric, "kind", f->alert_kind,
+                                             "start_ts", (json_int_t)f->start_ts,
+                                             "nearest_label", near));
+}
+
 static json_t *floor_json(double v)
 {
     return isnan(v) ? json_null() : json_real(v);
@@ -146,9 +261,13 @@ int tg_sim_score_print_json(const struct tg_sim_score *sc, const struct tg_sim_s
 {
     int rc = -1;
     json_t *kinds = json_object(), *akinds = json_object();
+    json_t *missed = json_array(), *falses = json_array();
     json_t *doc = NULL;
-    if (!kinds || !akinds)
+    if (!kinds || !akinds || !missed || !falses)
         goto cleanup;
+    struct list_json lm = {missed, ctx->details}, lf = {falses, ctx->details};
+    tg_sim_score_each_missed(sc, missed_json, &lm);
+    tg_sim_score_each_false(sc, false_json, &lf);
     for (int k = 0; k < TG_ANOMALY_KINDS; k++)
         json_object_set_new(kinds, tg_anomaly_kind_name((enum tg_anomaly_kind)k),
                             kind_json(&res->kind[k]));
@@ -172,6 +291,9 @@ int tg_sim_score_print_json(const struct tg_sim_score *sc, const struct tg_sim_s
         jratio(res->device_hours), "clean_device_hours", jratio(res->clean_device_hours),
         "false_per_device_hour", jratio(res->false_per_device_hour), "pass", ctx->pass, "why",
         ctx->why ? ctx->why : "");
+    if (doc && (json_object_set(doc, "missed", missed) != 0 ||
+                json_object_set(doc, "false", falses) != 0))
+        goto cleanup;
     if (!doc)
         goto cleanup;
     if (json_dumpf(doc, out, JSON_INDENT(2) | JSON_SORT_KEYS) != 0)
@@ -182,5 +304,7 @@ cleanup:
     json_decref(doc);
     json_decref(kinds);
     json_decref(akinds);
+    json_decref(missed);
+    json_decref(falses);
     return rc;
 }

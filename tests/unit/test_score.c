@@ -391,6 +391,81 @@ static void floors_say_which_failed(void **state)
     tg_sim_score_destroy(sc);
 }
 
+struct listed {
+    int missed, falses;
+    char text[512];
+};
+
+static void on_missed(void *ud, const char *device, const char *metric,
+                      enum tg_anomaly_kind kind, int64_t start_ts, int64_t end_ts)
+{
+    struct listed *l = ud;
+    l->missed++;
+    size_t n = strlen(l->text);
+    snprintf(l->text + n, sizeof l->text - n, "missed %s %s %s %lld %lld;", device, metric,
+             tg_anomaly_kind_name(kind), (long long)(start_ts - T0), (long long)(end_ts - T0));
+}
+
+static void on_false(void *ud, const struct tg_sim_score_false *f)
+{
+    struct listed *l = ud;
+    l->falses++;
+    size_t n = strlen(l->text);
+    if (f->has_near)
+        snprintf(l->text + n, sizeof l->text - n, "false %s %s %s %lld near %s %s %lld;",
+                 f->device, f->metric, f->alert_kind, (long long)(f->start_ts - T0),
+                 f->near_metric, tg_anomaly_kind_name(f->near_kind),
+                 (long long)(f->near_end_ts - T0));
+    else
+        snprintf(l->text + n, sizeof l->text - n, "false %s %s %s %lld;", f->device, f->metric,
+                 f->alert_kind, (long long)(f->start_ts - T0));
+}
+
+static void details_name_the_missed_and_the_false(void **state)
+{
+    (void)state;
+    struct tg_sim_score *sc = tg_sim_score_new(SLACK);
+    label(sc, "sim-00001", "temperature_c", TG_ANOMALY_DRIFT, S(100), S(400));
+    label(sc, "sim-00001", "humidity_pct", TG_ANOMALY_SPIKE, S(900), S(900));
+    label(sc, "sim-00002", "pressure_hpa", TG_ANOMALY_STUCK, S(100), S(200));
+    incident(sc, "sim-00001", "temperature_c", "shift", S(200));
+    /* 60 s after the drift ended: false, and the drift is its nearest label. */
+    incident(sc, "sim-00001", "temperature_c", "shift", S(460));
+    incident(sc, "sim-00003", "battery_v", "rate", S(10));
+    struct tg_sim_score_result res = finish(sc);
+    assert_int_equal(res.all.false_alerts, 2);
+    struct listed l = {0};
+    tg_sim_score_each_missed(sc, on_missed, &l);
+    tg_sim_score_each_false(sc, on_false, &l);
+    assert_int_equal(l.missed, 2);
+    assert_int_equal(l.falses, 2);
+    assert_string_equal(l.text, "missed sim-00001 humidity_pct spike 900000 900000;"
+                                "missed sim-00002 pressure_hpa stuck 100000 200000;"
+                                "false sim-00001 temperature_c shift 460000 near temperature_c "
+                                "drift 400000;"
+                                "false sim-00003 battery_v rate 10000;");
+
+    /* The text report lists them, at most --details of each. */
+    char why[64] = "";
+    struct tg_sim_score_context ctx = {.topic = "t", .labels_path = "l", .slack_ms = SLACK,
+                                       .floors = &no_floors, .pass = true, .why = why,
+                                       .details = 1};
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    assert_non_null(f);
+    assert_int_equal(tg_sim_score_print_text(sc, &res, &ctx, f), 0);
+    fclose(f);
+    assert_non_null(strstr(text, "missed labels (the first of 2, UTC):\n"
+                                 "  sim-00001 humidity_pct spike "));
+    assert_null(strstr(text, "sim-00002 pressure_hpa stuck"));
+    assert_non_null(strstr(text, "false alerts (the first of 2, UTC):\n"
+                                 "  sim-00001 temperature_c shift at "));
+    assert_non_null(strstr(text, "drift 08:01:40.000..08:06:40.000, 60.0 s after its end\n"));
+    free(text);
+    tg_sim_score_destroy(sc);
+}
+
 static void alert_json_decoding(void **state)
 {
     (void)state;
@@ -563,6 +638,7 @@ int main(void)
         cmocka_unit_test(delay_percentiles_by_nearest_rank),
         cmocka_unit_test(nothing_measured_never_passes),
         cmocka_unit_test(floors_say_which_failed),
+        cmocka_unit_test(details_name_the_missed_and_the_false),
         cmocka_unit_test(alert_json_decoding),
         cmocka_unit_test(since_leaves_out_earlier_alerts),
         cmocka_unit_test(labels_file),
