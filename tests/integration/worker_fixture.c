@@ -486,7 +486,7 @@ struct wfx_worker *wfx_worker_start(const char *dir, const char *name, const cha
     FILE *f = fopen(path, "w");
     assert_non_null(f);
     fprintf(f,
-            "[worker]\ninstance_id = %s\nshutdown_timeout_ms = 10000\n"
+            "[worker]\ninstance_id = %s\n"
             "[log]\nlevel = info\n"
             "[kafka]\nbrokers = %s\ngroup_id = %s\ninput_topic = telemetry\n"
             "alerts_topic = %sanomalies\naggregates_topic = %sagg\nstate_topic = %sstate\n"
