@@ -1,7 +1,8 @@
 /*
  * mqtt_nopair.c - see mqtt_nopair.h. This file defines socketpair(), which takes precedence
- * over libc's for the whole program; it is linked in because the program calls
- * tg_mqtt_nopair_begin().
+ * over libc's for the whole program. So it is a library of its own (tidegate_mqtt_nopair),
+ * linked only by the poll-driven libmosquitto clients (gateway ingress, simulator, node
+ * transport), not part of tidegate_common.
  */
 #include <errno.h>
 #include <stdbool.h>

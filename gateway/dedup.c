@@ -34,14 +34,22 @@ enum kind {
     KIND_NATIVE = 1,
     KIND_NATIVE_PREV = 2, /* native, with a previous boot remembered */
     KIND_SENML = 3,
+    KIND_NATIVE_LEFT = 4, /* native, with the higher boot it went back from remembered */
 };
+
+static bool is_native(uint8_t kind)
+{
+    return kind == KIND_NATIVE || kind == KIND_NATIVE_PREV || kind == KIND_NATIVE_LEFT;
+}
 
 struct native_state {
     uint64_t boot;
     uint64_t seq;       /* highest seq seen in boot */
     uint64_t window;    /* bit i: seq - 1 - i has been seen */
-    uint64_t prev_seq;  /* KIND_NATIVE_PREV: the previous boot's highest seq seen */
-    uint32_t prev_back; /* KIND_NATIVE_PREV: boot - the previous boot (1..UINT32_MAX) */
+    uint64_t prev_seq;  /* KIND_NATIVE_PREV: the previous boot's highest seq seen;
+                         * KIND_NATIVE_LEFT: the left boot's */
+    uint32_t prev_back; /* KIND_NATIVE_PREV: boot - the previous boot (1..UINT32_MAX);
+                         * KIND_NATIVE_LEFT: the left boot - boot (1..UINT32_MAX) */
     uint32_t newest_s;  /* newest device time taken in boot, s since the epoch; 0: unknown */
 };
 
@@ -375,7 +383,7 @@ static enum tg_dedup_verdict native_check(struct tg_dedup *dd, struct entry *e,
 {
     struct native_state *ns = &e->u.nat;
     uint64_t boot = r->boot, seq = r->seq;
-    if (e->kind != KIND_NATIVE && e->kind != KIND_NATIVE_PREV) {
+    if (!is_native(e->kind)) {
         native_start(e, boot, seq, r->ts_ms);
         return TG_DEDUP_NEW;
     }
@@ -404,10 +412,13 @@ static enum tg_dedup_verdict native_check(struct tg_dedup *dd, struct entry *e,
         return TG_DEDUP_NEW;
     }
     if (boot > ns->boot) {
-        /* Normally the device restarted. But a higher boot whose readings are older than
-         * what the current boot sent is an epoch the device has left (it went back to a
-         * lower boot since): a late copy from it, not a restart. */
-        if (boot_time_cmp(dd, ns, r->ts_ms) < 0)
+        /* The device restarted. Unless it went back from a higher boot (a new epoch) and
+         * this is one of the boots it left, with a time older than the current boot's
+         * newest: a late copy from the abandoned epoch, not a restart. (Only then does time
+         * decide against a higher boot: a node whose clock steps back across an ordinary
+         * reboot must not lose its readings.) */
+        if (e->kind == KIND_NATIVE_LEFT && boot - ns->boot <= ns->prev_back &&
+            boot_time_cmp(dd, ns, r->ts_ms) < 0)
             return TG_DEDUP_OUT_OF_WINDOW;
         /* What was current becomes the previous boot, whose tail the outbox may still be
          * draining (remembered while the boots are at most 2^32-1 apart). */
@@ -420,23 +431,31 @@ static enum tg_dedup_verdict native_check(struct tg_dedup *dd, struct entry *e,
         }
         return TG_DEDUP_NEW;
     }
+    /* A lower boot: the previous boot's tail (the outbox draining after a reboot), a stale
+     * copy from long ago, or a node whose boot counter went back (re-flashed, its state
+     * lost). Time tells them apart: the tail and stale copies were taken before the current
+     * boot's readings; the re-flashed node sends readings newer than the current boot's by
+     * more than the grace, and from then on its new boot is the current one. That holds
+     * also when it came back at exactly the previous boot's number. */
+    if (boot_time_cmp(dd, ns, r->ts_ms) > 0) {
+        dd->stats.new_epochs++;
+        dd->last_epoch_from = ns->boot;
+        dd->last_epoch_to = boot;
+        uint64_t left = ns->boot, left_seq = ns->seq;
+        native_start(e, boot, seq, r->ts_ms);
+        if (left - boot <= UINT32_MAX) {
+            e->kind = KIND_NATIVE_LEFT;
+            ns->prev_back = (uint32_t)(left - boot);
+            ns->prev_seq = left_seq;
+        }
+        return TG_DEDUP_NEW;
+    }
     if (e->kind == KIND_NATIVE_PREV && boot == ns->boot - ns->prev_back) {
         if (seq > ns->prev_seq) {
             ns->prev_seq = seq;
             return TG_DEDUP_NEW;
         }
         return seq == ns->prev_seq ? TG_DEDUP_DUPLICATE : TG_DEDUP_OUT_OF_WINDOW;
-    }
-    /* A boot below any remembered: a stale copy from long ago, or a node whose boot counter
-     * went back (re-flashed, its state lost). Its time tells them apart: the re-flashed node
-     * sends readings newer than the current boot's by more than the grace, and from then on
-     * its new boot is the current one. */
-    if (boot_time_cmp(dd, ns, r->ts_ms) > 0) {
-        dd->stats.new_epochs++;
-        dd->last_epoch_from = ns->boot;
-        dd->last_epoch_to = boot;
-        native_start(e, boot, seq, r->ts_ms);
-        return TG_DEDUP_NEW;
     }
     return TG_DEDUP_OUT_OF_WINDOW;
 }
@@ -706,7 +725,7 @@ tg_err tg_dedup_save(struct tg_dedup *dd, uint8_t **blob, size_t *len)
             p = put_varint(p, e->u.nat.seq);
             p = put_varint(p, inverted ? ~window : window);
             p = put_varint(p, newest_code(dd->as_of_ms, e->u.nat.newest_s));
-            if (e->kind == KIND_NATIVE_PREV) {
+            if (e->kind == KIND_NATIVE_PREV || e->kind == KIND_NATIVE_LEFT) {
                 p = put_varint(p, e->u.nat.prev_back);
                 p = put_varint(p, e->u.nat.prev_seq);
             }
@@ -790,7 +809,7 @@ static bool load_device(struct reader *rd, unsigned version, int64_t as_of_ms,
         /* The oldest remembered time, max_ts - below, must be an int64. */
         if (e->n_recent && e->u.senml.max_ts < INT64_MIN + (int64_t)below)
             return false;
-    } else if (e->kind == KIND_NATIVE || e->kind == KIND_NATIVE_PREV) {
+    } else if (is_native(e->kind) && (e->kind != KIND_NATIVE_LEFT || version >= 2)) {
         e->u.nat.boot = get_varint(rd);
         e->u.nat.seq = get_varint(rd);
         e->u.nat.window = get_varint(rd);
@@ -798,7 +817,13 @@ static bool load_device(struct reader *rd, unsigned version, int64_t as_of_ms,
             e->u.nat.window = ~e->u.nat.window;
         if (version >= 2 && !newest_decode(as_of_ms, get_varint(rd), &e->u.nat.newest_s))
             return false;
-        if (e->kind == KIND_NATIVE_PREV) {
+        if (e->kind == KIND_NATIVE_LEFT) {
+            uint64_t up = get_varint(rd);
+            if (up == 0 || up > UINT32_MAX || up > UINT64_MAX - e->u.nat.boot)
+                return false;
+            e->u.nat.prev_back = (uint32_t)up;
+            e->u.nat.prev_seq = get_varint(rd);
+        } else if (e->kind == KIND_NATIVE_PREV) {
             uint64_t back = get_varint(rd);
             if (back == 0 || back > e->u.nat.boot)
                 return false;

@@ -21,9 +21,9 @@
  *     and its highest seq are kept so that the old boot's tail (the outbox draining after a
  *     reboot) is taken: a reading of the previous boot is new if its seq is above the highest
  *     seen for that boot (which then rises), a duplicate if equal, else out of window. Only
- *     ONE previous boot is kept. (A higher boot whose ts is more than the grace OLDER than
- *     the current boot's newest is a late copy from an epoch the device has left: out of
- *     window.)
+ *     ONE previous boot is kept. (After a new epoch, below, a boot up to the one the device
+ *     went back from whose ts is more than the grace OLDER than the current boot's newest is
+ *     a late copy from the abandoned epoch: out of window.)
  *   - any older boot: out of window, unless its ts is more than the epoch grace
  *     (tg_dedup_set_epoch_grace, default 10 s) NEWER than the newest reading of the current
  *     boot. Then the node's boot counter went backwards (re-flashed, its state lost) and it
@@ -165,12 +165,13 @@ bool tg_dedup_dirty(const struct tg_dedup *dd);
  *
  *   "TGDD" | u8 version=2 | u8 0 | zigzag varint as-of ms | varint device count |
  *   per device: u8 bytes shared with the previous id | u8 suffix length | suffix |
- *               u8 kind (1 native, 2 native with previous boot, 3 SenML;
- *                        native + 16: the window is stored inverted) |
+ *               u8 kind (1 native, 2 native with previous boot, 3 SenML, 4 native with the
+ *                        boot it went back from; native + 16: the window is stored inverted) |
  *     native:   varint boot | varint seq | varint window or ~window, whichever is smaller |
  *               varint newest time: 0 unknown, else 1 + zigzag(as-of s - newest ts in s)
  *               (absent in version 1, which still loads) |
- *               [varint boot - prev_boot | varint prev_seq]
+ *               [kind 2: varint boot - prev_boot | varint prev_seq]
+ *               [kind 4: varint left boot - boot | varint the left boot's highest seq]
  *     SenML:    zigzag varint max ts | u8 n | n x varint offset delta (ascending) |
  *   u32 CRC-32 (IEEE) of everything before it
  *

@@ -10,6 +10,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
@@ -20,6 +23,11 @@
 #include "log.h"
 
 #define SCHEMA_VERSION "1"
+/* How often the probe thread asks the cluster about both topics, and how long it waits for
+ * an answer: it runs beside the pipeline, but tg_egress_destroy() waits for the request in
+ * progress, so the wait is short. */
+#define TOPIC_PROBE_INTERVAL_MS 5000
+#define TOPIC_PROBE_TIMEOUT_MS 1000
 
 struct slot {
     uint64_t rid;
@@ -47,7 +55,39 @@ struct tg_egress {
 
     bool up;
     bool fatal;
+
+    /* Per record kind: 0 while its topic takes records as far as we know, else the Kafka
+     * error that said it is missing or refused to us. Written by the pipeline thread (a
+     * produce or delivery error) and the probe thread (metadata), read by both. */
+    atomic_int topic_err[2];
+    pthread_t probe;
+    bool probe_running;
+    pthread_mutex_t probe_mu;
+    pthread_cond_t probe_cv;
+    bool probe_stop;
 };
+
+/* Errors that say a topic is missing or not ours to write: waiting will not help until an
+ * operator creates it or grants access, and the other topic must not wait with it. */
+static bool topic_error(rd_kafka_resp_err_t err)
+{
+    switch (err) {
+    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static void note_topic_error(struct tg_egress *eg, enum tg_jrecord_kind kind,
+                             rd_kafka_resp_err_t err)
+{
+    if (topic_error(err))
+        atomic_store(&eg->topic_err[kind == TG_JREC_DLQ], (int)err);
+}
 
 static tg_err set_prop(rd_kafka_conf_t *conf, const char *section, const char *key,
                        const char *val, char *err, size_t errlen)
@@ -155,6 +195,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
     int64_t ts = s->ts_ms;
     enum tg_jrecord_kind kind = s->kind;
     slot_free(eg, s);
+    note_topic_error(eg, kind, msg->err);
     eg->fn(eg->ud, rid, kind, ts, result, result == TG_OK ? NULL : rd_kafka_err2str(msg->err));
 }
 
@@ -224,6 +265,83 @@ tg_err tg_egress_check_opts(const struct tg_egress_opts *opts, char *err, size_t
     return e;
 }
 
+/* One metadata request for the topics the producer knows (our two). A topic the cluster
+ * lists without error is usable again (the answer also refreshes librdkafka's own view, so
+ * its produce calls stop failing); no answer (cluster down) changes nothing. */
+static void probe_topics(struct tg_egress *eg)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    if (rd_kafka_metadata(eg->rk, 0, NULL, &md, TOPIC_PROBE_TIMEOUT_MS) !=
+        RD_KAFKA_RESP_ERR_NO_ERROR)
+        return;
+    const char *names[2] = {rd_kafka_topic_name(eg->rkt), rd_kafka_topic_name(eg->rkt_dlq)};
+    for (int i = 0; i < md->topic_cnt; i++)
+        for (int k = 0; k < 2; k++)
+            if (strcmp(md->topics[i].topic, names[k]) == 0) {
+                rd_kafka_resp_err_t err = md->topics[i].err;
+                atomic_store(&eg->topic_err[k], topic_error(err) ? (int)err : 0);
+            }
+    rd_kafka_metadata_destroy(md);
+}
+
+/* The probe thread: checks both topics at start, then every TOPIC_PROBE_INTERVAL_MS, until
+ * tg_egress_destroy(). */
+static void *probe_main(void *arg)
+{
+    struct tg_egress *eg = arg;
+    pthread_mutex_lock(&eg->probe_mu);
+    while (!eg->probe_stop) {
+        pthread_mutex_unlock(&eg->probe_mu);
+        probe_topics(eg);
+        pthread_mutex_lock(&eg->probe_mu);
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += TOPIC_PROBE_INTERVAL_MS / 1000;
+        while (!eg->probe_stop &&
+               pthread_cond_timedwait(&eg->probe_cv, &eg->probe_mu, &until) != ETIMEDOUT)
+            ;
+    }
+    pthread_mutex_unlock(&eg->probe_mu);
+    return NULL;
+}
+
+static tg_err probe_start(struct tg_egress *eg)
+{
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca) != 0)
+        return TG_ERR_NOMEM;
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int rc = pthread_cond_init(&eg->probe_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (rc != 0)
+        return TG_ERR_NOMEM;
+    if (pthread_mutex_init(&eg->probe_mu, NULL) != 0) {
+        pthread_cond_destroy(&eg->probe_cv);
+        return TG_ERR_NOMEM;
+    }
+    if (pthread_create(&eg->probe, NULL, probe_main, eg) != 0) {
+        pthread_mutex_destroy(&eg->probe_mu);
+        pthread_cond_destroy(&eg->probe_cv);
+        return TG_ERR_NOMEM;
+    }
+    eg->probe_running = true;
+    return TG_OK;
+}
+
+static void probe_stop(struct tg_egress *eg)
+{
+    if (!eg->probe_running)
+        return;
+    pthread_mutex_lock(&eg->probe_mu);
+    eg->probe_stop = true;
+    pthread_cond_signal(&eg->probe_cv);
+    pthread_mutex_unlock(&eg->probe_mu);
+    pthread_join(eg->probe, NULL);
+    pthread_mutex_destroy(&eg->probe_mu);
+    pthread_cond_destroy(&eg->probe_cv);
+    eg->probe_running = false;
+}
+
 tg_err tg_egress_new(const struct tg_egress_opts *opts, tg_egress_delivery_fn fn, void *ud,
                      struct tg_egress **out, char *err, size_t errlen)
 {
@@ -287,6 +405,11 @@ tg_err tg_egress_new(const struct tg_egress_opts *opts, tg_egress_delivery_fn fn
     eg->pipe_wr = fds[1];
     eg->mainq = rd_kafka_queue_get_main(eg->rk);
     rd_kafka_queue_io_event_enable(eg->mainq, eg->pipe_wr, "1", 1);
+    if (probe_start(eg) != TG_OK) {
+        snprintf(err, errlen, "kafka: cannot start the topic probe thread");
+        tg_egress_destroy(eg);
+        return TG_ERR_NOMEM;
+    }
     *out = eg;
     return TG_OK;
 }
@@ -295,6 +418,7 @@ void tg_egress_destroy(struct tg_egress *eg)
 {
     if (!eg)
         return;
+    probe_stop(eg);
     if (eg->rk) {
         /* Fail everything still queued or in flight, and report it, so the caller keeps
          * those records; nothing is dropped on the floor. */
@@ -369,8 +493,10 @@ tg_err tg_egress_produce(struct tg_egress *eg, const struct tg_jrecord *rec)
         if (err)
             rd_kafka_headers_destroy(hdrs); /* ownership passes only on success */
     }
-    if (err)
+    if (err) {
+        note_topic_error(eg, rec->kind, err);
         return map_produce_error(err);
+    }
     s->rid = rec->rid;
     s->ts_ms = rec->ts_ms;
     s->kind = rec->kind;
@@ -397,6 +523,13 @@ size_t tg_egress_in_flight(const struct tg_egress *eg) { return eg->in_flight; }
 bool tg_egress_up(const struct tg_egress *eg) { return eg->up; }
 
 bool tg_egress_fatal(const struct tg_egress *eg) { return eg->fatal; }
+
+int tg_egress_topic_error(const struct tg_egress *eg, enum tg_jrecord_kind kind)
+{
+    return atomic_load(&((struct tg_egress *)eg)->topic_err[kind == TG_JREC_DLQ]);
+}
+
+const char *tg_egress_error_name(int code) { return rd_kafka_err2name((rd_kafka_resp_err_t)code); }
 
 tg_err tg_egress_flush(struct tg_egress *eg, int timeout_ms)
 {

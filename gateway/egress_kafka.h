@@ -90,6 +90,18 @@ bool tg_egress_up(const struct tg_egress *eg);
  * the instance must be destroyed and created again. */
 bool tg_egress_fatal(const struct tg_egress *eg);
 
+/* 0 while the topic of records of this kind takes records as far as known; else the Kafka
+ * error code that said it is missing or not ours to write (UNKNOWN_TOPIC_OR_PART,
+ * TOPIC_AUTHORIZATION_FAILED, ...). Set by a produce or delivery failing so (which then
+ * reports TG_ERR_UNAVAILABLE), cleared when the cluster's metadata lists the topic again. A
+ * probe thread asks the cluster about both topics at creation and every few seconds, so a
+ * missing topic is known before the first record for it, and a created one is seen soon.
+ * Any thread. */
+int tg_egress_topic_error(const struct tg_egress *eg, enum tg_jrecord_kind kind);
+
+/* The name of a code from tg_egress_topic_error() (librdkafka's, e.g. "UNKNOWN_TOPIC_OR_PART"). */
+const char *tg_egress_error_name(int code);
+
 /* Waits up to timeout_ms for every in-flight record to be reported. TG_ERR_TIMEOUT when
  * some remain. */
 tg_err tg_egress_flush(struct tg_egress *eg, int timeout_ms);

@@ -7,6 +7,10 @@
  */
 #include "gateway_config.h"
 
+#include <stdio.h>
+#include <string.h>
+
+#include "ingress_mqtt.h"
 #include "log.h"
 #include "validate.h"
 
@@ -40,13 +44,18 @@ static const struct tg_config_key gateway_schema[] = {
                "MQTT client id, stable across restarts so the broker keeps the session; with "
                "connections > 1, connection i uses <client_id>-<i>"),
     TG_CFG_STR("mqtt", "topic", "telemetry/+",
-               "topic filter to subscribe; the device id is the topic's last level"),
+               "topic filter to subscribe; the device id is the topic's last level, so the only "
+               "wildcard allowed is a '+' as the last level ('#' is refused)"),
     TG_CFG_INT("mqtt", "qos", "1", 0, 2, "subscription QoS (1: the broker holds what is not "
                "acknowledged)"),
     TG_CFG_INT("mqtt", "connections", "1", 1, 64,
                "MQTT connections; above 1 they share one MQTT v5 shared subscription"),
     TG_CFG_STR("mqtt", "share_group", "tidegate",
                "shared subscription group ($share/<group>/<topic>) when connections > 1"),
+    TG_CFG_SIZE("mqtt", "max_packet_bytes", "2M", TG_KIB(64), TG_MIB(256),
+                "MQTT 5 Maximum Packet Size announced in CONNECT (bytes): the broker drops "
+                "larger messages instead of sending them; at least validate.max_payload_bytes "
+                "+ 2K"),
     TG_CFG_STR("mqtt", "username", "", "MQTT user name; empty: none"),
     TG_CFG_STR("mqtt", "password", "", "MQTT password; empty: none"),
     TG_CFG_STR("mqtt", "tls_ca", "", "CA certificate file (PEM) enabling TLS; empty: plain TCP"),
@@ -87,12 +96,15 @@ static const struct tg_config_key gateway_schema[] = {
     TG_CFG_PASSTHROUGH("kafka.rdkafka",
                        "librdkafka properties (CONFIGURATION.md), applied last: SASL, SSL, ..."),
     /* [journal] */
-    TG_CFG_STR("journal", "path", "/var/lib/tidegate/journal.db", "SQLite journal file"),
+    TG_CFG_STR("journal", "path", "/var/lib/tidegate/journal.db",
+               "SQLite journal file; must not be empty. <path>.lock beside it keeps a second "
+               "gateway off the same journal"),
     TG_CFG_ENUM("journal", "mode", "durable", journal_modes,
                 "durable: every reading not yet confirmed by Kafka is committed to disk each "
                 "commit interval; spill: only when Kafka is behind or down"),
     TG_CFG_SIZE("journal", "max_bytes", "256M", TG_KIB(64), TG_GIB(64),
-                "cap on compressed journal data (bytes); at the cap the overflow policy applies"),
+                "cap on compressed journal data plus the SQLite WAL's share (an eighth, at most "
+                "4 MiB) (bytes); at the cap the overflow policy applies"),
     TG_CFG_ENUM("journal", "overflow", "backpressure", overflow_policies,
                 "at the cap: stop reading MQTT (the broker holds messages), or drop the oldest "
                 "or the newest readings (counted)"),
@@ -128,4 +140,41 @@ static const struct tg_config_key gateway_schema[] = {
 struct tg_config *tg_gateway_config_new(void)
 {
     return tg_config_new(gateway_schema, sizeof gateway_schema / sizeof gateway_schema[0]);
+}
+
+/* Room for the topic and the PUBLISH header next to a payload at the limit. */
+#define PACKET_OVERHEAD_BYTES 2048
+
+tg_err tg_gateway_config_check(const struct tg_config *cfg, char *err, size_t errlen)
+{
+    size_t used = 0;
+    err[0] = '\0';
+#define PROBLEM(section, key, ...)                                                             \
+    do {                                                                                       \
+        int n_ = snprintf(err + used, errlen - used, "%s%s: [%s] %s: ", used ? "\n" : "",      \
+                          tg_config_origin(cfg, section, key), section, key);                  \
+        if (n_ > 0 && (size_t)n_ < errlen - used)                                              \
+            used += (size_t)n_;                                                                \
+        n_ = snprintf(err + used, errlen - used, __VA_ARGS__);                                 \
+        if (n_ > 0)                                                                            \
+            used = (size_t)n_ < errlen - used ? used + (size_t)n_ : errlen - 1;               \
+    } while (0)
+
+    if (!*tg_config_get_str(cfg, "journal", "path"))
+        PROBLEM("journal", "path",
+                "must not be empty: SQLite would use a temporary database and nothing would "
+                "survive a restart");
+    char why[512];
+    if (tg_ingress_topic_check(tg_config_get_str(cfg, "mqtt", "topic"), why, sizeof why) != TG_OK)
+        PROBLEM("mqtt", "topic", "%s", why);
+    uint64_t payload = tg_config_get_size(cfg, "validate", "max_payload_bytes");
+    uint64_t packet = tg_config_get_size(cfg, "mqtt", "max_packet_bytes");
+    if (packet < payload + PACKET_OVERHEAD_BYTES)
+        PROBLEM("mqtt", "max_packet_bytes",
+                "expected at least validate.max_payload_bytes + %d (%llu), got %llu: the broker "
+                "would drop payloads the gateway accepts",
+                PACKET_OVERHEAD_BYTES, (unsigned long long)(payload + PACKET_OVERHEAD_BYTES),
+                (unsigned long long)packet);
+#undef PROBLEM
+    return used ? TG_ERR_CONFIG : TG_OK;
 }

@@ -27,4 +27,11 @@ enum tg_kafka_format { TG_KAFKA_JSON = 0, TG_KAFKA_CBOR = 1 };
 /* A new config holding the gateway schema's defaults; NULL when out of memory. */
 struct tg_config *tg_gateway_config_new(void);
 
+/* Checks what the schema cannot say about single values: journal.path not empty,
+ * mqtt.topic a filter that names the device by its last level (tg_ingress_topic_check),
+ * mqtt.max_packet_bytes room for validate.max_payload_bytes. TG_ERR_CONFIG with every
+ * problem in err, one per line, as "FILE:LINE: [section] key: what was expected". Both a
+ * normal start and --check-config make it before anything else. */
+tg_err tg_gateway_config_check(const struct tg_config *cfg, char *err, size_t errlen);
+
 #endif

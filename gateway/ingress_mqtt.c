@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "gateway_limits.h"
 #include "mqtt_nopair.h"
 
 /* Poll timeout while messages wait for the sink: how soon the sink is offered them again. */
@@ -95,6 +96,7 @@ struct tg_ingress {
     int port;
     char *sub_topic; /* the filter, or $share/<group>/<filter> */
     int qos;
+    size_t max_payload_bytes; /* 0: no cut (tg_ingress_opts) */
     int keepalive_s;
     bool keeps_session; /* session expiry of at least 1 s on the wire */
     int64_t reconnect_min_ms;
@@ -426,6 +428,15 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
     size_t topic_len = strlen(topic);
     const uint8_t *payload = msg->payload;
     size_t payload_len = msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0;
+    /* An oversized payload is only ever dead-lettered as too large, keeping its first
+     * TG_DLQ_PAYLOAD_MAX bytes: nothing more of it is copied (neither into the hand-off
+     * queue nor into a pending message while the pipeline is full). */
+    if (in->max_payload_bytes && payload_len > in->max_payload_bytes) {
+        size_t keep = in->max_payload_bytes + 1 > TG_DLQ_PAYLOAD_MAX ? in->max_payload_bytes + 1
+                                                                     : TG_DLQ_PAYLOAD_MAX;
+        if (payload_len > keep)
+            payload_len = keep;
+    }
 
     /* Behind messages already waiting, this one waits too: order per connection. */
     if (!c->pend_head) {
@@ -620,6 +631,30 @@ static tg_err check_readable(const char *key, const char *path, char *err, size_
     return TG_OK;
 }
 
+tg_err tg_ingress_topic_check(const char *filter, char *why, size_t whylen)
+{
+    if (!*filter || mosquitto_sub_topic_check(filter) != MOSQ_ERR_SUCCESS) {
+        snprintf(why, whylen, "\"%s\" is not a valid MQTT topic filter", filter);
+        return TG_ERR_CONFIG;
+    }
+    /* The device id is the last level of each message's topic. With '#' or a '+' before
+     * the last level, two different devices (telemetry/A/x, telemetry/B/x) would both be
+     * taken as device x, or one device's readings split by an extra level. */
+    const char *last = strrchr(filter, '/');
+    last = last ? last + 1 : filter;
+    for (const char *p = filter; *p; p++) {
+        if (*p == '#' || (*p == '+' && p != last)) {
+            snprintf(why, whylen,
+                     "\"%s\" makes the device id ambiguous: the device id is the topic's last "
+                     "level, so the only wildcard allowed is a '+' as the last level "
+                     "(e.g. \"telemetry/+\")",
+                     filter);
+            return TG_ERR_CONFIG;
+        }
+    }
+    return TG_OK;
+}
+
 static tg_err check_opts(const struct tg_ingress_opts *o, char *err, size_t errlen)
 {
     if (empty(o->host)) {
@@ -635,9 +670,9 @@ static tg_err check_opts(const struct tg_ingress_opts *o, char *err, size_t errl
                               "needs a stable client id)");
         return TG_ERR_CONFIG;
     }
-    if (empty(o->topic) || mosquitto_sub_topic_check(o->topic) != MOSQ_ERR_SUCCESS) {
-        snprintf(err, errlen, "[mqtt] topic: \"%s\" is not a valid MQTT topic filter",
-                 o->topic ? o->topic : "");
+    char why[256];
+    if (tg_ingress_topic_check(o->topic ? o->topic : "", why, sizeof why) != TG_OK) {
+        snprintf(err, errlen, "[mqtt] topic: %s", why);
         return TG_ERR_CONFIG;
     }
     if (o->qos < 0 || o->qos > 2) {
@@ -713,6 +748,12 @@ static tg_err store_connect_properties(struct conn *c, const struct tg_ingress_o
     mosquitto_property *props = NULL;
     int rc = mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL,
                                           (uint32_t)expiry_s);
+    /* Maximum Packet Size (MQTT 5, 3.1.2.11.4): the broker must not send us a larger
+     * packet. libmosquitto reads a whole PUBLISH into memory before on_message, whatever
+     * its size, so this is the only bound on what one message can cost us. */
+    if (rc == MOSQ_ERR_SUCCESS && o->max_packet_bytes)
+        rc = mosquitto_property_add_int32(&props, MQTT_PROP_MAXIMUM_PACKET_SIZE,
+                                          o->max_packet_bytes);
     if (rc == MOSQ_ERR_SUCCESS) {
         rc = mosquitto_connect_bind_v5(c->mosq, o->host, o->port, 1, NULL, props);
         /* MOSQ_ERR_INVAL is the expected answer (the keepalive); anything else means the
@@ -802,6 +843,7 @@ tg_err tg_ingress_new(const struct tg_ingress_opts *opts, tg_ingress_sink_fn sin
     in->ud = ud;
     in->port = opts->port;
     in->qos = opts->qos;
+    in->max_payload_bytes = opts->max_payload_bytes;
     in->keepalive_s = (int)(opts->keepalive_ms / 1000);
     in->keeps_session = opts->session_expiry_ms >= 1000;
     in->reconnect_min_ms = opts->reconnect_min_ms;

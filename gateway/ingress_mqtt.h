@@ -52,7 +52,7 @@ struct tg_ingress_opts {
     const char *host;
     int port;
     const char *client_id;
-    const char *topic;          /* filter, e.g. "telemetry/+" */
+    const char *topic;          /* filter, e.g. "telemetry/+"; see tg_ingress_topic_check() */
     int qos;
     int connections;            /* >= 1 */
     const char *share_group;    /* used when connections > 1 */
@@ -65,7 +65,22 @@ struct tg_ingress_opts {
     int64_t session_expiry_ms;
     int64_t reconnect_min_ms;
     int64_t reconnect_max_ms;
+    /* validate.max_payload_bytes: of a larger payload only the first
+     * max(max_payload_bytes + 1, TG_DLQ_PAYLOAD_MAX) bytes are handed to the sink, or kept
+     * while it is full: what its dead letter keeps. The rest is never copied. 0: no cut. */
+    size_t max_payload_bytes;
+    /* mqtt.max_packet_bytes, announced in CONNECT as the MQTT 5 Maximum Packet Size: the
+     * broker does not send larger packets (it drops them), so libmosquitto never allocates
+     * for one. 0: not announced. */
+    uint32_t max_packet_bytes;
 };
+
+/* Whether filter is a topic filter whose messages each name their device by the topic's
+ * last level: a valid filter whose only wildcard, if any, is a '+' as its last level
+ * ("telemetry/+", or "telemetry/dev-1" for one device). '#' anywhere, or '+' at another
+ * level, would let "telemetry/A/B" be taken as device B: TG_ERR_CONFIG with the reason in
+ * why. */
+tg_err tg_ingress_topic_check(const char *filter, char *why, size_t whylen);
 
 /* Takes one message; called on the ingress thread; must not block. topic is the full topic
  * (not NUL-terminated within topic_len; the device id is the sink's business), rx_ms the

@@ -37,15 +37,55 @@ struct tg_jseg_meta {
 };
 
 struct tg_journal;
+struct tg_metrics;
 
-/* Opens (creating if needed) the journal at path, checks it with PRAGMA quick_check, and
- * prepares it for writing. A file that fails the check is renamed to
- * "<path>.corrupt-<unix time>" (kept for inspection) and a fresh journal is created;
- * *moved_aside is set to true then. On error returns NULL-equivalent status with a
- * message naming the path in err. */
-tg_err tg_journal_open(const char *path, struct tg_journal **out, bool *moved_aside, char *err,
-                       size_t errlen);
+/* Schema version this gateway writes (SQLite's user_version). A journal with a newer one was
+ * written by a newer tidegate and is refused rather than misread. */
+#define TG_JOURNAL_SCHEMA_VERSION 1
+
+/* Most rids one row may span (its done bitmap is range/8 bytes): journal.segment_bytes at its
+ * largest holds fewer records than this. A row claiming more is corrupt. */
+#ifndef TG_JOURNAL_RANGE_MAX
+#define TG_JOURNAL_RANGE_MAX ((uint64_t)1 << 24)
+#endif
+
+struct tg_journal_opts {
+    /* journal.max_bytes. The SQLite WAL is held to an eighth of it (at most 4 MiB, see
+     * tg_journal_wal_bound()); 0: that largest bound. */
+    uint64_t max_bytes;
+    /* Registry for the journal's own metrics (corrupt rows, WAL size); NULL: none. */
+    struct tg_metrics *metrics;
+};
+
+/* Opens (creating if needed) the journal at path for this process alone, checks it and
+ * prepares it for writing:
+ *  - path must not be empty (SQLite would silently use a temporary database);
+ *  - "<path>.lock" is locked (flock, released by tg_journal_close or the process's exit): a
+ *    second process on the same journal is refused with an error naming the holder's pid,
+ *    since two gateways on one journal would each send its records;
+ *  - an existing zero-byte file is logged (a warning) and taken as a fresh journal;
+ *  - PRAGMA quick_check: a file that fails it is renamed to "<path>.corrupt-<unix time>"
+ *    (kept for inspection) and a fresh journal is created; *moved_aside is set then;
+ *  - journal_mode=WAL must take (it cannot on some filesystems), and a schema version newer
+ *    than TG_JOURNAL_SCHEMA_VERSION is refused.
+ * Rows whose stored fields cannot be right (see tg_journal_scan) are found at the first scan.
+ * On error returns the code with a message naming the path in err: TG_ERR_CONFIG for an
+ * empty path, a journal in use or of a newer schema; TG_ERR_IO and others as SQLite says. */
+tg_err tg_journal_open(const char *path, const struct tg_journal_opts *opts,
+                       struct tg_journal **out, bool *moved_aside, char *err, size_t errlen);
+/* Commits nothing: an open transaction is rolled back. Checkpoints the WAL into the database
+ * and truncates it, so a cleanly stopped gateway leaves the database file alone on disk. */
 void tg_journal_close(struct tg_journal *jr);
+
+/* Bytes of journal.max_bytes set aside for the SQLite WAL: the WAL is checkpointed and
+ * truncated after any commit that leaves it larger, so the segment data may use
+ * max_bytes - tg_journal_wal_bound(). (A single transaction larger than the bound still
+ * passes through the WAL whole before it is truncated.) */
+uint64_t tg_journal_wal_bound(const struct tg_journal *jr);
+/* Size of the WAL file after the last commit or checkpoint. */
+uint64_t tg_journal_wal_bytes(const struct tg_journal *jr);
+/* Rows found corrupt and removed since open (also tidegate_journal_corrupt_rows_total). */
+uint64_t tg_journal_corrupt_rows(const struct tg_journal *jr);
 
 /* Text of the last SQLite error, for logs. */
 const char *tg_journal_errmsg(const struct tg_journal *jr);
@@ -71,7 +111,14 @@ tg_err tg_journal_delete(struct tg_journal *jr, uint64_t id);
 tg_err tg_journal_read(struct tg_journal *jr, uint64_t id, uint8_t **blob, size_t *blob_len);
 
 /* Calls fn for every stored segment in id order, with its done bitmap (NULL when none).
- * Stops and returns fn's error if it returns one. */
+ * Stops and returns fn's error if it returns one. Every field read back is checked first:
+ * integer columns that are integers, id == first_rid >= 1, first_rid <= last_rid with at
+ * most TG_JOURNAL_RANGE_MAX rids, ranges not overlapping the previous row's, n_records
+ * within the range, a known codec, raw_bytes at most TG_SEGMENT_RAW_MAX, data a blob. A row
+ * that fails is not passed to fn: it is logged, counted in
+ * tidegate_journal_corrupt_rows_total and deleted after the scan (its records cannot be
+ * sent; the rest of the journal is unaffected). A done bitmap of the wrong length is logged
+ * and passed as NULL, so the caller resends what the row stores rather than trust it. */
 typedef tg_err (*tg_journal_scan_fn)(void *ud, const struct tg_jseg_meta *meta,
                                      const uint8_t *done, size_t done_len);
 tg_err tg_journal_scan(struct tg_journal *jr, tg_journal_scan_fn fn, void *ud);

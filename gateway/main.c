@@ -10,8 +10,11 @@
  * the broker before it can be kept.
  *
  * Stop (SIGTERM or SIGINT): the reverse. The ingress stops reading and hands on what it
- * already received; the pipeline takes all of it, waits up to gateway.shutdown_timeout_ms
- * for Kafka to confirm what is in flight and commits everything else to the journal; exit 0.
+ * already received; the pipeline takes all of it (past the journal's cap if need be), waits
+ * for Kafka to confirm what is in flight until gateway.shutdown_timeout_ms after the signal,
+ * and commits everything else to the journal; exit 0. A second SIGTERM or SIGINT ends the wait
+ * for Kafka at once (the commit still happens); a third, or a stop still unfinished
+ * STOP_GRACE_MS after the timeout, exits 1 at once: the journal keeps its last commit.
  * SIGHUP re-reads the device keys file.
  *
  * Signals are blocked in every thread and taken synchronously here with sigwait(), so no
@@ -19,6 +22,9 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <stdatomic.h>
+#include <time.h>
+#include <unistd.h>
 #include <librdkafka/rdkafka.h>
 #include <malloc.h>
 #include <mosquitto.h>
@@ -42,6 +48,10 @@
 #endif
 
 enum { EXIT_CONFIG = 1, EXIT_USAGE = 2 };
+
+/* After gateway.shutdown_timeout_ms, how long the final commit may take before the process
+ * gives up on it (the systemd unit's TimeoutStopSec covers both, with room to spare). */
+#define STOP_GRACE_MS 10000
 
 static void usage(FILE *out)
 {
@@ -73,11 +83,77 @@ struct health {
 static bool health_check(void *ud, char *reason, size_t len)
 {
     struct health *h = ud;
-    if (!tg_pipeline_healthy(h->pl)) {
-        snprintf(reason, len, "the journal cannot be written");
-        return false;
+    return tg_pipeline_health(h->pl, reason, len);
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The stop sequence runs on its own thread, so that main goes on taking signals. */
+struct stopper {
+    struct tg_ingress *in;
+    struct tg_pipeline *pl;
+    int64_t timeout_ms;
+    tg_err rc;
+    atomic_bool done;
+};
+
+static void *stopper_main(void *arg)
+{
+    struct stopper *st = arg;
+    /* Reverse order: stop taking, then finish what was taken. */
+    tg_ingress_stop(st->in);
+    st->rc = tg_pipeline_stop(st->pl, st->timeout_ms);
+    atomic_store(&st->done, true);
+    return NULL;
+}
+
+/* A stop bounded in time whatever the parts do: see the top of the file. */
+static tg_err stop_bounded(struct tg_ingress *in, struct tg_pipeline *pl, int64_t timeout_ms,
+                           const sigset_t *sigs)
+{
+    int64_t start = mono_ms();
+    tg_pipeline_begin_stop(pl, timeout_ms);
+    struct stopper st = {.in = in, .pl = pl, .timeout_ms = timeout_ms};
+    pthread_t th;
+    if (pthread_create(&th, NULL, stopper_main, &st) != 0) {
+        stopper_main(&st);
+        return st.rc;
     }
-    return true;
+    int64_t give_up = start + timeout_ms + STOP_GRACE_MS;
+    int signals = 1;
+    while (!atomic_load(&st.done)) {
+        struct timespec tick = {.tv_nsec = 50 * 1000000L};
+        int sig = sigtimedwait(sigs, NULL, &tick);
+        int64_t now = mono_ms();
+        if (sig == SIGTERM || sig == SIGINT) {
+            if (++signals == 2) {
+                TG_LOG_WARN("main", "%s again: not waiting for Kafka any more, committing what "
+                                    "is held to the journal",
+                            sig == SIGTERM ? "SIGTERM" : "SIGINT");
+                tg_pipeline_hurry(pl);
+                if (now + STOP_GRACE_MS < give_up)
+                    give_up = now + STOP_GRACE_MS;
+            } else {
+                TG_LOG_ERROR("main", "%s a third time: exiting now; the journal keeps its last "
+                                     "commit",
+                             sig == SIGTERM ? "SIGTERM" : "SIGINT");
+                _exit(EXIT_FAILURE);
+            }
+        }
+        if (now >= give_up) {
+            TG_LOG_ERROR("main", "the stop is not done %d ms after gateway.shutdown_timeout_ms: "
+                                 "exiting now; the journal keeps its last commit",
+                         STOP_GRACE_MS);
+            _exit(EXIT_FAILURE);
+        }
+    }
+    pthread_join(th, NULL);
+    return st.rc;
 }
 
 /* Applies [log] level and debug. */
@@ -157,6 +233,8 @@ static int run(const struct tg_config *cfg)
         .session_expiry_ms = tg_config_get_ms(cfg, "mqtt", "session_expiry_ms"),
         .reconnect_min_ms = tg_config_get_ms(cfg, "mqtt", "reconnect_min_ms"),
         .reconnect_max_ms = tg_config_get_ms(cfg, "mqtt", "reconnect_max_ms"),
+        .max_payload_bytes = tg_config_get_size(cfg, "validate", "max_payload_bytes"),
+        .max_packet_bytes = (uint32_t)tg_config_get_size(cfg, "mqtt", "max_packet_bytes"),
     };
     if (tg_ingress_new(&io, tg_pipeline_offer, pl, metrics, &in, err, sizeof err) != TG_OK) {
         TG_LOG_ERROR("main", "cannot start the MQTT ingress: %s", err);
@@ -184,9 +262,12 @@ static int run(const struct tg_config *cfg)
         TG_LOG_INFO("main", "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
         break;
     }
-    status = EXIT_SUCCESS;
+    status = stop_bounded(in, pl, tg_config_get_ms(cfg, "gateway", "shutdown_timeout_ms"), &sigs) ==
+                     TG_OK
+                 ? EXIT_SUCCESS
+                 : EXIT_FAILURE;
 out:
-    /* Reverse order: stop taking, then finish what was taken. */
+    /* Reverse order: stop taking, then finish what was taken (no-ops after stop_bounded). */
     if (in)
         tg_ingress_stop(in);
     if (pl && tg_pipeline_stop(pl, tg_config_get_ms(cfg, "gateway", "shutdown_timeout_ms")) !=
@@ -264,6 +345,13 @@ int main(int argc, char **argv)
             goto config_error;
     if (setup_logging(cfg) != 0)
         goto out;
+    {
+        char err[2048];
+        if (tg_gateway_config_check(cfg, err, sizeof err) != TG_OK) {
+            fprintf(stderr, "tidegate: configuration error:\n%s\n", err);
+            goto out;
+        }
+    }
     if (check) {
         /* A normal start makes the same checks in tg_pipeline_new(); only here are they made
          * without starting anything. */

@@ -58,9 +58,21 @@ tg_err tg_pipeline_start(struct tg_pipeline *pl);
 tg_err tg_pipeline_offer(void *pl, const char *topic, size_t topic_len, const uint8_t *payload,
                          size_t payload_len, int64_t rx_ms);
 
+/* The first step of a stop, before the producer (ingress) is stopped: from now on
+ * tg_pipeline_offer() takes every message (the journal may pass its cap for them: they were
+ * acknowledged to the broker, and refusing them would make the ingress's stop wait for room
+ * that only Kafka can make), and the wait for Kafka in tg_pipeline_stop() ends timeout_ms
+ * from now. Any thread. */
+void tg_pipeline_begin_stop(struct tg_pipeline *pl, int64_t timeout_ms);
+
+/* Cuts the wait for Kafka in tg_pipeline_stop() short (a second SIGTERM): what is not
+ * confirmed is committed to the journal at once. Any thread. */
+void tg_pipeline_hurry(struct tg_pipeline *pl);
+
 /* Graceful stop; call after the producer stopped offering. Processes everything offered,
- * waits up to timeout_ms for Kafka to confirm what is in flight, commits everything not
- * confirmed to the journal (also in spill mode) with the dedup window, and joins the thread.
+ * waits up to timeout_ms (counted from tg_pipeline_begin_stop() when that came first) for
+ * Kafka to confirm what is in flight, commits everything not confirmed to the journal (also
+ * in spill mode) with the dedup window, and joins the thread.
  * TG_OK, or TG_ERR_IO when the final commit failed (then the journal holds the state of the
  * previous commit). */
 tg_err tg_pipeline_stop(struct tg_pipeline *pl, int64_t timeout_ms);
@@ -68,8 +80,11 @@ tg_err tg_pipeline_stop(struct tg_pipeline *pl, int64_t timeout_ms);
 /* Frees (stopping first if needed, with a zero timeout). NULL-safe. */
 void tg_pipeline_destroy(struct tg_pipeline *pl);
 
-/* For /healthz (any thread): false once the journal cannot be written. */
-bool tg_pipeline_healthy(const struct tg_pipeline *pl);
+/* For /healthz (any thread): false while the journal cannot be written or a Kafka topic
+ * (telemetry or dead letters) is missing or not writable by us; then reason (len bytes, may
+ * be NULL when len is 0) says which. */
+bool tg_pipeline_health(const struct tg_pipeline *pl, char *reason, size_t len);
+bool tg_pipeline_healthy(const struct tg_pipeline *pl); /* tg_pipeline_health() without reason */
 
 /* Set reload requests from a signal handler (async-signal-safe): the pipeline thread re-reads
  * the device keys file. */

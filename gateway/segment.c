@@ -226,6 +226,28 @@ long tg_segment_find(const struct tg_segment *seg, uint64_t rid)
     return (lo < seg->count && seg->idx[lo].rid == rid) ? (long)lo : -1;
 }
 
+/* ZSTD_compress() with the frame's content checksum on (4 bytes per segment): without it a
+ * flipped bit in a stored literal decompresses "successfully" into a wrong record. The
+ * context is made per call, as ZSTD_compress() does internally: one compression per segment
+ * written, so this costs nothing ZSTD_compress() did not. */
+static tg_err zstd_compress_checked(void *dst, size_t cap, const void *src, size_t len, int level,
+                                    size_t *out_len)
+{
+    ZSTD_CCtx *cctx = ZSTD_createCCtx();
+    if (!cctx)
+        return TG_ERR_NOMEM;
+    size_t n = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
+    if (!ZSTD_isError(n))
+        n = ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
+    if (!ZSTD_isError(n))
+        n = ZSTD_compress2(cctx, dst, cap, src, len);
+    ZSTD_freeCCtx(cctx);
+    if (ZSTD_isError(n))
+        return TG_ERR_INTERNAL;
+    *out_len = n;
+    return TG_OK;
+}
+
 tg_err tg_segment_compress(const struct tg_segment *seg, enum tg_codec_id codec, int level,
                            uint8_t **out, size_t *out_len)
 {
@@ -248,13 +270,14 @@ tg_err tg_segment_compress(const struct tg_segment *seg, enum tg_codec_id codec,
         return TG_ERR_NOMEM;
     size_t n;
     switch (codec) {
-    case TG_CODEC_ZSTD:
-        n = ZSTD_compress(dst, bound, seg->buf, seg->len, level);
-        if (ZSTD_isError(n)) {
+    case TG_CODEC_ZSTD: {
+        tg_err e = zstd_compress_checked(dst, bound, seg->buf, seg->len, level, &n);
+        if (e != TG_OK) {
             free(dst);
-            return TG_ERR_INTERNAL;
+            return e;
         }
         break;
+    }
     case TG_CODEC_LZ4: {
         int r = LZ4_compress_default((const char *)seg->buf, (char *)dst, (int)seg->len, (int)bound);
         if (r <= 0 && seg->len > 0) {
@@ -275,8 +298,10 @@ tg_err tg_segment_compress(const struct tg_segment *seg, enum tg_codec_id codec,
     return TG_OK;
 }
 
-/* Rebuilds the index from the serialized bytes in seg->buf; false when they are corrupt. */
-static bool reindex(struct tg_segment *seg)
+/* Rebuilds the index from the serialized bytes in seg->buf: TG_ERR_INTERNAL when they are
+ * corrupt (a field runs past the end, a rid does not increase, or one falls outside
+ * [first_rid, last_rid]), TG_ERR_NOMEM when the index cannot grow. */
+static tg_err reindex(struct tg_segment *seg, uint64_t first_rid, uint64_t last_rid)
 {
     const uint8_t *p = seg->buf, *end = seg->buf + seg->len;
     uint64_t rid = 0;
@@ -286,42 +311,72 @@ static bool reindex(struct tg_segment *seg)
         uint64_t drid, dts, drx;
         if (!get_varint(&p, end, &drid) || !get_varint(&p, end, &dts) ||
             !get_varint(&p, end, &drx))
-            return false;
+            return TG_ERR_INTERNAL;
         if (drid == 0 && seg->count > 0)
-            return false; /* rids must increase */
+            return TG_ERR_INTERNAL; /* rids must increase */
+        /* Checked before adding, so a huge delta cannot wrap around into the range. */
+        if (drid > last_rid - rid)
+            return TG_ERR_INTERNAL;
         rid += drid;
+        if (rid < first_rid)
+            return TG_ERR_INTERNAL;
         ts = (int64_t)((uint64_t)ts + (uint64_t)unzigzag(dts));
         rx = (int64_t)((uint64_t)rx + (uint64_t)unzigzag(drx));
         uint32_t body_off = (uint32_t)(p - seg->buf);
         struct tg_jrecord tmp;
         if (!parse_body(&p, end, &tmp))
-            return false;
+            return TG_ERR_INTERNAL;
         if (!reserve((uint8_t **)&seg->idx, &seg->idx_cap, seg->count + 1, sizeof *seg->idx))
-            return false;
+            return TG_ERR_NOMEM;
         seg->idx[seg->count++] =
             (struct rec_index){.rid = rid, .ts_ms = ts, .rx_ms = rx, .body_off = body_off};
     }
-    return true;
+    return TG_OK;
+}
+
+/* Whether raw_bytes can be what blob decompresses to, judged before allocating for it. */
+static bool plausible_size(enum tg_codec_id codec, const uint8_t *blob, size_t blob_len,
+                           size_t raw_bytes)
+{
+    if (raw_bytes > TG_SEGMENT_RAW_MAX)
+        return false;
+    switch (codec) {
+    case TG_CODEC_ZSTD: {
+        /* One whole frame, whose header states exactly the stored size (ZSTD_compress2
+         * always writes it when the input size is known, as it is here). */
+        if (ZSTD_findFrameCompressedSize(blob, blob_len) != blob_len)
+            return false;
+        unsigned long long content = ZSTD_getFrameContentSize(blob, blob_len);
+        return content == (unsigned long long)raw_bytes;
+    }
+    case TG_CODEC_LZ4:
+        /* An LZ4 block expands at most about 255 times (a match token's length bytes). */
+        return blob_len <= (size_t)LZ4_MAX_INPUT_SIZE && raw_bytes / 255 <= blob_len;
+    case TG_CODEC_NONE:
+        return blob_len == raw_bytes;
+    default:
+        return false;
+    }
 }
 
 tg_err tg_segment_load(struct tg_segment *seg, enum tg_codec_id codec, const uint8_t *blob,
-                       size_t blob_len, size_t raw_bytes)
+                       size_t blob_len, size_t raw_bytes, uint64_t first_rid, uint64_t last_rid)
 {
     tg_segment_reset(seg);
-    if (raw_bytes > UINT32_MAX)
+    if (first_rid > last_rid || !plausible_size(codec, blob, blob_len, raw_bytes))
         return TG_ERR_INTERNAL;
     if (!reserve(&seg->buf, &seg->cap, raw_bytes ? raw_bytes : 1, 1))
         return TG_ERR_NOMEM;
     size_t n;
     switch (codec) {
     case TG_CODEC_ZSTD:
+        /* Verifies the content checksum when the frame has one (rows written before the
+         * flag was set have none and are still read). */
         n = ZSTD_decompress(seg->buf, raw_bytes, blob, blob_len);
         if (ZSTD_isError(n))
             return TG_ERR_INTERNAL;
         break;
     case TG_CODEC_LZ4: {
-        if (blob_len > (size_t)LZ4_MAX_INPUT_SIZE)
-            return TG_ERR_INTERNAL;
         int r = LZ4_decompress_safe((const char *)blob, (char *)seg->buf, (int)blob_len,
                                     (int)raw_bytes);
         if (r < 0)
@@ -329,24 +384,19 @@ tg_err tg_segment_load(struct tg_segment *seg, enum tg_codec_id codec, const uin
         n = (size_t)r;
         break;
     }
-    case TG_CODEC_NONE:
-        if (blob_len > raw_bytes)
-            return TG_ERR_INTERNAL;
+    default: /* TG_CODEC_NONE: plausible_size() checked blob_len == raw_bytes */
         if (blob_len)
             memcpy(seg->buf, blob, blob_len);
         n = blob_len;
         break;
-    default:
-        return TG_ERR_INTERNAL;
     }
     if (n != raw_bytes)
         return TG_ERR_INTERNAL;
     seg->len = n;
-    if (!reindex(seg)) {
+    tg_err e = reindex(seg, first_rid, last_rid);
+    if (e != TG_OK)
         tg_segment_reset(seg);
-        return TG_ERR_INTERNAL;
-    }
-    return TG_OK;
+    return e;
 }
 
 /* Headers: repeated (varint name_len, name, varint value_len, value) until aux ends. */

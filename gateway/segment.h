@@ -79,15 +79,29 @@ void tg_segment_get(const struct tg_segment *seg, size_t idx, struct tg_jrecord 
 long tg_segment_find(const struct tg_segment *seg, uint64_t rid);
 
 /* Compresses the serialized records into *out (malloc'd, caller frees) with codec.
- * level: zstd level (ignored by lz4/none). */
+ * level: zstd level (ignored by lz4/none). A zstd frame carries its content size and a
+ * checksum of the content, so that a damaged row is detected when it is read back. */
 tg_err tg_segment_compress(const struct tg_segment *seg, enum tg_codec_id codec, int level,
                            uint8_t **out, size_t *out_len);
 
+/* Largest serialized segment tg_segment_load() accepts: journal.segment_bytes at its
+ * largest (64 MiB) plus one record on its own (a payload of at most 1 MiB and its headers),
+ * with room to spare. A stored size beyond it can only be corruption; refusing it before
+ * allocating keeps a corrupt row from looking like a transient shortage of memory. */
+#ifndef TG_SEGMENT_RAW_MAX
+#define TG_SEGMENT_RAW_MAX ((size_t)80 << 20)
+#endif
+
 /* Replaces the segment's content by the records in blob, as written by tg_segment_compress.
- * raw_bytes is the serialized size recorded with the blob. Corrupt input (bad codec data,
- * truncated fields, rids not increasing) is TG_ERR_INTERNAL and leaves the segment empty. */
+ * raw_bytes is the serialized size recorded with the blob; every record's rid must lie in
+ * [first_rid, last_rid], the range the segment was cut from (the caller indexes its bitmaps
+ * with rid - first_rid). Everything read is checked: the codec's frame (zstd frames written
+ * since the checksum flag carry a content checksum, which is verified), the stored size
+ * against the frame and TG_SEGMENT_RAW_MAX, every field length, rids increasing and in range.
+ * Corrupt input is TG_ERR_INTERNAL (permanent: the row is bad, retrying cannot help) and
+ * leaves the segment empty; TG_ERR_NOMEM only when a plausible size cannot be allocated. */
 tg_err tg_segment_load(struct tg_segment *seg, enum tg_codec_id codec, const uint8_t *blob,
-                       size_t blob_len, size_t raw_bytes);
+                       size_t blob_len, size_t raw_bytes, uint64_t first_rid, uint64_t last_rid);
 
 /* Record headers carried in aux (DLQ reason, MQTT topic...): name/value pairs, each
  * length-prefixed. tg_jrecord_headers_put appends one pair to buf (cap bytes, *len in

@@ -137,7 +137,8 @@ static struct seen_boot *boot_get(struct adev *dev, uint64_t boot)
     struct seen_boot *sb = boot_find(dev, boot);
     if (sb)
         return sb;
-    if (audit__grow((void **)&dev->boots, &dev->cap_boots, dev->n_boots + 1, sizeof *dev->boots) != 0)
+    if (audit__grow((void **)&dev->boots, &dev->cap_boots, dev->n_boots + 1,
+                    sizeof *dev->boots) != 0)
         return NULL;
     sb = &dev->boots[dev->n_boots++];
     *sb = (struct seen_boot){.boot = boot};
@@ -277,7 +278,7 @@ int tg_sim_audit_telemetry(struct tg_sim_audit *au, const struct tg_sim_audit_re
     }
     if (rec->end_ms != -1 || rec->gw_ts_ms != -1) {
         if (audit__grow((void **)&au->samples, &au->cap_samples, au->n_samples + 1,
-                 sizeof *au->samples) != 0)
+                        sizeof *au->samples) != 0)
             return -1;
         au->samples[au->n_samples++] = (struct sample){
             .dev = (uint32_t)d,
@@ -321,7 +322,7 @@ int tg_sim_audit_dlq(struct tg_sim_audit *au, const char *reason, const char *de
             break;
     if (i == au->n_reasons) {
         if (audit__grow((void **)&au->reasons, &au->cap_reasons, au->n_reasons + 1,
-                 sizeof *au->reasons) != 0)
+                        sizeof *au->reasons) != 0)
             return -1;
         au->reasons[i] = (struct reason_count){.reason = strdup(reason)};
         if (!au->reasons[i].reason)
@@ -347,7 +348,8 @@ int tg_sim_audit_dlq(struct tg_sim_audit *au, const char *reason, const char *de
         return 0;
     }
     long d = device_get(au, device);
-    if (d < 0 || audit__grow((void **)&au->dlq, &au->cap_dlq, au->n_dlq + 1, sizeof *au->dlq) != 0)
+    if (d < 0 ||
+        audit__grow((void **)&au->dlq, &au->cap_dlq, au->n_dlq + 1, sizeof *au->dlq) != 0)
         return -1;
     au->dlq[au->n_dlq] = (struct dlq_reading){(uint32_t)d, (uint32_t)i, boot, seq};
     au->n_dlq++;

@@ -488,7 +488,8 @@ static int ends_fetch(struct command *cmd)
         struct topic_state *ts = &cmd->topics[t];
         for (int p = 0; p < ts->partitions; p++) {
             int64_t lo, hi;
-            if (rd_kafka_query_watermark_offsets(cmd->rk, ts->name, p, &lo, &hi, 5000) !=
+            /* Short: it is retried every poll until the drain's deadline. */
+            if (rd_kafka_query_watermark_offsets(cmd->rk, ts->name, p, &lo, &hi, 2000) !=
                 RD_KAFKA_RESP_ERR_NO_ERROR)
                 return -1;
             ts->parts[p].end_target = hi;

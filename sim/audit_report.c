@@ -212,12 +212,15 @@ int tg_sim_audit_print_json(const struct tg_sim_audit *au,
                                                   (json_int_t)dev->lost_ranges[i].boot, "from",
                                                   (json_int_t)dev->lost_ranges[i].lo, "to",
                                                   (json_int_t)dev->lost_ranges[i].hi));
-        json_t *o = json_pack("{s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:o*}", "device", dev->id,
-                              "in_ledger", dev->ledger >= 0, "delivered",
+        json_t *o = json_pack("{s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o*}", "device",
+                              dev->id, "in_ledger", dev->ledger >= 0, "delivered",
                               (json_int_t)dev->delivered, "lost", (json_int_t)dev->lost,
-                              "duplicated", (json_int_t)dev->duplicated, "reordered",
+                              "rejected", (json_int_t)dev->rejected, "duplicated",
+                              (json_int_t)dev->duplicated, "reordered",
                               (json_int_t)dev->reordered, "unexpected",
-                              (json_int_t)dev->unexpected, "lost_ranges", lost);
+                              (json_int_t)dev->unexpected, "other_runs",
+                              (json_int_t)dev->other_runs, "dlq_missing",
+                              (json_int_t)dev->dlq_missing, "lost_ranges", lost);
         if (!o || json_array_append_new(devices, o) != 0)
             goto cleanup;
     }

@@ -440,6 +440,9 @@ static tg_err make_restorer(struct tg_consumer *cs, char *err, size_t errlen)
         {"enable.auto.commit", "false"},
         {"enable.partition.eof", "true"},
         {"auto.offset.reset", "earliest"},
+        /* The end of a partition shows as a fetch that returns nothing; by default the broker
+         * holds such a fetch for 500 ms, which would be most of a small restore. */
+        {"fetch.wait.max.ms", "10"},
     };
     for (size_t i = 0; i < sizeof props / sizeof props[0]; i++)
         if (consumer__conf_set(conf, props[i][0], props[i][1], err, errlen) != TG_OK)

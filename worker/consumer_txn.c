@@ -192,6 +192,7 @@ tg_err consumer__txn_commit(struct tg_consumer *cs, int timeout_ms)
         TG_LOG_WARN("txn", "flushing outputs: %s", rd_kafka_err2str(fe));
         goto fail;
     }
+    double t_flushed = mono_s();
     struct snap_ctx sc = {cs, TG_OK};
     tg_engine_snapshot_dirty(cs->en, produce_snapshot, &sc);
     if (sc.err != TG_OK)
@@ -217,6 +218,7 @@ tg_err consumer__txn_commit(struct tg_consumer *cs, int timeout_ms)
         if (error)
             goto fail;
     }
+    double t_offsets = mono_s();
     /* A retriable error (a timeout) leaves the commit in progress: calling again resumes it. */
     for (int attempt = 0;; attempt++) {
         error = rd_kafka_commit_transaction(cs->producer, timeout_ms);
@@ -230,6 +232,11 @@ tg_err consumer__txn_commit(struct tg_consumer *cs, int timeout_ms)
     cs->txn_open = false;
     for (int32_t p = 0; p < cs->n_slots; p++)
         cs->slots[p].advanced = false;
+    double t_end = mono_s();
+    TG_LOG_DEBUG("txn", "committed: flush %.1f ms, %" PRIu64 " snapshots + %d markers and "
+                 "offsets %.1f ms, commit %.1f ms",
+                 (t_flushed - t0) * 1e3, cs->txn_snapshot_records, offsets->cnt,
+                 (t_offsets - t_flushed) * 1e3, (t_end - t_offsets) * 1e3);
     tg_counter_inc(cs->m.commits);
     tg_histogram_observe(cs->m.commit_seconds, mono_s() - t0);
     consumer__metrics_committed(cs);

@@ -38,6 +38,10 @@
 #define PERIOD_ALPHA 0.1        /* weight of a new step in the usual period */
 #define P_CHANGE_ALPHA 0.05     /* weight of a new sample in the change fraction */
 #define TREND_BETA 0.1          /* the trend learns a tenth as fast as the level, once warm */
+#define SHIFT_SETTLE_MAX 100    /* samples after warm-up before the shift chart scores, at most */
+#define DVAR_PRIOR 50           /* samples the chart spread's prior is worth */
+#define DVAR_SLOW 0.1           /* the chart spread learns this fraction as fast as the level */
+#define OUTLIER 3.0             /* residuals beyond this many scales learn slowly */
 #define ANOMALOUS 0.5           /* ratio above which a point learns slowly */
 
 double detect__score(double r)
@@ -157,10 +161,11 @@ static void shift_score(struct series *s, const struct detect_params *dp, double
     double lambda = dp->shift_lambda;
     double fast = s->shift_fast + s->shift_trend * dt_s;
     s->shift_fast = fast + lambda * (x - fast);
-    /* The chart scores once the trend has had 2 / shift_alpha samples to settle, and a
+    /* The chart scores once the baseline has had 2 / shift_alpha samples (at most
+     * SHIFT_SETTLE_MAX) to settle, and a
      * difference of one sensor quantum is never a shift. */
-    if (warm && dp->on[DET_SHIFT] &&
-        s->n >= (uint32_t)dp->warmup_samples + (uint32_t)(2 / dp->shift_alpha)) {
+    double settle = 2 / dp->shift_alpha < SHIFT_SETTLE_MAX ? 2 / dp->shift_alpha : SHIFT_SETTLE_MAX;
+    if (warm && dp->on[DET_SHIFT] && s->n >= (uint32_t)dp->warmup_samples + (uint32_t)settle) {
         double chart_sd = sd * sqrt(lambda / (2 - lambda));
         /* What the chart statistic itself has been spreading by: on a curving series (a
          * daily cycle) the fast and slow baselines lag differently, and that is no shift. */
@@ -183,9 +188,19 @@ static void shift_learn(struct series *s, const struct detect_params *dp, double
         sd = floor;
     double pred = shift_predict(s, dt_s);
     double e = x - pred;
-    if (warm)
-        e = clampd(e, -WINSOR * sd, WINSOR * sd);
     double a = warm_alpha(s->n, dp->shift_alpha) * slow;
+    bool outlier = false;
+    if (warm) {
+        /* A residual beyond OUTLIER scales moves the level a tenth as much (clipped) and
+         * the variance not at all: with any clip, a long stretch of residuals at the clip
+         * grows the variance by a constant factor per sample (at 4 scales, (1 - a)(1 + 16 a))
+         * until a drift hides itself and everything after it. (Not while the variance
+         * is still young: screening against an estimate from few samples biases it low.) */
+        outlier = fabs(e) > OUTLIER * sd && s->n >= (uint32_t)dp->warmup_samples * 2;
+        if (outlier && slow == 1.0)
+            a *= 0.1;
+        e = clampd(e, -WINSOR * sd, WINSOR * sd);
+    }
     double level = pred + a * e;
     if (warm && dt_s > 0) {
         /* The trend learns only once the level has settled, at a fixed rate: learned
@@ -194,13 +209,26 @@ static void shift_learn(struct series *s, const struct detect_params *dp, double
         s->shift_trend = (1 - b) * s->shift_trend + b * (level - s->shift_mean) / dt_s;
     }
     if (warm) {
+        /* The chart's own spread starts from a prior worth DVAR_PRIOR samples: the level's
+         * whole variance, as if the noise were one slow wander (which the fast EWMA does not
+         * average out). A slowly wandering sensor is then not "shifted" each time it wanders
+         * before enough of its wander has been seen to know better. It then learns at a
+         * tenth of the baseline's pace: a wander's excursions are few per window, and a
+         * spread learned over too few of them is often too small. */
         double d = s->shift_fast - pred;
+        uint32_t k = s->n - (uint32_t)dp->warmup_samples;
+        if (k == 0)
+            s->shift_dvar = s->shift_var;
         double lim = WINSOR * sqrt(s->shift_dvar) + sd;
         d = clampd(d, -lim, lim);
-        s->shift_dvar += a * (d * d - s->shift_dvar);
+        double ad = 1.0 / (k + DVAR_PRIOR);
+        if (ad < a * DVAR_SLOW)
+            ad = a * DVAR_SLOW;
+        s->shift_dvar += ad * (d * d - s->shift_dvar);
     }
     s->shift_mean = level;
-    s->shift_var = (1 - a) * (s->shift_var + a * e * e);
+    if (!outlier)
+        s->shift_var = (1 - a) * (s->shift_var + a * e * e);
 }
 
 /* The rate of change per second of x after s->last_value: the step divided by the time it
@@ -399,7 +427,9 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
     if (dp->noise_adapt && warm) {
         double m = s->calib < 1 ? 1.0 : s->calib;
         double rel = r / m;
-        if (rel >= 1 && rel < 2)
+        /* Exceedances inside an open alert are the incident, not noise: a flatline of a
+         * minute at ratios 1..2 would otherwise multiply the threshold by 1.02^60. */
+        if (rel >= 1 && rel < 2 && !(s->flags & SERIES_ALERT))
             m *= 1 + NOISE_UP;
         else if ((m *= 1 - NOISE_UP * NOISE_TARGET / (1 - NOISE_TARGET)) < 1)
             m = 1;

@@ -150,7 +150,9 @@ tg_err tg_engine_restore(struct tg_engine *en, const void *key, size_t key_len,
 tg_err tg_engine_process(struct tg_engine *en, int32_t partition, const struct tg_reading *rd);
 
 /* Wall-clock sweep, now_ms in ms since the epoch: opens silence alerts for series quiet for
- * more than k times their usual period (and closes nothing else). Call it every second or so. */
+ * more than k times their usual period (and closes nothing else). Call it every second or so.
+ * Quiet time is wall time since a sweep last saw the series receive a reading, so devices
+ * whose clocks are off are judged fairly; the alerts' ids and times are event times. */
 void tg_engine_sweep(struct tg_engine *en, int64_t now_ms);
 
 /* Hands every (key, value) pair whose state changed since the previous call (or since

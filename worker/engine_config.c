@@ -32,7 +32,7 @@
                "weight of a new sample in the slow baseline mean/variance, (0, 1]"),             \
     TG_CFG_STR(sec, "shift_lambda", "0.1",                                                       \
                "weight of a new sample in the fast EWMA compared with the baseline, (0, 1]"),    \
-    TG_CFG_STR(sec, "shift_threshold", "6",                                                       \
+    TG_CFG_STR(sec, "shift_threshold", "5",                                                       \
                "EWMA chart limit, in standard deviations of the EWMA, at which it fires"),       \
     TG_CFG_BOOL(sec, "rate", "true", "rate-of-change detector on or off"),                        \
     TG_CFG_STR(sec, "rate_threshold", "7",                                                        \

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "engine.h"
+#include "engine_json.h"
 #include "engine_options.h"
 
 /* The detectors, in the order their ratios are compared (the first of equal ratios wins). */
@@ -108,6 +109,7 @@ struct series {
     uint8_t alert_kind;  /* enum detector of the open alert */
     uint8_t level_n;     /* values in the level ring */
     uint8_t level_pos;   /* next slot of the ring */
+    uint8_t lines;       /* 64-byte lines the series spans (prefetching), at most 255 */
     uint32_t n;          /* samples since the last warm-up start (saturating) */
     uint32_t stuck_run;  /* samples within tolerance of stuck_ref, this one included */
     uint32_t quiet;      /* points under the threshold since the alert's last crossing */
@@ -124,6 +126,9 @@ struct series {
     double stuck_ref;
     int64_t alert_start, alert_last_over, alert_last_emit;
     int64_t silence_start;
+    /* The sweep's own view, on the wall clock: the last_ts it last saw change, and when.
+     * Not part of snapshots (a restored series starts a new view at the first sweep). */
+    int64_t sweep_seen_ts, sweep_seen_wall;
     struct series_window win[TG_ENGINE_SERIES_WINDOWS];
     /* Tail: "<device>\0<metric>\0" padded to 8 bytes first (a lookup compares it, so it
      * sits next to the fields scoring reads), then the level ring (double x level_window)
@@ -230,5 +235,102 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
 size_t snapshot__encode_partition(int64_t max_ts, bool has_max, unsigned char *buf);
 tg_err snapshot__decode_partition(const unsigned char *value, size_t len, int64_t *max_ts,
                                   bool *has_max);
+
+/* ---- the engine object: engine.c, engine_window.c, engine_output.c, engine_state.c ---- */
+
+struct wbucket {
+    int64_t end; /* window end shared by the listed series */
+    struct series **v;
+    size_t n, cap;
+};
+
+struct partition_state {
+    bool tracked;
+    bool has_max;  /* max_ts is set: the watermark exists */
+    bool dirty;    /* max_ts changed since the last snapshot */
+    int64_t max_ts;
+    struct wbucket *buckets; /* by ascending end */
+    size_t n_buckets, cap_buckets;
+};
+
+struct tombstone {
+    int32_t partition;
+    char *key; /* "<partition>/<device>/<metric>" */
+    size_t len;
+};
+
+struct tg_engine {
+    const struct tg_engine_config *ec;
+    tg_engine_emit_fn emit;
+    void *emit_ud;
+    tg_engine_point_fn point_fn;
+    void *point_ud;
+    struct series_table *st;
+    struct partition_state *parts; /* indexed by partition number */
+    size_t n_parts;
+    struct series **dirty;
+    size_t n_dirty, cap_dirty;
+    struct tombstone *tombs; /* keys of evicted series, for the next snapshot */
+    size_t n_tombs, cap_tombs;
+    size_t series_bytes;
+    struct tg_engine_stats stats;
+    struct jbuf out;
+    char idbuf[TG_DEVICE_ID_MAX + 4 * 64 + 64];
+    char *id;      /* alert id: idbuf, or heap when the metric name is long */
+    size_t id_cap;
+};
+
+static inline int64_t engine__floor_div(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
+static inline struct partition_state *engine__part_get(struct tg_engine *en, int32_t partition)
+{
+    if (partition < 0 || (size_t)partition >= en->n_parts || !en->parts[partition].tracked)
+        return NULL;
+    return &en->parts[partition];
+}
+
+/* Puts s on the dirty list (its state changed since the last snapshot). engine.c */
+void engine__mark_dirty(struct tg_engine *en, struct series *s);
+/* The series of (partition, device, metric) whose hash is h, created cold when new; NULL at
+ * max_series or out of memory. engine.c */
+struct series *engine__series_get(struct tg_engine *en, int32_t partition, const char *device,
+                                  size_t dev_len, uint32_t h, const char *metric,
+                                  size_t metric_len, bool *created);
+
+/* ---- windows: engine_window.c ---- */
+/* Lists s under the open window ending at end. TG_ERR_NOMEM. */
+tg_err engine__bucket_add(struct partition_state *ps, int64_t end, struct series *s);
+void engine__part_free(struct partition_state *ps);
+/* qsort_r order of series pointers: device, then metric (arg: the engine config). */
+int engine__series_cmp(const void *a, const void *b, void *arg);
+/* Emits, in (device, metric) order per window end, every window the watermark passed. */
+void engine__close_windows(struct tg_engine *en, struct partition_state *ps, int64_t watermark);
+/* Adds the point (ts, x) to its window of s, opening the window if needed. */
+void engine__window_merge(struct tg_engine *en, struct partition_state *ps, struct series *s,
+                          int64_t ts, double x);
+
+/* ---- outputs: engine_output.c ---- */
+
+struct alert_point {
+    const char *state;
+    enum detector kind;
+    int64_t start_ts, end_ts, ts;
+    double value, baseline, score;
+    const struct detect_result *res; /* NULL: no detector detail (silence) */
+    double calib;
+};
+
+void engine__emit_aggregate(struct tg_engine *en, struct series *s, const struct series_window *w);
+void engine__emit_alert(struct tg_engine *en, struct series *s, const struct alert_point *ap);
+
+/* ---- state: engine_state.c ---- */
+
+#define EVICT_CHECK_MS INT64_C(3600000) /* event time between two eviction scans */
+/* Forgets the series of partition idle for series_idle_ms before watermark. */
+void engine__evict_idle(struct tg_engine *en, int32_t partition, int64_t watermark);
 
 #endif

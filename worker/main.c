@@ -3,7 +3,7 @@
  * parts start and stop.
  *
  *   tidegate-worker -c FILE [-b BOARD_FILE] [--set section.key=value]... [--check-config]
- *   tidegate-worker replay --csv FILE [...]      (the detectors offline: see replay.c)
+ *   tidegate-worker replay --csv FILE [...]      (the detectors offline: see replay.h)
  *
  * Start: config (defaults < board < file < --set; any error names file, line and key and
  * exits 1 before anything else happens), the engine's configuration, the metrics endpoint,
@@ -33,9 +33,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "metrics_http.h"
-#ifdef TG_WORKER_HAVE_REPLAY
 #include "replay.h"
-#endif
 #include "worker_config.h"
 
 #ifndef TG_VERSION
@@ -161,12 +159,14 @@ out:
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "replay") == 0) {
-#ifdef TG_WORKER_HAVE_REPLAY
-        return tg_worker_replay_main(argc - 1, argv + 1);
-#else
-        fprintf(stderr, "tidegate-worker: replay is not built in this tree yet\n");
-        return EXIT_USAGE;
-#endif
+        /* The whole worker schema, so that replay -c takes the same worker.ini. */
+        size_t n;
+        const struct tg_config_key *schema = tg_worker_config_schema(&n);
+        if (!schema) {
+            fprintf(stderr, "tidegate-worker: out of memory\n");
+            return EXIT_FAILURE;
+        }
+        return tg_worker_replay_run(argc - 1, argv + 1, schema, n, stdout, stderr);
     }
 
     static const struct option longopts[] = {

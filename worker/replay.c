@@ -85,12 +85,34 @@ static void usage(FILE *err)
                  "[--set section.key=value]...\n");
 }
 
+/* The worker's whole schema when replay is linked into tidegate-worker (worker_config.c is
+ * then in the program): a weak reference, NULL in a program without it (the standalone
+ * tidegate-worker-replay, the tests), which fall back to the engine's sections alone. So
+ * `tidegate-worker replay -c tidegate-worker.ini` reads the worker's own file. */
+struct tg_config *tg_worker_config_new(void) __attribute__((weak));
+
+static int replay_run(int argc, char **argv, struct tg_config *cfg, FILE *out, FILE *err);
+
 int tg_worker_replay_run(int argc, char **argv, const struct tg_config_key *schema, size_t n,
                          FILE *out, FILE *err)
 {
+    return replay_run(argc, argv, tg_config_new(schema, n), out, err);
+}
+
+int tg_worker_replay_main(int argc, char **argv)
+{
+    if (tg_worker_config_new)
+        return replay_run(argc, argv, tg_worker_config_new(), stdout, stderr);
+    size_t n;
+    const struct tg_config_key *keys = tg_engine_config_keys(&n);
+    return tg_worker_replay_run(argc, argv, keys, n, stdout, stderr);
+}
+
+/* Takes cfg (a fresh config of a schema that includes the engine's; NULL: out of memory). */
+static int replay_run(int argc, char **argv, struct tg_config *cfg, FILE *out, FILE *err)
+{
     const char *csv = NULL, *metric = "value", *cfg_path = NULL;
     int rc = 2;
-    struct tg_config *cfg = tg_config_new(schema, n);
     struct tg_engine_config *ec = NULL;
     struct tg_engine *en = NULL;
     FILE *in = NULL;
@@ -217,11 +239,4 @@ cleanup:
     tg_engine_config_destroy(ec);
     tg_config_destroy(cfg);
     return rc;
-}
-
-int tg_worker_replay_main(int argc, char **argv)
-{
-    size_t n;
-    const struct tg_config_key *keys = tg_engine_config_keys(&n);
-    return tg_worker_replay_run(argc, argv, keys, n, stdout, stderr);
 }

@@ -23,13 +23,13 @@
 
 #include "config.h"
 
-/* argv[0] is the subcommand name ("replay"). Uses the engine's schema only, so -c takes a
- * file of engine sections; worker/main.c passes the whole worker schema instead through
- * tg_worker_replay_run() so that a full worker.ini loads. */
+/* argv[0] is the subcommand name ("replay"). The config schema is the worker's whole one
+ * when the program also links worker_config.c (tidegate-worker), so -c takes the worker's
+ * own file; otherwise (tidegate-worker-replay) the engine's sections alone. */
 int tg_worker_replay_main(int argc, char **argv);
 
-/* The same, with the config schema, stdout and stderr given (tests, worker/main.c). The
- * schema must include tg_engine_config_keys(). */
+/* The same, with the config schema, stdout and stderr given (tests). The schema must
+ * include tg_engine_config_keys(). */
 int tg_worker_replay_run(int argc, char **argv, const struct tg_config_key *schema, size_t n,
                          FILE *out, FILE *err);
 

@@ -103,11 +103,9 @@ void series_table__prefetch_series(const struct series_table *st, uint32_t hash)
 {
     const struct slot *sl = &st->slots[hash & st->mask];
     if (sl->s && sl->hash == hash) {
-        __builtin_prefetch(sl->s);
-        __builtin_prefetch((const char *)sl->s + 64);
-        __builtin_prefetch((const char *)sl->s + 128);
-        __builtin_prefetch((const char *)sl->s + 192);
-        __builtin_prefetch((const char *)sl->s + 256);
+        /* The whole series: scoring reads its header, key, ring and one seasonal bucket. */
+        for (unsigned i = 0; i < sl->s->lines; i++)
+            __builtin_prefetch((const char *)sl->s + 64 * i);
     }
 }
 

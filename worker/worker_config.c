@@ -94,6 +94,13 @@ static void build_schema(void)
     schema_len = n_own + n_engine;
 }
 
+const struct tg_config_key *tg_worker_config_schema(size_t *n)
+{
+    pthread_once(&schema_once, build_schema);
+    *n = schema_len;
+    return schema;
+}
+
 struct tg_config *tg_worker_config_new(void)
 {
     pthread_once(&schema_once, build_schema);

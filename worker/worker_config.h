@@ -18,6 +18,10 @@
 /* Indices of [kafka] auto_offset_reset, as tg_config_get_enum() returns them. */
 enum tg_worker_offset_reset { TG_WORKER_RESET_EARLIEST = 0, TG_WORKER_RESET_LATEST = 1 };
 
+/* The whole schema (the worker's keys, then the engine's), static, n in *n; NULL when out of
+ * memory. For `tidegate-worker replay`, which loads a full worker.ini. */
+const struct tg_config_key *tg_worker_config_schema(size_t *n);
+
 /* A new config holding the worker schema's defaults; NULL when out of memory. */
 struct tg_config *tg_worker_config_new(void);
 

@@ -5,7 +5,8 @@
  * Decodes gateway-typical payloads (one reading, five metrics, about 120 bytes in JSON) with
  * one reused decoder, as an ingress thread would, and encodes the resulting reading as the
  * canonical Kafka record. The figures are the codec's share of the gateway's per-message
- * budget (design.md section 6). */
+ * budget (design.md section 6). Last, the canonical record read back as a consumer of the
+ * topic does (codec_canonical_decode.h: the audit, the upstream worker). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 
 #include "codec.h"
 #include "codec_canonical.h"
+#include "codec_canonical_decode.h"
 #include "codec_native.h"
 
 static uint64_t iterations = 1000000;
@@ -143,6 +145,33 @@ int main(int argc, char **argv)
     ns = (now_ns() - start) / (double)iterations;
     printf("encode %-22s %4zu bytes  %8.0f ns/payload  %6.2f M payloads/s\n", "native CBOR", len,
            ns, 1e3 / ns);
+
+    struct tg_canonical_decoder *cd = tg_canonical_decoder_new(NULL);
+    if (!cd)
+        return 1;
+    size_t json_len, cbor_rec_len;
+    tg_codec_canonical_json(&reading, "gw-1", INT64_C(1700000000200), out, sizeof out, &json_len);
+    tg_codec_canonical_cbor(&reading, "gw-1", INT64_C(1700000000200), out_cbor, sizeof out_cbor,
+                            &cbor_rec_len);
+    for (int cbor_rec = 0; cbor_rec <= 1; cbor_rec++) {
+        const uint8_t *rec = cbor_rec ? out_cbor : (const uint8_t *)out;
+        size_t rec_len = cbor_rec ? cbor_rec_len : json_len;
+        struct tg_reading rd;
+        if (tg_canonical_decode(cd, rec, rec_len, cbor_rec, &rd, NULL) != TG_OK) {
+            fprintf(stderr, "bench_codec: canonical record does not decode: %s\n",
+                    tg_canonical_decoder_error(cd));
+            return 1;
+        }
+        start = now_ns();
+        for (uint64_t i = 0; i < iterations; i++) {
+            tg_canonical_decode(cd, rec, rec_len, cbor_rec, &rd, NULL);
+            sink += rd.n_metrics;
+        }
+        ns = (now_ns() - start) / (double)iterations;
+        printf("decode %-22s %4zu bytes  %8.0f ns/record   %6.2f M records/s\n",
+               cbor_rec ? "canonical CBOR" : "canonical JSON", rec_len, ns, 1e3 / ns);
+    }
+    tg_canonical_decoder_destroy(cd);
     tg_decoder_destroy(dec);
     return 0;
 }

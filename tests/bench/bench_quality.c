@@ -8,10 +8,11 @@
  *   bench_quality [devices] [minutes] [anomalies_per_device_hour] [seed] [--set k=v]...
  *                 (default 1000 10 2 1)
  *
- * Matching: an alert matches a label of the same device (and metric, except silence labels,
- * "*") whose window [start_ts, end_ts + 60 s] overlaps the alert's [start_ts, end_ts]. A label
- * is detected when an alert matches it (delay: alert start - label start); an alert that
- * matches no label is false. Prints recall and median delay per kind, precision, F1 and
+ * Matching follows `tidegate-sim score`: an alert matches a label of the same device when
+ * its start lies within the label's [start_ts - 30 s, end_ts + 30 s], a silence label only by
+ * a silence alert (any metric), any other label only by a non-silence alert on its metric. A
+ * label is detected when an alert matches it (delay: the earliest matching alert's start -
+ * label start, negative within the slack); an alert that matches no label is false. Prints recall and median delay per kind, precision, F1 and
  * false alerts per device-hour.
  */
 #include <inttypes.h>
@@ -24,7 +25,7 @@
 #include "sim_rand.h"
 #include "sim_sensor.h"
 
-#define MATCH_AFTER_MS 60000
+#define MATCH_SLACK_MS 30000
 
 struct label {
     int dev;
@@ -137,6 +138,21 @@ static void on_output(void *ud, const struct tg_engine_output *out)
     free(json);
 }
 
+/* BENCH_QUALITY_TRACE="q-000102 temperature_c FROM_S TO_S": every point of that series in
+ * that window, with its score and alert state. */
+static char trace_dev[32], trace_metric[32];
+static double trace_from = -1, trace_to = -1;
+static int64_t trace_t0;
+static void on_point(void *ud, const struct tg_engine_point *pt)
+{
+    (void)ud;
+    double t = (pt->ts_ms - trace_t0) / 1000.0;
+    if (t < trace_from || t > trace_to || strcmp(pt->device, trace_dev) != 0 ||
+        strcmp(pt->metric, trace_metric) != 0)
+        return;
+    printf("  trace +%.0f s %g score %.3f %s\n", t, pt->value, pt->score, pt->alert_state);
+}
+
 static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -183,6 +199,12 @@ int main(int argc, char **argv)
     char (*ids)[16] = calloc((size_t)devices, sizeof *ids);
     struct tg_hal hal = {.wall_ms = hal_wall, .mono_ms = hal_mono, .random_u32 = hal_rand};
     int64_t t0 = INT64_C(1767225600000); /* 2026-01-01 00:00 UTC */
+    const char *trace = getenv("BENCH_QUALITY_TRACE");
+    if (trace && sscanf(trace, "%31s %31s %lf %lf", trace_dev, trace_metric, &trace_from,
+                        &trace_to) == 4) {
+        trace_t0 = t0;
+        tg_engine_set_point_hook(en, on_point, NULL);
+    }
     now_ms = t0;
     for (int d = 0; d < devices; d++) {
         snprintf(ids[d], sizeof ids[d], "q-%06d", d);
@@ -226,21 +248,25 @@ int main(int argc, char **argv)
         tg_anomaly_finish(anom[d]);
     }
 
-    /* Match. */
+    /* Match, by the rules of `tidegate-sim score` (its README section): same device; the
+     * alert's start within [label start - slack, label end + slack]; a silence label only
+     * by a silence alert (any metric), any other label only by a non-silence alert on its
+     * own metric. */
     for (size_t a = 0; a < n_alerts; a++) {
         struct alert *al = &alerts[a];
+        bool al_silence = strcmp(al->kind, "silence") == 0;
         for (size_t l = 0; l < n_labels; l++) {
             struct label *lb = &labels[l];
             if (lb->dev != al->dev)
                 continue;
-            if (strcmp(lb->metric, "*") != 0 && strcmp(lb->metric, al->metric) != 0)
+            bool lb_silence = strcmp(lb->metric, "*") == 0;
+            if (lb_silence != al_silence || (!lb_silence && strcmp(lb->metric, al->metric) != 0))
                 continue;
-            if (al->end < lb->start || al->start > lb->end + MATCH_AFTER_MS)
+            if (al->start < lb->start - MATCH_SLACK_MS || al->start > lb->end + MATCH_SLACK_MS)
                 continue;
             al->matched = true;
-            int64_t at = al->start > lb->start ? al->start : lb->start;
-            if (lb->detected_at < 0 || at < lb->detected_at)
-                lb->detected_at = at;
+            if (lb->detected_at < 0 || al->start < lb->detected_at)
+                lb->detected_at = al->start;
         }
     }
     printf("bench_quality: %d devices x %d min at 1 Hz, %.2f anomalies per device-hour, seed %" PRIu64
@@ -259,6 +285,7 @@ int main(int argc, char **argv)
                 delays[nd++] = labels[l].detected_at - labels[l].start;
         }
         qsort(delays, nd, sizeof *delays, cmp_i64);
+        (void)0;
         printf("%-12s %7zu %9zu %7.3f %10.1f s\n", tg_anomaly_kind_name((enum tg_anomaly_kind)k),
                nl, nd, nl ? (double)nd / nl : 0, nd ? delays[nd / 2] / 1000.0 : 0);
         tot_l += nl;
@@ -268,21 +295,41 @@ int main(int argc, char **argv)
     size_t matched = 0;
     for (size_t a = 0; a < n_alerts; a++)
         matched += alerts[a].matched;
+    /* The scorer's definitions: several alerts on one label count once, neither true nor
+     * false; precision = detected / (detected + false), F1 = 2 detected / (2 detected +
+     * false + missed). */
+    size_t false_alerts = n_alerts - matched;
     double recall = tot_l ? (double)tot_d / tot_l : 0;
-    double precision = n_alerts ? (double)matched / n_alerts : 0;
-    double f1 = precision + recall > 0 ? 2 * precision * recall / (precision + recall) : 0;
+    double precision = tot_d + false_alerts ? (double)tot_d / (tot_d + false_alerts) : 0;
+    double f1 = tot_l + false_alerts
+                    ? 2.0 * tot_d / (2.0 * tot_d + false_alerts + (tot_l - tot_d))
+                    : 0;
     double dev_hours = devices * minutes / 60.0;
     printf("alerts %zu, matching a label %zu: precision %.3f, recall %.3f, F1 %.3f\n", n_alerts,
            matched, precision, recall, f1);
     printf("false alerts %zu = %.3f per device-hour\n", n_alerts - matched,
            (n_alerts - matched) / dev_hours);
     size_t shown = 0;
-    for (size_t a = 0; a < n_alerts && shown < 12; a++)
+    for (size_t a = 0; a < n_alerts && shown < (getenv("BENCH_QUALITY_MISSES") ? 1000u : 12u); a++)
         if (!alerts[a].matched) {
             printf("  false: %s %s %s start +%.0f s\n", ids[alerts[a].dev], alerts[a].metric,
                    alerts[a].kind, (alerts[a].start - t0) / 1000.0);
             shown++;
         }
+    const char *only = getenv("BENCH_QUALITY_DEVICE");
+    if (only)
+        for (size_t a = 0; a < n_alerts; a++)
+            if (alerts[a].dev == atoi(only))
+                printf("  alert: %s %s %s +%.0f..+%.0f s%s\n", ids[alerts[a].dev], alerts[a].metric,
+                       alerts[a].kind, (alerts[a].start - t0) / 1000.0,
+                       (alerts[a].end - t0) / 1000.0, alerts[a].matched ? "" : " (false)");
+    if (only)
+        for (size_t l = 0; l < n_labels; l++)
+            if (labels[l].dev == atoi(only))
+                printf("  label: %s %s %s +%.0f..+%.0f s%s\n", ids[labels[l].dev], labels[l].metric,
+                       tg_anomaly_kind_name((enum tg_anomaly_kind)labels[l].kind),
+                       (labels[l].start - t0) / 1000.0, (labels[l].end - t0) / 1000.0,
+                       labels[l].detected_at < 0 ? " (missed)" : "");
     if (getenv("BENCH_QUALITY_MISSES"))
         for (size_t l = 0; l < n_labels; l++)
             if (labels[l].detected_at < 0)

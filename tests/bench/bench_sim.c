@@ -157,7 +157,7 @@ int main(int argc, char **argv)
     snprintf(listen, sizeof listen, "127.0.0.1:%d", mport);
     const char *args[] = {bin, "run", "--broker", broker, "--devices", ndev, "--rate", hz,
                           "--duration", dur, "--connect-rate", crate, "--metrics-listen", listen,
-                          "--drain", "5", NULL};
+                          "--drain", "5", "--state-dir", dir, NULL};
     int64_t t0 = tg_harness_now_ms();
     sim = tg_harness_proc_start(dir, "tidegate-sim", args, NULL, 0);
     if (!sim)

@@ -1,7 +1,8 @@
 /*
  * test_chaos_broker_restart.c - the brokers on both sides go away and come back under a
- * steady load: every devkafka broker down and up again, Mosquitto (with persistence)
- * restarted, then both at once, CYCLES times each in a seeded order of gaps.
+ * steady load: the Kafka cluster down and up again (devkafka: every broker stops listening;
+ * real tier: the broker process stopped and started, tg_gw_kafka_outage_begin()), Mosquitto
+ * (with persistence) restarted, then both at once, with seeded gaps and down times.
  *
  * What the README promises: a Kafka outage loses nothing (the journal holds the backlog and
  * drains it oldest first, per-device order kept); a Mosquitto restart loses nothing (the
@@ -54,11 +55,10 @@ static void sample_backlog(void *ud)
 
 static void fault_cycle(struct tg_gw *gw, enum fault f, int down_ms, struct figures *fig)
 {
-    struct tg_harness_devkafka *dk = tg_gw_devkafka(gw);
     struct tg_harness_mosquitto *mq = tg_gw_mosquitto(gw);
     fig->kafka_back_ms = fig->mqtt_back_ms = -1;
     if (f != MQTT) {
-        assert_int_equal(tg_harness_devkafka_outage_begin(dk), 0);
+        assert_int_equal(tg_gw_kafka_outage_begin(gw), 0);
         assert_true(tg_gw_wait_metric(gw, "tidegate_kafka_up", NULL, TG_GW_EQ, 0, 20000));
     }
     if (f != KAFKA) {
@@ -74,7 +74,7 @@ static void fault_cycle(struct tg_gw *gw, enum fault f, int down_ms, struct figu
         fig->mqtt_back_ms = tg_harness_now_ms() - t0;
     }
     if (f != MQTT) {
-        assert_int_equal(tg_harness_devkafka_outage_end(dk), 0);
+        assert_int_equal(tg_gw_kafka_outage_end(gw), 0);
         int64_t t0 = tg_harness_now_ms();
         assert_true(tg_gw_wait_metric(gw, "tidegate_kafka_up", NULL, TG_GW_EQ, 1, WAIT_MS));
         fig->kafka_back_ms = tg_harness_now_ms() - t0;

@@ -1,6 +1,7 @@
 /*
  * test_chaos_disk_full.c - the journal's filesystem fills up during a Kafka outage, then space
- * returns, then Kafka does.
+ * returns, then Kafka does. Runs on either Kafka tier (TG_KAFKA_TIER; CMake registers a
+ * _real variant).
  *
  * The filesystem is a tmpfs of TMPFS_SMALL mounted in a private mount namespace that the test
  * process makes for itself (unshare(CLONE_NEWNS) before any thread exists; the gateway is its
@@ -37,11 +38,19 @@
 #include "chaos.h"
 
 #define DEVICES 100
+#ifndef SEQS
 #define SEQS 300
+#endif
 #define READINGS (DEVICES * SEQS)
 #define RATE 5000                 /* readings per second: the plan takes 6 s */
 #define TMPFS_SMALL "size=512k"
 #define TMPFS_LARGE "size=64m"
+/* While the disk is full, what the gateway holds (tidegate_journal_records) must stay within
+ * what the disk held when it filled, plus what arrives in two commit intervals (200 ms, the
+ * fixture's) and what the hand-off queue holds (mqtt.queue_bytes, 512 KiB: about 4,500 of
+ * these ~120-byte messages): the readings beyond that are held back by the broker or
+ * dropped by the policy, not piled up in memory where no kill -9 would spare them. */
+#define HELD_MARGIN (RATE * 2 * 200 / 1000 + 4500)
 #define POST_DEVICES 10
 #define POST_SEQS 20
 #define WAIT_MS 30000
@@ -110,7 +119,8 @@ static bool healthy(void *ud)
     return tg_gw_http_get(ud, "/healthz", NULL) == 200;
 }
 
-enum policy { BACKPRESSURE, DROP_NEWEST };
+enum policy { BACKPRESSURE, DROP_NEWEST, DROP_OLDEST };
+static const char *const policy_names[] = {"backpressure", "drop_newest", "drop_oldest"};
 
 struct accounted {
     struct tg_gw *gw;
@@ -138,20 +148,22 @@ static bool taken_all(void *ud)
 
 static void run_policy(enum policy policy)
 {
-    const char *name = policy == BACKPRESSURE ? "backpressure" : "drop_newest";
+    const char *name = policy_names[policy];
     struct disk d = {0};
     disk_mount(&d);
     char path_set[700], overflow_set[64];
     snprintf(path_set, sizeof path_set, "journal.path=%s", d.journal);
     snprintf(overflow_set, sizeof overflow_set, "journal.overflow=%s", name);
-    const char *const sets[] = {path_set, overflow_set, NULL};
+    /* drop_oldest never drops what librdkafka holds; its queue is kept small (as in
+     * test_gw_overflow) so that there are journaled readings to drop. */
+    const char *const sets[] = {path_set, overflow_set, "kafka.queue_max_messages=100", NULL};
     const struct tg_gw_opts opts = {.sets = sets};
     struct tg_gw *gw = tg_gw_new(&opts);
     assert_non_null(gw);
     struct tg_gw_pub *pub = tg_gw_pub_new(gw, "chaos-pub");
     assert_non_null(pub);
 
-    assert_int_equal(tg_harness_devkafka_outage_begin(tg_gw_devkafka(gw)), 0);
+    assert_int_equal(tg_gw_kafka_outage_begin(gw), 0);
     assert_true(tg_gw_wait_metric(gw, "tidegate_kafka_up", NULL, TG_GW_EQ, 0, 20000));
 
     const struct tg_gw_plan plan = {.prefix = "dev", .devices = DEVICES, .seqs = SEQS,
@@ -175,9 +187,10 @@ static void run_policy(enum policy policy)
                                     READINGS));
     } else if (!tg_harness_wait_until(taken_all, &a, WAIT_MS)) {
         tg_gw_print_log_tail(gw, 20);
-        fail_msg("drop_newest: held %g + dropped %g != %d published", a.held, a.dropped,
+        fail_msg("%s: held %g + dropped %g != %d published", a.held, a.dropped,
                  READINGS);
     }
+    double held_full = tg_gw_metric(gw, "tidegate_journal_records", NULL);
     double received_full = tg_gw_metric(gw, "tidegate_messages_received_total", NULL);
     double dropped_full =
         tg_gw_metric(gw, "tidegate_messages_dropped_total", "reason=\"journal_full\"");
@@ -187,7 +200,9 @@ static void run_policy(enum policy policy)
     else
         assert_true(dropped_full > 0);
     fprintf(stderr, "%s: disk full after %g readings; by the end of the plan %g taken, %g "
-            "dropped, /healthz 503\n", name, received_at_full, received_full, dropped_full);
+            "dropped, %g held (bound %g), /healthz 503\n", name, received_at_full,
+            received_full, dropped_full, held_full, received_at_full + HELD_MARGIN);
+    assert_true(held_full <= received_at_full + HELD_MARGIN);
 
     /* Space returns while Kafka is still down: the journal takes writes again. */
     disk_grow(&d);
@@ -207,7 +222,7 @@ static void run_policy(enum policy policy)
     }
 
     /* Kafka returns: everything kept drains. */
-    assert_int_equal(tg_harness_devkafka_outage_end(tg_gw_devkafka(gw)), 0);
+    assert_int_equal(tg_gw_kafka_outage_end(gw), 0);
     int64_t kafka_ms = tg_harness_now_ms();
     if (!tg_harness_wait_until(all_accounted, &a, WAIT_MS * 2)) {
         tg_gw_print_log_tail(gw, 20);
@@ -220,8 +235,9 @@ static void run_policy(enum policy policy)
     struct tg_gw_consumer *c = tg_chaos_audit(gw, &plan, (size_t)a.delivered, WAIT_MS, &audit);
     assert_non_null(c);
     tg_gw_audit_print(name, &audit);
-    tg_chaos_summary(policy == BACKPRESSURE ? "disk_full_backpressure" : "disk_full_drop_newest",
-                     audit.missing, audit.duplicates,
+    char label[64];
+    snprintf(label, sizeof label, "disk_full_%s", name);
+    tg_chaos_summary(label, audit.missing, audit.duplicates,
                      "%d published, dropped{journal_full} %g, disk full after %g taken (%lld ms "
                      "into the plan), /healthz 200 again %lld ms after space returned, the "
                      "broker's backlog taken %lld ms after (-1: not held), Kafka backlog drained "
@@ -263,6 +279,7 @@ static void run_policy(enum policy policy)
     disk_done(&d);
 }
 
+#ifndef TG_CHAOS_DEFECTS
 static void disk_full_backpressure(void **state)
 {
     (void)state;
@@ -274,13 +291,30 @@ static void disk_full_drop_newest(void **state)
     (void)state;
     run_policy(DROP_NEWEST);
 }
+#else
+/* Left out of CTest: it fails on a gateway defect (README, "Chaos suite"): with drop_oldest
+ * and a full disk, once the journaled segments are dropped, new readings pile up in memory
+ * unjournaled and without bound. Built as chaos_defect_disk_full_drop_oldest. */
+static void disk_full_drop_oldest(void **state)
+{
+    (void)state;
+    run_policy(DROP_OLDEST);
+}
+#endif
 
 int main(void)
 {
     private_namespace();
+    /* TG_CHAOS_ONLY=disk_full_drop_newest runs one case (cmocka's test filter) */
+    if (getenv("TG_CHAOS_ONLY"))
+        cmocka_set_test_filter(getenv("TG_CHAOS_ONLY"));
     const struct CMUnitTest tests[] = {
+#ifndef TG_CHAOS_DEFECTS
         cmocka_unit_test_teardown(disk_full_backpressure, tg_gw_teardown),
         cmocka_unit_test_teardown(disk_full_drop_newest, tg_gw_teardown),
+#else
+        cmocka_unit_test_teardown(disk_full_drop_oldest, tg_gw_teardown),
+#endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

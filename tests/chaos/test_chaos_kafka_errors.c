@@ -89,7 +89,7 @@ static bool all_accounted(void *ud)
 static void run_case(const struct error_case *ec)
 {
     const char *const sets[] = {"kafka.rdkafka.max.in.flight=1", NULL};
-    const struct tg_gw_opts opts = {.sets = sets};
+    const struct tg_gw_opts opts = {.kafka_tier = TG_GW_KAFKA_DEV, .sets = sets};
     struct tg_gw *gw = tg_gw_new(&opts);
     assert_non_null(gw);
     struct tg_gw_pub *pub = tg_gw_pub_new(gw, "chaos-pub");

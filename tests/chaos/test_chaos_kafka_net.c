@@ -67,7 +67,7 @@ static void kafka_net(void **state)
 {
     (void)state;
     const char *const sets[] = {"kafka.rdkafka.max.in.flight=1", NULL};
-    const struct tg_gw_opts opts = {.sets = sets};
+    const struct tg_gw_opts opts = {.kafka_tier = TG_GW_KAFKA_DEV, .sets = sets};
     struct tg_gw *gw = tg_gw_new(&opts);
     assert_non_null(gw);
     struct tg_harness_devkafka *dk = tg_gw_devkafka(gw);

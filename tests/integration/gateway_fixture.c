@@ -133,6 +133,7 @@ struct tg_gw {
     char *extra_ini;
     char **sets;
     size_t n_sets;
+    bool ready_unhealthy;
 };
 
 const char *tg_gw_dir(const struct tg_gw *gw) { return gw->dir; }
@@ -267,11 +268,14 @@ static int write_ini(struct tg_gw *gw)
 
 bool tg_gw_ready(struct tg_gw *gw)
 {
-    if (tg_gw_http_get(gw, "/healthz", NULL) != 200)
+    int status = tg_gw_http_get(gw, "/healthz", NULL);
+    if (status < 0 || (status != 200 && !gw->ready_unhealthy))
         return false;
     double conns = tg_gw_metric(gw, "tidegate_mqtt_connections", NULL);
     return conns == (double)gw->connections;
 }
+
+struct tg_harness_proc *tg_gw_tidegate_proc(struct tg_gw *gw) { return gw->proc; }
 
 bool tg_gw_tidegate_running(struct tg_gw *gw)
 {
@@ -449,6 +453,7 @@ struct tg_gw *tg_gw_new(const struct tg_gw_opts *opts)
     if (resolve_tier(opts->kafka_tier, &gw->tier) != 0)
         goto fail;
     gw->connections = opts->connections > 0 ? opts->connections : 1;
+    gw->ready_unhealthy = opts->ready_unhealthy;
     gw->commit_interval_ms = opts->commit_interval_ms > 0 ? opts->commit_interval_ms : 200;
     if (opts->extra_ini && !(gw->extra_ini = strdup(opts->extra_ini)))
         goto fail;

@@ -72,6 +72,8 @@ struct tg_gw_opts {
     int commit_interval_ms;       /* journal.commit_interval_ms; 0: 200 */
     const char *extra_ini;        /* appended to the generated INI (sections it has not) */
     const char *const *sets;      /* NULL-terminated "section.key=value" for --set, or NULL */
+    bool ready_unhealthy;         /* ready without /healthz answering 200 (any answer will
+                                   * do): for tests of what makes it answer 503 */
 };
 
 struct tg_gw;
@@ -112,7 +114,8 @@ struct tg_harness_mosquitto *tg_gw_mosquitto(const struct tg_gw *gw);
 struct tg_harness_devkafka *tg_gw_devkafka(const struct tg_gw *gw); /* NULL in the real tier */
 struct tg_harness_kafka *tg_gw_kafka(const struct tg_gw *gw);       /* NULL in the dev tier */
 
-/* Ready: GET /healthz answers 200 and tidegate_mqtt_connections equals mqtt.connections. */
+/* Ready: GET /healthz answers 200 (any answer with ready_unhealthy) and
+ * tidegate_mqtt_connections equals mqtt.connections. */
 bool tg_gw_ready(struct tg_gw *gw);
 
 /* Starts tidegate again (after a kill or a stop) with the same config, journal and metrics
@@ -127,6 +130,9 @@ int tg_gw_tidegate_kill9(struct tg_gw *gw);
 int tg_gw_tidegate_term(struct tg_gw *gw, int timeout_ms);
 
 bool tg_gw_tidegate_running(struct tg_gw *gw);
+
+/* The running (or last) tidegate process, for signals of the test's own (NULL: none). */
+struct tg_harness_proc *tg_gw_tidegate_proc(struct tg_gw *gw);
 
 /* Prints the last `lines` lines of tidegate's log to stderr. */
 void tg_gw_print_log_tail(const struct tg_gw *gw, int lines);

@@ -4,7 +4,8 @@
  * message arrives once; a full sink pauses reading without losing, duplicating or reordering
  * anything; the persistent session keeps what was published while the ingress was away, also
  * across a broker restart; tg_ingress_stop() hands pending messages to the sink; a broker that
- * refuses the credentials is retried with backoff.
+ * refuses the credentials is retried with backoff; an oversized payload is cut to what its
+ * dead letter keeps, and one over the announced Maximum Packet Size never arrives.
  *
  * The publisher is a separate libmosquitto client with its own network thread.
  */
@@ -29,6 +30,7 @@
 
 #include "harness.h"
 #include "ingress_mqtt.h"
+#include "gateway_limits.h"
 #include "metrics.h"
 
 #define WAIT_MS 20000
@@ -806,6 +808,59 @@ static void test_stop_while_never_connected(void **state)
     close(holder);
 }
 
+/* Issue 11: a 100 MB payload took the gateway to 233 MB. The ingress announces a Maximum
+ * Packet Size (MQTT 5) so the broker does not send what is larger, and of a payload over
+ * max_payload_bytes hands over (or keeps, while the sink is full) only what its dead letter
+ * keeps: TG_DLQ_PAYLOAD_MAX bytes. */
+static void test_oversized_payloads(void **state)
+{
+    (void)state;
+    enum { LIMIT = 4096, PACKET = 128 * 1024, BIG = 100 * 1024, HUGE = 300 * 1024 };
+    struct tg_harness_mosquitto *mq = tg_harness_mosquitto_start(0, NULL);
+    assert_non_null(mq);
+    struct tg_metrics *m = tg_metrics_new();
+    struct sink s;
+    sink_init(&s, false); /* full: what arrives is kept by the ingress first */
+    struct tg_ingress_opts opts = base_opts(mq, "tg-big");
+    opts.max_payload_bytes = LIMIT;
+    opts.max_packet_bytes = PACKET;
+    struct tg_ingress *in = ingress_start(&opts, &s, m);
+
+    uint8_t *payload = malloc(HUGE);
+    assert_non_null(payload);
+    for (size_t i = 0; i < HUGE; i++)
+        payload[i] = (uint8_t)(i * 7 + 3);
+    struct publisher *p = publisher_new(mq);
+    assert_int_equal(mosquitto_publish(p->mosq, NULL, "telemetry/big", BIG, payload, 1, false),
+                     MOSQ_ERR_SUCCESS);
+    assert_int_equal(mosquitto_publish(p->mosq, NULL, "telemetry/huge", HUGE, payload, 1, false),
+                     MOSQ_ERR_SUCCESS);
+    publish_range(p, "telemetry/small", 0, 1);
+    publisher_wait_acked(p, 3);
+    /* The first message is held for the full sink; then let everything through. */
+    struct sink_want refused = {&s, 1};
+    assert_true(tg_harness_wait_until(sink_refused_cond, &refused, WAIT_MS));
+    atomic_store(&s.open, true);
+    struct sink_want w = {&s, 2};
+    assert_true(tg_harness_wait_until(sink_has_cond, &w, WAIT_MS));
+    /* the small message came after the huge one on the same connection: the broker dropped
+     * the huge one rather than send it */
+    assert_int_equal(sink_count(&s), 2);
+    assert_string_equal(s.msgs[0].topic, "telemetry/big");
+    assert_int_equal(s.msgs[0].payload_len, TG_DLQ_PAYLOAD_MAX);
+    assert_memory_equal(s.msgs[0].payload, payload, TG_DLQ_PAYLOAD_MAX);
+    assert_string_equal(s.msgs[1].topic, "telemetry/small");
+    assert_int_equal(msg_index(&s.msgs[1]), 0);
+
+    free(payload);
+    publisher_destroy(p);
+    tg_ingress_stop(in);
+    tg_ingress_destroy(in);
+    tg_metrics_destroy(m);
+    sink_fini(&s);
+    tg_harness_mosquitto_destroy(mq);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -818,6 +873,7 @@ int main(void)
         cmocka_unit_test_teardown(test_long_pause_reconnects, teardown),
         cmocka_unit_test_teardown(test_refused_credentials, teardown),
         cmocka_unit_test(test_config_errors),
+        cmocka_unit_test_teardown(test_oversized_payloads, teardown),
         cmocka_unit_test(test_stop_while_never_connected),
     };
     /* for the publisher; the ingress initialises libmosquitto itself as well */

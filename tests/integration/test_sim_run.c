@@ -307,9 +307,10 @@ static void test_sim_run_metrics(void **state)
         assert_true(port > 0);
         snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
         snprintf(name, sizeof name, "tidegate-sim-%d", attempt);
+        /* No ledger: the boot state goes to the test's directory, not the user's. */
         const char *argv[] = {sim, "run", "--broker", broker, "--devices", devices, "--rate", "2",
                               "--duration", "4", "--seed", "11", "--connect-rate", "400",
-                              "--metrics-listen", listen, NULL};
+                              "--metrics-listen", listen, "--state-dir", dir, NULL};
         proc = tg_harness_proc_start(dir, name, argv, NULL, 0);
         assert_non_null(proc);
         assert_true(tg_harness_wait_until(listening_or_exited, proc, WAIT_MS));

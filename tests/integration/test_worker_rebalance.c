@@ -9,7 +9,8 @@
  * aggregates, read back read_committed, must be a single uninterrupted reference worker's,
  * record for record, with no repeat: graceful moves never abort, so this holds on
  * tidegate-devkafka too (unlike a SIGKILL, test_worker_failover). b's /metrics pass
- * `promtool check metrics` and agree with what happened.
+ * `promtool check metrics` and agree with what happened. With the argument "real" the same
+ * runs on a real Kafka broker (compacted state topic, real transactions).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -26,7 +27,7 @@
 #include "harness.h"
 #include "worker_fixture.h"
 
-#define PARTITIONS 6
+#define PARTITIONS WFX_PARTITIONS
 #define DEVICES 40
 #define SECONDS 600
 #define PACE_MS 50 /* 30 s of feeding: the mock's rebalances take ~5 s per round */
@@ -72,19 +73,13 @@ static void check_metrics(const struct wfx_worker *w)
     free(body);
 }
 
-static void test_graceful_moves_are_exactly_once(void **state)
+static void graceful_moves(bool real_kafka)
 {
-    (void)state;
-    const char *args[] = {"--brokers", "1", "--topic", "telemetry:6", "--topic",
-                          "a.anomalies:3", "--topic", "a.agg:3", "--topic", "a.state:6",
-                          "--topic", "ref.anomalies:3", "--topic", "ref.agg:3", "--topic",
-                          "ref.state:6", NULL};
-    struct tg_harness_devkafka *dk = tg_harness_devkafka_start(args);
-    assert_non_null(dk);
-    const char *bs = tg_harness_devkafka_bootstrap(dk);
+    struct wfx_cluster *cl = wfx_cluster_start(real_kafka);
+    const char *bs = wfx_cluster_bootstrap(cl);
     char *dir = tg_harness_tmpdir_new("worker-rebalance");
     assert_non_null(dir);
-    struct wfx_input in = {.n_devices = DEVICES, .base_ts_ms = INT64_C(1767225600000)};
+    struct wfx_input in = {.n_devices = DEVICES, .base_ts_ms = wfx_recent_base_ms(SECONDS)};
     const int64_t total = (int64_t)DEVICES * SECONDS;
 
     struct wfx_worker *a = wfx_worker_start(dir, "a", "a", bs, "tidegate-anomaly", "a.", NULL);
@@ -124,14 +119,33 @@ static void test_graceful_moves_are_exactly_once(void **state)
     wfx_worker_destroy(a2);
     wfx_worker_destroy(b);
     wfx_worker_destroy(ref);
-    tg_harness_devkafka_destroy(dk);
+    wfx_cluster_destroy(cl);
     tg_harness_tmpdir_done(dir);
 }
 
-int main(void)
+static void test_graceful_moves_devkafka(void **state)
 {
+    (void)state;
+    graceful_moves(false);
+}
+
+static void test_graceful_moves_real_kafka(void **state)
+{
+    (void)state;
+    graceful_moves(true);
+}
+
+/* argv[1] "real": the same on a real Kafka broker (the CTest entry with label kafka-real). */
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "real") == 0) {
+        const struct CMUnitTest real[] = {
+            cmocka_unit_test_teardown(test_graceful_moves_real_kafka, teardown),
+        };
+        return cmocka_run_group_tests(real, NULL, NULL);
+    }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_graceful_moves_are_exactly_once, teardown),
+        cmocka_unit_test_teardown(test_graceful_moves_devkafka, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,8 +19,67 @@
 #include <string.h>
 
 #include "codec_canonical.h"
+#include "harness_kafka.h"
 #include "record.h"
 #include "worker_fixture.h"
+
+struct wfx_cluster {
+    struct tg_harness_devkafka *dk;
+    struct tg_harness_kafka *kf;
+};
+
+struct wfx_cluster *wfx_cluster_start(bool real_kafka)
+{
+    struct wfx_cluster *cl = calloc(1, sizeof *cl);
+    assert_non_null(cl);
+    static const char *const prefixes[] = {"a.", "ref."};
+    if (!real_kafka) {
+        const char *args[] = {"--brokers", "1", "--topic", "telemetry:6", "--topic",
+                              "a.anomalies:3", "--topic", "a.agg:3", "--topic", "a.state:6",
+                              "--topic", "ref.anomalies:3", "--topic", "ref.agg:3", "--topic",
+                              "ref.state:6", NULL};
+        cl->dk = tg_harness_devkafka_start(args);
+        assert_non_null(cl->dk);
+        return cl;
+    }
+    cl->kf = tg_harness_kafka_start(WFX_PARTITIONS, 0);
+    assert_non_null(cl->kf);
+    static const char *const compact[] = {"cleanup.policy=compact", NULL};
+    for (size_t i = 0; i < 2; i++) {
+        char t[64];
+        snprintf(t, sizeof t, "%sanomalies", prefixes[i]);
+        assert_int_equal(tg_harness_kafka_create_topic(cl->kf, t, 3, NULL), 0);
+        snprintf(t, sizeof t, "%sagg", prefixes[i]);
+        assert_int_equal(tg_harness_kafka_create_topic(cl->kf, t, 3, NULL), 0);
+        snprintf(t, sizeof t, "%sstate", prefixes[i]);
+        assert_int_equal(tg_harness_kafka_create_topic(cl->kf, t, WFX_PARTITIONS, compact), 0);
+    }
+    return cl;
+}
+
+const char *wfx_cluster_bootstrap(const struct wfx_cluster *cl)
+{
+    return cl->dk ? tg_harness_devkafka_bootstrap(cl->dk) : tg_harness_kafka_bootstrap(cl->kf);
+}
+
+struct tg_harness_devkafka *wfx_cluster_devkafka(const struct wfx_cluster *cl)
+{
+    return cl->dk;
+}
+
+bool wfx_cluster_real(const struct wfx_cluster *cl)
+{
+    return cl->kf != NULL;
+}
+
+void wfx_cluster_destroy(struct wfx_cluster *cl)
+{
+    if (!cl)
+        return;
+    tg_harness_devkafka_destroy(cl->dk);
+    tg_harness_kafka_destroy(cl->kf);
+    free(cl);
+}
 
 static rd_kafka_t *client(rd_kafka_type_t type, const char *bootstrap, const char *const kv[])
 {
@@ -147,6 +206,14 @@ out:
     return *why ? 0 : n;
 }
 
+int64_t wfx_recent_base_ms(int seconds)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now_ms = (int64_t)ts.tv_sec * 1000;
+    return now_ms / 60000 * 60000 - (int64_t)seconds * 1000;
+}
+
 size_t wfx_produce(const char *bootstrap, const char *topic, const struct wfx_input *in,
                    int from_s, int to_s)
 {
@@ -225,23 +292,31 @@ int wfx_watermarks(const char *bootstrap, const char *topic, int64_t *hi, int ma
     return n;
 }
 
-/* Reads every partition of topic from the beginning to its end; fn per record. */
+/* Reads every partition of topic from the beginning to its end; fn per record. The end is
+ * the high watermark when the read starts: on a real broker a read_committed reader first
+ * sees the end of a partition at its last stable offset, which lags behind for a moment
+ * after a commit (the coordinator writes the transaction markers after answering EndTxn),
+ * so an end-of-partition event below the high watermark means "wait", not "done". */
 static void read_topic(const char *bootstrap, const char *topic,
                        void (*fn)(void *ud, const rd_kafka_message_t *msg), void *ud)
 {
     static const char *const kv[] = {"group.id", "wfx-reader", "isolation.level",
                                      "read_committed", "enable.partition.eof", "true",
-                                     "enable.auto.commit", "false", NULL};
+                                     "enable.auto.commit", "false", "fetch.wait.max.ms", "10",
+                                     NULL};
     rd_kafka_t *rk = client(RD_KAFKA_CONSUMER, bootstrap, kv);
     int n = partitions_of(rk, topic);
-    assert_true(n > 0);
+    assert_true(n > 0 && n <= 256);
+    int64_t hi[256];
+    bool done[256];
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
     int pending = 0;
     for (int p = 0; p < n; p++) {
-        int64_t lo, hi;
-        assert_int_equal(rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 10000),
+        int64_t lo;
+        assert_int_equal(rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi[p], 10000),
                          RD_KAFKA_RESP_ERR_NO_ERROR);
-        if (hi > lo) {
+        done[p] = hi[p] <= lo;
+        if (!done[p]) {
             rd_kafka_topic_partition_list_add(l, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
             pending++;
         }
@@ -254,12 +329,17 @@ static void read_topic(const char *bootstrap, const char *topic,
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 100);
         if (!msg)
             continue;
-        if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
-            pending--;
-        else if (msg->err)
+        int32_t p = msg->partition;
+        if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            if (p >= 0 && p < n && !done[p] && msg->offset >= hi[p]) {
+                done[p] = true;
+                pending--;
+            }
+        } else if (msg->err) {
             fail_msg("reading %s: %s", topic, rd_kafka_message_errstr(msg));
-        else
+        } else {
             fn(ud, msg);
+        }
         rd_kafka_message_destroy(msg);
     }
     rd_kafka_topic_partition_list_destroy(l);
@@ -411,7 +491,7 @@ struct wfx_worker *wfx_worker_start(const char *dir, const char *name, const cha
             "[kafka]\nbrokers = %s\ngroup_id = %s\ninput_topic = telemetry\n"
             "alerts_topic = %sanomalies\naggregates_topic = %sagg\nstate_topic = %sstate\n"
             "commit_interval_ms = 100\nsession_timeout_ms = 6000\n"
-            "transaction_timeout_ms = 10000\nrestore_timeout_ms = 15000\n"
+            "transaction_timeout_ms = 10000\nrestore_timeout_ms = 40000\n"
             "[metrics]\nlisten = 127.0.0.1:%d\n"
             "[detect]\nsilence = false\n%s",
             instance_id, bootstrap, group, topic_prefix, topic_prefix, topic_prefix, w->metrics_port,

@@ -15,6 +15,19 @@
 
 #include "harness.h"
 
+/* The cluster under test: tidegate-devkafka (fast, no transaction isolation, no compaction)
+ * or a real Kafka broker (harness_kafka.h). Either way it has telemetry with 6 partitions and,
+ * for each prefix in "a." and "ref.", <prefix>anomalies (3), <prefix>agg (3) and
+ * <prefix>state (6, compacted on the real broker). */
+#define WFX_PARTITIONS 6
+struct wfx_cluster;
+struct wfx_cluster *wfx_cluster_start(bool real_kafka);
+const char *wfx_cluster_bootstrap(const struct wfx_cluster *cl);
+bool wfx_cluster_real(const struct wfx_cluster *cl);
+/* devkafka's command interface (harness.h), or NULL on the real tier. */
+struct tg_harness_devkafka *wfx_cluster_devkafka(const struct wfx_cluster *cl);
+void wfx_cluster_destroy(struct wfx_cluster *cl);
+
 /* The synthetic fleet: n_devices devices "dev-NNN", one reading per second of event time
  * from base_ts_ms, metric "temp" (a slow cycle plus deterministic noise) with a spike per
  * device and a level shift on every fifth device, so detectors fire. */
@@ -22,6 +35,11 @@ struct wfx_input {
     int n_devices;
     int64_t base_ts_ms;
 };
+
+/* A base time for seconds of event time that end about now, on a whole minute (so windows
+ * line up the same in every run): a real broker deletes records whose timestamps are older
+ * than its retention, and these timestamps are the event times. */
+int64_t wfx_recent_base_ms(int seconds);
 
 /* Produces the readings of seconds [from_s, to_s) of every device to topic (JSON canonical
  * records, key = device, content-type header, murmur2_random like the gateway) and waits for

@@ -440,6 +440,9 @@ static void a_silent_device_is_all_lost(void **state)
     json_t *range = json_array_get(json_object_get(dev, "lost_ranges"), 0);
     assert_int_equal(json_integer_value(json_object_get(range, "from")), 0);
     assert_int_equal(json_integer_value(json_object_get(range, "to")), 7);
+    assert_int_equal(json_integer_value(json_object_get(dev, "lost")), 8);
+    assert_int_equal(json_integer_value(json_object_get(dev, "rejected")), 0);
+    assert_int_equal(json_integer_value(json_object_get(dev, "dlq_missing")), 0);
     assert_int_equal(json_integer_value(json_object_get(root, "offset_gaps")), 5);
     json_decref(root);
     free(json);

@@ -1,10 +1,11 @@
 /* The decoder's allocation contract: after tg_decoder_new(), decoding CBOR payloads (native,
  * signed, SenML, and rejected ones) calls no allocator at all, and canonical encoding never
- * does. This program is linked with -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc, which
+ * does; nor does reading canonical CBOR records back (tg_canonical_decode). This program is linked with -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc, which
  * routes every allocator call made by the test and by libtidegate_common through the
  * counters of test_alloc_count.h (libcbor's streaming decoder, a shared library, documents that it does not
  * allocate). */
 #include "codec_canonical.h"
+#include "codec_canonical_decode.h"
 #include "codec_native.h"
 #include "test_codec_util.h"
 
@@ -71,10 +72,40 @@ static void cbor_decoding_does_not_allocate(void **state)
     tg_decoder_destroy(dec);
 }
 
+static void canonical_cbor_decoding_does_not_allocate(void **state)
+{
+    (void)state;
+    struct tg_canonical_decoder *cd = tg_canonical_decoder_new(NULL);
+    assert_non_null(cd);
+    static const struct tg_metric metrics[] = {{.name = "temp", .unit = "Cel", .value = 21.3},
+                                               {.name = "hum", .value = 40}};
+    static const struct tg_reading rd = {.device = "dev-1", .has_seq = true, .boot = 1,
+                                         .seq = 2, .ts_ms = 3, .n_metrics = 2,
+                                         .metrics = metrics};
+    uint8_t rec[256];
+    size_t len;
+    assert_int_equal(tg_codec_canonical_cbor(&rd, "gw-1", 4, rec, sizeof rec, &len), TG_OK);
+    struct tbuf bad = {0};
+    tb_hex(&bad, "a1 6178 01"); /* {"x": 1}: an unknown field */
+    unsigned long before = allocations;
+    for (int i = 0; i < 1000; i++) {
+        struct tg_reading out;
+        struct tg_canonical_extra extra;
+        assert_int_equal(tg_canonical_decode(cd, rec, len, 1, &out, &extra), TG_OK);
+        assert_int_equal(out.n_metrics, 2);
+        assert_int_equal(tg_canonical_decode(cd, rec, len, -1, &out, &extra), TG_OK);
+        assert_int_equal(tg_canonical_decode(cd, bad.b, bad.n, 1, &out, &extra),
+                         TG_ERR_UNKNOWN_FIELD);
+    }
+    assert_int_equal(allocations, before);
+    tg_canonical_decoder_destroy(cd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(cbor_decoding_does_not_allocate),
+        cmocka_unit_test(canonical_cbor_decoding_does_not_allocate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -184,6 +184,42 @@ static void boot_going_back_starts_a_new_epoch(void **state)
     /* A real restart afterwards still works. */
     assert_true(native_at(dd, "n", 2, 0, t + 9000 + 14000));
     assert_true(native_at(dd, "n", 1, 4, t + 9000 + 13500)); /* boot 1's tail, drained */
+    /* Re-flashed again, back at exactly the previous boot's number (1): its seqs 0.. are
+     * below boot 1's highest, but their time says they are a new epoch, not boot 1's tail. */
+    assert_true(native_at(dd, "m", 1, 50, t));
+    assert_true(native_at(dd, "m", 2, 0, t + 1000));
+    assert_true(native_at(dd, "m", 1, 51, t + 500)); /* the tail, taken before the reboot */
+    assert_false(native_at(dd, "m", 1, 0, t + 5000)); /* within the grace */
+    assert_true(native_at(dd, "m", 1, 1, t + 1000 + 11000));
+    assert_true(native_at(dd, "m", 1, 2, t + 1000 + 12000));
+    tg_dedup_destroy(dd);
+}
+
+/* An ordinary reboot whose clock stepped back is still a restart: time only decides against
+ * a higher boot that the device left by going back to a lower one. That memory survives a
+ * snapshot. */
+static void a_reboot_with_a_clock_stepped_back_is_a_restart(void **state)
+{
+    (void)state;
+    struct tg_dedup *dd = new_dedup(16);
+    int64_t t = NOW_MS;
+    assert_true(native_at(dd, "r", 3, 0, t));
+    assert_true(native_at(dd, "r", 3, 1, t + 1000));
+    assert_true(native_at(dd, "r", 4, 0, t - 60000)); /* rebooted, its clock 61 s behind */
+    assert_true(native_at(dd, "r", 4, 1, t - 59000));
+    /* Back from 4 to 1 (a new epoch), then a late copy from boot 4 (old time): stale. */
+    assert_true(native_at(dd, "r", 1, 0, t + 30000));
+    uint8_t *blob;
+    size_t len;
+    assert_int_equal(tg_dedup_save(dd, &blob, &len), TG_OK);
+    struct tg_dedup *dd2 = new_dedup(16);
+    assert_int_equal(tg_dedup_load(dd2, blob, len), TG_OK);
+    free(blob);
+    assert_false(native_at(dd2, "r", 4, 2, t - 58000));
+    assert_false(native_at(dd2, "r", 3, 2, t + 2000));
+    /* Beyond the left boot, a higher boot is a restart whatever its time. */
+    assert_true(native_at(dd2, "r", 5, 0, t));
+    tg_dedup_destroy(dd2);
     tg_dedup_destroy(dd);
 }
 
@@ -1112,6 +1148,7 @@ int main(void)
         cmocka_unit_test(too_old_is_duplicate),
         cmocka_unit_test(boot_change_and_late_previous_boot),
         cmocka_unit_test(boot_going_back_starts_a_new_epoch),
+        cmocka_unit_test(a_reboot_with_a_clock_stepped_back_is_a_restart),
         cmocka_unit_test(senml_by_ts),
         cmocka_unit_test(senml_window_edges),
         cmocka_unit_test(senml_pack_any_order),

@@ -177,9 +177,10 @@ static void sweep_reports_silence_with_event_time_ids(void **state)
     for (int i = 0; i < 100; i++, ts += 10000)
         feed(ru.en, 0, "dev", "temp", ts, 20 + rng_gauss(&g));
     int64_t last = ts - 10000;
+    tg_engine_sweep(ru.en, last + 500); /* the sweep sees the last reading arrive */
     tg_engine_sweep(ru.en, last + 30000); /* 3 periods: not yet */
     expect_opens(&ru, "silence", 0);
-    tg_engine_sweep(ru.en, last + 60000); /* 6 periods: silent */
+    tg_engine_sweep(ru.en, last + 60000); /* 6 periods after the sweep saw it: silent */
     tg_engine_sweep(ru.en, last + 90000); /* still: no second alert */
     expect_opens(&ru, "silence", 1);
     char want[96];
@@ -197,6 +198,34 @@ static void sweep_reports_silence_with_event_time_ids(void **state)
 }
 
 /* ---- time order -------------------------------------------------------------------------- */
+
+static void sweep_is_not_fooled_by_a_device_clock_minutes_behind(void **state)
+{
+    (void)state;
+    struct run ru;
+    run_start(&ru, NULL);
+    struct rng g = {4};
+    /* The device's clock is 4 minutes behind the worker's: every reading's event time is
+     * 240 s old when it arrives. Readings every 10 s, a sweep every second. */
+    int64_t wall = T0, skew = 240000;
+    for (int i = 0; i < 2000; i++) {
+        if (i % 10 == 0)
+            feed(ru.en, 0, "dev", "temp", wall - skew, 20 + rng_gauss(&g));
+        tg_engine_sweep(ru.en, wall);
+        wall += 1000;
+    }
+    expect_opens(&ru, NULL, 0);
+    /* It stops: silence is found on the wall clock, with its id in the device's time. */
+    int64_t last_event = wall - 1000 - 9000 - skew;
+    for (int i = 0; i < 120; i++, wall += 1000)
+        tg_engine_sweep(ru.en, wall);
+    expect_opens(&ru, "silence", 1);
+    char want[96];
+    snprintf(want, sizeof want, "A open dev/temp/silence/%lld ", (long long)(last_event + 10000));
+    if (strncmp(ru.r.lines[ru.r.n - 1], want, strlen(want)) != 0)
+        fail_msg("got %s", ru.r.lines[ru.r.n - 1]);
+    run_end(&ru);
+}
 
 static void duplicated_and_backward_timestamps_are_counted_not_scored(void **state)
 {
@@ -378,6 +407,7 @@ int main(void)
         cmocka_unit_test(flatline_of_a_varying_series_is_stuck),
         cmocka_unit_test(gaps_of_hours_and_days_are_silence_not_anomalies),
         cmocka_unit_test(sweep_reports_silence_with_event_time_ids),
+        cmocka_unit_test(sweep_is_not_fooled_by_a_device_clock_minutes_behind),
         cmocka_unit_test(duplicated_and_backward_timestamps_are_counted_not_scored),
         cmocka_unit_test(level_shift_is_one_incident),
         cmocka_unit_test(small_sustained_shift_found_by_ewma),

@@ -408,6 +408,44 @@ static void idle_series_are_evicted_with_a_tombstone(void **state)
     rec_free(&r);
 }
 
+static void series_beyond_max_series_are_counted_not_tracked(void **state)
+{
+    (void)state;
+    char err[512];
+    const char *sets[] = {"engine.max_series=2", NULL};
+    struct tg_engine_config *ec = make_config(sets, err, sizeof err);
+    struct rec r = {0};
+    struct tg_engine *en = tg_engine_new(ec, rec_emit, &r);
+    tg_engine_partition_add(en, 0);
+    struct tg_metric ms[3] = {{.name = "a", .value = 1}, {.name = "b", .value = 2},
+                              {.name = "c", .value = 3}};
+    struct tg_reading rd = {.device = "d", .ts_ms = 1000, .n_metrics = 3, .metrics = ms};
+    assert_int_equal(tg_engine_process(en, 0, &rd), TG_OK);
+    rd.ts_ms = 2000;
+    assert_int_equal(tg_engine_process(en, 0, &rd), TG_OK);
+    struct tg_engine_stats st;
+    tg_engine_stats(en, &st);
+    assert_int_equal(st.series, 2);
+    assert_int_equal(st.series_refused, 2);
+    assert_int_equal(st.points, 6);
+    /* A snapshot of a third series is refused as well, and says why. */
+    struct store sn = {0};
+    tg_engine_snapshot_dirty(en, store_put, &sn);
+    tg_engine_partition_add(en, 1);
+    for (size_t i = 0; i < sn.n; i++)
+        if (sn.v[i].key_len > 2) {
+            char key[64];
+            snprintf(key, sizeof key, "1/%.*s", (int)sn.v[i].key_len - 2, sn.v[i].key + 2);
+            assert_int_equal(tg_engine_restore(en, key, strlen(key), sn.v[i].value,
+                                               sn.v[i].value_len),
+                             TG_ERR_FULL);
+        }
+    store_free(&sn);
+    tg_engine_destroy(en);
+    tg_engine_config_destroy(ec);
+    rec_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -420,6 +458,7 @@ int main(void)
         cmocka_unit_test(restored_engine_continues_byte_for_byte),
         cmocka_unit_test(restore_refuses_garbage),
         cmocka_unit_test(idle_series_are_evicted_with_a_tombstone),
+        cmocka_unit_test(series_beyond_max_series_are_counted_not_tracked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,10 +7,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 
 #include "journal.h"
+#include "log.h"
+#include "metrics.h"
 
 struct fixture {
     char dir[64];
@@ -43,7 +49,7 @@ static struct tg_journal *open_ok(const char *path)
     struct tg_journal *jr = NULL;
     bool moved;
     char err[512] = "";
-    tg_err e = tg_journal_open(path, &jr, &moved, err, sizeof err);
+    tg_err e = tg_journal_open(path, NULL, &jr, &moved, err, sizeof err);
     if (e != TG_OK)
         fail_msg("open: %s", err);
     assert_false(moved);
@@ -180,7 +186,7 @@ static void corrupt_file_moved_aside(void **state)
     struct tg_journal *jr = NULL;
     bool moved = false;
     char err[512] = "";
-    assert_int_equal(tg_journal_open(fx->path, &jr, &moved, err, sizeof err), TG_OK);
+    assert_int_equal(tg_journal_open(fx->path, NULL, &jr, &moved, err, sizeof err), TG_OK);
     assert_true(moved);
     assert_non_null(strstr(err, fx->path)); /* the problem was described */
     assert_int_equal(tg_journal_segments(jr), 0);
@@ -196,10 +202,205 @@ static void unopenable_path(void **state)
     struct tg_journal *jr = NULL;
     bool moved;
     char err[512] = "";
-    assert_int_equal(tg_journal_open("/nonexistent-dir/x/journal.db", &jr, &moved, err, sizeof err),
+    assert_int_equal(tg_journal_open("/nonexistent-dir/x/journal.db", NULL, &jr, &moved, err, sizeof err),
                      TG_ERR_IO);
     assert_null(jr);
     assert_non_null(strstr(err, "/nonexistent-dir/x/journal.db"));
+}
+
+/* --- issue 11: corrupt rows, lock, empty path, zero-byte file, schema version, WAL bound --- */
+
+static void exec_sql(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s: %s", sql, msg);
+    sqlite3_close(db);
+}
+
+struct seen {
+    int n;
+    uint64_t ids[16];
+    bool had_done[16];
+};
+
+static tg_err seen_cb(void *ud, const struct tg_jseg_meta *m, const uint8_t *done, size_t done_len)
+{
+    struct seen *r = ud;
+    (void)done_len;
+    r->ids[r->n] = m->id;
+    r->had_done[r->n] = done != NULL;
+    r->n++;
+    return TG_OK;
+}
+
+static void corrupt_rows_skipped_counted_removed(void **state)
+{
+    struct fixture *fx = *state;
+    struct tg_journal *jr = open_ok(fx->path);
+    assert_int_equal(tg_journal_begin(jr), TG_OK);
+    put_seg(jr, 10, 50);   /* good: rids 10..19 */
+    put_seg(jr, 100, 50);  /* good: rids 100..109, gets a done bitmap of the wrong length */
+    assert_int_equal(tg_journal_commit(jr), TG_OK);
+    tg_journal_close(jr);
+    /* What a damaged or hand-edited file can hold. */
+    exec_sql(fx->path,
+             "UPDATE segment SET done = x'0102030405' WHERE id = 100;"
+             "INSERT INTO segment VALUES (200, 200, 150, 1, 0, 1, 10, x'00', NULL);"  /* inverted */
+             "INSERT INTO segment VALUES (300, 301, 310, 1, 0, 1, 10, x'00', NULL);"  /* id != first */
+             "INSERT INTO segment VALUES (400, 400, 400 + 1000000000, 1, 0, 1, 10, x'00', NULL);"
+             "INSERT INTO segment VALUES (500, 500, 509, 11, 0, 1, 10, x'00', NULL);" /* 11 > range */
+             "INSERT INTO segment VALUES (600, 600, 609, 1, 0, 9, 10, x'00', NULL);"  /* codec */
+             "INSERT INTO segment VALUES (700, 700, 709, 1, 0, 1, 4000000000, x'00', NULL);"
+             "INSERT INTO segment VALUES (800, 800, 809, 1, 0, 1, 'ten', x'00', NULL);"
+             "INSERT INTO segment VALUES (900, 900, 909, 1, 0, 1, -5, x'00', NULL);"
+             "INSERT INTO segment VALUES (1000, 1000, 1009, 1, 0, 1, 10, x'00', 'text');"
+             "INSERT INTO segment VALUES (2000, 2000, 2009, 10, 0, 1, 10, x'00', NULL);" /* good */
+             "INSERT INTO segment VALUES (2005, 2005, 2010, 1, 0, 1, 10, x'00', NULL);"); /* overlap */
+    struct tg_metrics *m = tg_metrics_new();
+    struct tg_journal_opts jo = {.metrics = m};
+    bool moved;
+    char err[512] = "";
+    assert_int_equal(tg_journal_open(fx->path, &jo, &jr, &moved, err, sizeof err), TG_OK);
+    struct seen r = {0};
+    assert_int_equal(tg_journal_scan(jr, seen_cb, &r), TG_OK);
+    assert_int_equal(r.n, 3);
+    assert_int_equal(r.ids[0], 10);
+    assert_int_equal(r.ids[1], 100);
+    assert_false(r.had_done[1]); /* a bitmap of the wrong length is not trusted */
+    assert_int_equal(r.ids[2], 2000);
+    assert_int_equal(tg_journal_corrupt_rows(jr), 10);
+    assert_true(tg_metrics_find_value(m, "tidegate_journal_corrupt_rows_total", NULL) == 10.0);
+    assert_int_equal(tg_journal_segments(jr), 3); /* the corrupt rows are gone */
+    tg_journal_close(jr);
+    tg_metrics_destroy(m);
+    jr = open_ok(fx->path);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(tg_journal_scan(jr, seen_cb, &r), TG_OK);
+    assert_int_equal(r.n, 3);
+    assert_int_equal(tg_journal_corrupt_rows(jr), 0);
+    tg_journal_close(jr);
+}
+
+static void second_open_refused_while_locked(void **state)
+{
+    struct fixture *fx = *state;
+    struct tg_journal *jr = open_ok(fx->path);
+    struct tg_journal *jr2 = NULL;
+    bool moved;
+    char err[512] = "";
+    assert_int_equal(tg_journal_open(fx->path, NULL, &jr2, &moved, err, sizeof err),
+                     TG_ERR_CONFIG);
+    assert_null(jr2);
+    assert_non_null(strstr(err, "in use by another process"));
+    char pid[32];
+    snprintf(pid, sizeof pid, "pid %ld", (long)getpid());
+    assert_non_null(strstr(err, pid));
+
+    /* Another process is refused the same way (flock: per open file, any process). */
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        struct tg_journal *c = NULL;
+        char cerr[512];
+        tg_err ce = tg_journal_open(fx->path, NULL, &c, &moved, cerr, sizeof cerr);
+        _exit(ce == TG_ERR_CONFIG && strstr(cerr, "in use") ? 0 : 1);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    tg_journal_close(jr); /* released: the next one may open it */
+    jr = open_ok(fx->path);
+    tg_journal_close(jr);
+}
+
+static void empty_path_refused(void **state)
+{
+    (void)state;
+    struct tg_journal *jr = NULL;
+    bool moved;
+    char err[512] = "";
+    assert_int_equal(tg_journal_open("", NULL, &jr, &moved, err, sizeof err), TG_ERR_CONFIG);
+    assert_null(jr);
+    assert_non_null(strstr(err, "journal.path is empty"));
+}
+
+static void zero_byte_file_logged(void **state)
+{
+    struct fixture *fx = *state;
+    FILE *f = fopen(fx->path, "w");
+    assert_non_null(f);
+    fclose(f);
+    char log_path[160];
+    snprintf(log_path, sizeof log_path, "%s/log", fx->dir);
+    int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    tg_log_set_fd(fd);
+    struct tg_journal *jr = open_ok(fx->path);
+    tg_log_set_fd(2);
+    close(fd);
+    tg_journal_close(jr);
+    char text[2048] = "";
+    f = fopen(log_path, "r");
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    assert_non_null(strstr(text, "is an empty file (0 bytes)"));
+}
+
+static void newer_schema_refused(void **state)
+{
+    struct fixture *fx = *state;
+    tg_journal_close(open_ok(fx->path));
+    exec_sql(fx->path, "PRAGMA user_version = 2;");
+    struct tg_journal *jr = NULL;
+    bool moved;
+    char err[512] = "";
+    assert_int_equal(tg_journal_open(fx->path, NULL, &jr, &moved, err, sizeof err),
+                     TG_ERR_CONFIG);
+    assert_non_null(strstr(err, "schema version 2, newer than this gateway's (1)"));
+    /* A journal of the current version opens, and a fresh one is stamped with it. */
+    exec_sql(fx->path, "PRAGMA user_version = 1;");
+    tg_journal_close(open_ok(fx->path));
+}
+
+static long file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+/* With Kafka keeping up, every commit writes a segment and deletes an older one. The WAL
+ * stays within its bound through it all and is gone after a clean close. */
+static void wal_bounded_and_truncated_on_close(void **state)
+{
+    struct fixture *fx = *state;
+    struct tg_journal_opts jo = {.max_bytes = 1 << 20}; /* WAL bound: 128 KiB */
+    struct tg_journal *jr = NULL;
+    bool moved;
+    char err[512] = "";
+    assert_int_equal(tg_journal_open(fx->path, &jo, &jr, &moved, err, sizeof err), TG_OK);
+    assert_int_equal(tg_journal_wal_bound(jr), 128 << 10);
+    char wal[160];
+    snprintf(wal, sizeof wal, "%s-wal", fx->path);
+    long wal_max = 0;
+    for (uint64_t i = 1; i <= 200; i++) {
+        assert_int_equal(tg_journal_begin(jr), TG_OK);
+        put_seg(jr, i * 10, 20000);
+        if (i > 2)
+            assert_int_equal(tg_journal_delete(jr, (i - 2) * 10), TG_OK);
+        assert_int_equal(tg_journal_commit(jr), TG_OK);
+        long sz = file_size(wal);
+        if (sz > wal_max)
+            wal_max = sz;
+        assert_int_equal(tg_journal_wal_bytes(jr), sz < 0 ? 0 : sz);
+    }
+    assert_true(wal_max <= 128 << 10);
+    tg_journal_close(jr);
+    assert_true(file_size(wal) <= 0); /* absent, or empty */
 }
 
 int main(void)
@@ -209,6 +410,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(state_values, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_file_moved_aside, setup, teardown),
         cmocka_unit_test(unopenable_path),
+        cmocka_unit_test_setup_teardown(corrupt_rows_skipped_counted_removed, setup, teardown),
+        cmocka_unit_test_setup_teardown(second_open_refused_while_locked, setup, teardown),
+        cmocka_unit_test(empty_path_refused),
+        cmocka_unit_test_setup_teardown(zero_byte_file_logged, setup, teardown),
+        cmocka_unit_test_setup_teardown(newer_schema_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(wal_bounded_and_truncated_on_close, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

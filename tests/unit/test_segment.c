@@ -116,7 +116,7 @@ static void round_trip(enum tg_codec_id codec)
     assert_int_equal(tg_segment_compress(seg, codec, 3, &blob, &blob_len), TG_OK);
     if (codec != TG_CODEC_NONE) /* repetitive records must compress well */
         assert_true(blob_len * 4 < tg_segment_raw_bytes(seg));
-    assert_int_equal(tg_segment_load(back, codec, blob, blob_len, tg_segment_raw_bytes(seg)),
+    assert_int_equal(tg_segment_load(back, codec, blob, blob_len, tg_segment_raw_bytes(seg), 77, 77 + 2 * n),
                      TG_OK);
     assert_int_equal(tg_segment_count(back), n);
     for (size_t i = 0; i < n; i++)
@@ -125,9 +125,9 @@ static void round_trip(enum tg_codec_id codec)
     /* Corruption: every truncation and a wrong size fail cleanly, never crash. */
     for (size_t cut = 0; cut < blob_len; cut += 1 + blob_len / 97)
         assert_int_not_equal(
-            tg_segment_load(back, codec, blob, cut, tg_segment_raw_bytes(seg)), TG_OK);
+            tg_segment_load(back, codec, blob, cut, tg_segment_raw_bytes(seg), 0, UINT64_MAX), TG_OK);
     assert_int_not_equal(
-        tg_segment_load(back, codec, blob, blob_len, tg_segment_raw_bytes(seg) + 1), TG_OK);
+        tg_segment_load(back, codec, blob, blob_len, tg_segment_raw_bytes(seg) + 1, 0, UINT64_MAX), TG_OK);
     assert_int_equal(tg_segment_count(back), 0);
     free(blob);
     tg_segment_destroy(seg);
@@ -151,7 +151,7 @@ static void corrupt_raw_bytes(void **state)
             seed = seed * 1103515245u + 12345u;
             raw[i] = (uint8_t)(seed >> 16);
         }
-        tg_err e = tg_segment_load(seg, TG_CODEC_NONE, raw, len, len);
+        tg_err e = tg_segment_load(seg, TG_CODEC_NONE, raw, len, len, 0, UINT64_MAX);
         if (e == TG_OK) { /* whatever loaded must be readable */
             struct tg_jrecord r;
             for (size_t i = 0; i < tg_segment_count(seg); i++)
@@ -160,9 +160,92 @@ static void corrupt_raw_bytes(void **state)
     }
     /* rids that do not increase are rejected */
     const uint8_t dup[] = {5, 0, 0, 0, 0, 0, 0, /* rid 5 */ 0, 0, 0, 0, 0, 0, 0 /* rid 5 again */};
-    assert_int_equal(tg_segment_load(seg, TG_CODEC_NONE, dup, sizeof dup, sizeof dup),
+    assert_int_equal(tg_segment_load(seg, TG_CODEC_NONE, dup, sizeof dup, sizeof dup, 0, UINT64_MAX),
                      TG_ERR_INTERNAL);
     tg_segment_destroy(seg);
+}
+
+/* Issue 11: rids outside the row's range would index past the caller's bitmaps. */
+static void rids_outside_range_rejected(void **state)
+{
+    (void)state;
+    struct tg_segment *seg = tg_segment_new(1 << 20), *back = tg_segment_new(1 << 20);
+    assert_int_equal(fill(seg, 100, 1, 10), 10); /* rids 100..109 */
+    uint8_t *blob;
+    size_t len;
+    assert_int_equal(tg_segment_compress(seg, TG_CODEC_ZSTD, 3, &blob, &len), TG_OK);
+    size_t raw = tg_segment_raw_bytes(seg);
+    assert_int_equal(tg_segment_load(back, TG_CODEC_ZSTD, blob, len, raw, 100, 109), TG_OK);
+    assert_int_equal(tg_segment_load(back, TG_CODEC_ZSTD, blob, len, raw, 90, 200), TG_OK);
+    assert_int_equal(tg_segment_load(back, TG_CODEC_ZSTD, blob, len, raw, 101, 109),
+                     TG_ERR_INTERNAL);
+    assert_int_equal(tg_segment_count(back), 0);
+    assert_int_equal(tg_segment_load(back, TG_CODEC_ZSTD, blob, len, raw, 100, 108),
+                     TG_ERR_INTERNAL);
+    assert_int_equal(tg_segment_load(back, TG_CODEC_ZSTD, blob, len, raw, 109, 100),
+                     TG_ERR_INTERNAL);
+    free(blob);
+    /* A delta that wraps around 2^64 back into the range is caught too: rid 5, then
+     * 5 + (2^64 - 1) = 4. */
+    const uint8_t wrap[] = {5, 0, 0, 0, 0, 0, 0,
+                            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+                            0, 0, 0, 0, 0, 0};
+    assert_int_equal(tg_segment_load(back, TG_CODEC_NONE, wrap, sizeof wrap, sizeof wrap, 1, 10),
+                     TG_ERR_INTERNAL);
+    tg_segment_destroy(seg);
+    tg_segment_destroy(back);
+}
+
+/* Issue 11: a corrupt stored size is permanent (TG_ERR_INTERNAL: the row is dropped and
+ * counted), not a shortage of memory the cursor would wait on forever, and nothing near
+ * that size is allocated. */
+static void corrupt_sizes_are_permanent(void **state)
+{
+    (void)state;
+    struct tg_segment *seg = tg_segment_new(1 << 20), *back = tg_segment_new(1 << 20);
+    size_t n = fill(seg, 1, 1, 300);
+    size_t raw = tg_segment_raw_bytes(seg);
+    static const enum tg_codec_id codecs[] = {TG_CODEC_ZSTD, TG_CODEC_LZ4, TG_CODEC_NONE};
+    for (size_t c = 0; c < 3; c++) {
+        uint8_t *blob;
+        size_t len;
+        assert_int_equal(tg_segment_compress(seg, codecs[c], 3, &blob, &len), TG_OK);
+        const size_t bad[] = {raw - 1, raw + 1, (size_t)UINT32_MAX - 7, TG_SEGMENT_RAW_MAX + 1,
+                              (size_t)1 << 40};
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+            assert_int_equal(tg_segment_load(back, codecs[c], blob, len, bad[i], 1, n),
+                             TG_ERR_INTERNAL);
+        assert_int_equal(tg_segment_load(back, codecs[c], blob, len, raw, 1, n), TG_OK);
+        free(blob);
+    }
+    tg_segment_destroy(seg);
+    tg_segment_destroy(back);
+}
+
+/* Issue 11: zstd frames carry a content checksum, so damage inside the compressed data is
+ * found even where the decoder would otherwise produce well-formed but wrong records. */
+static void zstd_checksum_catches_damage(void **state)
+{
+    (void)state;
+    struct tg_segment *seg = tg_segment_new(1 << 20), *back = tg_segment_new(1 << 20);
+    size_t n = fill(seg, 1, 1, 200);
+    size_t raw = tg_segment_raw_bytes(seg);
+    uint8_t *blob;
+    size_t len;
+    assert_int_equal(tg_segment_compress(seg, TG_CODEC_ZSTD, 3, &blob, &len), TG_OK);
+    /* Frame header descriptor: bit 2 is Content_Checksum_flag. */
+    assert_true(blob[4] & 0x04);
+    /* Flip every bit of the last (checksum) bytes: each must fail. */
+    for (size_t i = len - 4; i < len; i++) {
+        blob[i] ^= 0x10;
+        assert_int_equal(tg_segment_load(back, TG_CODEC_ZSTD, blob, len, raw, 1, n),
+                         TG_ERR_INTERNAL);
+        blob[i] ^= 0x10;
+    }
+    assert_int_equal(tg_segment_load(back, TG_CODEC_ZSTD, blob, len, raw, 1, n), TG_OK);
+    free(blob);
+    tg_segment_destroy(seg);
+    tg_segment_destroy(back);
 }
 
 static void codec_names(void **state)
@@ -182,7 +265,9 @@ int main(void)
         cmocka_unit_test(append_get_find), cmocka_unit_test(full_segment),
         cmocka_unit_test(round_trip_zstd), cmocka_unit_test(round_trip_lz4),
         cmocka_unit_test(round_trip_none), cmocka_unit_test(corrupt_raw_bytes),
-        cmocka_unit_test(codec_names),
+        cmocka_unit_test(codec_names), cmocka_unit_test(rids_outside_range_rejected),
+        cmocka_unit_test(corrupt_sizes_are_permanent),
+        cmocka_unit_test(zstd_checksum_catches_damage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

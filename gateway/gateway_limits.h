@@ -1,0 +1,15 @@
+/*
+ * gateway_limits.h - compile-time limits shared by gateway modules, each with a #ifndef
+ * default so that a build can override it (-D...). Limits used by one file stay in it.
+ */
+#ifndef TG_GATEWAY_LIMITS_H
+#define TG_GATEWAY_LIMITS_H
+
+/* Most bytes of a rejected payload kept in its dead letter (the rest is cut). The ingress
+ * cuts an oversized payload to the larger of this and validate.max_payload_bytes + 1 before
+ * copying it, which is all the pipeline can use of it. */
+#ifndef TG_DLQ_PAYLOAD_MAX
+#define TG_DLQ_PAYLOAD_MAX (64 * 1024)
+#endif
+
+#endif
