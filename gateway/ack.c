@@ -457,3 +457,20 @@ bool tg_acker_view(const struct tg_acker *ak, const char *device, struct tg_ack_
     *out = ak->devs[i].view;
     return true;
 }
+
+tg_err tg_acker_from_config(const struct tg_config *cfg, struct tg_metrics *metrics,
+                            struct tg_acker **out)
+{
+    *out = NULL;
+    if (!tg_config_get_bool(cfg, "ack", "enabled"))
+        return TG_OK;
+    /* In durable mode the dedup window saved in the journal never runs ahead of it, so a
+     * repeat the window knows was committed; in spill mode it may have died in memory. */
+    struct tg_ack_opts o = {
+        .topic_prefix = tg_config_get_str(cfg, "ack", "topic_prefix"),
+        .min_interval_ms = tg_config_get_ms(cfg, "ack", "min_interval_ms"),
+        .max_devices = (size_t)tg_config_get_int(cfg, "ack", "max_devices"),
+        .trust_repeats = strcmp(tg_config_get_str(cfg, "journal", "mode"), "durable") == 0,
+    };
+    return tg_acker_new(&o, metrics, out);
+}

@@ -36,6 +36,7 @@
 #include <stdint.h>
 
 #include "ack_msg.h"
+#include "config.h"
 #include "error.h"
 #include "metrics.h"
 
@@ -57,6 +58,9 @@ struct tg_acker;
  * TG_ERR_USAGE for a prefix longer than 128 bytes or max_devices 0. */
 tg_err tg_acker_new(const struct tg_ack_opts *opts, struct tg_metrics *metrics,
                     struct tg_acker **out);
+/* The acker [ack] asks for: *out NULL (and TG_OK) when [ack] enabled = false. */
+tg_err tg_acker_from_config(const struct tg_config *cfg, struct tg_metrics *metrics,
+                            struct tg_acker **out);
 /* NULL-safe. */
 void tg_acker_destroy(struct tg_acker *ak);
 
