@@ -279,6 +279,8 @@ size_t pipeline__drop_open_records(struct tg_pipeline *pl, struct seg *s,
         if (bit_get(s->done, i) || bit_get(s->inflight, i))
             continue;
         pipeline__set_done_bit(pl, s, i);
+        if (pl->ack)
+            tg_acker_lost(pl->ack, s->first_rid + i);
         n++;
     }
     tg_counter_add(dropped, n);
@@ -305,6 +307,8 @@ static void queue_reject(struct tg_pipeline *pl, struct seg *s, uint64_t rid, tg
         struct reject *r = realloc(pl->rejects, cap * sizeof *r);
         if (!r) {
             tg_counter_inc(pl->m.dropped_rejected);
+            if (pl->ack)
+                tg_acker_lost(pl->ack, rid);
             pipeline__mark_done(pl, s, rid);
             return;
         }
@@ -331,31 +335,38 @@ static void rewind_to(struct tg_pipeline *pl, struct seg *s, uint64_t rid)
 /* Remembers that the cursor passed over rid (left open) because its topic is unusable. */
 static void park(struct tg_pipeline *pl, enum tg_jrecord_kind kind, uint64_t rid)
 {
-    if (!pl->parked_rid[kind] || rid < pl->parked_rid[kind])
-        pl->parked_rid[kind] = rid;
+    int k = kind == TG_JREC_DLQ; /* a kind read back from disk is not trusted as an index */
+    if (!pl->parked_rid[k] || rid < pl->parked_rid[k])
+        pl->parked_rid[k] = rid;
+}
+
+/* Takes the producer's word on a topic's state: logs and publishes a change. */
+static void set_topic_state(struct tg_pipeline *pl, int k, int err)
+{
+    if (err == pl->topic_err[k])
+        return;
+    const char *topic = k == TG_JREC_DLQ ? pl->egress_opts.dlq_topic : pl->egress_opts.topic;
+    if (err)
+        TG_LOG_ERROR("kafka", "topic %s cannot take records (%s): its %s wait in the journal "
+                              "until it exists and is writable; the %s topic goes on",
+                     topic, tg_egress_error_name(err),
+                     k == TG_JREC_DLQ ? "dead letters" : "readings",
+                     k == TG_JREC_DLQ ? "telemetry" : "dead-letter");
+    else
+        TG_LOG_INFO("kafka", "topic %s takes records again: sending what waited for it", topic);
+    pl->topic_err[k] = err;
+    atomic_store(&pl->topic_err_shared[k], err);
+    tg_gauge_set(pl->m.topic_available[k], err ? 0 : 1);
 }
 
 void pipeline__check_topics(struct tg_pipeline *pl)
 {
     for (int k = 0; k < 2 && pl->eg; k++) {
-        int err = tg_egress_topic_error(pl->eg, (enum tg_jrecord_kind)k);
-        if (err == pl->topic_err[k])
-            continue;
-        const char *topic = k == TG_JREC_DLQ ? pl->egress_opts.dlq_topic : pl->egress_opts.topic;
-        if (err)
-            TG_LOG_ERROR("kafka", "topic %s cannot take records (%s): its %s wait in the journal "
-                                  "until it exists and is writable; the %s topic goes on",
-                         topic, tg_egress_error_name(err),
-                         k == TG_JREC_DLQ ? "dead letters" : "readings",
-                         k == TG_JREC_DLQ ? "telemetry" : "dead-letter");
-        else
-            TG_LOG_INFO("kafka", "topic %s takes records again: sending what waited for it",
-                        topic);
-        pl->topic_err[k] = err;
-        atomic_store(&pl->topic_err_shared[k], err);
-        tg_gauge_set(pl->m.topic_available[k], err ? 0 : 1);
+        set_topic_state(pl, k, tg_egress_topic_error(pl->eg, (enum tg_jrecord_kind)k));
+        /* Also when the error came and went between two looks (a delivery parked a record
+         * on it): whatever was passed over goes again. */
         uint64_t rid = pl->parked_rid[k];
-        if (err || !rid)
+        if (pl->topic_err[k] || !rid)
             continue;
         pl->parked_rid[k] = 0;
         struct seg *s = pipeline__find_seg(pl, rid);
@@ -407,13 +418,17 @@ int pipeline__produce_step(struct tg_pipeline *pl, int budget)
             tg_segment_get(s->data, idx, &rec);
             size_t bi = (size_t)(rec.rid - s->first_rid);
             if (!bit_get(s->done, bi) && !bit_get(s->inflight, bi)) {
-                tg_err rc = pl->topic_err[rec.kind] ? TG_ERR_UNAVAILABLE
-                                                    : tg_egress_produce(pl->eg, &rec);
-                if (rc != TG_OK && rc != TG_ERR_FULL && tg_err_retriable(rc) &&
-                    (pl->topic_err[rec.kind] || tg_egress_topic_error(pl->eg, rec.kind))) {
+                int k = rec.kind == TG_JREC_DLQ;
+                tg_err rc = pl->topic_err[k] ? TG_ERR_UNAVAILABLE
+                                             : tg_egress_produce(pl->eg, &rec);
+                int terr = rc != TG_OK && rc != TG_ERR_FULL && tg_err_retriable(rc)
+                               ? tg_egress_topic_error(pl->eg, rec.kind)
+                               : 0;
+                if (pl->topic_err[k] || terr) {
                     /* Its topic is missing or refused: pass it over, the other topic's
-                     * records behind it go on. */
-                    pipeline__check_topics(pl);
+                     * records behind it go on. (No rewind here: the cursor is ours.) */
+                    if (terr)
+                        set_topic_state(pl, k, terr);
                     park(pl, rec.kind, rec.rid);
                 } else if (rc == TG_ERR_FULL || (rc != TG_OK && tg_err_retriable(rc))) {
                     pl->egress_full = true;
@@ -460,6 +475,8 @@ void pipeline__on_delivery(void *ud, uint64_t rid, enum tg_jrecord_kind kind, in
         } else {
             tg_counter_inc(pl->m.dlq_delivered);
         }
+        if (pl->ack)
+            tg_acker_confirmed(pl->ack, rid);
         pipeline__mark_done(pl, s, rid);
     } else if (tg_err_retriable(result) && pl->eg && tg_egress_topic_error(pl->eg, kind)) {
         park(pl, kind, rid); /* sent again once its topic is usable (check_topics) */
@@ -475,6 +492,8 @@ void pipeline__on_delivery(void *ud, uint64_t rid, enum tg_jrecord_kind kind, in
                            "Kafka refused dead letter %llu for good (%s): dropped",
                            (unsigned long long)rid, reason ? reason : tg_strerror(result));
         tg_counter_inc(pl->m.dropped_rejected);
+        if (pl->ack)
+            tg_acker_lost(pl->ack, rid);
         pipeline__mark_done(pl, s, rid);
     }
 }
@@ -493,6 +512,8 @@ void pipeline__handle_rejects(struct tg_pipeline *pl)
         s->n_inflight--;
         if (!s->data && pipeline__load_seg(pl, s) != TG_OK) {
             tg_counter_inc(pl->m.dropped_rejected);
+            if (pl->ack)
+                tg_acker_lost(pl->ack, r.rid);
             pipeline__mark_done(pl, s, r.rid);
             continue;
         }
@@ -516,6 +537,8 @@ void pipeline__handle_rejects(struct tg_pipeline *pl)
                 free(value);
             } else {
                 tg_counter_inc(pl->m.dropped_rejected);
+                if (pl->ack)
+                    tg_acker_lost(pl->ack, r.rid);
             }
         }
         pipeline__mark_done(pl, s, r.rid);
