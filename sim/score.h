@@ -157,9 +157,9 @@ void tg_sim_score_each_missed(const struct tg_sim_score *sc, tg_sim_score_missed
 struct tg_sim_score_false {
     const char *device, *metric, *alert_kind;
     int64_t start_ts;
-    int64_t end_ts;  /* the largest end_ts of its records: for a closed silence, the last
-                      * missing reading's time, so end_ts == start_ts means no reading was
-                      * actually missing (the alert came from lag, not from a gap) */
+    int64_t end_ts;  /* the largest end_ts of its records: for a closed silence, when the last
+                      * missing reading was due, so end_ts == start_ts means at most the one
+                      * reading due at its start was missing (lag, not a gap in the data) */
     bool closed;
     bool has_near;
     const char *near_metric;
