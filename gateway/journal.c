@@ -612,7 +612,8 @@ static const char *check_row(sqlite3_stmt *st, uint64_t prev_last, struct tg_jse
     };
     if (meta->id != meta->first_rid || meta->first_rid == 0)
         return "its id is not its first rid";
-    if (meta->last_rid < meta->first_rid || meta->last_rid - meta->first_rid >= TG_JOURNAL_RANGE_MAX)
+    if (meta->last_rid < meta->first_rid ||
+        meta->last_rid - meta->first_rid >= TG_JOURNAL_RANGE_MAX)
         return "its rid range is inverted or too long";
     if (prev_last && meta->first_rid <= prev_last)
         return "its rid range overlaps the previous row's";

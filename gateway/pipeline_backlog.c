@@ -331,31 +331,38 @@ static void rewind_to(struct tg_pipeline *pl, struct seg *s, uint64_t rid)
 /* Remembers that the cursor passed over rid (left open) because its topic is unusable. */
 static void park(struct tg_pipeline *pl, enum tg_jrecord_kind kind, uint64_t rid)
 {
-    if (!pl->parked_rid[kind] || rid < pl->parked_rid[kind])
-        pl->parked_rid[kind] = rid;
+    int k = kind == TG_JREC_DLQ; /* a kind read back from disk is not trusted as an index */
+    if (!pl->parked_rid[k] || rid < pl->parked_rid[k])
+        pl->parked_rid[k] = rid;
+}
+
+/* Takes the producer's word on a topic's state: logs and publishes a change. */
+static void set_topic_state(struct tg_pipeline *pl, int k, int err)
+{
+    if (err == pl->topic_err[k])
+        return;
+    const char *topic = k == TG_JREC_DLQ ? pl->egress_opts.dlq_topic : pl->egress_opts.topic;
+    if (err)
+        TG_LOG_ERROR("kafka", "topic %s cannot take records (%s): its %s wait in the journal "
+                              "until it exists and is writable; the %s topic goes on",
+                     topic, tg_egress_error_name(err),
+                     k == TG_JREC_DLQ ? "dead letters" : "readings",
+                     k == TG_JREC_DLQ ? "telemetry" : "dead-letter");
+    else
+        TG_LOG_INFO("kafka", "topic %s takes records again: sending what waited for it", topic);
+    pl->topic_err[k] = err;
+    atomic_store(&pl->topic_err_shared[k], err);
+    tg_gauge_set(pl->m.topic_available[k], err ? 0 : 1);
 }
 
 void pipeline__check_topics(struct tg_pipeline *pl)
 {
     for (int k = 0; k < 2 && pl->eg; k++) {
-        int err = tg_egress_topic_error(pl->eg, (enum tg_jrecord_kind)k);
-        if (err == pl->topic_err[k])
-            continue;
-        const char *topic = k == TG_JREC_DLQ ? pl->egress_opts.dlq_topic : pl->egress_opts.topic;
-        if (err)
-            TG_LOG_ERROR("kafka", "topic %s cannot take records (%s): its %s wait in the journal "
-                                  "until it exists and is writable; the %s topic goes on",
-                         topic, tg_egress_error_name(err),
-                         k == TG_JREC_DLQ ? "dead letters" : "readings",
-                         k == TG_JREC_DLQ ? "telemetry" : "dead-letter");
-        else
-            TG_LOG_INFO("kafka", "topic %s takes records again: sending what waited for it",
-                        topic);
-        pl->topic_err[k] = err;
-        atomic_store(&pl->topic_err_shared[k], err);
-        tg_gauge_set(pl->m.topic_available[k], err ? 0 : 1);
+        set_topic_state(pl, k, tg_egress_topic_error(pl->eg, (enum tg_jrecord_kind)k));
+        /* Also when the error came and went between two looks (a delivery parked a record
+         * on it): whatever was passed over goes again. */
         uint64_t rid = pl->parked_rid[k];
-        if (err || !rid)
+        if (pl->topic_err[k] || !rid)
             continue;
         pl->parked_rid[k] = 0;
         struct seg *s = pipeline__find_seg(pl, rid);
@@ -407,13 +414,17 @@ int pipeline__produce_step(struct tg_pipeline *pl, int budget)
             tg_segment_get(s->data, idx, &rec);
             size_t bi = (size_t)(rec.rid - s->first_rid);
             if (!bit_get(s->done, bi) && !bit_get(s->inflight, bi)) {
-                tg_err rc = pl->topic_err[rec.kind] ? TG_ERR_UNAVAILABLE
-                                                    : tg_egress_produce(pl->eg, &rec);
-                if (rc != TG_OK && rc != TG_ERR_FULL && tg_err_retriable(rc) &&
-                    (pl->topic_err[rec.kind] || tg_egress_topic_error(pl->eg, rec.kind))) {
+                int k = rec.kind == TG_JREC_DLQ;
+                tg_err rc = pl->topic_err[k] ? TG_ERR_UNAVAILABLE
+                                             : tg_egress_produce(pl->eg, &rec);
+                int terr = rc != TG_OK && rc != TG_ERR_FULL && tg_err_retriable(rc)
+                               ? tg_egress_topic_error(pl->eg, rec.kind)
+                               : 0;
+                if (pl->topic_err[k] || terr) {
                     /* Its topic is missing or refused: pass it over, the other topic's
-                     * records behind it go on. */
-                    pipeline__check_topics(pl);
+                     * records behind it go on. (No rewind here: the cursor is ours.) */
+                    if (terr)
+                        set_topic_state(pl, k, terr);
                     park(pl, rec.kind, rec.rid);
                 } else if (rc == TG_ERR_FULL || (rc != TG_OK && tg_err_retriable(rc))) {
                     pl->egress_full = true;

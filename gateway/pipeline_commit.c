@@ -99,33 +99,36 @@ static bool must_write(struct tg_pipeline *pl, bool final, bool kafka_behind,
 }
 
 /* drop_oldest: removes the oldest journaled records (not those librdkafka already holds)
- * until the journal is back under its cap. Its own transaction, after the commit. Memory
- * follows the journal only once that transaction is committed: marking records done first
- * and then failing to write it would leave rows that count against the cap, are never
- * deleted, and come back at the next start although counted dropped. */
-static void apply_drop_oldest(struct tg_pipeline *pl, bool disk_full)
+ * until the journal is back under its cap and, when the disk is full, until the rows gone
+ * make room for need bytes (what waits to be journaled). Its own transaction, after the
+ * commit. Memory follows the journal only once that transaction is committed: marking
+ * records done first and then failing to write it would leave rows that count against the
+ * cap, are never deleted, and come back at the next start although counted dropped.
+ * Returns the stored bytes of the rows it removed. */
+static uint64_t apply_drop_oldest(struct tg_pipeline *pl, uint64_t need)
 {
     if (pl->overflow != TG_OVERFLOW_DROP_OLDEST)
-        return;
+        return 0;
     /* Rows whose remaining records are all in librdkafka's hands go as soon as those are
      * confirmed: count them as gone, or the policy would eat ever newer segments while
      * they wait (those records are bounded by kafka.queue_max_kbytes). The journal's own
-     * count moves only at the pipeline__commit, so track what this transaction frees as well. */
+     * count moves only at the commit, so track what this transaction frees as well. */
     uint64_t used = tg_journal_data_bytes(pl->jr);
     for (struct seg *p = pl->head; p; p = p->next)
         if (p->persisted && p->n_open == p->n_inflight)
             used -= p->stored_bytes < used ? p->stored_bytes : used;
-    if (used <= pl->max_bytes && !disk_full)
-        return;
+    if (used <= pl->max_bytes && !need)
+        return 0;
     if (tg_journal_begin(pl->jr) != TG_OK)
-        return;
+        return 0;
+    uint64_t freed = 0;
     size_t dropped = 0;
     tg_err rc = TG_OK;
     struct seg **victims = NULL;
     size_t n_victims = 0, cap_victims = 0;
     uint8_t *bits = NULL;
     size_t bits_cap = 0;
-    for (struct seg *s = pl->head; s && rc == TG_OK && (used > pl->max_bytes || disk_full);
+    for (struct seg *s = pl->head; s && rc == TG_OK && (used > pl->max_bytes || freed < need);
          s = s->next) {
         if (!s->persisted || s->n_open <= s->n_inflight)
             continue;
@@ -157,7 +160,7 @@ static void apply_drop_oldest(struct tg_pipeline *pl, bool disk_full)
                  : tg_journal_set_done(pl->jr, s->first_rid, bits, nb);
         victims[n_victims++] = s;
         used -= s->stored_bytes < used ? s->stored_bytes : used;
-        disk_full = false; /* one segment's room is enough to go on */
+        freed += s->stored_bytes;
     }
     free(bits);
     if (rc == TG_OK)
@@ -174,7 +177,7 @@ static void apply_drop_oldest(struct tg_pipeline *pl, bool disk_full)
     if (rc != TG_OK) {
         /* Nothing changed: the next commit tries again. */
         log_journal_error(pl, "dropping the oldest segments", rc);
-        return;
+        return 0;
     }
     TG_LOG_RATELIMITED(TG_LOG_LEVEL_WARN, "journal", 10000,
                        "journal at its cap (%llu bytes): dropped the %zu oldest readings",
@@ -185,20 +188,30 @@ static void apply_drop_oldest(struct tg_pipeline *pl, bool disk_full)
             pipeline__list_remove(pl, s);
         s = next;
     }
+    return freed;
 }
 
-/* drop_oldest while the journal cannot be written at all (an I/O error, a read-only
- * remount): nothing new reaches the journal, so the cap cannot bound what waits. What waits
- * unjournaled in memory is bounded by memory_bytes instead: beyond it the oldest records
- * go, counted as at the cap. */
+/* Raw bytes of the records that wait to be journaled (sealed segments never written). */
+static size_t unjournaled_raw(const struct tg_pipeline *pl)
+{
+    size_t n = 0;
+    for (const struct seg *s = pl->head; s; s = s->next)
+        if (s->sealed && !s->persisted && s->n_open && s->data)
+            n += tg_segment_raw_bytes(s->data);
+    return n;
+}
+
+/* drop_oldest while the journal cannot take what waits (an I/O error, a read-only remount,
+ * or a full disk with no journaled row left to drop): the cap cannot bound what waits in
+ * memory, so this does, at what the mode promises a crash may cost: the last commit
+ * interval's arrivals (durable), journal.memory_bytes (spill). Beyond it the oldest records
+ * go, counted as at the cap; the newest are kept. */
 static void drop_oldest_unjournaled(struct tg_pipeline *pl)
 {
-    size_t unjournaled = 0;
-    for (struct seg *s = pl->head; s; s = s->next)
-        if (!s->persisted && s->data)
-            unjournaled += tg_segment_raw_bytes(s->data);
+    size_t bound = pl->mode == TG_JOURNAL_DURABLE ? pl->appended_raw : pl->memory_bytes;
+    size_t unjournaled = unjournaled_raw(pl);
     size_t dropped = 0;
-    for (struct seg *s = pl->head; s && unjournaled > pl->memory_bytes;) {
+    for (struct seg *s = pl->head; s && unjournaled > bound;) {
         struct seg *next = s->next;
         if (!s->persisted && s->sealed && s->data && s->n_open > s->n_inflight) {
             unjournaled -= tg_segment_raw_bytes(s->data);
@@ -210,9 +223,9 @@ static void drop_oldest_unjournaled(struct tg_pipeline *pl)
     }
     if (dropped)
         TG_LOG_RATELIMITED(TG_LOG_LEVEL_WARN, "journal", 10000,
-                           "the journal cannot be written and %zu bytes wait in memory "
-                           "(journal.memory_bytes): dropped the %zu oldest readings",
-                           unjournaled, dropped);
+                           "the journal cannot take what waits: dropped the %zu oldest "
+                           "readings held in memory (%zu bytes left)",
+                           dropped, unjournaled);
 }
 
 /* Frees resident data of journaled segments while over memory_bytes: first what the cursor
@@ -227,7 +240,7 @@ static void evict(struct tg_pipeline *pl)
             pipeline__drop_data(pl, s);
 }
 
-/* One group pipeline__commit (see the top of the file). final: shutdown, write everything. */
+/* One group commit (see the top of the file). final: shutdown, write everything. */
 tg_err pipeline__commit(struct tg_pipeline *pl, bool final)
 {
     int64_t t0 = mono_ms();
@@ -235,7 +248,9 @@ tg_err pipeline__commit(struct tg_pipeline *pl, bool final)
     if (t && !t->sealed && seg_range(t) > 0)
         t->sealed = true;
 
-    bool kafka_behind = !pl->eg || !tg_egress_up(pl->eg) || pl->egress_full;
+    /* Records waiting for a missing topic are behind as well: spill mode journals them. */
+    bool kafka_behind = !pl->eg || !tg_egress_up(pl->eg) || pl->egress_full ||
+                        pl->parked_rid[TG_JREC_TELEMETRY] || pl->parked_rid[TG_JREC_DLQ];
     size_t unjournaled = 0;
     for (struct seg *s = pl->head; s; s = s->next)
         if (s->sealed && !s->persisted && s->n_open)
@@ -331,8 +346,11 @@ tg_err pipeline__commit(struct tg_pipeline *pl, bool final)
         journal_down = true;
         atomic_store(&pl->healthy, false);
     }
-    apply_drop_oldest(pl, disk_full);
-    if (journal_down && !disk_full && pl->overflow == TG_OVERFLOW_DROP_OLDEST)
+    /* drop_oldest: at the cap, or with a full disk to make room for what waits (its
+     * compressed size estimated from the last segments written). */
+    uint64_t need = disk_full ? (uint64_t)(pl->ratio * (double)unjournaled_raw(pl)) + 1 : 0;
+    uint64_t freed = apply_drop_oldest(pl, need);
+    if (journal_down && pl->overflow == TG_OVERFLOW_DROP_OLDEST && (!disk_full || freed < need))
         drop_oldest_unjournaled(pl);
     /* drop_newest: once a commit has refused readings, the journal stays full until rows are
      * deleted (Kafka confirmed some). Otherwise a later, smaller commit could fit where the

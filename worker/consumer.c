@@ -39,7 +39,10 @@ tg_err consumer__conf_set(rd_kafka_conf_t *conf, const char *name, const char *v
 {
     char why[512];
     if (rd_kafka_conf_set(conf, name, value, why, sizeof why) != RD_KAFKA_CONF_OK) {
-        snprintf(err, errlen, "kafka property %s=%s: %s", name, value, why);
+        /* Never the value: [kafka.rdkafka] pairs come through here, credentials among them,
+         * and librdkafka's text may quote it. */
+        tg_config_scrub(why, sizeof why, value);
+        snprintf(err, errlen, "kafka property %s: %s (the value is not shown)", name, why);
         return TG_ERR_CONFIG;
     }
     return TG_OK;

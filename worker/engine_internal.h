@@ -76,6 +76,9 @@ static inline const struct detect_params *engine__params(const struct tg_engine_
     return r < ec->n_rules ? &ec->rules[r].dp : &ec->defaults;
 }
 
+/* Longest metric name a series may have (snapshot keys carry it; restore reads it back). */
+#define METRIC_NAME_MAX 1023
+
 /* The first rule whose pattern matches metric, or n_rules. */
 int engine__rule_for(const struct tg_engine_config *ec, const char *metric);
 

@@ -163,49 +163,40 @@ void series_table__foreach(struct series_table *st, void (*fn)(void *ud, struct 
             fn(ud, st->slots[i].s);
 }
 
-/* True when home lies cyclically in (hole, j]: the entry at j, whose probe started at home,
- * would no longer be found if it moved back to hole. */
-static bool home_between(uint32_t home, uint32_t hole, uint32_t j, uint32_t mask)
+/* Empties slot hole of a linear-probing table without breaking any probe chain (backward
+ * shift deletion): each later element of the run that may live at the hole (its home is not
+ * between the hole and itself) moves into it, and the hole moves on to where it was. */
+static void shift_back(struct series_table *st, uint32_t hole)
 {
-    return ((home - hole - 1) & mask) < ((j - hole) & mask);
-}
-
-/* Empties slot hole without breaking a probe chain: the entries after it in its cluster that
- * may move back do (backward-shift deletion, Knuth's Algorithm R). */
-static void delete_at(struct series_table *st, uint32_t hole)
-{
-    uint32_t mask = st->mask;
-    for (uint32_t j = (hole + 1) & mask; st->slots[j].s; j = (j + 1) & mask) {
-        if (home_between(st->slots[j].hash & mask, hole, j, mask))
+    for (uint32_t j = hole;;) {
+        j = (j + 1) & st->mask;
+        if (!st->slots[j].s)
+            break;
+        uint32_t home = st->slots[j].hash & st->mask;
+        bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
+        if (stays)
             continue;
         st->slots[hole] = st->slots[j];
         hole = j;
     }
-    st->slots[hole] = (struct slot){NULL, 0};
+    st->slots[hole].s = NULL;
 }
 
 void series_table__remove_if(struct series_table *st, bool (*pred)(void *ud, struct series *s),
                              void *ud)
 {
-    /* Removing from a linear-probing table must not leave a hole in the probe chain of an
-     * entry after it: each removal shifts the rest of its cluster back (delete_at). The scan
-     * starts after an empty slot (there is one: the table is at most half full), so no cluster
-     * wraps past its start, and an entry shifted back lands on a slot the scan has yet to
-     * look at (or the one it looks at again). No allocation: this cannot fail. */
-    uint32_t mask = st->mask;
-    uint32_t start = 0;
+    /* Start right after an empty slot (the table is at most half full): no probe run
+     * crosses it, so elements only ever shift into the slot being examined or later ones,
+     * and each is examined once after it settles. No allocation: this cannot fail. */
+    uint32_t cap = st->mask + 1, start = 0;
     while (st->slots[start].s)
-        start = (start + 1) & mask;
-    uint32_t i = (start + 1) & mask;
-    for (uint32_t seen = 0; seen < mask;) {
-        struct series *s = st->slots[i].s;
-        if (s && pred(ud, s)) {
-            free(s);
+        start++;
+    for (uint32_t n = 1; n <= cap; n++) {
+        uint32_t i = (start + n) & st->mask;
+        while (st->slots[i].s && pred(ud, st->slots[i].s)) {
+            free(st->slots[i].s);
             st->count--;
-            delete_at(st, i);
-            continue; /* slot i now holds a shifted entry, or nothing */
+            shift_back(st, i);
         }
-        i = (i + 1) & mask;
-        seen++;
     }
 }

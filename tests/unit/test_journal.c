@@ -202,8 +202,9 @@ static void unopenable_path(void **state)
     struct tg_journal *jr = NULL;
     bool moved;
     char err[512] = "";
-    assert_int_equal(tg_journal_open("/nonexistent-dir/x/journal.db", NULL, &jr, &moved, err, sizeof err),
-                     TG_ERR_IO);
+    assert_int_equal(
+        tg_journal_open("/nonexistent-dir/x/journal.db", NULL, &jr, &moved, err, sizeof err),
+        TG_ERR_IO);
     assert_null(jr);
     assert_non_null(strstr(err, "/nonexistent-dir/x/journal.db"));
 }
@@ -248,17 +249,20 @@ static void corrupt_rows_skipped_counted_removed(void **state)
     /* What a damaged or hand-edited file can hold. */
     exec_sql(fx->path,
              "UPDATE segment SET done = x'0102030405' WHERE id = 100;"
-             "INSERT INTO segment VALUES (200, 200, 150, 1, 0, 1, 10, x'00', NULL);"  /* inverted */
-             "INSERT INTO segment VALUES (300, 301, 310, 1, 0, 1, 10, x'00', NULL);"  /* id != first */
+             /* inverted range; id != first rid; range too long; more records than the
+              * range; unknown codec; impossible size; text, negative size; a text bitmap */
+             "INSERT INTO segment VALUES (200, 200, 150, 1, 0, 1, 10, x'00', NULL);"
+             "INSERT INTO segment VALUES (300, 301, 310, 1, 0, 1, 10, x'00', NULL);"
              "INSERT INTO segment VALUES (400, 400, 400 + 1000000000, 1, 0, 1, 10, x'00', NULL);"
-             "INSERT INTO segment VALUES (500, 500, 509, 11, 0, 1, 10, x'00', NULL);" /* 11 > range */
-             "INSERT INTO segment VALUES (600, 600, 609, 1, 0, 9, 10, x'00', NULL);"  /* codec */
+             "INSERT INTO segment VALUES (500, 500, 509, 11, 0, 1, 10, x'00', NULL);"
+             "INSERT INTO segment VALUES (600, 600, 609, 1, 0, 9, 10, x'00', NULL);"
              "INSERT INTO segment VALUES (700, 700, 709, 1, 0, 1, 4000000000, x'00', NULL);"
              "INSERT INTO segment VALUES (800, 800, 809, 1, 0, 1, 'ten', x'00', NULL);"
              "INSERT INTO segment VALUES (900, 900, 909, 1, 0, 1, -5, x'00', NULL);"
              "INSERT INTO segment VALUES (1000, 1000, 1009, 1, 0, 1, 10, x'00', 'text');"
-             "INSERT INTO segment VALUES (2000, 2000, 2009, 10, 0, 1, 10, x'00', NULL);" /* good */
-             "INSERT INTO segment VALUES (2005, 2005, 2010, 1, 0, 1, 10, x'00', NULL);"); /* overlap */
+             /* a good row, then one overlapping it */
+             "INSERT INTO segment VALUES (2000, 2000, 2009, 10, 0, 1, 10, x'00', NULL);"
+             "INSERT INTO segment VALUES (2005, 2005, 2010, 1, 0, 1, 10, x'00', NULL);");
     struct tg_metrics *m = tg_metrics_new();
     struct tg_journal_opts jo = {.metrics = m};
     bool moved;
@@ -403,6 +407,26 @@ static void wal_bounded_and_truncated_on_close(void **state)
     assert_true(file_size(wal) <= 0); /* absent, or empty */
 }
 
+/* SQLite cannot put an in-memory database in WAL mode: the journal must refuse to run
+ * without it rather than carry on with weaker durability. (A filesystem without shared
+ * memory support fails the same way.) */
+static void wal_mode_must_take(void **state)
+{
+    struct fixture *fx = *state;
+    char cwd[512];
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    assert_int_equal(chdir(fx->dir), 0); /* ":memory:.lock" lands here */
+    struct tg_journal *jr = NULL;
+    bool moved;
+    char err[512] = "";
+    tg_err e = tg_journal_open(":memory:", NULL, &jr, &moved, err, sizeof err);
+    assert_int_equal(chdir(cwd), 0);
+    assert_int_equal(e, TG_ERR_CONFIG);
+    assert_null(jr);
+    if (!strstr(err, "journal_mode=WAL did not take (memory)"))
+        fail_msg("unexpected error: %s", err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -416,6 +440,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(zero_byte_file_logged, setup, teardown),
         cmocka_unit_test_setup_teardown(newer_schema_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(wal_bounded_and_truncated_on_close, setup, teardown),
+        cmocka_unit_test_setup_teardown(wal_mode_must_take, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,11 +7,21 @@
  *   journal_error_is_full_*  a journal that fails with an I/O error (not disk full) counts as
  *                            full for the overflow policy: backpressure refuses offers,
  *                            drop_oldest bounds what waits in memory (issue 11);
+ *   disk_full_drop_oldest    a full disk under drop_oldest: the oldest journaled rows go to
+ *                            make room, and once none is left what waits in memory stays
+ *                            within a commit interval's arrivals (durable mode), the oldest
+ *                            dropped and counted; before, it piled up without bound;
  *   drop_oldest_failed_tx    a drop_oldest transaction that fails changes nothing: no record
  *                            is marked done in memory while its row stays, so the next commit
  *                            drops them for real and a restart finds no orphans (issue 11);
  *   dlq_headers_long_topic   a dead letter from a ~980-byte topic keeps its reason and
- *                            device-id headers (issue 11).
+ *                            device-id headers (issue 11);
+ *   missing_topic_parks      records for a topic the producer says is missing are passed
+ *                            over, the other topic's go on, health says why; once the topic
+ *                            is back (also after an error that came and went between two
+ *                            looks) the passed-over records are sent (issue 11);
+ *   spill_journals_parked    in spill mode, records waiting for a missing topic are
+ *                            journaled like any backlog, not kept in memory only.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -226,6 +236,47 @@ static void journal_error_is_full_drop_oldest(void **state)
     fx_free(&f);
 }
 
+static void disk_full_drop_oldest(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    const char *sets[] = {"journal.overflow=drop_oldest", "journal.segment_bytes=16k", NULL};
+    fx_config(&f, sets);
+    fx_open(&f);
+    stub_egress_set_up(stub_egress(), false);
+    for (int round = 0; round < 5; round++) {
+        feed(&f, 500);
+        assert_int_equal(pipeline__commit(f.pl, false), TG_OK);
+    }
+    uint64_t journaled = tg_journal_data_bytes(f.pl->jr);
+    assert_true(journaled > 0);
+
+    fault.put = TG_ERR_FULL; /* SQLITE_FULL: no new row fits */
+    size_t peak = 0;
+    for (int round = 0; round < 20; round++) {
+        feed(&f, 500);
+        assert_int_equal(pipeline__commit(f.pl, false), TG_ERR_FULL);
+        size_t waiting = unjournaled_bytes(f.pl);
+        if (waiting > peak)
+            peak = waiting;
+    }
+    fault.put = TG_OK;
+    fprintf(stderr, "disk full: journal %llu -> %llu bytes, at most %zu bytes waited in memory, "
+            "%llu dropped\n",
+            (unsigned long long)journaled, (unsigned long long)tg_journal_data_bytes(f.pl->jr),
+            peak, (unsigned long long)dropped_full(&f));
+    /* The journaled rows made room first... */
+    assert_true(tg_journal_data_bytes(f.pl->jr) < journaled);
+    /* ...then memory held about one commit's arrivals (500 readings, < 100 KiB raw). */
+    assert_true(peak <= 2 * 100 * 1024);
+    assert_true(dropped_full(&f) > 0);
+    assert_int_equal(f.pl->open_records + dropped_full(&f), 25 * 500);
+    /* Space returns: the next commit journals what is held. */
+    assert_int_equal(pipeline__commit(f.pl, false), TG_OK);
+    assert_int_equal(unjournaled_bytes(f.pl), 0);
+    fx_free(&f);
+}
+
 static void drop_oldest_failed_tx(void **state)
 {
     (void)state;
@@ -317,13 +368,100 @@ static void dlq_headers_long_topic(void **state)
     fx_free(&f);
 }
 
+static void offer_bad(struct fx *f)
+{
+    const char *topic = "telemetry/bad-1";
+    assert_int_equal(tg_pipeline_offer(f->pl, topic, strlen(topic), (const uint8_t *)"{x", 2,
+                                       wall_now()),
+                     TG_OK);
+    pipeline__take_ingress(f->pl, 10);
+}
+
+static void missing_topic_parks(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    fx_config(&f, NULL);
+    fx_open(&f);
+    struct tg_egress *eg = stub_egress();
+    stub_egress_set_topic_error(eg, TG_JREC_DLQ, 3 /* UNKNOWN_TOPIC_OR_PART */);
+    offer_bad(&f); /* a dead letter first: before the fix it stopped everything behind it */
+    feed(&f, 10);
+    pipeline__check_topics(f.pl);
+    pipeline__produce_step(f.pl, 100);
+    assert_int_equal(stub_egress_pending(eg), 10); /* the telemetry, not the dead letter */
+    stub_egress_deliver_all(eg, TG_OK);
+    assert_int_equal(f.pl->open_records, 1);
+    char why[256];
+    assert_false(tg_pipeline_health(f.pl, why, sizeof why));
+    assert_non_null(strstr(why, "telemetry.dlq"));
+    assert_int_equal(tg_gauge_value(f.pl->m.topic_available[TG_JREC_DLQ]), 0);
+
+    /* More of both while the topic is missing: the same. */
+    offer_bad(&f);
+    feed(&f, 5);
+    pipeline__produce_step(f.pl, 100);
+    assert_int_equal(stub_egress_pending(eg), 5);
+    stub_egress_deliver_all(eg, TG_OK);
+
+    /* The topic appears: both dead letters go, oldest first. */
+    stub_egress_set_topic_error(eg, TG_JREC_DLQ, 0);
+    pipeline__check_topics(f.pl);
+    pipeline__produce_step(f.pl, 100);
+    assert_int_equal(stub_egress_pending(eg), 2);
+    stub_egress_deliver_all(eg, TG_OK);
+    assert_int_equal(f.pl->open_records, 0);
+    assert_true(tg_pipeline_health(f.pl, why, sizeof why));
+    assert_int_equal(tg_gauge_value(f.pl->m.topic_available[TG_JREC_DLQ]), 1);
+
+    /* An error that comes and goes between two looks: the dead letter it failed is sent
+     * again all the same. */
+    offer_bad(&f);
+    pipeline__produce_step(f.pl, 100);
+    assert_int_equal(stub_egress_pending(eg), 1);
+    stub_egress_set_topic_error(eg, TG_JREC_DLQ, 3);
+    stub_egress_deliver_all(eg, TG_ERR_UNAVAILABLE);
+    stub_egress_set_topic_error(eg, TG_JREC_DLQ, 0);
+    pipeline__check_topics(f.pl);
+    pipeline__produce_step(f.pl, 100);
+    assert_int_equal(stub_egress_pending(eg), 1);
+    stub_egress_deliver_all(eg, TG_OK);
+    assert_int_equal(f.pl->open_records, 0);
+    fx_free(&f);
+}
+
+static void spill_journals_parked(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    const char *sets[] = {"journal.mode=spill", NULL};
+    fx_config(&f, sets);
+    fx_open(&f);
+    struct tg_egress *eg = stub_egress();
+    stub_egress_set_topic_error(eg, TG_JREC_DLQ, 3);
+    pipeline__check_topics(f.pl);
+    offer_bad(&f);
+    feed(&f, 10);
+    pipeline__produce_step(f.pl, 100);
+    stub_egress_deliver_all(eg, TG_OK);
+    assert_int_equal(pipeline__commit(f.pl, false), TG_OK);
+    /* Kafka is up and keeps up, memory is far from short: only the waiting dead letter
+     * makes the commit write. */
+    assert_int_equal(tg_journal_segments(f.pl->jr), 1);
+    assert_int_equal(f.pl->open_records, 1);
+    fx_free(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(journal_error_is_full_backpressure),
         cmocka_unit_test(journal_error_is_full_drop_oldest),
+        cmocka_unit_test(disk_full_drop_oldest),
         cmocka_unit_test(drop_oldest_failed_tx),
         cmocka_unit_test(dlq_headers_long_topic),
+        cmocka_unit_test(missing_topic_parks),
+        cmocka_unit_test(spill_journals_parked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

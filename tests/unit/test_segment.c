@@ -116,8 +116,9 @@ static void round_trip(enum tg_codec_id codec)
     assert_int_equal(tg_segment_compress(seg, codec, 3, &blob, &blob_len), TG_OK);
     if (codec != TG_CODEC_NONE) /* repetitive records must compress well */
         assert_true(blob_len * 4 < tg_segment_raw_bytes(seg));
-    assert_int_equal(tg_segment_load(back, codec, blob, blob_len, tg_segment_raw_bytes(seg), 77, 77 + 2 * n),
-                     TG_OK);
+    assert_int_equal(
+        tg_segment_load(back, codec, blob, blob_len, tg_segment_raw_bytes(seg), 77, 77 + 2 * n),
+        TG_OK);
     assert_int_equal(tg_segment_count(back), n);
     for (size_t i = 0; i < n; i++)
         check_rec(back, i, 77 + i * 2);
@@ -125,9 +126,11 @@ static void round_trip(enum tg_codec_id codec)
     /* Corruption: every truncation and a wrong size fail cleanly, never crash. */
     for (size_t cut = 0; cut < blob_len; cut += 1 + blob_len / 97)
         assert_int_not_equal(
-            tg_segment_load(back, codec, blob, cut, tg_segment_raw_bytes(seg), 0, UINT64_MAX), TG_OK);
-    assert_int_not_equal(
-        tg_segment_load(back, codec, blob, blob_len, tg_segment_raw_bytes(seg) + 1, 0, UINT64_MAX), TG_OK);
+            tg_segment_load(back, codec, blob, cut, tg_segment_raw_bytes(seg), 0, UINT64_MAX),
+            TG_OK);
+    assert_int_not_equal(tg_segment_load(back, codec, blob, blob_len,
+                                         tg_segment_raw_bytes(seg) + 1, 0, UINT64_MAX),
+                         TG_OK);
     assert_int_equal(tg_segment_count(back), 0);
     free(blob);
     tg_segment_destroy(seg);
@@ -160,8 +163,9 @@ static void corrupt_raw_bytes(void **state)
     }
     /* rids that do not increase are rejected */
     const uint8_t dup[] = {5, 0, 0, 0, 0, 0, 0, /* rid 5 */ 0, 0, 0, 0, 0, 0, 0 /* rid 5 again */};
-    assert_int_equal(tg_segment_load(seg, TG_CODEC_NONE, dup, sizeof dup, sizeof dup, 0, UINT64_MAX),
-                     TG_ERR_INTERNAL);
+    assert_int_equal(
+        tg_segment_load(seg, TG_CODEC_NONE, dup, sizeof dup, sizeof dup, 0, UINT64_MAX),
+        TG_ERR_INTERNAL);
     tg_segment_destroy(seg);
 }
 
