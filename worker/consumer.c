@@ -263,6 +263,7 @@ static void handle_message(struct tg_consumer *cs, struct tg_canonical_decoder *
     }
     slot->next_offset = msg->offset + 1;
     slot->advanced = true;
+    slot->position_known = true;
     cs->txn_work = true;
 }
 

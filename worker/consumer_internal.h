@@ -36,6 +36,7 @@ extern const char *const consumer__states[CONSUMER_STATES];
 struct consumer_slot {
     bool assigned;
     bool advanced;         /* records processed since the last commit */
+    bool position_known;   /* next_offset is a real offset (not "wherever the reset points") */
     int64_t next_offset;   /* the next record to process (what a commit records) */
     struct tg_gauge *lag;  /* tidegate_worker_consumer_lag_records{partition}; NULL until
                             * first assigned */
