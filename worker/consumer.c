@@ -368,6 +368,9 @@ bool tg_consumer_healthy(struct tg_consumer *cs, char *reason, size_t len)
     case HEALTH_PRODUCER_FATAL:
         snprintf(reason, len, "the transactional producer failed and is being replaced");
         return false;
+    case HEALTH_FENCED:
+        snprintf(reason, len, "fenced by another process with the same instance_id");
+        return false;
     default: snprintf(reason, len, "transactions cannot be initialised"); return false;
     }
 }

@@ -53,7 +53,13 @@ struct consumer_metrics {
     struct tg_metrics *registry;
 };
 
-enum consumer_health { HEALTH_OK = 0, HEALTH_STARTING, HEALTH_PRODUCER_FATAL, HEALTH_NO_TXN };
+enum consumer_health {
+    HEALTH_OK = 0,
+    HEALTH_STARTING,
+    HEALTH_PRODUCER_FATAL,
+    HEALTH_NO_TXN,
+    HEALTH_FENCED,
+};
 
 struct tg_consumer {
     const struct tg_config *cfg; /* borrowed: outlives the consumer */

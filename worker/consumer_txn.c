@@ -146,12 +146,35 @@ static bool replace_producer(struct tg_consumer *cs)
     return true;
 }
 
+/* Fenced: a newer producer with our transactional.id exists, i.e. another process runs with
+ * our instance_id (a restarted copy of us, or a configuration mistake). Fencing it back would
+ * make the two take turns forever without progress, so this one steps aside: the loop ends,
+ * the worker leaves the group (its partitions move to the other) and exits with status 1. */
+static bool fenced(struct tg_consumer *cs, const rd_kafka_error_t *error)
+{
+    if (!error)
+        return false;
+    rd_kafka_resp_err_t code = rd_kafka_error_code(error);
+    if (code != RD_KAFKA_RESP_ERR__FENCED && code != RD_KAFKA_RESP_ERR_PRODUCER_FENCED &&
+        code != RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH)
+        return false;
+    TG_LOG_ERROR("txn", "fenced: another process runs with instance_id %s (transactional.id %s); "
+                        "stopping. Every worker needs its own [worker] instance_id",
+                 cs->instance_id, cs->transactional_id);
+    atomic_store(&cs->health, HEALTH_FENCED);
+    cs->broken = true;
+    cs->txn_open = false;
+    return true;
+}
+
 /* After a failed transaction: aborted (or the producer replaced), a new one begun, and the
  * loop told to rewind. */
 static void after_failure(struct tg_consumer *cs, rd_kafka_error_t *error)
 {
     tg_counter_inc(cs->m.aborts);
     cs->rewind_needed = true;
+    if (fenced(cs, error))
+        return;
     if (error && rd_kafka_error_is_fatal(error)) {
         TG_LOG_ERROR("txn", "producer failed fatally (%s): replacing it",
                      rd_kafka_error_string(error));
@@ -160,10 +183,12 @@ static void after_failure(struct tg_consumer *cs, rd_kafka_error_t *error)
     } else if (cs->txn_open) {
         rd_kafka_error_t *ae = rd_kafka_abort_transaction(cs->producer, (int)cs->txn_timeout_ms);
         if (ae) {
-            TG_LOG_ERROR("txn", "abort failed (%s): replacing the producer",
-                         rd_kafka_error_string(ae));
+            bool f = fenced(cs, ae);
+            if (!f)
+                TG_LOG_ERROR("txn", "abort failed (%s): replacing the producer",
+                             rd_kafka_error_string(ae));
             rd_kafka_error_destroy(ae);
-            if (!replace_producer(cs))
+            if (f || !replace_producer(cs))
                 return;
         }
     }
