@@ -337,7 +337,8 @@ tg_err tg_consumer_run(struct tg_consumer *cs, atomic_bool *stop)
     /* Finish what was processed, then leave: the revoke callback commits anything the last
      * moment added and drops the partitions, so they move to other workers at once instead of
      * after the session timeout. */
-    TG_LOG_INFO("consumer", "stopping: committing and leaving group %s",
+    TG_LOG_INFO("consumer", "stopping: %sleaving group %s",
+                cs->broken || cs->rewind_needed ? "" : "committing and ",
                 tg_config_get_str(cs->cfg, "kafka", "group_id"));
     /* What could not be committed is processed again by the partitions' next owner: nothing
      * is lost, but the exit status says the last transaction did not commit. */
