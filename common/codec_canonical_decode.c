@@ -12,6 +12,7 @@
 
 #include "codec_canonical_decode.h"
 #include "codec_internal.h"
+#include "codec_read.h"
 
 enum field { F_DEVICE, F_BOOT, F_SEQ, F_TS, F_GW_TS, F_GATEWAY, F_M, F_U, F__COUNT };
 

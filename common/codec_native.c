@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "codec_internal.h"
+#include "codec_read.h"
 #include "codec_native.h"
 
 enum field { F_SEQ, F_BOOT, F_TS, F_M, F_SIG, F__COUNT };

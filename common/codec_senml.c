@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "codec_internal.h"
+#include "codec_read.h"
 
 /* SenML times below 2^28 seconds are relative to the current time (RFC 8428 4.5.3). */
 #define RELATIVE_TIME_LIMIT_S 268435456.0

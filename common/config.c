@@ -54,6 +54,66 @@ struct tg_config {
 };
 
 /* ------------------------------------------------------------------------------------ */
+/* secrets                                                                              */
+
+/* Words of a key name that mark its value as a credential (see tg_config_is_secret()). */
+static const char *const secret_words[] = {
+    "password", "passwd", "pwd", "passphrase", "secret", "secrets", "token", "tokens",
+    "credential", "credentials", "pem", "jaas", "oauthbearer", "private", "apikey", NULL,
+};
+
+bool tg_config_is_secret(const char *key, const char *value)
+{
+    if (value && strstr(value, "-----BEGIN"))
+        return true;
+    if (!key)
+        return false;
+    const char *p = key;
+    while (*p) {
+        while (*p && !isalnum((unsigned char)*p))
+            p++;
+        const char *word = p;
+        while (isalnum((unsigned char)*p))
+            p++;
+        size_t len = (size_t)(p - word);
+        if (len == 0)
+            break;
+        for (const char *const *w = secret_words; *w; w++)
+            if (strlen(*w) == len && strncasecmp(word, *w, len) == 0)
+                return true;
+        bool last = true;
+        for (const char *q = p; *q && last; q++)
+            last = !isalnum((unsigned char)*q);
+        if (last && len == 3 && strncasecmp(word, "key", 3) == 0)
+            return true;
+    }
+    return false;
+}
+
+void tg_config_scrub(char *text, size_t len, const char *value)
+{
+    static const char mask[] = "(value not shown)";
+    size_t vlen = strlen(value);
+    if (vlen == 0 || len == 0)
+        return;
+    char *hit = strstr(text, value);
+    while (hit) {
+        size_t head = (size_t)(hit - text);
+        size_t tail = strlen(hit + vlen);
+        size_t mlen = sizeof mask - 1;
+        if (head + mlen >= len) { /* no room for the mask: cut the text here */
+            text[head] = '\0';
+            return;
+        }
+        size_t keep = tail < len - head - mlen - 1 ? tail : len - head - mlen - 1;
+        memmove(hit + mlen, hit + vlen, keep);
+        memcpy(hit, mask, mlen);
+        hit[mlen + keep] = '\0';
+        hit = strstr(hit + mlen, value);
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
 /* value parsing                                                                        */
 
 tg_err tg_parse_size(const char *text, uint64_t *bytes)
@@ -229,6 +289,11 @@ static bool parse_value(const struct tg_config_key *k, const char *text, int64_t
     /* "64M  # journal cap": '#' is no inline comment in inih; say so rather than puzzle. */
     const char *hash = strchr(text, '#');
     bool hash_comment = hash && hash > text && isspace((unsigned char)hash[-1]);
+    if (tg_config_is_secret(k->key, text)) {
+        snprintf(msg, msglen, "expected %s, got a value that is not shown (it may be a secret)",
+                 expected);
+        return false;
+    }
     snprintf(msg, msglen, "expected %s, got \"%s\"%s", expected, text,
              hash_comment ? " (\"#\" starts a comment only at the beginning of a line; "
                             "use \" ;\" for a comment after a value)" : "");
@@ -489,7 +554,8 @@ struct load {
     struct tg_config *cfg;
     tg_config_layer layer;
     const char *path;     /* file being read; NULL for --set */
-    const char *arg;      /* the --set argument */
+    const char *arg;      /* the --set argument as errors show it: without a value that
+                           * may be secret */
 
     struct pending *items;
     size_t n_items, cap_items;
@@ -605,8 +671,11 @@ static void stage(struct load *ld, int line, const char *section, const char *ke
         /* librdkafka-style names; anything else could not be written back by the dump */
         if (strspn(key, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") !=
             strlen(key)) {
-            problem(ld, line, section, key, "expected a property name made of letters, digits, "
-                                            "\".\", \"_\" and \"-\"");
+            /* A long name is not shown: a line of a pasted PEM block ending in "=" lands
+             * here, and no property name is that long. */
+            bool show = strlen(key) <= 48 && !tg_config_is_secret(key, NULL);
+            problem(ld, line, section, show ? key : NULL, "expected a property name made of "
+                    "letters, digits, \".\", \"_\" and \"-\"%s", show ? "" : " (name not shown)");
             return;
         }
     } else {
@@ -842,8 +911,16 @@ static char *read_line(char *str, int num, void *stream)
     } else if (*s && *s != ';' && *s != '#') {
         const char *sep = scan_until(s, "=:");
         if (*sep != '=' && *sep != ':') {
-            problem(ld, ld->line, NULL, NULL,
-                    "expected \"key = value\", \"[section]\" or a comment, got \"%s\"", s);
+            /* Not echoed where it may be part of a credential: the second line of a PEM
+             * block pasted into [kafka.rdkafka], "password hunter2". */
+            if ((!ld->skip_section && passthrough_index(ld->cfg, ld->section) >= 0) ||
+                tg_config_is_secret(s, s))
+                problem(ld, ld->line, NULL, NULL,
+                        "expected \"key = value\", \"[section]\" or a comment (the line is not "
+                        "shown: it may hold a secret; multi-line values are not supported)");
+            else
+                problem(ld, ld->line, NULL, NULL,
+                        "expected \"key = value\", \"[section]\" or a comment, got \"%s\"", s);
             return str;
         }
     }
@@ -897,13 +974,42 @@ tg_err tg_config_load_file(struct tg_config *cfg, tg_config_layer layer, const c
 /* ------------------------------------------------------------------------------------ */
 /* --set                                                                                */
 
+/*
+ * The --set argument as an error may show it: with its value only when that is the value of
+ * a known schema key that does not look secret; a pass-through pair's name is not checked,
+ * so "kafka.rdkafka.sasl.passwrd=..." must not be echoed.
+ */
+static char *shown_assignment(const struct tg_config *cfg, const char *assignment,
+                              const char *section, const char *key, const char *value)
+{
+    const char *eq = strchr(assignment, '=');
+    bool show = section && key && value && passthrough_index(cfg, section) < 0 &&
+                key_index(cfg, section, key) >= 0 && !tg_config_is_secret(key, value);
+    if (!eq)
+        show = !tg_config_is_secret(assignment, assignment);
+    char *s;
+    if (show)
+        return strdup(assignment);
+    if (!eq)
+        return strdup("(not shown)");
+    return asprintf(&s, "%.*s=(value not shown)", (int)(eq - assignment), assignment) < 0 ? NULL
+                                                                                          : s;
+}
+
 tg_err tg_config_set(struct tg_config *cfg, const char *assignment)
 {
-    struct load ld = {.cfg = cfg, .layer = TG_CONFIG_SET, .arg = assignment};
+    struct load ld = {.cfg = cfg, .layer = TG_CONFIG_SET};
+    char *shown = NULL;
     const char *eq = strchr(assignment, '=');
     if (!eq) {
-        problem(&ld, 0, NULL, NULL, "expected section.key=value");
-        return finish(&ld);
+        ld.arg = shown = shown_assignment(cfg, assignment, NULL, NULL, NULL);
+        if (!shown)
+            ld.nomem = true;
+        else
+            problem(&ld, 0, NULL, NULL, "expected section.key=value");
+        tg_err err = finish(&ld);
+        free(shown);
+        return err;
     }
     const char *lhs = assignment, *lhs_end = eq;
     trim(&lhs, &lhs_end);
@@ -925,7 +1031,9 @@ tg_err tg_config_set(struct tg_config *cfg, const char *assignment)
     char *key = strndup(lhs + sec_len + (section ? 1 : 0),
                         (size_t)(lhs_end - lhs) - sec_len - (section ? 1 : 0));
     char *value = strndup(val, (size_t)(val_end - val));
-    if (!key || !value) {
+    if (key && value)
+        ld.arg = shown = shown_assignment(cfg, assignment, section, key, value);
+    if (!key || !value || !shown) {
         ld.nomem = true;
     } else if (!section) {
         const char *dot = memrchr(lhs, '.', (size_t)(lhs_end - lhs));
@@ -958,7 +1066,9 @@ tg_err tg_config_set(struct tg_config *cfg, const char *assignment)
     }
     free(key);
     free(value);
-    return finish(&ld);
+    tg_err err = finish(&ld);
+    free(shown);
+    return err;
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -1034,16 +1144,9 @@ tg_err tg_config_foreach_pair(const struct tg_config *cfg, const char *section,
 /* ------------------------------------------------------------------------------------ */
 /* dump                                                                                 */
 
-/* Keys whose values are credentials: the same rule for schema keys and pass-through pairs
- * (mqtt password, sasl.password, ssl.key.password, sasl.oauthbearer.client.secret...). */
-static bool secret_key(const char *key)
-{
-    return strstr(key, "password") || strstr(key, "secret") || strstr(key, "passphrase");
-}
-
 static void print_pair(FILE *out, const char *key, const char *value, bool redact)
 {
-    if (redact && *value && secret_key(key))
+    if (redact && *value && tg_config_is_secret(key, value))
         fprintf(out, "# %s = (set, %zu characters; not shown)\n", key, strlen(value));
     else
         fprintf(out, *value ? "%s = %s\n" : "%s =\n", key, value);

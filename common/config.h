@@ -182,11 +182,35 @@ tg_err tg_config_foreach_pair(const struct tg_config *cfg, const char *section,
 tg_err tg_config_dump(const struct tg_config *cfg, FILE *out);
 
 /*
- * The same, for people and logs (--check-config): the value of every key whose name contains
- * "password", "secret" or "passphrase" (schema keys and pass-through pairs alike) is replaced
- * by a comment saying that it is set and how long it is, so it reads back as unset.
+ * The same, for people and logs (--check-config): every value that tg_config_is_secret()
+ * calls a credential (schema keys and pass-through pairs alike) is replaced by a comment
+ * saying that it is set and how long it is, so it reads back as unset.
  */
 tg_err tg_config_dump_redacted(const struct tg_config *cfg, FILE *out);
+
+/*
+ * Whether a value is, or may hold, a credential, judged by the key's name and the value.
+ * The name is split into words at every character that is not a letter or digit
+ * ("sasl.oauthbearer.client.secret" -> sasl, oauthbearer, client, secret); it is secret
+ * when a word is one of password, passwd, pwd, passphrase, secret, secrets, token, tokens,
+ * credential, credentials, pem, jaas, oauthbearer, private, apikey, or its last word is
+ * "key" (mqtt tls_key, api_key). The value (may be NULL) is secret when it holds a PEM block
+ * ("-----BEGIN"), whatever its name. Case is ignored. Over-redacting a harmless value
+ * (a key file's path) is the price of never printing a credential.
+ *
+ * Error messages follow the same rule and more: a value is never echoed for a key that
+ * looks secret, for any key of a pass-through section (its names are not checked, so a
+ * misspelt "sasl.passwrd" must not leak), nor for an unknown key.
+ */
+bool tg_config_is_secret(const char *key, const char *value);
+
+/*
+ * Replaces every occurrence of value in text (a NUL-terminated string in a buffer of len
+ * bytes) with "(value not shown)", truncating if need be: for a library's message about a
+ * value (librdkafka's "Invalid value "..." for configuration property") that is to be
+ * shown without the value. An empty value changes nothing.
+ */
+void tg_config_scrub(char *text, size_t len, const char *value);
 
 /*
  * Value parsers, usable on their own. Both accept exactly the spellings described at

@@ -227,6 +227,13 @@ static bool same_file(int fd, const struct stat *st)
     return fstat(fd, &now) == 0 && now.st_dev == st->st_dev && now.st_ino == st->st_ino;
 }
 
+bool tg_metrics_http_check_listen(const char *listen_addr, char *err, size_t errlen)
+{
+    struct sockaddr_storage addr;
+    socklen_t addrlen = 0;
+    return parse_listen(listen_addr, &addr, &addrlen, err, errlen);
+}
+
 struct tg_metrics_http *tg_metrics_http_start(struct tg_metrics *m, const char *listen_addr,
                                               tg_metrics_health_fn health, void *ud, char *err,
                                               size_t errlen)

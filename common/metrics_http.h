@@ -35,6 +35,11 @@ struct tg_metrics_http *tg_metrics_http_start(struct tg_metrics *m, const char *
                                               tg_metrics_health_fn health, void *ud, char *err,
                                               size_t errlen);
 
+/* Checks listen_addr as tg_metrics_http_start() would, without binding: true, or false with
+ * the same message in err. For --check-config, so that "garbage" or port 99999 is refused
+ * before anything starts. */
+bool tg_metrics_http_check_listen(const char *listen_addr, char *err, size_t errlen);
+
 /* The TCP port the exporter listens on (useful after asking for port 0). */
 uint16_t tg_metrics_http_port(const struct tg_metrics_http *h);
 

@@ -8,6 +8,8 @@
  */
 #include "egress_kafka.h"
 
+#include "config.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -94,7 +96,9 @@ static tg_err set_prop(rd_kafka_conf_t *conf, const char *section, const char *k
 {
     char rkerr[512];
     if (rd_kafka_conf_set(conf, key, val, rkerr, sizeof rkerr) != RD_KAFKA_CONF_OK) {
-        snprintf(err, errlen, "%s %s = %s: %s", section, key, val, rkerr);
+        /* Never the value: it may be a credential (a key, a password, a JAAS line). */
+        tg_config_scrub(rkerr, sizeof rkerr, val);
+        snprintf(err, errlen, "%s %s: %s", section, key, rkerr);
         return TG_ERR_CONFIG;
     }
     return TG_OK;

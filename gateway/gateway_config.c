@@ -7,11 +7,16 @@
  */
 #include "gateway_config.h"
 
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "ingress_mqtt.h"
+#include "kafka_guard.h"
 #include "log.h"
+#include "metrics_http.h"
 #include "validate.h"
 
 static const char *const journal_modes[] = {"durable", "spill", NULL};
@@ -46,8 +51,8 @@ static const struct tg_config_key gateway_schema[] = {
     TG_CFG_STR("mqtt", "topic", "telemetry/+",
                "topic filter to subscribe; the device id is the topic's last level, so the only "
                "wildcard allowed is a '+' as the last level ('#' is refused)"),
-    TG_CFG_INT("mqtt", "qos", "1", 0, 2, "subscription QoS (1: the broker holds what is not "
-               "acknowledged)"),
+    TG_CFG_INT("mqtt", "qos", "1", 1, 2, "subscription QoS, 1 or 2: the broker holds what is not "
+               "acknowledged (0 would lose what is in flight at a crash)"),
     TG_CFG_INT("mqtt", "connections", "1", 1, 64,
                "MQTT connections; above 1 they share one MQTT v5 shared subscription"),
     TG_CFG_STR("mqtt", "share_group", "tidegate",
@@ -94,7 +99,9 @@ static const struct tg_config_key gateway_schema[] = {
     TG_CFG_MS("kafka", "stats_interval_ms", "1000", 100, 60000,
               "how often (ms) broker connection state is refreshed (tidegate_kafka_up)"),
     TG_CFG_PASSTHROUGH("kafka.rdkafka",
-                       "librdkafka properties (CONFIGURATION.md), applied last: SASL, SSL, ..."),
+                       "librdkafka properties (CONFIGURATION.md), applied last: SASL, SSL, "
+                       "...; those that would switch off a guarantee are refused (see "
+                       "\"Configuration refusals\")"),
     /* [journal] */
     TG_CFG_STR("journal", "path", "/var/lib/tidegate/journal.db",
                "SQLite journal file; must not be empty. <path>.lock beside it keeps a second "
@@ -157,20 +164,73 @@ struct tg_config *tg_gateway_config_new(void)
 /* Room for the topic and the PUBLISH header next to a payload at the limit. */
 #define PACKET_OVERHEAD_BYTES 2048
 
+/* Problems found by tg_gateway_config_check, one per line, in the caller's buffer. */
+struct problems {
+    char *err;
+    size_t errlen, used;
+};
+
+static void add_problem(struct problems *pb, const char *origin, const char *section,
+                        const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static void add_problem(struct problems *pb, const char *origin, const char *section,
+                        const char *key, const char *fmt, ...)
+{
+    int n = snprintf(pb->err + pb->used, pb->errlen - pb->used, "%s%s: [%s] %s: ",
+                     pb->used ? "\n" : "", origin, section, key);
+    if (n > 0 && (size_t)n < pb->errlen - pb->used)
+        pb->used += (size_t)n;
+    va_list ap;
+    va_start(ap, fmt);
+    n = vsnprintf(pb->err + pb->used, pb->errlen - pb->used, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        pb->used = (size_t)n < pb->errlen - pb->used ? pb->used + (size_t)n : pb->errlen - 1;
+}
+
+struct rdkafka_ctx {
+    struct problems *pb;
+    tg_err nomem;
+};
+
+/* One [kafka.rdkafka] pair: known to librdkafka, and no guarantee switched off. */
+static tg_err check_rdkafka_pair(void *arg, const char *key, const char *value,
+                                 const char *origin)
+{
+    struct rdkafka_ctx *ctx = arg;
+    char why[1024];
+    tg_err e = tg_kafka_guard_check(key, value, why, sizeof why);
+    if (e == TG_ERR_NOMEM)
+        ctx->nomem = e;
+    else if (e != TG_OK)
+        add_problem(ctx->pb, origin, "kafka.rdkafka",
+                    strlen(key) <= 48 ? key : "(a name too long to be a property)", "%s", why);
+    return TG_OK; /* on to the next pair: every problem in one go */
+}
+
+/* An empty or blank list, or an entry with nothing in it ("a:9092,,b:9092"). */
+static bool brokers_ok(const char *brokers)
+{
+    const char *p = brokers;
+    do {
+        size_t len = strcspn(p, ",");
+        bool blank = true;
+        for (size_t i = 0; i < len && blank; i++)
+            blank = isspace((unsigned char)p[i]);
+        if (blank)
+            return false;
+        p += len;
+    } while (*p++ == ',');
+    return true;
+}
+
 tg_err tg_gateway_config_check(const struct tg_config *cfg, char *err, size_t errlen)
 {
-    size_t used = 0;
+    struct problems pb = {.err = err, .errlen = errlen};
     err[0] = '\0';
-#define PROBLEM(section, key, ...)                                                             \
-    do {                                                                                       \
-        int n_ = snprintf(err + used, errlen - used, "%s%s: [%s] %s: ", used ? "\n" : "",      \
-                          tg_config_origin(cfg, section, key), section, key);                  \
-        if (n_ > 0 && (size_t)n_ < errlen - used)                                              \
-            used += (size_t)n_;                                                                \
-        n_ = snprintf(err + used, errlen - used, __VA_ARGS__);                                 \
-        if (n_ > 0)                                                                            \
-            used = (size_t)n_ < errlen - used ? used + (size_t)n_ : errlen - 1;               \
-    } while (0)
+#define PROBLEM(section, key, ...) \
+    add_problem(&pb, tg_config_origin(cfg, section, key), section, key, __VA_ARGS__)
 
     if (!*tg_config_get_str(cfg, "journal", "path"))
         PROBLEM("journal", "path",
@@ -187,11 +247,34 @@ tg_err tg_gateway_config_check(const struct tg_config *cfg, char *err, size_t er
                 "would drop payloads the gateway accepts",
                 PACKET_OVERHEAD_BYTES, (unsigned long long)(payload + PACKET_OVERHEAD_BYTES),
                 (unsigned long long)packet);
+
+    if (!brokers_ok(tg_config_get_str(cfg, "kafka", "brokers")))
+        PROBLEM("kafka", "brokers", "expected host:port[,host:port...], got an empty list or "
+                                    "an empty entry");
+    const char *topic = tg_config_get_str(cfg, "kafka", "topic");
+    const char *dlq = tg_config_get_str(cfg, "kafka", "dlq_topic");
+    if (!*topic)
+        PROBLEM("kafka", "topic", "expected a topic name, got nothing");
+    if (!*dlq)
+        PROBLEM("kafka", "dlq_topic", "expected a topic name, got nothing");
+    else if (strcmp(topic, dlq) == 0)
+        PROBLEM("kafka", "dlq_topic", "must differ from [kafka] topic: dead letters (raw "
+                                      "payloads) would be mixed into the telemetry stream");
+
+    const char *listen = tg_config_get_str(cfg, "metrics", "listen");
+    if (*listen && !tg_metrics_http_check_listen(listen, why, sizeof why))
+        PROBLEM("metrics", "listen", "%s", why);
+
+    struct rdkafka_ctx ctx = {.pb = &pb, .nomem = TG_OK};
+    (void)tg_config_foreach_pair(cfg, "kafka.rdkafka", check_rdkafka_pair, &ctx);
+    if (ctx.nomem != TG_OK)
+        return ctx.nomem;
+
     const char *ack_prefix = tg_config_get_str(cfg, "ack", "topic_prefix");
     if (!*ack_prefix || strpbrk(ack_prefix, "+#") || strlen(ack_prefix) > 128)
         PROBLEM("ack", "topic_prefix",
                 "expected a topic prefix of 1 to 128 bytes without '+' or '#', got \"%s\"",
                 ack_prefix);
 #undef PROBLEM
-    return used ? TG_ERR_CONFIG : TG_OK;
+    return pb.used ? TG_ERR_CONFIG : TG_OK;
 }

@@ -29,9 +29,12 @@ struct tg_config *tg_gateway_config_new(void);
 
 /* Checks what the schema cannot say about single values: journal.path not empty,
  * mqtt.topic a filter that names the device by its last level (tg_ingress_topic_check),
- * mqtt.max_packet_bytes room for validate.max_payload_bytes. TG_ERR_CONFIG with every
- * problem in err, one per line, as "FILE:LINE: [section] key: what was expected". Both a
- * normal start and --check-config make it before anything else. */
+ * mqtt.max_packet_bytes room for validate.max_payload_bytes, kafka.brokers not empty,
+ * kafka.topic and kafka.dlq_topic set and different, metrics.listen an address the exporter
+ * can bind, and every [kafka.rdkafka] pair known to librdkafka and not switching off a
+ * guarantee (tg_kafka_guard_check). TG_ERR_CONFIG with every problem in err, one per line,
+ * as "FILE:LINE: [section] key: what was expected", never echoing a [kafka.rdkafka] value;
+ * TG_ERR_NOMEM. Both a normal start and --check-config make it before anything else. */
 tg_err tg_gateway_config_check(const struct tg_config *cfg, char *err, size_t errlen);
 
 #endif

@@ -21,9 +21,9 @@
 
 #include "codec_canonical.h"
 #include "log.h"
+#include "strmap.h"
 #include "util.h"
 
-#define NIL UINT32_MAX
 #define KEY_MIN_BYTES 16
 #define KEY_MAX_BYTES 64
 #define KEYS_LINE_MAX 512
@@ -36,21 +36,18 @@ struct key_entry {
     uint8_t key_len;
     uint8_t key[KEY_MAX_BYTES];
     uint32_t line; /* where it was defined, for "listed twice" */
-    uint32_t next; /* hash chain */
 };
 
 struct keyring {
     struct key_entry *entries;
     uint32_t n, cap;
-    uint32_t *buckets;
-    uint32_t mask;
+    struct tg_strmap *index; /* device id -> index in entries (ids are not secret) */
 };
 
 struct range {
     char *metric;
     double lo, hi; /* -inf / +inf when open */
     char text[RANGE_TEXT_MAX]; /* "LO..HI" as written back in messages */
-    uint32_t next;
 };
 
 struct tg_validate {
@@ -60,8 +57,7 @@ struct tg_validate {
     struct keyring *keys;
     struct range *ranges;
     uint32_t n_ranges;
-    uint32_t *range_buckets; /* NULL while there are no ranges */
-    uint32_t range_mask;
+    struct tg_strmap *range_index; /* metric -> index in ranges; NULL while there are none */
     mbedtls_md_context_t hmac;
 };
 
@@ -86,56 +82,34 @@ static void keyring_free(struct keyring *kr)
         mbedtls_platform_zeroize(kr->entries, (size_t)kr->cap * sizeof *kr->entries);
         free(kr->entries);
     }
-    free(kr->buckets);
+    tg_strmap_destroy(kr->index);
     free(kr);
 }
 
 static const struct key_entry *keyring_find(const struct keyring *kr, const char *device,
                                             size_t len)
 {
-    if (!kr->buckets)
-        return NULL;
-    for (uint32_t i = kr->buckets[tg_hash_fnv1a(device, len) & kr->mask]; i != NIL;
-         i = kr->entries[i].next) {
-        const struct key_entry *k = &kr->entries[i];
-        if (strncmp(k->device, device, len) == 0 && k->device[len] == '\0')
-            return k;
-    }
-    return NULL;
+    uint32_t i;
+    return tg_strmap_get(kr->index, device, len, &i) ? &kr->entries[i] : NULL;
 }
 
 /* Room for one more entry. Grows by copying rather than realloc(), so that the old block
- * can be wiped before it is freed. Buckets are kept at twice the capacity. */
+ * can be wiped before it is freed. */
 static bool keyring_reserve(struct keyring *kr)
 {
     if (kr->n < kr->cap)
         return true;
     uint32_t cap = kr->cap ? kr->cap * 2 : 64;
     struct key_entry *entries = malloc((size_t)cap * sizeof *entries);
-    uint32_t *buckets = malloc((size_t)cap * 2 * sizeof *buckets);
-    if (!entries || !buckets) {
-        free(entries);
-        free(buckets);
+    if (!entries)
         return false;
-    }
     if (kr->entries) {
         memcpy(entries, kr->entries, (size_t)kr->n * sizeof *entries);
         mbedtls_platform_zeroize(kr->entries, (size_t)kr->cap * sizeof *kr->entries);
         free(kr->entries);
     }
-    free(kr->buckets);
     kr->entries = entries;
-    kr->buckets = buckets;
     kr->cap = cap;
-    kr->mask = cap * 2 - 1;
-    for (uint32_t b = 0; b <= kr->mask; b++)
-        buckets[b] = NIL;
-    for (uint32_t i = 0; i < kr->n; i++) {
-        struct key_entry *k = &entries[i];
-        uint32_t *head = &buckets[tg_hash_fnv1a(k->device, strlen(k->device)) & kr->mask];
-        k->next = *head;
-        *head = i;
-    }
     return true;
 }
 
@@ -221,7 +195,7 @@ static tg_err parse_key_line(struct keyring *kr, const char *path, uint32_t line
                 path, lineno, shown(device), dup->line);
         return TG_OK;
     }
-    if (!keyring_reserve(kr))
+    if (!keyring_reserve(kr) || tg_strmap_put(kr->index, device, dev_len, kr->n) != TG_OK)
         return TG_ERR_NOMEM;
     uint32_t i = kr->n++;
     struct key_entry *k = &kr->entries[i];
@@ -230,9 +204,6 @@ static tg_err parse_key_line(struct keyring *kr, const char *path, uint32_t line
     for (size_t b = 0; b < k->key_len; b++)
         k->key[b] = (uint8_t)(tg_hex_digit(hex[2 * b]) << 4 | tg_hex_digit(hex[2 * b + 1]));
     k->line = lineno;
-    uint32_t *head = &kr->buckets[tg_hash_fnv1a(device, dev_len) & kr->mask];
-    k->next = *head;
-    *head = i;
     return TG_OK;
 }
 
@@ -261,7 +232,7 @@ static tg_err keyring_load(const char *path, struct keyring **out, char *err, si
     struct problems pb = {.buf = errlen ? err : scratch, .len = errlen ? errlen : sizeof scratch};
     pb.buf[0] = '\0';
     struct keyring *kr = calloc(1, sizeof *kr);
-    if (!kr) {
+    if (!kr || !(kr->index = tg_strmap_new())) {
         rc = TG_ERR_NOMEM;
         goto out;
     }
@@ -370,7 +341,7 @@ void tg_validate_destroy(struct tg_validate *v)
     for (uint32_t i = 0; i < v->n_ranges; i++)
         free(v->ranges[i].metric);
     free(v->ranges);
-    free(v->range_buckets);
+    tg_strmap_destroy(v->range_index);
     free(v->keys_file);
     free(v);
 }
@@ -404,36 +375,9 @@ static bool parse_bound(const char *s, size_t len, bool *present, double *value)
 
 static struct range *range_find(const struct tg_validate *v, const char *metric, size_t len)
 {
-    if (!v->range_buckets)
-        return NULL;
-    for (uint32_t i = v->range_buckets[tg_hash_fnv1a(metric, len) & v->range_mask]; i != NIL;
-         i = v->ranges[i].next) {
-        struct range *rg = &v->ranges[i];
-        if (strncmp(rg->metric, metric, len) == 0 && rg->metric[len] == '\0')
-            return rg;
-    }
-    return NULL;
-}
-
-/* Rebuilds the range hash table for n_ranges (setup only: a handful of metrics). */
-static bool range_rehash(struct tg_validate *v)
-{
-    uint32_t nbuckets = tg_pow2_at_least(v->n_ranges * 2);
-    uint32_t *buckets = malloc((size_t)nbuckets * sizeof *buckets);
-    if (!buckets)
-        return false;
-    for (uint32_t b = 0; b < nbuckets; b++)
-        buckets[b] = NIL;
-    for (uint32_t i = 0; i < v->n_ranges; i++) {
-        struct range *rg = &v->ranges[i];
-        uint32_t *head = &buckets[tg_hash_fnv1a(rg->metric, strlen(rg->metric)) & (nbuckets - 1)];
-        rg->next = *head;
-        *head = i;
-    }
-    free(v->range_buckets);
-    v->range_buckets = buckets;
-    v->range_mask = nbuckets - 1;
-    return true;
+    uint32_t i;
+    return v->range_index && tg_strmap_get(v->range_index, metric, len, &i) ? &v->ranges[i]
+                                                                            : NULL;
 }
 
 tg_err tg_validate_add_range(struct tg_validate *v, const char *metric, const char *spec,
@@ -479,9 +423,15 @@ tg_err tg_validate_add_range(struct tg_validate *v, const char *metric, const ch
 
     struct range *rg = range_find(v, metric, metric_len);
     if (!rg) {
+        if (!v->range_index && !(v->range_index = tg_strmap_new())) {
+            set_err(err, errlen, "out of memory");
+            return TG_ERR_NOMEM;
+        }
         char *name = strdup(metric);
         struct range *ranges = name ? realloc(v->ranges, (v->n_ranges + 1) * sizeof *ranges) : NULL;
-        if (!ranges) {
+        if (!ranges || tg_strmap_put(v->range_index, metric, metric_len, v->n_ranges) != TG_OK) {
+            if (ranges)
+                v->ranges = ranges;
             free(name);
             set_err(err, errlen, "out of memory");
             return TG_ERR_NOMEM;
@@ -489,12 +439,6 @@ tg_err tg_validate_add_range(struct tg_validate *v, const char *metric, const ch
         v->ranges = ranges;
         rg = &ranges[v->n_ranges++];
         rg->metric = name;
-        if (!range_rehash(v)) {
-            free(rg->metric);
-            v->n_ranges--;
-            set_err(err, errlen, "out of memory");
-            return TG_ERR_NOMEM;
-        }
     }
     rg->lo = lo;
     rg->hi = hi;

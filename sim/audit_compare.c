@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "audit_internal.h"
-#include "util.h"
+#include "strmap.h"
 
 bool audit__problem(const struct adev *dev)
 {
@@ -38,8 +38,13 @@ int audit__grow(void **p, size_t *cap, size_t need, size_t elem)
 struct tg_sim_audit *tg_sim_audit_new(void)
 {
     struct tg_sim_audit *au = calloc(1, sizeof(struct tg_sim_audit));
-    if (au)
-        au->clock_slack_ms = TG_SIM_AUDIT_DEFAULT_CLOCK_SLACK_MS;
+    if (!au)
+        return NULL;
+    au->clock_slack_ms = TG_SIM_AUDIT_DEFAULT_CLOCK_SLACK_MS;
+    if (!(au->index = tg_strmap_new())) {
+        free(au);
+        return NULL;
+    }
     return au;
 }
 
@@ -50,17 +55,15 @@ void tg_sim_audit_destroy(struct tg_sim_audit *au)
     for (size_t d = 0; d < au->n_devs; d++) {
         struct adev *dev = &au->devs[d];
         for (size_t b = 0; b < dev->n_boots; b++) {
-            free(dev->boots[b].seen.bits);
-            free(dev->boots[b].seen.big);
-            free(dev->boots[b].dlq.bits);
-            free(dev->boots[b].dlq.big);
+            tg_seqset_free(&dev->boots[b].seen);
+            tg_seqset_free(&dev->boots[b].dlq);
         }
         free(dev->boots);
         free(dev->dlq_hashes);
         free(dev->id);
     }
     free(au->devs);
-    free(au->index);
+    tg_strmap_destroy(au->index);
     free(au->dlq);
     for (size_t i = 0; i < au->n_reasons; i++)
         free(au->reasons[i].reason);
@@ -73,44 +76,13 @@ void tg_sim_audit_destroy(struct tg_sim_audit *au)
  * Devices and the seqs seen
  */
 
-static size_t index_slot(const struct tg_sim_audit *au, const char *id)
-{
-    size_t mask = au->index_cap - 1;
-    size_t slot = tg_hash_fnv1a(id, strlen(id)) & mask;
-    while (au->index[slot] != 0 && strcmp(au->devs[au->index[slot] - 1].id, id) != 0)
-        slot = (slot + 1) & mask;
-    return slot;
-}
-
-static int index_grow(struct tg_sim_audit *au)
-{
-    size_t cap = au->index_cap ? au->index_cap * 2 : 256;
-    uint32_t *old = au->index;
-    size_t old_cap = au->index_cap;
-    au->index = calloc(cap, sizeof *au->index);
-    if (!au->index) {
-        au->index = old;
-        return -1;
-    }
-    au->index_cap = cap;
-    for (size_t i = 0; i < old_cap; i++)
-        if (old[i] != 0)
-            au->index[index_slot(au, au->devs[old[i] - 1].id)] = old[i];
-    free(old);
-    return 0;
-}
-
 /* The audit's device for id, created on first sight. -1 when out of memory. */
 static long device_get(struct tg_sim_audit *au, const char *id)
 {
-    if (au->index_cap) {
-        uint32_t v = au->index[index_slot(au, id)];
-        if (v != 0)
-            return (long)v - 1;
-    }
+    uint32_t d;
+    if (tg_strmap_get(au->index, id, strlen(id), &d))
+        return (long)d;
     if (au->n_devs >= UINT32_MAX - 1)
-        return -1;
-    if ((au->n_devs + 1) * 2 > au->index_cap && index_grow(au) != 0)
         return -1;
     if (audit__grow((void **)&au->devs, &au->cap_devs, au->n_devs + 1, sizeof *au->devs) != 0)
         return -1;
@@ -120,7 +92,10 @@ static long device_get(struct tg_sim_audit *au, const char *id)
         return -1;
     if (au->lg)
         dev->ledger = tg_ledger_find_device(au->lg, id);
-    au->index[index_slot(au, id)] = (uint32_t)(au->n_devs + 1);
+    if (tg_strmap_put(au->index, id, strlen(id), (uint32_t)au->n_devs) != TG_OK) {
+        free(dev->id);
+        return -1;
+    }
     return (long)au->n_devs++;
 }
 
@@ -143,72 +118,6 @@ static struct seen_boot *boot_get(struct adev *dev, uint64_t boot)
     sb = &dev->boots[dev->n_boots++];
     *sb = (struct seen_boot){.boot = boot};
     return sb;
-}
-
-static size_t big_search(const struct seq_set *sb, uint64_t seq)
-{
-    size_t lo = 0, hi = sb->n_big;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (sb->big[mid] < seq)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
-static bool seen_has(const struct seq_set *sb, uint64_t seq)
-{
-    if (seq < SEQ_BITMAP_LIMIT) {
-        size_t w = (size_t)(seq / 64);
-        return w < sb->words && (sb->bits[w] >> (seq % 64) & 1);
-    }
-    size_t i = big_search(sb, seq);
-    return i < sb->n_big && sb->big[i] == seq;
-}
-
-/* Marks seq seen. Returns 1 when new, 0 when seen before, -1 when out of memory. */
-static int seen_add(struct seq_set *sb, uint64_t seq)
-{
-    if (seq < SEQ_BITMAP_LIMIT) {
-        size_t w = (size_t)(seq / 64);
-        if (w >= sb->words) {
-            size_t words = sb->words ? sb->words : 16;
-            while (words <= w)
-                words *= 2;
-            uint64_t *bits = realloc(sb->bits, words * sizeof *bits);
-            if (!bits)
-                return -1;
-            memset(bits + sb->words, 0, (words - sb->words) * sizeof *bits);
-            sb->bits = bits;
-            sb->words = words;
-        }
-        uint64_t mask = UINT64_C(1) << (seq % 64);
-        if (sb->bits[w] & mask)
-            return 0;
-        sb->bits[w] |= mask;
-        return 1;
-    }
-    size_t i = big_search(sb, seq);
-    if (i < sb->n_big && sb->big[i] == seq)
-        return 0;
-    if (audit__grow((void **)&sb->big, &sb->cap_big, sb->n_big + 1, sizeof *sb->big) != 0)
-        return -1;
-    memmove(&sb->big[i + 1], &sb->big[i], (sb->n_big - i) * sizeof *sb->big);
-    sb->big[i] = seq;
-    sb->n_big++;
-    return 1;
-}
-
-/* Calls fn for every seq seen in sb, ascending. */
-static void seen_each(const struct seq_set *sb, void (*fn)(void *ud, uint64_t seq), void *ud)
-{
-    for (size_t w = 0; w < sb->words; w++)
-        for (uint64_t bits = sb->bits[w]; bits; bits &= bits - 1)
-            fn(ud, (uint64_t)w * 64 + (uint64_t)__builtin_ctzll(bits));
-    for (size_t i = 0; i < sb->n_big; i++)
-        fn(ud, sb->big[i]);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -247,7 +156,7 @@ int tg_sim_audit_telemetry(struct tg_sim_audit *au, const struct tg_sim_audit_re
     struct seen_boot *sb = boot_get(dev, rec->boot);
     if (!sb)
         return -1;
-    int added = seen_add(&sb->seen, rec->seq);
+    int added = tg_seqset_add(&sb->seen, rec->seq);
     if (added < 0)
         return -1;
     sb->records++;
@@ -273,7 +182,7 @@ int tg_sim_audit_telemetry(struct tg_sim_audit *au, const struct tg_sim_audit_re
         au->released_seen++;
         /* Dead-lettered first (e.g. one copy rejected, a later one accepted after the clock
          * moved): counted once, as delivered now. */
-        if (seen_has(&sb->dlq, rec->seq))
+        if (tg_seqset_contains(&sb->dlq, rec->seq))
             au->released_dlq--;
     }
     if (rec->end_ms != -1 || rec->gw_ts_ms != -1) {
@@ -356,11 +265,11 @@ int tg_sim_audit_dlq(struct tg_sim_audit *au, const char *reason, const char *de
     struct seen_boot *sb = boot_get(&au->devs[d], boot);
     if (!sb)
         return -1;
-    int added = seen_add(&sb->dlq, seq);
+    int added = tg_seqset_add(&sb->dlq, seq);
     if (added < 0)
         return -1;
     /* Once per (device, boot, seq), and not when it is in the telemetry topic already. */
-    if (added == 1 && au->lg && !seen_has(&sb->seen, seq) &&
+    if (added == 1 && au->lg && !tg_seqset_contains(&sb->seen, seq) &&
         dlq_is_released(au, &au->dlq[au->n_dlq - 1]))
         au->released_dlq++;
     return 0;
@@ -396,17 +305,18 @@ uint64_t tg_sim_audit_records(const struct tg_sim_audit *au)
 struct count_released {
     const struct tg_sim_audit *au;
     const struct adev *dev;
-    const struct seq_set *skip; /* seqs not to count (NULL: none) */
+    const struct tg_seqset *skip; /* seqs not to count (NULL: none) */
     uint64_t boot;
     uint64_t n;
 };
 
-static void count_released_fn(void *ud, uint64_t seq)
+static bool count_released_fn(void *ud, uint64_t seq)
 {
     struct count_released *cr = ud;
-    if ((!cr->skip || !seen_has(cr->skip, seq)) &&
+    if ((!cr->skip || !tg_seqset_contains(cr->skip, seq)) &&
         tg_ledger_fate(cr->au->lg, cr->dev->ledger, cr->boot, seq) == TG_LEDGER_RELEASED)
         cr->n++;
+    return true;
 }
 
 int tg_sim_audit_set_ledger(struct tg_sim_audit *au, const struct tg_ledger *lg)
@@ -447,11 +357,11 @@ int tg_sim_audit_set_ledger(struct tg_sim_audit *au, const struct tg_ledger *lg)
                 continue;
             }
             struct count_released cr = {au, dev, NULL, sb->boot, 0};
-            seen_each(&sb->seen, count_released_fn, &cr);
+            tg_seqset_each(&sb->seen, count_released_fn, &cr);
             au->released_seen += cr.n;
             /* Dead-lettered and not delivered, each once. */
             cr = (struct count_released){au, dev, &sb->seen, sb->boot, 0};
-            seen_each(&sb->dlq, count_released_fn, &cr);
+            tg_seqset_each(&sb->dlq, count_released_fn, &cr);
             au->released_dlq += cr.n;
         }
     }
@@ -541,7 +451,7 @@ static bool released_fn(void *ud, uint64_t boot, uint64_t seq)
         w->sb_boot = boot;
         w->sb_valid = true;
     }
-    if (w->sb && seen_has(&w->sb->seen, seq)) {
+    if (w->sb && tg_seqset_contains(&w->sb->seen, seq)) {
         w->dev->delivered++;
         return true;
     }
@@ -566,7 +476,7 @@ struct seen_walk {
     uint64_t boot;
 };
 
-static void seen_fn(void *ud, uint64_t seq)
+static bool seen_fn(void *ud, uint64_t seq)
 {
     struct seen_walk *w = ud;
     enum tg_ledger_fate fate =
@@ -585,6 +495,7 @@ static void seen_fn(void *ud, uint64_t seq)
         w->dev->unexpected++;
         break;
     }
+    return true;
 }
 
 static int cmp_i64(const void *a, const void *b)
@@ -687,7 +598,7 @@ int tg_sim_audit_finish(struct tg_sim_audit *au, struct tg_sim_audit_result *out
             if (dev->boots[b].other_run)
                 continue;
             struct seen_walk w = {au->lg, dev, dev->boots[b].boot};
-            seen_each(&dev->boots[b].seen, seen_fn, &w);
+            tg_seqset_each(&dev->boots[b].seen, seen_fn, &w);
         }
         struct tg_ledger_faults faults;
         tg_ledger_device_faults(au->lg, dev->ledger, &faults);

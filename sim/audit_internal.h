@@ -5,11 +5,10 @@
  *   audit_report.c   the text and JSON reports of a finished comparison
  *   audit_kafka.c    the command: consume the topics, decode, feed the comparison, report
  *
- * Memory: per (device, boot) a bitmap of the seqs seen (a bit per seq from 0 to the highest
- * seen: 10,000 devices x 3,600 seqs is 4.5 MB), so duplicates are found in O(1) whatever the
- * order. Seqs at or above SEQ_BITMAP_LIMIT (no simulated device gets there) go to a small
- * sorted array instead, so one absurd seq cannot make the audit allocate gigabytes. The seqs
- * of released readings found in the DLQ are kept the same way, per (device, boot).
+ * Memory: per (device, boot) the set of seqs seen, as ranges (seqset.h, the ledger's own
+ * kind of set): a device's records arrive nearly in order, so that is a few ranges per boot
+ * whatever the run's length, a duplicate is found by a binary search, and one absurd seq
+ * costs one range. The seqs of released readings found in the DLQ are kept the same way.
  */
 #ifndef TG_SIM_AUDIT_INTERNAL_H
 #define TG_SIM_AUDIT_INTERNAL_H
@@ -20,29 +19,22 @@
 
 #include "audit.h"
 #include "ledger.h"
+#include "seqset.h"
+#include "strmap.h"
 
-#define SEQ_BITMAP_LIMIT (UINT64_C(1) << 26) /* 8 MB of bitmap for one (device, boot) at most */
 #define LOST_RANGES_KEPT 4                   /* per device, for the report */
 
 struct seq_range {
     uint64_t boot, lo, hi;
 };
 
-/* A set of seqs: the bitmap, and the sorted array for seqs past it. */
-struct seq_set {
-    uint64_t *bits;
-    size_t words;
-    uint64_t *big; /* sorted seqs >= SEQ_BITMAP_LIMIT */
-    size_t n_big, cap_big;
-};
-
 struct seen_boot {
     uint64_t boot;
-    struct seq_set seen; /* seqs in the telemetry topic */
+    struct tg_seqset seen; /* seqs in the telemetry topic */
     /* Seqs whose payload is in the DLQ. A reading is validated before it is deduplicated, so
      * one rejected on purpose can be dead-lettered more than once (an injected duplicate, a
      * QoS 1 re-send): completeness counts it once, by this set. */
-    struct seq_set dlq;
+    struct tg_seqset dlq;
     /* For reordering: the highest seq seen so far and the partition it came on. */
     bool any;
     int32_t partition;
@@ -99,8 +91,7 @@ struct tg_sim_audit {
 
     struct adev *devs;
     size_t n_devs, cap_devs;
-    uint32_t *index; /* open addressing: device index + 1, 0 = empty */
-    size_t index_cap;
+    struct tg_strmap *index; /* device id -> index in devs */
 
     uint64_t records, undecodable, duplicated, reordered, offset_gaps, other_runs, foreign;
     uint64_t released_seen; /* distinct released readings seen, once a ledger is set */

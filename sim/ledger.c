@@ -50,139 +50,10 @@
 #include <unistd.h>
 
 #include "record.h" /* tg_device_id_valid */
-#include "util.h"
+#include "seqset.h"
+#include "strmap.h"
 
 #define LEDGER_MAGIC "tidegate-sim-ledger 1"
-
-/* ------------------------------------------------------------------------------------------
- * Seq sets: sorted, disjoint, non-touching inclusive ranges
- */
-
-struct range {
-    uint64_t lo, hi;
-};
-
-struct seqset {
-    struct range *r;
-    size_t n, cap;
-};
-
-static void set_free(struct seqset *s)
-{
-    free(s->r);
-    s->r = NULL;
-    s->n = s->cap = 0;
-}
-
-/* Index of the first range with hi >= x (n when none). */
-static size_t set_search(const struct seqset *s, uint64_t x)
-{
-    size_t lo = 0, hi = s->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (s->r[mid].hi < x)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
-static bool set_contains(const struct seqset *s, uint64_t x)
-{
-    size_t i = set_search(s, x);
-    return i < s->n && s->r[i].lo <= x;
-}
-
-/* True when some seq in lo..hi is in the set. */
-static bool set_intersects(const struct seqset *s, uint64_t lo, uint64_t hi)
-{
-    size_t i = set_search(s, lo);
-    return i < s->n && s->r[i].lo <= hi;
-}
-
-static int set_insert_at(struct seqset *s, size_t i, uint64_t lo, uint64_t hi)
-{
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 2;
-        struct range *r = realloc(s->r, cap * sizeof *r);
-        if (!r)
-            return -1;
-        s->r = r;
-        s->cap = cap;
-    }
-    memmove(&s->r[i + 1], &s->r[i], (s->n - i) * sizeof *s->r);
-    s->r[i] = (struct range){lo, hi};
-    s->n++;
-    return 0;
-}
-
-/* Adds x. Returns 1 when added, 0 when already there, -1 when out of memory. Appending the
- * next seq (the common case: readings are taken and released in order) is O(1). */
-static int set_add(struct seqset *s, uint64_t x)
-{
-    if (s->n > 0) {
-        struct range *last = &s->r[s->n - 1];
-        if (x > last->hi) {
-            if (x == last->hi + 1) {
-                last->hi = x;
-                return 1;
-            }
-            return set_insert_at(s, s->n, x, x) == 0 ? 1 : -1;
-        }
-    }
-    size_t i = set_search(s, x);
-    if (i < s->n && s->r[i].lo <= x)
-        return 0;
-    bool joins_left = i > 0 && s->r[i - 1].hi + 1 == x;
-    bool joins_right = i < s->n && s->r[i].lo == x + 1;
-    if (joins_left && joins_right) {
-        s->r[i - 1].hi = s->r[i].hi;
-        memmove(&s->r[i], &s->r[i + 1], (s->n - i - 1) * sizeof *s->r);
-        s->n--;
-    } else if (joins_left) {
-        s->r[i - 1].hi = x;
-    } else if (joins_right) {
-        s->r[i].lo = x;
-    } else if (set_insert_at(s, i, x, x) != 0) {
-        return -1;
-    }
-    return 1;
-}
-
-/* Removes x. Returns 1 when removed, 0 when absent, -1 when out of memory (splitting a
- * range needs one more slot). */
-static int set_remove(struct seqset *s, uint64_t x)
-{
-    size_t i = set_search(s, x);
-    if (i == s->n || s->r[i].lo > x)
-        return 0;
-    struct range *r = &s->r[i];
-    if (r->lo == r->hi) {
-        memmove(&s->r[i], &s->r[i + 1], (s->n - i - 1) * sizeof *s->r);
-        s->n--;
-    } else if (x == r->lo) {
-        r->lo++;
-    } else if (x == r->hi) {
-        r->hi--;
-    } else {
-        uint64_t hi = r->hi;
-        r->hi = x - 1;
-        if (set_insert_at(s, i + 1, x + 1, hi) != 0) {
-            s->r[i].hi = hi; /* undo: the set is unchanged on failure */
-            return -1;
-        }
-    }
-    return 1;
-}
-
-static uint64_t set_count(const struct seqset *s)
-{
-    uint64_t n = 0;
-    for (size_t i = 0; i < s->n; i++)
-        n += s->r[i].hi - s->r[i].lo + 1;
-    return n;
-}
 
 /* ------------------------------------------------------------------------------------------
  * The ledger
@@ -190,8 +61,8 @@ static uint64_t set_count(const struct seqset *s)
 
 struct boot_fates {
     uint64_t boot;
-    struct seqset released, dropped, unconfirmed;
-    struct seqset skewed; /* not a fate: which readings carried a skewed clock */
+    struct tg_seqset released, dropped, unconfirmed;
+    struct tg_seqset skewed; /* not a fate: which readings carried a skewed clock */
 };
 
 struct device {
@@ -207,16 +78,19 @@ struct device {
 struct tg_ledger {
     struct device *devs;
     size_t n_devs, cap_devs;
-    /* Open addressing on the id's FNV-1a hash: device index + 1, 0 = empty slot. */
-    uint32_t *index;
-    size_t index_cap; /* power of two, kept at least twice n_devs */
+    struct tg_strmap *index; /* device id -> index in devs */
     bool has_run;
     int64_t run_start_ms, run_end_ms;
 };
 
 struct tg_ledger *tg_ledger_new(void)
 {
-    return calloc(1, sizeof(struct tg_ledger));
+    struct tg_ledger *lg = calloc(1, sizeof *lg);
+    if (lg && !(lg->index = tg_strmap_new())) {
+        free(lg);
+        return NULL;
+    }
+    return lg;
 }
 
 void tg_ledger_destroy(struct tg_ledger *lg)
@@ -226,53 +100,24 @@ void tg_ledger_destroy(struct tg_ledger *lg)
     for (size_t d = 0; d < lg->n_devs; d++) {
         struct device *dev = &lg->devs[d];
         for (size_t b = 0; b < dev->n_boots; b++) {
-            set_free(&dev->boots[b].released);
-            set_free(&dev->boots[b].dropped);
-            set_free(&dev->boots[b].unconfirmed);
-            set_free(&dev->boots[b].skewed);
+            tg_seqset_free(&dev->boots[b].released);
+            tg_seqset_free(&dev->boots[b].dropped);
+            tg_seqset_free(&dev->boots[b].unconfirmed);
+            tg_seqset_free(&dev->boots[b].skewed);
         }
         free(dev->boots);
         free(dev->malformed_hashes);
         free(dev->id);
     }
     free(lg->devs);
-    free(lg->index);
+    tg_strmap_destroy(lg->index);
     free(lg);
-}
-
-static size_t index_slot(const struct tg_ledger *lg, const char *id)
-{
-    size_t mask = lg->index_cap - 1;
-    size_t slot = tg_hash_fnv1a(id, strlen(id)) & mask;
-    while (lg->index[slot] != 0 && strcmp(lg->devs[lg->index[slot] - 1].id, id) != 0)
-        slot = (slot + 1) & mask;
-    return slot;
-}
-
-static int index_grow(struct tg_ledger *lg)
-{
-    size_t cap = lg->index_cap ? lg->index_cap * 2 : 64;
-    uint32_t *old = lg->index;
-    size_t old_cap = lg->index_cap;
-    lg->index = calloc(cap, sizeof *lg->index);
-    if (!lg->index) {
-        lg->index = old;
-        return -1;
-    }
-    lg->index_cap = cap;
-    for (size_t i = 0; i < old_cap; i++)
-        if (old[i] != 0)
-            lg->index[index_slot(lg, lg->devs[old[i] - 1].id)] = old[i];
-    free(old);
-    return 0;
 }
 
 int tg_ledger_find_device(const struct tg_ledger *lg, const char *device_id)
 {
-    if (lg->index_cap == 0)
-        return -1;
-    uint32_t v = lg->index[index_slot(lg, device_id)];
-    return v == 0 ? -1 : (int)(v - 1);
+    uint32_t d;
+    return tg_strmap_get(lg->index, device_id, strlen(device_id), &d) ? (int)d : -1;
 }
 
 /* Registers a device. Ids must be valid device ids ([A-Za-z0-9_.-]{1,64}), which keeps the
@@ -285,8 +130,6 @@ int tg_ledger_add_device(struct tg_ledger *lg, const char *device_id)
         errno = EINVAL;
         return -1;
     }
-    if ((lg->n_devs + 1) * 2 > lg->index_cap && index_grow(lg) != 0)
-        return -1;
     if (lg->n_devs == lg->cap_devs) {
         size_t cap = lg->cap_devs ? lg->cap_devs * 2 : 16;
         struct device *devs = realloc(lg->devs, cap * sizeof *devs);
@@ -299,7 +142,11 @@ int tg_ledger_add_device(struct tg_ledger *lg, const char *device_id)
     *dev = (struct device){.id = strdup(device_id)};
     if (!dev->id)
         return -1;
-    lg->index[index_slot(lg, device_id)] = (uint32_t)(lg->n_devs + 1);
+    if (tg_strmap_put(lg->index, device_id, strlen(device_id), (uint32_t)lg->n_devs) != TG_OK) {
+        free(dev->id);
+        errno = ENOMEM;
+        return -1;
+    }
     return (int)lg->n_devs++;
 }
 
@@ -357,22 +204,22 @@ int tg_ledger_reading(struct tg_ledger *lg, int device, enum tg_node_event ev, u
     case TG_NODE_EV_TAKEN:
         /* A seq is taken once per boot; a second TAKEN of a seq with a fate already is the
          * core's bug, not a new reading, so it does not resurrect it as unconfirmed. */
-        if (set_contains(&bf->released, seq) || set_contains(&bf->dropped, seq))
+        if (tg_seqset_contains(&bf->released, seq) || tg_seqset_contains(&bf->dropped, seq))
             return 0;
-        return set_add(&bf->unconfirmed, seq) < 0 ? -1 : 0;
+        return tg_seqset_add(&bf->unconfirmed, seq) < 0 ? -1 : 0;
     case TG_NODE_EV_RELEASED:
         /* Add first: if that fails the reading keeps its old fate rather than none. */
-        if (set_add(&bf->released, seq) < 0)
+        if (tg_seqset_add(&bf->released, seq) < 0)
             return -1;
-        if (set_remove(&bf->unconfirmed, seq) < 0 || set_remove(&bf->dropped, seq) < 0)
+        if (tg_seqset_remove(&bf->unconfirmed, seq) < 0 || tg_seqset_remove(&bf->dropped, seq) < 0)
             return -1;
         return 0;
     case TG_NODE_EV_DROPPED:
-        if (set_contains(&bf->released, seq))
+        if (tg_seqset_contains(&bf->released, seq))
             return 0;
-        if (set_add(&bf->dropped, seq) < 0)
+        if (tg_seqset_add(&bf->dropped, seq) < 0)
             return -1;
-        return set_remove(&bf->unconfirmed, seq) < 0 ? -1 : 0;
+        return tg_seqset_remove(&bf->unconfirmed, seq) < 0 ? -1 : 0;
     }
     errno = EINVAL;
     return -1;
@@ -457,7 +304,7 @@ int tg_ledger_skewed(struct tg_ledger *lg, int device, uint64_t boot, uint64_t s
     struct boot_fates *bf = boot_get(dev, boot);
     if (!bf)
         return -1;
-    int added = set_add(&bf->skewed, seq);
+    int added = tg_seqset_add(&bf->skewed, seq);
     if (added < 0)
         return -1;
     dev->skewed += (uint64_t)added;
@@ -468,7 +315,7 @@ bool tg_ledger_is_skewed(const struct tg_ledger *lg, int device, uint64_t boot, 
 {
     const struct device *dev = device_at(lg, device);
     const struct boot_fates *bf = dev ? boot_find(dev, boot) : NULL;
-    return bf && set_contains(&bf->skewed, seq);
+    return bf && tg_seqset_contains(&bf->skewed, seq);
 }
 
 int tg_ledger_connected(struct tg_ledger *lg, int device)
@@ -523,9 +370,9 @@ void tg_ledger_totals(const struct tg_ledger *lg, struct tg_ledger_totals *out)
         out->skewed += dev->skewed;
         out->connected_devices += dev->connected > 0;
         for (size_t b = 0; b < dev->n_boots; b++) {
-            out->released += set_count(&dev->boots[b].released);
-            out->dropped += set_count(&dev->boots[b].dropped);
-            out->unconfirmed += set_count(&dev->boots[b].unconfirmed);
+            out->released += tg_seqset_count(&dev->boots[b].released);
+            out->dropped += tg_seqset_count(&dev->boots[b].dropped);
+            out->unconfirmed += tg_seqset_count(&dev->boots[b].unconfirmed);
         }
     }
 }
@@ -557,13 +404,25 @@ enum tg_ledger_fate tg_ledger_fate(const struct tg_ledger *lg, int device, uint6
     const struct boot_fates *bf = dev ? boot_find(dev, boot) : NULL;
     if (!bf)
         return TG_LEDGER_UNKNOWN;
-    if (set_contains(&bf->released, seq))
+    if (tg_seqset_contains(&bf->released, seq))
         return TG_LEDGER_RELEASED;
-    if (set_contains(&bf->unconfirmed, seq))
+    if (tg_seqset_contains(&bf->unconfirmed, seq))
         return TG_LEDGER_UNCONFIRMED;
-    if (set_contains(&bf->dropped, seq))
+    if (tg_seqset_contains(&bf->dropped, seq))
         return TG_LEDGER_DROPPED;
     return TG_LEDGER_UNKNOWN;
+}
+
+struct visit_boot {
+    tg_ledger_visit_fn fn;
+    void *ud;
+    uint64_t boot;
+};
+
+static bool visit_released(void *ud, uint64_t seq)
+{
+    struct visit_boot *vb = ud;
+    return vb->fn(vb->ud, vb->boot, seq);
 }
 
 void tg_ledger_each_released(const struct tg_ledger *lg, int device, tg_ledger_visit_fn fn,
@@ -573,14 +432,9 @@ void tg_ledger_each_released(const struct tg_ledger *lg, int device, tg_ledger_v
     if (!dev)
         return;
     for (size_t b = 0; b < dev->n_boots; b++) {
-        const struct seqset *s = &dev->boots[b].released;
-        for (size_t i = 0; i < s->n; i++)
-            for (uint64_t seq = s->r[i].lo;; seq++) {
-                if (!fn(ud, dev->boots[b].boot, seq))
-                    return;
-                if (seq == s->r[i].hi)
-                    break;
-            }
+        struct visit_boot vb = {fn, ud, dev->boots[b].boot};
+        if (!tg_seqset_each(&dev->boots[b].released, visit_released, &vb))
+            return;
     }
 }
 
@@ -588,18 +442,20 @@ void tg_ledger_each_released(const struct tg_ledger *lg, int device, tg_ledger_v
  * Writing
  */
 
-static void write_set(FILE *f, const char *fate, uint64_t boot, const struct seqset *s)
+static void write_set(FILE *f, const char *fate, uint64_t boot, const struct tg_seqset *s)
 {
-    if (s->n == 0)
+    size_t n = tg_seqset_n_ranges(s);
+    if (n == 0)
         return;
     fprintf(f, "%s %" PRIu64 " ", fate, boot);
-    for (size_t i = 0; i < s->n; i++) {
+    for (size_t i = 0; i < n; i++) {
+        struct tg_seqset_range r = tg_seqset_range(s, i);
         if (i > 0)
             fputc(',', f);
-        if (s->r[i].lo == s->r[i].hi)
-            fprintf(f, "%" PRIu64, s->r[i].lo);
+        if (r.lo == r.hi)
+            fprintf(f, "%" PRIu64, r.lo);
         else
-            fprintf(f, "%" PRIu64 "-%" PRIu64, s->r[i].lo, s->r[i].hi);
+            fprintf(f, "%" PRIu64 "-%" PRIu64, r.lo, r.hi);
     }
     fputc('\n', f);
 }
@@ -745,10 +601,10 @@ static bool parse_u64(const char **s, uint64_t *out)
 
 /* "a,b-c,..." into set (empty before), checked ascending, disjoint from the other two fates
  * of the same boot. */
-static int parse_ranges(struct parser *p, const char *s, struct seqset *set,
-                        const struct seqset *other1, const struct seqset *other2)
+static int parse_ranges(struct parser *p, const char *s, struct tg_seqset *set,
+                        const struct tg_seqset *other1, const struct tg_seqset *other2)
 {
-    if (set->n != 0) {
+    if (tg_seqset_n_ranges(set) != 0) {
         perr(p, "second line for this fate and boot");
         return -1;
     }
@@ -767,15 +623,17 @@ static int parse_ranges(struct parser *p, const char *s, struct seqset *set,
             }
         }
         /* Ranges never touch either: the writer merges them. */
-        if (set->n > 0 && (lo <= set->r[set->n - 1].hi || lo - 1 == set->r[set->n - 1].hi)) {
+        size_t n = tg_seqset_n_ranges(set);
+        if (n > 0 && (lo <= tg_seqset_range(set, n - 1).hi ||
+                      lo - 1 == tg_seqset_range(set, n - 1).hi)) {
             perr(p, "range %" PRIu64 "-%" PRIu64 " not above the previous one", lo, hi);
             return -1;
         }
-        if (set_intersects(other1, lo, hi) || set_intersects(other2, lo, hi)) {
+        if (tg_seqset_intersects(other1, lo, hi) || tg_seqset_intersects(other2, lo, hi)) {
             perr(p, "seqs %" PRIu64 "-%" PRIu64 " already have another fate", lo, hi);
             return -1;
         }
-        if (set_insert_at(set, set->n, lo, hi) != 0) {
+        if (tg_seqset_append_range(set, lo, hi) != 0) {
             perr(p, "out of memory");
             return -1;
         }
@@ -868,7 +726,7 @@ static int parse_fate(struct parser *p, struct tg_ledger *lg, const char *fate, 
     }
     s++;
     if (strcmp(fate, "skewed") == 0) {
-        static const struct seqset none = {0};
+        static const struct tg_seqset none = {0};
         if (parse_ranges(p, s, &bf->skewed, &none, &none) != 0)
             return -1;
         return 0;

@@ -441,12 +441,15 @@ static void test_example_config(void **state)
     const char *argv[] = {bin, "-c", TG_SOURCE_DIR "/config/tidegate-node.ini",
                           "--set", "node.hmac_key_file=", "--set", "mqtt.tls_ca=",
                           "--set", "mqtt.tls_cert=", "--set", "mqtt.tls_key=",
-                          "--check-config", NULL};
+                          "--set", "mqtt.password=hunter2", "--check-config", NULL};
     char *out = NULL;
     int status = tg_harness_run(argv, NULL, 0, &out, 10000);
     assert_true(tg_harness_exited_ok(status));
     assert_non_null(strstr(out, "[sensor.air]"));
     assert_non_null(strstr(out, "driver = bme280"));
+    /* the gateway's redaction rule (common/config.c) holds here too */
+    assert_null(strstr(out, "hunter2"));
+    assert_non_null(strstr(out, "# password = (set, 7 characters; not shown)"));
     free(out);
 }
 

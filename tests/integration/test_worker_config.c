@@ -148,6 +148,29 @@ static void test_secrets_are_redacted(void **state)
     free(out);
     free(err);
     free(path);
+
+    /* issue 11: an inline PEM and an OAUTHBEARER config were printed */
+    path = write_ini("pem.ini", "[worker]\ninstance_id = w1\n[kafka.rdkafka]\n"
+                                "ssl.key.pem = -----BEGIN PRIVATE KEY-----\n"
+                                "sasl.oauthbearer.config = scope=x secret=oauthsecret\n");
+    const char *args2[] = {"-c", path, "--check-config", NULL};
+    assert_int_equal(run_worker(args2, &out, &err), 0);
+    assert_null(strstr(out, "BEGIN"));
+    assert_null(strstr(out, "oauthsecret"));
+    free(out);
+    free(err);
+    free(path);
+
+    /* ... and a property librdkafka refuses at start was echoed with its value */
+    path = write_ini("typo.ini", "[worker]\ninstance_id = w1\n[kafka]\nbrokers = 127.0.0.1:1\n"
+                                 "[metrics]\nlisten =\n[kafka.rdkafka]\nsasl.passwrd = hunter2\n");
+    const char *args3[] = {"-c", path, NULL};
+    assert_int_equal(run_worker(args3, &out, &err), 1);
+    assert_non_null(strstr(err, "typo.ini:8: [kafka.rdkafka] kafka property sasl.passwrd"));
+    assert_null(strstr(err, "hunter2"));
+    free(out);
+    free(err);
+    free(path);
 }
 
 /* `tidegate-worker replay` is dispatched to the engine's replay and takes the whole worker.ini. */

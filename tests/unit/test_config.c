@@ -452,21 +452,21 @@ static void set_errors(void **state)
                      "--set journal.max_bytes=lots: expected a size in bytes (e.g. 64M) between "
                      "1M and 64G, got \"lots\"");
     expect_set_error("journal.max_byte=1G",
-                     "--set journal.max_byte=1G: unknown key \"max_byte\" in [journal] "
+                     "--set journal.max_byte=(value not shown): unknown key \"max_byte\" in [journal] "
                      "(did you mean max_bytes?)");
     expect_set_error("jounral.max_bytes=1G",
-                     "--set jounral.max_bytes=1G: unknown section (did you mean [journal]?)");
-    expect_set_error("max_bytes=1G", "--set max_bytes=1G: expected section.key=value");
+                     "--set jounral.max_bytes=(value not shown): unknown section (did you mean [journal]?)");
+    expect_set_error("max_bytes=1G", "--set max_bytes=(value not shown): expected section.key=value");
     expect_set_error("journal.max_bytes", "--set journal.max_bytes: expected section.key=value");
-    expect_set_error("journal.=1G", "--set journal.=1G: missing key name after \"journal.\"");
-    expect_set_error("journal=1G", "--set journal=1G: expected section.key=value");
+    expect_set_error("journal.=1G", "--set journal.=(value not shown): missing key name after \"journal.\"");
+    expect_set_error("journal=1G", "--set journal=(value not shown): expected section.key=value");
     expect_set_error("kafka.brokers=a\nb", "--set kafka.brokers=a\nb: value contains a "
                                            "control character");
     expect_set_error("kafka.password=x ;y",
-                     "--set kafka.password=x ;y: value contains \" ;\", which a config file "
+                     "--set kafka.password=(value not shown): value contains \" ;\", which a config file "
                      "would read as the start of a comment");
     expect_set_error("kafka.rdkafka.a:b=1",
-                     "--set kafka.rdkafka.a:b=1: expected a property name made of letters, "
+                     "--set kafka.rdkafka.a:b=(value not shown): expected a property name made of letters, "
                      "digits, \".\", \"_\" and \"-\"");
     char longset[300];
     snprintf(longset, sizeof longset, "kafka.brokers=%0187d", 0);
@@ -665,6 +665,97 @@ static void dump_redacted_hides_secrets(void **state)
     tg_config_destroy(cfg);
 }
 
+/* Which names and values count as credentials (issue 11: an inline ssl.key.pem and
+ * sasl.oauthbearer.config were printed by --check-config). */
+static void secret_rule(void **state)
+{
+    (void)state;
+    static const char *const secret[] = {
+        "ssl.key.pem", "ssl.key.password", "sasl.password", "sasl.oauthbearer.config",
+        "sasl.oauthbearer.client.secret", "sasl.jaas.config", "password", "mqtt_passwd",
+        "api_key", "tls_key", "ssl.keystore.password", "Sasl.Password", "access-token",
+        "private_key_file", "ssl.certificate.pem",
+    };
+    static const char *const plain[] = {
+        "sasl.mechanism", "ssl.key.location", "bootstrap.servers", "linger.ms",
+        "hmac_key_file", "keepalive_ms", "client.id", "monkey", "tokenizer",
+    };
+    for (size_t i = 0; i < sizeof secret / sizeof secret[0]; i++)
+        if (!tg_config_is_secret(secret[i], "x"))
+            fail_msg("%s not taken for a secret", secret[i]);
+    for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++)
+        if (tg_config_is_secret(plain[i], "x"))
+            fail_msg("%s taken for a secret", plain[i]);
+    /* a PEM block is secret under any name */
+    assert_true(tg_config_is_secret("ssl.ca.location", "-----BEGIN PRIVATE KEY-----"));
+    assert_false(tg_config_is_secret("ssl.ca.location", NULL));
+}
+
+static void scrub_removes_every_copy(void **state)
+{
+    (void)state;
+    char text[128] = "Invalid value \"hunter2\" (hunter2) for property";
+    tg_config_scrub(text, sizeof text, "hunter2");
+    assert_string_equal(text, "Invalid value \"(value not shown)\" ((value not shown)) for property");
+    char small[24] = "bad \"hunter2\" here";
+    tg_config_scrub(small, sizeof small, "hunter2");
+    assert_null(strstr(small, "hunter"));
+    char same[32] = "no value here";
+    tg_config_scrub(same, sizeof same, "");
+    assert_string_equal(same, "no value here");
+}
+
+/* --check-config prints neither an inline PEM nor an OAUTHBEARER config, and no error shows a
+ * value that may be secret: a pass-through pair's, a secret key's, a pasted PEM line's. */
+static void secrets_never_shown(void **state)
+{
+    (void)state;
+    struct tg_config *cfg = new_cfg();
+    assert_int_equal(tg_config_set(cfg, "kafka.rdkafka.ssl.key.pem=-----BEGIN PRIVATE KEY-----"),
+                     TG_OK);
+    assert_int_equal(tg_config_set(cfg, "kafka.rdkafka.sasl.oauthbearer.config=principal=me "
+                                        "secret=oauthsecret"),
+                     TG_OK);
+    FILE *fp = fopen("redacted.ini", "w+");
+    assert_non_null(fp);
+    assert_int_equal(tg_config_dump_redacted(cfg, fp), TG_OK);
+    rewind(fp);
+    char text[8192];
+    size_t n = fread(text, 1, sizeof text - 1, fp);
+    fclose(fp);
+    text[n] = '\0';
+    assert_null(strstr(text, "BEGIN"));
+    assert_null(strstr(text, "oauthsecret"));
+    assert_non_null(strstr(text, "# ssl.key.pem = (set, 27 characters; not shown)\n"));
+    tg_config_destroy(cfg);
+
+    /* --set errors: the pass-through value, the secret value, not echoed */
+    cfg = new_cfg();
+    assert_int_equal(tg_config_set(cfg, "kafka.rdkafka.sasl.passwrd=hunter2 ;x"), TG_ERR_CONFIG);
+    assert_null(strstr(tg_config_error(cfg), "hunter2"));
+    assert_int_equal(tg_config_set(cfg, "kafka.pasword=hunter2"), TG_ERR_CONFIG);
+    assert_null(strstr(tg_config_error(cfg), "hunter2"));
+    assert_int_equal(tg_config_set(cfg, "kafka.password hunter2"), TG_ERR_CONFIG);
+    assert_null(strstr(tg_config_error(cfg), "hunter2"));
+    tg_config_destroy(cfg);
+
+    /* file errors: a PEM pasted over several lines into [kafka.rdkafka] */
+    cfg = new_cfg();
+    write_file("gateway.ini", "[kafka.rdkafka]\nssl.key.pem = -----BEGIN PRIVATE KEY-----\n"
+                              "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n"
+                              "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7MIIEvQIBADA=\n"
+                              "-----END PRIVATE KEY-----\n"
+                              "[gateway]\npassword hunter2\n");
+    assert_int_equal(tg_config_load_file(cfg, TG_CONFIG_FILE, "gateway.ini"), TG_ERR_CONFIG);
+    const char *err = tg_config_error(cfg);
+    assert_null(strstr(err, "MIIE"));
+    assert_null(strstr(err, "BEGIN"));
+    assert_null(strstr(err, "hunter2"));
+    assert_non_null(strstr(err, "gateway.ini:3: expected \"key = value\""));
+    assert_non_null(strstr(err, "gateway.ini:7: expected \"key = value\""));
+    tg_config_destroy(cfg);
+}
+
 /* Runs fn in a child and expects it to abort with a message containing text. */
 static void expect_abort(void (*fn)(void), const char *text)
 {
@@ -788,6 +879,9 @@ int main(void)
         cmocka_unit_test(int_bounds),
         cmocka_unit_test(dump_reads_back),
         cmocka_unit_test(dump_redacted_hides_secrets),
+        cmocka_unit_test(secret_rule),
+        cmocka_unit_test(scrub_removes_every_copy),
+        cmocka_unit_test(secrets_never_shown),
         cmocka_unit_test(bugs_abort),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -93,6 +93,126 @@ static void packet_limit_must_hold_a_payload(void **state)
     unlink(path);
 }
 
+/* Expects text (a config file) to load and then fail the check with a line containing
+ * "FILE:LINE: [section] key: want"; returns nothing, frees everything. */
+static void expect_check_error(const char *text, int line, const char *section, const char *key,
+                               const char *want, const char *never)
+{
+    char path[64], full[512], err[4096];
+    struct tg_config *cfg = load(text, path, sizeof path);
+    if (tg_gateway_config_check(cfg, err, sizeof err) != TG_ERR_CONFIG)
+        fail_msg("accepted: %s", text);
+    snprintf(full, sizeof full, "%s:%d: [%s] %s: %s", path, line, section, key, want);
+    if (!strstr(err, full))
+        fail_msg("expected \"%s\" in \"%s\"", full, err);
+    if (never && strstr(err, never))
+        fail_msg("\"%s\" shown in \"%s\"", never, err);
+    tg_config_destroy(cfg);
+    unlink(path);
+}
+
+/* Issue 11: a [kafka.rdkafka] line could switch a guarantee off, and acks=0 passed
+ * --check-config. Every spelling of each refused property is refused, with file:line:key and
+ * without its value; what does not touch a guarantee still passes. */
+static void rdkafka_guarantee_switches_refused(void **state)
+{
+    (void)state;
+    static const char *const bad[][2] = {
+        {"acks", "0"},
+        {"acks", "1"},
+        {"request.required.acks", "1"},
+        {"enable.idempotence", "false"},
+        {"enable.idempotence", "0"},
+        {"message.timeout.ms", "1500"},
+        {"delivery.timeout.ms", "300000"},
+        {"retries", "0"},
+        {"message.send.max.retries", "0"},
+        {"max.in.flight", "6"},
+        {"max.in.flight.requests.per.connection", "100"},
+        {"queuing.strategy", "lifo"},
+        {"delivery.report.only.error", "true"},
+        {"transactional.id", "gw-tx"},
+        {"partitioner", "random"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[256];
+        snprintf(text, sizeof text, "[kafka.rdkafka]\nlinger.ms = 5\n%s = %s\n", bad[i][0],
+                 bad[i][1]);
+        expect_check_error(text, 3, "kafka.rdkafka", bad[i][0], "must be ", NULL);
+    }
+    char path[64], err[4096];
+    struct tg_config *cfg = load("[kafka.rdkafka]\nacks = all\nrequest.required.acks = -1\n"
+                                 "enable.idempotence = true\nmessage.timeout.ms = 0\n"
+                                 "queue.buffering.max.ms = 5\nenable.gapless.guarantee = true\n"
+                                 "partitioner = murmur2\nmax.in.flight = 5\nretries = 3\n"
+                                 "sasl.mechanism = PLAIN\nsasl.password = hunter2\n",
+                                 path, sizeof path);
+    if (tg_gateway_config_check(cfg, err, sizeof err) != TG_OK)
+        fail_msg("refused: %s", err);
+    tg_config_destroy(cfg);
+    unlink(path);
+}
+
+/* A property librdkafka refuses is named with its file and line, but neither its value nor
+ * librdkafka's quote of it is shown: the misspelt sasl.passwrd of issue 11. */
+static void rdkafka_errors_never_show_values(void **state)
+{
+    (void)state;
+    expect_check_error("[kafka.rdkafka]\nsasl.passwrd = hunter2\n", 2, "kafka.rdkafka",
+                       "sasl.passwrd", "librdkafka refuses it: No such configuration property",
+                       "hunter2");
+    expect_check_error("[kafka.rdkafka]\n\nsasl.jaas.config = hunter2\n", 3, "kafka.rdkafka",
+                       "sasl.jaas.config", "librdkafka refuses it", "hunter2");
+    expect_check_error("[kafka.rdkafka]\nacks = hunter2\n", 2, "kafka.rdkafka", "acks",
+                       "librdkafka refuses it", "hunter2");
+    /* a PEM line ending in "=" reads as a pair; its "name" is not shown either */
+    expect_check_error("[kafka.rdkafka]\n"
+                       "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7MIIEvQIBADA=\n",
+                       2, "kafka.rdkafka", "(a name too long to be a property)",
+                       "librdkafka refuses it", "MIIE");
+}
+
+/* Issue 11: values --check-config accepted although they fail or make no sense at run time. */
+static void run_time_failures_refused(void **state)
+{
+    (void)state;
+    expect_check_error("[metrics]\nlisten = garbage\n", 2, "metrics", "listen",
+                       "metrics listen garbage: expected HOST:PORT", NULL);
+    expect_check_error("[metrics]\nlisten = 127.0.0.1:99999\n", 2, "metrics", "listen",
+                       "metrics listen 127.0.0.1:99999: port must be a number", NULL);
+    expect_check_error("[kafka]\nbrokers =\n", 2, "kafka", "brokers", "expected host:port",
+                       NULL);
+    expect_check_error("[kafka]\nbrokers = a:9092,,b:9092\n", 2, "kafka", "brokers",
+                       "expected host:port", NULL);
+    expect_check_error("[kafka]\ntopic = t\ndlq_topic = t\n", 3, "kafka", "dlq_topic",
+                       "must differ from [kafka] topic", NULL);
+    expect_check_error("[kafka]\ndlq_topic =\n", 2, "kafka", "dlq_topic",
+                       "expected a topic name", NULL);
+
+    /* qos 0 is a schema bound: refused at load, with file, line and key */
+    char path[64] = "/tmp/tg-gwcfg-XXXXXX", want[128];
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    static const char text[] = "[mqtt]\nqos = 0\n";
+    assert_int_equal(write(fd, text, sizeof text - 1), (ssize_t)(sizeof text - 1));
+    close(fd);
+    struct tg_config *cfg = tg_gateway_config_new();
+    assert_int_equal(tg_config_load_file(cfg, TG_CONFIG_FILE, path), TG_ERR_CONFIG);
+    snprintf(want, sizeof want, "%s:2: [mqtt] qos: expected an integer between 1 and 2", path);
+    if (!strstr(tg_config_error(cfg), want))
+        fail_msg("expected \"%s\" in \"%s\"", want, tg_config_error(cfg));
+    tg_config_destroy(cfg);
+    unlink(path);
+
+    /* empty metrics.listen still means "off" */
+    cfg = load("[metrics]\nlisten =\n", path, sizeof path);
+    char err[1024];
+    if (tg_gateway_config_check(cfg, err, sizeof err) != TG_OK)
+        fail_msg("refused: %s", err);
+    tg_config_destroy(cfg);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -100,6 +220,9 @@ int main(void)
         cmocka_unit_test(empty_journal_path_refused_with_file_line_key),
         cmocka_unit_test(ambiguous_topic_filters_refused),
         cmocka_unit_test(packet_limit_must_hold_a_payload),
+        cmocka_unit_test(rdkafka_guarantee_switches_refused),
+        cmocka_unit_test(rdkafka_errors_never_show_values),
+        cmocka_unit_test(run_time_failures_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
