@@ -31,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ack.h"
 #include "config.h"
 #include "error.h"
 #include "metrics.h"
@@ -85,6 +86,11 @@ void tg_pipeline_destroy(struct tg_pipeline *pl);
  * be NULL when len is 0) says which. */
 bool tg_pipeline_health(const struct tg_pipeline *pl, char *reason, size_t len);
 bool tg_pipeline_healthy(const struct tg_pipeline *pl); /* tg_pipeline_health() without reason */
+
+/* Durable acks (ack.h, [ack] enabled): where the pipeline thread publishes them, usually
+ * the ingress's MQTT connection (tg_ingress_publish). Before tg_pipeline_start(). Without a
+ * publisher, or with [ack] enabled = false, no ack is sent. */
+void tg_pipeline_set_ack_publisher(struct tg_pipeline *pl, tg_ack_publish_fn fn, void *ud);
 
 /* Set reload requests from a signal handler (async-signal-safe): the pipeline thread re-reads
  * the device keys file. */

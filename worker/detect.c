@@ -364,6 +364,28 @@ static void seasonal_point(struct series *s, const struct detect_params *dp, int
     b->var = (float)clampd(var, 0, FLT_MAX);
 }
 
+/* x within [lo, hi], NaN to lo. */
+static double bound(double x, double lo, double hi)
+{
+    if (!(x >= lo))
+        return lo;
+    return x > hi ? hi : x;
+}
+
+/* Keeps the state within STATE_*_MAX whatever the input did (a trend extrapolated over a
+ * gap of years, a restored state at the edge of the bounds): no-ops on real series. */
+static void keep_bounded(struct series *s)
+{
+    s->shift_mean = bound(s->shift_mean, -STATE_VALUE_MAX, STATE_VALUE_MAX);
+    s->shift_fast = bound(s->shift_fast, -STATE_VALUE_MAX, STATE_VALUE_MAX);
+    s->stuck_ref = bound(s->stuck_ref, -STATE_VALUE_MAX, STATE_VALUE_MAX);
+    s->shift_trend = bound(s->shift_trend, -STATE_RATE_MAX, STATE_RATE_MAX);
+    s->rate_mean = bound(s->rate_mean, -STATE_RATE_MAX, STATE_RATE_MAX);
+    s->shift_var = bound(s->shift_var, 0, STATE_VAR_MAX);
+    s->shift_dvar = bound(s->shift_dvar, 0, STATE_VAR_MAX);
+    s->rate_var = bound(s->rate_var, 0, STATE_VAR_MAX);
+}
+
 void detect__point(struct series *s, const struct detect_params *dp, int64_t ts, double x,
                    struct detect_result *res)
 {
@@ -466,6 +488,7 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
         s->n++;
     s->last_ts = ts;
     s->last_value = x;
+    keep_bounded(s);
 }
 
 void detect__opened(struct series *s, const struct detect_params *dp, double r)

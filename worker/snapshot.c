@@ -122,8 +122,11 @@ static unsigned detector_mask(const struct detect_params *dp)
     return m;
 }
 
-/* Event times the engine works with (engine.c refuses readings beyond them). */
-#define TIME_LIMIT (INT64_C(1) << 53)
+/* Times a state may hold: readings are within 2^53 ms of the epoch (engine.c refuses the
+ * others) and a period is at most the span between two of them, so a time derived from a
+ * reading and a period (a silence's start) is within 2^55. */
+#define TIME_LIMIT (INT64_C(1) << 55)
+#define PERIOD_LIMIT 18014398509481984.0 /* 2^54 ms */
 
 static bool time_ok(int64_t t)
 {
@@ -141,13 +144,11 @@ static bool finite_in(double v, double lo, double hi)
  * is refused and the series starts cold. */
 static bool plausible(struct series *s, const struct detect_params *dp)
 {
-    /* Bounds that the engine's own state stays within (values are at most 1e100, see
-     * engine.c), wide enough for any real series. */
-    const double val = 1e101, rate = 1e110, var = 1e230;
+    const double val = STATE_VALUE_MAX, rate = STATE_RATE_MAX, var = STATE_VAR_MAX;
     if (!time_ok(s->last_ts) || !time_ok(s->alert_start) || !time_ok(s->alert_last_over) ||
         !time_ok(s->alert_last_emit) || !time_ok(s->silence_start))
         return false;
-    if (!finite_in(s->period_ms, 0, 1e17) || !finite_in(s->resolution, 0, FLT_MAX) ||
+    if (!finite_in(s->period_ms, 0, PERIOD_LIMIT) || !finite_in(s->resolution, 0, FLT_MAX) ||
         !finite_in(s->p_change, 0, 1) || !finite_in(s->calib, 0, 1e6))
         return false;
     double vals[] = {s->last_value, s->shift_mean, s->shift_fast, s->stuck_ref};
