@@ -139,6 +139,18 @@ static const struct tg_config_key gateway_schema[] = {
     TG_CFG_INT("validate", "max_metrics", "64", 1, 4096, "most metrics in one reading"),
     TG_CFG_INT("validate", "max_readings", "64", 1, 4096, "most readings in one SenML pack"),
     TG_VALIDATE_CONFIG_KEYS,
+    /* [ack] (durable acknowledgements to nodes, ack.h) */
+    TG_CFG_BOOL("ack", "enabled", "false",
+                "publish to each device which of its readings are durable (journal commit or "
+                "Kafka confirmation), so nodes with durable acks keep them until then"),
+    TG_CFG_STR("ack", "topic_prefix", "ack/",
+               "acks go to <topic_prefix><device_id>; no wildcards"),
+    TG_CFG_MS("ack", "min_interval_ms", "200", 0, 60000,
+              "least time (ms) between two acks to one device (they are cumulative: a later "
+              "one says everything an earlier one said)"),
+    TG_CFG_INT("ack", "max_devices", "100000", 1, 16777216,
+               "devices followed (about 150 bytes each); readings of further devices are "
+               "never acknowledged (tidegate_ack_untracked_total)"),
     /* [metrics] */
     TG_CFG_STR("metrics", "listen", "127.0.0.1:9464",
                "address:port of the Prometheus endpoint (/metrics, /healthz); empty: off"),
@@ -257,6 +269,12 @@ tg_err tg_gateway_config_check(const struct tg_config *cfg, char *err, size_t er
     (void)tg_config_foreach_pair(cfg, "kafka.rdkafka", check_rdkafka_pair, &ctx);
     if (ctx.nomem != TG_OK)
         return ctx.nomem;
+
+    const char *ack_prefix = tg_config_get_str(cfg, "ack", "topic_prefix");
+    if (!*ack_prefix || strpbrk(ack_prefix, "+#") || strlen(ack_prefix) > 128)
+        PROBLEM("ack", "topic_prefix",
+                "expected a topic prefix of 1 to 128 bytes without '+' or '#', got \"%s\"",
+                ack_prefix);
 #undef PROBLEM
     return pb.used ? TG_ERR_CONFIG : TG_OK;
 }

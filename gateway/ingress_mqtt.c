@@ -122,6 +122,20 @@ struct tg_ingress {
     struct tg_gauge *g_connections;
     struct tg_gauge *g_paused;
     struct tg_counter *c_reconnects;
+
+    /* tg_ingress_publish(): messages for the broker from other threads (durable acks) */
+    pthread_mutex_t out_lock;
+    bool out_lock_init;
+    struct outmsg *out_head, *out_tail;
+    size_t out_n;
+};
+
+/* One message waiting for the ingress thread to publish it: topic, NUL, payload. */
+struct outmsg {
+    struct outmsg *next;
+    size_t topic_len, len;
+    int qos;
+    char data[];
 };
 
 /* libmosquitto's init/cleanup keep a reference count, but a plain (unlocked) one: serialize
@@ -548,6 +562,29 @@ static void disconnect_all(struct tg_ingress *in)
     }
 }
 
+/* Publishes what other threads queued (tg_ingress_publish) on the first connection that is
+ * up, or drops it when none is: acks are idempotent and repeated (ack.h). */
+static void publish_queued(struct tg_ingress *in)
+{
+    pthread_mutex_lock(&in->out_lock);
+    struct outmsg *m = in->out_head;
+    in->out_head = in->out_tail = NULL;
+    in->out_n = 0;
+    pthread_mutex_unlock(&in->out_lock);
+    struct conn *up = NULL;
+    for (int i = 0; i < in->n_conns && !up; i++)
+        if (in->conns[i].state >= CONN_ACTIVE && mosquitto_socket(in->conns[i].mosq) >= 0)
+            up = &in->conns[i];
+    while (m) {
+        struct outmsg *next = m->next;
+        if (up)
+            (void)mosquitto_publish(up->mosq, NULL, m->data, (int)m->len,
+                                    m->data + m->topic_len + 1, m->qos, false);
+        free(m);
+        m = next;
+    }
+}
+
 static void *ingress_main(void *arg)
 {
     struct tg_ingress *in = arg;
@@ -569,6 +606,7 @@ static void *ingress_main(void *arg)
             }
         }
 
+        publish_queued(in);
         int64_t timeout = pending ? PENDING_RETRY_MS : IDLE_TICK_MS;
         in->pfds[0] = (struct pollfd){.fd = in->wake_fd, .events = POLLIN};
         for (int i = 0; i < in->n_conns; i++) {
@@ -839,6 +877,11 @@ tg_err tg_ingress_new(const struct tg_ingress_opts *opts, tg_ingress_sink_fn sin
         return TG_ERR_NOMEM;
     }
     in->wake_fd = -1;
+    if (pthread_mutex_init(&in->out_lock, NULL) != 0) {
+        free(in);
+        return TG_ERR_NOMEM;
+    }
+    in->out_lock_init = true;
     in->sink = sink;
     in->ud = ud;
     in->port = opts->port;
@@ -973,6 +1016,13 @@ void tg_ingress_destroy(struct tg_ingress *in)
     }
     free(in->conns);
     free(in->pfds);
+    while (in->out_head) {
+        struct outmsg *next = in->out_head->next;
+        free(in->out_head);
+        in->out_head = next;
+    }
+    if (in->out_lock_init)
+        pthread_mutex_destroy(&in->out_lock);
     if (in->wake_fd >= 0)
         close(in->wake_fd);
     free(in->host);
@@ -983,6 +1033,44 @@ void tg_ingress_destroy(struct tg_ingress *in)
         pthread_mutex_unlock(&lib_lock);
     }
     free(in);
+}
+
+tg_err tg_ingress_publish(struct tg_ingress *in, const char *topic, const uint8_t *payload,
+                          size_t len, int qos)
+{
+    size_t topic_len = strlen(topic);
+    struct outmsg *m = malloc(sizeof *m + topic_len + 1 + len);
+    if (!m)
+        return TG_ERR_NOMEM;
+    m->next = NULL;
+    m->topic_len = topic_len;
+    m->len = len;
+    m->qos = qos;
+    memcpy(m->data, topic, topic_len + 1);
+    memcpy(m->data + topic_len + 1, payload, len);
+    pthread_mutex_lock(&in->out_lock);
+    bool full = in->out_n >= TG_INGRESS_PUBLISH_QUEUE_MAX;
+    bool was_empty = in->out_head == NULL;
+    if (!full) {
+        if (in->out_tail)
+            in->out_tail->next = m;
+        else
+            in->out_head = m;
+        in->out_tail = m;
+        in->out_n++;
+    }
+    pthread_mutex_unlock(&in->out_lock);
+    if (full) {
+        free(m);
+        return TG_ERR_FULL;
+    }
+    if (was_empty && in->wake_fd >= 0) {
+        uint64_t one = 1;
+        if (write(in->wake_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+            TG_LOG_RATELIMITED(TG_LOG_LEVEL_WARN, "mqtt", 10000, "cannot wake the ingress: %s",
+                               strerror(errno));
+    }
+    return TG_OK;
 }
 
 int tg_ingress_connected(const struct tg_ingress *in)

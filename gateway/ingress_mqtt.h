@@ -112,6 +112,13 @@ void tg_ingress_stop(struct tg_ingress *in);
 /* Stops if needed and frees. NULL-safe. */
 void tg_ingress_destroy(struct tg_ingress *in);
 
+/* Queues one message for the broker (any thread; never blocks): the ingress thread publishes
+ * it on its first connection that is up, or drops it when none is. For the durable acks
+ * (ack.h), which are idempotent and repeated, so a drop costs a resend, not a reading.
+ * TG_ERR_FULL when TG_INGRESS_PUBLISH_QUEUE_MAX messages wait, TG_ERR_NOMEM. */
+tg_err tg_ingress_publish(struct tg_ingress *in, const char *topic, const uint8_t *payload,
+                          size_t len, int qos);
+
 /* Connections currently connected and subscribed (any thread). */
 int tg_ingress_connected(const struct tg_ingress *in);
 

@@ -58,6 +58,20 @@ enum { EXIT_CONFIG = 1, EXIT_USAGE = 2 };
  * gives up on it (the systemd unit's TimeoutStopSec covers both, with room to spare). */
 #define STOP_GRACE_MS 10000
 
+/* Durable acks (ack.h) leave through the ingress's MQTT connection. The pipeline starts
+ * before the ingress exists, so the route learns it later; until then acks are dropped
+ * (counted), which costs a node a resend, not a reading. QoS 0: each ack repeats everything
+ * the previous one said, so a lost one is repaired by the next, and the broker keeps no
+ * state or retries for 10,000 subscribers that may be offline. */
+static _Atomic(struct tg_ingress *) ack_ingress;
+
+static int publish_ack(void *ud, const char *topic, const uint8_t *payload, size_t len)
+{
+    (void)ud;
+    struct tg_ingress *in = atomic_load(&ack_ingress);
+    return in && tg_ingress_publish(in, topic, payload, len, 0) == TG_OK ? 0 : -1;
+}
+
 static void usage(FILE *out)
 {
     fprintf(out,
@@ -268,6 +282,7 @@ static int run(const struct tg_config *cfg)
         sv.stall_file = stall && *stall ? stall : NULL;
         tg_pipeline_set_heartbeat(pl, every, service_heartbeat, &sv);
     }
+    tg_pipeline_set_ack_publisher(pl, publish_ack, NULL);
     if (tg_pipeline_start(pl) != TG_OK) {
         TG_LOG_ERROR("main", "cannot start the pipeline thread");
         goto out;
@@ -304,6 +319,7 @@ static int run(const struct tg_config *cfg)
         TG_LOG_ERROR("main", "cannot start the MQTT ingress: %s", err);
         goto out;
     }
+    atomic_store(&ack_ingress, in);
     if (tg_ingress_start(in) != TG_OK) /* it logs why */
         goto out;
     health.in = in;
@@ -355,6 +371,7 @@ out:
                   TG_OK)
         status = EXIT_FAILURE;
     tg_metrics_http_stop(http);
+    atomic_store(&ack_ingress, NULL); /* the pipeline thread has ended */
     tg_ingress_destroy(in);
     tg_pipeline_destroy(pl); /* joins the thread that runs service_heartbeat() */
     tg_notify_destroy(sv.notify);

@@ -202,6 +202,8 @@ static int turn(struct tg_pipeline *pl, bool take)
     if (now >= pl->next_commit_ms) {
         (void)pipeline__commit(pl, false);
         pl->next_commit_ms = now + pl->commit_interval_ms;
+        if (pl->ack) /* at most one ack per device per commit */
+            tg_acker_flush(pl->ack, now);
     }
     update_gauges(pl);
     if (pl->heartbeat_fn && now >= pl->next_heartbeat_ms) {
@@ -414,6 +416,8 @@ tg_err tg_pipeline_new(const struct tg_config *cfg, struct tg_metrics *metrics,
                                 "a fresh journal",
                      path);
     register_metrics(pl);
+    if ((rc = tg_acker_from_config(cfg, metrics, &pl->ack)) != TG_OK)
+        goto fail;
     if ((rc = pipeline__recover(pl, err, errlen)) != TG_OK)
         goto fail;
 
@@ -511,6 +515,7 @@ void tg_pipeline_destroy(struct tg_pipeline *pl)
         pipeline__list_remove(pl, pl->head);
     tg_journal_close(pl->jr);
     tg_dedup_destroy(pl->dd);
+    tg_acker_destroy(pl->ack);
     tg_validate_destroy(pl->val);
     tg_queue_destroy(pl->q);
     tg_decoder_destroy(pl->dec);
@@ -546,6 +551,12 @@ bool tg_pipeline_health(const struct tg_pipeline *pl, char *reason, size_t len)
         }
     }
     return true;
+}
+
+void tg_pipeline_set_ack_publisher(struct tg_pipeline *pl, tg_ack_publish_fn fn, void *ud)
+{
+    if (pl->ack)
+        tg_acker_set_publisher(pl->ack, fn, ud);
 }
 
 void tg_pipeline_request_reload(struct tg_pipeline *pl) { atomic_store(&pl->reload, true); }

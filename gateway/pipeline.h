@@ -31,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ack.h"
 #include "config.h"
 #include "error.h"
 #include "metrics.h"
@@ -98,6 +99,11 @@ typedef void (*tg_pipeline_heartbeat_fn)(void *ud, uint64_t backlog_records,
                                          bool kafka_up);
 void tg_pipeline_set_heartbeat(struct tg_pipeline *pl, int64_t interval_ms,
                                tg_pipeline_heartbeat_fn fn, void *ud);
+
+/* Durable acks (ack.h, [ack] enabled): where the pipeline thread publishes them, usually
+ * the ingress's MQTT connection (tg_ingress_publish). Before tg_pipeline_start(). Without a
+ * publisher, or with [ack] enabled = false, no ack is sent. */
+void tg_pipeline_set_ack_publisher(struct tg_pipeline *pl, tg_ack_publish_fn fn, void *ud);
 
 /* Set reload requests from a signal handler (async-signal-safe): the pipeline thread re-reads
  * the device keys file. */

@@ -279,6 +279,8 @@ size_t pipeline__drop_open_records(struct tg_pipeline *pl, struct seg *s,
         if (bit_get(s->done, i) || bit_get(s->inflight, i))
             continue;
         pipeline__set_done_bit(pl, s, i);
+        if (pl->ack)
+            tg_acker_lost(pl->ack, s->first_rid + i);
         n++;
     }
     tg_counter_add(dropped, n);
@@ -305,6 +307,8 @@ static void queue_reject(struct tg_pipeline *pl, struct seg *s, uint64_t rid, tg
         struct reject *r = realloc(pl->rejects, cap * sizeof *r);
         if (!r) {
             tg_counter_inc(pl->m.dropped_rejected);
+            if (pl->ack)
+                tg_acker_lost(pl->ack, rid);
             pipeline__mark_done(pl, s, rid);
             return;
         }
@@ -471,6 +475,8 @@ void pipeline__on_delivery(void *ud, uint64_t rid, enum tg_jrecord_kind kind, in
         } else {
             tg_counter_inc(pl->m.dlq_delivered);
         }
+        if (pl->ack)
+            tg_acker_confirmed(pl->ack, rid);
         pipeline__mark_done(pl, s, rid);
     } else if (tg_err_retriable(result) && pl->eg && tg_egress_topic_error(pl->eg, kind)) {
         park(pl, kind, rid); /* sent again once its topic is usable (check_topics) */
@@ -486,6 +492,8 @@ void pipeline__on_delivery(void *ud, uint64_t rid, enum tg_jrecord_kind kind, in
                            "Kafka refused dead letter %llu for good (%s): dropped",
                            (unsigned long long)rid, reason ? reason : tg_strerror(result));
         tg_counter_inc(pl->m.dropped_rejected);
+        if (pl->ack)
+            tg_acker_lost(pl->ack, rid);
         pipeline__mark_done(pl, s, rid);
     }
 }
@@ -504,6 +512,8 @@ void pipeline__handle_rejects(struct tg_pipeline *pl)
         s->n_inflight--;
         if (!s->data && pipeline__load_seg(pl, s) != TG_OK) {
             tg_counter_inc(pl->m.dropped_rejected);
+            if (pl->ack)
+                tg_acker_lost(pl->ack, r.rid);
             pipeline__mark_done(pl, s, r.rid);
             continue;
         }
@@ -527,6 +537,8 @@ void pipeline__handle_rejects(struct tg_pipeline *pl)
                 free(value);
             } else {
                 tg_counter_inc(pl->m.dropped_rejected);
+                if (pl->ack)
+                    tg_acker_lost(pl->ack, r.rid);
             }
         }
         pipeline__mark_done(pl, s, r.rid);

@@ -240,6 +240,17 @@ static void evict(struct tg_pipeline *pl)
             pipeline__drop_data(pl, s);
 }
 
+/* Durable acks: every record below the returned rid is in a journaled segment (or was
+ * confirmed or dropped, which the acker learnt one by one). Records of segments not journaled
+ * (spill mode, or Kafka confirmed all of them first) are left to Kafka's confirmation. */
+static uint64_t durable_limit(const struct tg_pipeline *pl)
+{
+    for (const struct seg *s = pl->head; s; s = s->next)
+        if (!s->persisted)
+            return s->first_rid;
+    return pl->next_rid;
+}
+
 /* One group commit (see the top of the file). final: shutdown, write everything. */
 tg_err pipeline__commit(struct tg_pipeline *pl, bool final)
 {
@@ -330,6 +341,8 @@ tg_err pipeline__commit(struct tg_pipeline *pl, bool final)
             s = next;
         }
         atomic_store(&pl->healthy, true);
+        if (pl->ack)
+            tg_acker_durable_below(pl->ack, durable_limit(pl));
         tg_counter_add(pl->m.journal_written, written);
         if (changed) {
             tg_counter_inc(pl->m.commits);

@@ -77,6 +77,26 @@ static tg_err encode_reading(struct tg_pipeline *pl, const struct tg_reading *rd
     }
 }
 
+/* Durable acks: every reading of d with a seq is settled with record rid. */
+static void ack_track_all(struct tg_pipeline *pl, const char *device, size_t dev_len,
+                          const struct tg_decoded *d, uint64_t rid)
+{
+    for (size_t i = 0; i < d->n_readings; i++)
+        if (d->readings[i].has_seq)
+            tg_acker_track(pl->ack, device, dev_len, d->readings[i].boot, d->readings[i].seq,
+                           rid);
+}
+
+/* Durable acks: the readings the dedup window called duplicates (the caller made sure none
+ * was out of the window) are repeats: the node did not get their ack. */
+static void ack_repeats(struct tg_pipeline *pl, const char *device, size_t dev_len,
+                        const struct tg_decoded *d)
+{
+    for (size_t i = 0; i < d->n_readings; i++)
+        if (!pl->fresh[i] && d->readings[i].has_seq)
+            tg_acker_repeat(pl->ack, device, dev_len, d->readings[i].boot, d->readings[i].seq);
+}
+
 /* One received message, from topic to records. */
 void pipeline__process_message(struct tg_pipeline *pl, const struct tg_qmsg *msg)
 {
@@ -100,6 +120,7 @@ void pipeline__process_message(struct tg_pipeline *pl, const struct tg_qmsg *msg
     tg_err rc = tg_decoder_decode(pl->dec, TG_FORMAT_AUTO, device, msg->payload, msg->payload_len,
                                   now, &d);
     const char *text = why;
+    bool decoded = rc == TG_OK;
     if (rc != TG_OK) {
         text = tg_decoder_error(pl->dec);
         /* The ingress and tg_pipeline_offer() cut an oversized payload to
@@ -121,8 +142,14 @@ void pipeline__process_message(struct tg_pipeline *pl, const struct tg_qmsg *msg
         tg_counter_inc(pl->m.invalid[rc]);
         TG_LOG_RATELIMITED(TG_LOG_LEVEL_WARN, "validate", 10000, "rejected payload on %.*s: %s: %s",
                            (int)msg->topic_len, msg->topic, tg_err_reason(rc), text);
+        uint64_t dlq_rid = pl->next_rid;
         pipeline__dead_letter(pl, msg->topic, msg->topic_len, device, msg->payload,
                               msg->payload_len, msg->rx_ms, rc, text);
+        /* A dead letter settles the readings it carries: the node must not resend them
+         * forever. (The payload decoded but failed validation; one that did not decode
+         * names no seq to acknowledge.) */
+        if (pl->ack && pl->next_rid != dlq_rid && decoded)
+            ack_track_all(pl, device, dev_len, &d, pl->next_rid - 1);
         return;
     }
 
@@ -143,6 +170,8 @@ void pipeline__process_message(struct tg_pipeline *pl, const struct tg_qmsg *msg
                            "as a new epoch",
                            device, (unsigned long long)from, (unsigned long long)to);
     }
+    if (pl->ack && after.out_of_window == before.out_of_window)
+        ack_repeats(pl, device, dev_len, &d);
     for (size_t i = 0; i < d.n_readings; i++) {
         if (!pl->fresh[i] || refuse_new(pl))
             continue;
@@ -163,7 +192,9 @@ void pipeline__process_message(struct tg_pipeline *pl, const struct tg_qmsg *msg
             .value = pl->enc,
             .value_len = len,
         };
-        pipeline__append_record(pl, &rec);
+        uint64_t rid = pipeline__append_record(pl, &rec);
+        if (pl->ack && rid && d.readings[i].has_seq)
+            tg_acker_track(pl->ack, device, dev_len, d.readings[i].boot, d.readings[i].seq, rid);
     }
 }
 

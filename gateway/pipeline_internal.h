@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "ack.h"
 #include "codec.h"
 #include "dedup.h"
 #include "egress_kafka.h"
@@ -110,6 +111,7 @@ struct tg_pipeline {
     struct tg_dedup *dd;
     struct tg_journal *jr;
     struct tg_egress *eg;
+    struct tg_acker *ack;         /* durable acks to nodes (ack.h); NULL: [ack] enabled = false */
     struct tg_metrics *metrics;
     struct pipeline_metrics m;
 

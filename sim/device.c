@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "faults.h"
+#include "log.h"
 #include "ledger.h"
 #include "mqtt_nopair.h"
 #include "sim_rand.h"
@@ -43,6 +44,7 @@ struct tg_sim_device {
     struct tg_sim_device_config cfg;
     char id[TG_NODE_DEVICE_ID_MAX + 1];
     char topic[TG_NODE_DEVICE_ID_MAX + 16];
+    char ack_topic[TG_NODE_DEVICE_ID_MAX + 16];
     struct mosquitto *mosq;
     struct tg_node *node;
     void *node_storage;
@@ -150,6 +152,10 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc)
     if (rc != 0)
         return; /* refused: the broker closes the connection, on_disconnect counts it */
     dev->link = LINK_UP;
+    /* Before the core sends anything on this connection, so no ack of it is missed. A
+     * failed subscribe costs resends after the ack timeout, not readings. */
+    if (dev->cfg.durable_acks)
+        (void)mosquitto_subscribe(mosq, NULL, dev->ack_topic, 0);
     tg_gauge_inc(dev->cfg.metrics->connected);
     if (dev->cfg.ledger)
         ledger_check(dev, tg_ledger_connected(dev->cfg.ledger, (int)dev->cfg.index));
@@ -199,11 +205,23 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid)
     tg_node_transport_acked(dev->node, (uint32_t)mid);
 }
 
+static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *msg)
+{
+    (void)mosq;
+    struct tg_sim_device *dev = obj;
+    if (dev->started && msg->payloadlen > 0 &&
+        tg_node_ack_received(dev->node, msg->payload, (size_t)msg->payloadlen) != 0)
+        TG_LOG_RATELIMITED(TG_LOG_LEVEL_WARN, "sim", 10000,
+                           "device %s: a message on %s is not an ack", dev->id, dev->ack_topic);
+    dev->wants_poll = true; /* the ack deadline may have moved */
+}
+
 static int setup_client(struct tg_sim_device *dev)
 {
     mosquitto_connect_callback_set(dev->mosq, on_connect);
     mosquitto_disconnect_callback_set(dev->mosq, on_disconnect);
     mosquitto_publish_callback_set(dev->mosq, on_publish);
+    mosquitto_message_callback_set(dev->mosq, on_message);
     /* Two or three small publishes in a row (a reading and an injected fault) should not wait
      * for Nagle. */
     return mosquitto_int_option(dev->mosq, MOSQ_OPT_TCP_NODELAY, 1);
@@ -361,6 +379,7 @@ struct tg_sim_device *tg_sim_device_new(const struct tg_sim_device_config *cfg, 
     snprintf(dev->id, sizeof dev->id, "%s", cfg->device_id);
     dev->cfg.device_id = dev->id;
     snprintf(dev->topic, sizeof dev->topic, "telemetry/%s", dev->id);
+    snprintf(dev->ack_topic, sizeof dev->ack_topic, "ack/%s", dev->id);
     dev->rng_hal = tg_sim_stream_seed(cfg->seed, cfg->index, TG_SIM_STREAM_HAL);
     dev->rng_faults = tg_sim_stream_seed(cfg->seed, cfg->index, TG_SIM_STREAM_FAULTS);
     if (cfg->skewed) {
@@ -375,6 +394,8 @@ struct tg_sim_device *tg_sim_device_new(const struct tg_sim_device_config *cfg, 
         .device_id = dev->id,
         .outbox_slots = cfg->outbox_slots,
         .max_payload_bytes = MAX_PAYLOAD_BYTES,
+        .durable_acks = cfg->durable_acks,
+        .ack_timeout_ms = cfg->ack_timeout_ms,
     };
     size_t size = tg_node_storage_size(&ncfg);
     if (size == 0) {

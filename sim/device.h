@@ -7,7 +7,8 @@
  * fleet's; random = the device's own stream; kv = a few numbers in memory (the boot counter,
  * seeded from the state kept between runs, boot_state.h);
  * transport = the MQTT client (clean session, client id = device id, QoS1 to
- * telemetry/<device id>); observe = the ledger and the metrics. No I2C bus.
+ * telemetry/<device id>; with durable_acks also subscribed QoS 0 to ack/<device id>, whose
+ * messages go to tg_node_ack_received()); observe = the ledger and the metrics. No I2C bus.
  *
  * The fleet's event loop drives it: tg_sim_device_poll() when its time comes (the return value
  * says when next), tg_sim_device_io() when epoll reports its socket. The device keeps its own
@@ -51,6 +52,8 @@ struct tg_sim_device_config {
     int keepalive_s;
     uint32_t period_ms;          /* sampling period */
     unsigned outbox_slots;
+    bool durable_acks;           /* subscribe to ack/<device id>; release at the gateway's ack */
+    uint32_t ack_timeout_ms;     /* 0: the core's default */
     double anomaly_rate;         /* anomalies per device-hour */
     double malformed;            /* probability of a malformed publish beside each reading publish */
     double duplicates;           /* probability of publishing a reading twice */

@@ -308,6 +308,8 @@ static int create_devices(struct fleet *fl)
             .keepalive_s = opt->keepalive_s,
             .period_ms = period_ms,
             .outbox_slots = slots,
+            .durable_acks = opt->durable_acks,
+            .ack_timeout_ms = opt->ack_timeout_ms,
             .anomaly_rate = opt->anomaly_rate,
             .malformed = opt->malformed,
             .duplicates = opt->duplicates,

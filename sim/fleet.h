@@ -43,6 +43,8 @@ struct tg_sim_run_options {
     double drain_s;            /* longest wait for outboxes at the end; default 15 */
     const char *metrics_listen;/* NULL: no metrics endpoint */
     int keepalive_s;           /* default 60 */
+    bool durable_acks;         /* devices wait for the gateway's durable acks (node.h) */
+    uint32_t ack_timeout_ms;   /* 0: the core's default */
 };
 
 /* Fills in the defaults (no broker). */

@@ -54,6 +54,11 @@ static void usage(FILE *out)
             "                         (default: half of --duration)\n"
             "  --drain S              at the end, wait up to S seconds for outboxes to empty\n"
             "                         (default 15)\n"
+            "  --durable-acks         devices keep each reading until the gateway's durable\n"
+            "                         ack (ack/<id>) covers it, not just the broker's PUBACK;\n"
+            "                         the ledger then counts a reading released at that ack\n"
+            "  --ack-timeout MS       with --durable-acks: resend what is unacknowledged when\n"
+            "                         the oldest reading waited this long (default 10000)\n"
             "  --metrics-listen ADDR  serve tidegate_sim_* metrics, e.g. 127.0.0.1:9465\n"
             "  --state-dir DIR        where the devices' boot counters are kept between runs\n"
             "                         (file tidegate-sim.boots): each run boots every device\n"
@@ -144,6 +149,8 @@ enum {
     OPT_METRICS_LISTEN,
     OPT_LOG_LEVEL,
     OPT_STATE_DIR,
+    OPT_DURABLE_ACKS,
+    OPT_ACK_TIMEOUT,
 };
 
 static int run_main(int argc, char **argv)
@@ -167,6 +174,8 @@ static int run_main(int argc, char **argv)
         {"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"state-dir", required_argument, NULL, OPT_STATE_DIR},
+        {"durable-acks", no_argument, NULL, OPT_DURABLE_ACKS},
+        {"ack-timeout", required_argument, NULL, OPT_ACK_TIMEOUT},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -238,6 +247,15 @@ static int run_main(int argc, char **argv)
         case OPT_STATE_DIR:
             opt.state_dir = optarg;
             break;
+        case OPT_DURABLE_ACKS:
+            opt.durable_acks = true;
+            break;
+        case OPT_ACK_TIMEOUT: {
+            double ms;
+            rc = parse_double("--ack-timeout", optarg, 100, 3600000, &ms);
+            opt.ack_timeout_ms = (uint32_t)ms;
+            break;
+        }
         case OPT_LOG_LEVEL: {
             tg_log_level level;
             if (tg_log_level_parse(optarg, &level) != TG_OK)

@@ -5,7 +5,7 @@
  *   tidegate-sim score --labels FILE --brokers LIST [--topic telemetry.anomalies] [--json]
  *                      [--devices N --duration-s S] [--match-slack-ms N] [--since-ms T]
  *                      [--timeout-ms N] [--min-recall X] [--min-f1 X]
- *                      [--max-false-per-device-hour X]
+ *                      [--max-false-per-device-hour X] [--details N]
  *
  * tg_sim_score_main() is the command (sim/main.c dispatches to it; score_cmd.c). It reads
  * every partition of the alerts topic to the high watermark it had when the command started

@@ -2,12 +2,14 @@
  * score_cmd.c - the `tidegate-sim score` command (score.h): options, reading the alerts topic
  * with librdkafka, and the exit status. The comparison itself is score.c.
  *
- * Reading to the end: the high watermark of every partition is taken once, when the command
- * starts, and each partition is read until its position reaches it. The consumer is
- * read_committed, so records of open or aborted worker transactions are never counted; a
- * transaction still open at the watermark holds the position back (the last stable offset)
- * until the worker commits or aborts it, and --timeout-ms bounds that wait. A partition whose
- * end was not reached in time makes the report incomplete: that is a setup error, not a score.
+ * Reading to the end: the end of every partition is taken once, when the command starts, and
+ * each partition is read until its position reaches it. The consumer is read_committed, so
+ * records of aborted worker transactions are never counted, and the end it is told is the
+ * last stable offset: what was committed when score started, without the records of a
+ * transaction still open (they may yet be aborted). So score never waits for the worker; run
+ * it once the worker has committed what it should have (scripts/quality waits for that).
+ * --timeout-ms bounds the reading itself; a partition whose end was not reached in time makes
+ * the report incomplete: that is a setup error, not a score.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -342,6 +344,7 @@ static int assign_partitions(rd_kafka_t *rk, const struct opts *o, struct part *
         goto cleanup;
     for (int p = 0; p < n; p++) {
         int64_t hi;
+        /* For a read_committed consumer librdkafka asks for the last stable offset here. */
         rd_kafka_resp_err_t err =
             rd_kafka_query_watermark_offsets(rk, o->topic, p, &lo[p], &hi, META_TIMEOUT_MS);
         if (err) {
@@ -403,7 +406,7 @@ static int read_alerts(rd_kafka_t *rk, const struct opts *o, struct part *parts,
         }
         if (mono_ms() >= deadline) {
             fprintf(stderr, PROG ": the end of %d partition(s) was not reached within %" PRId64
-                    " ms (an open worker transaction, or an unreachable broker):",
+                    " ms (an unreachable or overloaded broker?):",
                     pending, o->timeout_ms);
             for (int p = 0; p < n; p++)
                 if (!parts[p].done)

@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -117,6 +118,66 @@ static void false_text(void *ud, const struct tg_sim_score_false *f)
     fprintf(lt->out, "\n");
 }
 
+/* False alerts counted per minute of their start: a burst (every series of every device at
+ * once, say) is a different problem from a steady trickle. */
+struct minute_count {
+    int64_t minute; /* start_ts / 60000 */
+    uint64_t n;
+};
+
+struct minutes {
+    struct minute_count *v;
+    size_t n, cap;
+    bool oom;
+};
+
+static void minute_add(void *ud, const struct tg_sim_score_false *f)
+{
+    struct minutes *m = ud;
+    int64_t minute = f->start_ts >= 0 ? f->start_ts / 60000 : -1;
+    for (size_t i = m->n; i-- > 0;)
+        if (m->v[i].minute == minute) {
+            m->v[i].n++;
+            return;
+        }
+    if (m->n == m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 16;
+        struct minute_count *v = realloc(m->v, cap * sizeof *v);
+        if (!v) {
+            m->oom = true;
+            return;
+        }
+        m->v = v;
+        m->cap = cap;
+    }
+    m->v[m->n++] = (struct minute_count){minute, 1};
+}
+
+static int by_count(const void *a, const void *b)
+{
+    const struct minute_count *x = a, *y = b;
+    if (x->n != y->n)
+        return x->n < y->n ? 1 : -1;
+    return (x->minute > y->minute) - (x->minute < y->minute);
+}
+
+static int by_minute(const void *a, const void *b)
+{
+    const struct minute_count *x = a, *y = b;
+    return (x->minute > y->minute) - (x->minute < y->minute);
+}
+
+/* Fills m with the false alerts per minute, in time order. Returns 0 or -1 (out of memory). */
+static int false_minutes(const struct tg_sim_score *sc, struct minutes *m)
+{
+    tg_sim_score_each_false(sc, minute_add, m);
+    if (m->oom)
+        return -1;
+    if (m->n)
+        qsort(m->v, m->n, sizeof *m->v, by_minute);
+    return 0;
+}
+
 int tg_sim_score_print_text(const struct tg_sim_score *sc, const struct tg_sim_score_result *res,
                             const struct tg_sim_score_context *ctx, FILE *out)
 {
@@ -162,6 +223,23 @@ int tg_sim_score_print_text(const struct tg_sim_score *sc, const struct tg_sim_s
         fprintf(out, "by alert kind: ");
         tg_sim_score_each_alert_kind(sc, alert_kind_text, &kt);
         fprintf(out, "\n");
+    }
+    if (res->all.false_alerts) {
+        struct minutes m = {0};
+        if (false_minutes(sc, &m) != 0) {
+            free(m.v);
+            return -1;
+        }
+        qsort(m.v, m.n, sizeof *m.v, by_count);
+        fprintf(out, "false alerts by minute of their start (UTC, busiest first):");
+        for (size_t i = 0; i < m.n && i < 5; i++) {
+            char t[32];
+            fmt_time(t, sizeof t, m.v[i].minute * 60000);
+            t[5] = '\0'; /* HH:MM */
+            fprintf(out, " %s %" PRIu64 "%s", t, m.v[i].n, i + 1 < m.n && i < 4 ? "," : "");
+        }
+        fprintf(out, "%s\n", m.n > 5 ? ", ..." : "");
+        free(m.v);
     }
     uint64_t missed = res->all.labels - res->all.detected;
     if (ctx->details && missed) {
@@ -265,6 +343,20 @@ int tg_sim_score_print_json(const struct tg_sim_score *sc, const struct tg_sim_s
     json_t *doc = NULL;
     if (!kinds || !akinds || !missed || !falses)
         goto cleanup;
+    json_t *by_minute_j = json_array();
+    if (!by_minute_j)
+        goto cleanup;
+    struct minutes m = {0};
+    if (false_minutes(sc, &m) != 0) {
+        free(m.v);
+        json_decref(by_minute_j);
+        goto cleanup;
+    }
+    for (size_t i = 0; i < m.n; i++)
+        json_array_append_new(by_minute_j, json_pack("{s:I,s:I}", "minute_start_ts",
+                                                     (json_int_t)(m.v[i].minute * 60000),
+                                                     "false_alerts", (json_int_t)m.v[i].n));
+    free(m.v);
     struct list_json lm = {missed, ctx->details}, lf = {falses, ctx->details};
     tg_sim_score_each_missed(sc, missed_json, &lm);
     tg_sim_score_each_false(sc, false_json, &lf);
@@ -291,10 +383,14 @@ int tg_sim_score_print_json(const struct tg_sim_score *sc, const struct tg_sim_s
         jratio(res->device_hours), "clean_device_hours", jratio(res->clean_device_hours),
         "false_per_device_hour", jratio(res->false_per_device_hour), "pass", ctx->pass, "why",
         ctx->why ? ctx->why : "");
-    if (doc && (json_object_set(doc, "missed", missed) != 0 ||
-                json_object_set(doc, "false", falses) != 0))
+    if (!doc) {
+        json_decref(by_minute_j);
         goto cleanup;
-    if (!doc)
+    }
+    /* set_new takes by_minute_j, also when it fails. */
+    if (json_object_set_new(doc, "false_by_minute", by_minute_j) != 0 ||
+        json_object_set(doc, "missed", missed) != 0 ||
+        json_object_set(doc, "false", falses) != 0)
         goto cleanup;
     if (json_dumpf(doc, out, JSON_INDENT(2) | JSON_SORT_KEYS) != 0)
         goto cleanup;

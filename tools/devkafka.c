@@ -150,6 +150,9 @@ static void usage(FILE *out)
             "                       (NOT_ENOUGH_REPLICAS, ...) or a Kafka error code\n"
             "  errors <id|all> <api>  'ok N': injected errors not consumed yet\n"
             "  topic-error <topic> <error|none>  Metadata answers carry error for topic\n"
+            "  leader <topic> <partition|all> <id|none>\n"
+            "                       move partition leadership (none: leaderless) of a topic\n"
+            "                       created at start\n"
             "  status               one line: id:state:host:port:rtt for every broker\n"
             "  help                 list the commands\n"
             "\n"
@@ -796,6 +799,43 @@ static void cmd_topic_error(struct devkafka *dk, const char *topic, const char *
     reply("ok");
 }
 
+/* "leader <topic> <partition|all> <id|none>": moves the partition leadership (a cluster
+ * operation, so the waker serves it). Clients find out as a real cluster's do: their next
+ * request to the old leader is answered NOT_LEADER_FOR_PARTITION and they refresh their
+ * metadata. Only topics created at start are accepted, since the mock would create any
+ * other name it is given. */
+static void cmd_leader(struct devkafka *dk, const char *topic, const char *part_word,
+                       const char *broker_word)
+{
+    const struct topic_spec *ts = NULL;
+    for (int i = 0; topic && i < dk->n_topics; i++) {
+        if (strcmp(dk->topics[i].name, topic) == 0)
+            ts = &dk->topics[i];
+    }
+    long part = -1, broker = -1;
+    bool all = part_word && strcmp(part_word, "all") == 0;
+    if (!ts || !part_word || !broker_word ||
+        (!all && !parse_int(part_word, 0, ts ? ts->partitions - 1 : 0, &part)) ||
+        (strcmp(broker_word, "none") != 0 &&
+         (!parse_int(broker_word, 0, INT32_MAX, &broker) || !find_broker(dk, (int32_t)broker)))) {
+        reply("error: usage: leader <topic> <partition|all> <broker id|none>, for a topic "
+              "created at start");
+        return;
+    }
+    int first = all ? 0 : (int)part, last = all ? ts->partitions - 1 : (int)part;
+    mock_op_begin(dk);
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (int p = first; p <= last && !err; p++)
+        err = rd_kafka_mock_partition_set_leader(dk->mc, ts->name, p, (int32_t)broker);
+    mock_op_end(dk);
+    if (err) {
+        reply("error: %s", rd_kafka_err2str(err));
+        return;
+    }
+    logmsg("topic %s partition %s: leader %s", ts->name, part_word, broker_word);
+    reply("ok");
+}
+
 static void cmd_status(struct devkafka *dk)
 {
     char line[BROKERS_MAX * 96 + 8];
@@ -865,6 +905,11 @@ static void handle_command(struct devkafka *dk, char *line)
             reply("error: usage: topic-error <topic> <error|none>");
         else
             cmd_topic_error(dk, arg1, arg2);
+    } else if (strcmp(verb, "leader") == 0) {
+        if (arg4)
+            reply("error: usage: leader <topic> <partition|all> <broker id|none>");
+        else
+            cmd_leader(dk, arg1, arg2, extra);
     } else if (strcmp(verb, "status") == 0) {
         if (arg1)
             reply("error: usage: status");
@@ -873,10 +918,11 @@ static void handle_command(struct devkafka *dk, char *line)
     } else if (strcmp(verb, "help") == 0) {
         reply("ok commands: down <id|all>, up <id|all>, rtt <id|all> <ms>, "
               "error <id|all> <api> <error> [count [rtt_ms]], errors <id|all> <api>, "
-              "topic-error <topic> <error|none>, status, help");
+              "topic-error <topic> <error|none>, leader <topic> <partition|all> <id|none>, "
+              "status, help");
     } else {
         reply("error: unknown command '%s' (commands: down, up, rtt, error, errors, "
-              "topic-error, status, help)", verb);
+              "topic-error, leader, status, help)", verb);
     }
 }
 

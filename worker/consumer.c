@@ -287,6 +287,7 @@ tg_err tg_consumer_run(struct tg_consumer *cs, atomic_bool *stop)
         return rc;
     }
     atomic_store(&cs->health, HEALTH_OK);
+    cs->stop = stop;
     int64_t now = mono_ms();
     int64_t next_commit = now + cs->commit_interval_ms;
     int64_t next_sweep = now + cs->sweep_interval_ms;
@@ -297,6 +298,12 @@ tg_err tg_consumer_run(struct tg_consumer *cs, atomic_bool *stop)
         if (wait < 0)
             wait = 0;
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(cs->consumer, (int)wait);
+        if (cs->broken) {
+            rc = TG_ERR_UNAVAILABLE;
+            if (msg)
+                rd_kafka_message_destroy(msg);
+            break;
+        }
         if (cs->rewind_needed) {
             /* An abort (in a rebalance or a commit) left the engine ahead of what is
              * committed: this record will be fetched again from the rewound position. */
@@ -331,12 +338,15 @@ tg_err tg_consumer_run(struct tg_consumer *cs, atomic_bool *stop)
      * after the session timeout. */
     TG_LOG_INFO("consumer", "stopping: committing and leaving group %s",
                 tg_config_get_str(cs->cfg, "kafka", "group_id"));
-    if (!cs->rewind_needed)
-        consumer__txn_commit(cs, (int)cs->shutdown_timeout_ms);
+    /* What could not be committed is processed again by the partitions' next owner: nothing
+     * is lost, but the exit status says the last transaction did not commit. */
+    if (cs->rewind_needed || cs->broken ||
+        consumer__txn_commit(cs, (int)cs->shutdown_timeout_ms) != TG_OK)
+        rc = TG_ERR_UNAVAILABLE;
     ke = rd_kafka_consumer_close(cs->consumer);
     if (ke)
         TG_LOG_WARN("consumer", "leaving the group: %s", rd_kafka_err2str(ke));
-    if (cs->txn_open) {
+    if (cs->txn_open && !cs->broken) {
         /* Empty unless the last commit failed: nothing was produced since. */
         rd_kafka_error_t *error = rd_kafka_abort_transaction(cs->producer,
                                                              (int)cs->shutdown_timeout_ms);
@@ -516,7 +526,7 @@ tg_err tg_consumer_new(const struct tg_config *cfg, const char *instance_id,
         e = TG_ERR_CONFIG;
         goto fail;
     }
-    if ((e = consumer__producer_start(cs, err, errlen)) != TG_OK)
+    if ((e = consumer__producer_start(cs, CONSUMER_INIT_TIMEOUT_MS, err, errlen)) != TG_OK)
         goto fail;
     *out = cs;
     return TG_OK;

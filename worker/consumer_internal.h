@@ -78,6 +78,9 @@ struct tg_consumer {
     uint64_t txn_aggregates;
     uint64_t txn_snapshot_records, txn_snapshot_bytes;
 
+    atomic_bool *stop;  /* tg_consumer_run()'s stop flag: waits that may be long look at it */
+    bool broken;        /* the producer could not be replaced before a stop: give up */
+
     struct tg_engine_stats last_stats; /* as of the last metrics update */
     struct consumer_metrics m;
     _Atomic int health;                /* enum consumer_health */
@@ -100,7 +103,9 @@ tg_err consumer__produce(struct tg_consumer *cs, const char *topic, int32_t part
                          int64_t ts_ms, rd_kafka_headers_t *hdrs);
 
 /* consumer_txn.c */
-tg_err consumer__producer_start(struct tg_consumer *cs, char *err, size_t errlen);
+tg_err consumer__producer_start(struct tg_consumer *cs, int init_timeout_ms, char *err,
+                                size_t errlen);
+#define CONSUMER_INIT_TIMEOUT_MS 60000 /* at start: the cluster may be starting too */
 tg_err consumer__txn_begin(struct tg_consumer *cs);
 /* Commits the open transaction if it holds anything (snapshots, offset markers, offsets).
  * On failure the transaction is aborted and rewind_needed set; returns the error. */

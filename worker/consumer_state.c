@@ -360,7 +360,7 @@ static void revoke(struct tg_consumer *cs, rd_kafka_t *rk, rd_kafka_topic_partit
     if (lost) {
         if (cs->txn_open && cs->txn_work)
             consumer__txn_abort(cs, "partitions lost to the group");
-    } else if (!cs->rewind_needed) {
+    } else if (!cs->rewind_needed && !cs->broken) {
         /* Commit what was processed of them (and of the others: one transaction) before
          * another worker starts from their committed offsets. */
         consumer__txn_commit(cs, (int)cs->txn_timeout_ms);

@@ -35,7 +35,7 @@
 #include "consumer_internal.h"
 #include "log.h"
 
-#define INIT_TIMEOUT_MS 60000
+#define REPLACE_TIMEOUT_MS 5000 /* per attempt when replacing a failed producer */
 
 static double mono_s(void)
 {
@@ -44,7 +44,8 @@ static double mono_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-tg_err consumer__producer_start(struct tg_consumer *cs, char *err, size_t errlen)
+tg_err consumer__producer_start(struct tg_consumer *cs, int init_timeout_ms, char *err,
+                                size_t errlen)
 {
     rd_kafka_conf_t *conf = consumer__conf_new(cs, err, errlen);
     if (!conf)
@@ -80,7 +81,7 @@ tg_err consumer__producer_start(struct tg_consumer *cs, char *err, size_t errlen
         rd_kafka_conf_destroy(conf); /* rd_kafka_new() takes it only on success */
         return TG_ERR_CONFIG;
     }
-    rd_kafka_error_t *error = rd_kafka_init_transactions(cs->producer, INIT_TIMEOUT_MS);
+    rd_kafka_error_t *error = rd_kafka_init_transactions(cs->producer, init_timeout_ms);
     if (error) {
         snprintf(err, errlen, "initialising transactions (transactional.id %s): %s",
                  cs->transactional_id, rd_kafka_error_string(error));
@@ -112,22 +113,37 @@ tg_err consumer__txn_begin(struct tg_consumer *cs)
 }
 
 /* A fatal producer error (fenced, or broken beyond repair): a new producer with the same
- * transactional.id, which bumps the epoch and fences whoever else holds it. */
-static void replace_producer(struct tg_consumer *cs)
+ * transactional.id, which bumps the epoch and fences whoever else holds it. While the cluster
+ * cannot be reached this retries every second; a stop request ends that (false: broken). */
+static bool replace_producer(struct tg_consumer *cs)
 {
     atomic_store(&cs->health, HEALTH_PRODUCER_FATAL);
     tg_counter_inc(cs->m.fenced);
-    rd_kafka_purge(cs->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-    rd_kafka_destroy(cs->producer);
-    cs->producer = NULL;
+    if (cs->producer) {
+        rd_kafka_purge(cs->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_destroy(cs->producer);
+        cs->producer = NULL;
+    }
     cs->txn_open = false;
     char err[512];
-    while (consumer__producer_start(cs, err, sizeof err) != TG_OK) {
+    if (cs->stop && atomic_load(cs->stop)) {
+        TG_LOG_ERROR("txn", "stopping without a producer");
+        cs->broken = true;
+        return false;
+    }
+    /* Short attempts, so that a stop request is seen soon during an outage. */
+    while (consumer__producer_start(cs, REPLACE_TIMEOUT_MS, err, sizeof err) != TG_OK) {
+        if (cs->stop && atomic_load(cs->stop)) {
+            TG_LOG_ERROR("txn", "%s; stopping without a producer", err);
+            cs->broken = true;
+            return false;
+        }
         TG_LOG_ERROR("txn", "%s; retrying", err);
         struct timespec ts = {1, 0};
         nanosleep(&ts, NULL);
     }
     atomic_store(&cs->health, HEALTH_OK);
+    return true;
 }
 
 /* After a failed transaction: aborted (or the producer replaced), a new one begun, and the
@@ -139,19 +155,22 @@ static void after_failure(struct tg_consumer *cs, rd_kafka_error_t *error)
     if (error && rd_kafka_error_is_fatal(error)) {
         TG_LOG_ERROR("txn", "producer failed fatally (%s): replacing it",
                      rd_kafka_error_string(error));
-        replace_producer(cs);
+        if (!replace_producer(cs))
+            return;
     } else if (cs->txn_open) {
         rd_kafka_error_t *ae = rd_kafka_abort_transaction(cs->producer, (int)cs->txn_timeout_ms);
         if (ae) {
             TG_LOG_ERROR("txn", "abort failed (%s): replacing the producer",
                          rd_kafka_error_string(ae));
             rd_kafka_error_destroy(ae);
-            replace_producer(cs);
+            if (!replace_producer(cs))
+                return;
         }
     }
     cs->txn_open = false;
     while (consumer__txn_begin(cs) != TG_OK)
-        replace_producer(cs);
+        if (!replace_producer(cs))
+            return;
 }
 
 void consumer__txn_abort(struct tg_consumer *cs, const char *why)
@@ -222,7 +241,8 @@ tg_err consumer__txn_commit(struct tg_consumer *cs, int timeout_ms)
     /* A retriable error (a timeout) leaves the commit in progress: calling again resumes it. */
     for (int attempt = 0;; attempt++) {
         error = rd_kafka_commit_transaction(cs->producer, timeout_ms);
-        if (!error || !rd_kafka_error_is_retriable(error) || attempt >= 2)
+        if (!error || !rd_kafka_error_is_retriable(error) || attempt >= 2 ||
+            (cs->stop && atomic_load(cs->stop)))
             break;
         TG_LOG_WARN("txn", "commit: %s; retrying", rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
@@ -250,7 +270,8 @@ fail:
     after_failure(cs, error);
     if (error)
         rd_kafka_error_destroy(error);
-    rd_kafka_topic_partition_list_destroy(offsets);
+    if (offsets) /* NULL when the flush failed */
+        rd_kafka_topic_partition_list_destroy(offsets);
     return TG_ERR_UNAVAILABLE;
 }
 

@@ -9,23 +9,32 @@
  *
  * Scales: every detector divides by a scale that can be zero on a constant or quantized
  * series, so each is floored by the larger of min_scale (config), the smallest non-zero step
- * the series has shown (the sensor's quantum) and a relative epsilon. A constant series then
+ * the series has shown (the sensor's quantum) and 1e-4 of the value. A constant series then
  * scores nothing for steps of its own resolution but notices a real change.
  *
- * Baselines learn from winsorized samples (clipped to 4 scales of the mean), so one spike
- * barely moves them, while a lasting level shift is absorbed within about 1 / shift_alpha
- * samples and its alert closes.
+ * Learning: a point whose ratio is ANOMALOUS or more teaches the baselines a tenth as much,
+ * and a residual beyond OUTLIER scales moves the level a tenth as much and the variance not
+ * at all (after the variance's own warm-up). So one spike barely moves anything, a level
+ * shift stays visible as one incident for as long as it lasts (a permanent one is absorbed
+ * in about 10 / shift_alpha samples), and a slow drift cannot teach the series that its
+ * spread is as wide as the drift.
+ *
+ * The shift baseline is Holt's level and trend, so slopes (a daily cycle) are not shifts;
+ * the EWMA chart compares a fast EWMA with it, over the larger of its theoretical spread and
+ * the spread it has shown (a slowly wandering sensor moves the fast EWMA by its whole wander).
  *
  * Noise adaptation: a heavy-tailed series crosses ratio 1 now and then though nothing is
- * wrong. The multiplier tracks the (1 - 1e-3) quantile of the ratio by stochastic
- * approximation: each point with a ratio just over the current multiplier (1 to 2 times it)
- * raises it by 2 %, each other point lowers it (not below 1) by the amount that balances at
- * one exceedance in a thousand. Large ratios (clear anomalies) do not raise it, so an
- * incident does not teach the series to ignore the next one.
+ * wrong. A per-series multiplier divides the ratio: each point outside an open alert with a
+ * ratio just over the multiplier (1 to 2 times it) raises it by 2 %, each alert opened by a
+ * modest crossing (r < 2) by half (detect__opened), and each other point lowers it (not below
+ * 1) by the amount that balances at one exceedance in NOISE_TARGET. Clear anomalies (r >= 2)
+ * and the points of an incident raise nothing, so an incident does not teach the series to
+ * ignore the next one.
  *
  * Everything is a pure function of the series' state and the sample: no clock, no
  * randomness, so restored state continues exactly as the original would have.
  */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -42,6 +51,8 @@
 #define DVAR_PRIOR 50           /* samples the chart spread's prior is worth */
 #define DVAR_SLOW 0.1           /* the chart spread learns this fraction as fast as the level */
 #define OUTLIER 3.0             /* residuals beyond this many scales learn slowly */
+#define CALIB_MAX 1e6             /* the noise multiplier's ceiling */
+#define EARLY_FACTOR 1.0        /* level threshold x (1 + this) at the start of warm-up */
 #define ANOMALOUS 0.5           /* ratio above which a point learns slowly */
 
 double detect__score(double r)
@@ -120,7 +131,13 @@ static void level_point(struct series *s, const struct detect_params *dp, double
 {
     double *ring = series__ring(s);
     int need = dp->level_window / 2 + 1;
-    if (warm && s->level_n >= need) {
+    /* Before the warm-up ends, the level detector already judges (a spike in the first
+     * seconds of a series is as real as a later one) but against a threshold raised in
+     * proportion to how much of the warm-up is left, up to twice, since its scales are
+     * still young. */
+    double early = warm ? 1.0 : 1.0 + EARLY_FACTOR * (double)(dp->warmup_samples - (int)s->n) /
+                                          (double)dp->warmup_samples;
+    if (s->level_n >= need && s->n >= (uint32_t)need) {
         double v[TG_ENGINE_LEVEL_WINDOW_MAX];
         int n = s->level_n;
         memcpy(v, ring, (size_t)n * sizeof *v);
@@ -135,7 +152,7 @@ static void level_point(struct series *s, const struct detect_params *dp, double
             scale = mad;
         if (scale < floor)
             scale = floor;
-        res->ratio[DET_LEVEL] = fabs(x - med) / scale / dp->threshold[DET_LEVEL];
+        res->ratio[DET_LEVEL] = fabs(x - med) / scale / (dp->threshold[DET_LEVEL] * early);
         res->baseline[DET_LEVEL] = med;
     }
     ring[s->level_pos] = x;
@@ -343,8 +360,30 @@ static void seasonal_point(struct series *s, const struct detect_params *dp, int
         xv = clampd(x, b->mean - WINSOR * sd, b->mean + WINSOR * sd);
     double mean = b->mean, var = b->var;
     ew_update(&mean, &var, xv, alpha);
-    b->mean = (float)mean;
-    b->var = (float)var;
+    b->mean = (float)clampd(mean, -FLT_MAX, FLT_MAX);
+    b->var = (float)clampd(var, 0, FLT_MAX);
+}
+
+/* x within [lo, hi], NaN to lo. */
+static double bound(double x, double lo, double hi)
+{
+    if (!(x >= lo))
+        return lo;
+    return x > hi ? hi : x;
+}
+
+/* Keeps the state within STATE_*_MAX whatever the input did (a trend extrapolated over a
+ * gap of years, a restored state at the edge of the bounds): no-ops on real series. */
+static void keep_bounded(struct series *s)
+{
+    s->shift_mean = bound(s->shift_mean, -STATE_VALUE_MAX, STATE_VALUE_MAX);
+    s->shift_fast = bound(s->shift_fast, -STATE_VALUE_MAX, STATE_VALUE_MAX);
+    s->stuck_ref = bound(s->stuck_ref, -STATE_VALUE_MAX, STATE_VALUE_MAX);
+    s->shift_trend = bound(s->shift_trend, -STATE_RATE_MAX, STATE_RATE_MAX);
+    s->rate_mean = bound(s->rate_mean, -STATE_RATE_MAX, STATE_RATE_MAX);
+    s->shift_var = bound(s->shift_var, 0, STATE_VAR_MAX);
+    s->shift_dvar = bound(s->shift_dvar, 0, STATE_VAR_MAX);
+    s->rate_var = bound(s->rate_var, 0, STATE_VAR_MAX);
 }
 
 void detect__point(struct series *s, const struct detect_params *dp, int64_t ts, double x,
@@ -434,24 +473,28 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
         else if ((m *= 1 - NOISE_UP * NOISE_TARGET / (1 - NOISE_TARGET)) < 1)
             m = 1;
         r /= s->calib < 1 ? 1.0 : s->calib; /* this point is judged by the old multiplier */
-        s->calib = (float)m;
+        s->calib = (float)(m < CALIB_MAX ? m : CALIB_MAX);
     }
     /* The quantum learns after scoring: a constant series' first change is judged against
      * the quantum it had, not against itself. */
     double step = fabs(x - s->last_value);
     if (step > 0 && (s->resolution == 0 || step < s->resolution))
-        s->resolution = (float)step;
-    res->scored = warm || res->ratio[DET_STUCK] > 0 || res->ratio[DET_SEASONAL] > 0;
+        s->resolution = (float)(step < FLT_MAX ? step : FLT_MAX);
+    res->scored = warm || res->ratio[DET_LEVEL] > 0 || res->ratio[DET_STUCK] > 0 ||
+                  res->ratio[DET_SEASONAL] > 0;
     res->r = r;
     res->score = detect__score(r);
     if (s->n < UINT32_MAX)
         s->n++;
     s->last_ts = ts;
     s->last_value = x;
+    keep_bounded(s);
 }
 
 void detect__opened(struct series *s, const struct detect_params *dp, double r)
 {
-    if (dp->noise_adapt && r < 2)
-        s->calib = (float)((s->calib < 1 ? 1.0 : s->calib) * 1.5);
+    if (!dp->noise_adapt || r >= 2)
+        return;
+    double m = (s->calib < 1 ? 1.0 : s->calib) * 1.5;
+    s->calib = (float)(m < CALIB_MAX ? m : CALIB_MAX);
 }

@@ -186,6 +186,12 @@ static int64_t period_round(const struct series *s)
  * estimate needs a few steps, not a detector's whole warm-up. */
 #define SILENCE_MIN_SAMPLES 5
 
+/* Largest metric value the engine scores (no sensor comes near it). */
+#define VALUE_LIMIT 1e100
+
+/* Event times the engine accepts, in ms either side of the epoch. */
+#define TS_LIMIT (INT64_C(1) << 53)
+
 /* Whether the silence detector may judge s: it knows the series' usual period. */
 static bool silence_ready(const struct series *s, const struct detect_params *dp)
 {
@@ -291,6 +297,23 @@ tg_err tg_engine_process(struct tg_engine *en, int32_t partition, const struct t
     if (rd->n_metrics == 0)
         return TG_ERR_MISSING_FIELD;
     int64_t ts = rd->ts_ms;
+    /* Window and alert arithmetic adds windows and periods to event times: keep them far
+     * from overflow (2^53 ms is 285,000 years; the gateway's clock check is much tighter). */
+    if (ts > TS_LIMIT || ts < -TS_LIMIT)
+        return TG_ERR_OUT_OF_RANGE;
+    /* Only what a snapshot key can carry and restore reads back: a valid device id and
+     * metric names of 1..METRIC_NAME_MAX bytes (the gateway's limit is far lower). */
+    size_t dev_len = strlen(rd->device);
+    if (!tg_device_id_valid(rd->device, dev_len))
+        return TG_ERR_BAD_NAME;
+    for (size_t i = 0; i < rd->n_metrics; i++) {
+        size_t len = strlen(rd->metrics[i].name);
+        if (len == 0 || len > METRIC_NAME_MAX)
+            return TG_ERR_BAD_NAME;
+        /* Squares of values and their differences must stay finite in the detectors. */
+        if (!(fabs(rd->metrics[i].value) <= VALUE_LIMIT))
+            return TG_ERR_OUT_OF_RANGE;
+    }
     bool late = ps->has_max && ts < ps->max_ts - en->ec->lateness_ms;
     if (!ps->has_max || ts > ps->max_ts) {
         bool had = ps->has_max;
@@ -303,7 +326,6 @@ tg_err tg_engine_process(struct tg_engine *en, int32_t partition, const struct t
             engine__floor_div(wm, EVICT_CHECK_MS) != engine__floor_div(old_wm, EVICT_CHECK_MS))
             engine__evict_idle(en, partition, wm);
     }
-    size_t dev_len = strlen(rd->device);
     uint32_t dev_hash = series_table__hash_device(rd->device, dev_len);
     /* Hash every metric first and prefetch in two stages, so that the cache misses of a
      * reading's series (one each, in a table larger than the cache) overlap. */

@@ -146,7 +146,8 @@ tg_err tg_engine_restore(struct tg_engine *en, const void *key, size_t key_len,
 
 /* Processes one reading consumed from partition (event time rd->ts_ms), emitting alerts and
  * any windows the advanced watermark closes. Permanent error for a reading the engine cannot
- * use (no metrics); the caller counts it and goes on. */
+ * use (no metrics, an event time beyond +-2^53 ms, an invalid device id, a metric name
+ * empty or over 1023 bytes, a value beyond +-1e100); the caller counts it and goes on. */
 tg_err tg_engine_process(struct tg_engine *en, int32_t partition, const struct tg_reading *rd);
 
 /* Wall-clock sweep, now_ms in ms since the epoch: opens silence alerts for series quiet for

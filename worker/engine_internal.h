@@ -76,6 +76,16 @@ static inline const struct detect_params *engine__params(const struct tg_engine_
     return r < ec->n_rules ? &ec->rules[r].dp : &ec->defaults;
 }
 
+/* Bounds every series' state stays within (detect.c keeps it there, snapshot.c refuses
+ * snapshots beyond them): values are at most 1e100 (engine.c refuses larger ones), so these
+ * leave room for sums and squares without overflow. */
+#define STATE_VALUE_MAX 1e101 /* levels and baselines */
+#define STATE_RATE_MAX 1e110  /* per-second trends and rates */
+#define STATE_VAR_MAX 1e230   /* variances */
+
+/* Longest metric name a series may have (snapshot keys carry it; restore reads it back). */
+#define METRIC_NAME_MAX 1023
+
 /* The first rule whose pattern matches metric, or n_rules. */
 int engine__rule_for(const struct tg_engine_config *ec, const char *metric);
 

@@ -196,8 +196,8 @@ tg_err tg_engine_restore(struct tg_engine *en, const void *key, size_t key_len,
     size_t dev_len = (size_t)(slash2 - device), metric_len = (size_t)(end - metric);
     if (memchr(metric, '\0', metric_len))
         return TG_ERR_MALFORMED;
-    char mname[1024];
-    if (metric_len >= sizeof mname)
+    char mname[METRIC_NAME_MAX + 1];
+    if (metric_len > METRIC_NAME_MAX)
         return TG_ERR_MALFORMED;
     memcpy(mname, metric, metric_len);
     mname[metric_len] = '\0';

@@ -15,7 +15,9 @@
  * cluster and the next owner resumes from the last commit (README, "Guarantees").
  *
  * Signals are blocked in every thread and taken with sigwait() on a thread of their own,
- * which only sets the stop flag the loop reads.
+ * which sets the stop flag the loop reads, and exits the process (status 1) if the stop takes
+ * longer than 2 x [worker] shutdown_timeout_ms + 2 s (a cluster that does not answer) or a
+ * second signal comes.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -26,6 +28,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "consumer.h"
@@ -59,20 +63,41 @@ static void usage(FILE *out)
 
 struct signals {
     sigset_t set;
-    atomic_bool stop;
+    atomic_bool stop;   /* read by the consume loop */
+    atomic_bool done;   /* run() returned: the signal thread may end */
+    int64_t watchdog_ms;
 };
 
+/* Takes the first SIGTERM/SIGINT and sets the stop flag. Then it guards the stop: the loop
+ * commits and leaves within shutdown_timeout_ms when Kafka answers, but a cluster that does
+ * not answer could hold it for longer (a commit in progress, a producer being replaced); past
+ * watchdog_ms, or at a second signal, the process exits with status 1. Nothing is lost that
+ * way: what was not committed is processed again by the partitions' next owner. */
 static void *signal_thread(void *arg)
 {
     struct signals *sg = arg;
-    for (;;) {
-        int sig;
-        if (sigwait(&sg->set, &sig) != 0)
-            continue;
-        TG_LOG_INFO("main", "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-        atomic_store(&sg->stop, true);
+    int sig;
+    while (sigwait(&sg->set, &sig) != 0)
+        ;
+    if (atomic_load(&sg->done))
+        return NULL; /* run() woke us to end */
+    TG_LOG_INFO("main", "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    atomic_store(&sg->stop, true);
+    struct timespec ts = {(time_t)(sg->watchdog_ms / 1000), (long)(sg->watchdog_ms % 1000) * 1000000};
+    int r;
+    do
+        r = sigtimedwait(&sg->set, NULL, &ts);
+    while (r < 0 && errno == EINTR);
+    if (atomic_load(&sg->done))
         return NULL;
-    }
+    if (r < 0)
+        TG_LOG_ERROR("main", "still not stopped %lld ms after the signal: exiting now; what was "
+                             "not committed is processed again by the next owner",
+                     (long long)sg->watchdog_ms);
+    else
+        TG_LOG_ERROR("main", "second signal: exiting now; what was not committed is processed "
+                             "again by the next owner");
+    _exit(EXIT_FAILURE);
 }
 
 static bool health_check(void *ud, char *reason, size_t len)
@@ -115,6 +140,8 @@ static int run(const struct tg_config *cfg, const struct tg_engine_config *ec,
     pthread_sigmask(SIG_BLOCK, &sg.set, NULL); /* inherited by every thread from here on */
     signal(SIGPIPE, SIG_IGN);
     atomic_init(&sg.stop, false);
+    atomic_init(&sg.done, false);
+    sg.watchdog_ms = 2 * tg_config_get_ms(cfg, "worker", "shutdown_timeout_ms") + 2000;
     if (pthread_create(&sig_thread, NULL, signal_thread, &sg) != 0) {
         TG_LOG_ERROR("main", "cannot start the signal thread");
         goto out;
@@ -146,8 +173,8 @@ out:
     tg_metrics_http_stop(http);
     tg_consumer_destroy(cs);
     if (sig_started) {
-        if (!atomic_load(&sg.stop))
-            pthread_kill(sig_thread, SIGTERM); /* blocked, so sigwait() takes it */
+        atomic_store(&sg.done, true);
+        pthread_kill(sig_thread, SIGTERM); /* blocked, so sigwait() or sigtimedwait() takes it */
         pthread_join(sig_thread, NULL);
     }
     tg_metrics_destroy(metrics);

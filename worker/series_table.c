@@ -163,29 +163,40 @@ void series_table__foreach(struct series_table *st, void (*fn)(void *ud, struct 
             fn(ud, st->slots[i].s);
 }
 
+/* Empties slot hole of a linear-probing table without breaking any probe chain (backward
+ * shift deletion): each later element of the run that may live at the hole (its home is not
+ * between the hole and itself) moves into it, and the hole moves on to where it was. */
+static void shift_back(struct series_table *st, uint32_t hole)
+{
+    for (uint32_t j = hole;;) {
+        j = (j + 1) & st->mask;
+        if (!st->slots[j].s)
+            break;
+        uint32_t home = st->slots[j].hash & st->mask;
+        bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
+        if (stays)
+            continue;
+        st->slots[hole] = st->slots[j];
+        hole = j;
+    }
+    st->slots[hole].s = NULL;
+}
+
 void series_table__remove_if(struct series_table *st, bool (*pred)(void *ud, struct series *s),
                              void *ud)
 {
-    /* Removing from a linear-probing table leaves holes in probe chains. Rather than shift
-     * entries back one by one, compact the survivors to the front of the array and place
-     * them again: removal is rare (a partition revoked). Placing only ever writes an empty
-     * slot, and the survivors not yet placed sit at indices above the one being placed, so
-     * none is overwritten. No allocation: this cannot fail. */
-    size_t kept = 0;
-    for (uint32_t i = 0; i <= st->mask; i++) {
-        struct series *s = st->slots[i].s;
-        st->slots[i].s = NULL;
-        if (!s)
-            continue;
-        if (pred(ud, s))
-            free(s);
-        else
-            st->slots[kept++].s = s;
-    }
-    st->count = kept;
-    for (size_t i = 0; i < kept; i++) {
-        struct series *s = st->slots[i].s;
-        st->slots[i].s = NULL;
-        place(st->slots, st->mask, s);
+    /* Start right after an empty slot (the table is at most half full): no probe run
+     * crosses it, so elements only ever shift into the slot being examined or later ones,
+     * and each is examined once after it settles. No allocation: this cannot fail. */
+    uint32_t cap = st->mask + 1, start = 0;
+    while (st->slots[start].s)
+        start++;
+    for (uint32_t n = 1; n <= cap; n++) {
+        uint32_t i = (start + n) & st->mask;
+        while (st->slots[i].s && pred(ud, st->slots[i].s)) {
+            free(st->slots[i].s);
+            st->count--;
+            shift_back(st, i);
+        }
     }
 }

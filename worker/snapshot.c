@@ -20,6 +20,7 @@
  *   seasonal: seasonal_buckets x (f32 mean, var) (when on).
  * Partition value, version 1: u8 version, u8 has_max, i64 max_ts.
  */
+#include <float.h>
 #include <string.h>
 
 #include "engine_internal.h"
@@ -119,6 +120,66 @@ static unsigned detector_mask(const struct detect_params *dp)
         if (dp->on[d])
             m |= 1u << d;
     return m;
+}
+
+/* Times a state may hold: readings are within 2^53 ms of the epoch (engine.c refuses the
+ * others) and a period is at most the span between two of them, so a time derived from a
+ * reading and a period (a silence's start) is within 2^55. */
+#define TIME_LIMIT (INT64_C(1) << 55)
+#define PERIOD_LIMIT 18014398509481984.0 /* 2^54 ms */
+
+static bool time_ok(int64_t t)
+{
+    return t >= -TIME_LIMIT && t <= TIME_LIMIT;
+}
+
+static bool finite_in(double v, double lo, double hi)
+{
+    return v >= lo && v <= hi; /* false for NaN */
+}
+
+/* A snapshot that decodes may still hold what the engine never writes (the state topic is
+ * anyone's to write to): times beyond the engine's range, NaN or infinite numbers, negative
+ * variances. Arithmetic on them would overflow or poison every later score, so such a value
+ * is refused and the series starts cold. */
+static bool plausible(struct series *s, const struct detect_params *dp)
+{
+    const double val = STATE_VALUE_MAX, rate = STATE_RATE_MAX, var = STATE_VAR_MAX;
+    if (!time_ok(s->last_ts) || !time_ok(s->alert_start) || !time_ok(s->alert_last_over) ||
+        !time_ok(s->alert_last_emit) || !time_ok(s->silence_start))
+        return false;
+    if (!finite_in(s->period_ms, 0, PERIOD_LIMIT) || !finite_in(s->resolution, 0, FLT_MAX) ||
+        !finite_in(s->p_change, 0, 1) || !finite_in(s->calib, 0, 1e6))
+        return false;
+    double vals[] = {s->last_value, s->shift_mean, s->shift_fast, s->stuck_ref};
+    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
+        if (!finite_in(vals[i], -val, val))
+            return false;
+    if (!finite_in(s->shift_trend, -rate, rate) || !finite_in(s->rate_mean, -rate, rate) ||
+        !finite_in(s->shift_var, 0, var) || !finite_in(s->shift_dvar, 0, var) ||
+        !finite_in(s->rate_var, 0, var))
+        return false;
+    for (int k = 0; k < TG_ENGINE_SERIES_WINDOWS; k++) {
+        const struct series_window *w = &s->win[k];
+        if (w->count && (!time_ok(w->start) || !time_ok(w->last_ts) ||
+                         !finite_in(w->min, -val, val) || !finite_in(w->max, w->min, val) ||
+                         !finite_in(w->sum, -1e300, 1e300) || !finite_in(w->last, -val, val)))
+            return false;
+    }
+    if (dp->on[DET_LEVEL]) {
+        const double *ring = series__ring(s);
+        for (int i = 0; i < s->level_n; i++)
+            if (!finite_in(ring[i], -val, val))
+                return false;
+    }
+    if (dp->on[DET_SEASONAL]) {
+        const struct seasonal_bucket *bk = series__buckets(s, dp);
+        for (int i = 0; i < dp->seasonal_buckets; i++)
+            if (!finite_in(bk[i].mean, -FLT_MAX, FLT_MAX) ||
+                !(bk[i].var == -1 || finite_in(bk[i].var, 0, FLT_MAX))) /* -1: not seen yet */
+                return false;
+    }
+    return true;
 }
 
 size_t snapshot__encode_series(const struct series *s, const struct detect_params *dp,
@@ -254,7 +315,7 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
             bk[i].var = get_f32(&r);
         }
     }
-    if (r.bad || r.p != r.end)
+    if (r.bad || r.p != r.end || !plausible(s, dp))
         return TG_ERR_MALFORMED;
     return TG_OK;
 }
@@ -274,7 +335,7 @@ tg_err snapshot__decode_partition(const unsigned char *value, size_t len, int64_
     struct rd r = {value, value + len, false};
     unsigned version = get_u8(&r), hm = get_u8(&r);
     int64_t m = get_i64(&r);
-    if (r.bad || r.p != r.end || version != SNAPSHOT_VERSION || hm > 1)
+    if (r.bad || r.p != r.end || version != SNAPSHOT_VERSION || hm > 1 || !time_ok(m))
         return TG_ERR_MALFORMED;
     *max_ts = m;
     *has_max = hm == 1;

@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "ack_msg.h"
 #include "backoff.h"
 #include "codec_native.h"
 #include "outbox.h"
@@ -31,6 +32,7 @@ _Static_assert(TG_OUTBOX_MAX_SLOTS == TG_NODE_MAX_OUTBOX_SLOTS, "node.h and outb
 #define DEFAULT_PAYLOAD_BYTES 256
 #define DEFAULT_BACKOFF_MIN_MS 1000
 #define DEFAULT_BACKOFF_MAX_MS 60000
+#define DEFAULT_ACK_TIMEOUT_MS 10000
 /* After the transport refuses a publish (its buffer is full, or it has not noticed yet that
  * the connection is gone) the node tries again this much later rather than spinning. */
 #define RESEND_MS 100
@@ -70,6 +72,16 @@ struct tg_node {
     uint64_t reconnect_at_ms; /* LINK_WAITING */
     bool publish_refused;     /* the last send round was cut short by the transport */
     uint64_t resend_at_ms;    /* when publish_refused: the next send round */
+    bool durable_acks;
+    uint32_t ack_timeout_ms;
+    /* durable_acks: while some reading is sent and not acknowledged, the time by which the
+     * oldest one must be, and which one that is (ack_wait_seq). An ack that releases other
+     * readings does not move the deadline: only the oldest one leaving the outbox does. */
+    bool ack_armed;
+    uint64_t ack_deadline_ms;
+    uint64_t ack_wait_seq;
+    uint64_t published_hw;    /* seqs below this were published at least once: resends */
+    bool published_any;
     struct tg_node_stats stats; /* outbox_used and connected are filled in on request */
     struct tg_outbox *outbox; /* inside the same storage, right after this struct */
 };
@@ -83,6 +95,7 @@ struct tg_node {
 struct settings {
     size_t payload_max;
     uint32_t backoff_min_ms, backoff_max_ms;
+    uint32_t ack_timeout_ms;
     size_t key_len; /* 0: unsigned */
     size_t outbox_bytes;
 };
@@ -105,6 +118,7 @@ static bool settle(const struct tg_node_config *cfg, struct settings *set)
     set->backoff_max_ms = cfg->backoff_max_ms ? cfg->backoff_max_ms : DEFAULT_BACKOFF_MAX_MS;
     if (set->backoff_min_ms > set->backoff_max_ms)
         return false;
+    set->ack_timeout_ms = cfg->ack_timeout_ms ? cfg->ack_timeout_ms : DEFAULT_ACK_TIMEOUT_MS;
     set->outbox_bytes = tg_outbox_storage_size(cfg->outbox_slots, set->payload_max);
     if (set->outbox_bytes == 0 || set->outbox_bytes > SIZE_MAX - NODE_HEADER_BYTES)
         return false;
@@ -132,6 +146,8 @@ struct tg_node *tg_node_init(void *storage, size_t size, const struct tg_node_co
     memcpy(node->device_id, cfg->device_id, strlen(cfg->device_id) + 1);
     node->backoff_min_ms = set.backoff_min_ms;
     node->backoff_max_ms = set.backoff_max_ms;
+    node->durable_acks = cfg->durable_acks;
+    node->ack_timeout_ms = set.ack_timeout_ms;
     if (set.key_len > 0) {
         if (tg_sign_init(&node->sign, cfg->hmac_key, set.key_len) != 0)
             return NULL;
@@ -191,13 +207,29 @@ static void start_connect(struct tg_node *node)
 /* --- outbox flow ------------------------------------------------------------------------ */
 
 /* THE release point: the one place where a reading counts as delivered and leaves the
- * outbox. Today the evidence is the broker's PUBACK; design.md 5.7 will make it the gateway's
- * durable acknowledgement (ack/<device_id>), which changes the caller, not this function. */
+ * outbox. The evidence is the broker's PUBACK (tg_node_transport_acked), or with durable_acks
+ * the gateway's acknowledgement (tg_node_ack_received), design.md 5.7. */
 static void release_confirmed(struct tg_node *node, unsigned pos)
 {
     uint64_t seq = tg_outbox_release(node->outbox, pos);
     node->stats.released++;
     observe(node, TG_NODE_EV_RELEASED, seq);
+}
+
+/* durable_acks: starts the wait for the oldest sent reading's ack, unless one is running for
+ * that same reading. */
+static void arm_ack_wait(struct tg_node *node)
+{
+    if (!node->durable_acks || tg_outbox_sent(node->outbox) == 0) {
+        node->ack_armed = false;
+        return;
+    }
+    uint64_t oldest = tg_outbox_seq_at(node->outbox, 0);
+    if (node->ack_armed && node->ack_wait_seq == oldest)
+        return;
+    node->ack_armed = true;
+    node->ack_wait_seq = oldest;
+    node->ack_deadline_ms = now_ms(node) + node->ack_timeout_ms;
 }
 
 /* Sends every reading not yet sent on this connection, oldest first. Stops at the first
@@ -211,11 +243,17 @@ static void send_unsent(struct tg_node *node)
         if (node->hal.transport_publish(node->hal.ctx, entry.payload, entry.len, &token) != 0) {
             node->publish_refused = true;
             node->resend_at_ms = now_ms(node) + RESEND_MS;
-            return;
+            break;
         }
         tg_outbox_mark_sent(node->outbox, token);
         node->stats.published++;
+        if (node->published_any && entry.seq < node->published_hw)
+            node->stats.resent++;
+        else
+            node->published_hw = entry.seq + 1;
+        node->published_any = true;
     }
+    arm_ack_wait(node);
 }
 
 /* Reads one sensor and puts the reading in the outbox. A failed read or encoding (a value
@@ -310,6 +348,14 @@ uint32_t tg_node_poll(struct tg_node *node)
     }
     if (node->link == LINK_WAITING && now >= node->reconnect_at_ms)
         start_connect(node);
+    if (node->link == LINK_UP && node->ack_armed && now >= node->ack_deadline_ms) {
+        /* The oldest reading sent waited too long for the gateway: it, or the ack, was lost
+         * (a gateway crash, a broker restart). Send every unacknowledged reading again. */
+        node->stats.ack_timeouts++;
+        node->ack_armed = false;
+        tg_outbox_unsend_all(node->outbox);
+        node->publish_refused = false;
+    }
     if (node->link == LINK_UP && (!node->publish_refused || now >= node->resend_at_ms))
         send_unsent(node);
 
@@ -320,6 +366,8 @@ uint32_t tg_node_poll(struct tg_node *node)
         next = earlier(next, node->reconnect_at_ms);
     if (node->link == LINK_UP && node->publish_refused)
         next = earlier(next, node->resend_at_ms);
+    if (node->link == LINK_UP && node->ack_armed)
+        next = earlier(next, node->ack_deadline_ms);
     /* time may have passed inside the HAL calls above */
     now = now_ms(node);
     if (next == UINT64_MAX)
@@ -350,16 +398,39 @@ void tg_node_transport_down(struct tg_node *node)
         return; /* a reconnect is already scheduled */
     tg_outbox_unsend_all(node->outbox);
     node->publish_refused = false;
+    node->ack_armed = false; /* the reconnect sends everything again anyway */
     schedule_reconnect(node);
 }
 
 void tg_node_transport_acked(struct tg_node *node, uint32_t token)
 {
+    if (node->durable_acks)
+        return; /* the broker has it; only the gateway's ack releases it */
     unsigned pos;
     /* An unknown token is a confirmation from a previous connection, or for a reading the
      * full outbox already dropped: nothing to release. */
     if (tg_outbox_find_token(node->outbox, token, &pos))
         release_confirmed(node, pos);
+}
+
+int tg_node_ack_received(struct tg_node *node, const uint8_t *payload, size_t len)
+{
+    if (!node->durable_acks)
+        return 0;
+    struct tg_ack_msg msg;
+    if (tg_ack_msg_decode(payload, len, &msg) != 0)
+        return -1;
+    node->stats.acks++;
+    if (msg.boot != node->boot)
+        return 0; /* an older boot's readings left with the RAM they were in */
+    for (unsigned pos = 0; pos < tg_outbox_count(node->outbox);) {
+        if (tg_ack_msg_covers(&msg, node->boot, tg_outbox_seq_at(node->outbox, pos)))
+            release_confirmed(node, pos); /* the next reading moves into pos */
+        else
+            pos++;
+    }
+    arm_ack_wait(node);
+    return 0;
 }
 
 uint64_t tg_node_boot(const struct tg_node *node)

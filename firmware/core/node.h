@@ -15,9 +15,15 @@
  * Memory: all state lives in the storage the caller passes to tg_node_init() (static memory
  * on a microcontroller, one malloc per device in the simulator); nothing is allocated later.
  *
- * Delivery confirmation: today a reading leaves the outbox at the broker's PUBACK
- * (tg_node_transport_acked). design.md section 5.7 will move that to the gateway's durable
- * acknowledgement; the release happens in one place in node.c so that change stays small.
+ * Delivery confirmation, one of two, chosen by tg_node_config.durable_acks:
+ *   - off: a reading leaves the outbox at the broker's PUBACK (tg_node_transport_acked). A
+ *     crash of the gateway, or of a broker without persistence, loses what it held.
+ *   - on (design.md 5.7): the reading stays in the outbox after PUBACK until the gateway's
+ *     durable acknowledgement (ack_msg.h, on ack/<device_id>, which the port subscribes to and
+ *     hands to tg_node_ack_received) covers it. When the oldest reading sent waits longer than
+ *     ack_timeout_ms for that, every unacknowledged reading is sent again, oldest first (also
+ *     at each reconnect); the gateway's dedup drops the repeats.
+ *   Either way the release happens in one place in node.c.
  *
  * Threads: a node is driven from one thread; the HAL callbacks run inside these calls.
  */
@@ -44,6 +50,8 @@ struct tg_node_config {
     size_t max_payload_bytes;    /* bytes of one encoded payload, signature included; 0 = 256 */
     uint32_t backoff_min_ms;     /* first reconnect delay; 0 = 1000 */
     uint32_t backoff_max_ms;     /* cap of the exponential backoff; 0 = 60000 */
+    bool durable_acks;           /* keep readings until the gateway's ack (see above) */
+    uint32_t ack_timeout_ms;     /* durable_acks: resend after this long without one; 0 = 10000 */
 };
 
 struct tg_node_stats {
@@ -53,6 +61,9 @@ struct tg_node_stats {
     uint64_t dropped;            /* readings pushed out of a full outbox */
     uint64_t sample_errors;      /* sensor reads that failed */
     uint64_t connects;           /* connection attempts started */
+    uint64_t acks;               /* durable acks taken (durable_acks; undecodable ones not) */
+    uint64_t ack_timeouts;       /* times the oldest reading waited ack_timeout_ms: resent all */
+    uint64_t resent;             /* publishes of readings already published once */
     unsigned outbox_used;        /* readings in the outbox now */
     bool connected;
 };
@@ -94,6 +105,12 @@ void tg_node_stop_sampling(struct tg_node *node);
 void tg_node_transport_up(struct tg_node *node);
 void tg_node_transport_down(struct tg_node *node);
 void tg_node_transport_acked(struct tg_node *node, uint32_t token);
+
+/* A durable acknowledgement (ack_msg.h) arrived from the gateway (called by the port, never
+ * from inside a HAL callback). Releases every reading of the current boot it covers, sent or
+ * not. Returns 0, or -1 when the bytes are not an ack message (nothing released); an ack for
+ * another boot is taken and releases nothing. Ignored (0) when durable_acks is off. */
+int tg_node_ack_received(struct tg_node *node, const uint8_t *payload, size_t len);
 
 uint64_t tg_node_boot(const struct tg_node *node);
 const char *tg_node_device_id(const struct tg_node *node);

@@ -186,6 +186,11 @@ bool tg_outbox_find_token(const struct tg_outbox *ob, uint32_t token, unsigned *
     return false;
 }
 
+uint64_t tg_outbox_seq_at(const struct tg_outbox *ob, unsigned pos)
+{
+    return ob->meta[buffer_at(ob, pos)].seq;
+}
+
 uint64_t tg_outbox_release(struct tg_outbox *ob, unsigned pos)
 {
     if (pos == 0)

@@ -11,7 +11,9 @@
  * - A full outbox makes room by dropping its oldest reading, sent or not: newer readings are
  *   worth more to a monitoring system than older ones, and the drop is reported, never silent.
  * - tg_outbox_release() is the ONLY way a reading leaves the outbox other than that drop. The
- *   node calls it at the one point where a delivery counts as confirmed (design.md 5.7).
+ *   node calls it at the one point where a delivery counts as confirmed: the broker's PUBACK,
+ *   or with durable acks the gateway's acknowledgement (design.md 5.7), which may release
+ *   readings sent or unsent, anywhere in the order.
  *
  * One extra payload buffer beyond `slots` is the scratch buffer a new reading is encoded into
  * (tg_outbox_scratch), so that a reading which fails to encode never costs an older one.
@@ -66,6 +68,9 @@ void tg_outbox_unsend_all(struct tg_outbox *ob);
 /* Finds the sent reading awaiting token; false when none does (a stale or unknown token).
  * *pos is its position, 0 being the oldest. */
 bool tg_outbox_find_token(const struct tg_outbox *ob, uint32_t token, unsigned *pos);
+
+/* The seq of the reading at position pos (< tg_outbox_count), 0 being the oldest. */
+uint64_t tg_outbox_seq_at(const struct tg_outbox *ob, unsigned pos);
 
 /* Removes the reading at position pos (< tg_outbox_count) and returns its seq: the one
  * release point (see above). */

@@ -3,7 +3,7 @@
 #
 #   firmware/cortex-m/footprint.sh [--out DIR] [--slots N] [--payload-bytes N]
 #
-# Compiles firmware/core/*.c, common/codec_native_encode.c and common/record.c (and the
+# Compiles firmware/core/*.c, common/codec_native_encode.c, common/record.c, common/ack_msg.c (and the
 # BME280/SHT3x drivers when present) with Debian's arm-none-eabi-gcc (-mcpu=cortex-m4 -mthumb
 # -Os, newlib-nano headers), links them into one relocatable object, prints flash
 # (text + data) and RAM (data + bss) per object and in total, and the node storage size for
@@ -58,7 +58,8 @@ cflags=(-mcpu=cortex-m4 -mthumb -Os --specs=nano.specs -std=c11 -ffunction-secti
         -fdata-sections -fstack-usage -Wall -Wextra -Werror -Wno-unused-parameter
         -I"$root/firmware/core" -I"$root/common" -I"$out/include")
 
-sources=("$root"/firmware/core/*.c "$root/common/codec_native_encode.c" "$root/common/record.c")
+sources=("$root"/firmware/core/*.c "$root/common/codec_native_encode.c" "$root/common/record.c"
+         "$root/common/ack_msg.c")
 for driver in bme280 sht3x; do
   if [ -f "$root/firmware/drivers/$driver.c" ]; then
     sources+=("$root/firmware/drivers/$driver.c")

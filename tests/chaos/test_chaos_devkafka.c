@@ -9,6 +9,8 @@
  *     "errors 1 produce" counts down to 0, and the next record is stored;
  *   - "error all produce none 1 <ms>" delays the answer by at least that long;
  *   - "topic-error <topic> unknown_topic" makes metadata for the topic fail, "none" clears it;
+ *   - "leader <topic> 0 none" leaves a partition without a leader (a record for it waits),
+ *     "leader <topic> all 1" gives it one again (the record is stored);
  *   - malformed commands are refused with "error: ...".
  */
 #include <setjmp.h>
@@ -28,6 +30,7 @@
 
 #define TOPIC "chaos"
 #define DELAY_MS 400
+#define LEADERLESS_MS 1000
 
 struct report {
     int done;
@@ -151,6 +154,23 @@ static void injected_errors_reach_the_client(void **state)
     rd_kafka_metadata_destroy(md);
     rd_kafka_topic_destroy(rkt);
 
+    /* Leadership: leaderless, the record waits; led again, it is stored. */
+    assert_int_equal(tg_harness_devkafka_cmd(dk, "leader " TOPIC " 0 none", NULL, 0), 0);
+    struct report r = {0, RD_KAFKA_RESP_ERR_NO_ERROR};
+    assert_int_equal(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(TOPIC), RD_KAFKA_V_PARTITION(0),
+                                       RD_KAFKA_V_VALUE("w", 1), RD_KAFKA_V_OPAQUE(&r),
+                                       RD_KAFKA_V_END),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+    int64_t t0 = tg_harness_now_ms();
+    while (tg_harness_now_ms() - t0 < LEADERLESS_MS)
+        rd_kafka_poll(rk, 50);
+    assert_false(r.done);
+    assert_int_equal(tg_harness_devkafka_cmd(dk, "leader " TOPIC " all 1", NULL, 0), 0);
+    while (!r.done && tg_harness_now_ms() - t0 < 20000)
+        rd_kafka_poll(rk, 50);
+    assert_true(r.done);
+    assert_int_equal(r.err, RD_KAFKA_RESP_ERR_NO_ERROR);
+
     /* Malformed commands are refused, and the cluster keeps answering. */
     static const char *const bad[] = {
         "error",                        "error 1",
@@ -161,6 +181,10 @@ static void injected_errors_reach_the_client(void **state)
         "errors 1",                     "errors 1 nosuchapi",
         "topic-error",                  "topic-error " TOPIC,
         "topic-error " TOPIC " nosucherror",
+        "leader",                       "leader " TOPIC,
+        "leader " TOPIC " 0",           "leader nosuchtopic 0 1",
+        "leader " TOPIC " 1 1",         "leader " TOPIC " 0 9",
+        "leader " TOPIC " all 1 extra",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char reply[512];

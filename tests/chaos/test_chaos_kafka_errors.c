@@ -7,7 +7,14 @@
  *                  the batch (idempotent producer: no duplicate); the gateway sees nothing.
  *   timed_out      REQUEST_TIMED_OUT: retried the same way.
  *   unknown_topic  UNKNOWN_TOPIC_OR_PART: retried after a metadata refresh.
- *                  For these three every reading must be in Kafka exactly once, in
+ *   topic_gone     Metadata answers UNKNOWN_TOPIC_OR_PART for telemetry for 3 s (devkafka's
+ *                  topic-error; not_leader answers make librdkafka ask at once), as if the
+ *                  topic had been deleted and created again: librdkafka holds the records
+ *                  until the topic is back.
+ *   leader_moves   no error: every telemetry partition's leader moves to broker 2, then a
+ *                  second later to broker 3 (devkafka's leader command); the old leader
+ *                  answers NOT_LEADER_FOR_PARTITION and librdkafka follows the move.
+ *                  For these five every reading must be in Kafka exactly once, in
  *                  per-device order, nothing dead-lettered or dropped.
  *   too_large      MSG_SIZE_TOO_LARGE: permanent. librdkafka fails the batch; the gateway
  *                  dead-letters each reading of it (its canonical record on telemetry.dlq,
@@ -48,11 +55,15 @@
 #define PUBLISH_FIRST 1000
 #define ERRORS_PER_BROKER 3
 #define USED_UP_WAIT_MS 5000
+#define TOPIC_GONE_MS 3000
+#define LEADER_STAY_MS 1000
 #define WAIT_MS 30000
 
 struct error_case {
     const char *error;           /* devkafka's name for it */
     bool permanent;              /* the cluster will never take the batch */
+    bool topic_gone;             /* Metadata says the topic is unknown for TOPIC_GONE_MS */
+    bool leader_moves;           /* no error: every partition's leader moves, twice */
 };
 
 struct consumed {
@@ -100,13 +111,33 @@ static void run_case(const struct error_case *ec)
     assert_true(tg_gw_pub_wait_progress(pub, PUBLISH_FIRST, WAIT_MS));
 
     char cmd[128], reply[256];
-    snprintf(cmd, sizeof cmd, "error all produce %s %d", ec->error, ERRORS_PER_BROKER);
-    assert_int_equal(tg_harness_devkafka_cmd(tg_gw_devkafka(gw), cmd, reply, sizeof reply), 0);
+    struct tg_harness_devkafka *dk = tg_gw_devkafka(gw);
+    if (ec->topic_gone) {
+        /* The topic looks deleted to whoever refreshes its metadata: the not_leader answers
+         * make librdkafka refresh at once rather than at its next periodic refresh. */
+        assert_int_equal(tg_harness_devkafka_cmd(dk, "topic-error " TG_GW_TOPIC
+                                                 " unknown_topic", reply, sizeof reply), 0);
+    }
+    if (ec->leader_moves) {
+        assert_int_equal(tg_harness_devkafka_cmd(dk, "leader " TG_GW_TOPIC " all 2", reply,
+                                                 sizeof reply), 0);
+        tg_chaos_pause_until(tg_harness_now_ms() + LEADER_STAY_MS, NULL, NULL);
+        assert_int_equal(tg_harness_devkafka_cmd(dk, "leader " TG_GW_TOPIC " all 3", reply,
+                                                 sizeof reply), 0);
+    } else {
+        snprintf(cmd, sizeof cmd, "error all produce %s %d", ec->error, ERRORS_PER_BROKER);
+        assert_int_equal(tg_harness_devkafka_cmd(dk, cmd, reply, sizeof reply), 0);
+    }
     int64_t injected = tg_harness_now_ms();
+    if (ec->topic_gone) {
+        tg_chaos_pause_until(injected + TOPIC_GONE_MS, NULL, NULL);
+        assert_int_equal(tg_harness_devkafka_cmd(dk, "topic-error " TG_GW_TOPIC " none", reply,
+                                                 sizeof reply), 0);
+    }
     /* A broker answers its errors only as produce requests reach it; once the plan is
      * published and delivered, none may come. So this waits while the load lasts (and a
      * little after), and requires that errors were answered, not necessarily all of them. */
-    struct consumed cs = {tg_gw_devkafka(gw), -1};
+    struct consumed cs = {dk, -1};
     int64_t used_up_ms = -1;
     if (tg_harness_wait_until(errors_used_up, &cs, USED_UP_WAIT_MS))
         used_up_ms = tg_harness_now_ms() - injected;
@@ -120,7 +151,7 @@ static void run_case(const struct error_case *ec)
     }
     int64_t settled_ms = tg_harness_now_ms() - injected;
     errors_used_up(&cs);
-    int answered = 3 * ERRORS_PER_BROKER - (int)cs.left;
+    int answered = ec->leader_moves ? 0 : 3 * ERRORS_PER_BROKER - (int)cs.left;
 
     struct tg_gw_audit tele, dlq;
     struct tg_gw_consumer *c = tg_chaos_audit(gw, &plan, (size_t)st.delivered, WAIT_MS, &tele);
@@ -156,7 +187,8 @@ static void run_case(const struct error_case *ec)
             wrong_reason++;
     }
     char label[64];
-    snprintf(label, sizeof label, "kafka_error_%s", ec->error);
+    snprintf(label, sizeof label, "kafka_error_%s",
+             ec->topic_gone ? "topic_gone" : ec->leader_moves ? "leader_moves" : ec->error);
     tg_chaos_summary(label, nowhere, tele.duplicates + dlq_dups + both,
                      "%d readings, %d of %d errors answered (all of them %lld ms after the "
                      "injection; -1: not all), all "
@@ -166,7 +198,10 @@ static void run_case(const struct error_case *ec)
                      3 * ERRORS_PER_BROKER, (long long)used_up_ms, (long long)settled_ms,
                      st.delivered, st.dead_lettered, tg_gw_consumer_count(d), wrong_reason,
                      st.rejected, tg_gw_log_count(gw, "[kafka]"));
-    assert_true(answered > 0);
+    assert_true(answered > 0 || ec->leader_moves);
+    /* The fault took effect: the gateway saw its topic gone (and come back). */
+    if (ec->topic_gone)
+        assert_true(tg_gw_log_count(gw, "cannot take records") > 0);
     assert_int_equal(tele.duplicates, 0);
     assert_int_equal(tele.foreign, 0);
     assert_int_equal(tele.bad, 0);
@@ -199,25 +234,37 @@ static void run_case(const struct error_case *ec)
 static void error_not_leader(void **state)
 {
     (void)state;
-    run_case(&(struct error_case){"not_leader", false});
+    run_case(&(struct error_case){"not_leader", false, false, false});
 }
 
 static void error_timed_out(void **state)
 {
     (void)state;
-    run_case(&(struct error_case){"timed_out", false});
+    run_case(&(struct error_case){"timed_out", false, false, false});
 }
 
 static void error_unknown_topic(void **state)
 {
     (void)state;
-    run_case(&(struct error_case){"unknown_topic", false});
+    run_case(&(struct error_case){"unknown_topic", false, false, false});
+}
+
+static void error_topic_gone(void **state)
+{
+    (void)state;
+    run_case(&(struct error_case){"not_leader", false, true, false});
+}
+
+static void error_leader_moves(void **state)
+{
+    (void)state;
+    run_case(&(struct error_case){"leader_moves", false, false, true});
 }
 
 static void error_too_large(void **state)
 {
     (void)state;
-    run_case(&(struct error_case){"too_large", true});
+    run_case(&(struct error_case){"too_large", true, false, false});
 }
 
 int main(void)
@@ -229,6 +276,8 @@ int main(void)
         cmocka_unit_test_teardown(error_not_leader, tg_gw_teardown),
         cmocka_unit_test_teardown(error_timed_out, tg_gw_teardown),
         cmocka_unit_test_teardown(error_unknown_topic, tg_gw_teardown),
+        cmocka_unit_test_teardown(error_topic_gone, tg_gw_teardown),
+        cmocka_unit_test_teardown(error_leader_moves, tg_gw_teardown),
         cmocka_unit_test_teardown(error_too_large, tg_gw_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -184,6 +184,23 @@ else
     else
       fail "gateway session got [$got], expected [$want] ($(cat "$tmp/sub.err"))"
     fi
+    # Durable acks: the gateway writes ack/<id>; a node reads only its own and forges none.
+    # Retained, so that a later subscriber gets them at once, in the order of its filters.
+    mq mosquitto_pub -u tidegate -P pw-tidegate -t ack/node-02 -r -m other ||
+      fail "gateway user cannot publish to ack/node-02"
+    mq mosquitto_pub -u tidegate -P pw-tidegate -t ack/node-01 -r -m mine ||
+      fail "gateway user cannot publish to ack/node-01"
+    mq mosquitto_pub -u node-01 -P pw-node-01 -t ack/node-02 -r -m forged 2>/dev/null
+    got=$(mq mosquitto_sub -u node-01 -P pw-node-01 -t ack/node-02 -t ack/node-01 -v -C 1 \
+             -W 10 2>"$tmp/sub.err")
+    got2=$(mq mosquitto_sub -u node-02 -P pw-node-02 -t ack/node-02 -v -C 1 -W 10 \
+              2>"$tmp/sub2.err")
+    if [ "$got" = "ack/node-01 mine" ] && [ "$got2" = "ack/node-02 other" ]; then
+      ok "ACL: a node reads only its own ack/<id> and cannot write another's"
+    else
+      fail "node-01 got [$got] (want [ack/node-01 mine]), node-02 got [$got2] (want" \
+           "[ack/node-02 other]) ($(cat "$tmp/sub.err" "$tmp/sub2.err"))"
+    fi
   fi
   kill "$mq_pid" 2>/dev/null
   wait "$mq_pid" 2>/dev/null

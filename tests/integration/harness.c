@@ -47,6 +47,7 @@ struct tg_harness_proc {
     pid_t pid;
     int pid_slot;                 /* index in live_pids, -1 once reaped */
     bool exited;
+    bool reported;                /* tg_harness_reap_all() has said how it ended */
     int status;
     int stdin_fd;                 /* our end of the stdin pipe, or -1 */
     int stdout_fd;                /* our end of the stdout pipe, or -1 */
@@ -186,17 +187,21 @@ static bool proc_reap(struct tg_harness_proc *proc)
 void tg_harness_reap_all(void)
 {
     for (struct tg_harness_proc *proc = procs; proc; proc = proc->next) {
-        /* A child that died on its own is often why the test failed (a broker whose data
-         * dir vanished, a crash): say so, with how it ended. */
+        /* A child that failed on its own is often why the test failed (a broker whose data
+         * dir vanished, a crash): say so once, with how it ended. */
         if (proc_reap(proc)) {
-            if (proc->status != -1 && WIFSIGNALED(proc->status))
-                hlog("%s (pid %ld) had already ended, by signal %d", proc->name,
-                     (long)proc->pid, WTERMSIG(proc->status));
-            else if (proc->status != -1)
-                hlog("%s (pid %ld) had already exited with status %d", proc->name,
-                     (long)proc->pid, WEXITSTATUS(proc->status));
+            if (!proc->reported && proc->status != -1 && !tg_harness_exited_ok(proc->status)) {
+                if (WIFSIGNALED(proc->status))
+                    hlog("%s (pid %ld) had already ended, by signal %d", proc->name,
+                         (long)proc->pid, WTERMSIG(proc->status));
+                else
+                    hlog("%s (pid %ld) had already exited with status %d", proc->name,
+                         (long)proc->pid, WEXITSTATUS(proc->status));
+            }
+            proc->reported = true;
             continue;
         }
+        proc->reported = true; /* killed here: not news at the next call */
         hlog("killing %s (pid %ld), left running by the test", proc->name, (long)proc->pid);
         kill(proc->pid, SIGKILL);
         int status = 0;

@@ -168,9 +168,10 @@ int tg_harness_run(const char *const argv[], const char *input, size_t input_len
                    char **output, int timeout_ms);
 
 /* Kills (SIGKILL) and reaps every child started through the harness that is still running,
- * names those not destroyed that had already ended (and how), and reports every registered
- * temporary directory as kept. For cmocka teardowns after a
- * failed test; also runs at exit. Objects stay allocated: their memory is the failed test's. */
+ * names (once) those not destroyed that had already failed on their own (non-zero exit or a
+ * signal), and reports every registered temporary directory as kept. For cmocka teardowns
+ * after a failed test; also runs at exit. Objects stay allocated: their memory is the failed
+ * test's. */
 void tg_harness_reap_all(void);
 
 /* Removes every registered temporary directory that no object owns any more, i.e. those left

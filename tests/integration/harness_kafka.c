@@ -35,6 +35,7 @@ struct tg_harness_kafka {
     char *dir;
     char *log_path;
     char *launcher;
+    char *extra_path;             /* <dir>/extra.properties, or NULL */
     int port, controller_port;
     char bootstrap[64];
     struct tg_harness_proc *proc; /* NULL while stopped */
@@ -388,7 +389,7 @@ static int launch(struct tg_harness_kafka *kf)
     char port[16], cport[16];
     snprintf(port, sizeof port, "%d", kf->port);
     snprintf(cport, sizeof cport, "%d", kf->controller_port);
-    const char *argv[] = {kf->launcher, "run", kf->dir, port, cport, NULL};
+    const char *argv[] = {kf->launcher, "run", kf->dir, port, cport, kf->extra_path, NULL};
     long offset = file_size(kf->log_path);
     int64_t t0 = tg_harness_now_ms();
 
@@ -422,10 +423,36 @@ static void kafka_free(struct tg_harness_kafka *kf)
         rd_kafka_destroy(kf->rk);
     free(kf->log_path);
     free(kf->launcher);
+    free(kf->extra_path);
     free(kf);
 }
 
+static int write_extra(struct tg_harness_kafka *kf, const char *extra_properties)
+{
+    kf->extra_path = xasprintf("%s/extra.properties", kf->dir);
+    if (!kf->extra_path)
+        return -1;
+    FILE *f = fopen(kf->extra_path, "we");
+    if (!f || fputs(extra_properties, f) < 0 || fputc('\n', f) == EOF) {
+        klog("cannot write %s: %s", kf->extra_path, strerror(errno));
+        if (f)
+            fclose(f);
+        return -1;
+    }
+    if (fclose(f) != 0) {
+        klog("cannot write %s: %s", kf->extra_path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 struct tg_harness_kafka *tg_harness_kafka_start(int telemetry_partitions, unsigned flags)
+{
+    return tg_harness_kafka_start_with(telemetry_partitions, flags, NULL);
+}
+
+struct tg_harness_kafka *tg_harness_kafka_start_with(int telemetry_partitions, unsigned flags,
+                                                     const char *extra_properties)
 {
     struct tg_harness_kafka *kf = calloc(1, sizeof *kf);
     if (!kf)
@@ -436,6 +463,8 @@ struct tg_harness_kafka *tg_harness_kafka_start(int telemetry_partitions, unsign
     kf->launcher = strdup(launcher && *launcher ? launcher : TG_HARNESS_KAFKA_BROKER);
     kf->dir = tg_harness_tmpdir_new("kafka");
     if (!kf->launcher || !kf->dir || !(kf->log_path = xasprintf("%s/kafka.stderr", kf->dir)))
+        goto fail;
+    if (extra_properties && write_extra(kf, extra_properties) != 0)
         goto fail;
 
     int rc = 1;

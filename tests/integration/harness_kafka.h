@@ -46,6 +46,13 @@ struct tg_harness_kafka;
  * failure. Typical start: a few seconds. */
 struct tg_harness_kafka *tg_harness_kafka_start(int telemetry_partitions, unsigned flags);
 
+/* The same with broker properties of the test's own: extra_properties is NULL or lines of
+ * server.properties ("log.cleaner.backoff.ms=500\n..."), appended after the launcher's (a
+ * later line wins), kept for restarts. For what a topic config cannot set, e.g. how often the
+ * log cleaner looks for work. */
+struct tg_harness_kafka *tg_harness_kafka_start_with(int telemetry_partitions, unsigned flags,
+                                                     const char *extra_properties);
+
 /* "127.0.0.1:<port>" (the same across restarts). */
 const char *tg_harness_kafka_bootstrap(const struct tg_harness_kafka *kf);
 int tg_harness_kafka_port(const struct tg_harness_kafka *kf);

@@ -4,7 +4,8 @@
  * creates no topic because a client asked for it, keeps its records across a SIGTERM stop
  * and a restart on the same port, and recovers them after kill -9. And tidegate-topics, the
  * tool that creates the same topics outside the tests (scripts/demo --kafka-real), on a
- * broker started without them.
+ * broker started without them. And compaction, which devkafka never does, with a broker
+ * property of the test's own.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -68,8 +69,10 @@ static rd_kafka_t *client(rd_kafka_type_t type, const char *bootstrap, const cha
     return rk;
 }
 
-/* Produces n keyed records to topic; returns how many the broker acknowledged. */
-static int produce(const char *bootstrap, const char *topic, int n, int first)
+/* Produces n records to topic, keyed "dev-<first + i>" or all with key when not NULL, each
+ * valued {"seq":<first + i>}; returns how many the broker acknowledged. */
+static int produce_keyed(const char *bootstrap, const char *topic, int n, int first,
+                         const char *fixed_key)
 {
     int delivered = 0;
     rd_kafka_t *rk = client(RD_KAFKA_PRODUCER, bootstrap, "message.timeout.ms", "3000",
@@ -78,7 +81,9 @@ static int produce(const char *bootstrap, const char *topic, int n, int first)
         return -1;
     for (int i = 0; i < n; i++) {
         char key[32], value[64];
-        snprintf(key, sizeof key, "dev-%04d", first + i);
+        snprintf(key, sizeof key, "%s", fixed_key ? fixed_key : "");
+        if (!fixed_key)
+            snprintf(key, sizeof key, "dev-%04d", first + i);
         snprintf(value, sizeof value, "{\"seq\":%d}", first + i);
         rd_kafka_resp_err_t err = rd_kafka_producev(
             rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
@@ -92,8 +97,16 @@ static int produce(const char *bootstrap, const char *topic, int n, int first)
     return delivered;
 }
 
-/* Records in every partition of topic, read from the beginning to the end. -1 on failure. */
-static int count_records(const char *bootstrap, const char *topic, int partitions)
+static int produce(const char *bootstrap, const char *topic, int n, int first)
+{
+    return produce_keyed(bootstrap, topic, n, first, NULL);
+}
+
+/* Records in every partition of topic, read from the beginning to the end. -1 on failure.
+ * With key, *n_key gets how many records carry it and last_value (size bytes) the value of
+ * the last of them. */
+static int read_records(const char *bootstrap, const char *topic, int partitions,
+                        const char *key, int *n_key, char *last_value, size_t size)
 {
     rd_kafka_t *rk = client(RD_KAFKA_CONSUMER, bootstrap, NULL, NULL, NULL);
     if (!rk)
@@ -115,6 +128,11 @@ static int count_records(const char *bootstrap, const char *topic, int partition
             fprintf(stderr, "consume: %s\n", rd_kafka_message_errstr(msg));
         else
             count++;
+        if (!msg->err && key && msg->key && msg->key_len == strlen(key) &&
+            memcmp(msg->key, key, msg->key_len) == 0) {
+            (*n_key)++;
+            snprintf(last_value, size, "%.*s", (int)msg->len, (const char *)msg->payload);
+        }
         rd_kafka_message_destroy(msg);
     }
     if (at_end < partitions) {
@@ -126,6 +144,11 @@ static int count_records(const char *bootstrap, const char *topic, int partition
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
     return count;
+}
+
+static int count_records(const char *bootstrap, const char *topic, int partitions)
+{
+    return read_records(bootstrap, topic, partitions, NULL, NULL, NULL, 0);
 }
 
 /* The value of a topic config as the broker describes it, malloc'd, or NULL. */
@@ -290,11 +313,67 @@ static void topics_tool_creates_what_is_missing(void **state)
     tg_harness_kafka_destroy(kf);
 }
 
+struct compacted {
+    const char *bootstrap;
+    int n_key;
+    char last[64];
+};
+
+static bool compacted_cond(void *ud)
+{
+    struct compacted *cp = ud;
+    cp->n_key = 0;
+    int total = read_records(cp->bootstrap, "test.compact", 1, "sensor", &cp->n_key, cp->last,
+                             sizeof cp->last);
+    return total >= 0 && cp->n_key == 1;
+}
+
+/* What devkafka can never show: the log cleaner keeps only the latest record of a key. The
+ * broker gets its own property through tg_harness_kafka_start_with() (the cleaner looks for
+ * work every 200 ms instead of 15 s); the topic rolls its segment after 100 ms and is worth
+ * cleaning at once. 200 values of one key, then a record of another key after the segment's
+ * time is up (a segment rolls on the next append, and only closed segments are cleaned):
+ * in the end one record of the key is left, the last one written. */
+static void compaction_keeps_the_latest_value(void **state)
+{
+    (void)state;
+    struct tg_harness_kafka *kf =
+        tg_harness_kafka_start_with(0, TG_HARNESS_KAFKA_NO_TOPICS, "log.cleaner.backoff.ms=200");
+    assert_non_null(kf);
+    const char *bootstrap = tg_harness_kafka_bootstrap(kf);
+    const char *const configs[] = {"cleanup.policy=compact", "segment.ms=100",
+                                   "min.cleanable.dirty.ratio=0.01", "min.compaction.lag.ms=0",
+                                   NULL};
+    assert_int_equal(tg_harness_kafka_create_topic(kf, "test.compact", 1, configs), 0);
+    assert_int_equal(produce_keyed(bootstrap, "test.compact", 200, 0, "sensor"), 200);
+    struct compacted cp = {.bootstrap = bootstrap};
+    assert_int_equal(read_records(bootstrap, "test.compact", 1, "sensor", &cp.n_key, cp.last,
+                                  sizeof cp.last),
+                     200);
+    int64_t t0 = tg_harness_now_ms();
+    /* Appends after segment.ms roll the segment that holds the 200; keep appending until
+     * the cleaner has done its work (each append is a chance to roll). */
+    bool done = false;
+    for (int i = 0; !done && tg_harness_now_ms() - t0 < WAIT_MS; i++) {
+        char other[32];
+        snprintf(other, sizeof other, "other-%d", i);
+        assert_int_equal(produce_keyed(bootstrap, "test.compact", 1, 1000 + i, other), 1);
+        done = tg_harness_wait_until(compacted_cond, &cp, 1000);
+    }
+    fprintf(stderr, "compaction: %d record(s) of the key left after %lld ms, last %s\n",
+            cp.n_key, (long long)(tg_harness_now_ms() - t0), cp.last);
+    assert_true(done);
+    assert_int_equal(cp.n_key, 1);
+    assert_string_equal(cp.last, "{\"seq\":199}");
+    tg_harness_kafka_destroy(kf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(broker_topics_restart_and_crash, teardown),
         cmocka_unit_test_teardown(topics_tool_creates_what_is_missing, teardown),
+        cmocka_unit_test_teardown(compaction_keeps_the_latest_value, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

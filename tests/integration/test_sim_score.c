@@ -1,10 +1,15 @@
 /*
  * test_sim_score.c - `tidegate-sim score` as its users run it: alert records produced into
- * tidegate-devkafka the way the worker writes them (JSON, key = device, some in a Kafka
- * transaction), a labels file like `tidegate-sim run --labels` writes, and the binary's
- * report and exit status: detected, missed and false counted as the matching rules say,
- * floors failing with exit 1, nothing read failing with exit 1, an unreachable cluster
- * with exit 2.
+ * Kafka the way the worker writes them (JSON, key = device, some in a Kafka transaction), a
+ * labels file like `tidegate-sim run --labels` writes, and the binary's report and exit
+ * status: detected, missed and false counted as the matching rules say, floors failing with
+ * exit 1, nothing read failing with exit 1, an unreachable cluster with exit 2.
+ *
+ * Two tiers (TG_KAFKA_TIER, as in gateway_fixture.h): devkafka by default; "real", the Apache
+ * Kafka broker of harness_kafka.h, where transactions are real, so it also checks that an
+ * aborted alert is never counted and that an alert in a transaction still open is not counted
+ * until it commits. The mock cluster of librdkafka 2.0.2 keeps no aborted ranges and no last
+ * stable offset, so those checks cannot run on devkafka.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,6 +26,7 @@
 #include <sys/wait.h>
 
 #include "harness.h"
+#include "harness_kafka.h"
 
 #define T0 1763712000000LL
 #define S(x) ((int64_t)(x) * 1000)
@@ -32,6 +38,39 @@ static int teardown(void **state)
     (void)state;
     tg_harness_reap_all();
     return 0;
+}
+
+/* The cluster of this run: devkafka, or the real broker with TG_KAFKA_TIER=real. */
+struct cluster {
+    bool real;
+    struct tg_harness_devkafka *dk;
+    struct tg_harness_kafka *kf;
+};
+
+static void cluster_start(struct cluster *cl)
+{
+    const char *tier = getenv("TG_KAFKA_TIER");
+    cl->real = tier && strcmp(tier, "real") == 0;
+    if (tier && !cl->real && strcmp(tier, "dev") != 0)
+        fail_msg("TG_KAFKA_TIER='%s': expected dev or real", tier);
+    if (cl->real) {
+        cl->kf = tg_harness_kafka_start(0, 0);
+        assert_non_null(cl->kf);
+    } else {
+        cl->dk = tg_harness_devkafka_start(NULL);
+        assert_non_null(cl->dk);
+    }
+}
+
+static const char *cluster_bootstrap(const struct cluster *cl)
+{
+    return cl->real ? tg_harness_kafka_bootstrap(cl->kf) : tg_harness_devkafka_bootstrap(cl->dk);
+}
+
+static void cluster_destroy(struct cluster *cl)
+{
+    tg_harness_kafka_destroy(cl->kf);
+    tg_harness_devkafka_destroy(cl->dk);
 }
 
 static rd_kafka_t *producer_new(const char *bootstrap, const char *transactional_id)
@@ -150,9 +189,9 @@ static long long jint(json_t *obj, const char *key)
 static void scores_alerts_from_kafka(void **state)
 {
     (void)state;
-    struct tg_harness_devkafka *dk = tg_harness_devkafka_start(NULL);
-    assert_non_null(dk);
-    const char *bootstrap = tg_harness_devkafka_bootstrap(dk);
+    struct cluster cl = {0};
+    cluster_start(&cl);
+    const char *bootstrap = cluster_bootstrap(&cl);
     char *dir = tg_harness_tmpdir_new("score");
     assert_non_null(dir);
     char *labels = write_labels(dir);
@@ -169,10 +208,8 @@ static void scores_alerts_from_kafka(void **state)
     rd_kafka_destroy(plain);
 
     /* In a transaction, as the worker writes: the level shift's incident (open, update,
-     * close). The partition then ends with a control record, which read_committed skips.
-     * (An aborted transaction is not tried here: librdkafka 2.0.2's mock cluster keeps no
-     * aborted ranges, so devkafka hands aborted records to read_committed consumers too.
-     * That check belongs to the real Kafka tier.) */
+     * close). On the real broker the partition then ends with a control record, which
+     * read_committed skips, so reaching the end is seen by EOF, not by a last record. */
     rd_kafka_t *tx = producer_new(bootstrap, "test-sim-score");
     txn_ok(rd_kafka_init_transactions(tx, DELIVERY_TIMEOUT_MS), "init_transactions");
     txn_ok(rd_kafka_begin_transaction(tx), "begin_transaction");
@@ -180,7 +217,14 @@ static void scores_alerts_from_kafka(void **state)
     produce_alert(tx, "sim-00002", "humidity_pct", "shift", "update", S(105), S(200));
     produce_alert(tx, "sim-00002", "humidity_pct", "shift", "close", S(105), S(330));
     txn_ok(rd_kafka_commit_transaction(tx, DELIVERY_TIMEOUT_MS), "commit_transaction");
-    rd_kafka_destroy(tx);
+    if (cl.real) {
+        /* A false alert in an aborted transaction: never counted. (Not on devkafka: librdkafka
+         * 2.0.2's mock cluster keeps no aborted ranges and hands such records out.) */
+        txn_ok(rd_kafka_begin_transaction(tx), "begin_transaction");
+        produce_alert(tx, "sim-00006", "vibration_g", "level", "open", S(500), S(500));
+        flush(tx);
+        txn_ok(rd_kafka_abort_transaction(tx, DELIVERY_TIMEOUT_MS), "abort_transaction");
+    }
 
     /* No floors: the report is produced, exit 0. */
     char *out = NULL;
@@ -239,7 +283,35 @@ static void scores_alerts_from_kafka(void **state)
     assert_string_equal(out, "");
     free(out);
 
-    tg_harness_devkafka_destroy(dk);
+    if (cl.real) {
+        /* Last, since it adds a detection the checks above do not expect. An open
+         * transaction: score reads to the last stable offset it finds at start, so
+         * the alert in it is not counted (it may yet be aborted), and score does not wait
+         * for it. Once it commits, the alert counts. */
+        txn_ok(rd_kafka_begin_transaction(tx), "begin_transaction");
+        produce_alert(tx, "sim-00004", "battery_v", "stuck", "open", S(20), S(20));
+        flush(tx);
+        assert_int_equal(run_score(args, &out), 0);
+        doc = json_loads(out, 0, &jerr);
+        if (!doc)
+            fail_msg("not JSON (%s): %s", jerr.text, out);
+        free(out);
+        assert_int_equal(jint(doc, "records"), 8);
+        assert_int_equal(jint(json_object_get(doc, "all"), "detected"), 3);
+        json_decref(doc);
+        txn_ok(rd_kafka_commit_transaction(tx, DELIVERY_TIMEOUT_MS), "commit_transaction");
+        assert_int_equal(run_score(args, &out), 0);
+        doc = json_loads(out, 0, &jerr);
+        if (!doc)
+            fail_msg("not JSON (%s): %s", jerr.text, out);
+        free(out);
+        assert_int_equal(jint(doc, "records"), 9);
+        assert_int_equal(jint(json_object_get(doc, "all"), "detected"), 4);
+        assert_int_equal(jint(json_object_get(doc, "all"), "false_alerts"), 1);
+        json_decref(doc);
+    }
+    rd_kafka_destroy(tx);
+    cluster_destroy(&cl);
     free(labels);
     tg_harness_tmpdir_done(dir);
 }

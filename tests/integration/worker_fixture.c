@@ -486,7 +486,7 @@ struct wfx_worker *wfx_worker_start(const char *dir, const char *name, const cha
     FILE *f = fopen(path, "w");
     assert_non_null(f);
     fprintf(f,
-            "[worker]\ninstance_id = %s\nshutdown_timeout_ms = 10000\n"
+            "[worker]\ninstance_id = %s\n"
             "[log]\nlevel = info\n"
             "[kafka]\nbrokers = %s\ngroup_id = %s\ninput_topic = telemetry\n"
             "alerts_topic = %sanomalies\naggregates_topic = %sagg\nstate_topic = %sstate\n"
@@ -582,6 +582,72 @@ static size_t dedup(char **a, size_t n)
     return w;
 }
 
+struct dump_ctx {
+    const char *device;
+    int32_t partition; /* of the device's snapshots, once seen; -1 before */
+};
+
+static void dump_state_fn(void *ud, const rd_kafka_message_t *msg)
+{
+    struct dump_ctx *dc = ud;
+    if (!msg->key)
+        return;
+    const char *k = msg->key;
+    size_t kl = msg->key_len;
+    size_t dl = strlen(dc->device);
+    const char *slash = memchr(k, '/', kl);
+    if (!slash)
+        return;
+    bool mine = (size_t)(k + kl - slash) > dl + 1 && memcmp(slash + 1, dc->device, dl) == 0 &&
+                slash[1 + dl] == '/';
+    bool marker = kl > 8 && memcmp(k + kl - 8, "/@offset", 8) == 0;
+    if (mine)
+        dc->partition = msg->partition;
+    if (mine || msg->partition == dc->partition)
+        fprintf(stderr, "    state[%d]@%lld %.*s %s%.*s\n", (int)msg->partition,
+                (long long)msg->offset, (int)kl, k, marker ? "= " : "",
+                marker ? (int)msg->len : 0, marker ? (const char *)msg->payload : "");
+}
+
+/* On a mismatch: both runs' records of the first device that differs, and the state topic's
+ * snapshots of it with the markers of its partition, so a failure can be understood from
+ * the test's log alone. */
+static void diagnose(const char *bs, const char *run_topic, char **run, size_t n_run, char **ref,
+                     size_t n_ref)
+{
+    char device[80] = "";
+    for (size_t i = 0, j = 0; i < n_ref || j < n_run;) {
+        int c = i < n_ref && j < n_run ? strcmp(ref[i], run[j]) : (i < n_ref ? -1 : 1);
+        if (c == 0) {
+            i++;
+            j++;
+            continue;
+        }
+        const char *r = c < 0 ? ref[i] : run[j];
+        size_t len = strcspn(r, "\t");
+        snprintf(device, sizeof device, "%.*s", (int)(len < 79 ? len : 79), r);
+        break;
+    }
+    if (!*device)
+        return;
+    fprintf(stderr, "  device %s, reference:\n", device);
+    for (size_t i = 0; i < n_ref; i++)
+        if (strncmp(ref[i], device, strlen(device)) == 0 && ref[i][strlen(device)] == '\t')
+            fprintf(stderr, "    %s\n", ref[i] + strlen(device) + 1);
+    fprintf(stderr, "  device %s, %s:\n", device, run_topic);
+    for (size_t i = 0; i < n_run; i++)
+        if (strncmp(run[i], device, strlen(device)) == 0 && run[i][strlen(device)] == '\t')
+            fprintf(stderr, "    %s\n", run[i] + strlen(device) + 1);
+    /* The run's state topic: run_topic's prefix + "state". */
+    char state[128];
+    const char *dot = strrchr(run_topic, '.');
+    snprintf(state, sizeof state, "%.*sstate", dot ? (int)(dot - run_topic + 1) : 0, run_topic);
+    struct dump_ctx dc = {device, -1};
+    fprintf(stderr, "  %s, snapshots of %s and every record of its partition after the first:\n",
+            state, device);
+    read_topic(bs, state, dump_state_fn, &dc);
+}
+
 void wfx_compare(const char *bs, const char *run_topic, const char *ref_topic,
                  size_t *dups_out)
 {
@@ -595,6 +661,8 @@ void wfx_compare(const char *bs, const char *run_topic, const char *ref_topic,
     size_t extra = missing_from(run, u_run, ref, n_ref, "not in the reference");
     fprintf(stderr, "%s: %zu records (%zu repeated), reference %s: %zu; missing %zu, extra %zu\n",
             run_topic, n_run, dups, ref_topic, n_ref, lost, extra);
+    if (lost || extra)
+        diagnose(bs, run_topic, run, u_run, ref, n_ref);
     assert_true(n_ref > 0);
     assert_int_equal(lost, 0);
     assert_int_equal(extra, 0);

@@ -295,6 +295,57 @@ static void small_sustained_shift_found_by_ewma(void **state)
     run_end(&ru);
 }
 
+/* A slow drift of 5 over 15 minutes must not teach the series that its spread is 5 wide:
+ * a level shift soon after it ends is still found at once. */
+static void drift_does_not_hide_a_later_shift(void **state)
+{
+    (void)state;
+    struct run ru;
+    run_start(&ru, NULL);
+    struct rng g = {37};
+    int64_t ts = T0;
+    double wander = 0;
+    int shift_at = 3000 + 900 + 100;
+    for (int i = 0; i < shift_at + 300; i++, ts += 1000) {
+        wander = 0.98 * wander + 0.04 * rng_gauss(&g); /* like the simulator's temperature */
+        double v = 20 + wander + 0.05 * rng_gauss(&g);
+        if (i >= 3000 && i < 3900)
+            v -= 5.0 * (i - 3000) / 900.0;
+        if (i >= shift_at)
+            v += 4.5;
+        feed(ru.en, 0, "dev", "temp", ts, v);
+    }
+    char want[96];
+    snprintf(want, sizeof want, "A open dev/temp/level/%lld ", (long long)(T0 + shift_at * INT64_C(1000)));
+    bool found = false;
+    for (size_t i = 0; i < ru.r.n; i++)
+        found |= strncmp(ru.r.lines[i], want, strlen(want)) == 0;
+    if (!found) {
+        fprintf(stderr, "no alert opened at the shift (%s); alerts:\n", want);
+        for (size_t i = 0; i < ru.r.n; i++)
+            if (strncmp(ru.r.lines[i], "A open", 6) == 0)
+                fprintf(stderr, "  %.200s\n", ru.r.lines[i]);
+        fail();
+    }
+    run_end(&ru);
+}
+
+/* A spike in a series' first seconds is as real as a later one: the level detector judges
+ * during the warm-up already, against a raised threshold. */
+static void spike_during_warm_up_is_found(void **state)
+{
+    (void)state;
+    struct run ru;
+    run_start(&ru, NULL);
+    struct rng g = {41};
+    int64_t ts = T0;
+    for (int i = 0; i < 200; i++, ts += 1000)
+        feed(ru.en, 0, "dev", "temp", ts, 20 + 0.2 * rng_gauss(&g) + (i == 14 ? 8 : 0));
+    expect_opens(&ru, "level", 1);
+    expect_opens(&ru, NULL, 1);
+    run_end(&ru);
+}
+
 /* ---- noise ------------------------------------------------------------------------------- */
 
 static void noisy_heavy_tailed_series_does_not_alert_constantly(void **state)
@@ -411,6 +462,8 @@ int main(void)
         cmocka_unit_test(duplicated_and_backward_timestamps_are_counted_not_scored),
         cmocka_unit_test(level_shift_is_one_incident),
         cmocka_unit_test(small_sustained_shift_found_by_ewma),
+        cmocka_unit_test(drift_does_not_hide_a_later_shift),
+        cmocka_unit_test(spike_during_warm_up_is_found),
         cmocka_unit_test(noisy_heavy_tailed_series_does_not_alert_constantly),
         cmocka_unit_test(gaussian_noise_has_no_false_alerts),
         cmocka_unit_test(rate_detector_handles_irregular_sampling),

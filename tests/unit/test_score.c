@@ -466,6 +466,53 @@ static void details_name_the_missed_and_the_false(void **state)
     tg_sim_score_destroy(sc);
 }
 
+static void false_alerts_by_minute_show_a_burst(void **state)
+{
+    (void)state;
+    struct tg_sim_score *sc = tg_sim_score_new(SLACK);
+    label(sc, "sim-00001", "temperature_c", TG_ANOMALY_SPIKE, S(10), S(10));
+    incident(sc, "sim-00001", "temperature_c", "level", S(10));
+    /* A stall: 12 devices' silence raised and closed in minute 08:05; two others later. */
+    for (int d = 2; d < 14; d++) {
+        char dev[32], id[32];
+        snprintf(dev, sizeof dev, "sim-%05d", d);
+        snprintf(id, sizeof id, "burst-%d", d);
+        alert(sc, id, dev, "temperature_c", "silence", "open", S(300 + d));
+        alert(sc, id, dev, "temperature_c", "silence", "close", S(300 + d));
+    }
+    incident(sc, "sim-00020", "humidity_pct", "level", S(125));
+    incident(sc, "sim-00021", "humidity_pct", "level", S(130));
+    struct tg_sim_score_result res = finish(sc);
+    assert_int_equal(res.all.false_alerts, 14);
+    char why[64] = "";
+    struct tg_sim_score_context ctx = {.topic = "t", .labels_path = "l", .slack_ms = SLACK,
+                                       .floors = &no_floors, .pass = true, .why = why};
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    assert_non_null(f);
+    assert_int_equal(tg_sim_score_print_text(sc, &res, &ctx, f), 0);
+    fclose(f);
+    assert_non_null(strstr(text, "false alerts by minute of their start (UTC, busiest first): "
+                                 "08:05 12, 08:02 2\n"));
+    free(text);
+
+    f = open_memstream(&text, &len);
+    assert_non_null(f);
+    assert_int_equal(tg_sim_score_print_json(sc, &res, &ctx, f), 0);
+    fclose(f);
+    json_t *doc = json_loads(text, 0, NULL);
+    assert_non_null(doc);
+    json_t *mins = json_object_get(doc, "false_by_minute");
+    assert_int_equal(json_array_size(mins), 2);
+    json_t *first = json_array_get(mins, 0); /* time order */
+    assert_int_equal(json_integer_value(json_object_get(first, "minute_start_ts")), T0 + S(120));
+    assert_int_equal(json_integer_value(json_object_get(first, "false_alerts")), 2);
+    json_decref(doc);
+    free(text);
+    tg_sim_score_destroy(sc);
+}
+
 static void alert_json_decoding(void **state)
 {
     (void)state;
@@ -639,6 +686,7 @@ int main(void)
         cmocka_unit_test(nothing_measured_never_passes),
         cmocka_unit_test(floors_say_which_failed),
         cmocka_unit_test(details_name_the_missed_and_the_false),
+        cmocka_unit_test(false_alerts_by_minute_show_a_burst),
         cmocka_unit_test(alert_json_decoding),
         cmocka_unit_test(since_leaves_out_earlier_alerts),
         cmocka_unit_test(labels_file),

@@ -139,6 +139,14 @@ static void deliver_events(struct tg_mqtt_transport *tr, struct tg_node *node)
         case TG_MQTT_EV_UP: tg_node_transport_up(node); break;
         case TG_MQTT_EV_DOWN: tg_node_transport_down(node); break;
         case TG_MQTT_EV_ACKED: tg_node_transport_acked(node, token); break;
+        case TG_MQTT_EV_DURABLE_ACK: {
+            size_t len;
+            const uint8_t *msg = tg_mqtt_transport_ack_message(tr, token, &len);
+            if (msg && tg_node_ack_received(node, msg, len) != 0)
+                TG_LOG_RATELIMITED(TG_LOG_LEVEL_WARN, "mqtt", 60000,
+                                   "a message on the ack topic is not an ack: ignored");
+            break;
+        }
         case TG_MQTT_EV_NONE: break;
         }
     }
@@ -242,6 +250,9 @@ static int run(const struct tg_port_config *pc)
             goto cleanup;
     }
     const char *device_id = tg_config_get_str(cfg, "node", "device_id");
+    char ack_topic[300];
+    snprintf(ack_topic, sizeof ack_topic, "%s%s", tg_config_get_str(cfg, "node", "ack_topic_prefix"),
+             device_id);
     const struct tg_mqtt_transport_config tcfg = {
         .device_id = device_id,
         .host = tg_config_get_str(cfg, "mqtt", "host"),
@@ -252,6 +263,7 @@ static int run(const struct tg_port_config *pc)
         .tls_cert = tg_config_get_str(cfg, "mqtt", "tls_cert"),
         .tls_key = tg_config_get_str(cfg, "mqtt", "tls_key"),
         .keepalive_s = (int)((tg_config_get_ms(cfg, "mqtt", "keepalive_ms") + 999) / 1000),
+        .ack_topic = tg_config_get_bool(cfg, "node", "durable_acks") ? ack_topic : NULL,
     };
     port.tr = tg_mqtt_transport_new(&tcfg);
     if (!port.tr) {
@@ -281,6 +293,8 @@ static int run(const struct tg_port_config *pc)
         .max_payload_bytes = (size_t)tg_config_get_size(cfg, "node", "max_payload_bytes"),
         .backoff_min_ms = (uint32_t)tg_config_get_ms(cfg, "node", "backoff_min_ms"),
         .backoff_max_ms = (uint32_t)tg_config_get_ms(cfg, "node", "backoff_max_ms"),
+        .durable_acks = tg_config_get_bool(cfg, "node", "durable_acks"),
+        .ack_timeout_ms = (uint32_t)tg_config_get_ms(cfg, "node", "ack_timeout_ms"),
     };
     size_t size = tg_node_storage_size(&ncfg);
     if (size == 0) {
@@ -355,8 +369,9 @@ static int run(const struct tg_port_config *pc)
     struct tg_node_stats st;
     tg_node_get_stats(node, &st);
     if (st.outbox_used)
-        TG_LOG_WARN("node", "%u readings were not confirmed by the broker and are lost",
-                    st.outbox_used);
+        TG_LOG_WARN("node", "%u readings were not confirmed by the %s and are lost",
+                    st.outbox_used,
+                    tg_config_get_bool(cfg, "node", "durable_acks") ? "gateway" : "broker");
     log_stats(node, "stopped");
     status = EXIT_SUCCESS;
 cleanup:

@@ -41,6 +41,15 @@ static const struct tg_config_key base_schema[] = {
                 "largest encoded payload, signature included (bytes)"),
     TG_CFG_MS("node", "backoff_min_ms", "1000", 10, 3600000, "first reconnect delay (ms)"),
     TG_CFG_MS("node", "backoff_max_ms", "60000", 10, 3600000, "largest reconnect delay (ms)"),
+    TG_CFG_BOOL("node", "durable_acks", "false",
+                "keep each reading until the gateway acknowledges it durable on "
+                "<ack_topic_prefix><device_id> (the gateway's [ack] enabled), not just until "
+                "the broker's PUBACK: a gateway or broker crash then loses nothing"),
+    TG_CFG_MS("node", "ack_timeout_ms", "10000", 100, 3600000,
+              "durable_acks: when the oldest reading sent waits this long (ms) for its ack, "
+              "everything unacknowledged is sent again"),
+    TG_CFG_STR("node", "ack_topic_prefix", "ack/",
+               "durable_acks: the gateway's [ack] topic_prefix"),
     TG_CFG_MS("node", "shutdown_flush_ms", "2000", 0, 60000,
               "on SIGTERM, how long to wait for the broker to confirm the outbox (ms)"),
     TG_CFG_STR("mqtt", "host", "127.0.0.1", "MQTT broker host name or address"),

@@ -21,8 +21,20 @@ struct event {
     uint32_t token;
 };
 
+/* Durable ack payloads waiting for the core, in a ring; an event names its slot. */
+#define ACK_SLOTS 16
+#define ACK_MAX_BYTES 256
+
+struct ack_slot {
+    uint8_t payload[ACK_MAX_BYTES];
+    size_t len;
+};
+
 struct tg_mqtt_transport {
     char *device_id, *host, *username, *password, *tls_ca, *tls_cert, *tls_key;
+    char *ack_topic; /* NULL: no durable acks */
+    struct ack_slot acks[ACK_SLOTS];
+    uint32_t ack_next; /* slot of the next message, modulo ACK_SLOTS */
     char *topic;
     int port, keepalive_s;
     struct mosquitto *mosq;
@@ -77,6 +89,11 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc)
     if (rc == 0) {
         TG_LOG_INFO("mqtt", "connected to %s:%d as %s", tr->host, tr->port, tr->device_id);
         tr->state = CONNECTED;
+        /* Subscribed before any reading is sent on this connection, so no ack for it is
+         * missed (clean session: the subscription lives as long as the connection). */
+        if (tr->ack_topic && mosquitto_subscribe(mosq, NULL, tr->ack_topic, 0) != 0)
+            TG_LOG_WARN("mqtt", "cannot subscribe to %s: acks wait for the next connection",
+                        tr->ack_topic);
         push_event(tr, TG_MQTT_EV_UP, 0);
         return;
     }
@@ -95,6 +112,32 @@ static void on_disconnect(struct mosquitto *mosq, void *obj, int rc)
     lost(tr);
 }
 
+static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *msg)
+{
+    (void)mosq;
+    struct tg_mqtt_transport *tr = obj;
+    if (msg->payloadlen <= 0 || msg->payloadlen > ACK_MAX_BYTES)
+        return; /* no ack message is that long */
+    uint32_t token = tr->ack_next++;
+    struct ack_slot *slot = &tr->acks[token % ACK_SLOTS];
+    memcpy(slot->payload, msg->payload, (size_t)msg->payloadlen);
+    slot->len = (size_t)msg->payloadlen;
+    push_event(tr, TG_MQTT_EV_DURABLE_ACK, token);
+}
+
+const uint8_t *tg_mqtt_transport_ack_message(const struct tg_mqtt_transport *tr, uint32_t token,
+                                             size_t *len)
+{
+    /* More than ACK_SLOTS acks between two drains: the older ones were overwritten. */
+    if (tr->ack_next - token > ACK_SLOTS) {
+        *len = 0;
+        return NULL;
+    }
+    const struct ack_slot *slot = &tr->acks[token % ACK_SLOTS];
+    *len = slot->len;
+    return slot->payload;
+}
+
 static void on_publish(struct mosquitto *mosq, void *obj, int mid)
 {
     struct tg_mqtt_transport *tr = obj;
@@ -106,6 +149,11 @@ struct tg_mqtt_transport *tg_mqtt_transport_new(const struct tg_mqtt_transport_c
     struct tg_mqtt_transport *tr = calloc(1, sizeof *tr);
     if (!tr)
         return NULL;
+    tr->ack_topic = dup_or_null(cfg->ack_topic);
+    if (cfg->ack_topic && cfg->ack_topic[0] && !tr->ack_topic) {
+        free(tr);
+        return NULL;
+    }
     tr->device_id = strdup(cfg->device_id);
     tr->host = strdup(cfg->host);
     tr->username = dup_or_null(cfg->username);
@@ -148,6 +196,7 @@ void tg_mqtt_transport_destroy(struct tg_mqtt_transport *tr)
     free(tr->tls_cert);
     free(tr->tls_key);
     free(tr->topic);
+    free(tr->ack_topic);
     free(tr->ev);
     free(tr);
 }
@@ -165,6 +214,7 @@ static int configure(struct tg_mqtt_transport *tr)
     mosquitto_connect_callback_set(tr->mosq, on_connect);
     mosquitto_disconnect_callback_set(tr->mosq, on_disconnect);
     mosquitto_publish_callback_set(tr->mosq, on_publish);
+    mosquitto_message_callback_set(tr->mosq, on_message);
     return MOSQ_ERR_SUCCESS;
 }
 

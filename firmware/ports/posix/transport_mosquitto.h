@@ -11,6 +11,10 @@
  * and handed out by tg_mqtt_transport_next_event() after tg_mqtt_transport_run() returns, so
  * the core's tg_node_transport_*() are never called from inside a HAL call (hal.h).
  *
+ * Durable acks (firmware/core/node.h): with an ack_topic, each connection subscribes to it
+ * (QoS 0, as the gateway publishes) and every message on it becomes an event; the last
+ * ACK_SLOTS payloads are kept (an ack dropped here is repeated by the gateway).
+ *
  * Threads: one thread (the node's); libmosquitto runs in that thread (no loop thread).
  */
 #ifndef TG_TRANSPORT_MOSQUITTO_H
@@ -29,6 +33,7 @@ struct tg_mqtt_transport_config {
     const char *tls_cert;    /* with tls_key, or both NULL/"" */
     const char *tls_key;
     int keepalive_s;
+    const char *ack_topic;   /* NULL or "": no durable acks; else subscribed at each connect */
 };
 
 enum tg_mqtt_event {
@@ -36,6 +41,7 @@ enum tg_mqtt_event {
     TG_MQTT_EV_UP,     /* CONNACK accepted */
     TG_MQTT_EV_DOWN,   /* the attempt failed or the connection was lost */
     TG_MQTT_EV_ACKED,  /* PUBACK for *token */
+    TG_MQTT_EV_DURABLE_ACK, /* a message on ack_topic: tg_mqtt_transport_ack_message(token) */
 };
 
 struct tg_mqtt_transport;
@@ -61,5 +67,10 @@ void tg_mqtt_transport_run(struct tg_mqtt_transport *tr, int timeout_ms);
 
 /* The next recorded event, oldest first, or TG_MQTT_EV_NONE. *token is set for ACKED. */
 enum tg_mqtt_event tg_mqtt_transport_next_event(struct tg_mqtt_transport *tr, uint32_t *token);
+
+/* The payload of the TG_MQTT_EV_DURABLE_ACK event that gave token; valid until the next
+ * tg_mqtt_transport_run(). */
+const uint8_t *tg_mqtt_transport_ack_message(const struct tg_mqtt_transport *tr, uint32_t token,
+                                             size_t *len);
 
 #endif

@@ -1,0 +1,187 @@
+/*
+ * test_chaos_fleet.c - a fleet through both brokers restarting: `tidegate-sim run` (1,000
+ * devices, each its own MQTT connection running the firmware core) -> Mosquitto -> tidegate
+ * -> Kafka, with Mosquitto (persistence on) restarted in the middle of the run, so that all
+ * 1,000 devices and the gateway lose their connections at once and reconnect together, and a
+ * Kafka outage just after it. `tidegate-sim audit --follow --json` must report nothing lost
+ * and nothing duplicated.
+ *
+ * What the README promises: the node's outbox keeps a reading until the broker's PUBACK and
+ * sends it again after a reconnect; Mosquitto with persistence keeps what it acknowledged
+ * and had not delivered, and the gateway's persistent session gets it after the restart; the
+ * gateway removes QoS1 redeliveries and resends by (device, boot, seq); a Kafka outage costs
+ * nothing. The test prints the audit's verdict and the reconnection figures.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+#include "chaos.h"
+
+#define DEVICES 1000
+#define DURATION_S 20
+#define DURATION_REAL_S 35       /* the real broker's stop and start take several seconds */
+#define MQTT_DOWN_MS 1500
+#define KAFKA_DOWN_MS 2000
+#define WAIT_MS 60000
+
+/* Mosquitto holds a connection per device, and inherits the test's limit. */
+static void raise_open_files(void)
+{
+    struct rlimit rl;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    rlim_t want = DEVICES * 2 + 512;
+    if (rl.rlim_cur >= want)
+        return;
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want)
+        fail_msg("open-files hard limit %llu is below the %llu this test needs",
+                 (unsigned long long)rl.rlim_max, (unsigned long long)want);
+    rl.rlim_cur = want;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+}
+
+struct received {
+    struct tg_gw *gw;
+    double at_least;
+};
+
+static bool received_at_least(void *ud)
+{
+    struct received *r = ud;
+    double v = tg_gw_metric(r->gw, "tidegate_messages_received_total", NULL);
+    return v == v && v >= r->at_least; /* v == v: not NAN (scrape failed) */
+}
+
+static bool audit_following(void *ud)
+{
+    return tg_harness_file_contains(tg_harness_proc_stderr_path(ud), "consuming");
+}
+
+static json_int_t jint(json_t *obj, const char *path1, const char *path2)
+{
+    json_t *v = json_object_get(obj, path1);
+    if (path2)
+        v = json_object_get(v, path2);
+    if (!json_is_integer(v))
+        fail_msg("audit JSON: %s%s%s is not an integer", path1, path2 ? "." : "",
+                 path2 ? path2 : "");
+    return json_integer_value(v);
+}
+
+static void fleet_through_broker_restarts(void **state)
+{
+    (void)state;
+    raise_open_files();
+    const struct tg_gw_opts opts = {
+        .mqtt_flags = TG_HARNESS_MQTT_PERSISTENCE,
+        .mqtt_extra_conf = "max_connections -1\nmax_queued_messages 1000000\n",
+    };
+    struct tg_gw *gw = tg_gw_new(&opts);
+    assert_non_null(gw);
+    const char *dir = tg_gw_dir(gw);
+    char sim[1024], ledger[1024], broker[64], duration[16], devices[16];
+    snprintf(sim, sizeof sim, "%s/tidegate-sim", tg_harness_bin_dir());
+    snprintf(ledger, sizeof ledger, "%s/ledger", dir);
+    snprintf(broker, sizeof broker, "%s:%d", tg_harness_mosquitto_host(tg_gw_mosquitto(gw)),
+             tg_harness_mosquitto_port(tg_gw_mosquitto(gw)));
+    int duration_s = tg_gw_kafka_tier(gw) == TG_GW_KAFKA_REAL ? DURATION_REAL_S : DURATION_S;
+    snprintf(duration, sizeof duration, "%d", duration_s);
+    snprintf(devices, sizeof devices, "%d", DEVICES);
+
+    const char *audit_argv[] = {sim, "audit", "--brokers", tg_gw_bootstrap(gw),
+                                "--topic", TG_GW_TOPIC, "--dlq-topic", TG_GW_DLQ_TOPIC,
+                                "--ledger", ledger, "--follow", "--json", "--timeout", "60",
+                                NULL};
+    struct tg_harness_proc *audit = tg_harness_proc_start(dir, "audit", audit_argv, NULL, 0);
+    assert_non_null(audit);
+    assert_true(tg_harness_wait_until(audit_following, audit, 30000));
+
+    const char *run_argv[] = {sim, "run", "--broker", broker, "--devices", devices,
+                              "--duration", duration, "--seed", "11", "--ledger", ledger,
+                              "--drain", "30", NULL};
+    struct tg_harness_proc *run = tg_harness_proc_start(dir, "sim-run", run_argv, NULL, 0);
+    assert_non_null(run);
+
+    /* Once the fleet publishes: Mosquitto goes down and comes back. */
+    struct received rcv = {gw, 3 * DEVICES};
+    assert_true(tg_harness_wait_until(received_at_least, &rcv, WAIT_MS));
+    assert_int_equal(tg_harness_mosquitto_stop(tg_gw_mosquitto(gw)), 0);
+    tg_chaos_pause_until(tg_harness_now_ms() + MQTT_DOWN_MS, NULL, NULL);
+    assert_int_equal(tg_harness_mosquitto_restart(tg_gw_mosquitto(gw)), 0);
+    int64_t mqtt_up = tg_harness_now_ms();
+    assert_true(tg_gw_wait_metric(gw, "tidegate_mqtt_connections", NULL, TG_GW_EQ, 1, WAIT_MS));
+    int64_t gw_back_ms = tg_harness_now_ms() - mqtt_up;
+    double received = tg_gw_metric(gw, "tidegate_messages_received_total", NULL);
+    rcv.at_least = received + 2 * DEVICES;
+    assert_true(tg_harness_wait_until(received_at_least, &rcv, WAIT_MS));
+    int64_t flowing_ms = tg_harness_now_ms() - mqtt_up;
+
+    /* Then Kafka, while the fleet still publishes. */
+    int64_t kafka_down = tg_harness_now_ms();
+    assert_int_equal(tg_gw_kafka_outage_begin(gw), 0);
+    tg_chaos_pause_until(tg_harness_now_ms() + KAFKA_DOWN_MS, NULL, NULL);
+    assert_int_equal(tg_gw_kafka_outage_end(gw), 0);
+    int64_t kafka_outage_ms = tg_harness_now_ms() - kafka_down;
+    assert_true(tg_harness_proc_running(run)); /* both faults were in the middle of the run */
+
+    int status;
+    assert_int_equal(tg_harness_proc_wait(run, WAIT_MS, &status), 0);
+    if (!tg_harness_exited_ok(status)) {
+        char *log = tg_harness_read_file(tg_harness_proc_stderr_path(run));
+        fprintf(stderr, "tidegate-sim run failed:\n%s\n", log ? log : "(no log)");
+        free(log);
+        fail();
+    }
+    assert_int_equal(tg_harness_proc_wait(audit, WAIT_MS + 30000, &status), 0);
+    char *report = tg_harness_read_file(tg_harness_proc_stdout_path(audit));
+    assert_non_null(report);
+    fprintf(stderr, "audit (exit %d): %s", WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+            report);
+    json_error_t jerr;
+    json_t *root = json_loads(report, 0, &jerr);
+    if (!root)
+        fail_msg("audit output is not JSON: %s", jerr.text);
+    json_int_t released = jint(root, "expected", "released");
+    json_int_t lost = jint(root, "lost", NULL), duplicated = jint(root, "duplicated", NULL);
+    tg_chaos_summary("fleet", (int)lost, (int)duplicated,
+                     "%d devices, %lld readings released, Mosquitto down %d ms: gateway "
+                     "subscribed again after %lld ms, %d more readings taken after %lld ms; "
+                     "Kafka outage %lld ms (%s tier); duplicates removed by the gateway %.0f",
+                     DEVICES, (long long)released, MQTT_DOWN_MS, (long long)gw_back_ms,
+                     2 * DEVICES, (long long)flowing_ms, (long long)kafka_outage_ms,
+                     tg_gw_kafka_tier_name(gw),
+                     tg_gw_metric(gw, "tidegate_messages_duplicate_total", NULL));
+    assert_int_equal(jint(root, "expected", "devices"), DEVICES);
+    assert_true(released >= (json_int_t)DEVICES * (duration_s - 5));
+    assert_int_equal(lost, 0);
+    assert_int_equal(duplicated, 0);
+    assert_int_equal(jint(root, "delivered", NULL), released);
+    assert_int_equal(jint(root, "unexpected", NULL), 0);
+    assert_true(json_is_true(json_object_get(root, "ok")));
+    assert_true(tg_harness_exited_ok(status));
+    json_decref(root);
+    free(report);
+
+    tg_harness_proc_destroy(audit);
+    tg_harness_proc_destroy(run);
+    assert_true(tg_harness_exited_ok(tg_gw_tidegate_term(gw, 30000)));
+    tg_gw_destroy(gw);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(fleet_through_broker_restarts, tg_gw_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
