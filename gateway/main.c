@@ -29,6 +29,7 @@
 #include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/utsname.h>
 #include <librdkafka/rdkafka.h>
 #include <malloc.h>
 #include <mosquitto.h>
@@ -39,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "board_detect.h"
 #include "config.h"
 #include "gateway_config.h"
 #include "ingress_mqtt.h"
@@ -47,6 +49,11 @@
 #include "metrics_http.h"
 #include "pipeline.h"
 #include "service_notify.h"
+
+/* Where the packaged board files are (gateway/CMakeLists.txt sets it from the install prefix). */
+#ifndef TG_BOARDS_DIR
+#define TG_BOARDS_DIR "/usr/share/tidegate/boards"
+#endif
 
 #ifndef TG_VERSION
 #define TG_VERSION "unknown"
@@ -79,7 +86,10 @@ static void usage(FILE *out)
             "                [--check-config] [--version]\n"
             "\n"
             "  -c, --config FILE      gateway configuration (INI)\n"
-            "  -b, --board FILE       board file: hardware defaults the config file overrides\n"
+            "  -b, --board FILE       board file: hardware defaults the config file overrides;\n"
+            "                         without it, the file for this board is chosen from\n"
+            "                         " TG_BOARDS_DIR " by /proc/device-tree/model,\n"
+            "                         else the generic file of this architecture\n"
             "  -s, --set SEC.KEY=VAL  override one key (repeatable; wins over both files)\n"
             "      --check-config     validate, print the effective configuration, exit\n"
             "      --version          print versions and exit\n"
@@ -234,6 +244,30 @@ static int setup_logging(const struct tg_config *cfg)
         return -1;
     }
     return 0;
+}
+
+/*
+ * Without -b: the board file that matches this board (board_detect.h), said on stderr either
+ * way, since which hardware defaults apply decides journal and Kafka behaviour. The
+ * environment can point the search elsewhere (TIDEGATE_BOARDS_DIR, TIDEGATE_DT_MODEL: tests,
+ * a board with an unusual device tree). None found: the built-in defaults, as before.
+ * Writes the chosen path into path (empty: none).
+ */
+static void detect_board(char *path, size_t pathlen)
+{
+    const char *dir = getenv("TIDEGATE_BOARDS_DIR");
+    const char *model = getenv("TIDEGATE_DT_MODEL");
+    struct utsname un;
+    const char *machine = uname(&un) == 0 ? un.machine : "";
+    char why[1024];
+    tg_err rc = tg_board_detect(dir && *dir ? dir : TG_BOARDS_DIR,
+                                model && *model ? model : TG_BOARD_MODEL_PATH, machine, path,
+                                pathlen, why, sizeof why);
+    if (rc == TG_OK)
+        TG_LOG_INFO("main", "board file %s (%s; -b chooses another)", path, why);
+    else
+        TG_LOG_INFO("main", "no board file (%s): the built-in defaults apply; -b chooses one",
+                    why);
 }
 
 static int run(const struct tg_config *cfg)
@@ -434,6 +468,12 @@ int main(int argc, char **argv)
         usage(stderr);
         status = EXIT_USAGE;
         goto out;
+    }
+    char detected[4096] = "";
+    if (!board_path) {
+        detect_board(detected, sizeof detected);
+        if (detected[0])
+            board_path = detected;
     }
     if (board_path && tg_config_load_file(cfg, TG_CONFIG_BOARD, board_path) != TG_OK)
         goto config_error;
