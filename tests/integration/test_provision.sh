@@ -13,7 +13,9 @@
 #     (`tidegate --check-config` with validate.keys_file), when those binaries are given;
 #   - an existing id is refused (exit 3, nothing changed); --rotate replaces the password and
 #     key (the old password is then refused by the broker, the new one accepted);
-#   - invalid ids are refused with exit 2 before anything is written.
+#   - invalid ids are refused with exit 2 before anything is written;
+#   - --remove takes a device out of every file (the broker then refuses it), and an unknown
+#     id is refused with exit 4.
 set -uo pipefail
 if [ $# -lt 1 ]; then
   echo "usage: $0 SOURCE_DIR [TIDEGATE_NODE_BIN [TIDEGATE_BIN]]" >&2
@@ -226,17 +228,42 @@ else
     broker_check rotated
   }
   stop_broker
+
+  # --- remove -----------------------------------------------------------------------------------
+  gone_pw=$(pw_of node-02)
+  if run_prov --remove node-02; then
+    grep -q '^removed node-02:' "$tmp/p.out" || fail "no 'removed' line: $(cat "$tmp/p.out")"
+    grep -q '^node-02[ :]' "$etc/tidegate/device-keys" "$etc/mosquitto/passwd" &&
+      fail "--remove left node-02 in the keys or password file"
+    grep -q 'node-02' "$etc/mosquitto/acl" && fail "--remove left node-02 in the ACL"
+    [ -e "$etc/tidegate/nodes/node-02" ] && fail "--remove left node-02's node directory"
+    grep -qx 'user node-01' "$etc/mosquitto/acl" || fail "--remove took node-01's ACL lines"
+    start_broker && {
+      mq mosquitto_pub -u node-02 -P "$gone_pw" -t telemetry/node-02 -m x 2>/dev/null &&
+        fail "a removed device can still log in"
+      mq mosquitto_pub -u node-01 -P "$(pw_of node-01)" -t telemetry/node-01 -m x ||
+        fail "node-01 cannot publish after node-02 was removed"
+      ok "--remove shuts the device out and leaves the others alone"
+    }
+    stop_broker
+  else
+    fail "--remove exited non-zero: $(cat "$tmp/p.err")"
+  fi
+  run_prov --remove node-02
+  st=$?
+  [ $st -eq 4 ] || fail "--remove of an unknown id: exit $st, expected 4"
+  ids=(node-01 sensor.b_3)
 fi
 
 # --- certificates -----------------------------------------------------------------------------
-if run_prov --rotate --cert --node-etc /etc/tidegate node-02; then
-  nd="$etc/tidegate/nodes/node-02"
+if run_prov --rotate --cert --node-etc /etc/tidegate sensor.b_3; then
+  nd="$etc/tidegate/nodes/sensor.b_3"
   expect_mode "$nd/client.key" 600
   expect_mode "$etc/tidegate/ca/ca.key" 600
   openssl verify -CAfile "$etc/tidegate/ca/ca.crt" "$nd/client.crt" >/dev/null 2>&1 ||
     fail "client certificate does not verify against the CA"
-  openssl x509 -in "$nd/client.crt" -noout -subject | grep -q 'CN *= *node-02' ||
-    fail "client certificate's CN is not node-02"
+  openssl x509 -in "$nd/client.crt" -noout -subject | grep -q 'CN *= *sensor.b_3' ||
+    fail "client certificate's CN is not sensor.b_3"
   grep -q '^port = 8883$' "$nd/tidegate-node.ini" && grep -q '^tls_cert = /etc/tidegate/client.crt$' \
     "$nd/tidegate-node.ini" || fail "node config does not use the certificate"
   ok "--cert issues a client certificate (CN = id) from the local CA"
