@@ -155,7 +155,8 @@ static void notify_ready_watchdog_status(void **state)
     char env_sock[600], env_stall[600];
     snprintf(env_sock, sizeof env_sock, "NOTIFY_SOCKET=%s", sock);
     snprintf(env_stall, sizeof env_stall, "TIDEGATE_TEST_STALL_FILE=%s", stall);
-    const char *env[] = {env_sock, "WATCHDOG_USEC=" WATCHDOG_USEC, env_stall, NULL};
+    const char *env[] = {env_sock, "WATCHDOG_USEC=" WATCHDOG_USEC, env_stall,
+                         "TIDEGATE_BOARDS_DIR=/nonexistent/tidegate-test-boards", NULL};
     const char *argv[] = {bin, "-c", ini, NULL};
     struct tg_harness_proc *proc = tg_harness_proc_start(tg_gw_dir(gw), "tidegate-notify", argv,
                                                          env, 0);
