@@ -6,6 +6,7 @@
  *   plugin_opt_config /etc/tidegate/tidegate.ini
  *   plugin_opt_board /usr/share/tidegate/boards/rpi4b.ini    (optional)
  *   plugin_opt_forward false                                  (optional; default false)
+ *   plugin_opt_set journal.max_bytes=64M    (optional, repeatable: the daemon's --set)
  *
  * What Mosquitto 2.0.11 (Debian 12) does, read in its source (src/handle_publish.c,
  * src/plugin.c, src/loop.c, src/plugin_public.c at tag v2.0.11) and checked by the plugin's
@@ -317,6 +318,8 @@ static tg_err load_config(struct tg_plugin *pg, struct mosquitto_opt *options, i
             config_path = value;
         } else if (strcmp(key, "board") == 0) {
             board_path = value;
+        } else if (strcmp(key, "set") == 0) {
+            continue; /* applied after the files, as the daemon's --set */
         } else if (strcmp(key, "forward") == 0) {
             if (tg_parse_bool(value, &pg->forward) != TG_OK) {
                 TG_LOG_ERROR("plugin", "plugin_opt_forward: expected true or false, got \"%s\"",
@@ -325,7 +328,7 @@ static tg_err load_config(struct tg_plugin *pg, struct mosquitto_opt *options, i
             }
         } else {
             TG_LOG_ERROR("plugin", "plugin_opt_%s: unknown option (known: plugin_opt_config, "
-                                   "plugin_opt_board, plugin_opt_forward)",
+                                   "plugin_opt_board, plugin_opt_forward, plugin_opt_set)",
                          key);
             return TG_ERR_CONFIG;
         }
@@ -339,6 +342,14 @@ static tg_err load_config(struct tg_plugin *pg, struct mosquitto_opt *options, i
         tg_config_load_file(pg->cfg, TG_CONFIG_FILE, config_path) != TG_OK) {
         TG_LOG_ERROR("plugin", "configuration error:\n%s", tg_config_error(pg->cfg));
         return TG_ERR_CONFIG;
+    }
+    for (int i = 0; i < option_count; i++) {
+        if (strcmp(options[i].key, "set") == 0 &&
+            tg_config_set(pg->cfg, options[i].value ? options[i].value : "") != TG_OK) {
+            TG_LOG_ERROR("plugin", "plugin_opt_set: configuration error:\n%s",
+                         tg_config_error(pg->cfg));
+            return TG_ERR_CONFIG;
+        }
     }
     if (setup_logging(pg->cfg) != 0)
         return TG_ERR_CONFIG;
