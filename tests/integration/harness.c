@@ -912,7 +912,8 @@ int tg_harness_http_get(int port, const char *path, int timeout_ms, char **body)
     char *buf = NULL;
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
         goto cleanup;
-    char req[256];
+    /* Long enough for a URL-encoded PromQL query (test_dashboard). */
+    char req[8192];
     int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
     if (n < 0 || (size_t)n >= sizeof req || send(fd, req, (size_t)n, MSG_NOSIGNAL) != n)
         goto cleanup;
