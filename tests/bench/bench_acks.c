@@ -9,7 +9,10 @@
  * per device), then the with/without ratio of broker + gateway CPU (issue 12's target: within
  * 10%).
  *
- *   bench_acks [--devices N] [--rate HZ] [--window S]
+ *   bench_acks [--devices N] [--rate HZ] [--window S] [--min-interval MS[,MS...]]
+ *
+ * One run without acks, then one with acks per [ack] min_interval_ms given (default
+ * 200,5000,10000); nodes use a 30 s ack timeout.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -86,13 +89,16 @@ struct result {
     double outbox_mean, outbox_max_total;
 };
 
-static int run_mode(bool acks, int devices, double rate, int window_s, struct result *r)
+static int run_mode(bool acks, int min_interval_ms, int devices, double rate, int window_s,
+                    struct result *r)
 {
     memset(r, 0, sizeof *r);
+    char ini[128];
+    snprintf(ini, sizeof ini, "[ack]\nenabled = true\nmin_interval_ms = %d\n", min_interval_ms);
     const struct tg_gw_opts opts = {
         .mqtt_extra_conf = "max_connections -1\nmax_queued_messages 1000000\n",
         .commit_interval_ms = 1000, /* the default of a gateway's config */
-        .extra_ini = acks ? "[ack]\nenabled = true\n" : NULL,
+        .extra_ini = acks ? ini : NULL,
     };
     struct tg_gw *gw = tg_gw_new(&opts);
     if (!gw)
@@ -111,7 +117,7 @@ static int run_mode(bool acks, int devices, double rate, int window_s, struct re
                               NULL};
     const char *argv_on[] = {sim, "run", "--broker", broker, "--devices", devs, "--rate", rate_s,
                              "--duration", duration, "--metrics-listen", listen, "--drain", "0",
-                             "--durable-acks", NULL};
+                             "--durable-acks", "--ack-timeout", "30000", NULL};
     struct tg_harness_proc *run =
         tg_harness_proc_start(tg_gw_dir(gw), "sim-run", acks ? argv_on : argv_off, NULL, 0);
     if (!run) {
@@ -143,6 +149,17 @@ static int run_mode(bool acks, int devices, double rate, int window_s, struct re
         }
     }
     double secs = (double)(tg_harness_now_ms() - t0) / 1000.0;
+    if (getenv("BENCH_ACKS_DEBUG")) {
+        char *body = NULL;
+        tg_harness_http_get(tg_gw_metrics_port(gw), "/metrics", 5000, &body);
+        fprintf(stderr, "%s\n", body ? body : "(no metrics)");
+        free(body);
+        char path[1200];
+        snprintf(path, sizeof path, "%s", tg_harness_proc_stderr_path(tg_gw_tidegate_proc(gw)));
+        char *log = tg_harness_read_file(path);
+        fprintf(stderr, "gateway log:\n%s\n", log ? log : "");
+        free(log);
+    }
     double b1 = proc_cpu_s(bpid), g1 = proc_cpu_s(gpid);
     double rx = tg_gw_metric(gw, "tidegate_messages_received_total", NULL) - rx0;
     double ak = acks ? tg_gw_metric(gw, "tidegate_acks_sent_total", NULL) - ak0 : 0;
@@ -164,7 +181,7 @@ static int run_mode(bool acks, int devices, double rate, int window_s, struct re
 
 static void print(const char *mode, const struct result *r)
 {
-    printf("%-12s %9.0f %9.0f %10.2f %10.2f %8.1f %8.1f %12.2f %10.0f\n", mode, r->rx_per_s,
+    printf("%-20s %9.0f %9.0f %10.2f %10.2f %8.1f %8.1f %12.2f %10.0f\n", mode, r->rx_per_s,
            r->acks_per_s, r->broker_us, r->gateway_us, r->broker_pct, r->gateway_pct,
            r->outbox_mean, r->outbox_max_total);
 }
@@ -173,6 +190,7 @@ int main(int argc, char **argv)
 {
     int devices = 10000, window_s = 20;
     double rate = 1;
+    char intervals[256] = "200,5000,10000";
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--devices") == 0)
             devices = atoi(argv[i + 1]);
@@ -180,6 +198,8 @@ int main(int argc, char **argv)
             rate = atof(argv[i + 1]);
         else if (strcmp(argv[i], "--window") == 0)
             window_s = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--min-interval") == 0)
+            snprintf(intervals, sizeof intervals, "%s", argv[i + 1]);
     }
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
@@ -187,22 +207,37 @@ int main(int argc, char **argv)
         rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || want < rl.rlim_max ? want : rl.rlim_max;
         (void)setrlimit(RLIMIT_NOFILE, &rl);
     }
-    struct result off, on;
-    if (run_mode(false, devices, rate, window_s, &off) != 0 ||
-        run_mode(true, devices, rate, window_s, &on) != 0) {
-        fprintf(stderr, "bench_acks: a run failed\n");
+    struct result off = {0}, on[8];
+    int ms[8], n = 0;
+    for (char *tok = strtok(intervals, ","); tok && n < 8; tok = strtok(NULL, ","))
+        ms[n++] = atoi(tok);
+    if (!getenv("BENCH_ACKS_ONLY") && run_mode(false, 0, devices, rate, window_s, &off) != 0) {
+        fprintf(stderr, "bench_acks: the run without acks failed\n");
         return 1;
     }
-    printf("durable acks, %d devices x %g Hz, %d s window, commit 1000 ms, ack min interval "
-           "200 ms\n",
+    for (int i = 0; i < n; i++) {
+        if (run_mode(true, ms[i], devices, rate, window_s, &on[i]) != 0) {
+            fprintf(stderr, "bench_acks: the run with acks failed\n");
+            return 1;
+        }
+    }
+    printf("durable acks, %d devices x %g Hz, %d s window, commit 1000 ms, node ack timeout "
+           "30 s\n",
            devices, rate, window_s);
-    printf("%-12s %9s %9s %10s %10s %8s %8s %12s %10s\n", "mode", "rx/s", "acks/s", "broker_us",
-           "gw_us", "broker%", "gw%", "outbox/dev", "outbox_max");
+    printf("%-20s %9s %9s %10s %10s %8s %8s %12s %10s\n", "mode", "rx/s", "acks/s",
+           "broker_us", "gw_us", "broker%", "gw%", "outbox/dev", "outbox_max");
     print("without acks", &off);
-    print("with acks", &on);
-    double before = off.broker_us + off.gateway_us, after = on.broker_us + on.gateway_us;
-    printf("broker + gateway CPU per reading: %.2f -> %.2f us (%+.1f%%)\n", before, after,
-           (after - before) / before * 100);
+    double before = off.broker_us + off.gateway_us;
+    for (int i = 0; i < n; i++) {
+        char label[64];
+        snprintf(label, sizeof label, "acks, min %d ms", ms[i]);
+        print(label, &on[i]);
+    }
+    for (int i = 0; i < n; i++) {
+        double after = on[i].broker_us + on[i].gateway_us;
+        printf("min_interval_ms %d: broker + gateway CPU per reading %.2f -> %.2f us (%+.1f%%)\n",
+               ms[i], before, after, (after - before) / before * 100);
+    }
     tg_gw_reap_all();
     return 0;
 }

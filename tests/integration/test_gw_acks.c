@@ -34,11 +34,20 @@
 
 #include "gateway_fixture.h"
 
-#define DEVICES 200
-#define RATE_HZ "5"
-#define DURATION_S 30
+/* The defaults make the CTest run; TG_ACKS_{DEVICES,RATE,DURATION,KILLS,COMMIT_MS,OUTAGE_MS}
+ * in the environment scale it up to the issue's measurement (2,000 devices at 2 Hz, ten
+ * kills, commit 50 ms, a 15 s Kafka outage), and TG_ACKS_OFF=1 runs the devices without
+ * durable acks (the "before" figure: the test then fails on the loss). */
+static int env_int(const char *name, int def)
+{
+    const char *v = getenv(name);
+    return v && *v ? atoi(v) : def;
+}
+#define DEVICES env_int("TG_ACKS_DEVICES", 200)
+#define RATE env_int("TG_ACKS_RATE", 5)
+#define DURATION_S env_int("TG_ACKS_DURATION", 30)
 #define ACK_TIMEOUT_MS "2000"
-#define KILLS 3
+#define KILLS env_int("TG_ACKS_KILLS", 3)
 #define WAIT_MS 60000
 #define SEED 20261203u
 
@@ -55,7 +64,7 @@ static void raise_open_files(void)
 {
     struct rlimit rl;
     assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
-    rlim_t want = DEVICES * 2 + 512;
+    rlim_t want = (rlim_t)DEVICES * 2 + 512;
     if (rl.rlim_cur >= want)
         return;
     rl.rlim_cur = want < rl.rlim_max || rl.rlim_max == RLIM_INFINITY ? want : rl.rlim_max;
@@ -127,13 +136,15 @@ static void run_with_faults(enum fault fault, const char *label)
     raise_open_files();
     const struct tg_gw_opts opts = {
         .mqtt_extra_conf = "max_connections -1\nmax_queued_messages 1000000\n",
-        .commit_interval_ms = 100,
+        .commit_interval_ms = env_int("TG_ACKS_COMMIT_MS", 100),
         .extra_ini = "[ack]\nenabled = true\nmin_interval_ms = 100\n",
     };
     struct tg_gw *gw = tg_gw_new(&opts);
     assert_non_null(gw);
     const char *dir = tg_gw_dir(gw);
-    char sim[1024], ledger[1024], broker[64], duration[16], devices[16];
+    char sim[1024], ledger[1024], broker[64], duration[16], devices[16], rate[16];
+    snprintf(rate, sizeof rate, "%d", RATE);
+    bool acks_off = getenv("TG_ACKS_OFF") != NULL;
     snprintf(sim, sizeof sim, "%s/tidegate-sim", tg_harness_bin_dir());
     snprintf(ledger, sizeof ledger, "%s/ledger", dir);
     snprintf(broker, sizeof broker, "%s:%d", tg_harness_mosquitto_host(tg_gw_mosquitto(gw)),
@@ -150,9 +161,11 @@ static void run_with_faults(enum fault fault, const char *label)
     assert_true(tg_harness_wait_until(audit_following, audit, 30000));
 
     const char *run_argv[] = {sim, "run", "--broker", broker, "--devices", devices,
-                              "--rate", RATE_HZ, "--duration", duration, "--seed", "11",
-                              "--ledger", ledger, "--durable-acks", "--ack-timeout",
-                              ACK_TIMEOUT_MS, "--drain", "45", NULL};
+                              "--rate", rate, "--duration", duration, "--seed", "11",
+                              "--ledger", ledger, "--drain", "45", "--durable-acks",
+                              "--ack-timeout", ACK_TIMEOUT_MS, NULL};
+    if (acks_off)
+        run_argv[16] = NULL; /* from "--durable-acks" on */
     struct tg_harness_proc *run = tg_harness_proc_start(dir, "sim-run", run_argv, NULL, 0);
     assert_non_null(run);
     struct at_least acks = {gw, "tidegate_acks_sent_total", DEVICES};
@@ -167,6 +180,7 @@ static void run_with_faults(enum fault fault, const char *label)
         nanosleep(&ts, NULL);
         assert_true(tg_harness_proc_running(run)); /* still under load */
         bool outage = fault == GATEWAY_KILLS && k == 1;
+        int64_t outage_from = tg_harness_now_ms();
         if (outage)
             assert_int_equal(tg_gw_kafka_outage_begin(gw), 0);
         switch (fault) {
@@ -191,6 +205,11 @@ static void run_with_faults(enum fault fault, const char *label)
             struct at_least more = {gw, "tidegate_acks_sent_total", sent + DEVICES};
             /* acks go on during the outage: the journal commit makes readings durable */
             assert_true(tg_harness_wait_until(metric_at_least, &more, WAIT_MS));
+            int64_t until = outage_from + env_int("TG_ACKS_OUTAGE_MS", 0);
+            while (tg_harness_now_ms() < until) { /* a longer outage, when asked for */
+                struct timespec tick = {0, 100 * 1000000L};
+                nanosleep(&tick, NULL);
+            }
             assert_int_equal(tg_gw_kafka_outage_end(gw), 0);
         }
         fprintf(stderr, "%s: fault %d of %d after %d ms\n", label, k + 1, faults, interval);
@@ -223,7 +242,7 @@ static void run_with_faults(enum fault fault, const char *label)
             (long long)jint(root, "expected", "dropped"),
             tg_gw_metric(gw, "tidegate_messages_duplicate_total", NULL),
             tg_gw_metric(gw, "tidegate_acks_sent_total", NULL));
-    assert_true(released >= (json_int_t)DEVICES * 5 * (DURATION_S - 5));
+    assert_true(released >= (json_int_t)DEVICES * RATE * (DURATION_S - 5));
     assert_int_equal(lost, 0);
     assert_int_equal(jint(root, "expected", "unconfirmed"), 0);
     assert_int_equal(jint(root, "expected", "dropped"), 0);
