@@ -239,6 +239,8 @@ static void handle_message(struct tg_consumer *cs, struct tg_canonical_decoder *
         return;
     }
     struct consumer_slot *slot = consumer__slot(cs, msg->partition);
+    if (slot && msg->offset + 1 > slot->end_seen)
+        slot->end_seen = msg->offset + 1;
     /* A record fetched before a seek or a revoke is not ours to process any more. */
     if (!slot || !slot->assigned || msg->offset < slot->next_offset)
         return;

@@ -37,6 +37,7 @@ struct consumer_slot {
     bool assigned;
     bool advanced;         /* records processed since the last commit */
     bool position_known;   /* next_offset is a real offset (not "wherever the reset points") */
+    int64_t end_seen;      /* highest offset + 1 of a record fetched: a floor of the end */
     int64_t next_offset;   /* the next record to process (what a commit records) */
     struct tg_gauge *lag;  /* tidegate_worker_consumer_lag_records{partition}; NULL until
                             * first assigned */

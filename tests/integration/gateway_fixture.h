@@ -62,8 +62,24 @@ enum tg_gw_kafka_tier {
     TG_GW_KAFKA_REAL,    /* Apache Kafka (harness_kafka.h) */
 };
 
+/* How tidegate runs (README, "In the broker"): chosen by tg_gw_opts.mode or, when that is
+ * TG_GW_MODE_ENV, by the environment variable TG_GW_MODE=daemon|plugin (unset: daemon), so
+ * that CMake registers one test program in both modes (<test>_plugin).
+ *   daemon  the tidegate process, subscribed to the fixture's Mosquitto;
+ *   plugin  Mosquitto loading tidegate_mosq.so (path in TG_PLUGIN_PATH) with the same INI
+ *           (plugin_opt_config) and the test's sets (plugin_opt_set). "tidegate" below is then
+ *           the broker process: tg_gw_tidegate_start/kill9/term act on Mosquitto, and
+ *           tg_gw_log_path() is the broker's log. TG_PLUGIN_PRELOAD, when set, becomes the
+ *           broker's LD_PRELOAD (an ASan-built plugin in an uninstrumented broker). */
+enum tg_gw_mode {
+    TG_GW_MODE_ENV = 0,
+    TG_GW_MODE_DAEMON,
+    TG_GW_MODE_PLUGIN,
+};
+
 struct tg_gw_opts {
     enum tg_gw_kafka_tier kafka_tier;
+    enum tg_gw_mode mode;
     unsigned mqtt_flags;          /* tg_harness_mosquitto_start() flags, e.g. persistence */
     const char *mqtt_extra_conf;  /* extra mosquitto.conf lines; NULL: a queue large enough
                                    * that the broker never drops what the gateway has not
@@ -90,6 +106,10 @@ void tg_gw_destroy(struct tg_gw *gw);
 enum tg_gw_kafka_tier tg_gw_kafka_tier(const struct tg_gw *gw);
 const char *tg_gw_kafka_tier_name(const struct tg_gw *gw); /* "dev" or "real" */
 
+/* The mode this fixture runs (TG_GW_MODE_DAEMON or TG_GW_MODE_PLUGIN). */
+enum tg_gw_mode tg_gw_mode(const struct tg_gw *gw);
+bool tg_gw_plugin(const struct tg_gw *gw); /* tg_gw_mode() == TG_GW_MODE_PLUGIN */
+
 /* Partitions the tier's cluster gave the telemetry topic: the count placement is checked
  * against (devkafka 12, real TG_HARNESS_KAFKA_TELEMETRY_PARTITIONS). */
 int tg_gw_telemetry_partitions(const struct tg_gw *gw);
@@ -115,7 +135,8 @@ struct tg_harness_devkafka *tg_gw_devkafka(const struct tg_gw *gw); /* NULL in t
 struct tg_harness_kafka *tg_gw_kafka(const struct tg_gw *gw);       /* NULL in the dev tier */
 
 /* Ready: GET /healthz answers 200 (any answer with ready_unhealthy) and
- * tidegate_mqtt_connections equals mqtt.connections. */
+ * tidegate_mqtt_connections equals mqtt.connections (plugin mode:
+ * tidegate_mode_info{mode="plugin"} is 1). */
 bool tg_gw_ready(struct tg_gw *gw);
 
 /* Starts tidegate again (after a kill or a stop) with the same config, journal and metrics
