@@ -22,6 +22,7 @@ struct dev {
     uint32_t hnext;
     bool has_boot;
     bool due;       /* in the due list */
+    bool distrust;  /* tg_acker_refused(): repeats are never taken as durable */
     struct tg_ack_msg view;
     int64_t last_sent_ms;
     bool sent_once;
@@ -395,13 +396,20 @@ void tg_acker_repeat(struct tg_acker *ak, const char *device, size_t device_len,
     }
     if (d && d->waiting > 0 && (d->pboot != boot || (seq >= d->pmin && seq <= d->pmax)))
         return; /* probably waiting for its commit: acknowledged then */
-    if (!ak->trust_repeats)
+    if (!ak->trust_repeats || (d && d->distrust))
         return;
     /* Taken by an earlier run of the gateway (the dedup window came from the journal). */
     if (i == NONE)
         i = get_dev(ak, device, device_len);
     if (i != NONE)
         settle(ak, i, boot, seq);
+}
+
+void tg_acker_refused(struct tg_acker *ak, const char *device, size_t device_len)
+{
+    uint32_t i = get_dev(ak, device, device_len);
+    if (i != NONE)
+        ak->devs[i].distrust = true;
 }
 
 void tg_acker_flush(struct tg_acker *ak, int64_t now_ms)

@@ -79,6 +79,11 @@ void tg_acker_durable_below(struct tg_acker *ak, uint64_t limit);
 /* The dedup window said (device, boot, seq) was taken before. */
 void tg_acker_repeat(struct tg_acker *ak, const char *device, size_t device_len, uint64_t boot,
                      uint64_t seq);
+/* The pipeline dropped a reading of device on arrival (drop_newest at the cap, out of
+ * memory) after the dedup window had counted it as seen: from now on a repeat of that
+ * device is never taken as durable (its resend of the dropped reading would look like one),
+ * so the node keeps the reading until its own outbox drops it. */
+void tg_acker_refused(struct tg_acker *ak, const char *device, size_t device_len);
 /* Publishes the view of every device whose view is due (see above). now_ms: monotonic. */
 void tg_acker_flush(struct tg_acker *ak, int64_t now_ms);
 

@@ -145,9 +145,11 @@ static const struct tg_config_key gateway_schema[] = {
                 "Kafka confirmation), so nodes with durable acks keep them until then"),
     TG_CFG_STR("ack", "topic_prefix", "ack/",
                "acks go to <topic_prefix><device_id>; no wildcards"),
-    TG_CFG_MS("ack", "min_interval_ms", "200", 0, 60000,
+    TG_CFG_MS("ack", "min_interval_ms", "5000", 0, 60000,
               "least time (ms) between two acks to one device (they are cumulative: a later "
-              "one says everything an earlier one said)"),
+              "one says everything an earlier one said); each ack costs the broker about what "
+              "a reading does, so at 1 Hz this keeps acks to a fifth of the traffic; nodes' "
+              "ack_timeout_ms must be well above it"),
     TG_CFG_INT("ack", "max_devices", "100000", 1, 16777216,
                "devices followed (about 150 bytes each); readings of further devices are "
                "never acknowledged (tidegate_ack_untracked_total)"),

@@ -17,6 +17,10 @@
  * STOP_GRACE_MS after the timeout, exits 1 at once: the journal keeps its last commit.
  * SIGHUP re-reads the device keys file.
  *
+ * Under systemd (Type=notify, service_notify.h) it says READY=1 once the journal is recovered
+ * and the first MQTT connection is up, pings the watchdog from the pipeline thread together
+ * with a STATUS= line, and says STOPPING=1 at SIGTERM.
+ *
  * Signals are blocked in every thread and taken synchronously here with sigwait(), so no
  * handler runs in the middle of a library call.
  */
@@ -25,6 +29,7 @@
 #include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/utsname.h>
 #include <librdkafka/rdkafka.h>
 #include <malloc.h>
 #include <mosquitto.h>
@@ -35,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "board_detect.h"
 #include "config.h"
 #include "gateway_config.h"
 #include "ingress_mqtt.h"
@@ -42,6 +48,12 @@
 #include "metrics.h"
 #include "metrics_http.h"
 #include "pipeline.h"
+#include "service_notify.h"
+
+/* Where the packaged board files are (gateway/CMakeLists.txt sets it from the install prefix). */
+#ifndef TG_BOARDS_DIR
+#define TG_BOARDS_DIR "/usr/share/tidegate/boards"
+#endif
 
 #ifndef TG_VERSION
 #define TG_VERSION "unknown"
@@ -74,7 +86,10 @@ static void usage(FILE *out)
             "                [--check-config] [--version]\n"
             "\n"
             "  -c, --config FILE      gateway configuration (INI)\n"
-            "  -b, --board FILE       board file: hardware defaults the config file overrides\n"
+            "  -b, --board FILE       board file: hardware defaults the config file overrides;\n"
+            "                         without it, the file for this board is chosen from\n"
+            "                         " TG_BOARDS_DIR " by /proc/device-tree/model,\n"
+            "                         else the generic file of this architecture\n"
             "  -s, --set SEC.KEY=VAL  override one key (repeatable; wins over both files)\n"
             "      --check-config     validate, print the effective configuration, exit\n"
             "      --version          print versions and exit\n"
@@ -98,6 +113,52 @@ static bool health_check(void *ud, char *reason, size_t len)
 {
     struct health *h = ud;
     return tg_pipeline_health(h->pl, reason, len);
+}
+
+/* What the service manager is told (service_notify.h). The heartbeat runs on the pipeline
+ * thread, so a stuck pipeline stops the watchdog pings; main sends READY=1 and STOPPING=1. */
+struct service {
+    struct tg_notify *notify;   /* NULL: not under a manager that listens */
+    bool watchdog;
+    _Atomic(struct tg_ingress *) in; /* NULL until the ingress exists */
+    int connections;
+    atomic_bool ready;
+    const char *stall_file;     /* test hook, see service_heartbeat() */
+};
+
+/* Longest time between two STATUS= lines (the watchdog may want pings more often). */
+#define STATUS_INTERVAL_MS 2000
+
+static void service_heartbeat(void *ud, uint64_t backlog_records, uint64_t journal_bytes,
+                              int64_t oldest_age_ms, bool kafka_up)
+{
+    struct service *sv = ud;
+    /* Test hook (README, "The service under systemd"): while the file named by
+     * TIDEGATE_TEST_STALL_FILE exists, the pipeline thread hangs here as a deadlocked one
+     * would; "<file>.stalled" tells the test it has. */
+    if (sv->stall_file && access(sv->stall_file, F_OK) == 0) {
+        char marker[4096];
+        snprintf(marker, sizeof marker, "%s.stalled", sv->stall_file);
+        FILE *f = fopen(marker, "w");
+        if (f)
+            fclose(f);
+        TG_LOG_WARN("main", "test hook: the pipeline thread stalls while %s exists",
+                    sv->stall_file);
+        struct timespec tick = {.tv_nsec = 10 * 1000000L};
+        while (access(sv->stall_file, F_OK) == 0)
+            nanosleep(&tick, NULL);
+    }
+    struct tg_ingress *in = atomic_load(&sv->in);
+    char msg[512];
+    snprintf(msg, sizeof msg,
+             "%sSTATUS=%smqtt %d/%d connected, kafka %s, backlog %llu records (%llu bytes "
+             "journaled), oldest %lld.%lld s",
+             sv->watchdog ? "WATCHDOG=1\n" : "",
+             atomic_load(&sv->ready) ? "" : "starting, waiting for the MQTT broker: ",
+             in ? tg_ingress_connected(in) : 0, sv->connections, kafka_up ? "up" : "down",
+             (unsigned long long)backlog_records, (unsigned long long)journal_bytes,
+             (long long)(oldest_age_ms / 1000), (long long)(oldest_age_ms % 1000 / 100));
+    tg_notify_send(sv->notify, msg);
 }
 
 static int64_t mono_ms(void)
@@ -185,6 +246,30 @@ static int setup_logging(const struct tg_config *cfg)
     return 0;
 }
 
+/*
+ * Without -b: the board file that matches this board (board_detect.h), said on stderr either
+ * way, since which hardware defaults apply decides journal and Kafka behaviour. The
+ * environment can point the search elsewhere (TIDEGATE_BOARDS_DIR, TIDEGATE_DT_MODEL: tests,
+ * a board with an unusual device tree). None found: the built-in defaults, as before.
+ * Writes the chosen path into path (empty: none).
+ */
+static void detect_board(char *path, size_t pathlen)
+{
+    const char *dir = getenv("TIDEGATE_BOARDS_DIR");
+    const char *model = getenv("TIDEGATE_DT_MODEL");
+    struct utsname un;
+    const char *machine = uname(&un) == 0 ? un.machine : "";
+    char why[1024];
+    tg_err rc = tg_board_detect(dir && *dir ? dir : TG_BOARDS_DIR,
+                                model && *model ? model : TG_BOARD_MODEL_PATH, machine, path,
+                                pathlen, why, sizeof why);
+    if (rc == TG_OK)
+        TG_LOG_INFO("main", "board file %s (%s; -b chooses another)", path, why);
+    else
+        TG_LOG_INFO("main", "no board file (%s): the built-in defaults apply; -b chooses one",
+                    why);
+}
+
 static int run(const struct tg_config *cfg)
 {
     int status = EXIT_FAILURE;
@@ -194,10 +279,12 @@ static int run(const struct tg_config *cfg)
     struct tg_ingress *in = NULL;
     struct tg_metrics_http *http = NULL;
     struct health health = {0};
+    struct service sv = {.connections = (int)tg_config_get_int(cfg, "mqtt", "connections")};
     if (!metrics) {
         fprintf(stderr, "tidegate: out of memory\n");
         return EXIT_FAILURE;
     }
+    sv.notify = tg_notify_new();
 
     /* glibc gives each thread that allocates its own arena (64 MiB of address space, and
      * pages that stay resident after use); librdkafka alone runs a thread per broker. Two
@@ -217,6 +304,17 @@ static int run(const struct tg_config *cfg)
     if (tg_pipeline_new(cfg, metrics, &pl, err, sizeof err) != TG_OK) {
         TG_LOG_ERROR("main", "cannot start: %s", err);
         goto out;
+    }
+    if (sv.notify) {
+        /* Pings at a third of the timeout, as sd_watchdog_enabled(3) advises at most half. */
+        int64_t watchdog_ms = tg_notify_watchdog_ms(sv.notify);
+        int64_t every = watchdog_ms > 0 && watchdog_ms / 3 < STATUS_INTERVAL_MS
+                            ? (watchdog_ms / 3 > 0 ? watchdog_ms / 3 : 1)
+                            : STATUS_INTERVAL_MS;
+        sv.watchdog = watchdog_ms > 0;
+        const char *stall = getenv("TIDEGATE_TEST_STALL_FILE");
+        sv.stall_file = stall && *stall ? stall : NULL;
+        tg_pipeline_set_heartbeat(pl, every, service_heartbeat, &sv);
     }
     tg_pipeline_set_ack_publisher(pl, publish_ack, NULL);
     if (tg_pipeline_start(pl) != TG_OK) {
@@ -259,6 +357,7 @@ static int run(const struct tg_config *cfg)
     if (tg_ingress_start(in) != TG_OK) /* it logs why */
         goto out;
     health.in = in;
+    atomic_store(&sv.in, in);
     TG_LOG_INFO("main", "tidegate %s running: mqtt %s:%d (%d connection%s), kafka %s, journal %s "
                         "(%s), metrics %s",
                 TG_VERSION, io.host, io.port, io.connections, io.connections == 1 ? "" : "s",
@@ -268,14 +367,30 @@ static int run(const struct tg_config *cfg)
 
     for (;;) {
         int sig;
-        if (sigwait(&sigs, &sig) != 0)
+        if (sv.notify && !atomic_load(&sv.ready)) {
+            /* READY=1 waits for the first MQTT connection: until then the gateway takes no
+             * readings, and systemd's "started" should mean that it does. */
+            struct timespec tick = {.tv_nsec = 100 * 1000000L};
+            sig = sigtimedwait(&sigs, NULL, &tick);
+            if (sig < 0) {
+                if (tg_ingress_connected(in) > 0) {
+                    atomic_store(&sv.ready, true);
+                    tg_notify_send(sv.notify, "READY=1\nSTATUS=running: MQTT connected");
+                    TG_LOG_INFO("main", "told systemd: ready (journal recovered, MQTT connected)");
+                }
+                continue;
+            }
+        } else if (sigwait(&sigs, &sig) != 0) {
             continue;
+        }
         if (sig == SIGHUP) {
             TG_LOG_INFO("main", "SIGHUP: reloading the device keys");
             tg_pipeline_request_reload(pl);
             continue;
         }
         TG_LOG_INFO("main", "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        tg_notify_send(sv.notify, "STOPPING=1\nSTATUS=stopping: waiting for Kafka, then the "
+                                  "final journal commit");
         break;
     }
     status = stop_bounded(in, pl, tg_config_get_ms(cfg, "gateway", "shutdown_timeout_ms"), &sigs) ==
@@ -292,7 +407,8 @@ out:
     tg_metrics_http_stop(http);
     atomic_store(&ack_ingress, NULL); /* the pipeline thread has ended */
     tg_ingress_destroy(in);
-    tg_pipeline_destroy(pl);
+    tg_pipeline_destroy(pl); /* joins the thread that runs service_heartbeat() */
+    tg_notify_destroy(sv.notify);
     tg_metrics_destroy(metrics);
     if (status == EXIT_SUCCESS)
         TG_LOG_INFO("main", "stopped");
@@ -352,6 +468,12 @@ int main(int argc, char **argv)
         usage(stderr);
         status = EXIT_USAGE;
         goto out;
+    }
+    char detected[4096] = "";
+    if (!board_path) {
+        detect_board(detected, sizeof detected);
+        if (detected[0])
+            board_path = detected;
     }
     if (board_path && tg_config_load_file(cfg, TG_CONFIG_BOARD, board_path) != TG_OK)
         goto config_error;

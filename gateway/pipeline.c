@@ -206,6 +206,13 @@ static int turn(struct tg_pipeline *pl, bool take)
             tg_acker_flush(pl->ack, now);
     }
     update_gauges(pl);
+    if (pl->heartbeat_fn && now >= pl->next_heartbeat_ms) {
+        int64_t oldest = atomic_load_explicit(&pl->oldest_rx_ms, memory_order_relaxed);
+        int64_t age = oldest ? wall_ms() - oldest : 0;
+        pl->heartbeat_fn(pl->heartbeat_ud, pl->open_records, tg_journal_data_bytes(pl->jr),
+                         age > 0 ? age : 0, pl->eg && tg_egress_up(pl->eg));
+        pl->next_heartbeat_ms = now + pl->heartbeat_interval_ms;
+    }
     return work;
 }
 
@@ -259,6 +266,15 @@ static void *pipeline_main(void *arg)
 /* ------------------------------------------------------------------------------------------
  * the API
  */
+
+void tg_pipeline_set_heartbeat(struct tg_pipeline *pl, int64_t interval_ms,
+                               tg_pipeline_heartbeat_fn fn, void *ud)
+{
+    pl->heartbeat_fn = fn;
+    pl->heartbeat_ud = ud;
+    pl->heartbeat_interval_ms = interval_ms > 0 ? interval_ms : 1000;
+    pl->next_heartbeat_ms = 0; /* the first turn calls it */
+}
 
 /* The [kafka.rdkafka] pairs as the NULL-terminated key, value array egress wants. */
 static tg_err collect_rdkafka(void *arg, const char *key, const char *value, const char *origin)

@@ -87,6 +87,19 @@ void tg_pipeline_destroy(struct tg_pipeline *pl);
 bool tg_pipeline_health(const struct tg_pipeline *pl, char *reason, size_t len);
 bool tg_pipeline_healthy(const struct tg_pipeline *pl); /* tg_pipeline_health() without reason */
 
+/* A liveness signal for a service watchdog (main.c: systemd's WATCHDOG=1 and STATUS=): fn is
+ * called on the pipeline thread every interval_ms or so while the thread turns (idle, under
+ * load and during the stop's wait for Kafka), with the backlog as it stands: records not yet
+ * confirmed by Kafka, compressed bytes journaled, age of the oldest in ms (0: none), and
+ * whether a Kafka broker is connected. A thread stuck anywhere stops calling it, which is the
+ * point. fn must be quick and must not call into the pipeline. Set before tg_pipeline_start();
+ * fn NULL: none. */
+typedef void (*tg_pipeline_heartbeat_fn)(void *ud, uint64_t backlog_records,
+                                         uint64_t journal_bytes, int64_t oldest_age_ms,
+                                         bool kafka_up);
+void tg_pipeline_set_heartbeat(struct tg_pipeline *pl, int64_t interval_ms,
+                               tg_pipeline_heartbeat_fn fn, void *ud);
+
 /* Durable acks (ack.h, [ack] enabled): where the pipeline thread publishes them, usually
  * the ingress's MQTT connection (tg_ingress_publish). Before tg_pipeline_start(). Without a
  * publisher, or with [ack] enabled = false, no ack is sent. */

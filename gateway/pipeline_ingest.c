@@ -173,14 +173,21 @@ void pipeline__process_message(struct tg_pipeline *pl, const struct tg_qmsg *msg
     if (pl->ack && after.out_of_window == before.out_of_window)
         ack_repeats(pl, device, dev_len, &d);
     for (size_t i = 0; i < d.n_readings; i++) {
-        if (!pl->fresh[i] || refuse_new(pl))
+        if (!pl->fresh[i])
             continue;
+        if (refuse_new(pl)) {
+            if (pl->ack)
+                tg_acker_refused(pl->ack, device, dev_len);
+            continue;
+        }
         size_t len;
         if ((rc = encode_reading(pl, &d.readings[i], now, &len)) != TG_OK) {
             /* The decoder only lets finite numbers through, so this is memory. */
             TG_LOG_RATELIMITED(TG_LOG_LEVEL_ERROR, "pipeline", 10000, "cannot encode: %s",
                                tg_strerror(rc));
             tg_counter_inc(pl->m.dropped_full);
+            if (pl->ack)
+                tg_acker_refused(pl->ack, device, dev_len);
             continue;
         }
         struct tg_jrecord rec = {
@@ -193,7 +200,9 @@ void pipeline__process_message(struct tg_pipeline *pl, const struct tg_qmsg *msg
             .value_len = len,
         };
         uint64_t rid = pipeline__append_record(pl, &rec);
-        if (pl->ack && rid && d.readings[i].has_seq)
+        if (pl->ack && !rid)
+            tg_acker_refused(pl->ack, device, dev_len);
+        else if (pl->ack && d.readings[i].has_seq)
             tg_acker_track(pl->ack, device, dev_len, d.readings[i].boot, d.readings[i].seq, rid);
     }
 }

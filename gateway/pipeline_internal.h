@@ -163,6 +163,12 @@ struct tg_pipeline {
 
     int64_t next_commit_ms;
     int64_t next_dedup_save_ms;
+
+    /* tg_pipeline_set_heartbeat() */
+    tg_pipeline_heartbeat_fn heartbeat_fn;
+    void *heartbeat_ud;
+    int64_t heartbeat_interval_ms;
+    int64_t next_heartbeat_ms;
 };
 
 static inline int64_t wall_ms(void)

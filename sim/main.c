@@ -58,7 +58,7 @@ static void usage(FILE *out)
             "                         ack (ack/<id>) covers it, not just the broker's PUBACK;\n"
             "                         the ledger then counts a reading released at that ack\n"
             "  --ack-timeout MS       with --durable-acks: resend what is unacknowledged when\n"
-            "                         the oldest reading waited this long (default 10000)\n"
+            "                         the oldest reading waited this long (default 15000)\n"
             "  --metrics-listen ADDR  serve tidegate_sim_* metrics, e.g. 127.0.0.1:9465\n"
             "  --state-dir DIR        where the devices' boot counters are kept between runs\n"
             "                         (file tidegate-sim.boots): each run boots every device\n"

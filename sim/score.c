@@ -35,7 +35,7 @@ struct record {
     char *metric;
     size_t akind;   /* index in sc->akinds */
     bool open, close;
-    int64_t start_ts;
+    int64_t start_ts, end_ts;
     size_t arrival; /* order of arrival: the tie-break that keeps grouping stable */
 };
 
@@ -47,7 +47,8 @@ struct alert_kind {
 
 struct false_incident {
     size_t head;  /* index of its identifying record in the sorted records */
-    int64_t start;
+    int64_t start, end;
+    bool closed;
 };
 
 struct tg_sim_score {
@@ -278,6 +279,7 @@ int tg_sim_score_add_alert(struct tg_sim_score *sc, const struct tg_sim_score_al
         .open = open,
         .close = strcmp(al->state, "close") == 0,
         .start_ts = al->start_ts,
+        .end_ts = al->end_ts < al->start_ts ? al->start_ts : al->end_ts,
         .arrival = sc->n_records,
     };
     sc->n_records++;
@@ -460,7 +462,7 @@ int tg_sim_score_finish(struct tg_sim_score *sc, struct tg_sim_score_result *res
         /* One incident: records[i .. j). Its identity is its open record's, else its first. */
         size_t j = i;
         const struct record *head = NULL;
-        int64_t start = INT64_MAX;
+        int64_t start = INT64_MAX, end = INT64_MIN;
         unsigned opens = 0;
         bool closed = false;
         while (j < sc->n_records && strcmp(sc->records[j].id, sc->records[i].id) == 0) {
@@ -473,6 +475,8 @@ int tg_sim_score_finish(struct tg_sim_score *sc, struct tg_sim_score_result *res
             closed |= r->close;
             if (r->start_ts < start)
                 start = r->start_ts;
+            if (r->end_ts > end)
+                end = r->end_ts;
             j++;
         }
         if (!head)
@@ -504,8 +508,9 @@ int tg_sim_score_finish(struct tg_sim_score *sc, struct tg_sim_score_result *res
             if (!f)
                 goto cleanup;
             sc->falses = f;
-            sc->falses[sc->n_falses++] =
-                (struct false_incident){.head = (size_t)(head - sc->records), .start = start};
+            sc->falses[sc->n_falses++] = (struct false_incident){
+                .head = (size_t)(head - sc->records), .start = start, .end = end,
+                .closed = closed};
         }
         i = j;
     }
@@ -616,6 +621,8 @@ void tg_sim_score_each_false(const struct tg_sim_score *sc, tg_sim_score_false_f
             .metric = r->metric,
             .alert_kind = sc->akinds[r->akind].name,
             .start_ts = start,
+            .end_ts = sc->falses[i].end,
+            .closed = sc->falses[i].closed,
             .has_near = near != NULL,
         };
         if (near) {

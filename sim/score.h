@@ -157,6 +157,10 @@ void tg_sim_score_each_missed(const struct tg_sim_score *sc, tg_sim_score_missed
 struct tg_sim_score_false {
     const char *device, *metric, *alert_kind;
     int64_t start_ts;
+    int64_t end_ts;  /* the largest end_ts of its records: for a closed silence, when the last
+                      * missing reading was due, so end_ts == start_ts means at most the one
+                      * reading due at its start was missing (lag, not a gap in the data) */
+    bool closed;
     bool has_near;
     const char *near_metric;
     enum tg_anomaly_kind near_kind;

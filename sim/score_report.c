@@ -106,6 +106,10 @@ static void false_text(void *ud, const struct tg_sim_score_false *f)
     char a[32], b[32], c[32], off[64];
     fmt_time(a, sizeof a, f->start_ts);
     fprintf(lt->out, "  %s %s %s at %s", f->device, f->metric, f->alert_kind, a);
+    if (f->closed)
+        fprintf(lt->out, " to +%.1f s", (double)(f->end_ts - f->start_ts) / 1000.0);
+    else
+        fprintf(lt->out, " (never closed)");
     if (f->has_near) {
         fmt_time(b, sizeof b, f->near_start_ts);
         fmt_time(c, sizeof c, f->near_end_ts);
@@ -323,10 +327,11 @@ static void false_json(void *ud, const struct tg_sim_score_false *f)
                                    (json_int_t)f->near_start_ts, "end_ts",
                                    (json_int_t)f->near_end_ts)
                        : json_null();
-    json_array_append_new(lj->arr, json_pack("{s:s,s:s,s:s,s:I,s:o}", "device", f->device,
-                                             "metric", f->metric, "kind", f->alert_kind,
-                                             "start_ts", (json_int_t)f->start_ts,
-                                             "nearest_label", near));
+    json_array_append_new(lj->arr, json_pack("{s:s,s:s,s:s,s:I,s:I,s:b,s:o}", "device",
+                                             f->device, "metric", f->metric, "kind",
+                                             f->alert_kind, "start_ts", (json_int_t)f->start_ts,
+                                             "end_ts", (json_int_t)f->end_ts, "closed",
+                                             f->closed, "nearest_label", near));
 }
 
 static json_t *floor_json(double v)

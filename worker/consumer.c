@@ -239,6 +239,8 @@ static void handle_message(struct tg_consumer *cs, struct tg_canonical_decoder *
         return;
     }
     struct consumer_slot *slot = consumer__slot(cs, msg->partition);
+    if (slot && msg->offset + 1 > slot->end_seen)
+        slot->end_seen = msg->offset + 1;
     /* A record fetched before a seek or a revoke is not ours to process any more. */
     if (!slot || !slot->assigned || msg->offset < slot->next_offset)
         return;
@@ -263,6 +265,7 @@ static void handle_message(struct tg_consumer *cs, struct tg_canonical_decoder *
     }
     slot->next_offset = msg->offset + 1;
     slot->advanced = true;
+    slot->position_known = true;
     cs->txn_work = true;
 }
 
@@ -336,7 +339,8 @@ tg_err tg_consumer_run(struct tg_consumer *cs, atomic_bool *stop)
     /* Finish what was processed, then leave: the revoke callback commits anything the last
      * moment added and drops the partitions, so they move to other workers at once instead of
      * after the session timeout. */
-    TG_LOG_INFO("consumer", "stopping: committing and leaving group %s",
+    TG_LOG_INFO("consumer", "stopping: %sleaving group %s",
+                cs->broken || cs->rewind_needed ? "" : "committing and ",
                 tg_config_get_str(cs->cfg, "kafka", "group_id"));
     /* What could not be committed is processed again by the partitions' next owner: nothing
      * is lost, but the exit status says the last transaction did not commit. */
@@ -366,6 +370,9 @@ bool tg_consumer_healthy(struct tg_consumer *cs, char *reason, size_t len)
     case HEALTH_STARTING: snprintf(reason, len, "starting"); return false;
     case HEALTH_PRODUCER_FATAL:
         snprintf(reason, len, "the transactional producer failed and is being replaced");
+        return false;
+    case HEALTH_FENCED:
+        snprintf(reason, len, "fenced by another process with the same instance_id");
         return false;
     default: snprintf(reason, len, "transactions cannot be initialised"); return false;
     }

@@ -36,6 +36,8 @@ extern const char *const consumer__states[CONSUMER_STATES];
 struct consumer_slot {
     bool assigned;
     bool advanced;         /* records processed since the last commit */
+    bool position_known;   /* next_offset is a real offset (not "wherever the reset points") */
+    int64_t end_seen;      /* highest offset + 1 of a record fetched: a floor of the end */
     int64_t next_offset;   /* the next record to process (what a commit records) */
     struct tg_gauge *lag;  /* tidegate_worker_consumer_lag_records{partition}; NULL until
                             * first assigned */
@@ -52,7 +54,13 @@ struct consumer_metrics {
     struct tg_metrics *registry;
 };
 
-enum consumer_health { HEALTH_OK = 0, HEALTH_STARTING, HEALTH_PRODUCER_FATAL, HEALTH_NO_TXN };
+enum consumer_health {
+    HEALTH_OK = 0,
+    HEALTH_STARTING,
+    HEALTH_PRODUCER_FATAL,
+    HEALTH_NO_TXN,
+    HEALTH_FENCED,
+};
 
 struct tg_consumer {
     const struct tg_config *cfg; /* borrowed: outlives the consumer */

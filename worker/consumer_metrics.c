@@ -132,10 +132,12 @@ void consumer__metrics_lag(struct tg_consumer *cs)
         if (!slot->assigned || !slot->lag)
             continue;
         int64_t lo, hi;
-        /* Cached from the last fetch response: no request to the cluster. */
-        if (rd_kafka_get_watermark_offsets(cs->consumer, cs->input_topic, p, &lo, &hi) ==
-                RD_KAFKA_RESP_ERR_NO_ERROR &&
-            hi >= 0)
-            tg_gauge_set(slot->lag, (double)(hi > slot->next_offset ? hi - slot->next_offset : 0));
+        /* The end cached from the last fetch response (no request to the cluster); when there
+         * is none, the end of what was fetched, so the gauge never stays at an old value. */
+        if (rd_kafka_get_watermark_offsets(cs->consumer, cs->input_topic, p, &lo, &hi) !=
+                RD_KAFKA_RESP_ERR_NO_ERROR ||
+            hi < slot->end_seen)
+            hi = slot->end_seen;
+        tg_gauge_set(slot->lag, (double)(hi > slot->next_offset ? hi - slot->next_offset : 0));
     }
 }

@@ -3,7 +3,7 @@
  *
  * Partition p of the state topic holds the snapshots of input partition p: series snapshots
  * "<p>/<device>/<metric>", the engine's partition state "<p>/", tombstones for evicted series,
- * and after each committed transaction that advanced p an offset marker "<p>/@offset". A
+ * and at the end of each committed transaction an offset marker "<p>/@offset". A
  * restore reads partition p from the beginning (read_committed) to its end, keeps for each key
  * the latest value written before the last marker, and hands those to the engine (tombstones
  * skipped); processing then resumes at the marker's offset. Records after the last marker
@@ -342,7 +342,8 @@ static void assign(struct tg_consumer *cs, rd_kafka_t *rk, rd_kafka_topic_partit
             continue;
         slot->assigned = true;
         slot->advanced = false;
-        slot->next_offset = parts->elems[i].offset >= 0 ? parts->elems[i].offset : 0;
+        slot->position_known = parts->elems[i].offset >= 0;
+        slot->next_offset = slot->position_known ? parts->elems[i].offset : 0;
         if (!slot->lag)
             slot->lag = consumer__lag_gauge(cs, p);
     }

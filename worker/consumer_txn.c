@@ -3,7 +3,7 @@
  *
  * One transaction is open at all times. Outputs are produced into it as the engine emits
  * them; every commit interval consumer__txn_commit() adds the engine's dirty snapshots and,
- * for each partition that advanced, an offset marker ("<p>/@offset" = the next offset) to
+ * for each partition held, an offset marker ("<p>/@offset" = the next offset) to
  * partition p of the state topic, sends the consumed offsets to the transaction
  * (rd_kafka_send_offsets_to_transaction, with the group's metadata, so a worker that lost its
  * partitions in a rebalance cannot commit for them) and commits. Then a new one begins.
@@ -146,12 +146,35 @@ static bool replace_producer(struct tg_consumer *cs)
     return true;
 }
 
+/* Fenced: a newer producer with our transactional.id exists, i.e. another process runs with
+ * our instance_id (a restarted copy of us, or a configuration mistake). Fencing it back would
+ * make the two take turns forever without progress, so this one steps aside: the loop ends,
+ * the worker leaves the group (its partitions move to the other) and exits with status 1. */
+static bool fenced(struct tg_consumer *cs, const rd_kafka_error_t *error)
+{
+    if (!error)
+        return false;
+    rd_kafka_resp_err_t code = rd_kafka_error_code(error);
+    if (code != RD_KAFKA_RESP_ERR__FENCED && code != RD_KAFKA_RESP_ERR_PRODUCER_FENCED &&
+        code != RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH)
+        return false;
+    TG_LOG_ERROR("txn", "fenced: another process runs with instance_id %s (transactional.id %s); "
+                        "stopping. Every worker needs its own [worker] instance_id",
+                 cs->instance_id, cs->transactional_id);
+    atomic_store(&cs->health, HEALTH_FENCED);
+    cs->broken = true;
+    cs->txn_open = false;
+    return true;
+}
+
 /* After a failed transaction: aborted (or the producer replaced), a new one begun, and the
  * loop told to rewind. */
 static void after_failure(struct tg_consumer *cs, rd_kafka_error_t *error)
 {
     tg_counter_inc(cs->m.aborts);
     cs->rewind_needed = true;
+    if (fenced(cs, error))
+        return;
     if (error && rd_kafka_error_is_fatal(error)) {
         TG_LOG_ERROR("txn", "producer failed fatally (%s): replacing it",
                      rd_kafka_error_string(error));
@@ -160,10 +183,12 @@ static void after_failure(struct tg_consumer *cs, rd_kafka_error_t *error)
     } else if (cs->txn_open) {
         rd_kafka_error_t *ae = rd_kafka_abort_transaction(cs->producer, (int)cs->txn_timeout_ms);
         if (ae) {
-            TG_LOG_ERROR("txn", "abort failed (%s): replacing the producer",
-                         rd_kafka_error_string(ae));
+            bool f = fenced(cs, ae);
+            if (!f)
+                TG_LOG_ERROR("txn", "abort failed (%s): replacing the producer",
+                             rd_kafka_error_string(ae));
             rd_kafka_error_destroy(ae);
-            if (!replace_producer(cs))
+            if (f || !replace_producer(cs))
                 return;
         }
     }
@@ -217,9 +242,12 @@ tg_err consumer__txn_commit(struct tg_consumer *cs, int timeout_ms)
     if (sc.err != TG_OK)
         goto fail;
     offsets = rd_kafka_topic_partition_list_new(8);
+    /* A marker for every held partition whose position is known, not only those that
+     * advanced: the silence sweep changes (and snapshots) series of partitions that got no
+     * record, and a restore ignores what follows a partition's last marker. */
     for (int32_t p = 0; p < cs->n_slots; p++) {
         struct consumer_slot *slot = &cs->slots[p];
-        if (!slot->assigned || !slot->advanced)
+        if (!slot->assigned || !slot->position_known)
             continue;
         char key[32], value[32];
         int klen = snprintf(key, sizeof key, "%" PRId32 CONSUMER_OFFSET_KEY, p);
@@ -227,8 +255,9 @@ tg_err consumer__txn_commit(struct tg_consumer *cs, int timeout_ms)
         if (consumer__produce(cs, cs->state_topic, p, key, (size_t)klen, value, (size_t)vlen, 0,
                               NULL) != TG_OK)
             goto fail;
-        rd_kafka_topic_partition_list_add(offsets, cs->input_topic, p)->offset =
-            slot->next_offset;
+        if (slot->advanced)
+            rd_kafka_topic_partition_list_add(offsets, cs->input_topic, p)->offset =
+                slot->next_offset;
     }
     if (offsets->cnt > 0) {
         rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(cs->consumer);
@@ -253,7 +282,7 @@ tg_err consumer__txn_commit(struct tg_consumer *cs, int timeout_ms)
     for (int32_t p = 0; p < cs->n_slots; p++)
         cs->slots[p].advanced = false;
     double t_end = mono_s();
-    TG_LOG_DEBUG("txn", "committed: flush %.1f ms, %" PRIu64 " snapshots + %d markers and "
+    TG_LOG_DEBUG("txn", "committed: flush %.1f ms, %" PRIu64 " snapshots, markers and %d offsets "
                  "offsets %.1f ms, commit %.1f ms",
                  (t_flushed - t0) * 1e3, cs->txn_snapshot_records, offsets->cnt,
                  (t_offsets - t_flushed) * 1e3, (t_end - t_offsets) * 1e3);
@@ -300,7 +329,8 @@ tg_err consumer__rewind(struct tg_consumer *cs)
                 if (parts->elems[i].err)
                     TG_LOG_ERROR("txn", "seeking %s[%" PRId32 "]: %s", cs->input_topic,
                                  parts->elems[i].partition, rd_kafka_err2str(parts->elems[i].err));
-                slot->next_offset = parts->elems[i].offset >= 0 ? parts->elems[i].offset : 0;
+                slot->position_known = parts->elems[i].offset >= 0;
+                slot->next_offset = slot->position_known ? parts->elems[i].offset : 0;
                 slot->advanced = false;
             }
         }

@@ -32,7 +32,7 @@ _Static_assert(TG_OUTBOX_MAX_SLOTS == TG_NODE_MAX_OUTBOX_SLOTS, "node.h and outb
 #define DEFAULT_PAYLOAD_BYTES 256
 #define DEFAULT_BACKOFF_MIN_MS 1000
 #define DEFAULT_BACKOFF_MAX_MS 60000
-#define DEFAULT_ACK_TIMEOUT_MS 10000
+#define DEFAULT_ACK_TIMEOUT_MS 15000
 /* After the transport refuses a publish (its buffer is full, or it has not noticed yet that
  * the connection is gone) the node tries again this much later rather than spinning. */
 #define RESEND_MS 100

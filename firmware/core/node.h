@@ -51,7 +51,7 @@ struct tg_node_config {
     uint32_t backoff_min_ms;     /* first reconnect delay; 0 = 1000 */
     uint32_t backoff_max_ms;     /* cap of the exponential backoff; 0 = 60000 */
     bool durable_acks;           /* keep readings until the gateway's ack (see above) */
-    uint32_t ack_timeout_ms;     /* durable_acks: resend after this long without one; 0 = 10000 */
+    uint32_t ack_timeout_ms;     /* durable_acks: resend after this long without one; 0 = 15000 */
 };
 
 struct tg_node_stats {

@@ -11,6 +11,8 @@
 #   - config/mosquitto.conf and config/acl load in the real Mosquitto, which then keeps QoS1
 #     messages for the gateway's persistent session and refuses a node publishing under
 #     another device's id (run on a Unix socket: no port is used);
+#   - without -b, the daemon picks the board file whose match-model line fits a fake
+#     device-tree model (TIDEGATE_DT_MODEL), or the generic file of its architecture;
 #   - config/tidegate.service passes `systemd-analyze verify` where systemd-analyze exists.
 # Every failure is reported; the exit status is 1 if there was any. promtool is taken from
 # TG_PROMTOOL or PATH, Mosquitto from PATH; a missing one is a failure (scripts/install-deps
@@ -205,6 +207,33 @@ else
   kill "$mq_pid" 2>/dev/null
   wait "$mq_pid" 2>/dev/null
   mq_pid=
+fi
+
+# --- board autodetect (no -b) -----------------------------------------------------------------
+
+# A fake /proc/device-tree/model: the daemon picks the board file that claims it, says so, and
+# applies it; an unknown model falls back to the generic file of this machine's architecture.
+printf 'Raspberry Pi 4 Model B Rev 1.4\0' >"$tmp/model"
+if TIDEGATE_BOARDS_DIR="$src/boards" TIDEGATE_DT_MODEL="$tmp/model" \
+     "$bin" --check-config -c config/tidegate-dev.ini >"$tmp/out" 2>"$tmp/err" &&
+   grep -q 'board file .*/rpi4b.ini (model "Raspberry Pi 4 Model B Rev 1.4"' "$tmp/err" &&
+   grep -q 'origin: .*boards/rpi4b.ini' "$tmp/out"; then
+  ok "without -b, the model \"Raspberry Pi 4 Model B\" selects and applies boards/rpi4b.ini"
+else
+  fail "without -b, a Raspberry Pi 4 model did not select boards/rpi4b.ini:"
+  sed 's/^/    /' "$tmp/err" >&2
+fi
+printf 'Unknown Vendor Board\0' >"$tmp/model"
+arch_file=$(grep -l "^# match-arch:.*\b$(uname -m)\b" "$src"/boards/*.ini | head -1)
+if [ -z "$arch_file" ]; then
+  ok "no generic board file for $(uname -m): fallback not checked"
+elif TIDEGATE_BOARDS_DIR="$src/boards" TIDEGATE_DT_MODEL="$tmp/model" \
+       "$bin" --check-config -c config/tidegate-dev.ini >"$tmp/out" 2>"$tmp/err" &&
+     grep -qF "board file $arch_file (no board file matches model" "$tmp/err"; then
+  ok "an unknown model falls back to $(basename "$arch_file") ($(uname -m))"
+else
+  fail "an unknown model did not fall back to $arch_file:"
+  sed 's/^/    /' "$tmp/err" >&2
 fi
 
 # --- systemd unit ---------------------------------------------------------------------------

@@ -446,7 +446,10 @@ static int start_once(struct tg_gw *gw, bool *exited)
     }
     argv[argc] = NULL;
     tg_harness_proc_destroy(gw->proc);
-    gw->proc = tg_harness_proc_start(gw->dir, "tidegate", argv, NULL, 0);
+    /* No -b, and no board file found either (README, "Board autodetection"): the tests run on
+     * the built-in defaults and their INI, whatever board files this machine has installed. */
+    const char *env[] = {"TIDEGATE_BOARDS_DIR=/nonexistent/tidegate-test-boards", NULL};
+    gw->proc = tg_harness_proc_start(gw->dir, "tidegate", argv, env, 0);
     free(argv);
     if (!gw->proc)
         return -1;

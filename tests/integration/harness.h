@@ -224,6 +224,10 @@ void tg_harness_mosquitto_destroy(struct tg_harness_mosquitto *mq);
 
 struct tg_harness_devkafka;
 
+/* Path of the devkafka binary the harness starts: TG_DEVKAFKA_BIN when set (the ARM tiers of
+ * scripts/test point it at a native build), else <bin dir>/tidegate-devkafka. Caller frees. */
+char *tg_harness_devkafka_bin(void);
+
 /* Starts <bin>/tidegate-devkafka with the extra arguments args (NULL-terminated, or NULL for
  * the defaults: 3 brokers, the telemetry topics) in a fresh temp dir, its stdin and stdout
  * piped to the harness, and waits for the bootstrap line (deadline 30 s). devkafka prints it

@@ -366,6 +366,23 @@ int tg_harness_kafka_create_topic(struct tg_harness_kafka *kf, const char *topic
     return create_topics(kf, &spec, 1, TOPIC_TIMEOUT_MS);
 }
 
+/* True when the broker answered that it has no such topic: an answer, not a pause to wait out
+ * (no auto-creation will make one appear). */
+static bool topic_unknown(struct tg_harness_kafka *kf, const char *topic)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(kf->rk, topic, NULL);
+    bool unknown = false;
+    if (rkt && rd_kafka_metadata(kf->rk, 0, rkt, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        unknown = md->topic_cnt == 1 &&
+                  md->topics[0].err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    if (rkt)
+        rd_kafka_topic_destroy(rkt);
+    return unknown;
+}
+
 int tg_harness_kafka_partitions(struct tg_harness_kafka *kf, const char *topic)
 {
     int partitions = -1;
@@ -373,6 +390,8 @@ int tg_harness_kafka_partitions(struct tg_harness_kafka *kf, const char *topic)
     do {
         if (metadata_ready(kf, topic, 2000, &partitions))
             return partitions;
+        if (topic_unknown(kf, topic))
+            return -1;
         sleep_ms(50);
     } while (tg_harness_now_ms() < deadline);
     return -1;

@@ -72,8 +72,8 @@ bool tg_harness_kafka_running(struct tg_harness_kafka *kf);
 int tg_harness_kafka_create_topic(struct tg_harness_kafka *kf, const char *topic,
                                   int partitions, const char *const configs[]);
 
-/* Partitions of topic as the broker's metadata says, or -1 when it has no such topic or did
- * not answer within 10 s. */
+/* Partitions of topic as the broker's metadata says (once every one has a leader), or -1 at
+ * once when the broker answers that it has no such topic, or after 10 s without an answer. */
 int tg_harness_kafka_partitions(struct tg_harness_kafka *kf, const char *topic);
 
 /* An outage the way operators cause one: SIGTERM, and wait (deadline 60 s, then SIGKILL)

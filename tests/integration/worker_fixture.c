@@ -496,6 +496,11 @@ struct wfx_worker *wfx_worker_start(const char *dir, const char *name, const cha
             "[detect]\nsilence = false\n%s",
             instance_id, bootstrap, group, topic_prefix, topic_prefix, topic_prefix, w->metrics_port,
             extra ? extra : "");
+    /* WFX_WORKER_EXTRA: more lines for every worker's config, when investigating by hand
+     * (e.g. "[log]\ndebug = txn" ends up as a second [log] section). */
+    const char *env_extra = getenv("WFX_WORKER_EXTRA");
+    if (env_extra && *env_extra)
+        fprintf(f, "\n%s\n", env_extra);
     assert_int_equal(fclose(f), 0);
     char bin[512];
     snprintf(bin, sizeof bin, "%s/tidegate-worker", tg_harness_bin_dir());

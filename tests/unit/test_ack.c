@@ -176,6 +176,11 @@ static void gaps_new_boots_and_repeats(void **state)
     assert_int_equal(n_sent, 1);
     assert_true(tg_ack_msg_covers(&sent[0].msg, 1, 2));
     assert_false(tg_ack_msg_covers(&sent[0].msg, 1, 5));
+    /* a device one of whose readings was refused on arrival: its repeats are not trusted */
+    tg_acker_refused(ak, "t", 1);
+    repeat(ak, "t", 1, 3);
+    tg_acker_flush(ak, 0);
+    assert_int_equal(n_sent, 1);
     tg_acker_destroy(ak);
 }
 

@@ -253,9 +253,14 @@ static void a_silence_never_closed_is_the_end_of_the_run(void **state)
     alert(sc, "b", "sim-00002", "humidity_pct", "silence", "open", S(601));
     /* An unclosed silence that matches a label still detects it. */
     alert(sc, "c", "sim-00001", "temperature_c", "silence", "open", S(100));
-    /* A silence on a live device closes when its readings return: false. */
+    /* A silence on a live device closes when its readings return: false. Its close says
+     * the last missing reading was due 6 s after the first. */
     alert(sc, "d", "sim-00003", "temperature_c", "silence", "open", S(300));
-    alert(sc, "d", "sim-00003", "temperature_c", "silence", "close", S(300));
+    struct tg_sim_score_alert close = {.id = "d", .device = "sim-00003",
+                                       .metric = "temperature_c", .kind = "silence",
+                                       .state = "close", .start_ts = T0 + S(300),
+                                       .end_ts = T0 + S(306)};
+    assert_int_equal(tg_sim_score_add_alert(sc, &close), 0);
     /* A non-silence alert never closed is false all the same. */
     alert(sc, "e", "sim-00004", "temperature_c", "level", "open", S(599));
     struct tg_sim_score_result res = finish(sc);
@@ -263,6 +268,20 @@ static void a_silence_never_closed_is_the_end_of_the_run(void **state)
     assert_int_equal(res.silent_at_end, 2);
     assert_int_equal(res.all.detected, 1);
     assert_int_equal(res.all.false_alerts, 2);
+    char why[64] = "";
+    struct tg_sim_score_context ctx = {.topic = "t", .labels_path = "l", .slack_ms = SLACK,
+                                       .floors = &no_floors, .pass = true, .why = why,
+                                       .details = 10};
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    assert_non_null(f);
+    assert_int_equal(tg_sim_score_print_text(sc, &res, &ctx, f), 0);
+    fclose(f);
+    assert_non_null(strstr(text, "  sim-00003 temperature_c silence at 08:05:00.000 to +6.0 s;"));
+    assert_non_null(strstr(text, "  sim-00004 temperature_c level at 08:09:59.000 (never closed);"));
+    assert_non_null(strstr(text, "not counted as false: 2 silence incidents never closed"));
+    free(text);
     tg_sim_score_destroy(sc);
 }
 
@@ -460,7 +479,7 @@ static void details_name_the_missed_and_the_false(void **state)
                                  "  sim-00001 humidity_pct spike "));
     assert_null(strstr(text, "sim-00002 pressure_hpa stuck"));
     assert_non_null(strstr(text, "false alerts (the first of 2, UTC):\n"
-                                 "  sim-00001 temperature_c shift at "));
+                                 "  sim-00001 temperature_c shift at 08:07:40.000 to +0.0 s; "));
     assert_non_null(strstr(text, "drift 08:01:40.000..08:06:40.000, 60.0 s after its end\n"));
     free(text);
     tg_sim_score_destroy(sc);

@@ -45,7 +45,7 @@ static const struct tg_config_key base_schema[] = {
                 "keep each reading until the gateway acknowledges it durable on "
                 "<ack_topic_prefix><device_id> (the gateway's [ack] enabled), not just until "
                 "the broker's PUBACK: a gateway or broker crash then loses nothing"),
-    TG_CFG_MS("node", "ack_timeout_ms", "10000", 100, 3600000,
+    TG_CFG_MS("node", "ack_timeout_ms", "15000", 100, 3600000,
               "durable_acks: when the oldest reading sent waits this long (ms) for its ack, "
               "everything unacknowledged is sent again"),
     TG_CFG_STR("node", "ack_topic_prefix", "ack/",
