@@ -24,6 +24,10 @@ trap cleanup EXIT
 failures=0
 fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 sock=$tmp/mqtt.sock
+# In a sanitizer build the plugin needs the ASan/UBSan runtimes preloaded into the (not
+# instrumented) broker, and only there (TG_PLUGIN_PRELOAD, set by CMake).
+broker_cmd=(mosquitto)
+[ -n "${TG_PLUGIN_PRELOAD:-}" ] && broker_cmd=(env "LD_PRELOAD=$TG_PLUGIN_PRELOAD" mosquitto)
 
 # write_conf NAME [plugin_opt lines...]: a broker config loading the plugin with NAME.ini.
 write_conf() {
@@ -50,7 +54,7 @@ ini() {
 # expect_refused NAME EXPECTED_TEXT: the broker must exit non-zero within 10 s saying it.
 expect_refused() {
   local name=$1 want=$2
-  timeout 10 mosquitto -c "$tmp/$name.conf" >"$tmp/$name.out" 2>&1
+  timeout 10 "${broker_cmd[@]}" -c "$tmp/$name.conf" >"$tmp/$name.out" 2>&1
   local st=$?
   if [ $st -eq 0 ] || [ $st -eq 124 ]; then
     fail "$name: broker exit status $st, expected a refusal"
@@ -80,7 +84,7 @@ expect_refused badset "journal"
 # start_broker NAME: runs it in the background until its socket accepts a client.
 start_broker() {
   rm -f "$sock"
-  mosquitto -c "$tmp/$1.conf" >"$tmp/$1.out" 2>&1 &
+  "${broker_cmd[@]}" -c "$tmp/$1.conf" >"$tmp/$1.out" 2>&1 &
   broker=$!
   pids+=("$broker")
   for _ in $(seq 100); do
