@@ -6,6 +6,7 @@
 #     plugin_opt_config are refused: the broker exits non-zero and says which key, where;
 #   - plugin_opt_forward false (default) hides taken messages from a '#' subscriber, other
 #     topics still pass, and plugin_opt_forward true lets telemetry through as well;
+#   - SIGHUP to the broker reaches the plugin (MOSQ_EVT_RELOAD) and the broker goes on;
 #   - with [ack] enabled the durable ack is published from inside the broker
 #     (mosquitto_broker_publish) on ack/<device id>, with Kafka unreachable: in durable mode
 #     the journal commit alone makes a reading durable.
@@ -134,6 +135,12 @@ if start_broker fwd; then
   else
     fail "no ack on ack/dev-7 within 10 s"
     cat "$tmp/fwd.out" >&2
+  fi
+  # SIGHUP: MOSQ_EVT_RELOAD reaches the plugin, and the broker goes on.
+  kill -HUP "$broker"
+  if wait_log fwd "broker reload: reloading the device keys" &&
+    mosquitto_pub --unix "$sock" -q 1 -t telemetry/dev-7 -m "$(reading 2)"; then
+    echo "ok: SIGHUP reaches the plugin, the broker goes on"
   fi
   stop_broker fwd
   grep -q "^other/topic passes" "$tmp/all.txt" || fail "forward=false: other/topic did not pass"
