@@ -129,7 +129,7 @@ tg_err tg_board_detect(const char *boards_dir, const char *model_path, const cha
             char *v;
             if (model[0] && (v = match_value(line, "match-model")) && *v &&
                 strncmp(model, v, strlen(v)) == 0 && strlen(v) > strlen(best_prefix)) {
-                snprintf(best_prefix, sizeof best_prefix, "%s", v);
+                snprintf(best_prefix, sizeof best_prefix, "%.*s", (int)sizeof best_prefix - 1, v);
                 snprintf(best_model_file, sizeof best_model_file, "%s", file);
             } else if (machine && *machine && !arch_file[0] &&
                        (v = match_value(line, "match-arch")) && word_in(v, machine)) {

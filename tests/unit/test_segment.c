@@ -215,7 +215,7 @@ static void corrupt_sizes_are_permanent(void **state)
         size_t len;
         assert_int_equal(tg_segment_compress(seg, codecs[c], 3, &blob, &len), TG_OK);
         const size_t bad[] = {raw - 1, raw + 1, (size_t)UINT32_MAX - 7, TG_SEGMENT_RAW_MAX + 1,
-                              (size_t)1 << 40};
+                              SIZE_MAX};
         for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
             assert_int_equal(tg_segment_load(back, codecs[c], blob, len, bad[i], 1, n),
                              TG_ERR_INTERNAL);
