@@ -10,12 +10,6 @@
  * copying it, which is all the pipeline can use of it. */
 #ifndef TG_DLQ_PAYLOAD_MAX
 #define TG_DLQ_PAYLOAD_MAX (64 * 1024)
-/* Most messages tg_ingress_publish() holds for the ingress thread (durable acks: one per
- * device per commit at most, so this is room for a few commits of 10,000 devices). */
-#ifndef TG_INGRESS_PUBLISH_QUEUE_MAX
-#define TG_INGRESS_PUBLISH_QUEUE_MAX 65536
-#endif
-
 #endif
 
 /* Most messages tg_ingress_publish() holds for the ingress thread (durable acks: one per

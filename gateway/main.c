@@ -301,6 +301,12 @@ static int run(const struct tg_config *cfg)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    /* Which front-end feeds the pipeline (the plugin sets mode="plugin", plugin_mosq.c). */
+    tg_gauge_set(tg_metrics_gauge(metrics, "tidegate_mode_info",
+                                  "How the pipeline is fed: daemon (MQTT subscriber) or plugin "
+                                  "(inside Mosquitto)",
+                                  "mode", "daemon", NULL),
+                 1);
     if (tg_pipeline_new(cfg, metrics, &pl, err, sizeof err) != TG_OK) {
         TG_LOG_ERROR("main", "cannot start: %s", err);
         goto out;

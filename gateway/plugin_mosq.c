@@ -29,6 +29,8 @@
  *     broker's last persistence save: the stop below does not race the broker.
  *   - 2.0.11 does not free a topic a callback replaced (later 2.0.x do): to hide a taken
  *     message from subscribers the topic is therefore rewritten in place, never replaced.
+ *   - SIGHUP re-reads mosquitto.conf and raises MOSQ_EVT_RELOAD; a version 5 plugin is not
+ *     initialised again (its options are not re-read), so plugin_opt_* changes need a restart.
  *
  * Threads: every callback runs on the broker's thread; the pipeline, librdkafka and the
  * metrics exporter run on their own threads, created here with every signal blocked, so that
@@ -232,7 +234,9 @@ static int on_tick(int event, void *event_data, void *userdata)
 }
 
 /* MOSQ_EVT_RELOAD (SIGHUP to the broker): the device keys file is read again, as SIGHUP does
- * for the daemon. */
+ * for the daemon. 2.0.11 stops the reload of the listener's security options at the first
+ * reload callback that does not return MOSQ_ERR_PLUGIN_DEFER (security__init_single), which
+ * would skip older-API auth plugins' re-init: so this one defers. */
 static int on_reload(int event, void *event_data, void *userdata)
 {
     (void)event;
@@ -240,7 +244,7 @@ static int on_reload(int event, void *event_data, void *userdata)
     struct tg_plugin *pg = userdata;
     TG_LOG_INFO("plugin", "broker reload: reloading the device keys");
     tg_pipeline_request_reload(pg->pl);
-    return MOSQ_ERR_SUCCESS;
+    return MOSQ_ERR_PLUGIN_DEFER;
 }
 
 static bool health_check(void *ud, char *reason, size_t len)

@@ -294,6 +294,7 @@ tg_err tg_consumer_run(struct tg_consumer *cs, atomic_bool *stop)
     int64_t now = mono_ms();
     int64_t next_commit = now + cs->commit_interval_ms;
     int64_t next_sweep = now + cs->sweep_interval_ms;
+    bool drained = false; /* a poll returned nothing since the last sweep */
     while (!atomic_load(stop)) {
         int64_t wait = (next_commit < next_sweep ? next_commit : next_sweep) - now;
         if (wait > 100) /* look at the stop flag often */
@@ -301,6 +302,8 @@ tg_err tg_consumer_run(struct tg_consumer *cs, atomic_bool *stop)
         if (wait < 0)
             wait = 0;
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(cs->consumer, (int)wait);
+        if (!msg)
+            drained = true;
         if (cs->broken) {
             rc = TG_ERR_UNAVAILABLE;
             if (msg)
@@ -323,9 +326,15 @@ tg_err tg_consumer_run(struct tg_consumer *cs, atomic_bool *stop)
             rd_kafka_message_destroy(msg);
         }
         now = mono_ms();
-        if (now >= next_sweep) {
+        /* Silence is judged on the wall clock, so only when the worker has caught up with
+         * what was fetched (a poll found nothing waiting since the last sweep): after a stall
+         * (a slow commit, a restore, a backlog) the series must first be seen moving again,
+         * or every one of them would look silent at once. While the worker cannot keep up,
+         * sweeps wait; the lag metric shows why. */
+        if (now >= next_sweep && drained) {
             tg_engine_sweep(cs->en, wall_ms());
             next_sweep = now + cs->sweep_interval_ms;
+            drained = false;
         }
         if (now >= next_commit) {
             rd_kafka_poll(cs->producer, 0); /* serve delivery events */

@@ -34,7 +34,8 @@
 
 #include "gateway_fixture.h"
 
-/* The defaults make the CTest run; TG_ACKS_{DEVICES,RATE,DURATION,KILLS,COMMIT_MS,OUTAGE_MS}
+/* The defaults make the CTest run; TG_ACKS_{DEVICES,RATE,DURATION,KILLS,COMMIT_MS,OUTAGE_MS,
+ * DEDUP_SAVE_MS}
  * in the environment scale it up to the issue's measurement (2,000 devices at 2 Hz, ten
  * kills, commit 50 ms, a 15 s Kafka outage), and TG_ACKS_OFF=1 runs the devices without
  * durable acks (the "before" figure: the test then fails on the loss). */
@@ -134,7 +135,13 @@ static void wait_gateway_connected(struct tg_gw *gw)
 static void run_with_faults(enum fault fault, const char *label)
 {
     raise_open_files();
+    /* TG_ACKS_DEDUP_SAVE_MS: journal.dedup_save_interval_ms, for the duplicate figures. */
+    char dedup_set[96];
+    snprintf(dedup_set, sizeof dedup_set, "journal.dedup_save_interval_ms=%d",
+             env_int("TG_ACKS_DEDUP_SAVE_MS", 10000));
+    const char *sets[] = {dedup_set, NULL};
     const struct tg_gw_opts opts = {
+        .sets = sets,
         .mqtt_extra_conf = "max_connections -1\nmax_queued_messages 1000000\n",
         .commit_interval_ms = env_int("TG_ACKS_COMMIT_MS", 100),
         .extra_ini = "[ack]\nenabled = true\nmin_interval_ms = 100\n",

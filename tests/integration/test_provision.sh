@@ -14,6 +14,7 @@
 #   - an existing id is refused (exit 3, nothing changed); --rotate replaces the password and
 #     key (the old password is then refused by the broker, the new one accepted);
 #   - invalid ids are refused with exit 2 before anything is written;
+#   - --no-key makes a device without an HMAC key on either side;
 #   - --remove takes a device out of every file (the broker then refuses it), and an unknown
 #     id is refused with exit 4.
 set -uo pipefail
@@ -271,6 +272,22 @@ else
   fail "--cert exited non-zero: $(cat "$tmp/p.err")"
 fi
 no_secret_printed cert
+
+# --- --no-key: a device that publishes JSON (unsignable) ---------------------------------------
+if run_prov --no-key --node-etc "$etc/tidegate/nodes/json-01" json-01; then
+  grep -q '^json-01 ' "$etc/tidegate/device-keys" && fail "--no-key wrote a gateway key"
+  [ -e "$etc/tidegate/nodes/json-01/node.key" ] && fail "--no-key wrote a node key"
+  grep -q '^hmac_key_file = $' "$etc/tidegate/nodes/json-01/tidegate-node.ini" ||
+    fail "--no-key node config names a key file"
+  grep -q '^json-01:' "$etc/mosquitto/passwd" || fail "--no-key device has no password entry"
+  if [ -n "$node_bin" ]; then
+    "$node_bin" -c "$etc/tidegate/nodes/json-01/tidegate-node.ini" --check-config >"$tmp/nc.out" 2>&1 ||
+      fail "tidegate-node --check-config on the --no-key config: $(cat "$tmp/nc.out")"
+  fi
+  ok "--no-key: password and ACL, no key on either side"
+else
+  fail "--no-key exited non-zero: $(cat "$tmp/p.err")"
+fi
 
 if [ $failures -gt 0 ]; then
   echo "$failures check(s) failed" >&2
