@@ -82,9 +82,17 @@ static void fleet_through_broker_restarts(void **state)
 {
     (void)state;
     raise_open_files();
+    /* On devkafka, one request in flight: librdkafka 2.0.2's mock cluster does not check the
+     * idempotent producer's sequence numbers, so a batch retried across its outage can be
+     * stored twice (seen once in CI: 2 copies of 20,000, none removed by the gateway). The
+     * real broker checks them and keeps librdkafka's default of 5 (README, Chaos suite). */
+    const char *tier = getenv("TG_KAFKA_TIER");
+    bool real = tier && strcmp(tier, "real") == 0;
+    static const char *const dev_sets[] = {"kafka.rdkafka.max.in.flight=1", NULL};
     const struct tg_gw_opts opts = {
         .mqtt_flags = TG_HARNESS_MQTT_PERSISTENCE,
         .mqtt_extra_conf = "max_connections -1\nmax_queued_messages 1000000\n",
+        .sets = real ? NULL : dev_sets,
     };
     struct tg_gw *gw = tg_gw_new(&opts);
     assert_non_null(gw);
