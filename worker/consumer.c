@@ -319,7 +319,10 @@ void consumer__slot_start(struct tg_consumer *cs, struct consumer_slot *slot, in
      * and a state topic written before checkpoints existed gets its first one. */
     slot->ckpt_due = true;
     slot->state_changed = false;
-    slot->next_ckpt_ms = mono_ms() + cs->snapshot_interval_ms;
+    /* Partitions assigned together checkpoint at eighths of the interval apart, so that
+     * their periodic checkpoints do not all land in one commit. */
+    int32_t p = (int32_t)(slot - cs->slots);
+    slot->next_ckpt_ms = mono_ms() + cs->snapshot_interval_ms * (1 + p % 8) / 8;
     slot->flow_ms = wall_ms();
     slot->last_record_mono = mono_ms();
     slot->hi_at_sweep = 0;

@@ -340,7 +340,13 @@ tg_err consumer__txn_commit(struct tg_consumer *cs, int timeout_ms)
         slot->advanced = false;
         if (slot->ckpt_now) {
             slot->ckpt_now = slot->ckpt_due = slot->state_changed = false;
-            slot->next_ckpt_ms = now_ms + cs->snapshot_interval_ms;
+            /* On its schedule (which keeps partitions apart), unless it fell behind; an early
+             * checkpoint (assign, sweep) leaves the schedule as it was. */
+            if (now_ms >= slot->next_ckpt_ms) {
+                slot->next_ckpt_ms += cs->snapshot_interval_ms;
+                if (slot->next_ckpt_ms <= now_ms)
+                    slot->next_ckpt_ms = now_ms + cs->snapshot_interval_ms;
+            }
             tg_counter_inc(cs->m.checkpoints);
         }
     }

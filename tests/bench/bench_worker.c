@@ -122,8 +122,9 @@ static double lag_sum(const struct wfx_worker *w)
     return sum;
 }
 
-/* [worker] lines for the worker's config, or NULL for the defaults. */
+/* [worker] lines for the worker's config, or NULL for the defaults; and what they say. */
 static const char *worker_extra;
+static char worker_extra_what[64] = "snapshot_interval_ms default";
 
 static void throughput(bool real, int devices, int seconds)
 {
@@ -252,7 +253,7 @@ static void lag(bool real, int devices, int rate, int lag_seconds)
            (cpu1 - cpu0) * 100.0 / fed_s, (cpu1 - cpu0) * 1e6 / (double)n);
     printf("  state topic     %.0f bytes/s, %.0f records/s (%s; %.0f records consumed)\n",
            (snap_bytes1 - snap_bytes0) / fed_s, (snaps1 - snaps0) / fed_s,
-           worker_extra ? worker_extra : "default config", consumed);
+           worker_extra_what, consumed);
     wfx_worker_stop(w);
     wfx_worker_destroy(w);
     cluster_destroy(&cl);
@@ -283,6 +284,8 @@ int main(int argc, char **argv)
         case 'S':
             snprintf(extra, sizeof extra, "[worker]\nsnapshot_interval_ms = %d\n", atoi(optarg));
             worker_extra = extra;
+            snprintf(worker_extra_what, sizeof worker_extra_what, "snapshot_interval_ms %d",
+                     atoi(optarg));
             break;
         case 'L': lag_only = true; break;
         default:
