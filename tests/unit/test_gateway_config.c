@@ -12,7 +12,7 @@
 #include <cmocka.h>
 
 #include "gateway_config.h"
-#include "ingress_mqtt.h"
+#include "ingress_topic.h"
 
 /* Loads text as a config file; returns the config and the file's path in path. */
 static struct tg_config *load(const char *text, char *path, size_t pathlen)
