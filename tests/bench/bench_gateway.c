@@ -7,11 +7,14 @@
  *                 [--warmup S] [--mode durable|spill] [--board FILE] [--connections N]
  *                 [--outage S] [--inflight N] [--no-ceiling] [--tidegate PATH]
  *                 [--set section.key=value]... [--plugin PATH | --no-plugin]
+ *                 [--payload json|cbor]
  *
  * It starts Mosquitto and tidegate-devkafka (3 brokers, telemetry with 12 partitions) in a
  * temporary directory, then runs the same load twice, each time from a fresh publisher
  * process (K connections, QoS1, DEVICES devices spread over them, paced to RATE or, with
- * `max`, keeping INFLIGHT messages in flight per connection, for DURATION seconds):
+ * `max`, keeping INFLIGHT messages in flight per connection, for DURATION seconds; readings
+ * in JSON of about 120 bytes, issue 14's load, or with --payload cbor native CBOR of about
+ * 103 bytes):
  *
  *   1. the ceiling: a bare libmosquitto subscriber (its own process, the gateway's number of
  *      connections, MQTT v5, QoS1) that counts messages and does nothing else: its msg/s is
@@ -174,7 +177,8 @@ static void usage(FILE *f)
             "  --tidegate PATH     the daemon (default: <build>/bin/tidegate)\n"
             "  --set S.K=V         passed to tidegate as --set (repeatable), and to the plugin\n"
             "  --plugin PATH       tidegate_mosq.so for pass 3 (default: the one built)\n"
-            "  --no-plugin         skip pass 3\n");
+            "  --no-plugin         skip pass 3\n"
+            "  --payload json|cbor readings as JSON (~120 B) or native CBOR (~103 B) (json)\n");
 }
 
 static bool parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out)
@@ -202,7 +206,7 @@ static int parse_opts(int argc, char **argv, struct bgw_opts *o)
 {
     *o = (struct bgw_opts){.publishers = 10, .devices = 10000, .rate = 10000, .duration_s = 20,
                        .warmup_s = 2, .mode = MODE_DURABLE, .connections = 1, .inflight = 20,
-                       .ceiling = true,
+                       .ceiling = true, .json = true,
 #ifdef TG_PLUGIN_DEFAULT
                        .plugin = TG_PLUGIN_DEFAULT
 #endif
@@ -216,6 +220,7 @@ static int parse_opts(int argc, char **argv, struct bgw_opts *o)
         {"no-ceiling", no_argument, NULL, 'C'},       {"tidegate", required_argument, NULL, 't'},
         {"set", required_argument, NULL, 's'},        {"help", no_argument, NULL, 'h'},
         {"plugin", required_argument, NULL, 'P'},     {"no-plugin", no_argument, NULL, 'N'},
+        {"payload", required_argument, NULL, 'p'},
         {NULL, 0, NULL, 0},
     };
     o->sets = calloc((size_t)argc, sizeof *o->sets);
@@ -253,6 +258,14 @@ static int parse_opts(int argc, char **argv, struct bgw_opts *o)
         case 's': o->sets[o->n_sets++] = optarg; break;
         case 'P': o->plugin = optarg; break;
         case 'N': o->plugin = NULL; break;
+        case 'p':
+            if (strcmp(optarg, "json") == 0)
+                o->json = true;
+            else if (strcmp(optarg, "cbor") == 0)
+                o->json = false;
+            else
+                ok = false;
+            break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); return -1;
         }

@@ -32,7 +32,8 @@ int bgw_load_start(struct bgw_ctx *cx, struct bgw_load *ld, const char *name)
     snprintf(inflight, sizeof inflight, "%u", cx->o.inflight);
     snprintf(boot, sizeof boot, "%" PRIu64, ++cx->boot);
     const char *const argv[] = {cx->self, "--role", "pub", tg_harness_mosquitto_host(cx->mq),
-                                port, conns, devices, rate, dur, inflight, boot, NULL};
+                                port, conns, devices, rate, dur, inflight, boot,
+                                cx->o.json ? "json" : "cbor", NULL};
     ld->proc = tg_harness_proc_start(cx->dir, name, argv, NULL,
                                      TG_HARNESS_PROC_STDIN_PIPE | TG_HARNESS_PROC_STDOUT_PIPE);
     if (!ld->proc)

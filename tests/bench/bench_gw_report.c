@@ -42,8 +42,8 @@ void bgw_report(const struct bgw_ctx *cx, const struct bgw_ceiling_result *cr,
         printf("%" PRIu64 " msg/s paced", o->rate);
     else
         printf("as fast as %u in-flight messages per connection allow", o->inflight);
-    printf(", %.0f s, native CBOR payloads of %.0f B on average\n", o->duration_s,
-           cx->payload_avg);
+    printf(", %.0f s, %s payloads of %.0f B on average\n", o->duration_s,
+           o->json ? "JSON" : "native CBOR", cx->payload_avg);
     printf("gateway: %u MQTT connection(s), journal %s, %s%s%s\n", o->connections,
            o->mode == MODE_DURABLE ? "durable" : "spill", o->board ? "board " : "no board file",
            o->board ? o->board : "", o->n_sets ? ", with --set overrides" : "");

@@ -61,6 +61,7 @@ struct bgw_opts {
     const char **sets;
     size_t n_sets;
     const char *plugin;  /* tidegate_mosq.so, or NULL: no plugin pass */
+    bool json;           /* --payload json (default): JSON readings, else native CBOR */
 };
 
 /* What one run of the load gave, and its state while it runs. */
