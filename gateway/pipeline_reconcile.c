@@ -214,6 +214,7 @@ static void apply(struct tg_pipeline *pl)
     pl->rcl = NULL;
     pl->reconcile_phase = RECONCILE_APPLIED;
     pl->force_state_save = true;
+    pl->next_commit_ms = mono_ms(); /* sending waits for that commit: make it now */
 }
 
 void pipeline__reconcile_step(struct tg_pipeline *pl)

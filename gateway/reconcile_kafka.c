@@ -22,7 +22,8 @@
 #include "strmap.h"
 
 #define RETRY_MS 1000
-#define CALL_TIMEOUT_MS 5000
+/* Each blocking call's bound: a stop waits for at most one of them. */
+#define CALL_TIMEOUT_MS 1000
 /* A fetch that makes no progress this long starts the attempt over. */
 #define STALL_MS 30000
 
@@ -45,7 +46,10 @@ struct tg_reconcile {
     pthread_t thread;
     bool started;
     atomic_bool stop;
-    atomic_bool done;
+    /* Who frees: RUNNING until the thread ends, then FINISHED (the owner joins and frees);
+     * ABANDONED when the owner gave up waiting (a stop): the thread frees on its way out,
+     * so that a librdkafka call stuck on an unreachable cluster cannot hold a stop. */
+    atomic_int state;
 
     /* results: written by the thread before done is set */
     struct found *found;
@@ -55,7 +59,12 @@ struct tg_reconcile {
     size_t n_ends;
     bool truncated;
     uint64_t records_read;
+    char why[160];   /* the last attempt's failure */
 };
+
+enum { RUNNING, FINISHED, ABANDONED };
+
+static void free_all(struct tg_reconcile *rc);
 
 static int64_t now_ms(void)
 {
@@ -110,19 +119,38 @@ static void add_found(struct tg_reconcile *rc, const struct tg_reading *r)
     f->ts_ms = r->ts_ms;
 }
 
+/* librdkafka's own lines: the cluster being away is what the retry loop is for, so they
+ * go to debug output (the pipeline logs one line when it waits). */
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk, (void)level;
+    TG_LOG_DEBUG("kafka", "reconcile: %s: %s", fac, buf);
+}
+
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)rk, (void)opaque;
+    TG_LOG_DEBUG("kafka", "reconcile: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err),
+                 reason);
+}
+
 static rd_kafka_t *make_consumer(struct tg_reconcile *rc)
 {
     char errstr[512];
-    char group[300];
-    snprintf(group, sizeof group, "tidegate-reconcile-%s", rc->gateway_id);
+    char client[300];
+    snprintf(client, sizeof client, "tidegate-reconcile-%s", rc->gateway_id);
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, on_log);
+    rd_kafka_conf_set_error_cb(conf, on_error);
     /* The pass-through first (security settings; producer-only keys are ignored by a
      * consumer), then what this reader needs. */
     for (size_t i = 0; rc->conf && rc->conf[i] && rc->conf[i + 1]; i += 2)
         (void)rd_kafka_conf_set(conf, rc->conf[i], rc->conf[i + 1], errstr, sizeof errstr);
+    /* Partitions are assigned by hand and no offset is ever committed; librdkafka's
+     * consumer still wants a group id. */
     const char *kv[] = {"bootstrap.servers", rc->brokers,
-                        "group.id", group,
-                        "client.id", group,
+                        "group.id", client,
+                        "client.id", client,
                         "enable.auto.commit", "false",
                         "enable.auto.offset.store", "false",
                         "enable.partition.eof", "true",
@@ -182,8 +210,12 @@ static tg_err read_back(struct tg_reconcile *rc, rd_kafka_t *rk,
             open++;
         }
     tg_err res = TG_OK;
-    if (open && rd_kafka_assign(rk, list) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    bool open_assigned = open > 0;
+    rd_kafka_resp_err_t aerr = open ? rd_kafka_assign(rk, list) : RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (aerr) {
+        snprintf(rc->why, sizeof rc->why, "assign: %s", rd_kafka_err2str(aerr));
         res = TG_ERR_UNAVAILABLE;
+    }
     rd_kafka_topic_partition_list_destroy(list);
     bool *closed = calloc(n, sizeof *closed);
     if (!closed)
@@ -192,15 +224,20 @@ static tg_err read_back(struct tg_reconcile *rc, rd_kafka_t *rk,
     while (res == TG_OK && open > 0 && !atomic_load(&rc->stop)) {
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 100);
         if (!msg) {
-            if (now_ms() - progress_ms > STALL_MS)
+            if (now_ms() - progress_ms > STALL_MS) {
+                snprintf(rc->why, sizeof rc->why, "no progress reading for %d s",
+                         STALL_MS / 1000);
                 res = TG_ERR_UNAVAILABLE;
+            }
             continue;
         }
         size_t p = (size_t)msg->partition;
         bool eof = msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
         if (msg->err && !eof) {
-            if (msg->err == RD_KAFKA_RESP_ERR__FATAL)
+            if (msg->err == RD_KAFKA_RESP_ERR__FATAL) {
+                snprintf(rc->why, sizeof rc->why, "%s", rd_kafka_message_errstr(msg));
                 res = TG_ERR_UNAVAILABLE;
+            }
             rd_kafka_message_destroy(msg);
             continue; /* transport errors: librdkafka retries */
         }
@@ -225,7 +262,8 @@ static tg_err read_back(struct tg_reconcile *rc, rd_kafka_t *rk,
         }
     }
     free(closed);
-    (void)rd_kafka_assign(rk, NULL);
+    if (open_assigned)
+        (void)rd_kafka_assign(rk, NULL);
     if (atomic_load(&rc->stop))
         return TG_ERR_UNAVAILABLE;
     return res;
@@ -235,8 +273,10 @@ static tg_err read_back(struct tg_reconcile *rc, rd_kafka_t *rk,
 static tg_err attempt(struct tg_reconcile *rc, rd_kafka_t *rk, struct tg_canonical_decoder *cd)
 {
     int parts = partition_count(rk, rc->topic);
-    if (parts < 0)
+    if (parts < 0) {
+        snprintf(rc->why, sizeof rc->why, "no metadata for topic %s", rc->topic);
         return TG_ERR_UNAVAILABLE;
+    }
     free(rc->ends);
     rc->ends = NULL;
     rc->n_ends = 0;
@@ -247,7 +287,11 @@ static tg_err attempt(struct tg_reconcile *rc, rd_kafka_t *rk, struct tg_canonic
     tg_err res = ends && start ? TG_OK : TG_ERR_NOMEM;
     for (int p = 0; p < parts && res == TG_OK; p++) {
         int64_t lo, hi;
-        if (rd_kafka_query_watermark_offsets(rk, rc->topic, p, &lo, &hi, CALL_TIMEOUT_MS)) {
+        rd_kafka_resp_err_t err =
+            rd_kafka_query_watermark_offsets(rk, rc->topic, p, &lo, &hi, CALL_TIMEOUT_MS);
+        if (err) {
+            snprintf(rc->why, sizeof rc->why, "end offset of %s[%d]: %s", rc->topic, p,
+                     rd_kafka_err2str(err));
             res = TG_ERR_UNAVAILABLE;
             break;
         }
@@ -278,21 +322,25 @@ static void *reconcile_main(void *arg)
         tg_err res = rk && cd ? attempt(rc, rk, cd) : TG_ERR_NOMEM;
         if (res == TG_OK)
             break;
-        if (!logged && !atomic_load(&rc->stop)) {
-            TG_LOG_WARN("kafka", "cannot read back what the last run sent (%s): sending "
-                                 "waits, and this is tried every second",
-                        tg_strerror(res));
+        if (!atomic_load(&rc->stop)) {
+            if (!logged)
+                TG_LOG_WARN("kafka", "cannot read back what the last run sent yet (%s): "
+                                     "sending waits, and this is tried every second",
+                            res == TG_ERR_UNAVAILABLE ? rc->why : tg_strerror(res));
+            else
+                TG_LOG_DEBUG("kafka", "reconcile: %s",
+                             res == TG_ERR_UNAVAILABLE ? rc->why : tg_strerror(res));
             logged = true;
         }
         if (pause_or_stop(rc, RETRY_MS))
             break;
     }
-    if (rk) {
-        rd_kafka_consumer_close(rk);
-        rd_kafka_destroy(rk);
-    }
+    if (rk) /* no group joined: no consumer close (it would wait for a coordinator) */
+        rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     tg_canonical_decoder_destroy(cd);
-    atomic_store(&rc->done, true);
+    int running = RUNNING;
+    if (!atomic_compare_exchange_strong(&rc->state, &running, FINISHED))
+        free_all(rc); /* abandoned: nobody else will */
     return NULL;
 }
 
@@ -326,7 +374,7 @@ tg_err tg_reconcile_start(const struct tg_reconcile_opts *opts, struct tg_reconc
     for (size_t i = 0; ok && i < nconf; i++)
         ok = (rc->conf[i] = strdup(opts->rdkafka_conf[i])) != NULL;
     atomic_init(&rc->stop, false);
-    atomic_init(&rc->done, false);
+    atomic_init(&rc->state, RUNNING);
     if (!ok || pthread_create(&rc->thread, NULL, reconcile_main, rc) != 0) {
         tg_reconcile_destroy(rc);
         return TG_ERR_NOMEM;
@@ -336,7 +384,7 @@ tg_err tg_reconcile_start(const struct tg_reconcile_opts *opts, struct tg_reconc
     return TG_OK;
 }
 
-bool tg_reconcile_done(struct tg_reconcile *rc) { return atomic_load(&rc->done); }
+bool tg_reconcile_done(struct tg_reconcile *rc) { return atomic_load(&rc->state) == FINISHED; }
 
 size_t tg_reconcile_found(const struct tg_reconcile *rc) { return rc->n_found; }
 
@@ -370,8 +418,18 @@ void tg_reconcile_destroy(struct tg_reconcile *rc)
         return;
     if (rc->started) {
         atomic_store(&rc->stop, true);
+        int running = RUNNING;
+        if (atomic_compare_exchange_strong(&rc->state, &running, ABANDONED)) {
+            pthread_detach(rc->thread); /* it frees rc when it ends */
+            return;
+        }
         pthread_join(rc->thread, NULL);
     }
+    free_all(rc);
+}
+
+static void free_all(struct tg_reconcile *rc)
+{
     for (size_t i = 0; rc->conf && rc->conf[i]; i++)
         free(rc->conf[i]);
     free(rc->conf);

@@ -83,8 +83,9 @@ size_t tg_reconcile_ends(const struct tg_reconcile *rc, const int64_t **ends);
 bool tg_reconcile_truncated(const struct tg_reconcile *rc);
 uint64_t tg_reconcile_records_read(const struct tg_reconcile *rc);
 
-/* Stops the thread (at its next check when it is still waiting) and frees everything.
- * NULL-safe. */
+/* Finished: frees everything. Still running: tells the thread to stop and returns at once
+ * (the thread frees everything when it ends, after at most one blocking librdkafka call),
+ * so a stop never waits on an unreachable cluster. NULL-safe. */
 void tg_reconcile_destroy(struct tg_reconcile *rc);
 
 #endif
