@@ -244,9 +244,10 @@ static void run_with_faults(enum fault fault, const char *label)
     json_int_t released = jint(root, "expected", "released");
     json_int_t lost = jint(root, "lost", NULL), duplicated = jint(root, "duplicated", NULL);
     fprintf(stderr,
-            "%s: released %lld, lost %lld, duplicated %lld, unconfirmed %lld, dropped %lld, "
-            "gateway duplicates removed %.0f, acks sent %.0f (last gateway run)\n",
+            "%s: released %lld, lost %lld, duplicated %lld, resent %lld, unconfirmed %lld, "
+            "dropped %lld, gateway duplicates removed %.0f, acks sent %.0f (last gateway run)\n",
             label, (long long)released, (long long)lost, (long long)duplicated,
+            (long long)jint(root, "resent", NULL),
             (long long)jint(root, "expected", "unconfirmed"),
             (long long)jint(root, "expected", "dropped"),
             tg_gw_metric(gw, "tidegate_messages_duplicate_total", NULL),
@@ -257,6 +258,9 @@ static void run_with_faults(enum fault fault, const char *label)
      * (reconcile_kafka.h). Without durable acks a kill still loses (the node let go at
      * PUBACK), so the "before" run fails on the line above. */
     assert_int_equal(duplicated, 0);
+    /* A resend arrives after newer readings; the audit tells it from reordering (the
+     * gateway received it later) and the order the gateway was given holds. */
+    assert_int_equal(jint(root, "reordered", NULL), 0);
     assert_int_equal(jint(root, "expected", "unconfirmed"), 0);
     assert_int_equal(jint(root, "expected", "dropped"), 0);
     assert_int_equal(jint(root, "unexpected", NULL), 0);
