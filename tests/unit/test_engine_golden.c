@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "engine_internal.h"
 #include "test_engine_util.h"
 
 /* Produced by the implementation at f47a7c2 (before issue 9's performance work). */
@@ -271,10 +272,62 @@ static void scores_equal_the_pinned_implementation(void **state)
 #endif
 }
 
+/* The sorted window (level_window.c) against a ring sorted on every point, as the level
+ * detector did before: the same median and MAD, bit for bit, for every window length, with
+ * ties (quantized values) and without, through wrap-arounds. */
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double sorted_median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return (n & 1) ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void level_window_equals_a_sort(void **state)
+{
+    (void)state;
+    noise_state = 12345;
+    for (int window = 1; window <= TG_ENGINE_LEVEL_WINDOW_MAX; window++) {
+        for (int quantized = 0; quantized < 2; quantized++) {
+            unsigned char lw[TG_ENGINE_LEVEL_WINDOW_MAX * 9 + 8];
+            double ring[TG_ENGINE_LEVEL_WINDOW_MAX];
+            int n = 0, pos = 0;
+            for (int step = 0; step < 300; step++) {
+                double x = 100 * noise();
+                if (quantized)
+                    x = (double)(int64_t)(x / 10);
+                level_window__push(lw, window, n, pos, x);
+                ring[pos] = x;
+                pos = (pos + 1) % window;
+                if (n < window)
+                    n++;
+                double v[TG_ENGINE_LEVEL_WINDOW_MAX], by_slot[TG_ENGINE_LEVEL_WINDOW_MAX];
+                level_window__ring(lw, window, n, by_slot);
+                assert_memory_equal(by_slot, ring, (size_t)n * sizeof *ring);
+                memcpy(v, ring, (size_t)n * sizeof *v);
+                double med = sorted_median(v, n);
+                for (int i = 0; i < n; i++)
+                    v[i] = fabs(v[i] - med);
+                double mad = sorted_median(v, n);
+                double med2 = level_window__median(lw, n);
+                double mad2 = level_window__mad_raw(lw, n, med2);
+                if (memcmp(&med, &med2, sizeof med) != 0 || memcmp(&mad, &mad2, sizeof mad) != 0)
+                    fail_msg("window %d n %d step %d: median %.17g vs %.17g, mad %.17g vs %.17g",
+                             window, n, step, med, med2, mad, mad2);
+            }
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     print_only = argc > 1 && strcmp(argv[1], "--print") == 0;
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(level_window_equals_a_sort),
         cmocka_unit_test(scores_equal_the_pinned_implementation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
