@@ -33,24 +33,28 @@ void level_window__push(unsigned char *lw, int window, int n, int pos, double x)
 {
     double *v = (double *)(void *)lw;
     uint8_t *slot = slots_of(lw, window);
+    int k = n;
     if (n == window) {
-        /* Full: the value written to slot pos leaves. (A layout that lost a slot cannot come
-         * from a snapshot, which is checked; the last value leaves then.) */
-        int j = 0;
-        while (j < n - 1 && slot[j] != pos)
-            j++;
-        memmove(v + j, v + j + 1, (size_t)(n - 1 - j) * sizeof *v);
-        memmove(slot + j, slot + j + 1, (size_t)(n - 1 - j));
-        n--;
+        /* Full: the value written to slot pos leaves, and x takes its place, moved to where
+         * its order puts it. (A layout that lost a slot cannot come from a snapshot, which is
+         * checked; the last value leaves then.) */
+        k = 0;
+        while (k < n - 1 && slot[k] != pos)
+            k++;
+        while (k + 1 < n && v[k + 1] < x) {
+            v[k] = v[k + 1];
+            slot[k] = slot[k + 1];
+            k++;
+        }
     }
-    /* After the equal values already present: among equals, order does not matter. */
-    int p = n;
-    while (p > 0 && v[p - 1] > x)
-        p--;
-    memmove(v + p + 1, v + p, (size_t)(n - p) * sizeof *v);
-    memmove(slot + p + 1, slot + p, (size_t)(n - p));
-    v[p] = x;
-    slot[p] = (uint8_t)pos;
+    /* Among equal values the order does not matter. */
+    while (k > 0 && v[k - 1] > x) {
+        v[k] = v[k - 1];
+        slot[k] = slot[k - 1];
+        k--;
+    }
+    v[k] = x;
+    slot[k] = (uint8_t)pos;
 }
 
 double level_window__median(const unsigned char *lw, int n)

@@ -12,9 +12,12 @@
 #include "engine_internal.h"
 #include "util.h"
 
+/* 16 bytes: the hash rejects most other keys, and the series' size in cache lines lets a
+ * lookup prefetch the series from the slot alone (no dependent load on the series). */
 struct slot {
     struct series *s;
     uint32_t hash;
+    uint32_t lines;
 };
 
 struct series_table {
@@ -102,9 +105,10 @@ void series_table__prefetch_slot(const struct series_table *st, uint32_t hash)
 void series_table__prefetch_series(const struct series_table *st, uint32_t hash)
 {
     const struct slot *sl = &st->slots[hash & st->mask];
-    if (sl->s && sl->hash == hash) {
-        /* The whole series: scoring reads its header, key, ring and one seasonal bucket. */
-        for (unsigned i = 0; i < sl->s->lines; i++)
+    if (sl->hash == hash) {
+        /* The whole series: scoring reads its header, key, window and one seasonal bucket.
+         * (An empty slot has lines 0.) */
+        for (unsigned i = 0; i < sl->lines; i++)
             __builtin_prefetch((const char *)sl->s + 64 * i);
     }
 }
@@ -114,7 +118,7 @@ static void place(struct slot *slots, uint32_t mask, struct series *s)
     uint32_t i = s->hash & mask;
     while (slots[i].s)
         i = (i + 1) & mask;
-    slots[i] = (struct slot){s, s->hash};
+    slots[i] = (struct slot){s, s->hash, s->lines};
 }
 
 static tg_err resize(struct series_table *st, uint32_t capacity)
@@ -179,7 +183,7 @@ static void shift_back(struct series_table *st, uint32_t hole)
         st->slots[hole] = st->slots[j];
         hole = j;
     }
-    st->slots[hole].s = NULL;
+    st->slots[hole] = (struct slot){0};
 }
 
 void series_table__remove_if(struct series_table *st, bool (*pred)(void *ud, struct series *s),
