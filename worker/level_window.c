@@ -10,7 +10,7 @@
  *
  * Numerics: the median is the same element (or the same two, averaged the same way) that a
  * sort of the ring picks; the deviations from it are computed by the same expression and the
- * MAD is picked from them by a merge rather than a sort: they are the same numbers in the
+ * MAD is picked from them by a search rather than a sort: they are the same numbers in the
  * same order, so the scores equal a sort's bit for bit (test_engine_golden, which also checks
  * random windows against a sort).
  */
@@ -66,17 +66,32 @@ double level_window__median(const unsigned char *lw, int n)
 double level_window__mad_raw(const unsigned char *lw, int n, double med)
 {
     const double *v = (const double *)(const void *)lw;
-    /* |v - med| grows from the middle outwards on both sides: below it from v[n/2 - 1]
-     * down, above it from v[n/2] up. The n/2-th smallest deviation (and the one before it,
-     * for an even n) is found by merging the two runs. */
-    int i = n / 2 - 1, j = n / 2;
-    double prev = 0, cur = 0;
-    for (int t = 0; t <= n / 2; t++) {
-        prev = cur;
-        if (j >= n || (i >= 0 && fabs(v[i] - med) <= fabs(v[j] - med)))
-            cur = fabs(v[i--] - med);
+    /* |v - med| grows from the middle outwards on both sides: L[a] = |v[m-1-a] - med| below
+     * it (m = n/2 values), R[b] = |v[m+b] - med| above it (n - m values). The MAD is the
+     * K-th smallest of both runs (K = n/2 + 1; the K-1-th too for an even n): a binary search
+     * for how many of the K smallest come from L, a few steps rather than a merge whose
+     * every step is a coin toss for the branch predictor. */
+    int m = n / 2, nl = m, nr = n - m, k = m + 1;
+    int lo = k - nr > 0 ? k - nr : 0, hi = nl < k ? nl : k;
+    while (lo < hi) {
+        int a = (lo + hi) / 2;
+        /* L[a] <= R[k-a-1]: L[a] is among the k smallest too */
+        if (fabs(v[m - 1 - a] - med) <= fabs(v[m + k - a - 1] - med))
+            lo = a + 1;
         else
-            cur = fabs(v[j++] - med);
+            hi = a;
+    }
+    int a = lo, b = k - lo;
+    /* The k smallest are L[0..a) and R[0..b): the largest of them, and the one before it. */
+    double l1 = a > 0 ? fabs(v[m - a] - med) : -1, l2 = a > 1 ? fabs(v[m - a + 1] - med) : -1;
+    double r1 = b > 0 ? fabs(v[m + b - 1] - med) : -1, r2 = b > 1 ? fabs(v[m + b - 2] - med) : -1;
+    double cur, prev;
+    if (l1 >= r1) {
+        cur = l1;
+        prev = l2 > r1 ? l2 : r1;
+    } else {
+        cur = r1;
+        prev = l1 > r2 ? l1 : r2;
     }
     return (n & 1) ? cur : 0.5 * (prev + cur);
 }
