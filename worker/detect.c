@@ -307,8 +307,9 @@ static void seasonal_point(struct series *s, const struct detect_params *dp, int
     if (tod < 0)
         tod += DAY_MS;
     int64_t day = (ts - tod) / DAY_MS;
-    int64_t bucket_ms = DAY_MS / dp->seasonal_buckets;
-    int64_t bi = tod / bucket_ms;
+    /* In 32 bits (a day's ms fit): a 64-bit division costs several times more. */
+    int64_t bucket_ms = (int32_t)DAY_MS / (int32_t)dp->seasonal_buckets;
+    int64_t bi = (int32_t)tod / (int32_t)bucket_ms;
     struct seasonal_bucket *b = &bk[bi < dp->seasonal_buckets ? bi : dp->seasonal_buckets - 1];
     if (!(s->flags & SERIES_HAS_LAST))
         s->first_day = (int32_t)day;
