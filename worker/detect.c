@@ -91,21 +91,6 @@ void detect__reset(struct series *s, const struct detect_params *dp)
     }
 }
 
-/* Median of v[0..n) (n >= 1), sorting v in place: insertion sort, n is at most 31. */
-static double median_inplace(double *v, int n)
-{
-    for (int i = 1; i < n; i++) {
-        double x = v[i];
-        int j = i - 1;
-        while (j >= 0 && v[j] > x) {
-            v[j + 1] = v[j];
-            j--;
-        }
-        v[j + 1] = x;
-    }
-    return (n & 1) ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 /* An exponentially weighted Welford step: mean and variance of x with weight alpha. */
 static void ew_update(double *mean, double *var, double x, double alpha)
 {
@@ -129,7 +114,7 @@ static double warm_alpha(uint32_t n, double alpha)
 static void level_point(struct series *s, const struct detect_params *dp, double x, bool warm,
                         double floor, struct detect_result *res)
 {
-    double *ring = series__ring(s);
+    unsigned char *lw = series__level(s);
     int need = dp->level_window / 2 + 1;
     /* Before the warm-up ends, the level detector already judges (a spike in the first
      * seconds of a series is as real as a later one) but against a threshold raised in
@@ -138,13 +123,8 @@ static void level_point(struct series *s, const struct detect_params *dp, double
     double early = warm ? 1.0 : 1.0 + EARLY_FACTOR * (double)(dp->warmup_samples - (int)s->n) /
                                           (double)dp->warmup_samples;
     if (s->level_n >= need && s->n >= (uint32_t)need) {
-        double v[TG_ENGINE_LEVEL_WINDOW_MAX];
-        int n = s->level_n;
-        memcpy(v, ring, (size_t)n * sizeof *v);
-        double med = median_inplace(v, n);
-        for (int i = 0; i < n; i++)
-            v[i] = fabs(v[i] - med);
-        double mad = median_inplace(v, n) * 1.4826;
+        double med = level_window__median(lw, s->level_n);
+        double mad = level_window__mad_raw(lw, s->level_n, med) * 1.4826;
         /* The MAD of a short window is itself noisy (a window of 15 can give a third of the
          * true deviation), so the scale is at least most of the long-run deviation. */
         double scale = 0.8 * sqrt(s->shift_var);
@@ -155,7 +135,7 @@ static void level_point(struct series *s, const struct detect_params *dp, double
         res->ratio[DET_LEVEL] = fabs(x - med) / scale / (dp->threshold[DET_LEVEL] * early);
         res->baseline[DET_LEVEL] = med;
     }
-    ring[s->level_pos] = x;
+    level_window__push(lw, dp->level_window, s->level_n, s->level_pos, x);
     s->level_pos = (uint8_t)((s->level_pos + 1) % dp->level_window);
     if (s->level_n < dp->level_window)
         s->level_n++;
@@ -327,8 +307,9 @@ static void seasonal_point(struct series *s, const struct detect_params *dp, int
     if (tod < 0)
         tod += DAY_MS;
     int64_t day = (ts - tod) / DAY_MS;
-    int64_t bucket_ms = DAY_MS / dp->seasonal_buckets;
-    int64_t bi = tod / bucket_ms;
+    /* In 32 bits (a day's ms fit): a 64-bit division costs several times more. */
+    int64_t bucket_ms = (int32_t)DAY_MS / (int32_t)dp->seasonal_buckets;
+    int64_t bi = (int32_t)tod / (int32_t)bucket_ms;
     struct seasonal_bucket *b = &bk[bi < dp->seasonal_buckets ? bi : dp->seasonal_buckets - 1];
     if (!(s->flags & SERIES_HAS_LAST))
         s->first_day = (int32_t)day;
@@ -389,7 +370,15 @@ static void keep_bounded(struct series *s)
 void detect__point(struct series *s, const struct detect_params *dp, int64_t ts, double x,
                    struct detect_result *res)
 {
-    memset(res, 0, sizeof *res);
+    /* Not memset, which compilers turn into rep stos here: a slow start on every point. */
+    _Static_assert(DET__COUNT % 2 == 0, "ratio and baseline are cleared in pairs");
+    for (int d = 0; d < DET__COUNT; d += 2) {
+        struct { double a, b; } zero = {0, 0};
+        memcpy(&res->ratio[d], &zero, sizeof zero);
+        memcpy(&res->baseline[d], &zero, sizeof zero);
+    }
+    res->scored = false;
+    res->r = res->score = 0;
     res->dominant = DET_LEVEL;
     if (!(s->flags & SERIES_HAS_LAST)) {
         /* First sample: every baseline starts at it. */

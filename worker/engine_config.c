@@ -199,7 +199,7 @@ static void read_params(struct builder *b, const char *rule_sec, struct detect_p
     dp->gap_reset_ms = tg_config_get_ms(cfg, SEC("gap_reset_ms"), "gap_reset_ms");
     dp->noise_adapt = tg_config_get_bool(cfg, SEC("noise_adapt"), "noise_adapt");
 #undef SEC
-    dp->ring_bytes = dp->on[DET_LEVEL] ? (size_t)dp->level_window * sizeof(double) : 0;
+    dp->ring_bytes = dp->on[DET_LEVEL] ? level_window__bytes(dp->level_window) : 0;
     dp->seasonal_bytes =
         dp->on[DET_SEASONAL] ? (size_t)dp->seasonal_buckets * sizeof(struct seasonal_bucket) : 0;
 }

@@ -167,8 +167,8 @@ static bool plausible(struct series *s, const struct detect_params *dp)
             return false;
     }
     if (dp->on[DET_LEVEL]) {
-        const double *ring = series__ring(s);
-        for (int i = 0; i < s->level_n; i++)
+        const double *ring = (const double *)(const void *)series__level((struct series *)s);
+        for (int i = 0; i < s->level_n; i++) /* sorted, not by slot: the same values */
             if (!finite_in(ring[i], -val, val))
                 return false;
     }
@@ -233,7 +233,9 @@ size_t snapshot__encode_series(const struct series *s, const struct detect_param
         put_u32(&w, sw->count);
     }
     if (dp->on[DET_LEVEL]) {
-        const double *ring = series__ring((struct series *)s);
+        double ring[TG_ENGINE_LEVEL_WINDOW_MAX];
+        level_window__ring(series__level((struct series *)s), dp->level_window, s->level_n,
+                           ring);
         for (int i = 0; i < s->level_n; i++)
             put_f64(&w, ring[i]);
     }
@@ -259,6 +261,8 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
     unsigned level_n = get_u8(&r), level_pos = get_u8(&r);
     if ((flags & ~(unsigned)KEEP_FLAGS) || kind >= DET__COUNT ||
         level_n > (unsigned)dp->level_window || level_pos >= (unsigned)dp->level_window ||
+        /* a window not yet full fills its slots in order (level_window.c relies on it) */
+        (level_n < (unsigned)dp->level_window && level_pos != level_n) ||
         (!dp->on[DET_LEVEL] && level_n))
         return TG_ERR_MALFORMED;
     s->flags = (uint8_t)flags;
@@ -304,9 +308,10 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
             return TG_ERR_MALFORMED;
     }
     if (dp->on[DET_LEVEL]) {
-        double *ring = series__ring(s);
+        double ring[TG_ENGINE_LEVEL_WINDOW_MAX];
         for (unsigned i = 0; i < level_n; i++)
             ring[i] = get_f64(&r);
+        level_window__load(series__level(s), dp->level_window, ring, (int)level_n);
     }
     if (dp->on[DET_SEASONAL]) {
         struct seasonal_bucket *bk = series__buckets(s, dp);
