@@ -206,13 +206,18 @@ static void shift_score(struct series *s, const struct detect_params *dp, double
         res->ratio[DET_SHIFT] = fabs(z) / dp->threshold[DET_SHIFT];
         res->baseline[DET_SHIFT] = base;
         /* Persistence: the run of samples beyond DRIFT_Z on one side; any sample back
-         * inside, or on the other side, starts it again. */
+         * inside, or on the other side, starts it again. An excursion is reported once: a
+         * run during an open alert (the chart's, or its own) is spent, so a level shift that
+         * the baseline absorbs slowly does not open a second alert when its first closes. */
         int32_t side = z >= DRIFT_Z ? 1 : z <= -DRIFT_Z ? -1 : 0;
         if (side == 0 || (s->drift_run > 0) != (side > 0))
             s->drift_run = side;
+        else if (s->flags & SERIES_ALERT)
+            s->drift_run = side * INT32_MAX; /* reported: spent until the chart comes back */
         else if (s->drift_run > -INT32_MAX && s->drift_run < INT32_MAX)
             s->drift_run += side;
-        if (dp->shift_persist_samples > 0) {
+        if (dp->shift_persist_samples > 0 && s->drift_run != INT32_MAX &&
+            s->drift_run != -INT32_MAX) {
             double persist = fabs((double)s->drift_run) / dp->shift_persist_samples;
             if (persist > res->ratio[DET_SHIFT])
                 res->ratio[DET_SHIFT] = persist;

@@ -34,7 +34,7 @@
                "weight of a new sample in the fast EWMA compared with the baseline, (0, 1]"),    \
     TG_CFG_STR(sec, "shift_threshold", "5",                                                       \
                "EWMA chart limit, in standard deviations of the EWMA, at which it fires"),       \
-    TG_CFG_INT(sec, "shift_persist_samples", "120", 0, 1000000,                                  \
+    TG_CFG_INT(sec, "shift_persist_samples", "180", 0, 1000000,                                  \
                "samples the shift chart stays beyond 2 of its deviations on one side before it "\
                "fires whatever its threshold (slow drifts; 0: off)"),                             \
     TG_CFG_BOOL(sec, "rate", "true", "rate-of-change detector on or off"),                        \
