@@ -297,17 +297,31 @@ tg_err tg_engine_process(struct tg_engine *en, int32_t partition, const struct t
     if (rd->n_metrics == 0)
         return TG_ERR_MISSING_FIELD;
     int64_t ts = rd->ts_ms;
+    size_t dev_len = strlen(rd->device);
+    uint32_t dev_hash = series_table__hash_device(rd->device, dev_len);
+    /* Hash every metric first and prefetch in two stages, so that the cache misses of a
+     * reading's series (one each, in a table larger than the cache) overlap with each other
+     * and with the checks and the watermark's work below. */
+    enum { BATCH = 16 };
+    uint32_t hashes[BATCH];
+    size_t metric_lens[BATCH];
+    size_t batch = rd->n_metrics < BATCH ? rd->n_metrics : BATCH;
+    for (size_t i = 0; i < batch; i++) {
+        metric_lens[i] = strlen(rd->metrics[i].name);
+        hashes[i] = series_table__hash_metric(dev_hash, partition, rd->metrics[i].name,
+                                              metric_lens[i]);
+        series_table__prefetch_slot(en->st, hashes[i]);
+    }
     /* Window and alert arithmetic adds windows and periods to event times: keep them far
      * from overflow (2^53 ms is 285,000 years; the gateway's clock check is much tighter). */
     if (ts > TS_LIMIT || ts < -TS_LIMIT)
         return TG_ERR_OUT_OF_RANGE;
     /* Only what a snapshot key can carry and restore reads back: a valid device id and
      * metric names of 1..METRIC_NAME_MAX bytes (the gateway's limit is far lower). */
-    size_t dev_len = strlen(rd->device);
     if (!tg_device_id_valid(rd->device, dev_len))
         return TG_ERR_BAD_NAME;
     for (size_t i = 0; i < rd->n_metrics; i++) {
-        size_t len = strlen(rd->metrics[i].name);
+        size_t len = i < batch ? metric_lens[i] : strlen(rd->metrics[i].name);
         if (len == 0 || len > METRIC_NAME_MAX)
             return TG_ERR_BAD_NAME;
         /* Squares of values and their differences must stay finite in the detectors. */
@@ -325,19 +339,6 @@ tg_err tg_engine_process(struct tg_engine *en, int32_t partition, const struct t
         if (had && en->ec->series_idle_ms > 0 &&
             engine__floor_div(wm, EVICT_CHECK_MS) != engine__floor_div(old_wm, EVICT_CHECK_MS))
             engine__evict_idle(en, partition, wm);
-    }
-    uint32_t dev_hash = series_table__hash_device(rd->device, dev_len);
-    /* Hash every metric first and prefetch in two stages, so that the cache misses of a
-     * reading's series (one each, in a table larger than the cache) overlap. */
-    enum { BATCH = 16 };
-    uint32_t hashes[BATCH];
-    size_t metric_lens[BATCH];
-    size_t batch = rd->n_metrics < BATCH ? rd->n_metrics : BATCH;
-    for (size_t i = 0; i < batch; i++) {
-        metric_lens[i] = strlen(rd->metrics[i].name);
-        hashes[i] = series_table__hash_metric(dev_hash, partition, rd->metrics[i].name,
-                                              metric_lens[i]);
-        series_table__prefetch_slot(en->st, hashes[i]);
     }
     for (size_t i = 0; i < batch; i++)
         series_table__prefetch_series(en->st, hashes[i]);
