@@ -268,8 +268,7 @@ static void *pipeline_main(void *arg)
     }
     /* A read-back still under way is dropped: the saved marks stay, and the next start
      * reads back from them again. */
-    tg_reconcile_destroy(pl->rcl);
-    pl->rcl = NULL;
+    pipeline__reconcile_free(pl);
     pipeline__marks_merge(pl);
     tg_egress_destroy(pl->eg);
     pl->eg = NULL;
@@ -529,7 +528,7 @@ void tg_pipeline_destroy(struct tg_pipeline *pl)
         return;
     if (pl->started && !pl->joined)
         (void)tg_pipeline_stop(pl, 0);
-    tg_reconcile_destroy(pl->rcl);
+    pipeline__reconcile_free(pl);
     free(pl->kmarks);
     tg_egress_destroy(pl->eg);
     pl->eg = NULL;
