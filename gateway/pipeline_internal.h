@@ -300,6 +300,11 @@ void pipeline__marks_merge(struct tg_pipeline *pl);
 tg_err pipeline__marks_save(struct tg_pipeline *pl);
 /* Starts the read-back, or applies its result once in. Each loop turn. */
 void pipeline__reconcile_step(struct tg_pipeline *pl);
+/* At start, after the dedup window is restored: every open telemetry record of the journal
+ * is decoded once; the window learns its reading (the journal runs ahead of the saved window:
+ * a resend of a journaled reading is then a duplicate), and with reconcile_on_start it is
+ * indexed by identity for the read-back. */
+void pipeline__journal_readings(struct tg_pipeline *pl);
 /* A reading taken while the read-back runs became record rid (pipeline_ingest.c). */
 void pipeline__reconcile_track(struct tg_pipeline *pl, const struct tg_reading *r, uint64_t rid);
 /* Frees the read-back's state (a stop, or destroy). */

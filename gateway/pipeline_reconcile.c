@@ -164,11 +164,14 @@ void pipeline__reconcile_track(struct tg_pipeline *pl, const struct tg_reading *
         index_record(pl, r, rid);
 }
 
-static void index_open_records(struct tg_pipeline *pl)
+void pipeline__journal_readings(struct tg_pipeline *pl)
 {
-    struct tg_canonical_decoder *cd = tg_canonical_decoder_new(NULL);
+    if (tg_config_get_bool(pl->cfg, "kafka", "reconcile_on_start"))
+        pl->rb_open = tg_strmap_new();
+    struct tg_canonical_decoder *cd = pl->head ? tg_canonical_decoder_new(NULL) : NULL;
     if (!cd)
         return;
+    int64_t now = wall_ms();
     for (struct seg *s = pl->head; s; s = s->next) {
         if (s->n_open == s->n_inflight)
             continue;
@@ -179,8 +182,14 @@ static void index_open_records(struct tg_pipeline *pl)
             tg_segment_get(s->data, idx, &rec);
             size_t bi = (size_t)(rec.rid - s->first_rid);
             struct tg_reading r;
-            if (rec.kind == TG_JREC_TELEMETRY && !bit_get(s->done, bi) &&
-                tg_canonical_decode(cd, rec.value, rec.value_len, -1, &r, NULL) == TG_OK)
+            if (rec.kind != TG_JREC_TELEMETRY || bit_get(s->done, bi) ||
+                tg_canonical_decode(cd, rec.value, rec.value_len, -1, &r, NULL) != TG_OK)
+                continue;
+            /* The journal runs ahead of the saved window by up to a save interval: a
+             * node's resend of a journaled reading must be a duplicate, not a second
+             * record. */
+            (void)tg_dedup_check(pl->dd, &r, now);
+            if (pl->rb_open)
                 index_record(pl, &r, rec.rid);
         }
     }
@@ -198,7 +207,8 @@ static void start(struct tg_pipeline *pl)
         .n_marks = pl->n_kmarks,
         .read = pl->marks_loaded,
     };
-    pl->rb_open = tg_strmap_new();
+    if (!pl->rb_open)
+        pl->rb_open = tg_strmap_new();
     if (!pl->rb_open || tg_reconcile_start(&o, &pl->rcl) != TG_OK) {
         TG_LOG_ERROR("kafka", "cannot start reading back what the last run sent (out of "
                               "memory): sending without (a reading may reach Kafka twice)");
@@ -207,8 +217,6 @@ static void start(struct tg_pipeline *pl)
         pl->reconcile_phase = RECONCILE_DONE;
         return;
     }
-    if (pl->marks_loaded)
-        index_open_records(pl);
     pl->rb_taken = 0;
     pl->rb_next_checkpoint_ms = mono_ms() + CHECKPOINT_MS;
     pl->reconcile_phase = RECONCILE_RUNNING;
