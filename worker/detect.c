@@ -39,6 +39,7 @@
 #include <string.h>
 
 #include "engine_internal.h"
+#include "level_window.h"
 
 #define DAY_MS INT64_C(86400000)
 #define WINSOR 4.0              /* baselines learn x clipped to mean +- WINSOR scales */

@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include "engine_internal.h"
+#include "level_window.h"
 #include "test_engine_util.h"
 
 /* Produced by the implementation at f47a7c2 (before issue 9's performance work). */
