@@ -405,6 +405,14 @@ void tg_acker_repeat(struct tg_acker *ak, const char *device, size_t device_len,
         settle(ak, i, boot, seq);
 }
 
+void tg_acker_settle(struct tg_acker *ak, const char *device, size_t device_len, uint64_t boot,
+                     uint64_t seq)
+{
+    uint32_t i = get_dev(ak, device, device_len);
+    if (i != NONE)
+        settle(ak, i, boot, seq);
+}
+
 void tg_acker_refused(struct tg_acker *ak, const char *device, size_t device_len)
 {
     uint32_t i = get_dev(ak, device, device_len);

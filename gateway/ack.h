@@ -79,6 +79,10 @@ void tg_acker_durable_below(struct tg_acker *ak, uint64_t limit);
 /* The dedup window said (device, boot, seq) was taken before. */
 void tg_acker_repeat(struct tg_acker *ak, const char *device, size_t device_len, uint64_t boot,
                      uint64_t seq);
+/* (device, boot, seq) is durable although it has no rid here: Kafka holds it (the pipeline
+ * found it reading back what the last run sent, pipeline_reconcile.c). */
+void tg_acker_settle(struct tg_acker *ak, const char *device, size_t device_len, uint64_t boot,
+                     uint64_t seq);
 /* The pipeline dropped a reading of device on arrival (drop_newest at the cap, out of
  * memory) after the dedup window had counted it as seen: from now on a repeat of that
  * device is never taken as durable (its resend of the dropped reading would look like one),

@@ -58,6 +58,10 @@ struct tg_egress {
     bool up;
     bool fatal;
 
+    /* Per partition of the telemetry topic, the highest offset confirmed (-1: none). */
+    int64_t *marks;
+    size_t n_marks;
+
     /* Per record kind: 0 while its topic takes records as far as we know, else the Kafka
      * error that said it is missing or refused to us. Written by the pipeline thread (a
      * produce or delivery error) and the probe thread (metadata), read by both. */
@@ -187,6 +191,29 @@ static void slot_free(struct tg_egress *eg, struct slot *s)
     eg->in_flight--;
 }
 
+/* Follows the highest confirmed offset per partition (reconcile_kafka.h says why). */
+static void note_confirmed(struct tg_egress *eg, size_t partition, int64_t offset)
+{
+    if (partition >= eg->n_marks) {
+        size_t n = partition + 1;
+        int64_t *m = realloc(eg->marks, n * sizeof *m);
+        if (!m)
+            return; /* the mark stays lower: the next start reads back a little more */
+        for (size_t p = eg->n_marks; p < n; p++)
+            m[p] = -1;
+        eg->marks = m;
+        eg->n_marks = n;
+    }
+    if (offset > eg->marks[partition])
+        eg->marks[partition] = offset;
+}
+
+size_t tg_egress_confirmed_offsets(const struct tg_egress *eg, const int64_t **marks)
+{
+    *marks = eg->marks;
+    return eg->n_marks;
+}
+
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 {
     (void)rk;
@@ -199,6 +226,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
     int64_t ts = s->ts_ms;
     enum tg_jrecord_kind kind = s->kind;
     slot_free(eg, s);
+    if (result == TG_OK && kind == TG_JREC_TELEMETRY && msg->partition >= 0)
+        note_confirmed(eg, (size_t)msg->partition, msg->offset);
     note_topic_error(eg, kind, msg->err);
     eg->fn(eg->ud, rid, kind, ts, result, result == TG_OK ? NULL : rd_kafka_err2str(msg->err));
 }
@@ -446,6 +475,7 @@ void tg_egress_destroy(struct tg_egress *eg)
     if (eg->pipe_wr >= 0)
         close(eg->pipe_wr);
     free(eg->slots);
+    free(eg->marks);
     free(eg);
 }
 

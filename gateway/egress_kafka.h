@@ -102,6 +102,12 @@ int tg_egress_topic_error(const struct tg_egress *eg, enum tg_jrecord_kind kind)
 /* The name of a code from tg_egress_topic_error() (librdkafka's, e.g. "UNKNOWN_TOPIC_OR_PART"). */
 const char *tg_egress_error_name(int code);
 
+/* Per partition of the telemetry topic, the highest offset Kafka confirmed to this
+ * instance (-1: none yet). Returns the number of partitions *marks covers; valid until the
+ * next tg_egress_poll() or destroy. Delivery reports come in offset order per partition, so
+ * a record confirmed later lies above its partition's mark (reconcile_kafka.h). */
+size_t tg_egress_confirmed_offsets(const struct tg_egress *eg, const int64_t **marks);
+
 /* Waits up to timeout_ms for every in-flight record to be reported. TG_ERR_TIMEOUT when
  * some remain. */
 tg_err tg_egress_flush(struct tg_egress *eg, int timeout_ms);

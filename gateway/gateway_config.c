@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "ingress_mqtt.h"
+#include "ingress_topic.h"
 #include "kafka_guard.h"
 #include "log.h"
 #include "metrics_http.h"
@@ -98,6 +98,11 @@ static const struct tg_config_key gateway_schema[] = {
                "most records handed to librdkafka and not yet confirmed"),
     TG_CFG_MS("kafka", "stats_interval_ms", "1000", 100, 60000,
               "how often (ms) broker connection state is refreshed (tidegate_kafka_up)"),
+    TG_CFG_BOOL("kafka", "reconcile_on_start", "true",
+                "at start, read back from the telemetry topic what the last run sent after "
+                "its last saved point, and send nothing before: readings Kafka confirmed just "
+                "before a kill -9 are then neither sent again from the journal nor taken "
+                "again from a node's resend (no duplicates)"),
     TG_CFG_PASSTHROUGH("kafka.rdkafka",
                        "librdkafka properties (CONFIGURATION.md), applied last: SASL, SSL, "
                        "...; those that would switch off a guarantee are refused (see "

@@ -92,6 +92,14 @@ static void register_metrics(struct tg_pipeline *pl)
     pm->journal_written = tg_metrics_counter(m, "tidegate_journal_written_bytes_total",
                                              "Compressed segment bytes written to the journal",
                                              NULL);
+    pm->reconcile_found = tg_metrics_counter(
+        m, "tidegate_kafka_readback_found_total",
+        "Readings of this gateway found in Kafka past the last saved point at a start (fed "
+        "to the dedup window: a node's resend of one is a duplicate)",
+        NULL);
+    pm->reconcile_skipped = tg_metrics_counter(
+        m, "tidegate_kafka_readback_skipped_total",
+        "Journal records not sent again at a start because Kafka already held them", NULL);
     const char *topic_help = "1 while the topic takes records as far as known, 0 while the "
                              "cluster says it is missing or not writable by us";
     pm->topic_available[TG_JREC_TELEMETRY] = tg_metrics_gauge(
@@ -134,6 +142,7 @@ static void make_egress(struct tg_pipeline *pl)
 static void replace_egress(struct tg_pipeline *pl)
 {
     TG_LOG_ERROR("kafka", "fatal producer error: starting a new producer");
+    pipeline__marks_merge(pl);
     tg_egress_destroy(pl->eg);
     pl->eg = NULL;
     pl->egress_full = false;
@@ -192,7 +201,9 @@ static int turn(struct tg_pipeline *pl, bool take)
         pipeline__handle_rejects(pl);
     if (!pl->eg)
         make_egress(pl);
-    work += pipeline__produce_step(pl, PRODUCE_BATCH);
+    pipeline__reconcile_step(pl);
+    if (!pipeline__reconcile_holds(pl))
+        work += pipeline__produce_step(pl, PRODUCE_BATCH);
     if (pl->eg) {
         work += poll_reports(pl, 0);
         if (tg_egress_fatal(pl->eg))
@@ -249,12 +260,17 @@ static void *pipeline_main(void *arg)
     TG_LOG_INFO("pipeline", "stopping: %zu records not yet confirmed by Kafka",
                 pl->open_records);
     while (pl->open_records > 0 && mono_ms() < deadline && !atomic_load(&pl->hurry) && pl->eg &&
-           tg_egress_up(pl->eg) &&
+           tg_egress_up(pl->eg) && !pipeline__reconcile_holds(pl) &&
            (tg_egress_in_flight(pl->eg) > 0 || (!pl->parked_rid[0] && !pl->parked_rid[1]))) {
         turn(pl, false);
         if (pl->eg)
             poll_reports(pl, 20);
     }
+    /* A read-back still under way is dropped: the saved marks stay, and the next start
+     * reads back from them again. */
+    tg_reconcile_destroy(pl->rcl);
+    pl->rcl = NULL;
+    pipeline__marks_merge(pl);
     tg_egress_destroy(pl->eg);
     pl->eg = NULL;
     pl->exit_status = pipeline__commit(pl, true);
@@ -420,6 +436,10 @@ tg_err tg_pipeline_new(const struct tg_config *cfg, struct tg_metrics *metrics,
         goto fail;
     if ((rc = pipeline__recover(pl, err, errlen)) != TG_OK)
         goto fail;
+    if (tg_config_get_bool(cfg, "kafka", "reconcile_on_start")) {
+        pipeline__marks_load(pl);
+        pl->reconcile_phase = RECONCILE_NEED;
+    }
 
     if ((rc = fill_egress_opts(pl)) != TG_OK)
         goto fail;
@@ -509,6 +529,8 @@ void tg_pipeline_destroy(struct tg_pipeline *pl)
         return;
     if (pl->started && !pl->joined)
         (void)tg_pipeline_stop(pl, 0);
+    tg_reconcile_destroy(pl->rcl);
+    free(pl->kmarks);
     tg_egress_destroy(pl->eg);
     pl->eg = NULL;
     while (pl->head)

@@ -303,7 +303,12 @@ tg_err pipeline__commit(struct tg_pipeline *pl, bool final)
         }
     }
     int64_t now = mono_ms();
-    if (rc == TG_OK && tg_dedup_dirty(pl->dd) && (final || now >= pl->next_dedup_save_ms)) {
+    bool state_saved = false;
+    if (rc == TG_OK && (tg_dedup_dirty(pl->dd) || pl->force_state_save) &&
+        (final || now >= pl->next_dedup_save_ms || pl->force_state_save)) {
+        /* The Kafka offsets go with the window, taken at the same instant: every reading
+         * Kafka confirmed below them is in this window (pipeline_reconcile.c). */
+        pipeline__marks_merge(pl);
         uint8_t *blob;
         size_t len;
         if (tg_dedup_save(pl->dd, &blob, &len) == TG_OK) {
@@ -321,6 +326,9 @@ tg_err pipeline__commit(struct tg_pipeline *pl, bool final)
                 rc = tg_journal_state_put(pl->jr, "dedup.zst", "", 0);
             free(z);
             free(blob);
+            if (rc == TG_OK)
+                rc = pipeline__marks_save(pl);
+            state_saved = rc == TG_OK;
             changed = true;
         }
         pl->next_dedup_save_ms = now + pl->dedup_save_interval_ms;
@@ -341,6 +349,12 @@ tg_err pipeline__commit(struct tg_pipeline *pl, bool final)
             s = next;
         }
         atomic_store(&pl->healthy, true);
+        if (state_saved) {
+            pl->force_state_save = false;
+            /* The read-back's marks are on disk: this run may send now. */
+            if (pl->reconcile_phase == RECONCILE_APPLIED)
+                pl->reconcile_phase = RECONCILE_DONE;
+        }
         if (pl->ack)
             tg_acker_durable_below(pl->ack, durable_limit(pl));
         tg_counter_add(pl->m.journal_written, written);

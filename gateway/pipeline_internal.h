@@ -31,6 +31,7 @@
 #include "gateway_limits.h"
 #include "journal.h"
 #include "queue.h"
+#include "reconcile_kafka.h"
 #include "segment.h"
 #include "validate.h"
 
@@ -82,6 +83,7 @@ struct pipeline_metrics {
     struct tg_gauge *records, *bytes, *kafka_up, *segments;
     struct tg_histogram *e2e, *commit_seconds;
     struct tg_counter *commits, *journal_written;
+    struct tg_counter *reconcile_found, *reconcile_skipped; /* reconcile_kafka.h */
     struct tg_gauge *topic_available[2]; /* per record kind */
 };
 
@@ -163,6 +165,17 @@ struct tg_pipeline {
 
     int64_t next_commit_ms;
     int64_t next_dedup_save_ms;
+
+    /* Reading back what the last run sent (reconcile_kafka.h, pipeline_reconcile.c). Nothing
+     * is produced until phase is RECONCILE_DONE. kmarks: per partition of the telemetry
+     * topic, the highest offset known confirmed (-1: none), saved with the dedup window. */
+    enum { RECONCILE_OFF, RECONCILE_NEED, RECONCILE_RUNNING, RECONCILE_APPLIED,
+           RECONCILE_DONE } reconcile_phase;
+    struct tg_reconcile *rcl;
+    bool marks_loaded;            /* the journal held saved marks: read back from them */
+    int64_t *kmarks;
+    size_t n_kmarks;
+    bool force_state_save;        /* save the dedup window and marks at the next commit */
 
     /* tg_pipeline_set_heartbeat() */
     tg_pipeline_heartbeat_fn heartbeat_fn;
@@ -266,5 +279,24 @@ void pipeline__dead_letter(struct tg_pipeline *pl, const char *topic, size_t top
 tg_err pipeline__commit(struct tg_pipeline *pl, bool final);
 /* At start: rebuilds the segment list from the journal and restores the dedup window. */
 tg_err pipeline__recover(struct tg_pipeline *pl, char *err, size_t errlen);
+
+/* ------------------------------------------------------------------------------------------
+ * pipeline_reconcile.c: what the last run sent that the journal does not know
+ */
+
+/* Loads the saved marks (at recover). */
+void pipeline__marks_load(struct tg_pipeline *pl);
+/* Takes the producer's confirmed offsets into kmarks (before a save, before the producer
+ * goes). */
+void pipeline__marks_merge(struct tg_pipeline *pl);
+/* Writes kmarks into the transaction in progress (with the dedup window). */
+tg_err pipeline__marks_save(struct tg_pipeline *pl);
+/* Starts the read-back, or applies its result once in. Each loop turn. */
+void pipeline__reconcile_step(struct tg_pipeline *pl);
+/* True while nothing may be produced. */
+static inline bool pipeline__reconcile_holds(const struct tg_pipeline *pl)
+{
+    return pl->reconcile_phase != RECONCILE_OFF && pl->reconcile_phase != RECONCILE_DONE;
+}
 
 #endif

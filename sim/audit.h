@@ -23,7 +23,12 @@
  *                on that very reading, it is lost (counted as "rejected" too)
  *   duplicated   every copy of a (device, boot, seq) after its first
  *   reordered    a first copy whose seq is below the highest seq seen before it for the same
- *                (device, boot) on the same partition
+ *                (device, boot) on the same partition, and that the gateway received (gw_ts)
+ *                no later than that higher one: the pipeline changed the order it was given
+ *   resent       such a first copy that the gateway received AFTER the higher one: the node
+ *                sent it again (durable acks: it was lost on the way, or its ack was, while
+ *                newer ones got through), so it arrives late; not reordering, not a failure
+ *                (records without gw_ts count as reordered)
  *   other run    a record of a ledger device with another boot than the one the run gave
  *                the device (each run boots every device once, boot_state.h), or that the
  *                gateway received (gw_ts) more than the clock slack before the run started:
@@ -127,6 +132,7 @@ struct tg_sim_audit_result {
     uint64_t dead_lettered;
     uint64_t duplicated;
     uint64_t reordered;
+    uint64_t resent;             /* late first copies the node sent again (above) */
     uint64_t unexpected;
     uint64_t other_runs;         /* records of ledger devices from another run */
     uint64_t foreign;            /* records of devices not in the ledger */

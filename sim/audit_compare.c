@@ -168,14 +168,22 @@ int tg_sim_audit_telemetry(struct tg_sim_audit *au, const struct tg_sim_audit_re
         return 0;
     }
     if (sb->any && sb->partition == rec->partition && rec->seq < sb->max_seq) {
-        dev->reordered++;
-        au->reordered++;
-        sb->reordered++;
+        /* Received by the gateway after the higher seq: the node sent it again later (its
+         * first copy was lost on the way); the pipeline kept the order it was given. */
+        if (rec->gw_ts_ms != -1 && sb->max_gw_ts != -1 && rec->gw_ts_ms > sb->max_gw_ts) {
+            dev->resent++;
+            sb->resent++;
+        } else {
+            dev->reordered++;
+            au->reordered++;
+            sb->reordered++;
+        }
     }
     if (!sb->any || sb->partition != rec->partition || rec->seq > sb->max_seq) {
         sb->any = true;
         sb->partition = rec->partition;
         sb->max_seq = rec->seq;
+        sb->max_gw_ts = rec->gw_ts_ms;
     }
     if (au->lg && dev->ledger >= 0 &&
         tg_ledger_fate(au->lg, dev->ledger, rec->boot, rec->seq) == TG_LEDGER_RELEASED) {
@@ -354,6 +362,7 @@ int tg_sim_audit_set_ledger(struct tg_sim_audit *au, const struct tg_ledger *lg)
                 au->duplicated -= sb->duplicated;
                 dev->reordered -= sb->reordered;
                 au->reordered -= sb->reordered;
+                dev->resent -= sb->resent;
                 continue;
             }
             struct count_released cr = {au, dev, NULL, sb->boot, 0};
@@ -614,6 +623,7 @@ int tg_sim_audit_finish(struct tg_sim_audit *au, struct tg_sim_audit_result *out
         r->dead_lettered += dev->dead_lettered;
         r->duplicated += dev->duplicated;
         r->reordered += dev->reordered;
+        r->resent += dev->resent;
         r->unexpected += dev->unexpected;
         r->unconfirmed_arrived += dev->unconfirmed_arrived;
         r->dropped_arrived += dev->dropped_arrived;

@@ -35,13 +35,15 @@ struct seen_boot {
      * one rejected on purpose can be dead-lettered more than once (an injected duplicate, a
      * QoS 1 re-send): completeness counts it once, by this set. */
     struct tg_seqset dlq;
-    /* For reordering: the highest seq seen so far and the partition it came on. */
+    /* For reordering: the highest seq seen so far, the partition it came on and when the
+     * gateway received it (gw_ts, -1: unknown). */
     bool any;
     int32_t partition;
     uint64_t max_seq;
+    int64_t max_gw_ts;
     /* What the records of this boot counted, so that a boot found to be an earlier run's
      * once the ledger arrives (--follow) can be taken back out. */
-    uint64_t records, duplicated, reordered;
+    uint64_t records, duplicated, reordered, resent;
     bool other_run; /* not the boot the ledger gave the device for this run */
 };
 
@@ -50,7 +52,7 @@ struct adev {
     int ledger; /* index in the ledger, -1 when not in it (or no ledger yet) */
     struct seen_boot *boots;
     size_t n_boots, cap_boots;
-    uint64_t records, duplicated, reordered, other_runs;
+    uint64_t records, duplicated, reordered, resent, other_runs;
     /* Hashes (tg_ledger_payload_hash) of this device's DLQ payloads that are not readings:
      * matched one for one with the malformed payloads the ledger says it published. */
     uint64_t *dlq_hashes;

@@ -64,6 +64,9 @@ void tg_sim_audit_print_text(const struct tg_sim_audit *au,
     fprintf(out, "\n");
     fprintf(out, "  duplicated:   %" PRIu64 "\n", r->duplicated);
     fprintf(out, "  reordered:    %" PRIu64 "\n", r->reordered);
+    fprintf(out, "  resent:       %" PRIu64 " (first copies the node sent again after newer "
+                 "ones: late, not reordered)\n",
+            r->resent);
     fprintf(out, "  unexpected:   %" PRIu64 " (readings the ledger never saw taken)\n",
             r->unexpected);
     if (r->other_runs)
@@ -227,7 +230,7 @@ int tg_sim_audit_print_json(const struct tg_sim_audit *au,
     root = json_pack(
         "{s:b,s:s,s:f,s:s,s:s,s:i,s:s?,"
         "s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I},"
-        "s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,"
+        "s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,"
         "s:{s:b,s:I,s:I,s:I,s:I,s:I,s:o},"
         "s:{s:s,s:o,s:I},s:o,s:I,s:I,s:o}",
         "ok", r->ok, "stopped", ctx->stopped, "elapsed_s", ctx->elapsed_s, "ledger",
@@ -239,7 +242,8 @@ int tg_sim_audit_print_json(const struct tg_sim_audit *au,
         "skewed", (json_int_t)t->skewed,
         "records", (json_int_t)r->records, "delivered", (json_int_t)r->delivered, "lost",
         (json_int_t)r->lost, "duplicated", (json_int_t)r->duplicated, "reordered",
-        (json_int_t)r->reordered, "unexpected", (json_int_t)r->unexpected, "undecodable",
+        (json_int_t)r->reordered, "resent", (json_int_t)r->resent, "unexpected",
+        (json_int_t)r->unexpected, "undecodable",
         (json_int_t)r->undecodable, "dead_lettered", (json_int_t)r->dead_lettered,
         "unconfirmed_arrived", (json_int_t)r->unconfirmed_arrived, "unconfirmed_missing",
         (json_int_t)r->unconfirmed_missing, "dropped_arrived", (json_int_t)r->dropped_arrived,

@@ -23,6 +23,14 @@
  * the EWMA chart compares a fast EWMA with it, over the larger of its theoretical spread and
  * the spread it has shown (a slowly wandering sensor moves the fast EWMA by its whole wander).
  *
+ * Persistence (slow drifts): the chart's spread keeps learning while a drift grows (it must,
+ * or a wandering sensor alerts at every wander its first minutes did not show), so a drift
+ * that grows about as fast as the spread learns keeps the chart at 2 to 3.5 of its deviations
+ * for minutes and never crosses shift_threshold. A wander's excursions cross back within a
+ * minute or so. So the shift detector also counts the samples the chart has stayed beyond
+ * DRIFT_Z deviations on one side, and that run, over shift_persist_samples, is a second ratio
+ * of the same detector: a one-sided excursion of that length fires however slowly it grew.
+ *
  * Noise adaptation: a heavy-tailed series crosses ratio 1 now and then though nothing is
  * wrong. A per-series multiplier divides the ratio: each point outside an open alert with a
  * ratio just over the multiplier (1 to 2 times it) raises it by 2 %, each alert opened by a
@@ -55,6 +63,7 @@
 #define CALIB_MAX 1e6             /* the noise multiplier's ceiling */
 #define EARLY_FACTOR 1.0        /* level threshold x (1 + this) at the start of warm-up */
 #define ANOMALOUS 0.5           /* ratio above which a point learns slowly */
+#define DRIFT_Z 2.0             /* chart deviations a persistent excursion stays beyond */
 
 double detect__score(double r)
 {
@@ -79,6 +88,7 @@ void detect__reset(struct series *s, const struct detect_params *dp)
     s->resolution = 0;
     s->p_change = 0;
     s->calib = 1;
+    s->drift_run = 0;
     s->last_ts = 0;
     s->last_value = 0;
     s->shift_mean = s->shift_var = s->shift_fast = s->shift_trend = s->shift_dvar = 0;
@@ -173,8 +183,28 @@ static void shift_score(struct series *s, const struct detect_params *dp, double
         if (chart_sd < floor)
             chart_sd = floor;
         double base = shift_predict(s, dt_s);
-        res->ratio[DET_SHIFT] = fabs(s->shift_fast - base) / chart_sd / dp->threshold[DET_SHIFT];
+        double z = (s->shift_fast - base) / chart_sd;
+        res->ratio[DET_SHIFT] = fabs(z) / dp->threshold[DET_SHIFT];
         res->baseline[DET_SHIFT] = base;
+        /* Persistence: the run of samples beyond DRIFT_Z on one side; any sample back
+         * inside, or on the other side, starts it again. An excursion is reported once: a
+         * run during an open alert (the chart's, or its own) is spent, so a level shift that
+         * the baseline absorbs slowly does not open a second alert when its first closes. */
+        int32_t side = z >= DRIFT_Z ? 1 : z <= -DRIFT_Z ? -1 : 0;
+        if (side == 0 || (s->drift_run > 0) != (side > 0))
+            s->drift_run = side;
+        else if (s->flags & SERIES_ALERT)
+            s->drift_run = side * INT32_MAX; /* reported: spent until the chart comes back */
+        else if (s->drift_run > -INT32_MAX && s->drift_run < INT32_MAX)
+            s->drift_run += side;
+        if (dp->shift_persist_samples > 0 && s->drift_run != INT32_MAX &&
+            s->drift_run != -INT32_MAX) {
+            double persist = fabs((double)s->drift_run) / dp->shift_persist_samples;
+            if (persist > res->ratio[DET_SHIFT])
+                res->ratio[DET_SHIFT] = persist;
+        }
+    } else {
+        s->drift_run = 0;
     }
 }
 
@@ -413,6 +443,7 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
         s->stuck_run = 0;
         s->stuck_ref = x;
         s->last_value = x;
+        s->drift_run = 0;
     }
     double floor = dp->min_scale;
     if (s->resolution > floor)

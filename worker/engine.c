@@ -383,6 +383,8 @@ tg_err tg_engine_process(struct tg_engine *en, int32_t partition, const struct t
 struct sweep_ctx {
     struct tg_engine *en;
     int64_t now_ms;
+    const int64_t *clocks; /* per partition, or NULL: now_ms for all */
+    size_t n_clocks;
     struct series **v;
     size_t n, cap;
 };
@@ -391,16 +393,23 @@ static void sweep_one(void *ud, struct series *s)
 {
     struct sweep_ctx *sc = ud;
     const struct detect_params *dp = engine__params(sc->en->ec, s->rule);
-    /* Quiet time is measured on the wall clock from when the sweep last saw the series
-     * move, not as now - last_ts: a device whose clock is minutes behind (the gateway lets
-     * some skew through) would otherwise look silent after every reading. */
+    int64_t now = sc->now_ms;
+    if (sc->clocks) {
+        if (s->partition < 0 || (size_t)s->partition >= sc->n_clocks ||
+            sc->clocks[s->partition] <= 0)
+            return; /* not judged now: its quiet time neither starts nor grows */
+        now = sc->clocks[s->partition];
+    }
+    /* Quiet time is measured on the wall clock (or the partition's clock) from when the sweep
+     * last saw the series move, not as now - last_ts: a device whose clock is minutes behind
+     * (the gateway lets some skew through) would otherwise look silent after every reading. */
     if (s->last_ts != s->sweep_seen_ts || s->sweep_seen_wall == 0) {
         s->sweep_seen_ts = s->last_ts;
-        s->sweep_seen_wall = sc->now_ms;
+        s->sweep_seen_wall = now;
         return;
     }
     if ((s->flags & SERIES_SILENCE) || !silence_ready(s, dp) ||
-        (double)(sc->now_ms - s->sweep_seen_wall) <= dp->silence_factor * s->period_ms)
+        (double)(now - s->sweep_seen_wall) <= dp->silence_factor * s->period_ms)
         return;
     if (sc->n == sc->cap) {
         size_t cap = sc->cap ? sc->cap * 2 : 64;
@@ -423,7 +432,12 @@ static int sweep_cmp(const void *a, const void *b, void *arg)
 
 void tg_engine_sweep(struct tg_engine *en, int64_t now_ms)
 {
-    struct sweep_ctx sc = {.en = en, .now_ms = now_ms};
+    tg_engine_sweep_clocks(en, NULL, 0, now_ms);
+}
+
+void tg_engine_sweep_clocks(struct tg_engine *en, const int64_t *clocks, size_t n, int64_t now_ms)
+{
+    struct sweep_ctx sc = {.en = en, .now_ms = now_ms, .clocks = clocks, .n_clocks = n};
     series_table__foreach(en->st, sweep_one, &sc);
     /* Slot order differs between engines with the same state; emit in key order. */
     if (sc.n)

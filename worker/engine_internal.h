@@ -36,6 +36,7 @@ struct detect_params {
     int level_window;             /* samples in the rolling median window */
     double shift_alpha;           /* weight of a new sample in the slow mean/variance */
     double shift_lambda;          /* weight of a new sample in the fast EWMA */
+    int shift_persist_samples;    /* chart beyond DRIFT_Z this long on one side fires; 0: off */
     int stuck_samples;            /* N: samples within tolerance that make a flatline */
     double stuck_tolerance;       /* absolute: |x - start of run| <= this counts as the same */
     double silence_factor;        /* k: silent when quiet for k usual periods */
@@ -128,6 +129,7 @@ struct series {
     float resolution;    /* smallest non-zero step seen: the sensor's quantum */
     float p_change;      /* EW fraction of samples that differ from the run's start */
     float calib;         /* noise adaptation: threshold multiplier >= 1 */
+    int32_t drift_run;   /* samples the shift chart has stayed beyond DRIFT_Z (sign: side) */
     int64_t last_ts;
     double last_value;
     double shift_mean, shift_var, shift_fast, shift_trend; /* trend: units per second */

@@ -6,6 +6,7 @@
  *   bench_gw_proc.c   what the bench reads about other processes: /proc/<pid>/stat, status
  *                     and io, and the gateway's /metrics over HTTP
  *   bench_gw_kafka.c  the end-to-end latency as a Kafka consumer sees it
+ * and the passes that use them are declared in bench_gw_run.h.
  *
  * Everything here is single-threaded unless it says otherwise (the consumer has its own
  * thread). Symbols carry the prefix bgw_ (bench gateway).
@@ -57,6 +58,16 @@ void bgw_proc_sample(pid_t pid, struct bgw_proc_sample *out);
 
 /* A "Vm..:" line of /proc/<pid>/status in kB (e.g. "VmHWM", "VmRSS"), or -1. */
 long bgw_proc_status_kb(pid_t pid, const char *field);
+
+/* ------------------------------------------------------------------------------------------
+ * Files (bench_gw_proc.c)
+ */
+
+/* The whole of a small file (a /proc file, a log), malloc'd and NUL-terminated, or NULL. */
+char *bgw_read_small_file(const char *path);
+
+/* Prints the last 3,000 bytes of a log file to stderr (nothing when it cannot be read). */
+void bgw_print_log_tail(const char *path);
 
 /* ------------------------------------------------------------------------------------------
  * HTTP and the Prometheus text format

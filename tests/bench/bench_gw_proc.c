@@ -257,3 +257,34 @@ double bgw_quantile_sorted(float *v, size_t n, double q, bool already_sorted)
         rank = n;
     return v[rank - 1];
 }
+
+/* ------------------------------------------------------------------------------------------
+ * Files
+ */
+
+char *bgw_read_small_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    char *buf = NULL;
+    size_t cap = 0;
+    ssize_t n = getdelim(&buf, &cap, '\0', f);
+    fclose(f);
+    if (n < 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+void bgw_print_log_tail(const char *path)
+{
+    char *log = bgw_read_small_file(path);
+    if (!log)
+        return;
+    size_t len = strlen(log);
+    const char *from = len > 3000 ? log + len - 3000 : log;
+    fprintf(stderr, "--- last lines of %s ---\n%s\n---\n", path, from);
+    free(log);
+}

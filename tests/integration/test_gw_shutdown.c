@@ -145,9 +145,13 @@ static void test_second_sigterm(void **state)
                                              sizeof reply),
                      0);
     assert_int_equal(tg_gw_tidegate_start(gw), 0);
-    assert_true(tg_gw_wait_metric(gw, "tidegate_messages_delivered_total", NULL, TG_GW_EQ, 100,
-                                  WAIT_MS));
     assert_true(tg_gw_wait_metric(gw, "tidegate_journal_records", NULL, TG_GW_EQ, 0, WAIT_MS));
+    /* Those the slow cluster had taken before the stop are found there at the start
+     * (kafka.reconcile_on_start) and not sent twice; the rest are sent now. */
+    double delivered = tg_gw_metric(gw, "tidegate_messages_delivered_total", NULL);
+    double found = tg_gw_metric(gw, "tidegate_kafka_readback_skipped_total", NULL);
+    fprintf(stderr, "next run: %g delivered, %g already in Kafka\n", delivered, found);
+    assert_true(delivered + found == 100);
 
     tg_gw_pub_destroy(pub);
     assert_true(tg_harness_exited_ok(tg_gw_tidegate_term(gw, 30000)));

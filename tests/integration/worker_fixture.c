@@ -170,6 +170,8 @@ static size_t produce_range(const char *bootstrap, const char *topic, const stru
             clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &due, NULL);
         }
         for (int d = 0; d < in->n_devices; d++) {
+            if (in->mute_from_s > 0 && d == in->mute_device && s >= in->mute_from_s)
+                continue;
             snprintf(device, sizeof device, "dev-%03d", d);
             struct tg_metric m = {.name = "temp", .unit = NULL, .value = value_at(d, s)};
             struct tg_reading rd = {.device = device, .has_seq = true, .boot = 1,
@@ -493,9 +495,10 @@ struct wfx_worker *wfx_worker_start(const char *dir, const char *name, const cha
             "commit_interval_ms = 100\nsession_timeout_ms = 6000\n"
             "transaction_timeout_ms = 10000\nrestore_timeout_ms = 40000\n"
             "[metrics]\nlisten = 127.0.0.1:%d\n"
-            "[detect]\nsilence = false\n%s",
+            "[detect]\n%s%s",
             instance_id, bootstrap, group, topic_prefix, topic_prefix, topic_prefix, w->metrics_port,
-            extra ? extra : "");
+            /* A key may be set once: an extra that sets silence itself turns it on. */
+            extra && strstr(extra, "silence =") ? "" : "silence = false\n", extra ? extra : "");
     /* WFX_WORKER_EXTRA: more lines for every worker's config, when investigating by hand
      * (e.g. "[log]\ndebug = txn" ends up as a second [log] section). */
     const char *env_extra = getenv("WFX_WORKER_EXTRA");

@@ -2,7 +2,8 @@
  * stub_egress.h - a stand-in for egress_kafka.c in unit tests of the pipeline: it implements
  * egress_kafka.h without librdkafka. Produced records wait in the stub until the test
  * reports their outcome; "up", topic errors and a full queue are set by the test.
- * One instance at a time (the last one created); single-threaded.
+ * One instance at a time (the last one created); single-threaded. It also stands in for
+ * reconcile_kafka.c: the read-back finishes at once and finds nothing.
  */
 #ifndef TG_STUB_EGRESS_H
 #define TG_STUB_EGRESS_H

@@ -545,6 +545,33 @@ static void reordering_fails(void **state)
     tg_ledger_destroy(lg);
 }
 
+/* Durable acks: a node sends a reading again when its ack does not come, so a reading lost
+ * on the way reaches the gateway after newer ones. The gateway kept the order it was given:
+ * that is a resend, reported, not reordering. The same late arrival with an earlier receive
+ * time at the gateway is reordering (reordering_fails above). */
+static void a_resend_is_not_reordering(void **state)
+{
+    (void)state;
+    struct tg_ledger *lg = ledger_released(1, 4);
+    struct tg_sim_audit *au = tg_sim_audit_new();
+    assert_int_equal(tg_sim_audit_set_ledger(au, lg), 0);
+    feed(au, "sim-00001", 1, 0, 0, 10);
+    feed(au, "sim-00001", 1, 2, 0, 10);
+    /* seq 1 again, received 5 s after seq 2 */
+    struct tg_sim_audit_rec rec = {.device = "sim-00001", .boot = 1, .seq = 1, .partition = 0,
+                                   .ts_ms = T0 + 1000, .gw_ts_ms = T0 + 7000, .end_ms = -1};
+    assert_int_equal(tg_sim_audit_telemetry(au, &rec), 0);
+    feed(au, "sim-00001", 1, 3, 0, 10);
+    struct tg_sim_audit_result r;
+    assert_true(finish_ok(au, &r));
+    assert_int_equal(r.reordered, 0);
+    assert_int_equal(r.resent, 1);
+    assert_int_equal(r.lost, 0);
+    assert_int_equal(r.duplicated, 0);
+    tg_sim_audit_destroy(au);
+    tg_ledger_destroy(lg);
+}
+
 /* A run whose devices never reached the broker proves nothing either. */
 static void no_device_connected_fails(void **state)
 {
@@ -687,6 +714,7 @@ int main(void)
         cmocka_unit_test(dead_letters_without_a_fault_are_lost),
         cmocka_unit_test(dlq_is_compared_per_device_not_by_count),
         cmocka_unit_test(reordering_fails),
+        cmocka_unit_test(a_resend_is_not_reordering),
         cmocka_unit_test(no_device_connected_fails),
         cmocka_unit_test(an_earlier_run_is_not_this_one),
         cmocka_unit_test(records_received_before_the_run_are_an_earlier_runs),

@@ -1,0 +1,127 @@
+/*
+ * test_gw_readback.c - no duplicates after kill -9 (issue 12): at start the gateway reads
+ * back what its last run sent to Kafka after its last saved point (reconcile_kafka.h), so
+ *   - journal_copy_in_kafka: a journal row Kafka confirmed, whose "done" mark the killed
+ *     gateway had not committed, is not sent again;
+ *   - resend_after_kill: a reading Kafka confirmed after the last save of the dedup window,
+ *     sent again by its node (its ack was lost with the gateway), is a duplicate, not a
+ *     new record.
+ * A commit interval of a minute keeps the killed run from committing anything after its
+ * start, which is what a kill -9 just after a confirmation looks like. Both fail with
+ * --set kafka.reconcile_on_start=false (TG_READBACK_OFF=1 runs them so: they must fail).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "gateway_fixture.h"
+
+#define DEVICES 20
+#define SEQS 10
+#define READINGS (DEVICES * SEQS)
+#define WAIT_MS 60000
+
+static struct tg_gw *start_gateway(void)
+{
+    static const char *sets_on[] = {"journal.dedup_save_interval_ms=3600000", NULL};
+    static const char *sets_off[] = {"journal.dedup_save_interval_ms=3600000",
+                                     "kafka.reconcile_on_start=false", NULL};
+    const struct tg_gw_opts opts = {
+        .commit_interval_ms = 60000,
+        .sets = getenv("TG_READBACK_OFF") ? sets_off : sets_on,
+    };
+    struct tg_gw *gw = tg_gw_new(&opts);
+    assert_non_null(gw);
+    return gw;
+}
+
+static void publish(struct tg_gw_pub *pub, const struct tg_gw_plan *plan)
+{
+    assert_int_equal(tg_gw_pub_plan_start(pub, plan), 0);
+    assert_int_equal(tg_gw_pub_plan_join(pub), 0);
+    assert_true(tg_gw_pub_wait_acked(pub, WAIT_MS));
+}
+
+/* Everything the gateway holds is settled; Kafka then holds each reading of plan once. */
+static void assert_exactly_once(struct tg_gw *gw, const struct tg_gw_plan *plan,
+                                const char *label)
+{
+    assert_true(tg_gw_wait_metric(gw, "tidegate_journal_records", NULL, TG_GW_EQ, 0, WAIT_MS));
+    assert_true(tg_gw_kafka_exactly_once(gw, plan, READINGS, label, 5000));
+}
+
+static void journal_copy_in_kafka(void **state)
+{
+    (void)state;
+    struct tg_gw *gw = start_gateway();
+    struct tg_gw_pub *pub = tg_gw_pub_new(gw, "readback-pub");
+    assert_non_null(pub);
+    const struct tg_gw_plan plan = {.prefix = "rb", .devices = DEVICES, .seqs = SEQS,
+                                    .boot = 1};
+    /* Kafka away: the readings wait, and the stop journals them. */
+    assert_int_equal(tg_gw_kafka_outage_begin(gw), 0);
+    publish(pub, &plan);
+    assert_true(tg_gw_wait_metric(gw, "tidegate_messages_received_total", NULL, TG_GW_EQ,
+                                  READINGS, WAIT_MS));
+    assert_true(tg_harness_exited_ok(tg_gw_tidegate_term(gw, 30000)));
+    assert_int_equal(tg_gw_kafka_outage_end(gw), 0);
+    /* The next run sends them; Kafka confirms; the kill comes before any commit marks them
+     * done. */
+    assert_int_equal(tg_gw_tidegate_start(gw), 0);
+    assert_true(tg_gw_wait_metric(gw, "tidegate_messages_delivered_total", NULL, TG_GW_EQ,
+                                  READINGS, WAIT_MS));
+    assert_int_equal(tg_gw_tidegate_kill9(gw), 0);
+    /* The run after it finds them in Kafka and does not send them again. */
+    assert_int_equal(tg_gw_tidegate_start(gw), 0);
+    assert_exactly_once(gw, &plan, "journal copy already in Kafka");
+    assert_true(tg_gw_metric_is(gw, "tidegate_kafka_readback_skipped_total", NULL, TG_GW_EQ,
+                                READINGS));
+    assert_true(tg_gw_metric_is(gw, "tidegate_messages_delivered_total", NULL, TG_GW_EQ, 0));
+    tg_gw_pub_destroy(pub);
+    assert_true(tg_harness_exited_ok(tg_gw_tidegate_term(gw, 30000)));
+    tg_gw_destroy(gw);
+}
+
+static void resend_after_kill(void **state)
+{
+    (void)state;
+    struct tg_gw *gw = start_gateway();
+    struct tg_gw_pub *pub = tg_gw_pub_new(gw, "readback-pub");
+    assert_non_null(pub);
+    const struct tg_gw_plan plan = {.prefix = "rs", .devices = DEVICES, .seqs = SEQS,
+                                    .boot = 1};
+    publish(pub, &plan);
+    assert_true(tg_gw_wait_metric(gw, "tidegate_messages_delivered_total", NULL, TG_GW_EQ,
+                                  READINGS, WAIT_MS));
+    /* Confirmed, never in a saved dedup window: killed. */
+    assert_int_equal(tg_gw_tidegate_kill9(gw), 0);
+    assert_int_equal(tg_gw_tidegate_start(gw), 0);
+    /* The nodes resend everything (no ack reached them). */
+    publish(pub, &plan);
+    assert_true(tg_gw_wait_metric(gw, "tidegate_messages_received_total", NULL, TG_GW_EQ,
+                                  READINGS, WAIT_MS));
+    assert_exactly_once(gw, &plan, "resend after kill -9");
+    assert_true(tg_gw_metric_is(gw, "tidegate_kafka_readback_found_total", NULL, TG_GW_EQ,
+                                READINGS));
+    tg_gw_pub_destroy(pub);
+    assert_true(tg_harness_exited_ok(tg_gw_tidegate_term(gw, 30000)));
+    tg_gw_destroy(gw);
+}
+
+/* argv[1], if given: run only the tests whose name matches it (cmocka's filter). */
+int main(int argc, char **argv)
+{
+    if (argc > 1)
+        cmocka_set_test_filter(argv[1]);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(journal_copy_in_kafka, tg_gw_teardown),
+        cmocka_unit_test_teardown(resend_after_kill, tg_gw_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
