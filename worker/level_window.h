@@ -79,31 +79,24 @@ static inline double level_window__mad_raw(const unsigned char *lw, int n, doubl
     const double *v = (const double *)(const void *)lw;
     /* |v - med| grows from the middle outwards on both sides: L[a] = |v[m-1-a] - med| below
      * it (m = n/2 values), R[b] = |v[m+b] - med| above it (n - m values). The MAD is the
-     * K-th smallest of both runs (K = n/2 + 1; the K-1-th too for an even n): a binary search
-     * for how many of the K smallest come from L, a few steps rather than a merge whose
-     * every step is a coin toss for the branch predictor. */
+     * K-th smallest of both runs (K = n/2 + 1; the K-1-th too for an even n): how many of the
+     * K smallest come from L is counted rather than merged (a merge's every step is a coin
+     * toss for the branch predictor). */
     int m = n / 2, nl = m, nr = n - m, k = m + 1;
     int lo = k - nr > 0 ? k - nr : 0, hi = nl < k ? nl : k;
-    while (lo < hi) {
-        int a = (lo + hi) / 2;
-        /* L[a] <= R[k-a-1]: L[a] is among the k smallest too */
-        if (fabs(v[m - 1 - a] - med) <= fabs(v[m + k - a - 1] - med))
-            lo = a + 1;
-        else
-            hi = a;
-    }
+    /* "L[a] <= R[k-a-1]" (L[a] is among the k smallest) holds for a = lo .. some point and
+     * not after, so counting where it holds finds that point: independent comparisons that
+     * need no branch, which beats a binary search's unpredictable ones at these sizes. */
+    for (int a = lo; a < hi; a++)
+        lo += fabs(v[m - 1 - a] - med) <= fabs(v[m + k - a - 1] - med);
     int a = lo, b = k - lo;
     /* The k smallest are L[0..a) and R[0..b): the largest of them, and the one before it. */
     double l1 = a > 0 ? fabs(v[m - a] - med) : -1, l2 = a > 1 ? fabs(v[m - a + 1] - med) : -1;
     double r1 = b > 0 ? fabs(v[m + b - 1] - med) : -1, r2 = b > 1 ? fabs(v[m + b - 2] - med) : -1;
-    double cur, prev;
-    if (l1 >= r1) {
-        cur = l1;
-        prev = l2 > r1 ? l2 : r1;
-    } else {
-        cur = r1;
-        prev = l1 > r2 ? l1 : r2;
-    }
+    /* (l2 <= l1 and r2 <= r1: the second largest is the larger of the smaller top and the
+     * two runners-up; written as selects, not branches) */
+    double cur = l1 > r1 ? l1 : r1, low_top = l1 > r1 ? r1 : l1, up2 = l2 > r2 ? l2 : r2;
+    double prev = low_top > up2 ? low_top : up2;
     return (n & 1) ? cur : 0.5 * (prev + cur);
 }
 
