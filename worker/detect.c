@@ -147,7 +147,7 @@ static void level_point(struct series *s, const struct detect_params *dp, double
         res->baseline[DET_LEVEL] = med;
     }
     level_window__push(lw, dp->level_window, s->level_n, s->level_pos, x);
-    s->level_pos = (uint8_t)((s->level_pos + 1) % dp->level_window);
+    s->level_pos = (uint8_t)(s->level_pos + 1 == dp->level_window ? 0 : s->level_pos + 1);
     if (s->level_n < dp->level_window)
         s->level_n++;
 }
