@@ -282,6 +282,16 @@ tg_err consumer__restore(struct tg_consumer *cs, rd_kafka_topic_partition_list_t
                     pr = &prs[i];
             if (pr && !pr->done) {
                 if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                    /* pr->hi came from a read_committed ListOffsets, which answers with the
+                     * last stable offset; the fetch that reported this end also brought the
+                     * high watermark. Below it, a transaction is still open (a dead worker's,
+                     * until the cluster aborts it): wait for it, as the top of this file says. */
+                    int64_t lo2, hi2;
+                    if (rd_kafka_get_watermark_offsets(cs->restorer, cs->state_topic,
+                                                       msg->partition, &lo2, &hi2) ==
+                            RD_KAFKA_RESP_ERR_NO_ERROR &&
+                        hi2 > pr->hi)
+                        pr->hi = hi2;
                     if (msg->offset >= pr->hi) {
                         pr->done = true;
                         pending--;

@@ -295,10 +295,13 @@ int wfx_watermarks(const char *bootstrap, const char *topic, int64_t *hi, int ma
 }
 
 /* Reads every partition of topic from the beginning to its end; fn per record. The end is
- * the high watermark when the read starts: on a real broker a read_committed reader first
- * sees the end of a partition at its last stable offset, which lags behind for a moment
- * after a commit (the coordinator writes the transaction markers after answering EndTxn),
- * so an end-of-partition event below the high watermark means "wait", not "done". */
+ * the high watermark: on a real broker a read_committed reader first sees the end of a
+ * partition at its last stable offset, which lags behind for a moment after a commit (the
+ * coordinator writes the transaction markers after answering EndTxn), and for longer while
+ * a killed worker's transaction waits to be aborted, so an end-of-partition event below the
+ * high watermark means "wait", not "done". A read_committed client's ListOffsets answers
+ * with the last stable offset too, so the high watermark is the one each fetch response
+ * brings (rd_kafka_get_watermark_offsets), or the queried end if that is higher. */
 static void read_topic(const char *bootstrap, const char *topic,
                        void (*fn)(void *ud, const rd_kafka_message_t *msg), void *ud)
 {
@@ -333,6 +336,12 @@ static void read_topic(const char *bootstrap, const char *topic,
             continue;
         int32_t p = msg->partition;
         if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            int64_t lo2, hi2;
+            if (p >= 0 && p < n &&
+                rd_kafka_get_watermark_offsets(rk, topic, p, &lo2, &hi2) ==
+                    RD_KAFKA_RESP_ERR_NO_ERROR &&
+                hi2 > hi[p])
+                hi[p] = hi2;
             if (p >= 0 && p < n && !done[p] && msg->offset >= hi[p]) {
                 done[p] = true;
                 pending--;
