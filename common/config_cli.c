@@ -2,6 +2,7 @@
  * config_cli.c - the configuration options of the programs' command lines (config_cli.h).
  */
 #include "config_cli.h"
+#include "log.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -119,6 +120,20 @@ tg_err tg_config_cli_load(const struct tg_config_cli *cli, struct tg_config *cfg
                 n && e[n - 1] == '\n' ? "" : "\n");
     }
     return err;
+}
+
+int tg_config_cli_setup_logging(const struct tg_config_cli *cli, const struct tg_config *cfg)
+{
+    tg_log_level level;
+    if (tg_log_level_parse(tg_config_get_str(cfg, "log", "level"), &level) == TG_OK)
+        tg_log_set_level(level);
+    const char *debug = tg_config_get_str(cfg, "log", "debug");
+    if (*debug && tg_log_enable_debug(debug) != TG_OK) {
+        fprintf(stderr, "%s: %s: [log] debug: cannot enable \"%s\"\n", cli->prog,
+                tg_config_origin(cfg, "log", "debug"), debug);
+        return -1;
+    }
+    return 0;
 }
 
 int tg_config_cli_dumped(const struct tg_config_cli *cli, tg_err dumped)

@@ -63,6 +63,11 @@ const char *const *tg_config_cli_sets(const struct tg_config_cli *cli, size_t *n
 tg_err tg_config_cli_load(const struct tg_config_cli *cli, struct tg_config *cfg,
                           const char *default_board);
 
+/* Applies the [log] section of cfg: level, and the debug subsystems (a bad debug list is
+ * said as "<prog>: FILE:LINE: [log] debug: cannot enable ..." and returns -1). 0 on success.
+ * tidegate and tidegate-worker; the node says more about its subsystems itself. */
+int tg_config_cli_setup_logging(const struct tg_config_cli *cli, const struct tg_config *cfg);
+
 /* The last step of --check-config, after the program has dumped the configuration to stdout
  * (dumped: what the dump returned): flushes stdout and returns EXIT_SUCCESS, or prints
  * "<prog>: cannot write the configuration: <strerror(errno)>" and returns EXIT_FAILURE, so

@@ -4,7 +4,8 @@
  * Readings wait in a ring ordered by rid (the order the pipeline appends records). A
  * commit settles a prefix of it; a Kafka confirmation or a drop settles one entry, found by
  * binary search, and leaves a hole that is popped once it reaches the front. Devices live
- * in a slab with a chained hash over their ids; devices whose view is due sit in a list.
+ * in a slab indexed by id through a strmap (common/strmap.h); devices whose view is due sit
+ * in a list.
  */
 #include "ack.h"
 
@@ -13,13 +14,13 @@
 
 #include "log.h"
 #include "record.h"
+#include "strmap.h"
 
 #define NONE UINT32_MAX
 #define PREFIX_MAX 128
 
 struct dev {
     char id[TG_DEVICE_ID_MAX + 1];
-    uint32_t hnext;
     bool has_boot;
     bool due;       /* in the due list */
     bool distrust;  /* tg_acker_refused(): repeats are never taken as durable */
@@ -50,8 +51,7 @@ struct tg_acker {
 
     struct dev *devs;
     size_t n_devs, cap_devs;
-    uint32_t *buckets;
-    size_t n_buckets; /* power of two */
+    struct tg_strmap *index; /* id -> index in devs */
 
     struct wait *ring;
     size_t ring_cap, ring_head, ring_len; /* ring_cap: power of two */
@@ -63,14 +63,6 @@ struct tg_acker {
     struct tg_counter *c_sent, *c_failed, *c_gaps, *c_untracked;
     struct tg_gauge *g_due, *g_waiting, *g_devices;
 };
-
-static uint32_t hash_id(const char *s, size_t n)
-{
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (uint8_t)s[i]) * 16777619u;
-    return h;
-}
 
 tg_err tg_acker_new(const struct tg_ack_opts *opts, struct tg_metrics *metrics,
                     struct tg_acker **out)
@@ -87,17 +79,13 @@ tg_err tg_acker_new(const struct tg_ack_opts *opts, struct tg_metrics *metrics,
     ak->min_interval_ms = opts->min_interval_ms;
     ak->max_devices = opts->max_devices;
     ak->trust_repeats = opts->trust_repeats;
-    ak->n_buckets = 1024;
-    while (ak->n_buckets < ak->max_devices && ak->n_buckets < (1u << 24))
-        ak->n_buckets <<= 1;
-    ak->buckets = malloc(ak->n_buckets * sizeof *ak->buckets);
+    ak->index = tg_strmap_new();
     ak->ring_cap = 1024;
     ak->ring = malloc(ak->ring_cap * sizeof *ak->ring);
-    if (!ak->buckets || !ak->ring) {
+    if (!ak->index || !ak->ring) {
         tg_acker_destroy(ak);
         return TG_ERR_NOMEM;
     }
-    memset(ak->buckets, 0xff, ak->n_buckets * sizeof *ak->buckets);
     if (metrics) {
         ak->c_sent = tg_metrics_counter(metrics, "tidegate_acks_sent_total",
                                         "Durable acknowledgements published to devices", NULL);
@@ -131,7 +119,7 @@ void tg_acker_destroy(struct tg_acker *ak)
     if (!ak)
         return;
     free(ak->devs);
-    free(ak->buckets);
+    tg_strmap_destroy(ak->index);
     free(ak->ring);
     free(ak->due);
     free(ak);
@@ -145,14 +133,8 @@ void tg_acker_set_publisher(struct tg_acker *ak, tg_ack_publish_fn fn, void *ud)
 
 static uint32_t find_dev(const struct tg_acker *ak, const char *id, size_t n)
 {
-    uint32_t i = ak->buckets[hash_id(id, n) & (ak->n_buckets - 1)];
-    while (i != NONE) {
-        const struct dev *d = &ak->devs[i];
-        if (strncmp(d->id, id, n) == 0 && d->id[n] == '\0')
-            return i;
-        i = d->hnext;
-    }
-    return NONE;
+    uint32_t i;
+    return tg_strmap_get(ak->index, id, n, &i) ? i : NONE;
 }
 
 /* The device's index, added when new; NONE beyond max_devices or out of memory. */
@@ -175,14 +157,14 @@ static uint32_t get_dev(struct tg_acker *ak, const char *id, size_t n)
         ak->devs = nd;
         ak->cap_devs = cap;
     }
-    i = (uint32_t)ak->n_devs++;
+    i = (uint32_t)ak->n_devs;
+    if (tg_strmap_put(ak->index, id, n, i) != TG_OK)
+        return NONE;
+    ak->n_devs++;
     struct dev *d = &ak->devs[i];
     memset(d, 0, sizeof *d);
     memcpy(d->id, id, n);
     d->id[n] = '\0';
-    uint32_t *b = &ak->buckets[hash_id(id, n) & (ak->n_buckets - 1)];
-    d->hnext = *b;
-    *b = i;
     return i;
 }
 

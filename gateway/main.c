@@ -230,21 +230,6 @@ static tg_err stop_bounded(struct tg_ingress *in, struct tg_pipeline *pl, int64_
     return st.rc;
 }
 
-/* Applies [log] level and debug. */
-static int setup_logging(const struct tg_config *cfg)
-{
-    tg_log_level level;
-    if (tg_log_level_parse(tg_config_get_str(cfg, "log", "level"), &level) == TG_OK)
-        tg_log_set_level(level);
-    const char *debug = tg_config_get_str(cfg, "log", "debug");
-    if (*debug && tg_log_enable_debug(debug) != TG_OK) {
-        fprintf(stderr, "tidegate: %s: [log] debug: cannot enable \"%s\"\n",
-                tg_config_origin(cfg, "log", "debug"), debug);
-        return -1;
-    }
-    return 0;
-}
-
 /*
  * Without -b: the board file that matches this board (board_detect.h), said on stderr either
  * way, since which hardware defaults apply decides journal and Kafka behaviour. The
@@ -450,7 +435,7 @@ int main(int argc, char **argv)
         detect_board(detected, sizeof detected);
     if (tg_config_cli_load(cli, cfg, detected[0] ? detected : NULL) != TG_OK)
         goto out;
-    if (setup_logging(cfg) != 0)
+    if (tg_config_cli_setup_logging(cli, cfg) != 0)
         goto out;
     {
         char err[2048];

@@ -268,8 +268,7 @@ static void *pipeline_main(void *arg)
     }
     /* A read-back still under way is dropped: the saved marks stay, and the next start
      * reads back from them again. */
-    tg_reconcile_destroy(pl->rcl);
-    pl->rcl = NULL;
+    pipeline__reconcile_free(pl);
     pipeline__marks_merge(pl);
     tg_egress_destroy(pl->eg);
     pl->eg = NULL;
@@ -436,6 +435,7 @@ tg_err tg_pipeline_new(const struct tg_config *cfg, struct tg_metrics *metrics,
         goto fail;
     if ((rc = pipeline__recover(pl, err, errlen)) != TG_OK)
         goto fail;
+    pipeline__journal_readings(pl);
     if (tg_config_get_bool(cfg, "kafka", "reconcile_on_start")) {
         pipeline__marks_load(pl);
         pl->reconcile_phase = RECONCILE_NEED;
@@ -529,7 +529,7 @@ void tg_pipeline_destroy(struct tg_pipeline *pl)
         return;
     if (pl->started && !pl->joined)
         (void)tg_pipeline_stop(pl, 0);
-    tg_reconcile_destroy(pl->rcl);
+    pipeline__reconcile_free(pl);
     free(pl->kmarks);
     tg_egress_destroy(pl->eg);
     pl->eg = NULL;

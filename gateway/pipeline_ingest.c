@@ -200,6 +200,8 @@ void pipeline__process_message(struct tg_pipeline *pl, const struct tg_qmsg *msg
             .value_len = len,
         };
         uint64_t rid = pipeline__append_record(pl, &rec);
+        if (rid)
+            pipeline__reconcile_track(pl, &d.readings[i], rid);
         if (pl->ack && !rid)
             tg_acker_refused(pl->ack, device, dev_len);
         else if (pl->ack && d.readings[i].has_seq)

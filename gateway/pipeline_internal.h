@@ -33,6 +33,7 @@
 #include "queue.h"
 #include "reconcile_kafka.h"
 #include "segment.h"
+#include "strmap.h"
 #include "validate.h"
 
 /* Dead letters keep at most this much of an oversized payload (Kafka's default message size
@@ -176,6 +177,12 @@ struct tg_pipeline {
     int64_t *kmarks;
     size_t n_kmarks;
     bool force_state_save;        /* save the dedup window and marks at the next commit */
+    struct tg_strmap *rb_open;    /* while reading back: open records by identity -> */
+    uint64_t *rb_rids;            /* ... their rids */
+    size_t n_rb_rids, cap_rb_rids;
+    size_t rb_taken;              /* readings found taken so far (tg_reconcile_take) */
+    size_t rb_found, rb_skipped;  /* readings found, and open copies marked done */
+    int64_t rb_now_ms, rb_next_checkpoint_ms;
 
     /* tg_pipeline_set_heartbeat() */
     tg_pipeline_heartbeat_fn heartbeat_fn;
@@ -293,6 +300,15 @@ void pipeline__marks_merge(struct tg_pipeline *pl);
 tg_err pipeline__marks_save(struct tg_pipeline *pl);
 /* Starts the read-back, or applies its result once in. Each loop turn. */
 void pipeline__reconcile_step(struct tg_pipeline *pl);
+/* At start, after the dedup window is restored: every open telemetry record of the journal
+ * is decoded once; the window learns its reading (the journal runs ahead of the saved window:
+ * a resend of a journaled reading is then a duplicate), and with reconcile_on_start it is
+ * indexed by identity for the read-back. */
+void pipeline__journal_readings(struct tg_pipeline *pl);
+/* A reading taken while the read-back runs became record rid (pipeline_ingest.c). */
+void pipeline__reconcile_track(struct tg_pipeline *pl, const struct tg_reading *r, uint64_t rid);
+/* Frees the read-back's state (a stop, or destroy). */
+void pipeline__reconcile_free(struct tg_pipeline *pl);
 /* True while nothing may be produced. */
 static inline bool pipeline__reconcile_holds(const struct tg_pipeline *pl)
 {

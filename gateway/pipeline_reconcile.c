@@ -10,10 +10,14 @@
  *   2. a reader (reconcile_kafka.c, its own thread) takes each partition from its mark to
  *      its end and keeps the readings this gateway wrote; ingestion goes on meanwhile, only
  *      producing waits (nothing new can reach Kafka in between);
- *   3. the result is applied: each reading found is fed to the dedup window (a node's
- *      resend is then a duplicate) and settled in the acker (it is durable: Kafka has it),
- *      and every open record with the same identity (a journal row whose done mark the dead
- *      run never committed, or a resend taken since the start) is marked done;
+ *   3. what it found is applied as it comes, every CHECKPOINT_MS: each reading is fed to
+ *      the dedup window (a node's resend is then a duplicate) and settled in the acker (it
+ *      is durable: Kafka has it), and an open record with the same identity (a journal row
+ *      whose done mark the dead run never committed, or a resend taken since the start,
+ *      both indexed by identity when the read-back starts or the reading is taken) is
+ *      marked done; the marks move to where the reader got, and the next commit saves them
+ *      with the window and the done marks, so a kill during a long read-back (a crash loop
+ *      faster than the read) does not send the next run back to its start;
  *   4. the marks become the end offsets found, and the next commit saves them with the
  *      window; only after that commit does producing start, so that a kill -9 in between
  *      still finds a saved point that lies below everything this run sends.
@@ -30,8 +34,11 @@
 #include "codec_canonical_decode.h"
 #include "gateway_config.h"
 #include "log.h"
+#include "strmap.h"
 
 #define MARKS_KEY "kafka.marks"
+/* While a read-back runs, what it found is applied and saved this often. */
+#define CHECKPOINT_MS 500
 #define MARKS_MAGIC "tgmarks1"
 
 /* Format: "tgmarks1 <topic>\n" then one "<partition> <offset>\n" per known partition. A
@@ -112,9 +119,9 @@ void pipeline__marks_merge(struct tg_pipeline *pl)
 
 tg_err pipeline__marks_save(struct tg_pipeline *pl)
 {
-    /* Nothing learnt yet (no read-back finished, none loaded): leave the saved ones. */
-    if (pl->reconcile_phase == RECONCILE_OFF ||
-        (pipeline__reconcile_holds(pl) && pl->reconcile_phase != RECONCILE_APPLIED))
+    /* Nothing known (none loaded, no read-back finished): leave the saved ones. Marks
+     * loaded and not yet moved are saved as they were; moved ones came from a checkpoint. */
+    if (pl->reconcile_phase == RECONCILE_OFF || pl->n_kmarks == 0)
         return TG_OK;
     const char *topic = tg_config_get_str(pl->cfg, "kafka", "topic");
     size_t cap = strlen(MARKS_MAGIC) + strlen(topic) + 3 + pl->n_kmarks * 42;
@@ -131,6 +138,64 @@ tg_err pipeline__marks_save(struct tg_pipeline *pl)
     return rc;
 }
 
+/* The open telemetry records (the journal's backlog, and what is taken while the read-back
+ * runs) by identity, so that a reading found in Kafka marks its copy here done. */
+static void index_record(struct tg_pipeline *pl, const struct tg_reading *r, uint64_t rid)
+{
+    char key[TG_DEVICE_ID_MAX + 64];
+    size_t klen = tg_reconcile_identity(r, key, sizeof key);
+    if (!klen)
+        return;
+    if (pl->n_rb_rids == pl->cap_rb_rids) {
+        size_t cap = pl->cap_rb_rids ? pl->cap_rb_rids * 2 : 1024;
+        uint64_t *nr = realloc(pl->rb_rids, cap * sizeof *nr);
+        if (!nr)
+            return; /* a possible duplicate, not a loss */
+        pl->rb_rids = nr;
+        pl->cap_rb_rids = cap;
+    }
+    if (tg_strmap_put(pl->rb_open, key, klen, (uint32_t)pl->n_rb_rids) == TG_OK)
+        pl->rb_rids[pl->n_rb_rids++] = rid;
+}
+
+void pipeline__reconcile_track(struct tg_pipeline *pl, const struct tg_reading *r, uint64_t rid)
+{
+    if (pl->rb_open && pipeline__reconcile_holds(pl))
+        index_record(pl, r, rid);
+}
+
+void pipeline__journal_readings(struct tg_pipeline *pl)
+{
+    if (tg_config_get_bool(pl->cfg, "kafka", "reconcile_on_start"))
+        pl->rb_open = tg_strmap_new();
+    struct tg_canonical_decoder *cd = pl->head ? tg_canonical_decoder_new(NULL) : NULL;
+    if (!cd)
+        return;
+    int64_t now = wall_ms();
+    for (struct seg *s = pl->head; s; s = s->next) {
+        if (s->n_open == s->n_inflight)
+            continue;
+        if (!s->data && pipeline__load_seg(pl, s) != TG_OK)
+            continue; /* read again when produced; a possible duplicate, not a loss */
+        for (size_t idx = 0; idx < tg_segment_count(s->data); idx++) {
+            struct tg_jrecord rec;
+            tg_segment_get(s->data, idx, &rec);
+            size_t bi = (size_t)(rec.rid - s->first_rid);
+            struct tg_reading r;
+            if (rec.kind != TG_JREC_TELEMETRY || bit_get(s->done, bi) ||
+                tg_canonical_decode(cd, rec.value, rec.value_len, -1, &r, NULL) != TG_OK)
+                continue;
+            /* The journal runs ahead of the saved window by up to a save interval: a
+             * node's resend of a journaled reading must be a duplicate, not a second
+             * record. */
+            (void)tg_dedup_check(pl->dd, &r, now);
+            if (pl->rb_open)
+                index_record(pl, &r, rec.rid);
+        }
+    }
+    tg_canonical_decoder_destroy(cd);
+}
+
 static void start(struct tg_pipeline *pl)
 {
     struct tg_reconcile_opts o = {
@@ -142,62 +207,80 @@ static void start(struct tg_pipeline *pl)
         .n_marks = pl->n_kmarks,
         .read = pl->marks_loaded,
     };
-    if (tg_reconcile_start(&o, &pl->rcl) != TG_OK) {
+    if (!pl->rb_open)
+        pl->rb_open = tg_strmap_new();
+    if (!pl->rb_open || tg_reconcile_start(&o, &pl->rcl) != TG_OK) {
         TG_LOG_ERROR("kafka", "cannot start reading back what the last run sent (out of "
                               "memory): sending without (a reading may reach Kafka twice)");
+        tg_strmap_destroy(pl->rb_open);
+        pl->rb_open = NULL;
         pl->reconcile_phase = RECONCILE_DONE;
         return;
     }
+    pl->rb_taken = 0;
+    pl->rb_next_checkpoint_ms = mono_ms() + CHECKPOINT_MS;
     pl->reconcile_phase = RECONCILE_RUNNING;
 }
 
-/* Marks done the open telemetry records of s that Kafka already holds. */
-static size_t skip_found(struct tg_pipeline *pl, struct seg *s, struct tg_canonical_decoder *cd)
+/* One reading found in Kafka: the dedup window learns it (a node's resend is then a
+ * duplicate), the acker settles it (it is durable), and an open copy here is done. */
+static void take_found(void *ud, const struct tg_reading *r)
 {
-    if (s->n_open == s->n_inflight)
-        return 0;
-    if (!s->data && pipeline__load_seg(pl, s) != TG_OK)
-        return 0; /* read again when produced; a possible duplicate, not a loss */
-    size_t n = 0;
-    for (size_t idx = 0; idx < tg_segment_count(s->data); idx++) {
-        struct tg_jrecord rec;
-        tg_segment_get(s->data, idx, &rec);
-        size_t bi = (size_t)(rec.rid - s->first_rid);
-        if (rec.kind != TG_JREC_TELEMETRY || bit_get(s->done, bi) || bit_get(s->inflight, bi))
-            continue;
-        struct tg_reading r;
-        if (tg_canonical_decode(cd, rec.value, rec.value_len, -1, &r, NULL) != TG_OK ||
-            !tg_reconcile_contains(pl->rcl, &r))
-            continue;
-        pipeline__set_done_bit(pl, s, bi);
-        if (pl->ack)
-            tg_acker_confirmed(pl->ack, rec.rid);
-        n++;
-    }
-    return n;
+    struct tg_pipeline *pl = ud;
+    pl->rb_found++;
+    (void)tg_dedup_check(pl->dd, r, pl->rb_now_ms);
+    if (pl->ack && r->has_seq)
+        tg_acker_settle(pl->ack, r->device, strlen(r->device), r->boot, r->seq);
+    char key[TG_DEVICE_ID_MAX + 64];
+    size_t klen = tg_reconcile_identity(r, key, sizeof key);
+    uint32_t k;
+    if (!klen || !tg_strmap_get(pl->rb_open, key, klen, &k))
+        return;
+    uint64_t rid = pl->rb_rids[k];
+    struct seg *s = pipeline__find_seg(pl, rid);
+    if (!s)
+        return;
+    size_t bi = (size_t)(rid - s->first_rid);
+    if (bit_get(s->done, bi) || bit_get(s->inflight, bi))
+        return;
+    pipeline__set_done_bit(pl, s, bi);
+    if (pl->ack)
+        tg_acker_confirmed(pl->ack, rid);
+    pl->rb_skipped++;
 }
 
-static void apply(struct tg_pipeline *pl)
+/* Applies what the reader found since the last checkpoint and moves the marks to where it
+ * read; the next commit saves both with the dedup window, so a kill during a long read-back
+ * does not send the next run back to the start of it. */
+static void checkpoint(struct tg_pipeline *pl)
 {
-    size_t found = tg_reconcile_found(pl->rcl);
-    int64_t now = wall_ms();
-    for (size_t i = 0; i < found; i++) {
-        struct tg_reading r;
-        tg_reconcile_reading(pl->rcl, i, &r);
-        (void)tg_dedup_check(pl->dd, &r, now);
-        if (pl->ack && r.has_seq)
-            tg_acker_settle(pl->ack, r.device, strlen(r.device), r.boot, r.seq);
+    int64_t pos[1024];
+    size_t n_pos = 0;
+    pl->rb_now_ms = wall_ms();
+    size_t before = pl->rb_taken;
+    pl->rb_taken = tg_reconcile_take(pl->rcl, pl->rb_taken, take_found, pl, pos,
+                                     sizeof pos / sizeof pos[0], &n_pos);
+    bool moved = pl->rb_taken != before;
+    if (pl->marks_loaded) { /* else nothing was read, only end offsets learnt */
+        for (size_t p = 0; p < n_pos && !moved; p++)
+            moved = p >= pl->n_kmarks ? pos[p] >= 0 : pos[p] > pl->kmarks[p];
+        merge_one(pl, pos, n_pos);
     }
-    size_t skipped = 0;
-    struct tg_canonical_decoder *cd = found ? tg_canonical_decoder_new(NULL) : NULL;
-    for (struct seg *s = pl->head; s && cd;) {
+    /* Journal rows whose last record was just marked done go at the commit. */
+    for (struct seg *s = pl->head; s;) {
         struct seg *next = s->next;
-        skipped += skip_found(pl, s, cd);
         if (!s->persisted && seg_finished(s))
             pipeline__list_remove(pl, s);
         s = next;
     }
-    tg_canonical_decoder_destroy(cd);
+    if (moved)
+        pl->force_state_save = true;
+}
+
+static void finish(struct tg_pipeline *pl)
+{
+    checkpoint(pl);
+    size_t found = pl->rb_found, skipped = pl->rb_skipped;
     tg_counter_add(pl->m.reconcile_found, found);
     tg_counter_add(pl->m.reconcile_skipped, skipped);
     /* From now on the marks are the ends found: this run's records all lie above them. */
@@ -207,11 +290,16 @@ static void apply(struct tg_pipeline *pl)
     if (pl->marks_loaded || found)
         TG_LOG_INFO("kafka", "read back %" PRIu64 " records the last run may have sent after "
                              "its last saved point: %zu readings of this gateway, %zu of them "
-                             "still in the journal (not sent again)%s",
+                             "still here (not sent again)%s",
                     tg_reconcile_records_read(pl->rcl), found, skipped,
                     tg_reconcile_truncated(pl->rcl) ? "; stopped at the read limit" : "");
     tg_reconcile_destroy(pl->rcl);
     pl->rcl = NULL;
+    tg_strmap_destroy(pl->rb_open);
+    pl->rb_open = NULL;
+    free(pl->rb_rids);
+    pl->rb_rids = NULL;
+    pl->n_rb_rids = pl->cap_rb_rids = 0;
     pl->reconcile_phase = RECONCILE_APPLIED;
     pl->force_state_save = true;
     pl->next_commit_ms = mono_ms(); /* sending waits for that commit: make it now */
@@ -224,10 +312,24 @@ void pipeline__reconcile_step(struct tg_pipeline *pl)
         start(pl);
         break;
     case RECONCILE_RUNNING:
-        if (tg_reconcile_done(pl->rcl))
-            apply(pl);
+        if (tg_reconcile_done(pl->rcl)) {
+            finish(pl);
+        } else if (mono_ms() >= pl->rb_next_checkpoint_ms) {
+            checkpoint(pl);
+            pl->rb_next_checkpoint_ms = mono_ms() + CHECKPOINT_MS;
+        }
         break;
     default:
         break;
     }
+}
+
+void pipeline__reconcile_free(struct tg_pipeline *pl)
+{
+    tg_reconcile_destroy(pl->rcl);
+    pl->rcl = NULL;
+    tg_strmap_destroy(pl->rb_open);
+    pl->rb_open = NULL;
+    free(pl->rb_rids);
+    pl->rb_rids = NULL;
 }

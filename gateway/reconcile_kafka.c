@@ -51,9 +51,13 @@ struct tg_reconcile {
      * so that a librdkafka call stuck on an unreachable cluster cannot hold a stop. */
     atomic_int state;
 
-    /* results: written by the thread before done is set */
+    /* results: found and pos under mu (the owner takes them while the thread reads); the
+     * rest written by the thread before state says FINISHED */
+    pthread_mutex_t mu;
     struct found *found;
     size_t n_found, cap_found;
+    int64_t *pos;    /* per partition, the last offset read (-1: none yet) */
+    size_t n_pos;
     struct tg_strmap *index;
     int64_t *ends;
     size_t n_ends;
@@ -85,7 +89,6 @@ static bool pause_or_stop(struct tg_reconcile *rc, int ms)
     return atomic_load(&rc->stop);
 }
 
-/* The identity the dedup window uses: (device, boot, seq), or (device, ts) without a seq. */
 static size_t identity(char *buf, size_t cap, const char *device, bool has_seq, uint64_t boot,
                        uint64_t seq, int64_t ts_ms)
 {
@@ -93,6 +96,11 @@ static size_t identity(char *buf, size_t cap, const char *device, bool has_seq, 
                                (unsigned long long)seq)
                     : snprintf(buf, cap, "%s/t%lld", device, (long long)ts_ms);
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+size_t tg_reconcile_identity(const struct tg_reading *r, char *buf, size_t cap)
+{
+    return identity(buf, cap, r->device, r->has_seq, r->boot, r->seq, r->ts_ms);
 }
 
 static void add_found(struct tg_reconcile *rc, const struct tg_reading *r)
@@ -220,6 +228,17 @@ static tg_err read_back(struct tg_reconcile *rc, rd_kafka_t *rk,
     bool *closed = calloc(n, sizeof *closed);
     if (!closed)
         return TG_ERR_NOMEM;
+    pthread_mutex_lock(&rc->mu);
+    if (rc->n_pos < n) {
+        int64_t *pos = realloc(rc->pos, n * sizeof *pos);
+        if (pos) {
+            for (size_t p = rc->n_pos; p < n; p++)
+                pos[p] = -1;
+            rc->pos = pos;
+            rc->n_pos = n;
+        }
+    }
+    pthread_mutex_unlock(&rc->mu);
     int64_t progress_ms = now_ms();
     while (res == TG_OK && open > 0 && !atomic_load(&rc->stop)) {
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 100);
@@ -246,10 +265,18 @@ static tg_err read_back(struct tg_reconcile *rc, rd_kafka_t *rk,
             rc->records_read++;
             struct tg_reading r;
             struct tg_canonical_extra extra;
-            if (msg->payload &&
-                tg_canonical_decode(cd, msg->payload, msg->len, -1, &r, &extra) == TG_OK &&
-                extra.gateway && strcmp(extra.gateway, rc->gateway_id) == 0)
+            bool ours = msg->payload &&
+                        tg_canonical_decode(cd, msg->payload, msg->len, -1, &r, &extra) ==
+                            TG_OK &&
+                        extra.gateway && strcmp(extra.gateway, rc->gateway_id) == 0;
+            /* The reading and the position move together: the owner may take both as a
+             * checkpoint at any time (tg_reconcile_take). */
+            pthread_mutex_lock(&rc->mu);
+            if (ours)
                 add_found(rc, &r);
+            if (p < rc->n_pos && msg->offset > rc->pos[p])
+                rc->pos[p] = msg->offset;
+            pthread_mutex_unlock(&rc->mu);
         }
         if (p < n && !closed[p] && (eof || msg->offset >= rc->ends[p])) {
             closed[p] = true;
@@ -375,6 +402,7 @@ tg_err tg_reconcile_start(const struct tg_reconcile_opts *opts, struct tg_reconc
         ok = (rc->conf[i] = strdup(opts->rdkafka_conf[i])) != NULL;
     atomic_init(&rc->stop, false);
     atomic_init(&rc->state, RUNNING);
+    pthread_mutex_init(&rc->mu, NULL);
     if (!ok || pthread_create(&rc->thread, NULL, reconcile_main, rc) != 0) {
         tg_reconcile_destroy(rc);
         return TG_ERR_NOMEM;
@@ -428,8 +456,28 @@ void tg_reconcile_destroy(struct tg_reconcile *rc)
     free_all(rc);
 }
 
+size_t tg_reconcile_take(struct tg_reconcile *rc, size_t from,
+                         void (*fn)(void *ud, const struct tg_reading *r), void *ud,
+                         int64_t *pos, size_t pos_cap, size_t *n_pos)
+{
+    pthread_mutex_lock(&rc->mu);
+    size_t n = rc->n_found;
+    for (size_t i = from; i < n; i++) {
+        struct tg_reading r;
+        tg_reconcile_reading(rc, i, &r);
+        fn(ud, &r);
+    }
+    size_t np = rc->n_pos < pos_cap ? rc->n_pos : pos_cap;
+    memcpy(pos, rc->pos, np * sizeof *pos);
+    *n_pos = np;
+    pthread_mutex_unlock(&rc->mu);
+    return n;
+}
+
 static void free_all(struct tg_reconcile *rc)
 {
+    pthread_mutex_destroy(&rc->mu);
+    free(rc->pos);
     for (size_t i = 0; rc->conf && rc->conf[i]; i++)
         free(rc->conf[i]);
     free(rc->conf);

@@ -25,8 +25,8 @@
  *
  * The work runs on its own thread (metadata, watermark and fetch calls block); it waits for
  * the cluster as long as it takes (a restart during an outage), retrying every second.
- * Threads: tg_reconcile_start/_done/_destroy and the accessors are called by one thread (the
- * pipeline's); the accessors only once _done() said true.
+ * Threads: tg_reconcile_start/_done/_take/_destroy and the accessors are called by one thread
+ * (the pipeline's); the accessors other than _take only once _done() said true.
  */
 #ifndef TG_RECONCILE_KAFKA_H
 #define TG_RECONCILE_KAFKA_H
@@ -65,6 +65,20 @@ tg_err tg_reconcile_start(const struct tg_reconcile_opts *opts, struct tg_reconc
 
 /* True once the work is finished (the results below are then fixed). */
 bool tg_reconcile_done(struct tg_reconcile *rc);
+
+/* Checkpoint, while the thread still reads (or after): calls fn for the readings found
+ * since the from-th (fn runs under the reader's lock: keep it short and do not call back),
+ * copies into pos[0..pos_cap) the last offset read per partition (-1: none; every reading
+ * at or below it was passed to fn, now or at an earlier call) and returns the count to pass
+ * as from next time. A long read-back thus makes progress that a kill cannot undo: the
+ * pipeline saves the positions with the dedup window (pipeline_reconcile.c). */
+size_t tg_reconcile_take(struct tg_reconcile *rc, size_t from,
+                         void (*fn)(void *ud, const struct tg_reading *r), void *ud,
+                         int64_t *pos, size_t pos_cap, size_t *n_pos);
+
+/* The identity the dedup window uses, as a key: (device, boot, seq), or (device, ts) without
+ * a seq. Its length (0: does not fit cap). */
+size_t tg_reconcile_identity(const struct tg_reading *r, char *buf, size_t cap);
 
 /* Readings of this gateway found past the marks. i < tg_reconcile_found(). out->device
  * points into rc; out has no metrics. */

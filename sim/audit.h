@@ -24,8 +24,10 @@
  *   duplicated   every copy of a (device, boot, seq) after its first
  *   reordered    a first copy whose seq is below the highest seq seen before it for the same
  *                (device, boot) on the same partition, and that the gateway received (gw_ts)
- *                no later than that higher one: the pipeline changed the order it was given
- *   resent       such a first copy that the gateway received AFTER the higher one: the node
+ *                before that higher one: the pipeline changed the order it was given
+ *   resent       such a first copy that the gateway received after the higher one or in the
+ *                same millisecond (gw_ts has ms resolution, and a node sends a new reading
+ *                and its resends in one burst): the node
  *                sent it again (durable acks: it was lost on the way, or its ack was, while
  *                newer ones got through), so it arrives late; not reordering, not a failure
  *                (records without gw_ts count as reordered)

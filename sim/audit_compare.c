@@ -168,9 +168,11 @@ int tg_sim_audit_telemetry(struct tg_sim_audit *au, const struct tg_sim_audit_re
         return 0;
     }
     if (sb->any && sb->partition == rec->partition && rec->seq < sb->max_seq) {
-        /* Received by the gateway after the higher seq: the node sent it again later (its
-         * first copy was lost on the way); the pipeline kept the order it was given. */
-        if (rec->gw_ts_ms != -1 && sb->max_gw_ts != -1 && rec->gw_ts_ms > sb->max_gw_ts) {
+        /* Received by the gateway after the higher seq, or in the same millisecond (the
+         * receive time's resolution: a node sends a new reading and its resends in one
+         * burst): the node sent it again later (its first copy was lost on the way); the
+         * pipeline kept the order it was given. */
+        if (rec->gw_ts_ms != -1 && sb->max_gw_ts != -1 && rec->gw_ts_ms >= sb->max_gw_ts) {
             dev->resent++;
             sb->resent++;
         } else {

@@ -605,6 +605,22 @@ static void summary(struct fleet *fl)
                 counter(sm->malformed_acked), counter(sm->duplicates_acked), counter(sm->skewed),
                 counter(sm->churns), counter(sm->storms), anomalies, counter(sm->connects),
                 counter(sm->connect_failures), counter(sm->disconnects));
+    uint64_t acks = 0, ack_timeouts = 0, resent = 0;
+    for (uint32_t i = 0; i < fl->n_devs; i++) {
+        struct tg_node_stats st;
+        if (!fl->devs[i])
+            continue;
+        tg_sim_device_stats(fl->devs[i], &st);
+        acks += st.acks;
+        ack_timeouts += st.ack_timeouts;
+        resent += st.resent;
+    }
+    /* What the durable acks cost the nodes (tests quote "resent N" per fault). */
+    if (acks || resent)
+        TG_LOG_INFO("sim",
+                    "durable acks: %" PRIu64 " taken, %" PRIu64 " ack timeouts, resent %" PRIu64
+                    " readings",
+                    acks, ack_timeouts, resent);
     if (counter(sm->ledger_errors))
         TG_LOG_ERROR("sim", "%" PRIu64 " ledger updates failed (out of memory): the ledger is "
                             "incomplete",

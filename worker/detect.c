@@ -47,6 +47,7 @@
 #include <string.h>
 
 #include "engine_internal.h"
+#include "level_window.h"
 
 #define DAY_MS INT64_C(86400000)
 #define WINSOR 4.0              /* baselines learn x clipped to mean +- WINSOR scales */
@@ -146,7 +147,7 @@ static void level_point(struct series *s, const struct detect_params *dp, double
         res->baseline[DET_LEVEL] = med;
     }
     level_window__push(lw, dp->level_window, s->level_n, s->level_pos, x);
-    s->level_pos = (uint8_t)((s->level_pos + 1) % dp->level_window);
+    s->level_pos = (uint8_t)(s->level_pos + 1 == dp->level_window ? 0 : s->level_pos + 1);
     if (s->level_n < dp->level_window)
         s->level_n++;
 }
@@ -282,18 +283,16 @@ static double rate_sd(const struct series *s, double floor, double dt_ms)
     return sd < rate_floor ? rate_floor : sd;
 }
 
-static void rate_score(struct series *s, const struct detect_params *dp, double x, double dt_ms,
-                       double floor, struct detect_result *res)
+static void rate_score(struct series *s, const struct detect_params *dp, double rate,
+                       double dt_ms, double floor, struct detect_result *res)
 {
-    double rate = rate_of(s, x, dt_ms);
     res->ratio[DET_RATE] = fabs(rate - s->rate_mean) / rate_sd(s, floor, dt_ms) / dp->threshold[DET_RATE];
     res->baseline[DET_RATE] = s->last_value;
 }
 
-static void rate_learn(struct series *s, const struct detect_params *dp, double x, double dt_ms,
-                       bool warm, double floor, double slow)
+static void rate_learn(struct series *s, const struct detect_params *dp, double rate,
+                       double dt_ms, bool warm, double floor, double slow)
 {
-    double rate = rate_of(s, x, dt_ms);
     if (warm) {
         double sd = rate_sd(s, floor, dt_ms);
         rate = clampd(rate, s->rate_mean - WINSOR * sd, s->rate_mean + WINSOR * sd);
@@ -462,8 +461,11 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
     double dt_s = dt / 1000.0;
     shift_score(s, dp, x, dt_s, warm, floor, res);
     bool rate_warm = warm && s->n > 1;
+    /* The rate of this sample, for scoring and learning alike (both see the same last
+     * value and period). */
+    double rate = dp->on[DET_RATE] ? rate_of(s, x, dt) : 0;
     if (dp->on[DET_RATE] && rate_warm)
-        rate_score(s, dp, x, dt, floor, res);
+        rate_score(s, dp, rate, dt, floor, res);
     if (dp->on[DET_STUCK])
         stuck_point(s, dp, x, res);
     if (dp->on[DET_SEASONAL])
@@ -482,7 +484,7 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
     double slow = r >= ANOMALOUS ? 0.1 : 1.0;
     shift_learn(s, dp, x, dt_s, warm, floor, slow); /* its mean and variance serve level too */
     if (dp->on[DET_RATE])
-        rate_learn(s, dp, x, dt, rate_warm, floor, slow);
+        rate_learn(s, dp, rate, dt, rate_warm, floor, slow);
     if (dp->noise_adapt && warm) {
         double m = s->calib < 1 ? 1.0 : s->calib;
         double rel = r / m;

@@ -180,13 +180,7 @@ static inline struct seasonal_bucket *series__buckets(struct series *s,
  * level_window__bytes(window) bytes of the series' tail. n is the series' level_n (values
  * held), pos its level_pos (the slot the next value takes; while n < window, pos == n). */
 size_t level_window__bytes(int window);
-/* Adds x in slot pos; when the window is full (n == window) the value of slot pos leaves. */
-void level_window__push(unsigned char *lw, int window, int n, int pos, double x);
-/* The median of the n (>= 1) values, as a sort would compute it. */
-double level_window__median(const unsigned char *lw, int n);
-/* The median of |value - med| over the n values (the MAD before its 1.4826), as a sort of
- * the deviations would compute it; med must be level_window__median's. */
-double level_window__mad_raw(const unsigned char *lw, int n, double med);
+/* level_window__push, __median, __mad_raw: inline, in level_window.h. */
 /* The values by ring slot: ring[0 .. n) (what snapshots carry). */
 void level_window__ring(const unsigned char *lw, int window, int n, double *ring);
 /* Builds the window from ring[0 .. n), slots 0 .. n-1 (a decoded snapshot). */

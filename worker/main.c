@@ -105,20 +105,6 @@ static bool health_check(void *ud, char *reason, size_t len)
     return tg_consumer_healthy(ud, reason, len);
 }
 
-static int setup_logging(const struct tg_config *cfg)
-{
-    tg_log_level level;
-    if (tg_log_level_parse(tg_config_get_str(cfg, "log", "level"), &level) == TG_OK)
-        tg_log_set_level(level);
-    const char *debug = tg_config_get_str(cfg, "log", "debug");
-    if (*debug && tg_log_enable_debug(debug) != TG_OK) {
-        fprintf(stderr, "tidegate-worker: %s: [log] debug: cannot enable \"%s\"\n",
-                tg_config_origin(cfg, "log", "debug"), debug);
-        return -1;
-    }
-    return 0;
-}
-
 static int run(const struct tg_config *cfg, const struct tg_engine_config *ec,
                const char *instance_id)
 {
@@ -222,7 +208,7 @@ int main(int argc, char **argv)
     }
     if (tg_config_cli_load(cli, cfg, NULL) != TG_OK)
         goto out;
-    if (setup_logging(cfg) != 0)
+    if (tg_config_cli_setup_logging(cli, cfg) != 0)
         goto out;
     char err[2048], instance_id[72] = "";
     if (tg_worker_config_check(cfg, instance_id, sizeof instance_id, err, sizeof err) != TG_OK) {

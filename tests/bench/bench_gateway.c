@@ -41,6 +41,9 @@
  *
  * Everything stays on 127.0.0.1, every phase has a deadline, and every child process is
  * stopped at the end (the harness kills them if this program dies).
+ *
+ * This file holds the options and main; each pass and the report have a file of their own,
+ * listed in bench_gw_run.h, and the tools they use are in bench_gw.h.
  */
 #include <errno.h>
 #include <getopt.h>

@@ -82,6 +82,9 @@ char *bgw_http_get(int port, const char *path, int timeout_ms, int *status);
  * whether there was one (may be NULL). */
 double bgw_metric_sum(const char *text, const char *name, bool *found);
 
+/* The same over the samples whose labels contain `label` (e.g. "reason=\"ingress_full\""). */
+double bgw_metric_sum_where(const char *text, const char *name, const char *label, bool *found);
+
 #define BGW_HIST_MAX 64
 
 /* A histogram's cumulative buckets, summed over label sets, +Inf last. */

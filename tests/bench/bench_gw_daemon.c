@@ -49,6 +49,8 @@ void bgw_gw_scrape(struct bgw_gateway *gw, struct bgw_snap *s)
         s->received = bgw_metric_sum(text, "tidegate_messages_received_total", NULL);
         s->delivered = bgw_metric_sum(text, "tidegate_messages_delivered_total", NULL);
         s->journal_records = bgw_metric_sum(text, "tidegate_journal_records", NULL);
+        s->refused = bgw_metric_sum_where(text, "tidegate_messages_dropped_total",
+                                          "reason=\"ingress_full\"", NULL);
         s->hist_ok = bgw_metric_hist(text, "tidegate_e2e_latency_seconds", &s->e2e);
     }
     free(text);
@@ -161,7 +163,8 @@ bool bgw_gw_delivered_cond(void *ud)
 {
     struct bgw_gw_catchup *gc = ud;
     bgw_gw_scrape(gc->gw, &gc->s);
-    return (gc->s.metrics_ok && gc->s.delivered >= gc->target) || bgw_interrupted ||
+    return (gc->s.metrics_ok && gc->s.delivered + gc->s.refused >= gc->target) ||
+           bgw_interrupted ||
            !tg_harness_proc_running(gc->gw->proc);
 }
 

@@ -136,6 +136,7 @@ int bgw_run_plugin(struct bgw_ctx *cx, struct bgw_plugin_result *res)
         received > 0 ? (s1.broker.cpu_s - s0.broker.cpu_s) * 1e6 / received : NAN;
     res->cpu_share = (s1.broker.cpu_s - s0.broker.cpu_s) / window;
     res->delivered_total = s_end.delivered - s_ready.delivered;
+    res->refused_total = s_end.refused - s_ready.refused;
     res->complete = res->delivered_total >= (double)ld.sent;
     rc = 0;
 

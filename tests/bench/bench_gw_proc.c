@@ -134,6 +134,21 @@ static bool sample_value(const char *p, double *out)
 
 double bgw_metric_sum(const char *text, const char *name, bool *found)
 {
+    return bgw_metric_sum_where(text, name, NULL, found);
+}
+
+/* Whether the label set starting at p ('{', or the value when there is none) contains label. */
+static bool labels_contain(const char *p, const char *label)
+{
+    if (*p != '{')
+        return false;
+    const char *end = strchr(p, '}');
+    const char *hit = strstr(p, label);
+    return hit && end && hit < end;
+}
+
+double bgw_metric_sum_where(const char *text, const char *name, const char *label, bool *found)
+{
     size_t nlen = strlen(name);
     double sum = 0;
     bool any = false;
@@ -141,7 +156,7 @@ double bgw_metric_sum(const char *text, const char *name, bool *found)
                     line = line ? line + 1 : NULL) {
         const char *p = sample_of(line, name, nlen);
         double v;
-        if (p && sample_value(p, &v)) {
+        if (p && (!label || labels_contain(p, label)) && sample_value(p, &v)) {
             sum += v;
             any = true;
         }

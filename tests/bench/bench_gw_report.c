@@ -182,6 +182,10 @@ void bgw_report_plugin(const struct bgw_gateway_result *gr, const struct bgw_plu
            pr->published, pr->pub_rate, pr->window_s, pr->received_per_s, pr->delivered_per_s,
            pr->delivered_total, pr->complete ? "complete" : "INCOMPLETE",
            pr->stopped_clean ? "cleanly" : "NOT cleanly");
+    if (pr->refused_total > 0)
+        printf("refused while the hand-off queue was full (ingress_full): %.0f, lost (the "
+               "bench's publishers have no durable acks)\n",
+               pr->refused_total);
     printf("broker + plugin CPU per message: %.2f us (%.0f%% of a core); peak RSS %ld kB\n",
            pr->broker_cpu_us, pr->cpu_share * 100, pr->hwm_kb);
     if (gr->ran) {

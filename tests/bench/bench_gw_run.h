@@ -82,6 +82,8 @@ struct bgw_snap {
     uint64_t sub_count;            /* bare subscriber */
     bool metrics_ok;               /* tidegate */
     double received, delivered, journal_records;
+    double refused;                /* plugin: dropped{reason="ingress_full"}, a full hand-off
+                                    * queue (lost: the bench's publishers resend nothing) */
     bool hist_ok;
     struct bgw_hist e2e;
 };
@@ -144,6 +146,7 @@ struct bgw_plugin_result {
     double pub_rate, window_s, received_per_s, delivered_per_s, broker_cpu_us, cpu_share;
     uint64_t published;
     double delivered_total;
+    double refused_total;  /* ingress_full over the whole pass */
     bool complete;
     long hwm_kb;
     bool stopped_clean;
@@ -199,7 +202,8 @@ struct bgw_gw_catchup {
 };
 
 /* tg_harness_wait_until() condition (ud: struct bgw_gw_catchup): the gateway delivered
- * target messages, or it exited, or the bench was interrupted. */
+ * target messages (less those the plugin refused: they never will be), or it exited, or the
+ * bench was interrupted. */
 bool bgw_gw_delivered_cond(void *ud);
 
 /* ------------------------------------------------------------------------------------------

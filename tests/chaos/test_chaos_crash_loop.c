@@ -1,5 +1,5 @@
 /*
- * test_chaos_crash_loop.c - kill -9 of the gateway every 3-8 s (seeded), KILLS times, under a
+ * test_chaos_crash_loop.c - kill -9 of the gateway every 2-5 s (seeded), KILLS times, under a
  * steady load, with a Kafka outage across one of the kills. Runs on either Kafka tier
  * (TG_KAFKA_TIER; CMake registers a _real variant).
  *
@@ -15,13 +15,15 @@
  *     it: the PUBACK and the forward to the gateway leave the broker together). Kills are
  *     timed from the moment the restarted gateway is ready, so the broker's backlog of the
  *     down time has been taken long before the next kill.
- *   - duplicated: at most the readings Kafka confirmed in the last commit interval before a
- *     kill (their done mark was not committed). tidegate_messages_delivered_total is
- *     recorded every ~20 ms and once right before each kill; the bound per kill is what it
- *     grew in the COMMIT_INTERVAL_MS + DUP_MARGIN_MS before the kill, plus DUP_SLACK for
- *     reports Kafka had sent that the pipeline had not counted yet.
+ *   - duplicated: none. Readings Kafka confirmed in the last commit interval before a kill
+ *     (their done mark was not committed) used to be sent again; the restarted gateway now
+ *     reads back what its last run sent after its last saved point and does not
+ *     (reconcile_kafka.h, kafka.reconcile_on_start).
  *   - nothing else: everything else reaches Kafka, once, in per-device order, on the right
  *     partition, and the journal is empty at the end.
+ * This is the variant for nodes without durable acks (PUBACK releases a reading, so a kill
+ * still loses the last commit interval); test_chaos_crash_loop_acks.c is the one with them,
+ * where nothing at all is lost.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -39,22 +41,27 @@
 #define DEVICES 100
 #define RATE 1000                /* readings per second */
 #define KILLS 6
-#define KILL_MIN_MS 3000
-#define KILL_MAX_MS 8000
+/* Between kills: the restarted gateway is ready within ~100 ms and has taken the broker's
+ * backlog of its down time long before the next kill, and the loss windows of two kills
+ * (COMMIT_INTERVAL_MS + LOSS_MARGIN_MS) never meet. */
+#define KILL_MIN_MS 2000
+#define KILL_MAX_MS 5000
 #define OUTAGE_KILL 2            /* the Kafka outage begins before this kill, ends after it */
 #define COMMIT_INTERVAL_MS 200
 #define LOSS_MARGIN_MS 300
 #define ACK_AFTER_KILL_MS 50
-#define DUP_MARGIN_MS 300
-#define DUP_SLACK 200
-#define RESTART_ESTIMATE_MS 1500 /* to size the plan so the load lasts through the last kill */
+/* To size the plan so that the load lasts through the last kill: a restart to ready, and
+ * the Kafka outage's end (devkafka listens again at once; the real broker takes seconds to
+ * start again). More only makes the test publish on after the last kill. */
+#define RESTART_ESTIMATE_MS 1000 /* with the read-back at start */
+#define OUTAGE_END_ESTIMATE_MS 1500
+#define OUTAGE_END_ESTIMATE_REAL_MS 8000
 #define WAIT_MS 30000
 #define DEFAULT_SEED 20261203u
 
 struct kill {
     int64_t at_ms;
     int64_t ready_after_ms;     /* kill to ready again */
-    double dup_allowance;
 };
 
 struct survivors {
@@ -99,8 +106,13 @@ static void crash_loop(void **state)
     (void)state;
     struct tg_chaos_rand rnd;
     tg_chaos_rand_init(&rnd, DEFAULT_SEED, "crash loop");
+    const struct tg_gw_opts opts = {.commit_interval_ms = COMMIT_INTERVAL_MS};
+    struct tg_gw *gw = tg_gw_new(&opts);
+    assert_non_null(gw);
     int interval_ms[KILLS];
-    int64_t total_ms = 1000;
+    int64_t total_ms = 1000 + (tg_gw_kafka_tier(gw) == TG_GW_KAFKA_REAL
+                                   ? OUTAGE_END_ESTIMATE_REAL_MS
+                                   : OUTAGE_END_ESTIMATE_MS);
     for (int k = 0; k < KILLS; k++) {
         interval_ms[k] = tg_chaos_rand_range(&rnd, KILL_MIN_MS, KILL_MAX_MS);
         total_ms += interval_ms[k] + RESTART_ESTIMATE_MS;
@@ -109,10 +121,6 @@ static void crash_loop(void **state)
                                     .seqs = (int)(total_ms * RATE / 1000 / DEVICES),
                                     .boot = 1, .rate = RATE, .format = TG_GW_MIXED};
     const int readings = plan.devices * plan.seqs;
-
-    const struct tg_gw_opts opts = {.commit_interval_ms = COMMIT_INTERVAL_MS};
-    struct tg_gw *gw = tg_gw_new(&opts);
-    assert_non_null(gw);
     struct tg_gw_pub *pub = tg_gw_pub_new(gw, "chaos-pub");
     assert_non_null(pub);
     struct tg_chaos_series *delivered =
@@ -134,10 +142,6 @@ static void crash_loop(void **state)
         tg_chaos_series_sample(delivered);
         kills[k].at_ms = tg_harness_now_ms();
         assert_int_equal(tg_gw_tidegate_kill9(gw), 0);
-        kills[k].dup_allowance =
-            tg_chaos_series_at(delivered, kills[k].at_ms) -
-            tg_chaos_series_at(delivered, kills[k].at_ms - COMMIT_INTERVAL_MS - DUP_MARGIN_MS) +
-            DUP_SLACK;
         tg_chaos_series_reset(delivered);
 
         char result[512];
@@ -154,6 +158,11 @@ static void crash_loop(void **state)
             tg_chaos_series_until(delivered, ready_ms + 1000);
             assert_int_equal(tg_gw_kafka_outage_end(gw), 0);
             outage_ms = tg_harness_now_ms() - outage_begin;
+            /* The next kill is timed from Kafka's return, not from the restart before it: the
+             * real broker takes seconds to come back, and a kill at the moment it answers
+             * would find thousands of readings sent and not yet confirmed, which no bound
+             * on what was confirmed before the kill covers. */
+            ready_ms = tg_harness_now_ms();
         }
     }
     /* The gateway never found its journal corrupt at start-up. */
@@ -205,26 +214,22 @@ static void crash_loop(void **state)
             }
         }
     }
-    double allowance = 0;
     int64_t ready_max = 0;
     for (int k = 0; k < KILLS; k++) {
-        allowance += kills[k].dup_allowance;
         if (kills[k].ready_after_ms > ready_max)
             ready_max = kills[k].ready_after_ms;
-        fprintf(stderr, "kill %d: lost %d, ready again after %lld ms, duplicate allowance %.0f\n",
-                k + 1, per_kill_lost[k], (long long)kills[k].ready_after_ms,
-                kills[k].dup_allowance);
+        fprintf(stderr, "kill %d: lost %d, ready again after %lld ms\n", k + 1,
+                per_kill_lost[k], (long long)kills[k].ready_after_ms);
     }
     tg_chaos_summary("crash_loop", lost, audit.duplicates,
-                     "%d readings, %d kills, lost outside the %d+%d ms windows %d, duplicates "
-                     "allowed %.0f, integrity ok after every kill, restart to ready <= %lld ms, "
-                     "Kafka outage %lld ms, drained %lld ms after the last publish",
+                     "%d readings, %d kills, lost outside the %d+%d ms windows %d, "
+                     "integrity ok after every kill, restart to ready <= %lld ms, Kafka outage "
+                     "%lld ms, drained %lld ms after the last publish",
                      readings, KILLS, COMMIT_INTERVAL_MS, LOSS_MARGIN_MS, lost_outside,
-                     allowance, (long long)ready_max, (long long)outage_ms,
-                     (long long)drained_ms);
+                     (long long)ready_max, (long long)outage_ms, (long long)drained_ms);
     assert_int_equal(lost_outside, 0);
-    assert_true(audit.duplicates <= allowance);
-    assert_true(dup_readings <= audit.duplicates);
+    assert_int_equal(audit.duplicates, 0);
+    assert_int_equal(dup_readings, 0);
     assert_int_equal(audit.foreign, 0);
     assert_int_equal(audit.bad, 0);
     assert_int_equal(audit.misplaced, 0);

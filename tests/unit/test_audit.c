@@ -552,7 +552,7 @@ static void reordering_fails(void **state)
 static void a_resend_is_not_reordering(void **state)
 {
     (void)state;
-    struct tg_ledger *lg = ledger_released(1, 4);
+    struct tg_ledger *lg = ledger_released(1, 6);
     struct tg_sim_audit *au = tg_sim_audit_new();
     assert_int_equal(tg_sim_audit_set_ledger(au, lg), 0);
     feed(au, "sim-00001", 1, 0, 0, 10);
@@ -561,11 +561,18 @@ static void a_resend_is_not_reordering(void **state)
     struct tg_sim_audit_rec rec = {.device = "sim-00001", .boot = 1, .seq = 1, .partition = 0,
                                    .ts_ms = T0 + 1000, .gw_ts_ms = T0 + 7000, .end_ms = -1};
     assert_int_equal(tg_sim_audit_telemetry(au, &rec), 0);
-    feed(au, "sim-00001", 1, 3, 0, 10);
+    feed(au, "sim-00001", 1, 5, 0, 10);
+    /* seq 3 and 4 resent in the same millisecond as seq 5 arrived: a burst */
+    for (uint64_t s = 3; s <= 4; s++) {
+        rec.seq = s;
+        rec.ts_ms = T0 + (int64_t)s * 1000;
+        rec.gw_ts_ms = T0 + 5000 + 5; /* feed()'s gw_ts of seq 5 */
+        assert_int_equal(tg_sim_audit_telemetry(au, &rec), 0);
+    }
     struct tg_sim_audit_result r;
     assert_true(finish_ok(au, &r));
     assert_int_equal(r.reordered, 0);
-    assert_int_equal(r.resent, 1);
+    assert_int_equal(r.resent, 3);
     assert_int_equal(r.lost, 0);
     assert_int_equal(r.duplicated, 0);
     tg_sim_audit_destroy(au);

@@ -1,7 +1,7 @@
 /*
  * Unit tests for config_cli.c: the options the programs share, what each asks for, the three
- * layers loaded in their order with the program's name on every error, and --check-config's
- * last step refusing a failed dump.
+ * layers loaded in their order with the program's name on every error, a bad [log] debug
+ * list refused, and --check-config's last step refusing a failed dump.
  *
  * Files are written into a fresh mkdtemp directory that the tests chdir into; stderr is
  * captured in a file there, so the messages can be compared with what a user reads.
@@ -26,6 +26,8 @@ static const struct tg_config_key schema[] = {
     TG_CFG_INT("a", "board_only", "0", 0, 100, "set by the board file, count"),
     TG_CFG_INT("a", "both", "0", 0, 100, "set by both files, count"),
     TG_CFG_INT("a", "all", "0", 0, 100, "set by both files and --set, count"),
+    TG_CFG_STR("log", "level", "info", "log level"),
+    TG_CFG_STR("log", "debug", "", "subsystems with debug output"),
 };
 #define N_SCHEMA (sizeof schema / sizeof schema[0])
 
@@ -221,6 +223,25 @@ static void load_errors_name_the_program_and_the_place(void **state)
     }
 }
 
+static void logging_refuses_an_unknown_subsystem(void **state)
+{
+    (void)state;
+    write_file("log.ini", "[log]\nlevel = warn\n");
+    char *args[] = {"prog", "-c", "log.ini", "--set", "log.debug=no such thing!", NULL};
+    struct tg_config_cli *cli = tg_config_cli_new("prog", 0, 5);
+    struct tg_config *cfg = tg_config_new(schema, N_SCHEMA);
+    assert_int_equal(parse(cli, args), TG_CONFIG_CLI_RUN);
+    assert_int_equal(tg_config_cli_load(cli, cfg, NULL), TG_OK);
+    capture_begin();
+    int rc = tg_config_cli_setup_logging(cli, cfg);
+    char *said = capture_end();
+    assert_int_equal(rc, -1);
+    assert_string_equal(said, "prog: --set: [log] debug: cannot enable \"no such thing!\"\n");
+    free(said);
+    tg_config_destroy(cfg);
+    tg_config_cli_destroy(cli);
+}
+
 static void dumped_refuses_a_failed_dump(void **state)
 {
     (void)state;
@@ -242,6 +263,7 @@ int main(void)
         cmocka_unit_test(actions_and_usage_errors),
         cmocka_unit_test(layers_load_in_order),
         cmocka_unit_test(load_errors_name_the_program_and_the_place),
+        cmocka_unit_test(logging_refuses_an_unknown_subsystem),
         cmocka_unit_test(dumped_refuses_a_failed_dump),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -1,0 +1,226 @@
+/*
+ * test_chaos_crash_loop_acks.c - the crash loop with durable acknowledgements (issue 12): a
+ * fleet of `tidegate-sim run --durable-acks` nodes (each its own MQTT connection running the
+ * firmware core) -> Mosquitto -> tidegate ([ack] enabled) -> Kafka, the gateway killed with
+ * SIGKILL every 3-8 s (seeded), KILLS times, with a Kafka outage across one of the kills.
+ *
+ * What must hold (the issue's "What must hold"), from `tidegate-sim audit --follow --json`
+ * against the simulator's ledger:
+ *   - lost 0: a node keeps each reading until the gateway acknowledged it durable;
+ *   - duplicated 0: the restarted gateway reads back what its last run sent after its last
+ *     saved point (reconcile_kafka.h), so neither its journal nor a node's resend sends a
+ *     reading twice;
+ *   - reordered 0 (a node's resend after newer readings is counted apart as "resent"), and
+ *     nothing left unconfirmed in an outbox after the drain;
+ *   - after every kill the journal passes PRAGMA integrity_check, and the gateway's own
+ *     start-up check never finds it corrupt.
+ * It prints the audit's figures and the resends per kill.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "chaos.h"
+
+#define DEVICES 200
+#define RATE_HZ "5"
+#define KILLS 5
+#define KILL_MIN_MS 3000
+#define KILL_MAX_MS 8000
+#define OUTAGE_KILL 2            /* the Kafka outage begins before this kill, ends after it */
+#define OUTAGE_MS 4000
+#define COMMIT_INTERVAL_MS 100
+#define RESTART_ESTIMATE_MS 1500 /* to size the run so the load lasts through the last kill */
+#define WAIT_MS 60000
+#define DEFAULT_SEED 20261203u
+
+static void raise_open_files(void)
+{
+    struct rlimit rl;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    rlim_t want = (rlim_t)DEVICES * 2 + 512;
+    if (rl.rlim_cur >= want)
+        return;
+    rl.rlim_cur = want < rl.rlim_max || rl.rlim_max == RLIM_INFINITY ? want : rl.rlim_max;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+}
+
+static bool audit_following(void *ud)
+{
+    return tg_harness_file_contains(tg_harness_proc_stderr_path(ud), "consuming");
+}
+
+struct at_least {
+    struct tg_gw *gw;
+    const char *metric;
+    double value;
+};
+
+static bool metric_at_least(void *ud)
+{
+    struct at_least *a = ud;
+    double v = tg_gw_metric(a->gw, a->metric, NULL);
+    return v == v && v >= a->value;
+}
+
+static json_int_t jint(json_t *obj, const char *k1, const char *k2)
+{
+    json_t *v = json_object_get(obj, k1);
+    if (k2)
+        v = json_object_get(v, k2);
+    if (!json_is_integer(v))
+        fail_msg("audit JSON: %s%s%s is not an integer", k1, k2 ? "." : "", k2 ? k2 : "");
+    return json_integer_value(v);
+}
+
+/* "resent N" from tidegate-sim run's summary line, or -1. */
+static long long run_resent(const char *log)
+{
+    const char *p = log ? strstr(log, "resent ") : NULL;
+    return p ? atoll(p + strlen("resent ")) : -1;
+}
+
+static void crash_loop_acks(void **state)
+{
+    (void)state;
+    raise_open_files();
+    struct tg_chaos_rand rnd;
+    tg_chaos_rand_init(&rnd, DEFAULT_SEED, "crash loop with acks");
+    int interval_ms[KILLS];
+    int64_t total_ms = 3000;
+    for (int k = 0; k < KILLS; k++) {
+        interval_ms[k] = tg_chaos_rand_range(&rnd, KILL_MIN_MS, KILL_MAX_MS);
+        total_ms += interval_ms[k] + RESTART_ESTIMATE_MS;
+    }
+    total_ms += OUTAGE_MS;
+
+    /* On devkafka, one request in flight: its mock cluster does not check the idempotent
+     * producer's sequence numbers, so a batch retried across the outage can be stored twice
+     * (test_chaos_fleet.c); the real broker keeps librdkafka's default. */
+    const char *tier = getenv("TG_KAFKA_TIER");
+    bool real = tier && strcmp(tier, "real") == 0;
+    static const char *const dev_sets[] = {"kafka.rdkafka.max.in.flight=1", NULL};
+    const struct tg_gw_opts opts = {
+        .sets = real ? NULL : dev_sets,
+        .mqtt_extra_conf = "max_connections -1\nmax_queued_messages 1000000\n",
+        .commit_interval_ms = COMMIT_INTERVAL_MS,
+        .extra_ini = "[ack]\nenabled = true\nmin_interval_ms = 100\n",
+    };
+    struct tg_gw *gw = tg_gw_new(&opts);
+    assert_non_null(gw);
+    const char *dir = tg_gw_dir(gw);
+    char sim[1024], ledger[1024], broker[64], duration[24], devices[24];
+    snprintf(sim, sizeof sim, "%s/tidegate-sim", tg_harness_bin_dir());
+    snprintf(ledger, sizeof ledger, "%s/ledger", dir);
+    snprintf(broker, sizeof broker, "%s:%d", tg_harness_mosquitto_host(tg_gw_mosquitto(gw)),
+             tg_harness_mosquitto_port(tg_gw_mosquitto(gw)));
+    snprintf(duration, sizeof duration, "%lld", (long long)(total_ms / 1000 + 1));
+    snprintf(devices, sizeof devices, "%d", DEVICES);
+
+    const char *audit_argv[] = {sim, "audit", "--brokers", tg_gw_bootstrap(gw), "--topic",
+                                TG_GW_TOPIC, "--dlq-topic", TG_GW_DLQ_TOPIC, "--ledger", ledger,
+                                "--follow", "--json", "--timeout", "90", NULL};
+    struct tg_harness_proc *audit = tg_harness_proc_start(dir, "audit", audit_argv, NULL, 0);
+    assert_non_null(audit);
+    assert_true(tg_harness_wait_until(audit_following, audit, 30000));
+    const char *run_argv[] = {sim, "run", "--broker", broker, "--devices", devices, "--rate",
+                              RATE_HZ, "--duration", duration, "--seed", "12", "--ledger",
+                              ledger, "--drain", "45", "--durable-acks", "--ack-timeout", "2000",
+                              NULL};
+    struct tg_harness_proc *run = tg_harness_proc_start(dir, "sim-run", run_argv, NULL, 0);
+    assert_non_null(run);
+    struct at_least acks = {gw, "tidegate_acks_sent_total", DEVICES};
+    assert_true(tg_harness_wait_until(metric_at_least, &acks, WAIT_MS));
+
+    int64_t ready_ms = tg_harness_now_ms();
+    for (int k = 0; k < KILLS; k++) {
+        /* The schedule times the faults; it does not stand in for a condition. */
+        tg_chaos_pause_until(ready_ms + interval_ms[k], NULL, NULL);
+        assert_true(tg_harness_proc_running(run)); /* still under load */
+        if (k == OUTAGE_KILL)
+            assert_int_equal(tg_gw_kafka_outage_begin(gw), 0);
+        int64_t kill_at = tg_harness_now_ms();
+        assert_int_equal(tg_gw_tidegate_kill9(gw), 0);
+        char result[512];
+        int integrity = tg_chaos_journal_integrity(gw, result, sizeof result);
+        fprintf(stderr, "kill %d of %d after %d ms%s: PRAGMA integrity_check: %s\n", k + 1,
+                KILLS, interval_ms[k], k == OUTAGE_KILL ? " during the Kafka outage" : "",
+                result);
+        assert_int_equal(integrity, 0);
+        assert_int_equal(tg_gw_tidegate_start(gw), 0);
+        ready_ms = tg_harness_now_ms();
+        fprintf(stderr, "kill %d: ready again after %lld ms\n", k + 1,
+                (long long)(ready_ms - kill_at));
+        if (k == OUTAGE_KILL) {
+            tg_chaos_pause_until(kill_at + OUTAGE_MS, NULL, NULL);
+            assert_int_equal(tg_gw_kafka_outage_end(gw), 0);
+        }
+    }
+    assert_int_equal(tg_gw_log_count(gw, "corrupt"), 0);
+
+    int status;
+    assert_int_equal(tg_harness_proc_wait(run, WAIT_MS + 60000, &status), 0);
+    char *runlog = tg_harness_read_file(tg_harness_proc_stderr_path(run));
+    if (!tg_harness_exited_ok(status)) {
+        fprintf(stderr, "tidegate-sim run failed:\n%s\n", runlog ? runlog : "(no log)");
+        fail();
+    }
+    long long resent = run_resent(runlog);
+    free(runlog);
+    assert_int_equal(tg_harness_proc_wait(audit, WAIT_MS + 60000, &status), 0);
+    char *report = tg_harness_read_file(tg_harness_proc_stdout_path(audit));
+    assert_non_null(report);
+    json_error_t jerr;
+    json_t *root = json_loads(report, 0, &jerr);
+    if (!root)
+        fail_msg("audit output is not JSON: %s", jerr.text);
+    json_int_t released = jint(root, "expected", "released");
+    json_int_t lost = jint(root, "lost", NULL), duplicated = jint(root, "duplicated", NULL);
+    tg_chaos_summary("crash_loop_acks", (int)lost, (int)duplicated,
+                     "%d devices x %s Hz, %d kills, released %lld, reordered %lld, resent "
+                     "(audit) %lld, node resends %lld (~%lld per kill), unconfirmed %lld, "
+                     "dropped %lld, integrity ok after every kill",
+                     DEVICES, RATE_HZ, KILLS, (long long)released,
+                     (long long)jint(root, "reordered", NULL),
+                     (long long)jint(root, "resent", NULL), resent, resent / KILLS,
+                     (long long)jint(root, "expected", "unconfirmed"),
+                     (long long)jint(root, "expected", "dropped"));
+    if (lost || duplicated || jint(root, "reordered", NULL))
+        fprintf(stderr, "audit: %s", report);
+    assert_true(released > 0);
+    assert_int_equal(lost, 0);
+    assert_int_equal(duplicated, 0);
+    assert_int_equal(jint(root, "reordered", NULL), 0);
+    assert_int_equal(jint(root, "unexpected", NULL), 0);
+    assert_int_equal(jint(root, "expected", "unconfirmed"), 0);
+    assert_int_equal(jint(root, "expected", "dropped"), 0);
+    assert_int_equal(jint(root, "delivered", NULL), released);
+    json_decref(root);
+    free(report);
+
+    tg_harness_proc_destroy(audit);
+    tg_harness_proc_destroy(run);
+    assert_true(tg_harness_exited_ok(tg_gw_tidegate_term(gw, 30000)));
+    char result[512];
+    assert_int_equal(tg_gw_journal_integrity(tg_gw_journal_path(gw), result, sizeof result), 0);
+    tg_gw_destroy(gw);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(crash_loop_acks, tg_gw_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
