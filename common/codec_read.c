@@ -213,6 +213,29 @@ static const struct cbor_callbacks callbacks = {
     .indef_break = cb_break,
 };
 
+/* The element count in the head of a definite-length array or map, as the wire says it.
+ * libcbor's map_start/array_start callbacks pass it as size_t, which on a 32-bit board cuts a
+ * count of 2^32 to 0 and 2^64-1 to 2^32-1: the same payload would then read as an empty map
+ * on armhf and as 2^32 pairs on arm64. Reading the head here makes every architecture see
+ * (and reject) the count that was sent. Called after libcbor finished the item, so the head's
+ * argument bytes are present. */
+static uint64_t head_count(const uint8_t *head)
+{
+    uint8_t info = head[0] & 0x1f;
+    unsigned n_bytes;
+    switch (info) {
+    case 24: n_bytes = 1; break;
+    case 25: n_bytes = 2; break;
+    case 26: n_bytes = 4; break;
+    case 27: n_bytes = 8; break;
+    default: return info; /* 0-23: the count is the additional information itself */
+    }
+    uint64_t count = 0;
+    for (unsigned i = 1; i <= n_bytes; i++)
+        count = count << 8 | head[i];
+    return count;
+}
+
 static const char *major_name(uint8_t initial)
 {
     static const char *const names[8] = {"unsigned integer", "negative integer", "byte string",
@@ -271,6 +294,8 @@ tg_err tg_codec_cbor_next(struct tg_decoder *dec, struct tg_cbor_reader *rd)
         return tg_codec_fail(dec, TG_ERR_INTERNAL, "CBOR decoder reported no item at offset %zu",
                              rd->pos);
     }
+    if (rd->item.kind == TG_CBOR_ARRAY || rd->item.kind == TG_CBOR_MAP)
+        rd->item.u = head_count(rd->buf + rd->pos);
     rd->pos += res.read;
     return TG_OK;
 }

@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "ingress_mqtt.h"
+#include "ingress_topic.h"
 #include "kafka_guard.h"
 #include "log.h"
 #include "metrics_http.h"

@@ -669,30 +669,6 @@ static tg_err check_readable(const char *key, const char *path, char *err, size_
     return TG_OK;
 }
 
-tg_err tg_ingress_topic_check(const char *filter, char *why, size_t whylen)
-{
-    if (!*filter || mosquitto_sub_topic_check(filter) != MOSQ_ERR_SUCCESS) {
-        snprintf(why, whylen, "\"%s\" is not a valid MQTT topic filter", filter);
-        return TG_ERR_CONFIG;
-    }
-    /* The device id is the last level of each message's topic. With '#' or a '+' before
-     * the last level, two different devices (telemetry/A/x, telemetry/B/x) would both be
-     * taken as device x, or one device's readings split by an extra level. */
-    const char *last = strrchr(filter, '/');
-    last = last ? last + 1 : filter;
-    for (const char *p = filter; *p; p++) {
-        if (*p == '#' || (*p == '+' && p != last)) {
-            snprintf(why, whylen,
-                     "\"%s\" makes the device id ambiguous: the device id is the topic's last "
-                     "level, so the only wildcard allowed is a '+' as the last level "
-                     "(e.g. \"telemetry/+\")",
-                     filter);
-            return TG_ERR_CONFIG;
-        }
-    }
-    return TG_OK;
-}
-
 static tg_err check_opts(const struct tg_ingress_opts *o, char *err, size_t errlen)
 {
     if (empty(o->host)) {

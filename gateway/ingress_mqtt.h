@@ -46,6 +46,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "ingress_topic.h" /* tg_ingress_topic_check() */
 #include "metrics.h"
 
 struct tg_ingress_opts {
@@ -74,13 +75,6 @@ struct tg_ingress_opts {
      * for one. 0: not announced. */
     uint32_t max_packet_bytes;
 };
-
-/* Whether filter is a topic filter whose messages each name their device by the topic's
- * last level: a valid filter whose only wildcard, if any, is a '+' as its last level
- * ("telemetry/+", or "telemetry/dev-1" for one device). '#' anywhere, or '+' at another
- * level, would let "telemetry/A/B" be taken as device B: TG_ERR_CONFIG with the reason in
- * why. */
-tg_err tg_ingress_topic_check(const char *filter, char *why, size_t whylen);
 
 /* Takes one message; called on the ingress thread; must not block. topic is the full topic
  * (not NUL-terminated within topic_len; the device id is the sink's business), rx_ms the

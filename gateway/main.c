@@ -24,8 +24,6 @@
  * Signals are blocked in every thread and taken synchronously here with sigwait(), so no
  * handler runs in the middle of a library call.
  */
-#include <errno.h>
-#include <getopt.h>
 #include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,6 +40,7 @@
 
 #include "board_detect.h"
 #include "config.h"
+#include "config_cli.h"
 #include "gateway_config.h"
 #include "ingress_mqtt.h"
 #include "log.h"
@@ -231,21 +230,6 @@ static tg_err stop_bounded(struct tg_ingress *in, struct tg_pipeline *pl, int64_
     return st.rc;
 }
 
-/* Applies [log] level and debug. */
-static int setup_logging(const struct tg_config *cfg)
-{
-    tg_log_level level;
-    if (tg_log_level_parse(tg_config_get_str(cfg, "log", "level"), &level) == TG_OK)
-        tg_log_set_level(level);
-    const char *debug = tg_config_get_str(cfg, "log", "debug");
-    if (*debug && tg_log_enable_debug(debug) != TG_OK) {
-        fprintf(stderr, "tidegate: %s: [log] debug: cannot enable \"%s\"\n",
-                tg_config_origin(cfg, "log", "debug"), debug);
-        return -1;
-    }
-    return 0;
-}
-
 /*
  * Without -b: the board file that matches this board (board_detect.h), said on stderr either
  * way, since which hardware defaults apply decides journal and Kafka behaviour. The
@@ -423,72 +407,35 @@ out:
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"board", required_argument, NULL, 'b'},
-        {"set", required_argument, NULL, 's'},
-        {"check-config", no_argument, NULL, 'C'},
-        {"version", no_argument, NULL, 'V'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *config_path = NULL, *board_path = NULL;
-    bool check = false;
     struct tg_config *cfg = tg_gateway_config_new();
-    if (!cfg) {
-        fprintf(stderr, "tidegate: out of memory\n");
-        return EXIT_FAILURE;
-    }
+    struct tg_config_cli *cli = tg_config_cli_new("tidegate", TG_CONFIG_CLI_BOARD, argc);
     int status = EXIT_CONFIG;
-    int opt;
-    /* --set values are applied after both files are loaded: layers make the order moot, but
-     * collecting them first lets the files' errors be reported first. */
-    const char **sets = calloc((size_t)argc, sizeof *sets);
-    size_t n_sets = 0;
-    if (!sets)
+    if (!cfg || !cli) {
+        fprintf(stderr, "tidegate: out of memory\n");
+        status = EXIT_FAILURE;
         goto out;
-    while ((opt = getopt_long(argc, argv, "c:b:s:h", longopts, NULL)) != -1) {
-        switch (opt) {
-        case 'c': config_path = optarg; break;
-        case 'b': board_path = optarg; break;
-        case 's': sets[n_sets++] = optarg; break;
-        case 'C': check = true; break;
-        case 'V':
-            print_version();
-            status = EXIT_SUCCESS;
-            goto out;
-        case 'h':
-            usage(stdout);
-            status = EXIT_SUCCESS;
-            goto out;
-        default:
-            usage(stderr);
-            status = EXIT_USAGE;
-            goto out;
-        }
     }
-    if (optind < argc || !config_path) {
-        fprintf(stderr, optind < argc ? "tidegate: unexpected argument \"%s\"\n"
-                                      : "tidegate: -c FILE is required%s\n",
-                optind < argc ? argv[optind] : "");
+    switch (tg_config_cli_parse(cli, argc, argv)) {
+    case TG_CONFIG_CLI_RUN: break;
+    case TG_CONFIG_CLI_VERSION:
+        print_version();
+        status = EXIT_SUCCESS;
+        goto out;
+    case TG_CONFIG_CLI_HELP:
+        usage(stdout);
+        status = EXIT_SUCCESS;
+        goto out;
+    case TG_CONFIG_CLI_USAGE:
         usage(stderr);
         status = EXIT_USAGE;
         goto out;
     }
     char detected[4096] = "";
-    if (!board_path) {
+    if (!tg_config_cli_board_path(cli))
         detect_board(detected, sizeof detected);
-        if (detected[0])
-            board_path = detected;
-    }
-    if (board_path && tg_config_load_file(cfg, TG_CONFIG_BOARD, board_path) != TG_OK)
-        goto config_error;
-    if (tg_config_load_file(cfg, TG_CONFIG_FILE, config_path) != TG_OK)
-        goto config_error;
-    for (size_t i = 0; i < n_sets; i++)
-        if (tg_config_set(cfg, sets[i]) != TG_OK)
-            goto config_error;
-    if (setup_logging(cfg) != 0)
+    if (tg_config_cli_load(cli, cfg, detected[0] ? detected : NULL) != TG_OK)
+        goto out;
+    if (tg_config_cli_setup_logging(cli, cfg) != 0)
         goto out;
     {
         char err[2048];
@@ -497,7 +444,7 @@ int main(int argc, char **argv)
             goto out;
         }
     }
-    if (check) {
+    if (tg_config_cli_checking(cli)) {
         /* A normal start makes the same checks in tg_pipeline_new(); only here are they made
          * without starting anything. */
         char err[1024];
@@ -505,25 +452,12 @@ int main(int argc, char **argv)
             fprintf(stderr, "tidegate: configuration error:\n%s\n", err);
             goto out;
         }
-        if (tg_config_dump_redacted(cfg, stdout) != TG_OK || fflush(stdout) != 0) {
-            fprintf(stderr, "tidegate: cannot write the configuration: %s\n", strerror(errno));
-            status = EXIT_FAILURE;
-            goto out;
-        }
-        status = EXIT_SUCCESS;
+        status = tg_config_cli_dumped(cli, tg_config_dump_redacted(cfg, stdout));
         goto out;
     }
     status = run(cfg);
-    goto out;
-config_error:
-    {
-        const char *e = tg_config_error(cfg);
-        size_t n = strlen(e);
-        fprintf(stderr, "tidegate: configuration error:\n%s%s", e,
-                n && e[n - 1] == '\n' ? "" : "\n");
-    }
 out:
-    free(sets);
+    tg_config_cli_destroy(cli);
     tg_config_destroy(cfg);
     return status;
 }

@@ -20,6 +20,7 @@
 #include "audit.h"
 #include "codec.h"
 #include "codec_canonical_decode.h"
+#include "kafka_read.h"
 #include "ledger.h"
 
 /* ------------------------------------------------------------------------------------------
@@ -247,71 +248,32 @@ static void kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *op
             reason);
 }
 
+/* Partition count of topic, or -1 (said why): the audit needs the topic to exist. */
 static int topic_partitions(rd_kafka_t *rk, const char *topic)
 {
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-    if (!rkt)
-        return -1;
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
-    rd_kafka_topic_destroy(rkt);
-    if (err) {
-        fprintf(stderr, PROG ": metadata of topic %s: %s\n", topic, rd_kafka_err2str(err));
-        return -1;
-    }
-    int n = -1;
-    if (md->topic_cnt == 1 && !md->topics[0].err)
-        n = md->topics[0].partition_cnt;
-    else if (md->topic_cnt == 1)
-        fprintf(stderr, PROG ": topic %s: %s\n", topic, rd_kafka_err2str(md->topics[0].err));
-    rd_kafka_metadata_destroy(md);
-    if (n == 0) {
-        fprintf(stderr, PROG ": topic %s has no partitions\n", topic);
-        n = -1;
-    }
-    return n;
+    int n = tg_sim_kafka_partitions(rk, PROG, topic, 10000);
+    if (n == 0)
+        fprintf(stderr, PROG ": topic %s does not exist or has no partitions\n", topic);
+    return n > 0 ? n : -1;
 }
 
 static int consumer_start(struct command *cmd)
 {
-    char errstr[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    static const char *const extra[] = {
+        /* Without it a fetch that finds nothing waits 500 ms (the mock cluster does not
+         * answer early when records arrive), which would be most of the latency measured. */
+        "fetch.wait.max.ms", "10",
+        /* After an outage librdkafka backs off up to 10 s between reconnects: the audit
+         * would then measure its own reconnect as pipeline latency. The gateway uses the
+         * same 1 s cap. */
+        "reconnect.backoff.max.ms", "1000",
+        NULL};
     /* No offsets are ever committed: the audit reads everything each time and leaves no trace
      * in the cluster beyond its (unused) group id. */
-    const char *kv[] = {"bootstrap.servers", cmd->o.brokers,
-                        "group.id", "tidegate-sim-audit",
-                        "client.id", "tidegate-sim-audit",
-                        "enable.auto.commit", "false",
-                        "enable.auto.offset.store", "false",
-                        "enable.partition.eof", "true",
-                        "auto.offset.reset", "earliest",
-                        /* Without it a fetch that finds nothing waits 500 ms (the mock
-                         * cluster does not answer early when records arrive), which would
-                         * be most of the latency measured. */
-                        "fetch.wait.max.ms", "10",
-                        /* After an outage librdkafka backs off up to 10 s between
-                         * reconnects: the audit would then measure its own reconnect as
-                         * pipeline latency. The gateway uses the same 1 s cap. */
-                        "reconnect.backoff.max.ms", "1000",
-                        "log_level", "2",
-                        NULL};
-    for (size_t i = 0; kv[i]; i += 2)
-        if (rd_kafka_conf_set(conf, kv[i], kv[i + 1], errstr, sizeof errstr) !=
-            RD_KAFKA_CONF_OK) {
-            fprintf(stderr, PROG ": %s=%s: %s\n", kv[i], kv[i + 1], errstr);
-            rd_kafka_conf_destroy(conf);
-            return -1;
-        }
-    rd_kafka_conf_set_error_cb(conf, kafka_error_cb);
-    rd_kafka_conf_set_opaque(conf, cmd);
-    cmd->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    if (!cmd->rk) {
-        fprintf(stderr, PROG ": %s\n", errstr);
-        rd_kafka_conf_destroy(conf);
+    cmd->rk = tg_sim_kafka_consumer_new(PROG, cmd->o.brokers, "tidegate-sim-audit", extra,
+                                        kafka_error_cb, cmd);
+    if (!cmd->rk)
         return -1;
-    }
-    /* conf belongs to the handle now */
-    rd_kafka_poll_set_consumer(cmd->rk);
 
     cmd->topics[cmd->n_topics++] = (struct topic_state){.name = cmd->o.topic};
     if (cmd->o.dlq_topic)
@@ -329,31 +291,33 @@ static int consumer_start(struct command *cmd)
         total += ts->partitions;
     }
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(total);
-    if (!list)
-        return -1;
+    int64_t *hi = calloc((size_t)total, sizeof *hi);
     int rc = -1;
+    if (!list || !hi)
+        goto cleanup;
     for (int t = 0; t < cmd->n_topics; t++) {
         struct topic_state *ts = &cmd->topics[t];
+        /* The end now: what is below it was there before the audit started. With --from-end
+         * the audit starts there exactly (OFFSET_END would be resolved at the first fetch,
+         * and a run started in between could slip records past). */
+        int failed = 0;
+        rd_kafka_resp_err_t err = tg_sim_kafka_watermarks(cmd->rk, ts->name, ts->partitions,
+                                                          10000, cmd->o.from_end, NULL, hi,
+                                                          &failed);
+        if (err && cmd->o.from_end) {
+            fprintf(stderr, PROG ": end offset of %s[%d]: %s\n", ts->name, failed,
+                    rd_kafka_err2str(err));
+            goto cleanup;
+        }
         for (int p = 0; p < ts->partitions; p++) {
-            /* The end now: what is below it was there before the audit started. With
-             * --from-end the audit starts there exactly (OFFSET_END would be resolved at
-             * the first fetch, and a run started in between could slip records past). */
-            int64_t lo, hi;
-            rd_kafka_resp_err_t err =
-                rd_kafka_query_watermark_offsets(cmd->rk, ts->name, p, &lo, &hi, 10000);
-            if (err && cmd->o.from_end) {
-                fprintf(stderr, PROG ": end offset of %s[%d]: %s\n", ts->name, p,
-                        rd_kafka_err2str(err));
-                goto cleanup;
-            }
-            /* Unknown end: the partition's first EOF will tell (handle_message). */
-            ts->parts[p].live_from = err ? INT64_MAX : hi;
+            /* Unknown end (-1): the partition's first EOF will tell (handle_message). */
+            ts->parts[p].live_from = hi[p] < 0 ? INT64_MAX : hi[p];
             ts->parts[p].eof_offset = -1;
             ts->parts[p].end_target = -1;
             int64_t start = RD_KAFKA_OFFSET_BEGINNING;
             if (cmd->o.from_end) {
-                start = hi;
-                ts->parts[p].next_offset = hi;
+                start = hi[p];
+                ts->parts[p].next_offset = hi[p];
             }
             rd_kafka_topic_partition_list_add(list, ts->name, p)->offset = start;
         }
@@ -365,7 +329,9 @@ static int consumer_start(struct command *cmd)
     }
     rc = 0;
 cleanup:
-    rd_kafka_topic_partition_list_destroy(list);
+    free(hi);
+    if (list)
+        rd_kafka_topic_partition_list_destroy(list);
     return rc;
 }
 
@@ -486,14 +452,18 @@ static int ends_fetch(struct command *cmd)
 {
     for (int t = 0; t < cmd->n_topics; t++) {
         struct topic_state *ts = &cmd->topics[t];
-        for (int p = 0; p < ts->partitions; p++) {
-            int64_t lo, hi;
-            /* Short: it is retried every poll until the drain's deadline. */
-            if (rd_kafka_query_watermark_offsets(cmd->rk, ts->name, p, &lo, &hi, 2000) !=
-                RD_KAFKA_RESP_ERR_NO_ERROR)
-                return -1;
-            ts->parts[p].end_target = hi;
-        }
+        int64_t *hi = calloc((size_t)ts->partitions, sizeof *hi);
+        if (!hi)
+            return -1;
+        /* Short: it is retried every poll until the drain's deadline. */
+        rd_kafka_resp_err_t err =
+            tg_sim_kafka_watermarks(cmd->rk, ts->name, ts->partitions, 2000, true, NULL, hi,
+                                    NULL);
+        for (int p = 0; p < ts->partitions && !err; p++)
+            ts->parts[p].end_target = hi[p];
+        free(hi);
+        if (err)
+            return -1;
     }
     return 0;
 }

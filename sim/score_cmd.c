@@ -22,6 +22,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "kafka_read.h"
 #include "score.h"
 
 #define PROG "tidegate-sim score"
@@ -269,64 +270,22 @@ static void kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *op
 
 static rd_kafka_t *consumer_new(const struct opts *o)
 {
-    char errstr[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    static const char *const extra[] = {
+        /* The worker writes alerts in transactions: count only committed ones. */
+        "isolation.level", "read_committed",
+        "fetch.wait.max.ms", "50",
+        NULL};
     /* Assigned partitions, no offsets committed: scoring leaves nothing in the cluster. */
-    const char *kv[] = {"bootstrap.servers", o->brokers,
-                        "group.id", "tidegate-sim-score",
-                        "client.id", "tidegate-sim-score",
-                        "enable.auto.commit", "false",
-                        "enable.auto.offset.store", "false",
-                        "enable.partition.eof", "true",
-                        "auto.offset.reset", "earliest",
-                        /* The worker writes alerts in transactions: count only committed ones. */
-                        "isolation.level", "read_committed",
-                        "fetch.wait.max.ms", "50",
-                        "log_level", "2",
-                        NULL};
-    for (size_t i = 0; kv[i]; i += 2)
-        if (rd_kafka_conf_set(conf, kv[i], kv[i + 1], errstr, sizeof errstr) !=
-            RD_KAFKA_CONF_OK) {
-            fprintf(stderr, PROG ": %s=%s: %s\n", kv[i], kv[i + 1], errstr);
-            rd_kafka_conf_destroy(conf);
-            return NULL;
-        }
-    rd_kafka_conf_set_error_cb(conf, kafka_error_cb);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    if (!rk) {
-        fprintf(stderr, PROG ": %s\n", errstr);
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    /* conf belongs to the handle now */
-    rd_kafka_poll_set_consumer(rk);
-    return rk;
+    return tg_sim_kafka_consumer_new(PROG, o->brokers, "tidegate-sim-score", extra,
+                                     kafka_error_cb, NULL);
 }
 
 /* Partition count of topic; 0 when the topic does not exist, -1 on error (said why). */
 static int topic_partitions(rd_kafka_t *rk, const char *topic)
 {
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-    if (!rkt)
-        return -1;
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, META_TIMEOUT_MS);
-    rd_kafka_topic_destroy(rkt);
-    if (err) {
-        fprintf(stderr, PROG ": metadata of topic %s: %s\n", topic, rd_kafka_err2str(err));
-        return -1;
-    }
-    int n = -1;
-    if (md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+    int n = tg_sim_kafka_partitions(rk, PROG, topic, META_TIMEOUT_MS);
+    if (n == 0)
         fprintf(stderr, PROG ": topic %s does not exist: no alert was ever written\n", topic);
-        n = 0;
-    } else if (md->topic_cnt != 1 || md->topics[0].err) {
-        fprintf(stderr, PROG ": topic %s: %s\n", topic,
-                md->topic_cnt == 1 ? rd_kafka_err2str(md->topics[0].err) : "no metadata");
-    } else {
-        n = md->topics[0].partition_cnt;
-    }
-    rd_kafka_metadata_destroy(md);
     return n;
 }
 
@@ -340,25 +299,31 @@ static int assign_partitions(rd_kafka_t *rk, const struct opts *o, struct part *
     if (!list || !times)
         goto cleanup;
     int64_t *lo = calloc((size_t)(n ? n : 1), sizeof *lo);
-    if (!lo)
+    int64_t *hi = calloc((size_t)(n ? n : 1), sizeof *hi);
+    if (!lo || !hi) {
+        free(lo);
+        free(hi);
         goto cleanup;
+    }
+    /* For a read_committed consumer the high watermark is the last stable offset. */
+    int failed = 0;
+    rd_kafka_resp_err_t err =
+        tg_sim_kafka_watermarks(rk, o->topic, n, META_TIMEOUT_MS, true, lo, hi, &failed);
+    if (err) {
+        fprintf(stderr, PROG ": end offset of %s[%d]: %s\n", o->topic, failed,
+                rd_kafka_err2str(err));
+        free(lo);
+        free(hi);
+        goto cleanup;
+    }
     for (int p = 0; p < n; p++) {
-        int64_t hi;
-        /* For a read_committed consumer librdkafka asks for the last stable offset here. */
-        rd_kafka_resp_err_t err =
-            rd_kafka_query_watermark_offsets(rk, o->topic, p, &lo[p], &hi, META_TIMEOUT_MS);
-        if (err) {
-            fprintf(stderr, PROG ": end offset of %s[%d]: %s\n", o->topic, p,
-                    rd_kafka_err2str(err));
-            free(lo);
-            goto cleanup;
-        }
-        parts[p].end = hi;
+        parts[p].end = hi[p];
         rd_kafka_topic_partition_list_add(times, o->topic, p)->offset = o->since_ms;
     }
+    free(hi);
     if (o->has_since && n > 0) {
         /* The first record whose timestamp (the alert's event time) is >= since. */
-        rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(rk, times, META_TIMEOUT_MS);
+        err = rd_kafka_offsets_for_times(rk, times, META_TIMEOUT_MS);
         if (err) {
             fprintf(stderr, PROG ": offsets for --since-ms: %s\n", rd_kafka_err2str(err));
             free(lo);
@@ -381,7 +346,7 @@ static int assign_partitions(rd_kafka_t *rk, const struct opts *o, struct part *
         pending++;
     }
     free(lo);
-    rd_kafka_resp_err_t err = rd_kafka_assign(rk, list);
+    err = rd_kafka_assign(rk, list);
     if (err) {
         fprintf(stderr, PROG ": assign: %s\n", rd_kafka_err2str(err));
         pending = -1;

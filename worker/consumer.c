@@ -4,9 +4,21 @@
  * The loop polls the group consumer, decodes each record (JSON or CBOR by its content-type
  * header, through common/'s canonical decoder) and offers it to the engine, whose outputs are
  * produced into the open transaction as they are emitted. Every [kafka] commit_interval_ms
- * the transaction is committed with the engine's dirty snapshots and the consumed offsets
- * (consumer_txn.c); every [worker] sweep_interval_ms the engine is swept for silent series.
+ * the transaction is committed with the consumed offsets, and every [worker]
+ * snapshot_interval_ms with a checkpoint of each partition's changed state (consumer_txn.c).
+ * Records a partition's previous owner already committed outputs for (those after its last
+ * checkpoint) are processed again with their outputs suppressed. Every [worker]
+ * sweep_interval_ms the engine is swept for silent series, on each partition's own clock.
  * Rebalances happen inside rd_kafka_consumer_poll() (consumer_state.c).
+ *
+ * Silence or stall: a device is silent only while its partition keeps flowing. Each partition
+ * has a clock that follows the wall clock between records but credits a gap between two of
+ * its records with at most [worker] stall_after_ms: when nothing arrives for longer (the
+ * gateway cannot reach Kafka and holds its backlog, the whole fleet behind one gateway is
+ * cut off), the clock stops, and so does every device's quiet time. The backlog that follows
+ * fills the gap in event time, so nothing looks silent afterwards either. A partition the
+ * worker is behind on (it did not process, by one sweep, what was there at the previous one)
+ * or is replaying is not swept at all: its devices' records are still coming.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -193,6 +205,21 @@ static int state_index(const char *state)
 void consumer__emit(void *ud, const struct tg_engine_output *out)
 {
     struct tg_consumer *cs = ud;
+    if (cs->suppress) {
+        /* A replayed record: an earlier owner committed this very output (the engine is
+         * deterministic) with the offsets that cover it. */
+        tg_counter_inc(cs->m.suppressed);
+        return;
+    }
+    if (cs->in_sweep) {
+        /* The sweep changed the series on the wall clock, which a replay cannot redo: the
+         * partition's checkpoint goes into this very transaction. */
+        struct consumer_slot *slot = consumer__slot(cs, out->partition);
+        if (slot) {
+            slot->ckpt_due = true;
+            slot->state_changed = true;
+        }
+    }
     rd_kafka_headers_t *hdrs = rd_kafka_headers_new(2);
     rd_kafka_header_add(hdrs, "content-type", -1, "application/json", -1);
     const char *topic = cs->aggregates_topic;
@@ -245,10 +272,22 @@ static void handle_message(struct tg_consumer *cs, struct tg_canonical_decoder *
     if (!slot || !slot->assigned || msg->offset < slot->next_offset)
         return;
     tg_counter_inc(cs->m.consumed);
+    int64_t mono = mono_ms(), gap = mono - slot->last_record_mono;
+    if (gap > cs->stall_after_ms) {
+        tg_counter_inc(cs->m.stalls); /* one ends here */
+        gap = cs->stall_after_ms;
+    }
+    if (gap > 0)
+        slot->flow_ms += gap;
+    slot->last_record_mono = mono;
+    cs->suppress = msg->offset < slot->replay_until;
+    if (cs->suppress)
+        tg_counter_inc(cs->m.replayed);
     struct tg_reading rd;
     tg_err e = decode(dec, msg, &rd);
     if (e == TG_OK)
         e = tg_engine_process(cs->en, msg->partition, &rd);
+    cs->suppress = false;
     if (e != TG_OK) {
         tg_counter_inc(tg_metrics_counter(cs->m.registry, "tidegate_worker_records_invalid_total",
                                           "Records consumed that the worker could not use, by "
@@ -266,7 +305,71 @@ static void handle_message(struct tg_consumer *cs, struct tg_canonical_decoder *
     slot->next_offset = msg->offset + 1;
     slot->advanced = true;
     slot->position_known = true;
+    slot->state_changed = true;
     cs->txn_work = true;
+}
+
+void consumer__slot_start(struct tg_consumer *cs, struct consumer_slot *slot, int64_t offset)
+{
+    slot->advanced = false;
+    slot->position_known = offset >= 0;
+    slot->next_offset = slot->position_known ? offset : 0;
+    /* The first commit checkpoints what the partition's records change from here on: a
+     * later owner then replays from here rather than from the previous owner's checkpoint,
+     * and a state topic written before checkpoints existed gets its first one. */
+    slot->ckpt_due = true;
+    slot->state_changed = false;
+    /* Partitions assigned together checkpoint at eighths of the interval apart, so that
+     * their periodic checkpoints do not all land in one commit. */
+    int32_t p = (int32_t)(slot - cs->slots);
+    slot->next_ckpt_ms = mono_ms() + cs->snapshot_interval_ms * (1 + p % 8) / 8;
+    slot->flow_ms = wall_ms();
+    slot->last_record_mono = mono_ms();
+    slot->hi_at_sweep = 0;
+}
+
+/* The end of partition p as cached from the last fetch response, or -1. */
+static int64_t cached_end(struct tg_consumer *cs, int32_t p)
+{
+    int64_t lo, hi;
+    if (rd_kafka_get_watermark_offsets(cs->consumer, cs->input_topic, p, &lo, &hi) !=
+        RD_KAFKA_RESP_ERR_NO_ERROR)
+        return -1;
+    return hi;
+}
+
+void consumer__sweep(struct tg_consumer *cs)
+{
+    if (cs->n_slots <= 0)
+        return;
+    int64_t *clocks = realloc(cs->sweep_clocks, (size_t)cs->n_slots * sizeof *clocks);
+    if (!clocks)
+        return; /* the next sweep tries again */
+    cs->sweep_clocks = clocks;
+    int64_t mono = mono_ms();
+    int stalled = 0;
+    for (int32_t p = 0; p < cs->n_slots; p++) {
+        struct consumer_slot *slot = &cs->slots[p];
+        clocks[p] = -1;
+        if (!slot->assigned)
+            continue;
+        int64_t gap = mono - slot->last_record_mono;
+        bool flowing = gap <= cs->stall_after_ms;
+        if (gap > cs->stall_after_ms)
+            gap = cs->stall_after_ms;
+        int64_t end = cached_end(cs, p);
+        bool caught_up = slot->next_offset >= slot->hi_at_sweep;
+        if (end > slot->hi_at_sweep)
+            slot->hi_at_sweep = end;
+        bool replaying = slot->next_offset < slot->replay_until;
+        stalled += !flowing || !caught_up;
+        if (caught_up && !replaying)
+            clocks[p] = slot->flow_ms + (gap > 0 ? gap : 0);
+    }
+    tg_gauge_set(cs->m.stalled, stalled);
+    cs->in_sweep = true;
+    tg_engine_sweep_clocks(cs->en, clocks, (size_t)cs->n_slots, wall_ms());
+    cs->in_sweep = false;
 }
 
 tg_err tg_consumer_run(struct tg_consumer *cs, atomic_bool *stop)
@@ -294,7 +397,6 @@ tg_err tg_consumer_run(struct tg_consumer *cs, atomic_bool *stop)
     int64_t now = mono_ms();
     int64_t next_commit = now + cs->commit_interval_ms;
     int64_t next_sweep = now + cs->sweep_interval_ms;
-    bool drained = false; /* a poll returned nothing since the last sweep */
     while (!atomic_load(stop)) {
         int64_t wait = (next_commit < next_sweep ? next_commit : next_sweep) - now;
         if (wait > 100) /* look at the stop flag often */
@@ -302,8 +404,6 @@ tg_err tg_consumer_run(struct tg_consumer *cs, atomic_bool *stop)
         if (wait < 0)
             wait = 0;
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(cs->consumer, (int)wait);
-        if (!msg)
-            drained = true;
         if (cs->broken) {
             rc = TG_ERR_UNAVAILABLE;
             if (msg)
@@ -326,15 +426,11 @@ tg_err tg_consumer_run(struct tg_consumer *cs, atomic_bool *stop)
             rd_kafka_message_destroy(msg);
         }
         now = mono_ms();
-        /* Silence is judged on the wall clock, so only when the worker has caught up with
-         * what was fetched (a poll found nothing waiting since the last sweep): after a stall
-         * (a slow commit, a restore, a backlog) the series must first be seen moving again,
-         * or every one of them would look silent at once. While the worker cannot keep up,
-         * sweeps wait; the lag metric shows why. */
-        if (now >= next_sweep && drained) {
-            tg_engine_sweep(cs->en, wall_ms());
+        /* Silence is judged on each partition's clock, which stops while the partition is
+         * stalled (see the top of this file). */
+        if (now >= next_sweep) {
+            consumer__sweep(cs);
             next_sweep = now + cs->sweep_interval_ms;
-            drained = false;
         }
         if (now >= next_commit) {
             rd_kafka_poll(cs->producer, 0); /* serve delivery events */
@@ -352,7 +448,10 @@ tg_err tg_consumer_run(struct tg_consumer *cs, atomic_bool *stop)
                 cs->broken || cs->rewind_needed ? "" : "committing and ",
                 tg_config_get_str(cs->cfg, "kafka", "group_id"));
     /* What could not be committed is processed again by the partitions' next owner: nothing
-     * is lost, but the exit status says the last transaction did not commit. */
+     * is lost, but the exit status says the last transaction did not commit. A checkpoint
+     * of every partition held spares the next owners a replay. */
+    for (int32_t p = 0; p < cs->n_slots; p++)
+        cs->slots[p].ckpt_due = cs->slots[p].assigned;
     if (cs->rewind_needed || cs->broken ||
         consumer__txn_commit(cs, (int)cs->shutdown_timeout_ms) != TG_OK)
         rc = TG_ERR_UNAVAILABLE;
@@ -518,6 +617,8 @@ tg_err tg_consumer_new(const struct tg_config *cfg, const char *instance_id,
     cs->offset_reset = tg_config_get_enum(cfg, "kafka", "auto_offset_reset");
     cs->sweep_interval_ms = tg_config_get_ms(cfg, "worker", "sweep_interval_ms");
     cs->shutdown_timeout_ms = tg_config_get_ms(cfg, "worker", "shutdown_timeout_ms");
+    cs->snapshot_interval_ms = tg_config_get_ms(cfg, "worker", "snapshot_interval_ms");
+    cs->stall_after_ms = tg_config_get_ms(cfg, "worker", "stall_after_ms");
     consumer__metrics_register(cs, metrics);
 
     if (!(cs->en = tg_engine_new(ec, consumer__emit, cs))) {
@@ -566,6 +667,7 @@ void tg_consumer_destroy(struct tg_consumer *cs)
     if (cs->producer)
         rd_kafka_destroy(cs->producer);
     tg_engine_destroy(cs->en);
+    free(cs->sweep_clocks);
     free(cs->slots);
     free(cs);
 }

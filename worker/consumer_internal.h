@@ -31,6 +31,9 @@ extern const char *const consumer__states[CONSUMER_STATES];
 /* Suffix of the offset marker's key in the state topic: "<partition>/@offset". '@' is not a
  * device id character, so it never collides with a series key "<partition>/<device>/...". */
 #define CONSUMER_OFFSET_KEY "/@offset"
+/* Suffix of the checkpoint marker's key: "<partition>/@ckpt" = the offset the partition's
+ * snapshots before it cover (see consumer_txn.c). */
+#define CONSUMER_CKPT_KEY "/@ckpt"
 
 /* One partition of the input topic, indexed by partition number. */
 struct consumer_slot {
@@ -38,9 +41,22 @@ struct consumer_slot {
     bool advanced;         /* records processed since the last commit */
     bool position_known;   /* next_offset is a real offset (not "wherever the reset points") */
     int64_t end_seen;      /* highest offset + 1 of a record fetched: a floor of the end */
-    int64_t next_offset;   /* the next record to process (what a commit records) */
+    int64_t next_offset;   /* the next record to process (the state's position) */
     struct tg_gauge *lag;  /* tidegate_worker_consumer_lag_records{partition}; NULL until
                             * first assigned */
+
+    /* Checkpoints (consumer_txn.c). */
+    bool state_changed;    /* engine state of the partition changed since its checkpoint */
+    bool ckpt_due;         /* checkpoint at the next commit (assigned, swept, revoked, stop) */
+    bool ckpt_now;         /* chosen for the commit in progress */
+    int64_t next_ckpt_ms;  /* monotonic ms when the periodic checkpoint is due */
+    int64_t replay_until;  /* outputs of the records below were committed by an earlier
+                            * owner: they are processed again with outputs suppressed */
+
+    /* The partition's clock for the silence sweep (consumer.c): wall time with stalls cut
+     * out. flow_ms is the clock at last_record_mono (monotonic ms of the last record). */
+    int64_t flow_ms, last_record_mono;
+    int64_t hi_at_sweep;   /* the partition's end as cached at the previous sweep */
 };
 
 struct consumer_metrics {
@@ -48,6 +64,8 @@ struct consumer_metrics {
     struct tg_counter *commits, *aborts, *fenced, *late, *evicted, *aggregates;
     struct tg_counter *snapshot_records, *snapshot_bytes, *assigned_total, *revoked_total,
         *lost_total;
+    struct tg_counter *checkpoints, *replayed, *suppressed, *stalls;
+    struct tg_gauge *stalled;
     struct tg_counter *alerts[CONSUMER_KINDS][CONSUMER_STATES];
     struct tg_gauge *series, *state_bytes, *partitions;
     struct tg_histogram *restore_seconds, *commit_seconds, *latency;
@@ -68,7 +86,7 @@ struct tg_consumer {
     char transactional_id[96];
     const char *input_topic, *alerts_topic, *aggregates_topic, *state_topic; /* in cfg */
     int64_t commit_interval_ms, sweep_interval_ms, txn_timeout_ms, restore_timeout_ms,
-        shutdown_timeout_ms, session_timeout_ms;
+        shutdown_timeout_ms, session_timeout_ms, snapshot_interval_ms, stall_after_ms;
     int offset_reset;                      /* enum tg_worker_offset_reset */
 
     struct tg_engine *en;
@@ -82,6 +100,9 @@ struct tg_consumer {
     bool txn_work;      /* something was produced or consumed since it began */
     bool txn_failed;    /* a produce call failed: it can only abort */
     bool rewind_needed; /* an abort made the engine's state newer than what is committed */
+    bool suppress;      /* the record being processed is replayed: its outputs were committed */
+    bool in_sweep;      /* inside tg_engine_sweep_clocks(): outputs come from the sweep */
+    int64_t *sweep_clocks; /* per partition, n_slots of them */
     uint64_t txn_alerts[CONSUMER_KINDS][CONSUMER_STATES];
     uint64_t txn_aggregates;
     uint64_t txn_snapshot_records, txn_snapshot_bytes;
@@ -109,6 +130,11 @@ void consumer__emit(void *ud, const struct tg_engine_output *out);
 tg_err consumer__produce(struct tg_consumer *cs, const char *topic, int32_t partition,
                          const void *key, size_t key_len, const void *value, size_t value_len,
                          int64_t ts_ms, rd_kafka_headers_t *hdrs);
+
+/* Sets up a slot for a partition just assigned or rewound, at offset (negative: unknown). */
+void consumer__slot_start(struct tg_consumer *cs, struct consumer_slot *slot, int64_t offset);
+/* Sweeps the engine for silence on each held partition's clock (see consumer.c). */
+void consumer__sweep(struct tg_consumer *cs);
 
 /* consumer_txn.c */
 tg_err consumer__producer_start(struct tg_consumer *cs, int init_timeout_ms, char *err,

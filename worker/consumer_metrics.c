@@ -56,6 +56,24 @@ void consumer__metrics_register(struct tg_consumer *cs, struct tg_metrics *r)
     m->snapshot_bytes = tg_metrics_counter(r, "tidegate_worker_state_snapshot_bytes_total",
                                            "Key and value bytes of committed snapshot records",
                                            NULL);
+    m->checkpoints = tg_metrics_counter(r, "tidegate_worker_state_checkpoints_total",
+                                        "Partition checkpoints committed (the partition's "
+                                        "changed series and a checkpoint marker)", NULL);
+    m->replayed = tg_metrics_counter(r, "tidegate_worker_records_replayed_total",
+                                     "Records processed again after a restore, between the "
+                                     "partition's checkpoint and its committed offset, with "
+                                     "their outputs suppressed", NULL);
+    m->suppressed = tg_metrics_counter(r, "tidegate_worker_outputs_suppressed_total",
+                                       "Outputs of replayed records not produced again (an "
+                                       "earlier owner committed them)", NULL);
+    m->stalls = tg_metrics_counter(r, "tidegate_worker_partition_stalls_total",
+                                   "Gaps longer than stall_after_ms between two records of a "
+                                   "partition (counted when records flow again); silence "
+                                   "judgement paused during them", NULL);
+    m->stalled = tg_metrics_gauge(r, "tidegate_worker_partitions_stalled",
+                                  "Held partitions whose devices' quiet time is paused now: "
+                                  "no record for stall_after_ms, or the worker is behind on "
+                                  "them", NULL);
     m->restored_records = tg_metrics_counter(r, "tidegate_worker_state_records_read_total",
                                              "Records read from the state topic by restores",
                                              NULL);

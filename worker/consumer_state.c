@@ -3,12 +3,18 @@
  *
  * Partition p of the state topic holds the snapshots of input partition p: series snapshots
  * "<p>/<device>/<metric>", the engine's partition state "<p>/", tombstones for evicted series,
- * and at the end of each committed transaction an offset marker "<p>/@offset". A
- * restore reads partition p from the beginning (read_committed) to its end, keeps for each key
- * the latest value written before the last marker, and hands those to the engine (tombstones
- * skipped); processing then resumes at the marker's offset. Records after the last marker
- * belong to a transaction that never committed (visible only on a cluster without isolation,
- * such as the mock) and are ignored, so state and position always come from the same commit.
+ * written at checkpoints and followed by a checkpoint marker "<p>/@ckpt", and at the end of
+ * each committed transaction that moved p an offset marker "<p>/@offset". A restore reads
+ * partition p from the beginning (read_committed) to its end, keeps for each key the latest
+ * value written before the last offset marker (snapshots are written only at checkpoints, so
+ * that is the last checkpoint's state), and hands those to the engine (tombstones skipped);
+ * processing then resumes at the checkpoint's offset, and the records from there up to the
+ * offset marker's are processed with their outputs suppressed (consumer.c): they were
+ * committed with that marker. Without a checkpoint marker (a state topic written before they
+ * existed, when every commit wrote every change) the offset marker is the checkpoint too.
+ * Records after the last offset marker belong to a transaction that never committed (visible
+ * only on a cluster without isolation, such as the mock) and are ignored, so state and
+ * position always come from committed transactions.
  *
  * The end: the high watermark queried before reading. On a real cluster a transaction left
  * open by a worker that died keeps the read_committed end (the last stable offset) below the
@@ -52,7 +58,9 @@ struct prestore {
     int32_t partition;
     int64_t hi;          /* high watermark when the restore began */
     bool done;
-    int64_t resume;      /* the last marker's offset, or -1 */
+    int64_t resume;      /* the last offset marker's offset, or -1 */
+    int64_t ckpt;        /* the checkpoint marker's offset that preceded it, or -1 */
+    int64_t ckpt_seen;   /* the latest checkpoint marker read so far, or -1 */
     struct srec *recs;
     size_t n, cap;
     size_t committed_n;  /* recs[0 .. committed_n) precede the last marker */
@@ -170,9 +178,13 @@ static void handle_state_record(struct tg_consumer *cs, struct prestore *pr,
         return;
     }
     size_t marker_len = pr->prefix_len - 1 + strlen(CONSUMER_OFFSET_KEY);
-    if (msg->key_len == marker_len &&
-        memcmp((const char *)msg->key + pr->prefix_len - 1, CONSUMER_OFFSET_KEY,
-               strlen(CONSUMER_OFFSET_KEY)) == 0) {
+    size_t ckpt_len = pr->prefix_len - 1 + strlen(CONSUMER_CKPT_KEY);
+    bool is_ckpt = msg->key_len == ckpt_len &&
+                   memcmp((const char *)msg->key + pr->prefix_len - 1, CONSUMER_CKPT_KEY,
+                          strlen(CONSUMER_CKPT_KEY)) == 0;
+    if (is_ckpt || (msg->key_len == marker_len &&
+                    memcmp((const char *)msg->key + pr->prefix_len - 1, CONSUMER_OFFSET_KEY,
+                           strlen(CONSUMER_OFFSET_KEY)) == 0)) {
         char buf[32];
         size_t len = msg->len < sizeof buf - 1 ? msg->len : sizeof buf - 1;
         memcpy(buf, msg->payload ? msg->payload : "", len);
@@ -183,7 +195,12 @@ static void handle_state_record(struct tg_consumer *cs, struct prestore *pr,
             (*bad)++;
             return;
         }
+        if (is_ckpt) {
+            pr->ckpt_seen = off; /* counts once an offset marker follows it */
+            return;
+        }
         pr->resume = off;
+        pr->ckpt = pr->ckpt_seen;
         pr->committed_n = pr->n;
         return;
     }
@@ -210,8 +227,11 @@ tg_err consumer__restore(struct tg_consumer *cs, rd_kafka_topic_partition_list_t
         struct prestore *pr = &prs[i];
         int32_t p = parts->elems[i].partition;
         pr->partition = p;
-        pr->resume = -1;
+        pr->resume = pr->ckpt = pr->ckpt_seen = -1;
         pr->prefix_len = (size_t)snprintf(pr->prefix, sizeof pr->prefix, "%" PRId32 "/", p);
+        struct consumer_slot *slot = consumer__slot(cs, p);
+        if (slot)
+            slot->replay_until = -1;
         tg_engine_partition_drop(cs->en, p);
         if (tg_engine_partition_add(cs->en, p) != TG_OK) {
             rc = TG_ERR_NOMEM;
@@ -262,6 +282,16 @@ tg_err consumer__restore(struct tg_consumer *cs, rd_kafka_topic_partition_list_t
                     pr = &prs[i];
             if (pr && !pr->done) {
                 if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                    /* pr->hi came from a read_committed ListOffsets, which answers with the
+                     * last stable offset; the fetch that reported this end also brought the
+                     * high watermark. Below it, a transaction is still open (a dead worker's,
+                     * until the cluster aborts it): wait for it, as the top of this file says. */
+                    int64_t lo2, hi2;
+                    if (rd_kafka_get_watermark_offsets(cs->restorer, cs->state_topic,
+                                                       msg->partition, &lo2, &hi2) ==
+                            RD_KAFKA_RESP_ERR_NO_ERROR &&
+                        hi2 > pr->hi)
+                        pr->hi = hi2;
                     if (msg->offset >= pr->hi) {
                         pr->done = true;
                         pending--;
@@ -293,7 +323,15 @@ tg_err consumer__restore(struct tg_consumer *cs, rd_kafka_topic_partition_list_t
     for (int i = 0; i < n; i++) {
         struct prestore *pr = &prs[i];
         restored += prestore_apply(cs, pr, &bad);
-        int64_t off = pr->resume;
+        int64_t off = pr->resume, replay_until = -1;
+        if (off >= 0 && pr->ckpt >= 0 && pr->ckpt < off) {
+            /* Resume at the checkpoint the state covers; replay up to the offset marker. */
+            replay_until = off;
+            off = pr->ckpt;
+        }
+        struct consumer_slot *slot = consumer__slot(cs, pr->partition);
+        if (slot)
+            slot->replay_until = replay_until;
         if (off < 0) {
             rd_kafka_topic_partition_t *c =
                 rd_kafka_topic_partition_list_find(committed, cs->input_topic, pr->partition);
@@ -305,8 +343,8 @@ tg_err consumer__restore(struct tg_consumer *cs, rd_kafka_topic_partition_list_t
                                                              : RD_KAFKA_OFFSET_BEGINNING;
         parts->elems[i].offset = off;
         TG_LOG_DEBUG("restore", "%s[%" PRId32 "]: %zu of %zu records before the last marker, "
-                     "resuming at %" PRId64, cs->state_topic, pr->partition, pr->committed_n,
-                     pr->n, off);
+                     "resuming at %" PRId64 ", outputs suppressed up to %" PRId64,
+                     cs->state_topic, pr->partition, pr->committed_n, pr->n, off, replay_until);
     }
     rd_kafka_topic_partition_list_destroy(committed);
 out:
@@ -341,9 +379,7 @@ static void assign(struct tg_consumer *cs, rd_kafka_t *rk, rd_kafka_topic_partit
         if (!slot)
             continue;
         slot->assigned = true;
-        slot->advanced = false;
-        slot->position_known = parts->elems[i].offset >= 0;
-        slot->next_offset = slot->position_known ? parts->elems[i].offset : 0;
+        consumer__slot_start(cs, slot, parts->elems[i].offset);
         if (!slot->lag)
             slot->lag = consumer__lag_gauge(cs, p);
     }
@@ -363,7 +399,13 @@ static void revoke(struct tg_consumer *cs, rd_kafka_t *rk, rd_kafka_topic_partit
             consumer__txn_abort(cs, "partitions lost to the group");
     } else if (!cs->rewind_needed && !cs->broken) {
         /* Commit what was processed of them (and of the others: one transaction) before
-         * another worker starts from their committed offsets. */
+         * another worker starts from their committed offsets, with a checkpoint of their
+         * state, so the next owner has nothing to replay. */
+        for (int i = 0; i < parts->cnt; i++) {
+            struct consumer_slot *slot = consumer__slot(cs, parts->elems[i].partition);
+            if (slot && slot->assigned)
+                slot->ckpt_due = true;
+        }
         consumer__txn_commit(cs, (int)cs->txn_timeout_ms);
     }
     for (int i = 0; i < parts->cnt; i++) {

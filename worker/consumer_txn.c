@@ -2,11 +2,24 @@
  * consumer_txn.c - the worker's transactions: outputs, snapshots and offsets committed as one.
  *
  * One transaction is open at all times. Outputs are produced into it as the engine emits
- * them; every commit interval consumer__txn_commit() adds the engine's dirty snapshots and,
- * for each partition held, an offset marker ("<p>/@offset" = the next offset) to
+ * them; every commit interval consumer__txn_commit() adds, for each partition that moved, an
+ * offset marker ("<p>/@offset" = the next offset whose outputs are not committed) to
  * partition p of the state topic, sends the consumed offsets to the transaction
  * (rd_kafka_send_offsets_to_transaction, with the group's metadata, so a worker that lost its
  * partitions in a rebalance cannot commit for them) and commits. Then a new one begins.
+ *
+ * Checkpoints: a partition's state is written only every [worker] snapshot_interval_ms (and
+ * on assignment, revoke, SIGTERM, and in the transaction of a sweep that changed it): its
+ * series that changed since its last checkpoint, then a checkpoint marker "<p>/@ckpt" = the
+ * offset that state covers, before the offset marker. A series that changes with every
+ * reading is written once per interval instead of once per commit. The restore
+ * (consumer_state.c) takes the state before the last offset marker, which is the last
+ * checkpoint's, seeks to the checkpoint's offset, and processes the records from there to
+ * the offset marker again with their outputs suppressed: the engine is deterministic, so it
+ * arrives at the state the previous owner had, having emitted nothing twice. A partition that
+ * moves thus replays at most one snapshot interval of its records. The sweep is the one
+ * thing a replay cannot redo (it runs on the wall clock), hence the checkpoint in the sweep's
+ * own transaction.
  *
  * Why the marker, when the offsets are committed anyway: a restore reads the state topic and
  * must know where that state stops, so it can ignore snapshots written after the last
@@ -209,6 +222,32 @@ struct snap_ctx {
     tg_err err;
 };
 
+static bool want_partition(void *ud, int32_t partition)
+{
+    struct tg_consumer *cs = ud;
+    return partition >= 0 && partition < cs->n_slots && cs->slots[partition].ckpt_now;
+}
+
+/* The offset the outputs are committed up to: a replay does not move it back. */
+static int64_t output_offset(const struct consumer_slot *slot)
+{
+    return slot->next_offset > slot->replay_until ? slot->next_offset : slot->replay_until;
+}
+
+/* Chooses the partitions this commit checkpoints (slot->ckpt_now); true when there is one. */
+static bool choose_checkpoints(struct tg_consumer *cs, int64_t now_ms)
+{
+    bool any = false;
+    for (int32_t p = 0; p < cs->n_slots; p++) {
+        struct consumer_slot *slot = &cs->slots[p];
+        slot->ckpt_now = slot->assigned && slot->position_known && slot->state_changed &&
+                         (slot->ckpt_due || now_ms >= slot->next_ckpt_ms ||
+                          cs->snapshot_interval_ms == 0);
+        any |= slot->ckpt_now;
+    }
+    return any;
+}
+
 static void produce_snapshot(void *ud, int32_t partition, const void *key, size_t key_len,
                              const void *value, size_t value_len)
 {
@@ -223,9 +262,11 @@ static void produce_snapshot(void *ud, int32_t partition, const void *key, size_
 
 tg_err consumer__txn_commit(struct tg_consumer *cs, int timeout_ms)
 {
-    if (!cs->txn_open || !cs->txn_work)
-        return TG_OK; /* nothing produced or consumed: the empty transaction stays open */
     double t0 = mono_s();
+    bool ckpt = cs->txn_open && choose_checkpoints(cs, (int64_t)(t0 * 1000));
+    if (!cs->txn_open || (!cs->txn_work && !ckpt))
+        return TG_OK; /* nothing produced, consumed or to checkpoint: the empty transaction
+                       * stays open */
     rd_kafka_error_t *error = NULL;
     rd_kafka_topic_partition_list_t *offsets = NULL;
     if (cs->txn_failed)
@@ -238,26 +279,40 @@ tg_err consumer__txn_commit(struct tg_consumer *cs, int timeout_ms)
     }
     double t_flushed = mono_s();
     struct snap_ctx sc = {cs, TG_OK};
-    tg_engine_snapshot_dirty(cs->en, produce_snapshot, &sc);
+    if (ckpt)
+        tg_engine_snapshot_dirty_if(cs->en, want_partition, cs, produce_snapshot, &sc);
     if (sc.err != TG_OK)
         goto fail;
     offsets = rd_kafka_topic_partition_list_new(8);
-    /* A marker for every held partition whose position is known, not only those that
-     * advanced: the silence sweep changes (and snapshots) series of partitions that got no
-     * record, and a restore ignores what follows a partition's last marker. */
+    /* Markers for every held partition that advanced or is checkpointed: a restore takes
+     * the state before the last offset marker and ignores what follows it. The checkpoint
+     * marker goes first, so a visible offset marker (on a cluster without isolation) implies
+     * the checkpoint before it is complete. */
     for (int32_t p = 0; p < cs->n_slots; p++) {
         struct consumer_slot *slot = &cs->slots[p];
-        if (!slot->assigned || !slot->position_known)
+        if (!slot->assigned || !slot->position_known || (!slot->advanced && !slot->ckpt_now))
             continue;
         char key[32], value[32];
-        int klen = snprintf(key, sizeof key, "%" PRId32 CONSUMER_OFFSET_KEY, p);
-        int vlen = snprintf(value, sizeof value, "%" PRId64, slot->next_offset);
+        int klen, vlen;
+        if (slot->ckpt_now) {
+            klen = snprintf(key, sizeof key, "%" PRId32 CONSUMER_CKPT_KEY, p);
+            vlen = snprintf(value, sizeof value, "%" PRId64, slot->next_offset);
+            if (consumer__produce(cs, cs->state_topic, p, key, (size_t)klen, value,
+                                  (size_t)vlen, 0, NULL) != TG_OK)
+                goto fail;
+            cs->txn_snapshot_records++;
+            cs->txn_snapshot_bytes += (uint64_t)(klen + vlen);
+        }
+        klen = snprintf(key, sizeof key, "%" PRId32 CONSUMER_OFFSET_KEY, p);
+        vlen = snprintf(value, sizeof value, "%" PRId64, output_offset(slot));
         if (consumer__produce(cs, cs->state_topic, p, key, (size_t)klen, value, (size_t)vlen, 0,
                               NULL) != TG_OK)
             goto fail;
+        cs->txn_snapshot_records++;
+        cs->txn_snapshot_bytes += (uint64_t)(klen + vlen);
         if (slot->advanced)
             rd_kafka_topic_partition_list_add(offsets, cs->input_topic, p)->offset =
-                slot->next_offset;
+                output_offset(slot);
     }
     if (offsets->cnt > 0) {
         rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(cs->consumer);
@@ -279,8 +334,22 @@ tg_err consumer__txn_commit(struct tg_consumer *cs, int timeout_ms)
     if (error)
         goto fail;
     cs->txn_open = false;
-    for (int32_t p = 0; p < cs->n_slots; p++)
-        cs->slots[p].advanced = false;
+    int64_t now_ms = (int64_t)(mono_s() * 1000);
+    for (int32_t p = 0; p < cs->n_slots; p++) {
+        struct consumer_slot *slot = &cs->slots[p];
+        slot->advanced = false;
+        if (slot->ckpt_now) {
+            slot->ckpt_now = slot->ckpt_due = slot->state_changed = false;
+            /* On its schedule (which keeps partitions apart), unless it fell behind; an early
+             * checkpoint (assign, sweep) leaves the schedule as it was. */
+            if (now_ms >= slot->next_ckpt_ms) {
+                slot->next_ckpt_ms += cs->snapshot_interval_ms;
+                if (slot->next_ckpt_ms <= now_ms)
+                    slot->next_ckpt_ms = now_ms + cs->snapshot_interval_ms;
+            }
+            tg_counter_inc(cs->m.checkpoints);
+        }
+    }
     double t_end = mono_s();
     TG_LOG_DEBUG("txn", "committed: flush %.1f ms, %" PRIu64 " snapshots, markers and %d offsets "
                  "offsets %.1f ms, commit %.1f ms",
@@ -329,9 +398,7 @@ tg_err consumer__rewind(struct tg_consumer *cs)
                 if (parts->elems[i].err)
                     TG_LOG_ERROR("txn", "seeking %s[%" PRId32 "]: %s", cs->input_topic,
                                  parts->elems[i].partition, rd_kafka_err2str(parts->elems[i].err));
-                slot->position_known = parts->elems[i].offset >= 0;
-                slot->next_offset = slot->position_known ? parts->elems[i].offset : 0;
-                slot->advanced = false;
+                consumer__slot_start(cs, slot, parts->elems[i].offset);
             }
         }
     }

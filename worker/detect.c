@@ -23,6 +23,14 @@
  * the EWMA chart compares a fast EWMA with it, over the larger of its theoretical spread and
  * the spread it has shown (a slowly wandering sensor moves the fast EWMA by its whole wander).
  *
+ * Persistence (slow drifts): the chart's spread keeps learning while a drift grows (it must,
+ * or a wandering sensor alerts at every wander its first minutes did not show), so a drift
+ * that grows about as fast as the spread learns keeps the chart at 2 to 3.5 of its deviations
+ * for minutes and never crosses shift_threshold. A wander's excursions cross back within a
+ * minute or so. So the shift detector also counts the samples the chart has stayed beyond
+ * DRIFT_Z deviations on one side, and that run, over shift_persist_samples, is a second ratio
+ * of the same detector: a one-sided excursion of that length fires however slowly it grew.
+ *
  * Noise adaptation: a heavy-tailed series crosses ratio 1 now and then though nothing is
  * wrong. A per-series multiplier divides the ratio: each point outside an open alert with a
  * ratio just over the multiplier (1 to 2 times it) raises it by 2 %, each alert opened by a
@@ -39,6 +47,7 @@
 #include <string.h>
 
 #include "engine_internal.h"
+#include "level_window.h"
 
 #define DAY_MS INT64_C(86400000)
 #define WINSOR 4.0              /* baselines learn x clipped to mean +- WINSOR scales */
@@ -54,6 +63,7 @@
 #define CALIB_MAX 1e6             /* the noise multiplier's ceiling */
 #define EARLY_FACTOR 1.0        /* level threshold x (1 + this) at the start of warm-up */
 #define ANOMALOUS 0.5           /* ratio above which a point learns slowly */
+#define DRIFT_Z 2.0             /* chart deviations a persistent excursion stays beyond */
 
 double detect__score(double r)
 {
@@ -78,6 +88,7 @@ void detect__reset(struct series *s, const struct detect_params *dp)
     s->resolution = 0;
     s->p_change = 0;
     s->calib = 1;
+    s->drift_run = 0;
     s->last_ts = 0;
     s->last_value = 0;
     s->shift_mean = s->shift_var = s->shift_fast = s->shift_trend = s->shift_dvar = 0;
@@ -89,21 +100,6 @@ void detect__reset(struct series *s, const struct detect_params *dp)
         for (int i = 0; i < dp->seasonal_buckets; i++)
             bk[i] = (struct seasonal_bucket){.mean = 0, .var = -1};
     }
-}
-
-/* Median of v[0..n) (n >= 1), sorting v in place: insertion sort, n is at most 31. */
-static double median_inplace(double *v, int n)
-{
-    for (int i = 1; i < n; i++) {
-        double x = v[i];
-        int j = i - 1;
-        while (j >= 0 && v[j] > x) {
-            v[j + 1] = v[j];
-            j--;
-        }
-        v[j + 1] = x;
-    }
-    return (n & 1) ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 /* An exponentially weighted Welford step: mean and variance of x with weight alpha. */
@@ -129,7 +125,7 @@ static double warm_alpha(uint32_t n, double alpha)
 static void level_point(struct series *s, const struct detect_params *dp, double x, bool warm,
                         double floor, struct detect_result *res)
 {
-    double *ring = series__ring(s);
+    unsigned char *lw = series__level(s);
     int need = dp->level_window / 2 + 1;
     /* Before the warm-up ends, the level detector already judges (a spike in the first
      * seconds of a series is as real as a later one) but against a threshold raised in
@@ -138,13 +134,8 @@ static void level_point(struct series *s, const struct detect_params *dp, double
     double early = warm ? 1.0 : 1.0 + EARLY_FACTOR * (double)(dp->warmup_samples - (int)s->n) /
                                           (double)dp->warmup_samples;
     if (s->level_n >= need && s->n >= (uint32_t)need) {
-        double v[TG_ENGINE_LEVEL_WINDOW_MAX];
-        int n = s->level_n;
-        memcpy(v, ring, (size_t)n * sizeof *v);
-        double med = median_inplace(v, n);
-        for (int i = 0; i < n; i++)
-            v[i] = fabs(v[i] - med);
-        double mad = median_inplace(v, n) * 1.4826;
+        double med = level_window__median(lw, s->level_n);
+        double mad = level_window__mad_raw(lw, s->level_n, med) * 1.4826;
         /* The MAD of a short window is itself noisy (a window of 15 can give a third of the
          * true deviation), so the scale is at least most of the long-run deviation. */
         double scale = 0.8 * sqrt(s->shift_var);
@@ -155,8 +146,8 @@ static void level_point(struct series *s, const struct detect_params *dp, double
         res->ratio[DET_LEVEL] = fabs(x - med) / scale / (dp->threshold[DET_LEVEL] * early);
         res->baseline[DET_LEVEL] = med;
     }
-    ring[s->level_pos] = x;
-    s->level_pos = (uint8_t)((s->level_pos + 1) % dp->level_window);
+    level_window__push(lw, dp->level_window, s->level_n, s->level_pos, x);
+    s->level_pos = (uint8_t)(s->level_pos + 1 == dp->level_window ? 0 : s->level_pos + 1);
     if (s->level_n < dp->level_window)
         s->level_n++;
 }
@@ -192,8 +183,28 @@ static void shift_score(struct series *s, const struct detect_params *dp, double
         if (chart_sd < floor)
             chart_sd = floor;
         double base = shift_predict(s, dt_s);
-        res->ratio[DET_SHIFT] = fabs(s->shift_fast - base) / chart_sd / dp->threshold[DET_SHIFT];
+        double z = (s->shift_fast - base) / chart_sd;
+        res->ratio[DET_SHIFT] = fabs(z) / dp->threshold[DET_SHIFT];
         res->baseline[DET_SHIFT] = base;
+        /* Persistence: the run of samples beyond DRIFT_Z on one side; any sample back
+         * inside, or on the other side, starts it again. An excursion is reported once: a
+         * run during an open alert (the chart's, or its own) is spent, so a level shift that
+         * the baseline absorbs slowly does not open a second alert when its first closes. */
+        int32_t side = z >= DRIFT_Z ? 1 : z <= -DRIFT_Z ? -1 : 0;
+        if (side == 0 || (s->drift_run > 0) != (side > 0))
+            s->drift_run = side;
+        else if (s->flags & SERIES_ALERT)
+            s->drift_run = side * INT32_MAX; /* reported: spent until the chart comes back */
+        else if (s->drift_run > -INT32_MAX && s->drift_run < INT32_MAX)
+            s->drift_run += side;
+        if (dp->shift_persist_samples > 0 && s->drift_run != INT32_MAX &&
+            s->drift_run != -INT32_MAX) {
+            double persist = fabs((double)s->drift_run) / dp->shift_persist_samples;
+            if (persist > res->ratio[DET_SHIFT])
+                res->ratio[DET_SHIFT] = persist;
+        }
+    } else {
+        s->drift_run = 0;
     }
 }
 
@@ -272,18 +283,16 @@ static double rate_sd(const struct series *s, double floor, double dt_ms)
     return sd < rate_floor ? rate_floor : sd;
 }
 
-static void rate_score(struct series *s, const struct detect_params *dp, double x, double dt_ms,
-                       double floor, struct detect_result *res)
+static void rate_score(struct series *s, const struct detect_params *dp, double rate,
+                       double dt_ms, double floor, struct detect_result *res)
 {
-    double rate = rate_of(s, x, dt_ms);
     res->ratio[DET_RATE] = fabs(rate - s->rate_mean) / rate_sd(s, floor, dt_ms) / dp->threshold[DET_RATE];
     res->baseline[DET_RATE] = s->last_value;
 }
 
-static void rate_learn(struct series *s, const struct detect_params *dp, double x, double dt_ms,
-                       bool warm, double floor, double slow)
+static void rate_learn(struct series *s, const struct detect_params *dp, double rate,
+                       double dt_ms, bool warm, double floor, double slow)
 {
-    double rate = rate_of(s, x, dt_ms);
     if (warm) {
         double sd = rate_sd(s, floor, dt_ms);
         rate = clampd(rate, s->rate_mean - WINSOR * sd, s->rate_mean + WINSOR * sd);
@@ -327,8 +336,9 @@ static void seasonal_point(struct series *s, const struct detect_params *dp, int
     if (tod < 0)
         tod += DAY_MS;
     int64_t day = (ts - tod) / DAY_MS;
-    int64_t bucket_ms = DAY_MS / dp->seasonal_buckets;
-    int64_t bi = tod / bucket_ms;
+    /* In 32 bits (a day's ms fit): a 64-bit division costs several times more. */
+    int64_t bucket_ms = (int32_t)DAY_MS / (int32_t)dp->seasonal_buckets;
+    int64_t bi = (int32_t)tod / (int32_t)bucket_ms;
     struct seasonal_bucket *b = &bk[bi < dp->seasonal_buckets ? bi : dp->seasonal_buckets - 1];
     if (!(s->flags & SERIES_HAS_LAST))
         s->first_day = (int32_t)day;
@@ -389,7 +399,15 @@ static void keep_bounded(struct series *s)
 void detect__point(struct series *s, const struct detect_params *dp, int64_t ts, double x,
                    struct detect_result *res)
 {
-    memset(res, 0, sizeof *res);
+    /* Not memset, which compilers turn into rep stos here: a slow start on every point. */
+    _Static_assert(DET__COUNT % 2 == 0, "ratio and baseline are cleared in pairs");
+    for (int d = 0; d < DET__COUNT; d += 2) {
+        struct { double a, b; } zero = {0, 0};
+        memcpy(&res->ratio[d], &zero, sizeof zero);
+        memcpy(&res->baseline[d], &zero, sizeof zero);
+    }
+    res->scored = false;
+    res->r = res->score = 0;
     res->dominant = DET_LEVEL;
     if (!(s->flags & SERIES_HAS_LAST)) {
         /* First sample: every baseline starts at it. */
@@ -425,6 +443,7 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
         s->stuck_run = 0;
         s->stuck_ref = x;
         s->last_value = x;
+        s->drift_run = 0;
     }
     double floor = dp->min_scale;
     if (s->resolution > floor)
@@ -442,8 +461,11 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
     double dt_s = dt / 1000.0;
     shift_score(s, dp, x, dt_s, warm, floor, res);
     bool rate_warm = warm && s->n > 1;
+    /* The rate of this sample, for scoring and learning alike (both see the same last
+     * value and period). */
+    double rate = dp->on[DET_RATE] ? rate_of(s, x, dt) : 0;
     if (dp->on[DET_RATE] && rate_warm)
-        rate_score(s, dp, x, dt, floor, res);
+        rate_score(s, dp, rate, dt, floor, res);
     if (dp->on[DET_STUCK])
         stuck_point(s, dp, x, res);
     if (dp->on[DET_SEASONAL])
@@ -462,7 +484,7 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
     double slow = r >= ANOMALOUS ? 0.1 : 1.0;
     shift_learn(s, dp, x, dt_s, warm, floor, slow); /* its mean and variance serve level too */
     if (dp->on[DET_RATE])
-        rate_learn(s, dp, x, dt, rate_warm, floor, slow);
+        rate_learn(s, dp, rate, dt, rate_warm, floor, slow);
     if (dp->noise_adapt && warm) {
         double m = s->calib < 1 ? 1.0 : s->calib;
         double rel = r / m;

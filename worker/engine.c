@@ -297,17 +297,31 @@ tg_err tg_engine_process(struct tg_engine *en, int32_t partition, const struct t
     if (rd->n_metrics == 0)
         return TG_ERR_MISSING_FIELD;
     int64_t ts = rd->ts_ms;
+    size_t dev_len = strlen(rd->device);
+    uint32_t dev_hash = series_table__hash_device(rd->device, dev_len);
+    /* Hash every metric first and prefetch in two stages, so that the cache misses of a
+     * reading's series (one each, in a table larger than the cache) overlap with each other
+     * and with the checks and the watermark's work below. */
+    enum { BATCH = 16 };
+    uint32_t hashes[BATCH];
+    size_t metric_lens[BATCH];
+    size_t batch = rd->n_metrics < BATCH ? rd->n_metrics : BATCH;
+    for (size_t i = 0; i < batch; i++) {
+        metric_lens[i] = strlen(rd->metrics[i].name);
+        hashes[i] = series_table__hash_metric(dev_hash, partition, rd->metrics[i].name,
+                                              metric_lens[i]);
+        series_table__prefetch_slot(en->st, hashes[i]);
+    }
     /* Window and alert arithmetic adds windows and periods to event times: keep them far
      * from overflow (2^53 ms is 285,000 years; the gateway's clock check is much tighter). */
     if (ts > TS_LIMIT || ts < -TS_LIMIT)
         return TG_ERR_OUT_OF_RANGE;
     /* Only what a snapshot key can carry and restore reads back: a valid device id and
      * metric names of 1..METRIC_NAME_MAX bytes (the gateway's limit is far lower). */
-    size_t dev_len = strlen(rd->device);
     if (!tg_device_id_valid(rd->device, dev_len))
         return TG_ERR_BAD_NAME;
     for (size_t i = 0; i < rd->n_metrics; i++) {
-        size_t len = strlen(rd->metrics[i].name);
+        size_t len = i < batch ? metric_lens[i] : strlen(rd->metrics[i].name);
         if (len == 0 || len > METRIC_NAME_MAX)
             return TG_ERR_BAD_NAME;
         /* Squares of values and their differences must stay finite in the detectors. */
@@ -325,19 +339,6 @@ tg_err tg_engine_process(struct tg_engine *en, int32_t partition, const struct t
         if (had && en->ec->series_idle_ms > 0 &&
             engine__floor_div(wm, EVICT_CHECK_MS) != engine__floor_div(old_wm, EVICT_CHECK_MS))
             engine__evict_idle(en, partition, wm);
-    }
-    uint32_t dev_hash = series_table__hash_device(rd->device, dev_len);
-    /* Hash every metric first and prefetch in two stages, so that the cache misses of a
-     * reading's series (one each, in a table larger than the cache) overlap. */
-    enum { BATCH = 16 };
-    uint32_t hashes[BATCH];
-    size_t metric_lens[BATCH];
-    size_t batch = rd->n_metrics < BATCH ? rd->n_metrics : BATCH;
-    for (size_t i = 0; i < batch; i++) {
-        metric_lens[i] = strlen(rd->metrics[i].name);
-        hashes[i] = series_table__hash_metric(dev_hash, partition, rd->metrics[i].name,
-                                              metric_lens[i]);
-        series_table__prefetch_slot(en->st, hashes[i]);
     }
     for (size_t i = 0; i < batch; i++)
         series_table__prefetch_series(en->st, hashes[i]);
@@ -382,6 +383,8 @@ tg_err tg_engine_process(struct tg_engine *en, int32_t partition, const struct t
 struct sweep_ctx {
     struct tg_engine *en;
     int64_t now_ms;
+    const int64_t *clocks; /* per partition, or NULL: now_ms for all */
+    size_t n_clocks;
     struct series **v;
     size_t n, cap;
 };
@@ -390,16 +393,23 @@ static void sweep_one(void *ud, struct series *s)
 {
     struct sweep_ctx *sc = ud;
     const struct detect_params *dp = engine__params(sc->en->ec, s->rule);
-    /* Quiet time is measured on the wall clock from when the sweep last saw the series
-     * move, not as now - last_ts: a device whose clock is minutes behind (the gateway lets
-     * some skew through) would otherwise look silent after every reading. */
+    int64_t now = sc->now_ms;
+    if (sc->clocks) {
+        if (s->partition < 0 || (size_t)s->partition >= sc->n_clocks ||
+            sc->clocks[s->partition] <= 0)
+            return; /* not judged now: its quiet time neither starts nor grows */
+        now = sc->clocks[s->partition];
+    }
+    /* Quiet time is measured on the wall clock (or the partition's clock) from when the sweep
+     * last saw the series move, not as now - last_ts: a device whose clock is minutes behind
+     * (the gateway lets some skew through) would otherwise look silent after every reading. */
     if (s->last_ts != s->sweep_seen_ts || s->sweep_seen_wall == 0) {
         s->sweep_seen_ts = s->last_ts;
-        s->sweep_seen_wall = sc->now_ms;
+        s->sweep_seen_wall = now;
         return;
     }
     if ((s->flags & SERIES_SILENCE) || !silence_ready(s, dp) ||
-        (double)(sc->now_ms - s->sweep_seen_wall) <= dp->silence_factor * s->period_ms)
+        (double)(now - s->sweep_seen_wall) <= dp->silence_factor * s->period_ms)
         return;
     if (sc->n == sc->cap) {
         size_t cap = sc->cap ? sc->cap * 2 : 64;
@@ -422,7 +432,12 @@ static int sweep_cmp(const void *a, const void *b, void *arg)
 
 void tg_engine_sweep(struct tg_engine *en, int64_t now_ms)
 {
-    struct sweep_ctx sc = {.en = en, .now_ms = now_ms};
+    tg_engine_sweep_clocks(en, NULL, 0, now_ms);
+}
+
+void tg_engine_sweep_clocks(struct tg_engine *en, const int64_t *clocks, size_t n, int64_t now_ms)
+{
+    struct sweep_ctx sc = {.en = en, .now_ms = now_ms, .clocks = clocks, .n_clocks = n};
     series_table__foreach(en->st, sweep_one, &sc);
     /* Slot order differs between engines with the same state; emit in key order. */
     if (sc.n)

@@ -156,6 +156,12 @@ tg_err tg_engine_process(struct tg_engine *en, int32_t partition, const struct t
  * whose clocks are off are judged fairly; the alerts' ids and times are event times. */
 void tg_engine_sweep(struct tg_engine *en, int64_t now_ms);
 
+/* The same with one clock per partition (ms, clocks[p] for partition p, n of them; NULL:
+ * now_ms for all): the worker passes a clock that stops while a partition is stalled (no
+ * records arrive, or the worker is behind on it), so a stall upstream is not silence of every
+ * device. A partition whose clock is <= 0, or beyond n, is not swept this time. */
+void tg_engine_sweep_clocks(struct tg_engine *en, const int64_t *clocks, size_t n, int64_t now_ms);
+
 /* Hands every (key, value) pair whose state changed since the previous call (or since
  * restore) to fn, partition state included, tombstones for evicted series, then forgets that
  * they changed. The worker calls it right before committing a transaction and produces the
@@ -163,6 +169,14 @@ void tg_engine_sweep(struct tg_engine *en, int64_t now_ms);
 typedef void (*tg_engine_snapshot_fn)(void *ud, int32_t partition, const void *key,
                                       size_t key_len, const void *value, size_t value_len);
 void tg_engine_snapshot_dirty(struct tg_engine *en, tg_engine_snapshot_fn fn, void *ud);
+
+/* The same for the partitions want(want_ud, partition) chooses (all when want is NULL); the
+ * others' changes stay pending for a later call. The worker snapshots a partition only at
+ * its checkpoints, so between two of them a series is written once however often it
+ * changed. */
+typedef bool (*tg_engine_partition_pred)(void *ud, int32_t partition);
+void tg_engine_snapshot_dirty_if(struct tg_engine *en, tg_engine_partition_pred want,
+                                 void *want_ud, tg_engine_snapshot_fn fn, void *ud);
 
 /* Emits, for every tracked partition, the windows that are still open, as if the watermark
  * had passed them: for replay's end of input only (the streaming worker never flushes). */

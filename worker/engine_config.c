@@ -34,6 +34,9 @@
                "weight of a new sample in the fast EWMA compared with the baseline, (0, 1]"),    \
     TG_CFG_STR(sec, "shift_threshold", "5",                                                       \
                "EWMA chart limit, in standard deviations of the EWMA, at which it fires"),       \
+    TG_CFG_INT(sec, "shift_persist_samples", "180", 0, 1000000,                                  \
+               "samples the shift chart stays beyond 2 of its deviations on one side before it "\
+               "fires whatever its threshold (slow drifts; 0: off)"),                             \
     TG_CFG_BOOL(sec, "rate", "true", "rate-of-change detector on or off"),                        \
     TG_CFG_STR(sec, "rate_threshold", "7",                                                        \
                "z of the rate of change per second at which the rate detector fires"),           \
@@ -64,7 +67,7 @@
     TG_CFG_BOOL(sec, "noise_adapt", "true",                                                       \
                 "raise a series' threshold while small exceedances are frequent (noisy series)")
 
-#define DETECT_NKEYS 23
+#define DETECT_NKEYS 24
 
 #define RULE_KEYS(sec)                                                                            \
     TG_CFG_STR(sec, "match", "",                                                                  \
@@ -182,6 +185,8 @@ static void read_params(struct builder *b, const char *rule_sec, struct detect_p
     dp->shift_alpha = get_num(b, SEC("shift_alpha"), "shift_alpha", 0, true, 1);
     dp->shift_lambda = get_num(b, SEC("shift_lambda"), "shift_lambda", 0, true, 1);
     dp->threshold[DET_SHIFT] = get_num(b, SEC("shift_threshold"), "shift_threshold", 0.5, false, 1e6);
+    dp->shift_persist_samples =
+        (int)tg_config_get_int(cfg, SEC("shift_persist_samples"), "shift_persist_samples");
     dp->threshold[DET_RATE] = get_num(b, SEC("rate_threshold"), "rate_threshold", 0.5, false, 1e6);
     dp->stuck_samples = (int)tg_config_get_int(cfg, SEC("stuck_samples"), "stuck_samples");
     dp->stuck_tolerance = get_num(b, SEC("stuck_tolerance"), "stuck_tolerance", 0, false, 1e300);
@@ -199,7 +204,7 @@ static void read_params(struct builder *b, const char *rule_sec, struct detect_p
     dp->gap_reset_ms = tg_config_get_ms(cfg, SEC("gap_reset_ms"), "gap_reset_ms");
     dp->noise_adapt = tg_config_get_bool(cfg, SEC("noise_adapt"), "noise_adapt");
 #undef SEC
-    dp->ring_bytes = dp->on[DET_LEVEL] ? (size_t)dp->level_window * sizeof(double) : 0;
+    dp->ring_bytes = dp->on[DET_LEVEL] ? level_window__bytes(dp->level_window) : 0;
     dp->seasonal_bytes =
         dp->on[DET_SEASONAL] ? (size_t)dp->seasonal_buckets * sizeof(struct seasonal_bucket) : 0;
 }

@@ -36,6 +36,7 @@ struct detect_params {
     int level_window;             /* samples in the rolling median window */
     double shift_alpha;           /* weight of a new sample in the slow mean/variance */
     double shift_lambda;          /* weight of a new sample in the fast EWMA */
+    int shift_persist_samples;    /* chart beyond DRIFT_Z this long on one side fires; 0: off */
     int stuck_samples;            /* N: samples within tolerance that make a flatline */
     double stuck_tolerance;       /* absolute: |x - start of run| <= this counts as the same */
     double silence_factor;        /* k: silent when quiet for k usual periods */
@@ -128,6 +129,7 @@ struct series {
     float resolution;    /* smallest non-zero step seen: the sensor's quantum */
     float p_change;      /* EW fraction of samples that differ from the run's start */
     float calib;         /* noise adaptation: threshold multiplier >= 1 */
+    int32_t drift_run;   /* samples the shift chart has stayed beyond DRIFT_Z (sign: side) */
     int64_t last_ts;
     double last_value;
     double shift_mean, shift_var, shift_fast, shift_trend; /* trend: units per second */
@@ -141,8 +143,8 @@ struct series {
     int64_t sweep_seen_ts, sweep_seen_wall;
     struct series_window win[TG_ENGINE_SERIES_WINDOWS];
     /* Tail: "<device>\0<metric>\0" padded to 8 bytes first (a lookup compares it, so it
-     * sits next to the fields scoring reads), then the level ring (double x level_window)
-     * and the seasonal buckets when the rule has those detectors on. */
+     * sits next to the fields scoring reads), then the level window (level_window.c:
+     * level_window__bytes) and the seasonal buckets when the rule has those detectors on. */
     _Alignas(8) unsigned char tail[];
 };
 
@@ -160,9 +162,10 @@ static inline const char *series__metric(const struct series *s, const struct de
     (void)dp;
     return (const char *)s->tail + s->dev_len + 1;
 }
-static inline double *series__ring(struct series *s)
+/* The level detector's window (level_window.c), right after the key. */
+static inline unsigned char *series__level(struct series *s)
 {
-    return (double *)(void *)(s->tail + series__key_bytes(s->dev_len, s->metric_len));
+    return s->tail + series__key_bytes(s->dev_len, s->metric_len);
 }
 static inline struct seasonal_bucket *series__buckets(struct series *s,
                                                       const struct detect_params *dp)
@@ -171,6 +174,17 @@ static inline struct seasonal_bucket *series__buckets(struct series *s,
                                               series__key_bytes(s->dev_len, s->metric_len) +
                                               dp->ring_bytes);
 }
+
+/* ---- the level detector's rolling window: level_window.c ---------------------------------
+ * The last `window` values of a series in sorted order, each tagged with its ring slot, in
+ * level_window__bytes(window) bytes of the series' tail. n is the series' level_n (values
+ * held), pos its level_pos (the slot the next value takes; while n < window, pos == n). */
+size_t level_window__bytes(int window);
+/* level_window__push, __median, __mad_raw: inline, in level_window.h. */
+/* The values by ring slot: ring[0 .. n) (what snapshots carry). */
+void level_window__ring(const unsigned char *lw, int window, int n, double *ring);
+/* Builds the window from ring[0 .. n), slots 0 .. n-1 (a decoded snapshot). */
+void level_window__load(unsigned char *lw, int window, const double *ring, int n);
 
 /* Bytes of a series with this rule and key. */
 size_t series__size(const struct detect_params *dp, size_t dev_len, size_t metric_len);

@@ -120,26 +120,44 @@ void engine__evict_idle(struct tg_engine *en, int32_t partition, int64_t waterma
 
 void tg_engine_snapshot_dirty(struct tg_engine *en, tg_engine_snapshot_fn fn, void *ud)
 {
+    tg_engine_snapshot_dirty_if(en, NULL, NULL, fn, ud);
+}
+
+/* Partitions not chosen keep their place on the dirty list and their tombstones, in order, so
+ * a later call still hands over everything that changed since their last snapshot. */
+void tg_engine_snapshot_dirty_if(struct tg_engine *en, tg_engine_partition_pred want,
+                                 void *want_ud, tg_engine_snapshot_fn fn, void *ud)
+{
     unsigned char buf[TG_ENGINE_SNAPSHOT_MAX];
     char key[32 + TG_DEVICE_ID_MAX + 1];
     for (size_t p = 0; p < en->n_parts; p++) {
         struct partition_state *ps = &en->parts[p];
-        if (!ps->tracked || !ps->dirty)
+        if (!ps->tracked || !ps->dirty || (want && !want(want_ud, (int32_t)p)))
             continue;
         int kn = snprintf(key, sizeof key, "%zu/", p);
         size_t len = snapshot__encode_partition(ps->max_ts, ps->has_max, buf);
         fn(ud, (int32_t)p, key, (size_t)kn, buf, len);
         ps->dirty = false;
     }
+    size_t kept = 0;
     for (size_t i = 0; i < en->n_tombs; i++) {
         struct tombstone *t = &en->tombs[i];
+        if (want && !want(want_ud, t->partition)) {
+            en->tombs[kept++] = *t;
+            continue;
+        }
         fn(ud, t->partition, t->key, t->len, NULL, 0);
         free(t->key);
     }
-    en->n_tombs = 0;
+    en->n_tombs = kept;
     struct jbuf kb = {0};
+    kept = 0;
     for (size_t i = 0; i < en->n_dirty; i++) {
         struct series *s = en->dirty[i];
+        if (want && !want(want_ud, s->partition)) {
+            en->dirty[kept++] = s;
+            continue;
+        }
         const struct detect_params *dp = engine__params(en->ec, s->rule);
         jbuf__reset(&kb);
         char pfx[16];
@@ -155,7 +173,7 @@ void tg_engine_snapshot_dirty(struct tg_engine *en, tg_engine_snapshot_fn fn, vo
         fn(ud, s->partition, kb.data, kb.len, buf, len);
     }
     jbuf__free(&kb);
-    en->n_dirty = 0;
+    en->n_dirty = kept;
 }
 
 tg_err tg_engine_restore(struct tg_engine *en, const void *key, size_t key_len,

@@ -20,7 +20,6 @@
  * second signal comes.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
 #include <signal.h>
@@ -32,6 +31,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "config_cli.h"
 #include "consumer.h"
 #include "engine.h"
 #include "log.h"
@@ -103,20 +103,6 @@ static void *signal_thread(void *arg)
 static bool health_check(void *ud, char *reason, size_t len)
 {
     return tg_consumer_healthy(ud, reason, len);
-}
-
-static int setup_logging(const struct tg_config *cfg)
-{
-    tg_log_level level;
-    if (tg_log_level_parse(tg_config_get_str(cfg, "log", "level"), &level) == TG_OK)
-        tg_log_set_level(level);
-    const char *debug = tg_config_get_str(cfg, "log", "debug");
-    if (*debug && tg_log_enable_debug(debug) != TG_OK) {
-        fprintf(stderr, "tidegate-worker: %s: [log] debug: cannot enable \"%s\"\n",
-                tg_config_origin(cfg, "log", "debug"), debug);
-        return -1;
-    }
-    return 0;
 }
 
 static int run(const struct tg_config *cfg, const struct tg_engine_config *ec,
@@ -196,66 +182,33 @@ int main(int argc, char **argv)
         return tg_worker_replay_run(argc - 1, argv + 1, schema, n, stdout, stderr);
     }
 
-    static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"board", required_argument, NULL, 'b'},
-        {"set", required_argument, NULL, 's'},
-        {"check-config", no_argument, NULL, 'C'},
-        {"version", no_argument, NULL, 'V'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *config_path = NULL, *board_path = NULL;
-    bool check = false;
     struct tg_engine_config *ec = NULL;
     struct tg_config *cfg = tg_worker_config_new();
-    if (!cfg) {
-        fprintf(stderr, "tidegate-worker: out of memory\n");
-        return EXIT_FAILURE;
-    }
+    struct tg_config_cli *cli = tg_config_cli_new("tidegate-worker", TG_CONFIG_CLI_BOARD, argc);
     int status = EXIT_CONFIG;
-    int opt;
-    const char **sets = calloc((size_t)argc, sizeof *sets);
-    size_t n_sets = 0;
-    if (!sets)
+    if (!cfg || !cli) {
+        fprintf(stderr, "tidegate-worker: out of memory\n");
+        status = EXIT_FAILURE;
         goto out;
-    while ((opt = getopt_long(argc, argv, "c:b:s:h", longopts, NULL)) != -1) {
-        switch (opt) {
-        case 'c': config_path = optarg; break;
-        case 'b': board_path = optarg; break;
-        case 's': sets[n_sets++] = optarg; break;
-        case 'C': check = true; break;
-        case 'V':
-            printf("tidegate-worker %s\nlibrdkafka %s\n", TG_VERSION, rd_kafka_version_str());
-            status = EXIT_SUCCESS;
-            goto out;
-        case 'h':
-            usage(stdout);
-            status = EXIT_SUCCESS;
-            goto out;
-        default:
-            usage(stderr);
-            status = EXIT_USAGE;
-            goto out;
-        }
     }
-    if (optind < argc || !config_path) {
-        if (optind < argc)
-            fprintf(stderr, "tidegate-worker: unexpected argument \"%s\"\n", argv[optind]);
-        else
-            fprintf(stderr, "tidegate-worker: -c FILE is required\n");
+    switch (tg_config_cli_parse(cli, argc, argv)) {
+    case TG_CONFIG_CLI_RUN: break;
+    case TG_CONFIG_CLI_VERSION:
+        printf("tidegate-worker %s\nlibrdkafka %s\n", TG_VERSION, rd_kafka_version_str());
+        status = EXIT_SUCCESS;
+        goto out;
+    case TG_CONFIG_CLI_HELP:
+        usage(stdout);
+        status = EXIT_SUCCESS;
+        goto out;
+    case TG_CONFIG_CLI_USAGE:
         usage(stderr);
         status = EXIT_USAGE;
         goto out;
     }
-    if (board_path && tg_config_load_file(cfg, TG_CONFIG_BOARD, board_path) != TG_OK)
-        goto config_error;
-    if (tg_config_load_file(cfg, TG_CONFIG_FILE, config_path) != TG_OK)
-        goto config_error;
-    for (size_t i = 0; i < n_sets; i++)
-        if (tg_config_set(cfg, sets[i]) != TG_OK)
-            goto config_error;
-    if (setup_logging(cfg) != 0)
+    if (tg_config_cli_load(cli, cfg, NULL) != TG_OK)
+        goto out;
+    if (tg_config_cli_setup_logging(cli, cfg) != 0)
         goto out;
     char err[2048], instance_id[72] = "";
     if (tg_worker_config_check(cfg, instance_id, sizeof instance_id, err, sizeof err) != TG_OK) {
@@ -267,27 +220,13 @@ int main(int argc, char **argv)
                 *err ? err : "out of memory");
         goto out;
     }
-    if (check) {
-        if (tg_config_dump_redacted(cfg, stdout) != TG_OK || fflush(stdout) != 0) {
-            fprintf(stderr, "tidegate-worker: cannot write the configuration: %s\n",
-                    strerror(errno));
-            status = EXIT_FAILURE;
-            goto out;
-        }
-        status = EXIT_SUCCESS;
+    if (tg_config_cli_checking(cli)) {
+        status = tg_config_cli_dumped(cli, tg_config_dump_redacted(cfg, stdout));
         goto out;
     }
     status = run(cfg, ec, instance_id);
-    goto out;
-config_error:
-    {
-        const char *e = tg_config_error(cfg);
-        size_t n = strlen(e);
-        fprintf(stderr, "tidegate-worker: configuration error:\n%s%s", e,
-                n && e[n - 1] == '\n' ? "" : "\n");
-    }
 out:
-    free(sets);
+    tg_config_cli_destroy(cli);
     tg_engine_config_destroy(ec);
     tg_config_destroy(cfg);
     return status;

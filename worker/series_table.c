@@ -12,9 +12,12 @@
 #include "engine_internal.h"
 #include "util.h"
 
+/* 16 bytes: the hash rejects most other keys, and the series' size in cache lines lets a
+ * lookup prefetch the series from the slot alone (no dependent load on the series). */
 struct slot {
     struct series *s;
     uint32_t hash;
+    uint32_t lines;
 };
 
 struct series_table {
@@ -47,26 +50,60 @@ void series_table__destroy(struct series_table *st)
     free(st);
 }
 
+/* Hashing reads eight bytes at a time (a byte-at-a-time FNV took as long as a detector):
+ * whole words, then the last eight bytes again (overlapping) for a tail; the length is mixed
+ * in so that ("ab", "c") and ("a", "bc") differ. The values are never stored outside the
+ * table (snapshots are keyed by name), so the function may change between versions and
+ * differ between byte orders. */
+#define HASH_K UINT64_C(0x9e3779b97f4a7c15)
+
+static uint64_t word_at(const char *p)
+{
+    uint64_t w;
+    memcpy(&w, p, sizeof w);
+    return w;
+}
+
+static uint64_t hash_bytes(uint64_t h, const char *p, size_t n)
+{
+    h = (h ^ n) * HASH_K;
+    if (n >= 8) {
+        size_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            h = (h ^ word_at(p + i)) * HASH_K;
+            h ^= h >> 29;
+        }
+        if (i < n) {
+            h = (h ^ word_at(p + n - 8)) * HASH_K;
+            h ^= h >> 29;
+        }
+        return h;
+    }
+    uint64_t w = 0;
+    for (size_t i = 0; i < n; i++)
+        w |= (uint64_t)(unsigned char)p[i] << (8 * i);
+    h = (h ^ w) * HASH_K;
+    return h ^ (h >> 29);
+}
+
 uint32_t series_table__hash_device(const char *device, size_t dev_len)
 {
-    /* FNV-1a over device and a separator; the metric and the partition follow. */
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < dev_len; i++)
-        h = (h ^ (unsigned char)device[i]) * 16777619u;
-    return (h ^ 0xffu) * 16777619u;
+    uint64_t h = hash_bytes(UINT64_C(0xcbf29ce484222325), device, dev_len);
+    return (uint32_t)(h >> 32) ^ (uint32_t)h;
 }
 
 uint32_t series_table__hash_metric(uint32_t device_hash, int32_t partition, const char *metric,
                                    size_t metric_len)
 {
-    uint32_t h = device_hash;
-    for (size_t i = 0; i < metric_len; i++)
-        h = (h ^ (unsigned char)metric[i]) * 16777619u;
-    h ^= (uint32_t)partition * 0x9e3779b1u;
-    h ^= h >> 15;
-    h *= 0x2c1b3c6du;
-    h ^= h >> 12;
-    return h;
+    uint64_t h = hash_bytes(((uint64_t)(uint32_t)partition << 32) | device_hash, metric,
+                            metric_len);
+    /* murmur3's finalizer: every input bit reaches the low bits that pick the slot */
+    h ^= h >> 33;
+    h *= UINT64_C(0xff51afd7ed558ccd);
+    h ^= h >> 33;
+    h *= UINT64_C(0xc4ceb9fe1a85ec53);
+    h ^= h >> 33;
+    return (uint32_t)h;
 }
 
 uint32_t series_table__hash(int32_t partition, const char *device, size_t dev_len,
@@ -102,9 +139,10 @@ void series_table__prefetch_slot(const struct series_table *st, uint32_t hash)
 void series_table__prefetch_series(const struct series_table *st, uint32_t hash)
 {
     const struct slot *sl = &st->slots[hash & st->mask];
-    if (sl->s && sl->hash == hash) {
-        /* The whole series: scoring reads its header, key, ring and one seasonal bucket. */
-        for (unsigned i = 0; i < sl->s->lines; i++)
+    if (sl->hash == hash) {
+        /* The whole series: scoring reads its header, key, window and one seasonal bucket.
+         * (An empty slot has lines 0.) */
+        for (unsigned i = 0; i < sl->lines; i++)
             __builtin_prefetch((const char *)sl->s + 64 * i);
     }
 }
@@ -114,7 +152,7 @@ static void place(struct slot *slots, uint32_t mask, struct series *s)
     uint32_t i = s->hash & mask;
     while (slots[i].s)
         i = (i + 1) & mask;
-    slots[i] = (struct slot){s, s->hash};
+    slots[i] = (struct slot){s, s->hash, s->lines};
 }
 
 static tg_err resize(struct series_table *st, uint32_t capacity)
@@ -179,7 +217,7 @@ static void shift_back(struct series_table *st, uint32_t hole)
         st->slots[hole] = st->slots[j];
         hole = j;
     }
-    st->slots[hole].s = NULL;
+    st->slots[hole] = (struct slot){0};
 }
 
 void series_table__remove_if(struct series_table *st, bool (*pred)(void *ud, struct series *s),

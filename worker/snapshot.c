@@ -8,24 +8,27 @@
  * rule gave the series (which detectors, ring length, buckets), and a snapshot written under
  * another layout is refused (the series starts cold) rather than misread.
  *
- * Series value, version 1:
+ * Series value, version 2 (version 1 lacked drift_run; it is refused, the series starts
+ * cold):
  *   u8 version, u8 detectors bitmask, u8 level_window, u8 seasonal_buckets,
  *   u8 flags (has_last, alert, silence), u8 alert_kind, u8 level_n, u8 level_pos,
  *   u32 n, stuck_run, quiet, first_day; f32 period_ms, resolution, p_change, calib;
  *   i64 last_ts; f64 last_value, shift_mean, shift_var, shift_fast, shift_trend, shift_dvar,
  *   rate_mean, rate_var,
  *   stuck_ref; i64 alert_start, alert_last_over, alert_last_emit, silence_start;
+ *   i32 drift_run;
  *   u8 open windows, each: i64 start, last_ts; f64 min, max, sum, last; u32 count;
  *   level ring: level_n x f64 (when the level detector is on);
  *   seasonal: seasonal_buckets x (f32 mean, var) (when on).
- * Partition value, version 1: u8 version, u8 has_max, i64 max_ts.
+ * Partition value, version PARTITION_VERSION (1): u8 version, u8 has_max, i64 max_ts.
  */
 #include <float.h>
 #include <string.h>
 
 #include "engine_internal.h"
 
-#define SNAPSHOT_VERSION 1
+#define SNAPSHOT_VERSION 2
+#define PARTITION_VERSION 1 /* the partition value did not change with the series' version 2 */
 #define KEEP_FLAGS (SERIES_HAS_LAST | SERIES_ALERT | SERIES_SILENCE)
 
 struct wr {
@@ -149,7 +152,8 @@ static bool plausible(struct series *s, const struct detect_params *dp)
         !time_ok(s->alert_last_emit) || !time_ok(s->silence_start))
         return false;
     if (!finite_in(s->period_ms, 0, PERIOD_LIMIT) || !finite_in(s->resolution, 0, FLT_MAX) ||
-        !finite_in(s->p_change, 0, 1) || !finite_in(s->calib, 0, 1e6))
+        !finite_in(s->p_change, 0, 1) || !finite_in(s->calib, 0, 1e6) ||
+        s->drift_run == INT32_MIN)
         return false;
     double vals[] = {s->last_value, s->shift_mean, s->shift_fast, s->stuck_ref};
     for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
@@ -167,8 +171,8 @@ static bool plausible(struct series *s, const struct detect_params *dp)
             return false;
     }
     if (dp->on[DET_LEVEL]) {
-        const double *ring = series__ring(s);
-        for (int i = 0; i < s->level_n; i++)
+        const double *ring = (const double *)(const void *)series__level((struct series *)s);
+        for (int i = 0; i < s->level_n; i++) /* sorted, not by slot: the same values */
             if (!finite_in(ring[i], -val, val))
                 return false;
     }
@@ -216,6 +220,7 @@ size_t snapshot__encode_series(const struct series *s, const struct detect_param
     put_i64(&w, s->alert_last_over);
     put_i64(&w, s->alert_last_emit);
     put_i64(&w, s->silence_start);
+    put_u32(&w, (uint32_t)s->drift_run);
     unsigned nwin = 0;
     for (int k = 0; k < TG_ENGINE_SERIES_WINDOWS; k++)
         nwin += s->win[k].count != 0;
@@ -233,7 +238,9 @@ size_t snapshot__encode_series(const struct series *s, const struct detect_param
         put_u32(&w, sw->count);
     }
     if (dp->on[DET_LEVEL]) {
-        const double *ring = series__ring((struct series *)s);
+        double ring[TG_ENGINE_LEVEL_WINDOW_MAX];
+        level_window__ring(series__level((struct series *)s), dp->level_window, s->level_n,
+                           ring);
         for (int i = 0; i < s->level_n; i++)
             put_f64(&w, ring[i]);
     }
@@ -259,6 +266,8 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
     unsigned level_n = get_u8(&r), level_pos = get_u8(&r);
     if ((flags & ~(unsigned)KEEP_FLAGS) || kind >= DET__COUNT ||
         level_n > (unsigned)dp->level_window || level_pos >= (unsigned)dp->level_window ||
+        /* a window not yet full fills its slots in order (level_window.c relies on it) */
+        (level_n < (unsigned)dp->level_window && level_pos != level_n) ||
         (!dp->on[DET_LEVEL] && level_n))
         return TG_ERR_MALFORMED;
     s->flags = (uint8_t)flags;
@@ -287,6 +296,7 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
     s->alert_last_over = get_i64(&r);
     s->alert_last_emit = get_i64(&r);
     s->silence_start = get_i64(&r);
+    s->drift_run = (int32_t)get_u32(&r);
     unsigned nwin = get_u8(&r);
     if (nwin > TG_ENGINE_SERIES_WINDOWS)
         return TG_ERR_MALFORMED;
@@ -304,9 +314,10 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
             return TG_ERR_MALFORMED;
     }
     if (dp->on[DET_LEVEL]) {
-        double *ring = series__ring(s);
+        double ring[TG_ENGINE_LEVEL_WINDOW_MAX];
         for (unsigned i = 0; i < level_n; i++)
             ring[i] = get_f64(&r);
+        level_window__load(series__level(s), dp->level_window, ring, (int)level_n);
     }
     if (dp->on[DET_SEASONAL]) {
         struct seasonal_bucket *bk = series__buckets(s, dp);
@@ -323,7 +334,7 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
 size_t snapshot__encode_partition(int64_t max_ts, bool has_max, unsigned char *buf)
 {
     struct wr w = {buf};
-    put_u8(&w, SNAPSHOT_VERSION);
+    put_u8(&w, PARTITION_VERSION);
     put_u8(&w, has_max ? 1 : 0);
     put_i64(&w, max_ts);
     return (size_t)(w.p - buf);
@@ -335,7 +346,7 @@ tg_err snapshot__decode_partition(const unsigned char *value, size_t len, int64_
     struct rd r = {value, value + len, false};
     unsigned version = get_u8(&r), hm = get_u8(&r);
     int64_t m = get_i64(&r);
-    if (r.bad || r.p != r.end || version != SNAPSHOT_VERSION || hm > 1 || !time_ok(m))
+    if (r.bad || r.p != r.end || version != PARTITION_VERSION || hm > 1 || !time_ok(m))
         return TG_ERR_MALFORMED;
     *max_ts = m;
     *has_max = hm == 1;

@@ -30,6 +30,15 @@ static const struct tg_config_key worker_schema[] = {
               "may take"),
     TG_CFG_MS("worker", "sweep_interval_ms", "1000", 10, 60000,
               "how often (ms, wall clock) series are swept for silence"),
+    TG_CFG_MS("worker", "snapshot_interval_ms", "10000", 0, 3600000,
+              "how often (ms) a partition's changed series are written to the state topic (a "
+              "checkpoint; also on revoke and on SIGTERM); a partition that moves replays the "
+              "records since its last checkpoint with their outputs suppressed. 0: every "
+              "transaction"),
+    TG_CFG_MS("worker", "stall_after_ms", "2000", 100, 600000,
+              "a partition with no record for this long (ms) is stalled: its devices' quiet "
+              "time stops until records flow again, so an upstream outage is not silence; keep "
+              "it below (silence_factor - 1) x the shortest device period"),
     /* [log] */
     TG_CFG_ENUM("log", "level", "info", tg_log_level_choices,
                 "least severe level written to stderr"),

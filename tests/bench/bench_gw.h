@@ -6,6 +6,7 @@
  *   bench_gw_proc.c   what the bench reads about other processes: /proc/<pid>/stat, status
  *                     and io, and the gateway's /metrics over HTTP
  *   bench_gw_kafka.c  the end-to-end latency as a Kafka consumer sees it
+ * and the passes that use them are declared in bench_gw_run.h.
  *
  * Everything here is single-threaded unless it says otherwise (the consumer has its own
  * thread). Symbols carry the prefix bgw_ (bench gateway).
@@ -59,6 +60,16 @@ void bgw_proc_sample(pid_t pid, struct bgw_proc_sample *out);
 long bgw_proc_status_kb(pid_t pid, const char *field);
 
 /* ------------------------------------------------------------------------------------------
+ * Files (bench_gw_proc.c)
+ */
+
+/* The whole of a small file (a /proc file, a log), malloc'd and NUL-terminated, or NULL. */
+char *bgw_read_small_file(const char *path);
+
+/* Prints the last 3,000 bytes of a log file to stderr (nothing when it cannot be read). */
+void bgw_print_log_tail(const char *path);
+
+/* ------------------------------------------------------------------------------------------
  * HTTP and the Prometheus text format
  */
 
@@ -70,6 +81,9 @@ char *bgw_http_get(int port, const char *path, int timeout_ms, int *status);
 /* The sum of every sample of metric `name` (any labels) in an exposition text; *found tells
  * whether there was one (may be NULL). */
 double bgw_metric_sum(const char *text, const char *name, bool *found);
+
+/* The same over the samples whose labels contain `label` (e.g. "reason=\"ingress_full\""). */
+double bgw_metric_sum_where(const char *text, const char *name, const char *label, bool *found);
 
 #define BGW_HIST_MAX 64
 

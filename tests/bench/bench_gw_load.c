@@ -7,10 +7,13 @@
  * They talk to the parent over stdin/stdout, one line at a time:
  *
  * Publisher: bench_gateway --role pub HOST PORT CONNECTIONS DEVICES RATE DURATION_MS INFLIGHT BOOT
+ *                                      [FORMAT]
  *   RATE is messages per second over all connections, 0 for "as fast as the in-flight window
  *   allows" (INFLIGHT unacknowledged QoS1 messages per connection). Device i publishes on
- *   connection i % CONNECTIONS, to telemetry/dev-<i>, native CBOR with boot BOOT and seq
- *   0, 1, 2, ... and ts = the wall clock when the message is made. MQTT 3.1.1, TCP_NODELAY.
+ *   connection i % CONNECTIONS, to telemetry/dev-<i>, with boot BOOT and seq 0, 1, 2, ... and
+ *   ts = the wall clock when the message is made. FORMAT json (the default: the native keys in
+ *   a JSON object, about 120 bytes, as issue 14's load) or cbor (native CBOR, about 103 bytes).
+ *   MQTT 3.1.1, TCP_NODELAY.
  *     child: ready                    every connection has its CONNACK
  *     parent: go
  *     child: started WALL_US          the first message goes out now
@@ -100,6 +103,7 @@ struct publisher {
     int64_t duration_us;
     unsigned inflight;
     uint64_t boot;
+    bool json;           /* JSON payloads, else native CBOR */
     struct pub_conn *conns;
     char (*topics)[32];
     uint64_t *seq;       /* next seq per device */
@@ -150,6 +154,28 @@ static void on_pub_publish(struct mosquitto *mosq, void *ud, int mid)
     pc->acked++;
 }
 
+/* The native keys in a JSON object, as a device without a CBOR encoder (or mosquitto_pub)
+ * sends them. Short metric names keep it near issue 14's ~120-byte readings. The values are
+ * those pub_one() makes, which %g prints exactly (1/16, 1/2 and 1/100 steps, integers) except
+ * the vibration, cut to 6 significant digits. */
+static tg_err encode_json(const struct tg_reading *rd, uint8_t *buf, size_t cap, size_t *len)
+{
+    static const char *const short_names[] = {"temp", "humidity", "pressure", "bat", "vib"};
+    size_t n = (size_t)snprintf((char *)buf, cap,
+                                "{\"seq\":%" PRIu64 ",\"boot\":%" PRIu64 ",\"ts\":%" PRId64
+                                ",\"m\":{",
+                                rd->seq, rd->boot, rd->ts_ms);
+    for (size_t i = 0; i < rd->n_metrics && n < cap; i++)
+        n += (size_t)snprintf((char *)buf + n, cap - n, "%s\"%s\":%g", i ? "," : "",
+                              short_names[i], rd->metrics[i].value);
+    if (n < cap)
+        n += (size_t)snprintf((char *)buf + n, cap - n, "}}");
+    if (n >= cap)
+        return TG_ERR_TOO_LARGE;
+    *len = n;
+    return TG_OK;
+}
+
 /* Makes the next reading of one of pc's devices and publishes it (QoS1). */
 static int pub_one(struct publisher *pb, unsigned conn_idx)
 {
@@ -178,7 +204,8 @@ static int pub_one(struct publisher *pb, unsigned conn_idx)
     };
     uint8_t buf[PAYLOAD_MAX];
     size_t len;
-    tg_err err = tg_codec_native_encode(&rd, buf, sizeof buf, &len);
+    tg_err err = pb->json ? encode_json(&rd, buf, sizeof buf, &len)
+                          : tg_codec_native_encode(&rd, buf, sizeof buf, &len);
     if (err != TG_OK) {
         pub_fail("encoding a payload failed: %s", tg_strerror(err));
         return -1;
@@ -343,20 +370,22 @@ static int pub_run(struct publisher *pb)
 int bgw_publisher_main(int argc, char **argv)
 {
     uint64_t port, conns, devices, rate, duration_ms, inflight, boot;
-    if (argc != 8 || !parse_u64(argv[1], &port) || !parse_u64(argv[2], &conns) ||
+    bool json = argc < 9 || strcmp(argv[8], "json") == 0;
+    if ((argc != 8 && argc != 9) || (argc == 9 && !json && strcmp(argv[8], "cbor") != 0) ||
+        !parse_u64(argv[1], &port) || !parse_u64(argv[2], &conns) ||
         !parse_u64(argv[3], &devices) || !parse_u64(argv[4], &rate) ||
         !parse_u64(argv[5], &duration_ms) || !parse_u64(argv[6], &inflight) ||
         !parse_u64(argv[7], &boot) || port == 0 || port > 65535 || conns == 0 ||
         conns > 10000 || devices < conns || devices > 10000000 || inflight == 0 ||
         inflight > 65535) {
         fprintf(stderr, "usage: bench_gateway --role pub HOST PORT CONNECTIONS DEVICES RATE "
-                        "DURATION_MS INFLIGHT BOOT\n");
+                        "DURATION_MS INFLIGHT BOOT [json|cbor]\n");
         return 2;
     }
     struct publisher pb = {
         .host = argv[0], .port = (int)port, .n_conns = (unsigned)conns,
         .n_devices = (unsigned)devices, .rate = rate, .duration_us = (int64_t)duration_ms * 1000,
-        .inflight = (unsigned)inflight, .boot = boot, .rng = 0x9E3779B97F4A7C15u ^ boot,
+        .inflight = (unsigned)inflight, .boot = boot, .json = json, .rng = 0x9E3779B97F4A7C15u ^ boot,
     };
     int status = 1;
     mosquitto_lib_init();

@@ -134,6 +134,21 @@ static bool sample_value(const char *p, double *out)
 
 double bgw_metric_sum(const char *text, const char *name, bool *found)
 {
+    return bgw_metric_sum_where(text, name, NULL, found);
+}
+
+/* Whether the label set starting at p ('{', or the value when there is none) contains label. */
+static bool labels_contain(const char *p, const char *label)
+{
+    if (*p != '{')
+        return false;
+    const char *end = strchr(p, '}');
+    const char *hit = strstr(p, label);
+    return hit && end && hit < end;
+}
+
+double bgw_metric_sum_where(const char *text, const char *name, const char *label, bool *found)
+{
     size_t nlen = strlen(name);
     double sum = 0;
     bool any = false;
@@ -141,7 +156,7 @@ double bgw_metric_sum(const char *text, const char *name, bool *found)
                     line = line ? line + 1 : NULL) {
         const char *p = sample_of(line, name, nlen);
         double v;
-        if (p && sample_value(p, &v)) {
+        if (p && (!label || labels_contain(p, label)) && sample_value(p, &v)) {
             sum += v;
             any = true;
         }
@@ -256,4 +271,35 @@ double bgw_quantile_sorted(float *v, size_t n, double q, bool already_sorted)
     if (rank > n)
         rank = n;
     return v[rank - 1];
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Files
+ */
+
+char *bgw_read_small_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    char *buf = NULL;
+    size_t cap = 0;
+    ssize_t n = getdelim(&buf, &cap, '\0', f);
+    fclose(f);
+    if (n < 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+void bgw_print_log_tail(const char *path)
+{
+    char *log = bgw_read_small_file(path);
+    if (!log)
+        return;
+    size_t len = strlen(log);
+    const char *from = len > 3000 ? log + len - 3000 : log;
+    fprintf(stderr, "--- last lines of %s ---\n%s\n---\n", path, from);
+    free(log);
 }

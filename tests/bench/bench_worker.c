@@ -4,6 +4,7 @@
  * records/s.
  *
  *   bench_worker [--devices N] [--seconds S] [--rate R] [--lag-seconds T] [--real]
+ *                [--snapshot-interval-ms MS] [--lag-only]
  *
  * --real runs it on the real Kafka broker tier (harness_kafka.h) instead of devkafka.
  *
@@ -17,7 +18,13 @@
  * Lag: a fresh cluster and worker; records are fed at R records/s (N devices, one reading
  * each per N/R seconds of real time) for T seconds, and the worker's
  * tidegate_worker_consumer_lag_records (summed over partitions) is sampled every second.
- * Flat means it does not grow with time.
+ * Flat means it does not grow with time. The state topic's volume over those T seconds
+ * (tidegate_worker_state_snapshot_bytes_total: keys and values of snapshots and markers) is
+ * printed as bytes/s: what a steady input of R records/s costs the state topic.
+ *
+ * --snapshot-interval-ms sets the worker's [worker] snapshot_interval_ms (0: a snapshot of
+ * every changed series in every transaction, the behaviour before that key existed), so one
+ * run can show both sides.
  *
  * Everything shares the machine's cores: the producer, devkafka and the worker. Compare only
  * figures taken in one run. Uses the integration fixture (worker_fixture.c).
@@ -115,6 +122,10 @@ static double lag_sum(const struct wfx_worker *w)
     return sum;
 }
 
+/* [worker] lines for the worker's config, or NULL for the defaults; and what they say. */
+static const char *worker_extra;
+static char worker_extra_what[64] = "snapshot_interval_ms default";
+
 static void throughput(bool real, int devices, int seconds)
 {
     struct cluster cl = cluster(real);
@@ -125,7 +136,7 @@ static void throughput(bool real, int devices, int seconds)
     int64_t hi[PARTS];
     wfx_watermarks(bs, "telemetry", hi, PARTS);
 
-    struct wfx_worker *w = wfx_worker_start(dir, "w", "w", bs, "bench", "a.", NULL);
+    struct wfx_worker *w = wfx_worker_start(dir, "w", "w", bs, "bench", "a.", worker_extra);
     wfx_worker_wait_assigned(w, 60000);
     double cpu0 = cpu_seconds(tg_harness_proc_pid(w->proc));
     int64_t t0 = tg_harness_now_ms(), t1 = 0;
@@ -159,7 +170,7 @@ static void throughput(bool real, int devices, int seconds)
     wfx_worker_stop(w);
 
     /* Restore: a second worker takes every partition and restores its state. */
-    struct wfx_worker *w2 = wfx_worker_start(dir, "w2", "w2", bs, "bench", "a.", NULL);
+    struct wfx_worker *w2 = wfx_worker_start(dir, "w2", "w2", bs, "bench", "a.", worker_extra);
     wfx_worker_wait_assigned(w2, 60000);
     double restore_s = NAN, restored = NAN;
     for (int i = 0; i < 600 && !(restored > 0); i++) {
@@ -199,13 +210,17 @@ static void lag(bool real, int devices, int rate, int lag_seconds)
     struct cluster cl = cluster(real);
     const char *bs = cl.bootstrap;
     char *dir = tg_harness_tmpdir_new("bench-worker-lag");
-    struct wfx_worker *w = wfx_worker_start(dir, "w", "w", bs, "bench", "a.", NULL);
+    struct wfx_worker *w = wfx_worker_start(dir, "w", "w", bs, "bench", "a.", worker_extra);
     wfx_worker_wait_assigned(w, 60000);
     /* One second of event time per devices/rate seconds of real time. */
     int pace_ms = (int)((int64_t)devices * 1000 / rate);
     int event_seconds = lag_seconds * 1000 / pace_ms;
     struct wfx_input in = {.n_devices = devices, .base_ts_ms = wfx_recent_base_ms(event_seconds)};
     double cpu0 = cpu_seconds(tg_harness_proc_pid(w->proc));
+    char *b0 = wfx_scrape(w);
+    double snap_bytes0 = wfx_metric(b0, "tidegate_worker_state_snapshot_bytes_total");
+    double snaps0 = wfx_metric(b0, "tidegate_worker_state_snapshots_total");
+    free(b0);
     int64_t t0 = tg_harness_now_ms();
     struct wfx_feed *feed = wfx_feed_start(bs, "telemetry", &in, 0, event_seconds, pace_ms);
     printf("lag on %s: %d records/s (%d devices) for %d s into one worker; lag each second:\n ",
@@ -226,11 +241,19 @@ static void lag(bool real, int devices, int rate, int lag_seconds)
     size_t n = wfx_feed_join(feed);
     double fed_s = (double)(tg_harness_now_ms() - t0) / 1000.0;
     double cpu1 = cpu_seconds(tg_harness_proc_pid(w->proc));
+    char *b1 = wfx_scrape(w);
+    double snap_bytes1 = wfx_metric(b1, "tidegate_worker_state_snapshot_bytes_total");
+    double snaps1 = wfx_metric(b1, "tidegate_worker_state_snapshots_total");
+    double consumed = wfx_metric(b1, "tidegate_worker_records_consumed_total");
+    free(b1);
     printf("\n  fed             %zu records in %.1f s (%.0f/s)\n", n, fed_s, (double)n / fed_s);
     printf("  lag             mean %.0f, max %.0f records (%.0f ms of input at the rate)\n",
            sum_lag / samples, max_lag, max_lag * 1000.0 / rate);
     printf("  worker CPU      %.1f%% of one core, %.2f us per record\n",
            (cpu1 - cpu0) * 100.0 / fed_s, (cpu1 - cpu0) * 1e6 / (double)n);
+    printf("  state topic     %.0f bytes/s, %.0f records/s (%s; %.0f records consumed)\n",
+           (snap_bytes1 - snap_bytes0) / fed_s, (snaps1 - snaps0) / fed_s,
+           worker_extra_what, consumed);
     wfx_worker_stop(w);
     wfx_worker_destroy(w);
     cluster_destroy(&cl);
@@ -240,12 +263,15 @@ static void lag(bool real, int devices, int rate, int lag_seconds)
 int main(int argc, char **argv)
 {
     int devices = 1000, seconds = 200, rate = 10000, lag_seconds = 30;
-    bool real = false;
+    bool real = false, lag_only = false;
+    static char extra[96];
     static const struct option opts[] = {{"devices", required_argument, NULL, 'd'},
                                          {"seconds", required_argument, NULL, 's'},
                                          {"rate", required_argument, NULL, 'r'},
                                          {"lag-seconds", required_argument, NULL, 'l'},
                                          {"real", no_argument, NULL, 'K'},
+                                         {"snapshot-interval-ms", required_argument, NULL, 'S'},
+                                         {"lag-only", no_argument, NULL, 'L'},
                                          {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -255,9 +281,16 @@ int main(int argc, char **argv)
         case 'r': rate = atoi(optarg); break;
         case 'l': lag_seconds = atoi(optarg); break;
         case 'K': real = true; break;
+        case 'S':
+            snprintf(extra, sizeof extra, "[worker]\nsnapshot_interval_ms = %d\n", atoi(optarg));
+            worker_extra = extra;
+            snprintf(worker_extra_what, sizeof worker_extra_what, "snapshot_interval_ms %d",
+                     atoi(optarg));
+            break;
+        case 'L': lag_only = true; break;
         default:
             fprintf(stderr, "usage: bench_worker [--devices N] [--seconds S] [--rate R] "
-                            "[--lag-seconds T] [--real]\n");
+                            "[--lag-seconds T] [--real] [--snapshot-interval-ms MS] [--lag-only]\n");
             return 2;
         }
     }
@@ -265,7 +298,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_worker: bad arguments\n");
         return 2;
     }
-    throughput(real, devices, seconds);
+    if (!lag_only)
+        throughput(real, devices, seconds);
     lag(real, devices, rate, lag_seconds);
     return 0;
 }

@@ -23,8 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 
 #include "chaos.h"
 
@@ -36,52 +34,12 @@
 #define WAIT_MS 60000
 
 /* Mosquitto holds a connection per device, and inherits the test's limit. */
-static void raise_open_files(void)
-{
-    struct rlimit rl;
-    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
-    rlim_t want = DEVICES * 2 + 512;
-    if (rl.rlim_cur >= want)
-        return;
-    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want)
-        fail_msg("open-files hard limit %llu is below the %llu this test needs",
-                 (unsigned long long)rl.rlim_max, (unsigned long long)want);
-    rl.rlim_cur = want;
-    assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
-}
-
-struct received {
-    struct tg_gw *gw;
-    double at_least;
-};
-
-static bool received_at_least(void *ud)
-{
-    struct received *r = ud;
-    double v = tg_gw_metric(r->gw, "tidegate_messages_received_total", NULL);
-    return v == v && v >= r->at_least; /* v == v: not NAN (scrape failed) */
-}
-
-static bool audit_following(void *ud)
-{
-    return tg_harness_file_contains(tg_harness_proc_stderr_path(ud), "consuming");
-}
-
-static json_int_t jint(json_t *obj, const char *path1, const char *path2)
-{
-    json_t *v = json_object_get(obj, path1);
-    if (path2)
-        v = json_object_get(v, path2);
-    if (!json_is_integer(v))
-        fail_msg("audit JSON: %s%s%s is not an integer", path1, path2 ? "." : "",
-                 path2 ? path2 : "");
-    return json_integer_value(v);
-}
+#define OPEN_FILES (DEVICES * 2 + 512)
 
 static void fleet_through_broker_restarts(void **state)
 {
     (void)state;
-    raise_open_files();
+    assert_int_equal(tg_gw_raise_open_files(OPEN_FILES), 0);
     /* On devkafka, one request in flight: librdkafka 2.0.2's mock cluster does not check the
      * idempotent producer's sequence numbers, so a batch retried across its outage can be
      * stored twice (seen once in CI: 2 copies of 20,000, none removed by the gateway). The
@@ -106,13 +64,8 @@ static void fleet_through_broker_restarts(void **state)
     snprintf(duration, sizeof duration, "%d", duration_s);
     snprintf(devices, sizeof devices, "%d", DEVICES);
 
-    const char *audit_argv[] = {sim, "audit", "--brokers", tg_gw_bootstrap(gw),
-                                "--topic", TG_GW_TOPIC, "--dlq-topic", TG_GW_DLQ_TOPIC,
-                                "--ledger", ledger, "--follow", "--json", "--timeout", "60",
-                                NULL};
-    struct tg_harness_proc *audit = tg_harness_proc_start(dir, "audit", audit_argv, NULL, 0);
+    struct tg_harness_proc *audit = tg_gw_sim_audit_start(gw, ledger, 60);
     assert_non_null(audit);
-    assert_true(tg_harness_wait_until(audit_following, audit, 30000));
 
     const char *run_argv[] = {sim, "run", "--broker", broker, "--devices", devices,
                               "--duration", duration, "--seed", "11", "--ledger", ledger,
@@ -121,17 +74,18 @@ static void fleet_through_broker_restarts(void **state)
     assert_non_null(run);
 
     /* Once the fleet publishes: Mosquitto goes down and comes back. */
-    struct received rcv = {gw, 3 * DEVICES};
-    assert_true(tg_harness_wait_until(received_at_least, &rcv, WAIT_MS));
+    double received_at_least = 3 * DEVICES;
+    assert_true(tg_gw_wait_metric(gw, "tidegate_messages_received_total", NULL, TG_GW_GE,
+                                  received_at_least, WAIT_MS));
     assert_int_equal(tg_harness_mosquitto_stop(tg_gw_mosquitto(gw)), 0);
     tg_chaos_pause_until(tg_harness_now_ms() + MQTT_DOWN_MS, NULL, NULL);
     assert_int_equal(tg_harness_mosquitto_restart(tg_gw_mosquitto(gw)), 0);
     int64_t mqtt_up = tg_harness_now_ms();
     assert_true(tg_gw_wait_metric(gw, "tidegate_mqtt_connections", NULL, TG_GW_EQ, 1, WAIT_MS));
     int64_t gw_back_ms = tg_harness_now_ms() - mqtt_up;
-    double received = tg_gw_metric(gw, "tidegate_messages_received_total", NULL);
-    rcv.at_least = received + 2 * DEVICES;
-    assert_true(tg_harness_wait_until(received_at_least, &rcv, WAIT_MS));
+    received_at_least = tg_gw_metric(gw, "tidegate_messages_received_total", NULL) + 2 * DEVICES;
+    assert_true(tg_gw_wait_metric(gw, "tidegate_messages_received_total", NULL, TG_GW_GE,
+                                  received_at_least, WAIT_MS));
     int64_t flowing_ms = tg_harness_now_ms() - mqtt_up;
 
     /* Then Kafka, while the fleet still publishes. */
@@ -151,16 +105,11 @@ static void fleet_through_broker_restarts(void **state)
         fail();
     }
     assert_int_equal(tg_harness_proc_wait(audit, WAIT_MS + 30000, &status), 0);
-    char *report = tg_harness_read_file(tg_harness_proc_stdout_path(audit));
-    assert_non_null(report);
-    fprintf(stderr, "audit (exit %d): %s", WIFEXITED(status) ? WEXITSTATUS(status) : -1,
-            report);
-    json_error_t jerr;
-    json_t *root = json_loads(report, 0, &jerr);
-    if (!root)
-        fail_msg("audit output is not JSON: %s", jerr.text);
-    json_int_t released = jint(root, "expected", "released");
-    json_int_t lost = jint(root, "lost", NULL), duplicated = jint(root, "duplicated", NULL);
+    json_t *root = tg_gw_sim_audit_report(audit, status);
+    assert_non_null(root);
+    long long released = tg_gw_json_int(root, "expected", "released");
+    long long lost = tg_gw_json_int(root, "lost", NULL);
+    long long duplicated = tg_gw_json_int(root, "duplicated", NULL);
     tg_chaos_summary("fleet", (int)lost, (int)duplicated,
                      "%d devices, %lld readings released, Mosquitto down %d ms: gateway "
                      "subscribed again after %lld ms, %d more readings taken after %lld ms; "
@@ -169,16 +118,15 @@ static void fleet_through_broker_restarts(void **state)
                      2 * DEVICES, (long long)flowing_ms, (long long)kafka_outage_ms,
                      tg_gw_kafka_tier_name(gw),
                      tg_gw_metric(gw, "tidegate_messages_duplicate_total", NULL));
-    assert_int_equal(jint(root, "expected", "devices"), DEVICES);
-    assert_true(released >= (json_int_t)DEVICES * (duration_s - 5));
+    assert_int_equal(tg_gw_json_int(root, "expected", "devices"), DEVICES);
+    assert_true(released >= (long long)DEVICES * (duration_s - 5));
     assert_int_equal(lost, 0);
     assert_int_equal(duplicated, 0);
-    assert_int_equal(jint(root, "delivered", NULL), released);
-    assert_int_equal(jint(root, "unexpected", NULL), 0);
+    assert_int_equal(tg_gw_json_int(root, "delivered", NULL), released);
+    assert_int_equal(tg_gw_json_int(root, "unexpected", NULL), 0);
     assert_true(json_is_true(json_object_get(root, "ok")));
     assert_true(tg_harness_exited_ok(status));
     json_decref(root);
-    free(report);
 
     tg_harness_proc_destroy(audit);
     tg_harness_proc_destroy(run);

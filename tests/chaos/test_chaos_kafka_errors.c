@@ -51,7 +51,7 @@
 #define DEVICES 50
 #define SEQS 80
 #define READINGS (DEVICES * SEQS)
-#define RATE 1000                /* readings per second: the plan takes 4 s */
+#define RATE 2000                /* readings per second: the plan takes 2 s */
 #define PUBLISH_FIRST 1000
 #define ERRORS_PER_BROKER 3
 #define USED_UP_WAIT_MS 5000

@@ -13,19 +13,23 @@
 #     another device's id (run on a Unix socket: no port is used);
 #   - without -b, the daemon picks the board file whose match-model line fits a fake
 #     device-tree model (TIDEGATE_DT_MODEL), or the generic file of its architecture;
-#   - config/tidegate.service passes `systemd-analyze verify` where systemd-analyze exists.
+#   - config/tidegate.service passes `systemd-analyze verify` where systemd-analyze exists, and
+#     so does config/tidegate-worker.service (with WORKER_BIN, the third argument), which
+#     must also carry every hardening line of the gateway's unit.
 # Every failure is reported; the exit status is 1 if there was any. promtool is taken from
 # TG_PROMTOOL or PATH, Mosquitto from PATH; a missing one is a failure (scripts/install-deps
 # installs both).
 set -uo pipefail
 
-if [ $# -ne 2 ]; then
-  echo "usage: $0 TIDEGATE_BIN SOURCE_DIR" >&2
+if [ $# -ne 2 ] && [ $# -ne 3 ]; then
+  echo "usage: $0 TIDEGATE_BIN SOURCE_DIR [WORKER_BIN]" >&2
   exit 2
 fi
 # Absolute: the checks run from the source directory, and the unit file needs one.
 bin=$(readlink -f -- "$1") || bin=$1
 src=$2
+worker_bin=
+if [ $# -eq 3 ]; then worker_bin=$(readlink -f -- "$3") || worker_bin=$3; fi
 failures=0
 fail() {
   echo "FAIL: $*" >&2
@@ -238,18 +242,37 @@ fi
 
 # --- systemd unit ---------------------------------------------------------------------------
 
-if command -v systemd-analyze >/dev/null 2>&1; then
+verify_unit() { # unit file name in config/, installed binary path, binary under test
+  local unit=$1
   # verify wants ExecStart to exist: point it at the binary under test.
-  sed "s|/usr/bin/tidegate|$bin|" config/tidegate.service >"$tmp/tidegate.service"
-  systemd-analyze verify "$tmp/tidegate.service" >"$tmp/out" 2>&1
-  if grep -q "tidegate.service" "$tmp/out"; then
-    fail "systemd-analyze verify config/tidegate.service:"
+  sed "s|$2 |$3 |" "config/$unit" >"$tmp/$unit"
+  systemd-analyze verify "$tmp/$unit" >"$tmp/out" 2>&1
+  if grep -q "$unit" "$tmp/out"; then
+    fail "systemd-analyze verify config/$unit:"
     sed 's/^/    /' "$tmp/out" >&2
   else
-    ok "systemd-analyze verify config/tidegate.service"
+    ok "systemd-analyze verify config/$unit"
   fi
+}
+if command -v systemd-analyze >/dev/null 2>&1; then
+  verify_unit tidegate.service /usr/bin/tidegate "$bin"
+  if [ -n "$worker_bin" ]; then verify_unit tidegate-worker.service /usr/bin/tidegate-worker "$worker_bin"; fi
 else
   echo "skip: systemd-analyze not installed"
+fi
+
+# The worker's unit is hardened as the gateway's is: every sandboxing line after the
+# gateway's "# Hardening" comment (bar ReadWritePaths=, the gateway's journal) is in it.
+missing=$(sed -n '/^# Hardening/,/^\[Install\]/p' config/tidegate.service |
+          grep -E '^[A-Za-z]+=' | grep -v '^ReadWritePaths=' |
+          grep -vxF -f config/tidegate-worker.service)
+if [ -z "$(sed -n '/^# Hardening/,/^\[Install\]/p' config/tidegate.service | grep -E '^[A-Za-z]+=')" ]; then
+  fail "config/tidegate.service: no hardening lines found after '# Hardening'"
+elif [ -n "$missing" ]; then
+  fail "config/tidegate-worker.service lacks the gateway unit's hardening:"
+  sed 's/^/    /' <<<"$missing" >&2
+else
+  ok "config/tidegate-worker.service carries the gateway unit's hardening"
 fi
 
 if [ "$failures" -ne 0 ]; then

@@ -1461,9 +1461,14 @@ struct tg_gw_consumer *tg_gw_consumer_new(const char *bootstrap, const char *top
         return NULL;
     char errstr[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    /* fetch.wait.max.ms: a fetch that finds nothing new waits this long before the broker
+     * answers (devkafka's mock cluster never answers early), and reading to the end of every
+     * partition takes a few such rounds: librdkafka's 500 ms default made each read-back
+     * of a test cost seconds. */
     const char *kv[] = {"bootstrap.servers", bootstrap, "group.id", "tg-gw-audit",
                         "enable.auto.commit", "false", "enable.partition.eof", "true",
-                        "auto.offset.reset", "earliest", "log_level", "3", NULL};
+                        "auto.offset.reset", "earliest", "fetch.wait.max.ms", "20",
+                        "log_level", "3", NULL};
     for (size_t i = 0; kv[i]; i += 2) {
         if (rd_kafka_conf_set(conf, kv[i], kv[i + 1], errstr, sizeof errstr) !=
             RD_KAFKA_CONF_OK) {

@@ -359,4 +359,33 @@ int tg_gw_audit_copies(const struct tg_gw_audit *audit, int dev, int seq_index);
 void tg_gw_audit_print(const char *label, const struct tg_gw_audit *audit);
 void tg_gw_audit_free(struct tg_gw_audit *audit);
 
+/* ------------------------------------------------------------------------------------------
+ * The simulator's fleet (gateway_fixture_sim.c): what tests that run `tidegate-sim run` into
+ * the fixture's gateway and judge it with `tidegate-sim audit --json` share.
+ */
+
+struct json_t; /* jansson's json_t: the tests that use the report link jansson */
+
+/* Raises this process's soft open-files limit to at least want; children inherit it, and
+ * Mosquitto holds a connection per simulated device. 0, or -1 (printed) when the hard limit
+ * is below want or setrlimit() fails. */
+int tg_gw_raise_open_files(unsigned long want);
+
+/* Starts `tidegate-sim audit --follow --json` on the fixture's telemetry and DLQ topics with
+ * the fleet's ledger (its stdout is <dir>/audit.stdout), and waits (deadline 30 s) until it
+ * says on stderr that it is consuming: from then on nothing the fleet publishes escapes it.
+ * timeout_s is the audit's --timeout. NULL on failure (its log is printed). */
+struct tg_harness_proc *tg_gw_sim_audit_start(struct tg_gw *gw, const char *ledger,
+                                              int timeout_s);
+
+/* The audit's JSON report, read from its stdout once it has exited with status (printed along
+ * with the report). NULL when it is missing or not JSON (the audit's log is printed). Free
+ * with json_decref(). */
+struct json_t *tg_gw_sim_audit_report(const struct tg_harness_proc *audit, int status);
+
+/* The integer at obj.key1, or at obj.key1.key2 when key2 is not NULL. When it is absent or
+ * not an integer, prints which and returns -1 (no count of the report is negative, so the
+ * test's assertion on it fails). */
+long long tg_gw_json_int(const struct json_t *obj, const char *key1, const char *key2);
+
 #endif

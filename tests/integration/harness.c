@@ -3,6 +3,7 @@
  * The contract is in harness.h; this file explains only what is not obvious from it.
  */
 #include "harness.h"
+#include "harness_internal.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -27,7 +28,6 @@
 #define TG_HARNESS_BIN_DIR "."
 #endif
 
-#define LOOPBACK "127.0.0.1"
 #define PIDS_MAX 256
 #define MOSQUITTO_START_TIMEOUT_MS 10000
 #define MOSQUITTO_STOP_TIMEOUT_MS 10000
@@ -73,19 +73,21 @@ static bool initialized;
 static const int crash_signals[] = {SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL};
 static struct sigaction crash_previous[sizeof crash_signals / sizeof crash_signals[0]];
 
-static void hlog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void hlog(const char *fmt, ...)
+#define hlog(...) harness__log(NULL, __VA_ARGS__)
+
+void harness__log(const char *subsystem, const char *fmt, ...)
 {
     va_list ap;
     fputs("harness: ", stderr);
+    if (subsystem)
+        fprintf(stderr, "%s: ", subsystem);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
 }
 
-static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xasprintf(const char *fmt, ...)
+char *harness__asprintf(const char *fmt, ...)
 {
     va_list ap;
     char *s = NULL;
@@ -95,7 +97,7 @@ static char *xasprintf(const char *fmt, ...)
     return n < 0 ? NULL : s;
 }
 
-static void sleep_ms(int ms)
+void harness__sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
@@ -252,7 +254,7 @@ bool tg_harness_wait_until(tg_harness_cond_fn fn, void *ud, int timeout_ms)
         int64_t left = deadline - tg_harness_now_ms();
         if (left <= 0)
             return fn(ud);
-        sleep_ms(pause_ms < left ? pause_ms : (int)left);
+        harness__sleep_ms(pause_ms < left ? pause_ms : (int)left);
         if (pause_ms < 25)
             pause_ms *= 2;
     }
@@ -301,7 +303,7 @@ char *tg_harness_tmpdir_new(const char *tag)
     const char *base = getenv("TMPDIR");
     if (!base || !*base)
         base = "/tmp";
-    char *path = xasprintf("%s/tidegate-%s-XXXXXX", base, tag);
+    char *path = harness__asprintf("%s/tidegate-%s-XXXXXX", base, tag);
     struct tmpdir_entry *e = calloc(1, sizeof *e);
     if (!path || !e || !mkdtemp(path)) {
         hlog("cannot create a temp dir under %s: %s", base, strerror(errno));
@@ -370,14 +372,15 @@ char *tg_harness_find_program(const char *name)
     if (strchr(name, '/'))
         return access(name, X_OK) == 0 ? strdup(name) : NULL;
     const char *env_path = getenv("PATH");
-    char *search = xasprintf("%s:/usr/local/sbin:/usr/sbin:/sbin", env_path ? env_path : "");
+    char *search =
+        harness__asprintf("%s:/usr/local/sbin:/usr/sbin:/sbin", env_path ? env_path : "");
     if (!search)
         return NULL;
     char *found = NULL;
     char *save = NULL;
     for (char *dir = strtok_r(search, ":", &save); dir && !found;
          dir = strtok_r(NULL, ":", &save)) {
-        char *candidate = xasprintf("%s/%s", *dir ? dir : ".", name);
+        char *candidate = harness__asprintf("%s/%s", *dir ? dir : ".", name);
         if (candidate && access(candidate, X_OK) == 0)
             found = candidate;
         else
@@ -507,9 +510,9 @@ struct tg_harness_proc *tg_harness_proc_start(const char *dir, const char *name,
     proc->stdin_fd = proc->stdout_fd = -1;
     proc->pid_slot = -1;
     proc->name = strdup(name);
-    proc->stderr_path = xasprintf("%s/%s.stderr", dir, name);
+    proc->stderr_path = harness__asprintf("%s/%s.stderr", dir, name);
     if (!(flags & TG_HARNESS_PROC_STDOUT_PIPE))
-        proc->stdout_path = xasprintf("%s/%s.stdout", dir, name);
+        proc->stdout_path = harness__asprintf("%s/%s.stdout", dir, name);
     envp = build_env(env);
     if (!proc->name || !proc->stderr_path || !envp ||
         (!(flags & TG_HARNESS_PROC_STDOUT_PIPE) && !proc->stdout_path))
@@ -828,7 +831,7 @@ int tg_harness_run(const char *const argv[], const char *input, size_t input_len
                 status = st;
                 exited = true;
             } else if (!io) {
-                sleep_ms(5);
+                harness__sleep_ms(5);
             }
         }
     }
@@ -866,8 +869,7 @@ out:
  * Log files
  */
 
-/* The contents of path from byte offset on, malloc'd and NUL-terminated; NULL if unreadable. */
-static char *read_file_from(const char *path, off_t offset)
+char *harness__read_file_from(const char *path, off_t offset)
 {
     FILE *f = fopen(path, "re");
     if (!f)
@@ -952,27 +954,61 @@ cleanup:
     return status;
 }
 
-char *tg_harness_read_file(const char *path) { return read_file_from(path, 0); }
+char *tg_harness_read_file(const char *path) { return harness__read_file_from(path, 0); }
 
 bool tg_harness_file_contains(const char *path, const char *needle)
 {
-    char *text = read_file_from(path, 0);
+    char *text = harness__read_file_from(path, 0);
     bool found = text && strstr(text, needle);
     free(text);
     return found;
 }
 
-static off_t file_size(const char *path)
+off_t harness__file_size(const char *path)
 {
     struct stat st;
     return stat(path, &st) == 0 ? st.st_size : 0;
 }
 
-static void print_log(const char *what, const char *path, off_t offset)
+#define LOG_TAIL_BYTES 6000
+
+void harness__print_log(const char *what, const char *path, off_t offset)
 {
-    char *text = read_file_from(path, offset);
-    hlog("---- %s (%s) ----\n%s", what, path, text ? text : "(unreadable)\n");
+    char *text = harness__read_file_from(path, offset);
+    if (!text) {
+        hlog("---- %s (%s): unreadable ----", what, path);
+        return;
+    }
+    size_t len = strlen(text), from = 0;
+    if (len > LOG_TAIL_BYTES)
+        from = len - LOG_TAIL_BYTES;
+    hlog("---- %s (%s) ----\n%s", what, path, text + from);
     free(text);
+}
+
+int harness__start_failed(struct tg_harness_proc **proc, const char *log_path, off_t offset,
+                          int stop_timeout_ms, const char *why)
+{
+    char *log = harness__read_file_from(log_path, offset);
+    bool in_use = log && strstr(log, "Address already in use");
+    free(log);
+    if (!in_use) {
+        if (why)
+            hlog("%s", why);
+        harness__print_log("log", log_path, offset);
+    }
+    harness__proc_end(proc, stop_timeout_ms);
+    return in_use ? 1 : -1;
+}
+
+int harness__proc_end(struct tg_harness_proc **proc, int timeout_ms)
+{
+    if (!*proc)
+        return 0;
+    int status = tg_harness_proc_stop(*proc, timeout_ms);
+    tg_harness_proc_destroy(*proc);
+    *proc = NULL;
+    return status;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -997,7 +1033,7 @@ static int mosquitto_write_conf(struct tg_harness_mosquitto *mq)
         return -1;
     }
     fprintf(f, "# generated by the tidegate integration-test harness\n"
-               "listener %d " LOOPBACK "\n"
+               "listener %d " HARNESS_LOOPBACK "\n"
                "allow_anonymous true\n"
                "log_dest stderr\n"
                "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
@@ -1033,10 +1069,11 @@ static bool mosquitto_ready_cond(void *ud)
     struct mosquitto_ready *rd = ud;
     if (!tg_harness_proc_running(rd->mq->proc))
         return true;
-    char *log = read_file_from(tg_harness_proc_stderr_path(rd->mq->proc), rd->log_offset);
+    char *log =
+        harness__read_file_from(tg_harness_proc_stderr_path(rd->mq->proc), rd->log_offset);
     bool running = log && strstr(log, " running");
     free(log);
-    return running && tg_harness_tcp_probe(LOOPBACK, rd->mq->port) == 0;
+    return running && tg_harness_tcp_probe(HARNESS_LOOPBACK, rd->mq->port) == 0;
 }
 
 /* Starts the process on mq->port. Returns 0 when ready, 1 when the port was in use (retry on
@@ -1044,7 +1081,7 @@ static bool mosquitto_ready_cond(void *ud)
 static int mosquitto_launch(struct tg_harness_mosquitto *mq)
 {
     const char *argv[] = {"mosquitto", "-c", mq->conf_path, NULL};
-    struct mosquitto_ready rd = {.mq = mq, .log_offset = file_size(mq->log_path)};
+    struct mosquitto_ready rd = {.mq = mq, .log_offset = harness__file_size(mq->log_path)};
 
     mq->proc = tg_harness_proc_start(mq->dir, "mosquitto", argv, NULL, 0);
     if (!mq->proc)
@@ -1053,17 +1090,11 @@ static int mosquitto_launch(struct tg_harness_mosquitto *mq)
     if (done && tg_harness_proc_running(mq->proc))
         return 0;
 
-    char *log = read_file_from(tg_harness_proc_stderr_path(mq->proc), rd.log_offset);
-    bool in_use = log && strstr(log, "Address already in use");
-    free(log);
-    if (!in_use) {
-        hlog("mosquitto did not start on port %d within %d ms", mq->port,
+    char why[128];
+    snprintf(why, sizeof why, "mosquitto did not start on port %d within %d ms", mq->port,
              MOSQUITTO_START_TIMEOUT_MS);
-        print_log("mosquitto log", tg_harness_proc_stderr_path(mq->proc), rd.log_offset);
-    }
-    tg_harness_proc_destroy(mq->proc);
-    mq->proc = NULL;
-    return in_use ? 1 : -1;
+    return harness__start_failed(&mq->proc, mq->log_path, rd.log_offset,
+                                 MOSQUITTO_STOP_TIMEOUT_MS, why);
 }
 
 struct tg_harness_mosquitto *tg_harness_mosquitto_start(unsigned flags, const char *extra_conf)
@@ -1075,8 +1106,8 @@ struct tg_harness_mosquitto *tg_harness_mosquitto_start(unsigned flags, const ch
     mq->dir = tg_harness_tmpdir_new("mosquitto");
     if (!mq->dir)
         goto fail;
-    mq->conf_path = xasprintf("%s/mosquitto.conf", mq->dir);
-    mq->log_path = xasprintf("%s/mosquitto.stderr", mq->dir);
+    mq->conf_path = harness__asprintf("%s/mosquitto.conf", mq->dir);
+    mq->log_path = harness__asprintf("%s/mosquitto.stderr", mq->dir);
     if (!mq->conf_path || !mq->log_path ||
         (extra_conf && !(mq->extra_conf = strdup(extra_conf))))
         goto fail;
@@ -1108,7 +1139,7 @@ fail:
 const char *tg_harness_mosquitto_host(const struct tg_harness_mosquitto *mq)
 {
     (void)mq;
-    return LOOPBACK;
+    return HARNESS_LOOPBACK;
 }
 
 int tg_harness_mosquitto_port(const struct tg_harness_mosquitto *mq)
@@ -1135,9 +1166,7 @@ int tg_harness_mosquitto_stop(struct tg_harness_mosquitto *mq)
 {
     if (!mq->proc)
         return 0;
-    int status = tg_harness_proc_stop(mq->proc, MOSQUITTO_STOP_TIMEOUT_MS);
-    tg_harness_proc_destroy(mq->proc);
-    mq->proc = NULL;
+    int status = harness__proc_end(&mq->proc, MOSQUITTO_STOP_TIMEOUT_MS);
     if (!tg_harness_exited_ok(status)) {
         hlog("mosquitto did not exit cleanly (wait status %d)", status);
         return -1;
@@ -1208,8 +1237,8 @@ char *tg_harness_devkafka_bin(void)
     const char *override = getenv("TG_DEVKAFKA_BIN");
 
     if (override && *override)
-        return xasprintf("%s", override);
-    return xasprintf("%s/tidegate-devkafka", tg_harness_bin_dir());
+        return harness__asprintf("%s", override);
+    return harness__asprintf("%s/tidegate-devkafka", tg_harness_bin_dir());
 }
 
 struct tg_harness_devkafka *tg_harness_devkafka_start(const char *const args[])
@@ -1252,7 +1281,7 @@ struct tg_harness_devkafka *tg_harness_devkafka_start(const char *const args[])
 
 fail_log:
     tg_harness_proc_stop(dk->proc, DEVKAFKA_STOP_TIMEOUT_MS);
-    print_log("devkafka log", tg_harness_proc_stderr_path(dk->proc), 0);
+    harness__print_log("devkafka log", tg_harness_proc_stderr_path(dk->proc), 0);
 fail:
     if (dk->dir)
         hlog("devkafka: start failed; see %s", dk->dir);
@@ -1293,7 +1322,7 @@ int tg_harness_devkafka_cmd(struct tg_harness_devkafka *dk, const char *cmd, cha
                             size_t reply_size)
 {
     char line[4096];
-    char *text = xasprintf("%s\n", cmd);
+    char *text = harness__asprintf("%s\n", cmd);
     int rc = text ? tg_harness_proc_write(dk->proc, text) : -1;
     free(text);
     if (rc == 0 &&
@@ -1320,7 +1349,7 @@ static bool ports_state_cond(void *ud)
 {
     const struct ports_state *ps = ud;
     for (int i = 0; i < ps->dk->n_brokers; i++) {
-        int err = tg_harness_tcp_probe(LOOPBACK, ps->dk->ports[i]);
+        int err = tg_harness_tcp_probe(HARNESS_LOOPBACK, ps->dk->ports[i]);
         if (ps->want_refused ? err != ECONNREFUSED : err != 0)
             return false;
     }
@@ -1361,8 +1390,7 @@ void tg_harness_devkafka_destroy(struct tg_harness_devkafka *dk)
 {
     if (!dk)
         return;
-    tg_harness_proc_stop(dk->proc, DEVKAFKA_STOP_TIMEOUT_MS);
-    tg_harness_proc_destroy(dk->proc);
+    harness__proc_end(&dk->proc, DEVKAFKA_STOP_TIMEOUT_MS);
     tg_harness_tmpdir_done(dk->dir);
     free(dk);
 }
@@ -1394,9 +1422,9 @@ static int tls_sign(const struct tg_harness_tls *tls, const char *what, const ch
                     const char *san, const char *cert, const char *key)
 {
     int rc = -1;
-    char *csr = xasprintf("%s/%s-%s.csr", tls->dir, tls->name, what);
-    char *ext_path = xasprintf("%s/%s-%s.ext", tls->dir, tls->name, what);
-    char *subj = xasprintf("/CN=%s", cn);
+    char *csr = harness__asprintf("%s/%s-%s.csr", tls->dir, tls->name, what);
+    char *ext_path = harness__asprintf("%s/%s-%s.ext", tls->dir, tls->name, what);
+    char *subj = harness__asprintf("/CN=%s", cn);
     FILE *ext = NULL;
     if (!csr || !ext_path || !subj)
         goto out;
@@ -1438,14 +1466,14 @@ struct tg_harness_tls *tg_harness_tls_make(const char *dir, const char *name,
         return NULL;
     tls->dir = strdup(dir);
     tls->name = strdup(name);
-    tls->ca = xasprintf("%s/%s-ca.crt", dir, name);
-    tls->ca_key = xasprintf("%s/%s-ca.key", dir, name);
-    tls->server_cert = xasprintf("%s/%s-server.crt", dir, name);
-    tls->server_key = xasprintf("%s/%s-server.key", dir, name);
-    tls->client_cert = xasprintf("%s/%s-client.crt", dir, name);
-    tls->client_key = xasprintf("%s/%s-client.key", dir, name);
-    char *ca_subj = xasprintf("/CN=tidegate test CA %s", name);
-    char *client_san = xasprintf("DNS:%s", client_cn);
+    tls->ca = harness__asprintf("%s/%s-ca.crt", dir, name);
+    tls->ca_key = harness__asprintf("%s/%s-ca.key", dir, name);
+    tls->server_cert = harness__asprintf("%s/%s-server.crt", dir, name);
+    tls->server_key = harness__asprintf("%s/%s-server.key", dir, name);
+    tls->client_cert = harness__asprintf("%s/%s-client.crt", dir, name);
+    tls->client_key = harness__asprintf("%s/%s-client.key", dir, name);
+    char *ca_subj = harness__asprintf("/CN=tidegate test CA %s", name);
+    char *client_san = harness__asprintf("DNS:%s", client_cn);
     if (!tls->dir || !tls->name || !tls->ca || !tls->ca_key || !tls->server_cert ||
         !tls->server_key || !tls->client_cert || !tls->client_key || !ca_subj || !client_san)
         goto fail;
@@ -1496,9 +1524,9 @@ const char *tg_harness_tls_client_key(const struct tg_harness_tls *tls)
 int tg_harness_tls_make_client(const struct tg_harness_tls *tls, const char *what,
                                const char *cn, char **cert, char **key)
 {
-    *cert = xasprintf("%s/%s-%s.crt", tls->dir, tls->name, what);
-    *key = xasprintf("%s/%s-%s.key", tls->dir, tls->name, what);
-    char *san = xasprintf("DNS:%s", cn);
+    *cert = harness__asprintf("%s/%s-%s.crt", tls->dir, tls->name, what);
+    *key = harness__asprintf("%s/%s-%s.key", tls->dir, tls->name, what);
+    char *san = harness__asprintf("DNS:%s", cn);
     int rc = *cert && *key && san ? tls_sign(tls, what, cn, san, *cert, *key) : -1;
     free(san);
     if (rc != 0) {
@@ -1513,7 +1541,7 @@ int tg_harness_tls_make_client(const struct tg_harness_tls *tls, const char *wha
 char *tg_harness_tls_listener_conf(const struct tg_harness_tls *tls, int port,
                                    bool require_client_cert)
 {
-    return xasprintf("listener %d " LOOPBACK "\n"
+    return harness__asprintf("listener %d " HARNESS_LOOPBACK "\n"
                      "cafile %s\n"
                      "certfile %s\n"
                      "keyfile %s\n"

@@ -5,16 +5,14 @@
  * "ready" means what a client sees, not a line in the broker's log.
  */
 #include "harness_kafka.h"
+#include "harness_internal.h"
 
 #include <errno.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -22,14 +20,12 @@
 #define TG_HARNESS_KAFKA_BROKER "tests/kafka/kafka-broker"
 #endif
 
-#define LOOPBACK "127.0.0.1"
 #define START_TIMEOUT_MS 120000
 #define STOP_TIMEOUT_MS 60000
 #define KILL_WAIT_MS 10000
 #define TOPIC_TIMEOUT_MS 30000
 #define METADATA_TIMEOUT_MS 10000
 #define PORT_ATTEMPTS 3
-#define LOG_TAIL_BYTES 6000
 
 struct tg_harness_kafka {
     char *dir;
@@ -42,65 +38,7 @@ struct tg_harness_kafka {
     rd_kafka_t *rk;               /* metadata and Admin API; reconnects across restarts */
 };
 
-static void klog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void klog(const char *fmt, ...)
-{
-    va_list ap;
-    fputs("harness: kafka: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-}
-
-static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xasprintf(const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-    va_start(ap, fmt);
-    int n = vasprintf(&s, fmt, ap);
-    va_end(ap);
-    return n < 0 ? NULL : s;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
-static long file_size(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 ? (long)st.st_size : 0;
-}
-
-/* The broker's log from offset on, at most its last LOG_TAIL_BYTES: a JVM that failed says
- * why near the end, after pages of stack trace. */
-static void print_log(const struct tg_harness_kafka *kf, long offset)
-{
-    char *text = tg_harness_read_file(kf->log_path);
-    if (!text) {
-        klog("---- %s: (unreadable) ----", kf->log_path);
-        return;
-    }
-    size_t len = strlen(text);
-    size_t from = offset > 0 && (size_t)offset < len ? (size_t)offset : 0;
-    if (len - from > LOG_TAIL_BYTES)
-        from = len - LOG_TAIL_BYTES;
-    klog("---- %s (from byte %zu) ----\n%s", kf->log_path, from, text + from);
-    free(text);
-}
-
-static bool log_has_since(const struct tg_harness_kafka *kf, long offset, const char *needle)
-{
-    char *text = tg_harness_read_file(kf->log_path);
-    bool found = text && (size_t)offset <= strlen(text) && strstr(text + offset, needle);
-    free(text);
-    return found;
-}
+#define klog(...) harness__log("kafka", __VA_ARGS__)
 
 /* ------------------------------------------------------------------------------------------
  * librdkafka client: quiet, reconnecting fast after a restart
@@ -203,7 +141,7 @@ static int wait_ready(struct tg_harness_kafka *kf, const char *topic, int timeou
             return -1;
         if (metadata_ready(kf, topic, left < 2000 ? (int)left : 2000, NULL))
             return 0;
-        sleep_ms(50);
+        harness__sleep_ms(50);
     }
 }
 
@@ -346,7 +284,7 @@ static int create_topics(struct tg_harness_kafka *kf, const struct topic_spec *s
         if (rc < 0 || tg_harness_now_ms() >= deadline)
             return -1;
         retried = true;
-        sleep_ms(200);
+        harness__sleep_ms(200);
     }
     for (size_t i = 0; i < n; i++) {
         int64_t left = deadline - tg_harness_now_ms();
@@ -392,7 +330,7 @@ int tg_harness_kafka_partitions(struct tg_harness_kafka *kf, const char *topic)
             return partitions;
         if (topic_unknown(kf, topic))
             return -1;
-        sleep_ms(50);
+        harness__sleep_ms(50);
     } while (tg_harness_now_ms() < deadline);
     return -1;
 }
@@ -409,7 +347,7 @@ static int launch(struct tg_harness_kafka *kf)
     snprintf(port, sizeof port, "%d", kf->port);
     snprintf(cport, sizeof cport, "%d", kf->controller_port);
     const char *argv[] = {kf->launcher, "run", kf->dir, port, cport, kf->extra_path, NULL};
-    long offset = file_size(kf->log_path);
+    off_t offset = harness__file_size(kf->log_path);
     int64_t t0 = tg_harness_now_ms();
 
     kf->proc = tg_harness_proc_start(kf->dir, "kafka", argv, NULL, 0);
@@ -421,19 +359,13 @@ static int launch(struct tg_harness_kafka *kf)
              (long long)(tg_harness_now_ms() - t0));
         return 0;
     }
-    bool in_use = log_has_since(kf, offset, "Address already in use");
-    if (!in_use) {
-        if (rc > 0)
-            klog("the broker exited during startup");
-        else
-            klog("the broker on %s did not answer metadata within %d ms", kf->bootstrap,
-                 START_TIMEOUT_MS);
-        print_log(kf, offset);
-    }
-    tg_harness_proc_stop(kf->proc, STOP_TIMEOUT_MS);
-    tg_harness_proc_destroy(kf->proc);
-    kf->proc = NULL;
-    return in_use ? 1 : -1;
+    char why[256];
+    if (rc > 0)
+        snprintf(why, sizeof why, "kafka: the broker exited during startup");
+    else
+        snprintf(why, sizeof why, "kafka: the broker on %s did not answer metadata within %d ms",
+                 kf->bootstrap, START_TIMEOUT_MS);
+    return harness__start_failed(&kf->proc, kf->log_path, offset, STOP_TIMEOUT_MS, why);
 }
 
 static void kafka_free(struct tg_harness_kafka *kf)
@@ -448,7 +380,7 @@ static void kafka_free(struct tg_harness_kafka *kf)
 
 static int write_extra(struct tg_harness_kafka *kf, const char *extra_properties)
 {
-    kf->extra_path = xasprintf("%s/extra.properties", kf->dir);
+    kf->extra_path = harness__asprintf("%s/extra.properties", kf->dir);
     if (!kf->extra_path)
         return -1;
     FILE *f = fopen(kf->extra_path, "we");
@@ -481,7 +413,9 @@ struct tg_harness_kafka *tg_harness_kafka_start_with(int telemetry_partitions, u
     const char *launcher = getenv("TG_KAFKA_BROKER");
     kf->launcher = strdup(launcher && *launcher ? launcher : TG_HARNESS_KAFKA_BROKER);
     kf->dir = tg_harness_tmpdir_new("kafka");
-    if (!kf->launcher || !kf->dir || !(kf->log_path = xasprintf("%s/kafka.stderr", kf->dir)))
+    if (kf->dir)
+        kf->log_path = harness__asprintf("%s/kafka.stderr", kf->dir);
+    if (!kf->launcher || !kf->dir || !kf->log_path)
         goto fail;
     if (extra_properties && write_extra(kf, extra_properties) != 0)
         goto fail;
@@ -492,14 +426,14 @@ struct tg_harness_kafka *tg_harness_kafka_start_with(int telemetry_partitions, u
         kf->controller_port = tg_harness_free_port();
         if (kf->port < 0 || kf->controller_port < 0 || kf->port == kf->controller_port)
             continue;
-        snprintf(kf->bootstrap, sizeof kf->bootstrap, LOOPBACK ":%d", kf->port);
+        snprintf(kf->bootstrap, sizeof kf->bootstrap, HARNESS_LOOPBACK ":%d", kf->port);
         if (kf->rk)
             rd_kafka_destroy(kf->rk);
         kf->rk = client_new(kf->bootstrap);
         if (!kf->rk)
             goto fail;
         /* A failed bind leaves a formatted data dir behind whose controller port is stale. */
-        char *data = xasprintf("%s/data", kf->dir);
+        char *data = harness__asprintf("%s/data", kf->dir);
         if (data)
             tg_harness_rmtree(data);
         free(data);
@@ -522,7 +456,7 @@ struct tg_harness_kafka *tg_harness_kafka_start_with(int telemetry_partitions, u
         };
         if (create_topics(kf, topics, sizeof topics / sizeof topics[0], TOPIC_TIMEOUT_MS) !=
             0) {
-            print_log(kf, 0);
+            harness__print_log("kafka log", kf->log_path, 0);
             goto fail;
         }
     }
@@ -531,10 +465,7 @@ struct tg_harness_kafka *tg_harness_kafka_start_with(int telemetry_partitions, u
 fail:
     if (kf->dir)
         klog("start failed; see %s", kf->dir);
-    if (kf->proc) {
-        tg_harness_proc_stop(kf->proc, STOP_TIMEOUT_MS);
-        tg_harness_proc_destroy(kf->proc);
-    }
+    harness__proc_end(&kf->proc, STOP_TIMEOUT_MS);
     free(kf->dir); /* the registry has its own copy: the dir is reported and kept */
     kafka_free(kf);
     return NULL;
@@ -583,9 +514,7 @@ int tg_harness_kafka_stop(struct tg_harness_kafka *kf)
     }
     int64_t t0 = tg_harness_now_ms();
     bool was_running = tg_harness_proc_running(kf->proc);
-    int status = tg_harness_proc_stop(kf->proc, STOP_TIMEOUT_MS);
-    tg_harness_proc_destroy(kf->proc);
-    kf->proc = NULL;
+    int status = harness__proc_end(&kf->proc, STOP_TIMEOUT_MS);
     /* The JVM answers SIGTERM with its shutdown hooks (Kafka's controlled shutdown) and then
      * exits with 143; anything but a SIGKILL means it shut down by itself. */
     bool clean = was_running && status != -1 &&
@@ -621,7 +550,7 @@ int tg_harness_kafka_restart(struct tg_harness_kafka *kf)
         klog("could not restart the broker on ports %d/%d%s", kf->port, kf->controller_port,
              rc == 1 ? ": a port was taken meanwhile" : "");
         if (rc == 1)
-            print_log(kf, 0);
+            harness__print_log("kafka log", kf->log_path, 0);
         return -1;
     }
     return 0;
@@ -636,10 +565,7 @@ void tg_harness_kafka_destroy(struct tg_harness_kafka *kf)
         rd_kafka_destroy(kf->rk);
         kf->rk = NULL;
     }
-    if (kf->proc) {
-        tg_harness_proc_stop(kf->proc, STOP_TIMEOUT_MS);
-        tg_harness_proc_destroy(kf->proc);
-    }
+    harness__proc_end(&kf->proc, STOP_TIMEOUT_MS);
     tg_harness_tmpdir_done(kf->dir);
     kafka_free(kf);
 }

@@ -10,6 +10,17 @@
  *   - broker_kill9_twice: kill -9 of Mosquitto (persistence off: it forgets every queued
  *     message and session) twice, restarted on the same port;
  *   - power_loss: SIGKILL of the gateway and the broker together, twice.
+ *   - ingress_full_resent: a Kafka outage with the journal at its smallest cap (64 KiB,
+ *     overflow = backpressure) until the gateway has refused readings under load; the nodes
+ *     keep what no ack covers and send it again. Plugin mode only (TG_GW_MODE=plugin, issue
+ *     14): there a full pipeline refuses messages inside the broker (counted in
+ *     tidegate_messages_dropped_total{reason="ingress_full"}, at least REFUSED_MIN here) and
+ *     only the resends save them; the daemon instead stops reading and the broker holds them
+ *     (test_gw_overflow).
+ * In plugin mode (test_gw_acks_plugin) the gateway is the broker: gateway_kill9_loop is then a
+ * kill -9 of Mosquitto with the plugin and its restart on the same persistent journal, with the
+ * acks published from inside the broker, and broker_kill9_twice and power_loss, which would
+ * kill the same process, are skipped.
  * Verdict for each: the audit reports 0 lost and 0 duplicated, and every reading the devices
  * took is either delivered or was dropped from a full outbox (counted; none is expected
  * here), with nothing left waiting in an outbox after the drain. Duplicates are 0 because
@@ -52,7 +63,10 @@ static int env_int(const char *name, int def)
 #define WAIT_MS 60000
 #define SEED 20261203u
 
-enum fault { GATEWAY_KILLS, BROKER_KILLS, POWER_LOSS };
+/* ingress_full_resent: refusals counted before Kafka comes back. */
+#define REFUSED_MIN 500
+
+enum fault { GATEWAY_KILLS, BROKER_KILLS, POWER_LOSS, INGRESS_FULL };
 
 static int teardown(void **state)
 {
@@ -132,6 +146,22 @@ static void wait_gateway_connected(struct tg_gw *gw)
     assert_true(tg_gw_wait_metric(gw, "tidegate_mqtt_connections", NULL, TG_GW_EQ, 1, WAIT_MS));
 }
 
+/* INGRESS_FULL: Kafka down until the gateway refused REFUSED_MIN readings (the journal is at
+ * its cap by then), then back. The nodes' resends after their ack timeout are refused too while
+ * it lasts, and are counted again. */
+static void refuse_under_load(struct tg_gw *gw, const char *label)
+{
+    int64_t from = tg_harness_now_ms();
+    assert_int_equal(tg_gw_kafka_outage_begin(gw), 0);
+    assert_true(tg_gw_wait_metric(gw, "tidegate_messages_dropped_total",
+                                  "reason=\"ingress_full\"", TG_GW_GE, REFUSED_MIN, WAIT_MS));
+    double refused =
+        tg_gw_metric(gw, "tidegate_messages_dropped_total", "reason=\"ingress_full\"");
+    assert_int_equal(tg_gw_kafka_outage_end(gw), 0);
+    fprintf(stderr, "%s: %.0f readings refused (ingress_full) during a %lld ms Kafka outage\n",
+            label, refused, (long long)(tg_harness_now_ms() - from));
+}
+
 static void run_with_faults(enum fault fault, const char *label)
 {
     raise_open_files();
@@ -144,9 +174,17 @@ static void run_with_faults(enum fault fault, const char *label)
      * twice, a duplicate of the mock's making (test_chaos_fleet.c). */
     const char *tier = getenv("TG_KAFKA_TIER");
     bool real = tier && strcmp(tier, "real") == 0;
-    const char *sets[] = {dedup_set, real ? NULL : "kafka.rdkafka.max.in.flight=1", NULL, NULL};
+    /* INGRESS_FULL: the smallest journal, so that an outage of seconds fills it. */
+    const char *sets[6] = {dedup_set};
+    size_t nsets = 1;
+    if (!real)
+        sets[nsets++] = "kafka.rdkafka.max.in.flight=1";
+    if (fault == INGRESS_FULL) {
+        sets[nsets++] = "journal.max_bytes=64K";
+        sets[nsets++] = "journal.overflow=backpressure";
+    }
     if (getenv("TG_ACKS_READBACK_OFF"))
-        sets[real ? 1 : 2] = "kafka.reconcile_on_start=false";
+        sets[nsets++] = "kafka.reconcile_on_start=false";
     const struct tg_gw_opts opts = {
         .sets = sets,
         .mqtt_extra_conf = "max_connections -1\nmax_queued_messages 1000000\n",
@@ -186,7 +224,7 @@ static void run_with_faults(enum fault fault, const char *label)
     assert_true(tg_harness_wait_until(metric_at_least, &acks, WAIT_MS));
 
     uint64_t rnd = SEED;
-    int faults = fault == GATEWAY_KILLS ? KILLS : 2;
+    int faults = fault == GATEWAY_KILLS ? KILLS : fault == INGRESS_FULL ? 1 : 2;
     for (int k = 0; k < faults; k++) {
         /* The schedule times the faults; it does not stand in for a condition. */
         int interval = next_interval_ms(&rnd);
@@ -212,6 +250,9 @@ static void run_with_faults(enum fault fault, const char *label)
             assert_int_equal(tg_gw_tidegate_kill9(gw), 0);
             restart_broker(gw);
             assert_int_equal(tg_gw_tidegate_start(gw), 0);
+            break;
+        case INGRESS_FULL:
+            refuse_under_load(gw, label);
             break;
         }
         if (outage) {
@@ -274,6 +315,9 @@ static void run_with_faults(enum fault fault, const char *label)
     assert_int_equal(jint(root, "expected", "dropped"), 0);
     assert_int_equal(jint(root, "unexpected", NULL), 0);
     assert_int_equal(jint(root, "delivered", NULL), released);
+    if (fault == INGRESS_FULL) /* the refusals were counted, and not lost */
+        assert_true(tg_gw_metric_is(gw, "tidegate_messages_dropped_total",
+                                    "reason=\"ingress_full\"", TG_GW_GE, REFUSED_MIN));
     json_decref(root);
     free(report);
 
@@ -289,16 +333,36 @@ static void gateway_kill9_loop(void **state)
     run_with_faults(GATEWAY_KILLS, "gateway kill -9 loop");
 }
 
+/* TG_GW_MODE from the environment, as the fixture reads it: the cases that differ by mode
+ * are skipped before a fixture is started. */
+static bool plugin_mode(void)
+{
+    const char *mode = getenv("TG_GW_MODE");
+    return mode && strcmp(mode, "plugin") == 0;
+}
+
 static void broker_kill9_twice(void **state)
 {
     (void)state;
+    if (plugin_mode())
+        skip(); /* the broker is the gateway: gateway_kill9_loop */
     run_with_faults(BROKER_KILLS, "broker kill -9 twice");
 }
 
 static void power_loss(void **state)
 {
     (void)state;
+    if (plugin_mode())
+        skip(); /* one process: gateway_kill9_loop */
     run_with_faults(POWER_LOSS, "gateway and broker SIGKILL together");
+}
+
+static void ingress_full_resent(void **state)
+{
+    (void)state;
+    if (!plugin_mode())
+        skip(); /* the daemon refuses nothing: it stops reading (test_gw_overflow) */
+    run_with_faults(INGRESS_FULL, "ingress_full under load");
 }
 
 /* argv[1], if given: run only the tests whose name matches it (cmocka's filter). */
@@ -310,6 +374,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(gateway_kill9_loop, teardown),
         cmocka_unit_test_teardown(broker_kill9_twice, teardown),
         cmocka_unit_test_teardown(power_loss, teardown),
+        cmocka_unit_test_teardown(ingress_full_resent, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,6 +7,8 @@
 #   - plugin_opt_forward false (default) hides taken messages from a '#' subscriber, other
 #     topics still pass, and plugin_opt_forward true lets telemetry through as well;
 #   - SIGHUP to the broker reaches the plugin (MOSQ_EVT_RELOAD) and the broker goes on;
+#   - the plugin does not link libmosquitto, the MQTT client library (it runs inside the
+#     broker, which provides the mosquitto_* functions it calls);
 #   - with [ack] enabled the durable ack is published from inside the broker
 #     (mosquitto_broker_publish) on ack/<device id>, with Kafka unreachable: in durable mode
 #     the journal commit alone makes a reading durable.
@@ -66,6 +68,16 @@ expect_refused() {
     echo "ok: $name refused ($want)"
   fi
 }
+
+# The dynamic section names no libmosquitto (ldd, from libc-bin, resolves what it names).
+if ! deps=$(ldd "$so" 2>&1); then
+  fail "ldd $so: $deps"
+elif grep -q "libmosquitto" <<<"$deps"; then
+  fail "the plugin links libmosquitto, the client library:"
+  grep "libmosquitto" <<<"$deps" >&2
+else
+  echo "ok: the plugin does not link libmosquitto"
+fi
 
 ini host '[mqtt]\nhost = 10.0.0.1\n'
 write_conf host "plugin_opt_config $tmp/host.ini"

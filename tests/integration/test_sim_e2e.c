@@ -17,8 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 
 #include "gateway_fixture.h"
 
@@ -35,52 +33,12 @@ static int teardown(void **state)
 }
 
 /* Mosquitto holds a connection per device, and inherits the test's limit. */
-static void raise_open_files(void)
-{
-    struct rlimit rl;
-    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
-    rlim_t want = DEVICES * 2 + 512;
-    if (rl.rlim_cur >= want)
-        return;
-    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want)
-        fail_msg("open-files hard limit %llu is below the %llu this test needs",
-                 (unsigned long long)rl.rlim_max, (unsigned long long)want);
-    rl.rlim_cur = want;
-    assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
-}
-
-struct received {
-    struct tg_gw *gw;
-    double at_least;
-};
-
-static bool received_at_least(void *ud)
-{
-    struct received *r = ud;
-    double v = tg_gw_metric(r->gw, "tidegate_messages_received_total", NULL);
-    return v == v && v >= r->at_least; /* v == v: not NAN (scrape failed) */
-}
-
-static bool audit_following(void *ud)
-{
-    return tg_harness_file_contains(tg_harness_proc_stderr_path(ud), "consuming");
-}
-
-static json_int_t jint(json_t *obj, const char *path1, const char *path2)
-{
-    json_t *v = json_object_get(obj, path1);
-    if (path2)
-        v = json_object_get(v, path2);
-    if (!json_is_integer(v))
-        fail_msg("audit JSON: %s%s%s is not an integer", path1, path2 ? "." : "",
-                 path2 ? path2 : "");
-    return json_integer_value(v);
-}
+#define OPEN_FILES (DEVICES * 2 + 512)
 
 static void fleet_through_an_outage_loses_nothing(void **state)
 {
     (void)state;
-    raise_open_files();
+    assert_int_equal(tg_gw_raise_open_files(OPEN_FILES), 0);
     const struct tg_gw_opts opts = {
         .mqtt_extra_conf = "max_connections -1\nmax_queued_messages 1000000\n",
         /* The journal holds everything during the outage: the default cap is far above. */
@@ -98,13 +56,8 @@ static void fleet_through_an_outage_loses_nothing(void **state)
     snprintf(devices, sizeof devices, "%d", DEVICES);
 
     /* The audit first, following the topics while the fleet runs. */
-    const char *audit_argv[] = {sim, "audit", "--brokers", tg_gw_bootstrap(gw),
-                                "--topic", TG_GW_TOPIC, "--dlq-topic", TG_GW_DLQ_TOPIC,
-                                "--ledger", ledger, "--follow", "--json", "--timeout", "60",
-                                NULL};
-    struct tg_harness_proc *audit = tg_harness_proc_start(dir, "audit", audit_argv, NULL, 0);
+    struct tg_harness_proc *audit = tg_gw_sim_audit_start(gw, ledger, 60);
     assert_non_null(audit);
-    assert_true(tg_harness_wait_until(audit_following, audit, 30000));
 
     const char *run_argv[] = {sim, "run", "--broker", broker, "--devices", devices,
                               "--duration", duration, "--seed", "7", "--ledger", ledger,
@@ -115,16 +68,18 @@ static void fleet_through_an_outage_loses_nothing(void **state)
     assert_non_null(run);
 
     /* Kafka goes away once the fleet is publishing, and comes back while it still is. */
-    struct received rcv = {gw, 2 * DEVICES};
-    assert_true(tg_harness_wait_until(received_at_least, &rcv, WAIT_MS));
+    double received_at_least = 2 * DEVICES;
+    assert_true(tg_gw_wait_metric(gw, "tidegate_messages_received_total", NULL, TG_GW_GE,
+                                  received_at_least, WAIT_MS));
     assert_true(tg_gw_wait_metric(gw, "tidegate_messages_delivered_total", NULL, TG_GW_GT, 0,
                                   WAIT_MS));
     assert_int_equal(tg_harness_devkafka_outage_begin(tg_gw_devkafka(gw)), 0);
     double before = tg_gw_metric(gw, "tidegate_messages_received_total", NULL);
     int64_t outage_ms = tg_harness_now_ms();
     assert_true(tg_gw_wait_metric(gw, "tidegate_kafka_up", NULL, TG_GW_EQ, 0, 20000));
-    rcv.at_least = before + OUTAGE_READINGS;
-    assert_true(tg_harness_wait_until(received_at_least, &rcv, WAIT_MS));
+    received_at_least = before + OUTAGE_READINGS;
+    assert_true(tg_gw_wait_metric(gw, "tidegate_messages_received_total", NULL, TG_GW_GE,
+                                  received_at_least, WAIT_MS));
     assert_true(tg_gw_metric_is(gw, "tidegate_journal_records", NULL, TG_GW_GT, 0));
     assert_int_equal(tg_harness_devkafka_outage_end(tg_gw_devkafka(gw)), 0);
     fprintf(stderr, "outage: %lld ms, %.0f readings journaled meanwhile\n",
@@ -142,43 +97,32 @@ static void fleet_through_an_outage_loses_nothing(void **state)
     }
     fprintf(stderr, "run took %lld ms\n", (long long)(tg_harness_now_ms() - t0));
     assert_int_equal(tg_harness_proc_wait(audit, WAIT_MS + 30000, &status), 0);
-    char *report = tg_harness_read_file(tg_harness_proc_stdout_path(audit));
-    assert_non_null(report);
-    fprintf(stderr, "audit (exit %d): %s", WIFEXITED(status) ? WEXITSTATUS(status) : -1,
-            report);
-    json_error_t jerr;
-    json_t *root = json_loads(report, 0, &jerr);
-    if (!root) {
-        char *log = tg_harness_read_file(tg_harness_proc_stderr_path(audit));
-        fprintf(stderr, "audit log:\n%s\n", log ? log : "");
-        free(log);
-        fail_msg("audit output is not JSON: %s", jerr.text);
-    }
+    json_t *root = tg_gw_sim_audit_report(audit, status);
+    assert_non_null(root);
 
     /* What the fleet did: most readings confirmed, faults injected and confirmed. */
-    json_int_t released = jint(root, "expected", "released");
-    json_int_t malformed = jint(root, "expected", "malformed");
-    json_int_t duplicates = jint(root, "expected", "duplicates");
-    assert_int_equal(jint(root, "expected", "devices"), DEVICES);
-    assert_true(released >= (json_int_t)DEVICES * (DURATION_S - 2));
+    long long released = tg_gw_json_int(root, "expected", "released");
+    long long malformed = tg_gw_json_int(root, "expected", "malformed");
+    long long duplicates = tg_gw_json_int(root, "expected", "duplicates");
+    assert_int_equal(tg_gw_json_int(root, "expected", "devices"), DEVICES);
+    assert_true(released >= (long long)DEVICES * (DURATION_S - 2));
     assert_true(malformed > 0);
     assert_true(duplicates > 0);
 
     /* The verdict. */
-    assert_int_equal(jint(root, "lost", NULL), 0);
-    assert_int_equal(jint(root, "duplicated", NULL), 0);
-    assert_int_equal(jint(root, "delivered", NULL), released);
-    assert_int_equal(jint(root, "unexpected", NULL), 0);
-    assert_int_equal(jint(root, "undecodable", NULL), 0);
-    assert_int_equal(jint(root, "dlq", "records"), malformed);
-    assert_int_equal(jint(root, "dlq", "malformed"), malformed);
+    assert_int_equal(tg_gw_json_int(root, "lost", NULL), 0);
+    assert_int_equal(tg_gw_json_int(root, "duplicated", NULL), 0);
+    assert_int_equal(tg_gw_json_int(root, "delivered", NULL), released);
+    assert_int_equal(tg_gw_json_int(root, "unexpected", NULL), 0);
+    assert_int_equal(tg_gw_json_int(root, "undecodable", NULL), 0);
+    assert_int_equal(tg_gw_json_int(root, "dlq", "records"), malformed);
+    assert_int_equal(tg_gw_json_int(root, "dlq", "malformed"), malformed);
     assert_true(json_is_true(json_object_get(root, "ok")));
     assert_true(tg_harness_exited_ok(status));
     /* The gateway removed every injected duplicate (and any QoS1 redelivery). */
     assert_true(tg_gw_metric_is(gw, "tidegate_messages_duplicate_total", NULL, TG_GW_GE,
                                 (double)duplicates));
     json_decref(root);
-    free(report);
 
     tg_harness_proc_destroy(audit);
     tg_harness_proc_destroy(run);

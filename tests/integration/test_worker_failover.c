@@ -19,6 +19,12 @@
  *     so there repeats are counted and reported, and allowed only as exact copies of
  *     reference records. With the argument "real" the test runs on a real Kafka broker,
  *     where the open transaction is aborted and there must be none.
+ *
+ * The failover workers checkpoint their state only every 60 s (snapshot_interval_ms), longer
+ * than the run, so the partitions that move after the SIGKILL restore a checkpoint taken
+ * seconds before it and replay the records since with their outputs suppressed: their
+ * /metrics must show records replayed and outputs suppressed, and the comparison above shows
+ * that nothing was emitted twice or lost by it.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -48,6 +54,16 @@ static int teardown(void **state)
     return 0;
 }
 
+#define FAILOVER_EXTRA "[worker]\nsnapshot_interval_ms = 60000\n"
+
+static double metric_of(const struct wfx_worker *w, const char *name)
+{
+    char *body = wfx_scrape(w);
+    double v = wfx_metric(body, name);
+    free(body);
+    return v;
+}
+
 static void kill_and_join(bool real_kafka)
 {
     struct wfx_cluster *cl = wfx_cluster_start(real_kafka);
@@ -56,8 +72,8 @@ static void kill_and_join(bool real_kafka)
     assert_non_null(dir);
     struct wfx_input in = {.n_devices = DEVICES, .base_ts_ms = wfx_recent_base_ms(SECONDS)};
 
-    struct wfx_worker *w1 = wfx_worker_start(dir, "w1", "w1", bs, "tidegate-anomaly", "a.", NULL);
-    struct wfx_worker *w2 = wfx_worker_start(dir, "w2", "w2", bs, "tidegate-anomaly", "a.", NULL);
+    struct wfx_worker *w1 = wfx_worker_start(dir, "w1", "w1", bs, "tidegate-anomaly", "a.", FAILOVER_EXTRA);
+    struct wfx_worker *w2 = wfx_worker_start(dir, "w2", "w2", bs, "tidegate-anomaly", "a.", FAILOVER_EXTRA);
     wfx_worker_wait_assigned(w1, 30000);
     wfx_worker_wait_assigned(w2, 30000);
     struct wfx_feed *feed = wfx_feed_start(bs, "telemetry", &in, 0, SECONDS, PACE_MS);
@@ -68,7 +84,7 @@ static void kill_and_join(bool real_kafka)
     int status;
     assert_int_equal(tg_harness_proc_wait(w1->proc, 10000, &status), 0);
     assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-    struct wfx_worker *w3 = wfx_worker_start(dir, "w3", "w3", bs, "tidegate-anomaly", "a.", NULL);
+    struct wfx_worker *w3 = wfx_worker_start(dir, "w3", "w3", bs, "tidegate-anomaly", "a.", FAILOVER_EXTRA);
     wfx_worker_wait_assigned(w3, 30000);
     size_t produced = wfx_feed_join(feed);
     assert_int_equal(produced, (size_t)DEVICES * SECONDS);
@@ -76,6 +92,12 @@ static void kill_and_join(bool real_kafka)
     int64_t hi[PARTITIONS];
     assert_int_equal(wfx_watermarks(bs, "telemetry", hi, PARTITIONS), PARTITIONS);
     assert_true(wfx_wait_processed(bs, "a.state", hi, PARTITIONS, 120000));
+    double replayed = metric_of(w2, "tidegate_worker_records_replayed_total") +
+                      metric_of(w3, "tidegate_worker_records_replayed_total");
+    double suppressed = metric_of(w2, "tidegate_worker_outputs_suppressed_total") +
+                        metric_of(w3, "tidegate_worker_outputs_suppressed_total");
+    fprintf(stderr, "after the SIGKILL: %.0f records replayed from checkpoints, %.0f outputs "
+                    "suppressed\n", replayed, suppressed);
     assert_true(tg_harness_exited_ok(wfx_worker_stop(w2)));
     assert_true(tg_harness_exited_ok(wfx_worker_stop(w3)));
 
@@ -89,6 +111,9 @@ static void kill_and_join(bool real_kafka)
     wfx_compare(bs, "a.agg", "ref.agg", &dup_aggs);
     fprintf(stderr, "after one SIGKILL on %s: %zu alert and %zu aggregate records repeated\n",
             real_kafka ? "a real Kafka broker" : "devkafka", dup_alerts, dup_aggs);
+    /* After the comparison, so that a replay gone wrong shows as the outputs it changed. */
+    assert_true(replayed > 0);
+    assert_true(suppressed > 0);
     if (real_kafka) {
         /* Transactions are real here: the killed worker's open transaction was aborted. */
         assert_int_equal(dup_alerts, 0);

@@ -170,6 +170,8 @@ static size_t produce_range(const char *bootstrap, const char *topic, const stru
             clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &due, NULL);
         }
         for (int d = 0; d < in->n_devices; d++) {
+            if (in->mute_from_s > 0 && d == in->mute_device && s >= in->mute_from_s)
+                continue;
             snprintf(device, sizeof device, "dev-%03d", d);
             struct tg_metric m = {.name = "temp", .unit = NULL, .value = value_at(d, s)};
             struct tg_reading rd = {.device = device, .has_seq = true, .boot = 1,
@@ -293,10 +295,13 @@ int wfx_watermarks(const char *bootstrap, const char *topic, int64_t *hi, int ma
 }
 
 /* Reads every partition of topic from the beginning to its end; fn per record. The end is
- * the high watermark when the read starts: on a real broker a read_committed reader first
- * sees the end of a partition at its last stable offset, which lags behind for a moment
- * after a commit (the coordinator writes the transaction markers after answering EndTxn),
- * so an end-of-partition event below the high watermark means "wait", not "done". */
+ * the high watermark: on a real broker a read_committed reader first sees the end of a
+ * partition at its last stable offset, which lags behind for a moment after a commit (the
+ * coordinator writes the transaction markers after answering EndTxn), and for longer while
+ * a killed worker's transaction waits to be aborted, so an end-of-partition event below the
+ * high watermark means "wait", not "done". A read_committed client's ListOffsets answers
+ * with the last stable offset too, so the high watermark is the one each fetch response
+ * brings (rd_kafka_get_watermark_offsets), or the queried end if that is higher. */
 static void read_topic(const char *bootstrap, const char *topic,
                        void (*fn)(void *ud, const rd_kafka_message_t *msg), void *ud)
 {
@@ -331,6 +336,12 @@ static void read_topic(const char *bootstrap, const char *topic,
             continue;
         int32_t p = msg->partition;
         if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            int64_t lo2, hi2;
+            if (p >= 0 && p < n &&
+                rd_kafka_get_watermark_offsets(rk, topic, p, &lo2, &hi2) ==
+                    RD_KAFKA_RESP_ERR_NO_ERROR &&
+                hi2 > hi[p])
+                hi[p] = hi2;
             if (p >= 0 && p < n && !done[p] && msg->offset >= hi[p]) {
                 done[p] = true;
                 pending--;
@@ -493,9 +504,10 @@ struct wfx_worker *wfx_worker_start(const char *dir, const char *name, const cha
             "commit_interval_ms = 100\nsession_timeout_ms = 6000\n"
             "transaction_timeout_ms = 10000\nrestore_timeout_ms = 40000\n"
             "[metrics]\nlisten = 127.0.0.1:%d\n"
-            "[detect]\nsilence = false\n%s",
+            "[detect]\n%s%s",
             instance_id, bootstrap, group, topic_prefix, topic_prefix, topic_prefix, w->metrics_port,
-            extra ? extra : "");
+            /* A key may be set once: an extra that sets silence itself turns it on. */
+            extra && strstr(extra, "silence =") ? "" : "silence = false\n", extra ? extra : "");
     /* WFX_WORKER_EXTRA: more lines for every worker's config, when investigating by hand
      * (e.g. "[log]\ndebug = txn" ends up as a second [log] section). */
     const char *env_extra = getenv("WFX_WORKER_EXTRA");

@@ -34,6 +34,8 @@ void wfx_cluster_destroy(struct wfx_cluster *cl);
 struct wfx_input {
     int n_devices;
     int64_t base_ts_ms;
+    int mute_device; /* with mute_from_s > 0: device mute_device sends nothing from second */
+    int mute_from_s; /* mute_from_s of event time on (a silent device) */
 };
 
 /* A base time for seconds of event time that end about now, on a whole minute (so windows
@@ -78,7 +80,8 @@ void wfx_state_markers(const char *bootstrap, const char *state_topic, int64_t *
  * given prefix ("" for the defaults' names; else <prefix>anomalies, <prefix>agg,
  * <prefix>state), commit every 100 ms, short session timeout, silence detection off (its
  * wall-clock sweep would make runs differ), metrics on a free port. extra: more INI lines or
- * NULL. */
+ * NULL; they follow the [detect] section's first lines, so "silence = true\n..." sets keys
+ * of [detect] (and then silence is not turned off), and a "[section]" line starts another. */
 struct wfx_worker {
     struct tg_harness_proc *proc;
     int metrics_port;

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # The arm64 packages installed the way a user installs them, on a fresh Debian 12 arm64 root
 # run through qemu-user binfmt (scripts/install-deps --arch arm64 registers it):
-#   1. apt install ./tidegate_*_arm64.deb ./tidegate-node_*_arm64.deb into a copy of a cached
-#      debootstrap root (build/pkgroot/rootfs-arm64; made on first use, about 12 minutes);
+#   1. apt install ./tidegate_*_arm64.deb ./tidegate-node_*_arm64.deb
+#      ./tidegate-worker_*_arm64.deb into a copy of a cached debootstrap root
+#      (build/pkgroot/rootfs-arm64; made on first use, about 12 minutes);
 #   2. Mosquitto with the packaged snippet and ACL, and the installed gateway started the way
 #      its systemd unit does (ExecStart= and User= read from the installed unit: there is no
 #      systemd in a chroot), against a native devkafka on the host;
 #   3. 50 devices provisioned (tidegate-provision when the package has it, else the commands it
 #      runs: a Mosquitto password and ACL lines per device), each publishing from the host
 #      with its own credentials; a device's publish to another device's topic is refused;
-#      audit: every reading reaches Kafka exactly once;
+#      audit: every reading reaches Kafka exactly once; the installed worker, started as its
+#      unit does, consumes them all and stops cleanly on SIGTERM;
 #   4. Kafka down, a backlog in the journal, the package upgraded to a newer version, the
 #      gateway restarted, Kafka up: the backlog drains, nothing lost;
-#   5. apt purge: the files, the state, the user the package created are gone.
+#   5. apt purge: the files, the state, the users the packages created are gone.
 # Usage: test_install_arm64.sh <source dir> <native bin dir: tidegate-devkafka, tidegate-decode>
 # Packages come from build/packages/arm64 (scripts/package --arch arm64 runs when missing).
 # Needs root (chroot, mount). Loopback only; free ports; every wait has a deadline.
@@ -87,10 +89,12 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # --- 1. install ---
 mkdir -p "$root/tmp/debs"
-cp "$debs"/tidegate_*_arm64.deb "$debs"/tidegate-node_*_arm64.deb "$root/tmp/debs/"
-say "apt install ./tidegate_*_arm64.deb ./tidegate-node_*_arm64.deb"
+cp "$debs"/tidegate_*_arm64.deb "$debs"/tidegate-node_*_arm64.deb "$debs"/tidegate-worker_*_arm64.deb \
+   "$root/tmp/debs/"
+say "apt install ./tidegate_*_arm64.deb ./tidegate-node_*_arm64.deb ./tidegate-worker_*_arm64.deb"
 in_root sh -c 'cd /tmp/debs && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-  ./tidegate_*_arm64.deb ./tidegate-node_*_arm64.deb' >"$work/apt-install.log" 2>&1 ||
+  ./tidegate_*_arm64.deb ./tidegate-node_*_arm64.deb ./tidegate-worker_*_arm64.deb' \
+  >"$work/apt-install.log" 2>&1 ||
   { tail -30 "$work/apt-install.log"; fail "apt install of the packages failed"; }
 [ "$(in_root dpkg-query -W -f='${Status}' tidegate)" = "install ok installed" ] || fail "tidegate not installed"
 file -L "$root/usr/bin/tidegate" 2>/dev/null | grep -q aarch64 || fail "/usr/bin/tidegate is not an arm64 program"
@@ -99,10 +103,29 @@ in_root getent passwd tidegate >/dev/null || fail "no tidegate system user"
 in_root dpkg-query --showformat='${Conffiles}\n' -W tidegate | grep -q /etc/tidegate/tidegate.ini ||
   fail "/etc/tidegate/tidegate.ini is not a conffile"
 [ -f "$root/usr/share/tidegate/boards/generic-arm64.ini" ] || fail "board files missing"
+# No systemd in a chroot, so the upgrade's restart is checked in the installed scripts: an
+# upgrade restarts each unit (deb-systemd-invoke leaves a disabled, stopped one alone).
+for u in tidegate tidegate-worker; do
+  grep -q '_dh_action=restart' "$root/var/lib/dpkg/info/$u.postinst" &&
+    grep -qF "deb-systemd-invoke \$_dh_action '$u.service'" "$root/var/lib/dpkg/info/$u.postinst" ||
+    fail "$u's postinst does not restart $u.service after an upgrade"
+done
+# The worker: its own user, its config a conffile only that user's group may read (through
+# /etc/tidegate, which the gateway's package shares with it).
+file -L "$root/usr/bin/tidegate-worker" 2>/dev/null | grep -q aarch64 || fail "/usr/bin/tidegate-worker is not an arm64 program"
+in_root getent passwd tidegate-worker >/dev/null || fail "no tidegate-worker system user"
+in_root dpkg-query --showformat='${Conffiles}\n' -W tidegate-worker | grep -q /etc/tidegate/tidegate-worker.ini ||
+  fail "/etc/tidegate/tidegate-worker.ini is not a conffile"
+[ "$(in_root stat -c '%a %U:%G' /etc/tidegate/tidegate-worker.ini)" = "640 root:tidegate-worker" ] ||
+  fail "/etc/tidegate/tidegate-worker.ini: $(in_root stat -c '%a %U:%G' /etc/tidegate/tidegate-worker.ini), want 640 root:tidegate-worker"
 
 # --- 2. Kafka (native devkafka on the host), Mosquitto and the gateway in the root ---
 mkfifo "$work/dk.in"
-"$native/tidegate-devkafka" --bootstrap-file "$work/bootstrap" <"$work/dk.in" >"$work/dk.out" 2>"$work/dk.err" &
+# devkafka's default topics, and the worker's state topic with as many partitions as telemetry
+# (the worker refuses fewer; an auto-created topic would have 4).
+"$native/tidegate-devkafka" --topic telemetry:12 --topic telemetry.dlq:3 --topic telemetry.anomalies:6 \
+  --topic telemetry.agg.1m:6 --topic telemetry.worker.state:12 \
+  --bootstrap-file "$work/bootstrap" <"$work/dk.in" >"$work/dk.out" 2>"$work/dk.err" &
 dk_pid=$!; pids+=("$dk_pid")
 exec 7>"$work/dk.in"   # keeps devkafka's stdin open, so commands can be sent to it
 wait_for 30 "devkafka's bootstrap list" test -s "$work/bootstrap"
@@ -228,6 +251,30 @@ for id in "${ids[@]}"; do publish "$id" 1 "$half" 1; done
 say "published $((devices * half)) readings from ${#ids[@]} devices"
 audit_until "$half" 120
 say "audit: all $((devices * half)) readings in Kafka, once each"
+
+# The worker, as its unit starts it (ExecStart=, User= from the installed unit), on the
+# packaged config with the admin's edits: the brokers, and a free metrics port.
+wunit=$root/lib/systemd/system/tidegate-worker.service
+w_exec=$(sed -n 's/^ExecStart=//p' "$wunit")
+w_user=$(sed -n 's/^User=//p' "$wunit")
+[ -n "$w_exec" ] && [ -n "$w_user" ] || fail "no ExecStart=/User= in the installed worker unit"
+w_metrics=$(free_port)
+sed -i -e "s/^brokers = .*/brokers = $bootstrap/" -e "s/^listen = .*/listen = 127.0.0.1:$w_metrics/" \
+       -e "s/^instance_id =.*/instance_id = board-test/" "$root/etc/tidegate/tidegate-worker.ini"
+# shellcheck disable=SC2086 # ExecStart is a command line, split as systemd splits it
+chroot --userspec="$w_user:$w_user" "$root" $w_exec >"$work/worker.log" 2>&1 &
+wk_pid=$!; pids+=("$wk_pid")
+worker_up() {
+  kill -0 "$wk_pid" 2>/dev/null || { tail -5 "$work/worker.log"; fail "the worker exited at start"; }
+  curl -sf "http://127.0.0.1:$w_metrics/healthz" -o /dev/null
+}
+wait_for 120 "the worker's /healthz" worker_up
+worker_consumed() { curl -sf "http://127.0.0.1:$w_metrics/metrics" | awk '/^tidegate_worker_records_consumed_total /{n += $2} END {print int(n)}'; }
+wait_for 180 "the worker consuming $((devices * half)) readings" \
+  bash -c "[ \"\$(curl -sf http://127.0.0.1:$w_metrics/metrics | awk '/^tidegate_worker_records_consumed_total /{n += \$2} END {print int(n)}')\" -ge $((devices * half)) ]"
+say "worker (arm64, user $w_user) consumed $(worker_consumed) readings"
+kill -TERM "$wk_pid"
+wait "$wk_pid" || { tail -20 "$work/worker.log"; fail "the worker did not stop cleanly on SIGTERM"; }
 # The ACL holds: dev-001 may not speak for dev-002 (Mosquitto drops it silently at QoS1).
 echo '{"seq":999,"boot":1,"ts":1,"m":{"t":1}}' |
   mosquitto_pub -h 127.0.0.1 -p "$mqtt_port" -u dev-001 -P "$(password_of dev-001)" -q 1 \
@@ -243,16 +290,20 @@ say "Kafka down, backlog $(backlog) readings in the journal; upgrading the packa
 stop_gateway
 # The upgrade: the same packages with a higher version, as a new release would be.
 new=$work/upgrade; mkdir -p "$new"
-for deb in "$debs"/tidegate_*_arm64.deb "$debs"/tidegate-node_*_arm64.deb; do
+for deb in "$debs"/tidegate_*_arm64.deb "$debs"/tidegate-node_*_arm64.deb "$debs"/tidegate-worker_*_arm64.deb; do
   rm -rf "$new/x"; dpkg-deb -R "$deb" "$new/x"
   sed -i 's/^Version: \(.*\)$/Version: \1+upgradetest1/' "$new/x/DEBIAN/control"
   dpkg-deb -b "$new/x" "$root/tmp/debs/up-$(basename "$deb")" >/dev/null
 done
 in_root sh -c 'cd /tmp/debs && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-  -o Dpkg::Options::=--force-confold ./up-tidegate_*_arm64.deb ./up-tidegate-node_*_arm64.deb' \
+  -o Dpkg::Options::=--force-confold ./up-tidegate_*_arm64.deb ./up-tidegate-node_*_arm64.deb \
+  ./up-tidegate-worker_*_arm64.deb' \
   >"$work/apt-upgrade.log" 2>&1 || { tail -30 "$work/apt-upgrade.log"; fail "upgrade failed"; }
 in_root dpkg-query -W -f='${Version}' tidegate | grep -q upgradetest1 || fail "version not upgraded"
 [ -s "$root/var/lib/tidegate/journal.db" ] || fail "the upgrade lost the journal"
+[ "$(in_root stat -c '%a %U:%G' /etc/tidegate/tidegate-worker.ini)" = "640 root:tidegate-worker" ] &&
+  grep -q '^instance_id = board-test' "$root/etc/tidegate/tidegate-worker.ini" ||
+  fail "the upgrade changed the worker's edited config or its mode"
 start_gateway 2
 echo "up all" >&7
 audit_until "$per_device" 180
@@ -263,13 +314,15 @@ stop_gateway
 kill -TERM "$mq_pid"; wait "$mq_pid" || true
 
 # --- 5. purge ---
-in_root sh -c 'DEBIAN_FRONTEND=noninteractive apt-get purge -y -q tidegate tidegate-node' \
+in_root sh -c 'DEBIAN_FRONTEND=noninteractive apt-get purge -y -q tidegate tidegate-node tidegate-worker' \
   >"$work/apt-purge.log" 2>&1 || { tail -30 "$work/apt-purge.log"; fail "purge failed"; }
 for f in /usr/bin/tidegate /usr/bin/tidegate-node /etc/tidegate /var/lib/tidegate \
          /etc/mosquitto/conf.d/tidegate.conf /etc/mosquitto/acl /etc/mosquitto/passwd \
-         /lib/systemd/system/tidegate.service /usr/share/tidegate; do
+         /lib/systemd/system/tidegate.service /usr/share/tidegate \
+         /usr/bin/tidegate-worker /lib/systemd/system/tidegate-worker.service; do
   [ ! -e "$root$f" ] || fail "purge left $f"
 done
 ! in_root getent passwd tidegate >/dev/null || fail "purge left the tidegate user"
-say "purge removed the package's files, state and user"
+! in_root getent passwd tidegate-worker >/dev/null || fail "purge left the tidegate-worker user"
+say "purge removed the packages' files, state and users"
 echo "install-test: 1 passed, 0 failed"

@@ -438,6 +438,8 @@ static void senml_cbor_specifics(void **state)
         {"81 a3 00 6161 02 01 1863 9f ff", TG_ERR_UNSUPPORTED, "indefinite-length"},
         {"81 a3 00 6161 02 01 1863 c1 01", TG_ERR_UNSUPPORTED, "tags"},
         {"9b ffffffffffffffff a0", TG_ERR_TOO_MANY, "SenML pack: 18446744073709551615 records"},
+        /* 2^32+1 records: one record on a 32-bit board if the count were libcbor's size_t */
+        {"9b 0000000100000001 a0", TG_ERR_TOO_MANY, "SenML pack: 4294967297 records"},
         {"81 a2 00 6161 02", TG_ERR_MALFORMED, "truncated"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -330,6 +330,95 @@ static void drift_does_not_hide_a_later_shift(void **state)
     run_end(&ru);
 }
 
+/* The first alert opened in [from, to) event time, or -1. */
+static int64_t first_open_between(const struct run *ru, int64_t from, int64_t to)
+{
+    for (size_t i = 0; i < ru->r.n; i++) {
+        const char *l = ru->r.lines[i];
+        const char *st = strstr(l, "\"start_ts\":");
+        if (strncmp(l, "A open ", 7) != 0 || !st)
+            continue;
+        long long t = atoll(st + 11);
+        if (t >= from && t < to)
+            return t;
+    }
+    return -1;
+}
+
+/* Runs a day-like series of n samples through a fresh engine with or without persistence
+ * (shift_persist_samples=0); returns the alerts opened in [from_s, to_s) seconds, or all
+ * shift/level/rate opens when to_s is 0. drift_m: the drift's full offset (0: none),
+ * injected the way tidegate-sim does: a tenth at once, the rest over len_s. */
+static size_t wander_run(uint64_t seed, bool persist, int n, int start_s, int len_s,
+                         double drift_m, bool daily, int64_t *first_open_s)
+{
+    struct run ru;
+    const char *sets[] = {persist ? "detect.shift=on" : "detect.shift_persist_samples=0", NULL};
+    run_start(&ru, sets);
+    struct rng g = {seed};
+    int64_t ts = T0;
+    double wander = 0;
+    for (int i = 0; i < n; i++, ts += 1000) {
+        /* the simulator's temperature: an AR(1) wander with a 50 s memory, and white noise */
+        wander = 0.98 * wander + 0.04 * rng_gauss(&g);
+        if (daily && i >= 40000 && i < 47200)
+            continue; /* two hours without data: a silence, not a drift */
+        double v = 18 + wander + 0.05 * rng_gauss(&g);
+        if (daily)
+            v += 5 * sin(2 * M_PI * (double)i / 86400.0);
+        if (drift_m != 0 && i >= start_s && i < start_s + len_s)
+            v += drift_m * (0.1 + 0.9 * (i - start_s) / len_s);
+        feed(ru.en, 0, "dev", "temp", ts, v);
+    }
+    size_t opens = opens_of(&ru, "shift") + opens_of(&ru, "level") + opens_of(&ru, "rate");
+    if (first_open_s) {
+        int64_t at = first_open_between(&ru, T0 + start_s * INT64_C(1000),
+                                        T0 + (start_s + len_s) * INT64_C(1000));
+        *first_open_s = at < 0 ? -1 : (at - T0) / 1000;
+    }
+    run_end(&ru);
+    return opens;
+}
+
+/* A sensor that wanders slowly and then drifts by 4 (20 of its standard deviations) over 15
+ * minutes. The chart's spread learns while the drift grows, so the chart alone often stays at
+ * 2 to 3.5 deviations, under its threshold, for the whole drift; the run of samples on one
+ * side finds such drifts. Over 12 series: persistence finds every drift the chart alone
+ * finds, and at least 2 more. */
+static void slow_drift_on_a_wandering_sensor_is_found(void **state)
+{
+    (void)state;
+    int found_on = 0, found_off = 0;
+    for (uint64_t seed = 1; seed <= 12; seed++) {
+        int64_t at_on, at_off;
+        wander_run(seed, true, 250 + 900, 250, 900, -4.0, false, &at_on);
+        wander_run(seed, false, 250 + 900, 250, 900, -4.0, false, &at_off);
+        found_on += at_on >= 0;
+        found_off += at_off >= 0;
+        if (at_off >= 0 && at_on < 0)
+            fail_msg("seed %llu: the chart alone found the drift, with persistence not",
+                     (unsigned long long)seed);
+    }
+    fprintf(stderr, "drifts found: %d of 12 with persistence, %d without\n", found_on, found_off);
+    assert_true(found_on >= found_off + 2);
+}
+
+/* The same wander for a day, with a daily cycle of 5 degrees and a gap of two hours, and no
+ * drift: persistence must not turn the wander's excursions (which cross back within a minute
+ * or two) into alerts: no more alerts than the chart alone opens, a few a day at most. */
+static void wandering_sensor_with_a_daily_cycle_stays_quiet(void **state)
+{
+    (void)state;
+    for (uint64_t seed = 59; seed <= 61; seed++) {
+        size_t on = wander_run(seed, true, 86400, 0, 0, 0, true, NULL);
+        size_t off = wander_run(seed, false, 86400, 0, 0, 0, true, NULL);
+        fprintf(stderr, "seed %llu: %zu alerts a day with persistence, %zu without\n",
+                (unsigned long long)seed, on, off);
+        assert_true(on <= off);
+        assert_true(on <= 2);
+    }
+}
+
 /* A spike in a series' first seconds is as real as a later one: the level detector judges
  * during the warm-up already, against a raised threshold. */
 static void spike_during_warm_up_is_found(void **state)
@@ -463,6 +552,8 @@ int main(void)
         cmocka_unit_test(level_shift_is_one_incident),
         cmocka_unit_test(small_sustained_shift_found_by_ewma),
         cmocka_unit_test(drift_does_not_hide_a_later_shift),
+        cmocka_unit_test(slow_drift_on_a_wandering_sensor_is_found),
+        cmocka_unit_test(wandering_sensor_with_a_daily_cycle_stays_quiet),
         cmocka_unit_test(spike_during_warm_up_is_found),
         cmocka_unit_test(noisy_heavy_tailed_series_does_not_alert_constantly),
         cmocka_unit_test(gaussian_noise_has_no_false_alerts),

@@ -12,7 +12,7 @@
 #include <cmocka.h>
 
 #include "gateway_config.h"
-#include "ingress_mqtt.h"
+#include "ingress_topic.h"
 
 /* Loads text as a config file; returns the config and the file's path in path. */
 static struct tg_config *load(const char *text, char *path, size_t pathlen)
@@ -59,13 +59,28 @@ static void ambiguous_topic_filters_refused(void **state)
     char why[512];
     static const char *const good[] = {"telemetry/+", "site/a/telemetry/+", "+", "telemetry/dev-1"};
     static const char *const bad[] = {"telemetry/#", "#", "telemetry/+/data", "+/telemetry/+",
-                                      "telemetry/+/#", "telemetry/a#", ""};
+                                      "telemetry/+/#", "telemetry/a#", "",
+                                      /* not MQTT filters: a '+' sharing its level, bytes
+                                       * that are not UTF-8 (a lone continuation byte, an
+                                       * overlong '/', a surrogate) */
+                                      "telemetry/+x", "telemetry/x+", "telemetry/\x80",
+                                      "telemetry/\xc0\xaf", "telemetry/\xed\xa0\x80"};
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
         if (tg_ingress_topic_check(good[i], why, sizeof why) != TG_OK)
             fail_msg("%s refused: %s", good[i], why);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         if (tg_ingress_topic_check(bad[i], why, sizeof why) != TG_ERR_CONFIG)
             fail_msg("\"%s\" accepted", bad[i]);
+
+    /* multi-byte UTF-8 is fine; a filter longer than MQTT's 65,535 bytes is not */
+    if (tg_ingress_topic_check("capteurs/\xc3\xa9t\xc3\xa9/+", why, sizeof why) != TG_OK)
+        fail_msg("a UTF-8 filter refused: %s", why);
+    static char longest[65537];
+    memset(longest, 'a', sizeof longest - 1);
+    longest[65535] = '\0';
+    assert_int_equal(tg_ingress_topic_check(longest, why, sizeof why), TG_OK);
+    longest[65535] = 'a';
+    assert_int_equal(tg_ingress_topic_check(longest, why, sizeof why), TG_ERR_CONFIG);
 
     char path[64], want[128], err[2048];
     struct tg_config *cfg = load("[mqtt]\ntopic = telemetry/#\n", path, sizeof path);

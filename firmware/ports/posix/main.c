@@ -17,8 +17,6 @@
  * node.shutdown_flush_ms passed, and the node exits 0. Readings still unconfirmed then are
  * lost (the outbox lives in memory) and counted in the last log line.
  */
-#include <errno.h>
-#include <getopt.h>
 #include <mosquitto.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -26,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config_cli.h"
 #include "hal_posix.h"
 #include "log.h"
 #include "node.h"
@@ -387,50 +386,24 @@ cleanup:
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"set", required_argument, NULL, 's'},
-        {"check-config", no_argument, NULL, 'C'},
-        {"version", no_argument, NULL, 'V'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *config_path = NULL;
-    bool check = false;
     int status = EXIT_CONFIG;
     struct tg_port_config *pc = NULL;
-    const char **sets = calloc((size_t)argc, sizeof *sets);
-    size_t n_sets = 0;
-    int opt;
-
-    if (!sets) {
+    struct tg_config_cli *cli = tg_config_cli_new("tidegate-node", 0, argc);
+    if (!cli) {
         fprintf(stderr, "tidegate-node: out of memory\n");
         return EXIT_FAILURE;
     }
-    while ((opt = getopt_long(argc, argv, "c:s:h", longopts, NULL)) != -1) {
-        switch (opt) {
-        case 'c': config_path = optarg; break;
-        case 's': sets[n_sets++] = optarg; break;
-        case 'C': check = true; break;
-        case 'V':
-            printf("tidegate-node %s\n", TG_VERSION);
-            status = EXIT_SUCCESS;
-            goto out;
-        case 'h':
-            usage(stdout);
-            status = EXIT_SUCCESS;
-            goto out;
-        default:
-            usage(stderr);
-            status = EXIT_USAGE;
-            goto out;
-        }
-    }
-    if (optind < argc || !config_path) {
-        if (optind < argc)
-            fprintf(stderr, "tidegate-node: unexpected argument \"%s\"\n", argv[optind]);
-        else
-            fprintf(stderr, "tidegate-node: -c FILE is required\n");
+    switch (tg_config_cli_parse(cli, argc, argv)) {
+    case TG_CONFIG_CLI_RUN: break;
+    case TG_CONFIG_CLI_VERSION:
+        printf("tidegate-node %s\n", TG_VERSION);
+        status = EXIT_SUCCESS;
+        goto out;
+    case TG_CONFIG_CLI_HELP:
+        usage(stdout);
+        status = EXIT_SUCCESS;
+        goto out;
+    case TG_CONFIG_CLI_USAGE:
         usage(stderr);
         status = EXIT_USAGE;
         goto out;
@@ -441,7 +414,11 @@ int main(int argc, char **argv)
         status = EXIT_FAILURE;
         goto out;
     }
-    tg_err err = tg_port_config_load(pc, config_path, sets, n_sets);
+    /* The node's own loader, not tg_config_cli_load(): its schema grows with the sensor
+     * sections the file declares, so the file is read before the schema is complete. */
+    size_t n_sets;
+    const char *const *sets = tg_config_cli_sets(cli, &n_sets);
+    tg_err err = tg_port_config_load(pc, tg_config_cli_config_path(cli), sets, n_sets);
     if (err == TG_ERR_CONFIG) {
         fprintf(stderr, "tidegate-node: configuration error:\n%s", tg_port_config_error(pc));
         goto out;
@@ -452,19 +429,13 @@ int main(int argc, char **argv)
     }
     if (setup_logging(tg_port_config_values(pc)) != 0)
         goto out;
-    if (check) {
-        if (tg_port_config_dump(pc, stdout) != TG_OK || fflush(stdout) != 0) {
-            fprintf(stderr, "tidegate-node: cannot write the configuration: %s\n",
-                    strerror(errno));
-            status = EXIT_FAILURE;
-            goto out;
-        }
-        status = EXIT_SUCCESS;
+    if (tg_config_cli_checking(cli)) {
+        status = tg_config_cli_dumped(cli, tg_port_config_dump(pc, stdout));
         goto out;
     }
     status = run(pc);
 out:
     tg_port_config_destroy(pc);
-    free(sets);
+    tg_config_cli_destroy(cli);
     return status;
 }
