@@ -157,9 +157,25 @@ static size_t render_decimal(bool negative, const char *d, int k, int n, char *o
     return o;
 }
 
-/* True when the decimal m x 10^scale (with the sign) reads back as exactly value. */
+/* True when the decimal m x 10^scale (with the sign) reads back as exactly value.
+ * When m and 10^|scale| are both exact doubles (m <= 2^53, |scale| <= 22), the one IEEE
+ * multiplication or division that combines them is correctly rounded, as strtod is, so it
+ * gives strtod's answer without building text (Clinger's fast path). Mean values of sensor
+ * readings (the worker's aggregates) have 15-16 digits and take this path; 17-digit
+ * candidates and extreme exponents still go through strtod. Only where doubles are
+ * evaluated in double precision (not x87's extended one). */
 static bool reads_back(bool negative, uint64_t m, int scale, double value)
 {
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
+    static const double exact_pow10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                           1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                           1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    if (m <= (UINT64_C(1) << 53) && scale >= -22 && scale <= 22) {
+        double mv = (double)m; /* exact */
+        double r = scale < 0 ? mv / exact_pow10[-scale] : mv * exact_pow10[scale];
+        return (negative ? -r : r) == value;
+    }
+#endif
     char text[48], scratch[20];
     size_t o = 0;
     if (negative)
