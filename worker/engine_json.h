@@ -25,5 +25,8 @@ void jbuf__i64(struct jbuf *jb, int64_t v);
 void jbuf__num(struct jbuf *jb, double v);               /* non-finite gives null */
 /* "key": with a leading comma unless first */
 void jbuf__key(struct jbuf *jb, const char *key, bool first);
+/* A literal fragment known at compile time (a string literal: its length is its size - 1),
+ * e.g. a key that needs no escaping with its punctuation: JBUF_LIT(jb, ",\"min\":"). */
+#define JBUF_LIT(jb, lit) jbuf__raw((jb), (lit), sizeof(lit) - 1)
 
 #endif

@@ -14,26 +14,27 @@ void engine__emit_aggregate(struct tg_engine *en, struct series *s, const struct
     const struct detect_params *dp = engine__params(en->ec, s->rule);
     struct jbuf *jb = &en->out;
     jbuf__reset(jb);
-    jbuf__lit(jb, "{");
-    jbuf__key(jb, "device", true);
+    /* Keys as literals with their punctuation: an aggregate per series and window is the
+     * engine's most frequent output. */
+    JBUF_LIT(jb, "{\"device\":");
     jbuf__str(jb, series__device(s, dp), s->dev_len);
-    jbuf__key(jb, "metric", false);
+    JBUF_LIT(jb, ",\"metric\":");
     jbuf__str(jb, series__metric(s, dp), s->metric_len);
-    jbuf__key(jb, "window_start", false);
+    JBUF_LIT(jb, ",\"window_start\":");
     jbuf__i64(jb, w->start);
-    jbuf__key(jb, "window_end", false);
+    JBUF_LIT(jb, ",\"window_end\":");
     jbuf__i64(jb, w->start + en->ec->window_ms);
-    jbuf__key(jb, "count", false);
+    JBUF_LIT(jb, ",\"count\":");
     jbuf__i64(jb, w->count);
-    jbuf__key(jb, "min", false);
+    JBUF_LIT(jb, ",\"min\":");
     jbuf__num(jb, w->min);
-    jbuf__key(jb, "max", false);
+    JBUF_LIT(jb, ",\"max\":");
     jbuf__num(jb, w->max);
-    jbuf__key(jb, "mean", false);
+    JBUF_LIT(jb, ",\"mean\":");
     jbuf__num(jb, w->sum / w->count);
-    jbuf__key(jb, "last", false);
+    JBUF_LIT(jb, ",\"last\":");
     jbuf__num(jb, w->last);
-    jbuf__lit(jb, "}");
+    JBUF_LIT(jb, "}");
     if (jb->oom)
         return;
     en->stats.aggregates++;
