@@ -102,6 +102,13 @@ void detect__reset(struct series *s, const struct detect_params *dp)
     }
 }
 
+void detect__derive(struct detect_params *dp)
+{
+    dp->chart_factor = sqrt(dp->shift_lambda / (2 - dp->shift_lambda));
+    dp->shift_settle =
+        2 / dp->shift_alpha < SHIFT_SETTLE_MAX ? 2 / dp->shift_alpha : SHIFT_SETTLE_MAX;
+}
+
 /* An exponentially weighted Welford step: mean and variance of x with weight alpha. */
 static void ew_update(double *mean, double *var, double x, double alpha)
 {
@@ -160,8 +167,10 @@ static double shift_predict(const struct series *s, double dt_s)
     return s->shift_mean + s->shift_trend * dt_s;
 }
 
-static void shift_score(struct series *s, const struct detect_params *dp, double x, double dt_s,
-                        bool warm, double floor, struct detect_result *res)
+/* Returns the level's scale, sqrt(shift_var) floored, which shift_learn uses too (nothing in
+ * between changes shift_var). */
+static double shift_score(struct series *s, const struct detect_params *dp, double x,
+                          double dt_s, bool warm, double floor, struct detect_result *res)
 {
     double sd = sqrt(s->shift_var);
     if (sd < floor)
@@ -172,9 +181,9 @@ static void shift_score(struct series *s, const struct detect_params *dp, double
     /* The chart scores once the baseline has had 2 / shift_alpha samples (at most
      * SHIFT_SETTLE_MAX) to settle, and a
      * difference of one sensor quantum is never a shift. */
-    double settle = 2 / dp->shift_alpha < SHIFT_SETTLE_MAX ? 2 / dp->shift_alpha : SHIFT_SETTLE_MAX;
-    if (warm && dp->on[DET_SHIFT] && s->n >= (uint32_t)dp->warmup_samples + (uint32_t)settle) {
-        double chart_sd = sd * sqrt(lambda / (2 - lambda));
+    if (warm && dp->on[DET_SHIFT] &&
+        s->n >= (uint32_t)dp->warmup_samples + (uint32_t)dp->shift_settle) {
+        double chart_sd = sd * dp->chart_factor;
         /* What the chart statistic itself has been spreading by: on a curving series (a
          * daily cycle) the fast and slow baselines lag differently, and that is no shift. */
         double seen_sd = sqrt(s->shift_dvar);
@@ -206,17 +215,15 @@ static void shift_score(struct series *s, const struct detect_params *dp, double
     } else {
         s->drift_run = 0;
     }
+    return sd;
 }
 
+/* sd: shift_score's scale; a: this point's learning weight (warm_alpha x slow). */
 static void shift_learn(struct series *s, const struct detect_params *dp, double x, double dt_s,
-                        bool warm, double floor, double slow)
+                        bool warm, double sd, double a, double slow)
 {
-    double sd = sqrt(s->shift_var);
-    if (sd < floor)
-        sd = floor;
     double pred = shift_predict(s, dt_s);
     double e = x - pred;
-    double a = warm_alpha(s->n, dp->shift_alpha) * slow;
     bool outlier = false;
     if (warm) {
         /* A residual beyond OUTLIER scales moves the level a tenth as much (clipped) and
@@ -262,20 +269,25 @@ static void shift_learn(struct series *s, const struct detect_params *dp, double
 /* The rate of change per second of x after s->last_value: the step divided by the time it
  * took, but by no less than half the usual period, so two samples that arrive together
  * (irregular sampling, a burst after a reconnect) do not make an infinite rate. */
-static double rate_of(const struct series *s, double x, double dt_ms)
+static double rate_of(const struct series *s, double x, double dt_ms, double dt_s)
 {
     double half_period = 0.5 * s->period_ms;
-    double dt_s = (dt_ms > half_period ? dt_ms : half_period) / 1000.0;
-    return dt_s > 0 ? (x - s->last_value) / dt_s : 0;
+    double step_s = dt_ms > half_period ? dt_s : half_period / 1000.0; /* dt_s = dt_ms / 1000 */
+    return step_s > 0 ? (x - s->last_value) / step_s : 0;
+}
+
+/* The floor of the rate's spread: the scale's floor per usual period (the same for scoring
+ * and learning a point, so computed once). */
+static double rate_floor_of(const struct series *s, double floor)
+{
+    return floor / (s->period_ms > 0 ? s->period_ms / 1000.0 : 1.0);
 }
 
 /* The spread of the rate: its own variability plus what the level's noise makes of a step
  * of dt (noise / dt: large for close samples), so irregular sampling does not make close
  * pairs look fast. */
-static double rate_sd(const struct series *s, double floor, double dt_ms)
+static double rate_sd(const struct series *s, double rate_floor, double dt_s)
 {
-    double dt_s = dt_ms / 1000.0;
-    double rate_floor = floor / (s->period_ms > 0 ? s->period_ms / 1000.0 : 1.0);
     double var = s->rate_var;
     if (dt_s > 0)
         var += 2 * s->shift_var / (dt_s * dt_s);
@@ -284,20 +296,21 @@ static double rate_sd(const struct series *s, double floor, double dt_ms)
 }
 
 static void rate_score(struct series *s, const struct detect_params *dp, double rate,
-                       double dt_ms, double floor, struct detect_result *res)
+                       double dt_s, double rate_floor, struct detect_result *res)
 {
-    res->ratio[DET_RATE] = fabs(rate - s->rate_mean) / rate_sd(s, floor, dt_ms) / dp->threshold[DET_RATE];
+    res->ratio[DET_RATE] =
+        fabs(rate - s->rate_mean) / rate_sd(s, rate_floor, dt_s) / dp->threshold[DET_RATE];
     res->baseline[DET_RATE] = s->last_value;
 }
 
-static void rate_learn(struct series *s, const struct detect_params *dp, double rate,
-                       double dt_ms, bool warm, double floor, double slow)
+static void rate_learn(struct series *s, double rate, double dt_s, bool warm,
+                       double rate_floor, double a)
 {
     if (warm) {
-        double sd = rate_sd(s, floor, dt_ms);
+        double sd = rate_sd(s, rate_floor, dt_s);
         rate = clampd(rate, s->rate_mean - WINSOR * sd, s->rate_mean + WINSOR * sd);
     }
-    ew_update(&s->rate_mean, &s->rate_var, rate, warm_alpha(s->n, dp->shift_alpha) * slow);
+    ew_update(&s->rate_mean, &s->rate_var, rate, a);
 }
 
 static void stuck_point(struct series *s, const struct detect_params *dp, double x,
@@ -459,13 +472,14 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
     if (dp->on[DET_LEVEL])
         level_point(s, dp, x, warm, floor, res);
     double dt_s = dt / 1000.0;
-    shift_score(s, dp, x, dt_s, warm, floor, res);
+    double sd = shift_score(s, dp, x, dt_s, warm, floor, res);
     bool rate_warm = warm && s->n > 1;
     /* The rate of this sample, for scoring and learning alike (both see the same last
      * value and period). */
-    double rate = dp->on[DET_RATE] ? rate_of(s, x, dt) : 0;
+    double rate = dp->on[DET_RATE] ? rate_of(s, x, dt, dt_s) : 0;
+    double rate_floor = dp->on[DET_RATE] && rate_warm ? rate_floor_of(s, floor) : 0;
     if (dp->on[DET_RATE] && rate_warm)
-        rate_score(s, dp, rate, dt, floor, res);
+        rate_score(s, dp, rate, dt_s, rate_floor, res);
     if (dp->on[DET_STUCK])
         stuck_point(s, dp, x, res);
     if (dp->on[DET_SEASONAL])
@@ -482,9 +496,10 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
      * samples and hide itself; slowed down, a shift stays visible for its duration and a
      * permanent one is still absorbed (in about 10 / shift_alpha samples). */
     double slow = r >= ANOMALOUS ? 0.1 : 1.0;
-    shift_learn(s, dp, x, dt_s, warm, floor, slow); /* its mean and variance serve level too */
+    double a = warm_alpha(s->n, dp->shift_alpha) * slow; /* the same for shift and rate */
+    shift_learn(s, dp, x, dt_s, warm, sd, a, slow); /* its mean and variance serve level too */
     if (dp->on[DET_RATE])
-        rate_learn(s, dp, rate, dt, rate_warm, floor, slow);
+        rate_learn(s, rate, dt_s, rate_warm, rate_floor, a);
     if (dp->noise_adapt && warm) {
         double m = s->calib < 1 ? 1.0 : s->calib;
         double rel = r / m;
@@ -494,7 +509,7 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
             m *= 1 + NOISE_UP;
         else if ((m *= 1 - NOISE_UP * NOISE_TARGET / (1 - NOISE_TARGET)) < 1)
             m = 1;
-        r /= s->calib < 1 ? 1.0 : s->calib; /* this point is judged by the old multiplier */
+        r = rel; /* this point is judged by the old multiplier */
         s->calib = (float)(m < CALIB_MAX ? m : CALIB_MAX);
     }
     /* The quantum learns after scoring: a constant series' first change is judged against

@@ -207,6 +207,7 @@ static void read_params(struct builder *b, const char *rule_sec, struct detect_p
     dp->ring_bytes = dp->on[DET_LEVEL] ? level_window__bytes(dp->level_window) : 0;
     dp->seasonal_bytes =
         dp->on[DET_SEASONAL] ? (size_t)dp->seasonal_buckets * sizeof(struct seasonal_bucket) : 0;
+    detect__derive(dp);
 }
 
 struct tg_engine_config *tg_engine_config_from(const struct tg_config *cfg, char *err,

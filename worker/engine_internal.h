@@ -49,6 +49,10 @@ struct detect_params {
     bool noise_adapt;             /* per-series threshold multiplier from exceedance rate */
     /* Bytes of a series' tail for this rule's detectors (derived). */
     size_t ring_bytes, seasonal_bytes;
+    /* Per-rule constants of the detectors' arithmetic, computed once (detect__derive)
+     * rather than on every point: the same operations on the same operands. */
+    double chart_factor;   /* sqrt(shift_lambda / (2 - shift_lambda)) */
+    double shift_settle;   /* min(2 / shift_alpha, SHIFT_SETTLE_MAX) */
 };
 
 struct engine_rule {
@@ -191,6 +195,8 @@ size_t series__size(const struct detect_params *dp, size_t dev_len, size_t metri
 
 /* Resets a series' detector state to "never seen a sample" (windows and alerts untouched). */
 void detect__reset(struct series *s, const struct detect_params *dp);
+/* Fills dp's derived constants from its settings (after they are read). */
+void detect__derive(struct detect_params *dp);
 
 /* What one point did to the detectors. */
 struct detect_result {
