@@ -49,6 +49,14 @@ static void device_ids(void **state)
     memset(id, 'x', sizeof id);
     assert_true(tg_device_id_valid(id, TG_DEVICE_ID_MAX));
     assert_false(tg_device_id_valid(id, TG_DEVICE_ID_MAX + 1));
+    /* Every byte value, alone and after a valid character, against the rule's own words. */
+    for (int c = 0; c < 256; c++) {
+        bool want = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '.' || c == '-';
+        char two[2] = {'a', (char)c};
+        if (tg_device_id_valid(&two[1], 1) != want || tg_device_id_valid(two, 2) != want)
+            fail_msg("byte %d: valid should be %d", c, want);
+    }
 }
 
 int main(void)
