@@ -157,6 +157,17 @@ static size_t render_decimal(bool negative, const char *d, int k, int n, char *o
     return o;
 }
 
+/* 10^0 .. 10^22: the powers of ten a double holds exactly. */
+static const double exact_pow10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                       1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                       1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+static const uint64_t pow10_u64[18] = {
+    1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull, 10000000ull,
+    100000000ull, 1000000000ull, 10000000000ull, 100000000000ull, 1000000000000ull,
+    10000000000000ull, 100000000000000ull, 1000000000000000ull, 10000000000000000ull,
+    100000000000000000ull};
+
 /* True when the decimal m x 10^scale (with the sign) reads back as exactly value.
  * When m and 10^|scale| are both exact doubles (m <= 2^53, |scale| <= 22), the one IEEE
  * multiplication or division that combines them is correctly rounded, as strtod is, so it
@@ -167,9 +178,6 @@ static size_t render_decimal(bool negative, const char *d, int k, int n, char *o
 static bool reads_back(bool negative, uint64_t m, int scale, double value)
 {
 #if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
-    static const double exact_pow10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                           1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                           1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
     if (m <= (UINT64_C(1) << 53) && scale >= -22 && scale <= 22) {
         double mv = (double)m; /* exact */
         double r = scale < 0 ? mv / exact_pow10[-scale] : mv * exact_pow10[scale];
@@ -204,16 +212,115 @@ static bool reads_back(bool negative, uint64_t m, int scale, double value)
  * while its neighbour hits; 17 digits always read back. Subnormals have fewer significant
  * bits, so for them every p from 1 is tried.
  *
+ * round_digits() finds the p-digit mantissas without printf where it can (most values); else
  * printf is asked once, for the 17 digits; the shorter mantissas are rounded from those.
  * That is exact unless the digits dropped are exactly a half (the 17-digit rounding may have
  * made them so), and only then printf is asked for the p digits themselves. Candidates are
  * checked with strtod on text built here: this runs for most non-decimal sensor values, and
  * the printf calls it saves were a tenth of the gateway's pipeline thread.
  */
+/*
+ * The p-digit mantissa of mag rounded to nearest, as mantissa x 10^scale (99..9 rounded up
+ * is 10^(p-1) x 10^(scale+1), as printf writes it), without printf: where 10^k is exact
+ * (k = p - 1 - decimal exponent in 0..22), the product and its error (one fused
+ * multiply-add) hold mag x 10^k exactly, so its rounding is decided exactly.
+ * False outside that range and on an exact tie (printf's path decides those).
+ */
+static bool round_digits(double mag, int p, int e10, uint64_t *mantissa, int *scale)
+{
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
+    for (int tries = 0; tries < 3; tries++) {
+        int k = p - 1 - e10;
+        if (k < 0 || k > 22)
+            return false;
+        double hi = mag * exact_pow10[k];
+        double lo = fma(mag, exact_pow10[k], -hi); /* mag x 10^k = hi + lo exactly */
+        /* the estimate of the exponent was off by one: mag x 10^k must have p digits */
+        if (hi < exact_pow10[p - 1] || (hi == exact_pow10[p - 1] && lo < 0)) {
+            e10--;
+            continue;
+        }
+        if (hi > exact_pow10[p] || (hi == exact_pow10[p] && lo >= 0)) {
+            e10++;
+            continue;
+        }
+        uint64_t m;
+        if (hi >= 9007199254740992.0) {
+            /* From 2^53 (17 digits) hi is a whole number and the fraction is all in lo
+             * (|lo| <= 8): round lo. */
+            if (fabs(lo - trunc(lo)) == 0.5)
+                return false;
+            m = (uint64_t)hi + (uint64_t)(int64_t)nearbyint(lo);
+        } else {
+            double whole = floor(hi);
+            /* (hi - whole) and its difference from a half are exact (hi >= 10^14); adding
+             * lo keeps the sign of the exact sum, and gives zero only for an exact tie. */
+            double above_half = (hi - whole - 0.5) + lo;
+            if (above_half == 0)
+                return false;
+            m = (uint64_t)whole + (above_half > 0);
+        }
+        int sc = -k;
+        if (m == pow10_u64[p]) {
+            m = pow10_u64[p - 1];
+            sc++;
+        }
+        *mantissa = m;
+        *scale = sc;
+        return true;
+    }
+#else
+    (void)mag, (void)p, (void)e10, (void)mantissa, (void)scale;
+#endif
+    return false;
+}
+
+/* The text of mantissa x 10^scale, trailing zeros dropped. */
+static size_t render_mantissa(bool negative, uint64_t mantissa, int scale, char *out)
+{
+    char scratch[20];
+    char *digits = u64_digits(mantissa, scratch);
+    int k = (int)(scratch + 20 - digits);
+    int n = scale + k;
+    while (k > 1 && digits[k - 1] == '0')
+        k--;
+    return render_decimal(negative, digits, k, n, out);
+}
+
+/* The text of the first of the candidates mantissa, +1, -1 (x 10^scale) that reads back as
+ * value, into out; 0 when none does. */
+static size_t try_candidates(bool negative, uint64_t mantissa, int scale, double value,
+                             char *out)
+{
+    static const int deltas[] = {0, 1, -1};
+    for (int i = 0; i < 3; i++) {
+        uint64_t candidate = mantissa + (uint64_t)(int64_t)deltas[i];
+        if (reads_back(negative, candidate, scale, value))
+            return render_mantissa(negative, candidate, scale, out);
+    }
+    return 0;
+}
+
 static size_t format_shortest(double value, char *out)
 {
     bool negative = value < 0;
     double mag = fabs(value);
+    int first_p = mag < DBL_MIN ? 1 : 15;
+    if (mag >= DBL_MIN) {
+        /* 15, 16 and 17 digits without printf where that is exact (most sensor values and
+         * their means); printf decides ties and what is out of range. */
+        int e10 = (int)floor(log10(mag)); /* an estimate: round_digits corrects it */
+        uint64_t mantissa;
+        int scale;
+        for (; first_p <= 17 && round_digits(mag, first_p, e10, &mantissa, &scale); first_p++) {
+            /* A correctly rounded 17-digit decimal always reads back (the 17-digit grid is
+             * finer than half the spacing of doubles), so it needs no check. */
+            size_t n = first_p == 17 ? render_mantissa(negative, mantissa, scale, out)
+                                     : try_candidates(negative, mantissa, scale, value, out);
+            if (n)
+                return n;
+        }
+    }
     char sci[40];
     snprintf(sci, sizeof sci, "%.16e", mag);
     uint64_t m17 = 0;
@@ -223,12 +330,8 @@ static size_t format_shortest(double value, char *out)
             m17 = m17 * 10 + (uint64_t)(*c - '0');
     int exp10 = atoi(c + 1); /* mag ~ m17 x 10^(exp10 - 16) */
 
-    static const uint64_t pow10[18] = {
-        1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull, 10000000ull,
-        100000000ull, 1000000000ull, 10000000000ull, 100000000000ull, 1000000000000ull,
-        10000000000000ull, 100000000000000ull, 1000000000000000ull, 10000000000000000ull,
-        100000000000000000ull};
-    for (int p = mag < DBL_MIN ? 1 : 15; p <= 17; p++) {
+    const uint64_t *pow10 = pow10_u64;
+    for (int p = first_p; p <= 17; p++) {
         uint64_t unit = pow10[17 - p];
         uint64_t mantissa = m17 / unit, dropped = m17 % unit;
         int scale = exp10 - (p - 1);
@@ -244,19 +347,9 @@ static size_t format_shortest(double value, char *out)
             mantissa = pow10[p - 1]; /* 99..9 rounded up: one digit more, as printf writes it */
             scale++;
         }
-        static const int deltas[] = {0, 1, -1};
-        for (int i = 0; i < 3; i++) {
-            uint64_t candidate = mantissa + (uint64_t)(int64_t)deltas[i];
-            if (!reads_back(negative, candidate, scale, value))
-                continue;
-            char scratch[20];
-            char *digits = u64_digits(candidate, scratch);
-            int k = (int)(scratch + 20 - digits);
-            int n = scale + k;
-            while (k > 1 && digits[k - 1] == '0')
-                k--;
-            return render_decimal(negative, digits, k, n, out);
-        }
+        size_t n = try_candidates(negative, mantissa, scale, value, out);
+        if (n)
+            return n;
     }
     return (size_t)snprintf(out, TG_CODEC_DOUBLE_MAX, "%.17g", value); /* not reached */
 }
