@@ -42,33 +42,30 @@ struct quality_case {
     const struct floors *floors;
 };
 
-/* Issue 9's 10-minute run. Measured with the shipped config on seeds 1-3 (README): spike
- * 0.89-0.98, level_shift 0.95-0.96, drift 0.52-0.69 (drifts cut short by the run's end),
- * stuck 0.98-1, noise_burst 0.92-0.97, silence 0.98-1; F1 0.94-0.95; 0.007-0.033 false alerts
- * per device-hour. The defaults on seed 1 are within these floors too. */
-static const struct floors floors_10min = {
-    .min_recall = {[TG_ANOMALY_SPIKE] = 0.80,
-                   [TG_ANOMALY_LEVEL_SHIFT] = 0.85,
-                   [TG_ANOMALY_DRIFT] = 0.45,
-                   [TG_ANOMALY_STUCK] = 0.90,
-                   [TG_ANOMALY_NOISE_BURST] = 0.85,
-                   [TG_ANOMALY_SILENCE] = 0.93},
-    .min_f1 = 0.90,
-    .max_false_per_device_hour = 0.10,
-};
+/* Floors per run, each a couple of labels under what the run measured (README, the worker
+ * engine's quality table: "measured" below): room for harmless tuning, none needed for
+ * chance. Some sit just above what the run gives with one mechanism off, so that they guard
+ * it: drift on seeds 1 and 2 (0.618 and 0.603 without the shift persistence), spike on the
+ * defaults (0.792 without the level detector). Order: spike, level_shift, drift, stuck,
+ * noise_burst, silence. */
+#define RECALL(sp, ls, dr, st, nb, si)                                                        \
+    {[TG_ANOMALY_SPIKE] = (sp), [TG_ANOMALY_LEVEL_SHIFT] = (ls), [TG_ANOMALY_DRIFT] = (dr),   \
+     [TG_ANOMALY_STUCK] = (st), [TG_ANOMALY_NOISE_BURST] = (nb), [TG_ANOMALY_SILENCE] = (si)}
 
-/* 250 devices x 60 min, 1 per device-hour, seed 3: past warm-up and with drifts that run
- * their course, every kind >= 0.95, F1 0.977, 0.035 false alerts per device-hour. */
-static const struct floors floors_60min = {
-    .min_recall = {[TG_ANOMALY_SPIKE] = 0.85,
-                   [TG_ANOMALY_LEVEL_SHIFT] = 0.90,
-                   [TG_ANOMALY_DRIFT] = 0.85,
-                   [TG_ANOMALY_STUCK] = 0.90,
-                   [TG_ANOMALY_NOISE_BURST] = 0.90,
-                   [TG_ANOMALY_SILENCE] = 0.95},
-    .min_f1 = 0.92,
-    .max_false_per_device_hour = 0.10,
-};
+/* Issue 9's 10-minute run, shipped config. Measured: seed 1 0.887 0.961 0.691 0.980 0.967
+ * 1.000, F1 0.950, 0.020 false per device-hour; seed 2 0.897 0.961 0.690 1.000 0.920 0.981,
+ * F1 0.948, 0.007; seed 3 0.981 0.951 0.524 1.000 0.930 1.000, F1 0.944, 0.033. Drifts are
+ * cut short by the run's end, hence their low recall. */
+static const struct floors shipped_1 = {RECALL(0.84, 0.92, 0.65, 0.94, 0.92, 0.96), 0.93, 0.05};
+static const struct floors shipped_2 = {RECALL(0.84, 0.92, 0.65, 0.94, 0.88, 0.94), 0.92, 0.05};
+static const struct floors shipped_3 = {RECALL(0.93, 0.90, 0.47, 0.94, 0.88, 0.95), 0.92, 0.06};
+/* The engine's defaults, seed 1. Measured 0.849 0.922 0.691 0.980 0.934 1.000, F1 0.940,
+ * 0.020. */
+static const struct floors defaults_1 = {RECALL(0.80, 0.88, 0.65, 0.94, 0.90, 0.96), 0.92, 0.05};
+/* 250 devices x 60 min, 1 per device-hour, seed 3, shipped config: past warm-up and with
+ * drifts that run their course. Measured 0.957 1.000 0.978 1.000 0.977 1.000, F1 0.977,
+ * 0.035. */
+static const struct floors steady_3 = {RECALL(0.90, 0.94, 0.93, 0.94, 0.93, 0.95), 0.95, 0.07};
 
 static void run_case(const struct quality_case *qc)
 {
@@ -121,22 +118,22 @@ static void run_case(const struct quality_case *qc)
 static void shipped_seed1(void **st)
 {
     (void)st;
-    run_case(&(struct quality_case){TG_SHIPPED_WORKER_INI, ISSUE_RUN(1), &floors_10min});
+    run_case(&(struct quality_case){TG_SHIPPED_WORKER_INI, ISSUE_RUN(1), &shipped_1});
 }
 static void shipped_seed2(void **st)
 {
     (void)st;
-    run_case(&(struct quality_case){TG_SHIPPED_WORKER_INI, ISSUE_RUN(2), &floors_10min});
+    run_case(&(struct quality_case){TG_SHIPPED_WORKER_INI, ISSUE_RUN(2), &shipped_2});
 }
 static void shipped_seed3(void **st)
 {
     (void)st;
-    run_case(&(struct quality_case){TG_SHIPPED_WORKER_INI, ISSUE_RUN(3), &floors_10min});
+    run_case(&(struct quality_case){TG_SHIPPED_WORKER_INI, ISSUE_RUN(3), &shipped_3});
 }
 static void defaults_seed1(void **st)
 {
     (void)st;
-    run_case(&(struct quality_case){NULL, ISSUE_RUN(1), &floors_10min});
+    run_case(&(struct quality_case){NULL, ISSUE_RUN(1), &defaults_1});
 }
 static void shipped_steady_state(void **st)
 {
@@ -144,7 +141,7 @@ static void shipped_steady_state(void **st)
     run_case(&(struct quality_case){
         TG_SHIPPED_WORKER_INI,
         {.devices = 250, .minutes = 60, .rate_per_hour = 1, .seed = 3},
-        &floors_60min});
+        &steady_3});
 }
 
 int main(int argc, char **argv)
