@@ -27,6 +27,7 @@
 #include "pipeline_internal.h"
 
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -281,8 +282,6 @@ static void finish(struct tg_pipeline *pl)
 {
     checkpoint(pl);
     size_t found = pl->rb_found, skipped = pl->rb_skipped;
-    tg_counter_add(pl->m.reconcile_found, found);
-    tg_counter_add(pl->m.reconcile_skipped, skipped);
     /* From now on the marks are the ends found: this run's records all lie above them. */
     const int64_t *ends;
     size_t n = tg_reconcile_ends(pl->rcl, &ends);
@@ -300,6 +299,13 @@ static void finish(struct tg_pipeline *pl)
     free(pl->rb_rids);
     pl->rb_rids = NULL;
     pl->n_rb_rids = pl->cap_rb_rids = 0;
+    /* The read-back's buffers (librdkafka's fetched batches, the readings found and their
+     * indexes) are free now but stay resident in the allocator's arenas, several times the
+     * gateway's steady size after a long read-back: hand them back once. */
+    malloc_trim(0);
+    /* Counted last: a reader of the metrics who sees them sees the memory handed back. */
+    tg_counter_add(pl->m.reconcile_found, found);
+    tg_counter_add(pl->m.reconcile_skipped, skipped);
     pl->reconcile_phase = RECONCILE_APPLIED;
     pl->force_state_save = true;
     pl->next_commit_ms = mono_ms(); /* sending waits for that commit: make it now */

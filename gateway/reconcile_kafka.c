@@ -26,6 +26,12 @@
 #define CALL_TIMEOUT_MS 1000
 /* A fetch that makes no progress this long starts the attempt over. */
 #define STALL_MS 30000
+/* The consumer's prefetch (make_consumer() says why it is bounded; tests/bench/
+ * bench_readback.c measures the trade: smaller reads back slower). */
+#define READ_QUEUE_MESSAGES "20000"
+#define READ_QUEUE_KBYTES "16384"
+#define FETCH_MAX_BYTES "16777216"
+#define PARTITION_FETCH_BYTES "1048576"
 
 struct found {
     char device[TG_DEVICE_ID_MAX + 1];
@@ -163,6 +169,15 @@ static rd_kafka_t *make_consumer(struct tg_reconcile *rc)
                         "enable.auto.offset.store", "false",
                         "enable.partition.eof", "true",
                         "fetch.wait.max.ms", "10",
+                        /* librdkafka prefetches up to 100,000 messages or 64 MiB per
+                         * partition by default: a whole read-back at once, several times
+                         * the gateway's steady size. This reader decodes as it goes; a
+                         * smaller queue costs it fetch round trips (time before sending
+                         * starts), a larger one memory. */
+                        "queued.min.messages", READ_QUEUE_MESSAGES,
+                        "queued.max.messages.kbytes", READ_QUEUE_KBYTES,
+                        "fetch.max.bytes", FETCH_MAX_BYTES,
+                        "max.partition.fetch.bytes", PARTITION_FETCH_BYTES,
                         "reconnect.backoff.max.ms", "1000",
                         "log_level", "3",
                         NULL};
