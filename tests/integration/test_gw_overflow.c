@@ -24,6 +24,7 @@
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -50,6 +51,16 @@
  * ~36 B with lz4; the noise metric makes readings compress about that badly). */
 #define READING_BYTES_MAX 40
 #define OVERSHOOT_MAX(commit_ms) (RATE * (commit_ms) / 1000 * READING_BYTES_MAX)
+/* Under qemu-user (scripts/test --arch sets TG_TEST_EMULATED) a commit itself takes several
+ * times longer, so the time between two commits, and what arrives in it, grows: the ARM
+ * tiers measured 118-122 KB against the native 60 KB. The allowance doubles there; a journal
+ * that ignored its cap would still hold all 12,000 readings (about 300 KB) and fail. */
+static int overshoot_max(int commit_ms)
+{
+    const char *e = getenv("TG_TEST_EMULATED");
+    bool emulated = e && *e && strcmp(e, "0") != 0;
+    return (emulated ? 2 : 1) * OVERSHOOT_MAX(commit_ms);
+}
 /* librdkafka's queue is kept small so that drop_oldest has journaled readings to drop
  * rather than ones already handed over (the minimum the config allows). */
 #define KAFKA_QUEUE_MAX "100"
@@ -179,9 +190,9 @@ static void run_policy(enum policy policy, int commit_interval_ms)
     fprintf(stderr, "%s at the cap (commit every %d ms): journal_records %g, journal_bytes peak "
             "%g (cap %d, + %d allowed for one commit interval), dropped %g\n", name,
             commit_interval_ms, held, pk.journal_bytes, MAX_BYTES,
-            OVERSHOOT_MAX(commit_interval_ms), dropped_full);
+            overshoot_max(commit_interval_ms), dropped_full);
     assert_true(pk.journal_bytes >= MAX_BYTES / 2);
-    assert_true(pk.journal_bytes <= MAX_BYTES + OVERSHOOT_MAX(commit_interval_ms));
+    assert_true(pk.journal_bytes <= MAX_BYTES + overshoot_max(commit_interval_ms));
     if (policy == BACKPRESSURE)
         assert_true(dropped_full == 0);
     else
