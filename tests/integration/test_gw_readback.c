@@ -156,6 +156,51 @@ static void resend_of_journaled(void **state)
     tg_gw_destroy(gw);
 }
 
+/* A cluster that lets the gateway write but not read the topic (a producer-only ACL: WRITE
+ * and DESCRIBE, no READ): every fetch of the read-back is refused. That is no reason to
+ * send nothing, ever: the gateway gives the read-back up (a reading may then reach Kafka
+ * twice, never be lost) and sends. Dev tier only (the refusal is injected). */
+static void read_refused(void **state)
+{
+    (void)state;
+    /* The marks are saved once, when the first run's read-back ends (before it sends):
+     * killed after sending, it leaves all it sent past them for the next start to read. */
+    static const char *sets[] = {"journal.dedup_save_interval_ms=3600000", NULL};
+    const struct tg_gw_opts opts = {.commit_interval_ms = 60000, .sets = sets};
+    struct tg_gw *gw = tg_gw_new(&opts);
+    assert_non_null(gw);
+    if (!tg_gw_devkafka(gw)) {
+        tg_gw_destroy(gw);
+        skip();
+    }
+    struct tg_gw_pub *pub = tg_gw_pub_new(gw, "readback-pub");
+    assert_non_null(pub);
+    /* A first run sends, and is killed. */
+    const struct tg_gw_plan first = {.prefix = "ra", .devices = DEVICES, .seqs = SEQS,
+                                     .boot = 1};
+    publish(pub, &first);
+    assert_true(tg_gw_wait_metric(gw, "tidegate_messages_delivered_total", NULL, TG_GW_EQ,
+                                  READINGS, WAIT_MS));
+    assert_int_equal(tg_gw_tidegate_kill9(gw), 0);
+    char reply[256];
+    assert_int_equal(tg_harness_devkafka_cmd(tg_gw_devkafka(gw),
+                                             "error all fetch TOPIC_AUTHORIZATION_FAILED 100000",
+                                             reply, sizeof reply),
+                     0);
+    assert_int_equal(tg_gw_tidegate_start(gw), 0);
+    const struct tg_gw_plan second = {.prefix = "rb", .devices = DEVICES, .seqs = SEQS,
+                                      .boot = 1};
+    publish(pub, &second);
+    /* (what the journal kept of the first run goes again: duplicates, the price) */
+    assert_true(tg_gw_wait_metric(gw, "tidegate_messages_delivered_total", NULL, TG_GW_GE,
+                                  READINGS, 20000));
+    assert_true(tg_gw_wait_metric(gw, "tidegate_journal_records", NULL, TG_GW_EQ, 0, 20000));
+    assert_int_equal(tg_gw_log_count(gw, "grant READ on topic"), 1); /* and says why */
+    tg_gw_pub_destroy(pub);
+    assert_true(tg_harness_exited_ok(tg_gw_tidegate_term(gw, 30000)));
+    tg_gw_destroy(gw);
+}
+
 /* argv[1], if given: run only the tests whose name matches it (cmocka's filter). */
 int main(int argc, char **argv)
 {
@@ -165,6 +210,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(journal_copy_in_kafka, tg_gw_teardown),
         cmocka_unit_test_teardown(resend_after_kill, tg_gw_teardown),
         cmocka_unit_test_teardown(resend_of_journaled, tg_gw_teardown),
+        cmocka_unit_test_teardown(read_refused, tg_gw_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
