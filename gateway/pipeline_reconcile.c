@@ -175,7 +175,8 @@ void pipeline__journal_readings(struct tg_pipeline *pl)
     for (struct seg *s = pl->head; s; s = s->next) {
         if (s->n_open == s->n_inflight)
             continue;
-        if (!s->data && pipeline__load_seg(pl, s) != TG_OK)
+        bool loaded = !s->data;
+        if (loaded && pipeline__load_seg(pl, s) != TG_OK)
             continue; /* read again when produced; a possible duplicate, not a loss */
         for (size_t idx = 0; idx < tg_segment_count(s->data); idx++) {
             struct tg_jrecord rec;
@@ -192,6 +193,11 @@ void pipeline__journal_readings(struct tg_pipeline *pl)
             if (pl->rb_open)
                 index_record(pl, &r, rec.rid);
         }
+        /* The backlog can be far larger than memory (journal.max_bytes against
+         * journal.memory_bytes): what this read beyond the bound goes again, and is read
+         * again when its turn to be sent comes. */
+        if (loaded && pl->resident_bytes > pl->memory_bytes)
+            pipeline__drop_data(pl, s);
     }
     tg_canonical_decoder_destroy(cd);
 }
