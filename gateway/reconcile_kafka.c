@@ -506,7 +506,8 @@ size_t tg_reconcile_take(struct tg_reconcile *rc, size_t from,
         fn(ud, &r);
     }
     size_t np = rc->n_pos < pos_cap ? rc->n_pos : pos_cap;
-    memcpy(pos, rc->pos, np * sizeof *pos);
+    if (np) /* no partitions known yet: rc->pos may be NULL */
+        memcpy(pos, rc->pos, np * sizeof *pos);
     *n_pos = np;
     pthread_mutex_unlock(&rc->mu);
     return n;

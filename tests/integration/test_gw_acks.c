@@ -277,6 +277,10 @@ static void run_with_faults(enum fault fault, const char *label)
         fprintf(stderr, "tidegate-sim run failed:\n%s\n", runlog ? runlog : "(no log)");
         fail();
     }
+    /* What durable acks cost the nodes: tidegate-sim run's "resent N readings". */
+    const char *rs = runlog ? strstr(runlog, "resent ") : NULL;
+    fprintf(stderr, "%s: node resends %lld (%d faults)\n", label,
+            rs ? atoll(rs + strlen("resent ")) : -1LL, fault == GATEWAY_KILLS ? KILLS : 2);
     free(runlog);
     assert_int_equal(tg_harness_proc_wait(audit, WAIT_MS + 60000, &status), 0);
     char *report = tg_harness_read_file(tg_harness_proc_stdout_path(audit));
