@@ -184,7 +184,7 @@ static void read_refused(void **state)
     assert_int_equal(tg_gw_tidegate_kill9(gw), 0);
     char reply[256];
     assert_int_equal(tg_harness_devkafka_cmd(tg_gw_devkafka(gw),
-                                             "error all fetch TOPIC_AUTHORIZATION_FAILED 100000",
+                                             "error all fetch TOPIC_AUTHORIZATION_FAILED 1000",
                                              reply, sizeof reply),
                      0);
     assert_int_equal(tg_gw_tidegate_start(gw), 0);
