@@ -266,6 +266,42 @@ static void journal_backlog_memory(void **state)
     tg_gw_destroy(gw);
 }
 
+/* Kafka away at a start: the read-back waits for it, and meanwhile the gateway is ready,
+ * takes and journals readings, and a SIGTERM stops it at once (the wait is not for the
+ * cluster); the next start, Kafka back, sends each of them once. */
+static void kafka_down_at_start(void **state)
+{
+    (void)state;
+    struct tg_gw *gw = start_gateway();
+    struct tg_gw_pub *pub = tg_gw_pub_new(gw, "readback-pub");
+    assert_non_null(pub);
+    const struct tg_gw_plan first = {.prefix = "rk", .devices = DEVICES, .seqs = SEQS,
+                                     .boot = 1};
+    publish(pub, &first);
+    assert_true(tg_gw_wait_metric(gw, "tidegate_messages_delivered_total", NULL, TG_GW_EQ,
+                                  READINGS, WAIT_MS));
+    assert_int_equal(tg_gw_kafka_outage_begin(gw), 0);
+    assert_int_equal(tg_gw_tidegate_kill9(gw), 0);
+    assert_int_equal(tg_gw_tidegate_start(gw), 0); /* ready, the read-back waiting */
+    const struct tg_gw_plan second = {.prefix = "rk", .devices = DEVICES, .seqs = SEQS,
+                                      .first_seq = SEQS, .boot = 1};
+    const struct tg_gw_plan both = {.prefix = "rk", .devices = DEVICES, .seqs = 2 * SEQS,
+                                    .boot = 1};
+    publish(pub, &second);
+    assert_true(tg_gw_wait_metric(gw, "tidegate_messages_received_total", NULL, TG_GW_EQ,
+                                  READINGS, WAIT_MS));
+    /* Well within shutdown_timeout_ms (10 s) plus the harness's margin. */
+    assert_true(tg_harness_exited_ok(tg_gw_tidegate_term(gw, 12000)));
+    assert_int_equal(tg_gw_kafka_outage_end(gw), 0);
+    assert_int_equal(tg_gw_tidegate_start(gw), 0);
+    assert_true(tg_gw_wait_metric(gw, "tidegate_journal_records", NULL, TG_GW_EQ, 0, WAIT_MS));
+    assert_true(tg_gw_kafka_exactly_once(gw, &both, 2 * READINGS,
+                                         "before, and while Kafka was away", 5000));
+    tg_gw_pub_destroy(pub);
+    assert_true(tg_harness_exited_ok(tg_gw_tidegate_term(gw, 30000)));
+    tg_gw_destroy(gw);
+}
+
 /* argv[1], if given: run only the tests whose name matches it (cmocka's filter). */
 int main(int argc, char **argv)
 {
@@ -277,6 +313,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(resend_of_journaled, tg_gw_teardown),
         cmocka_unit_test_teardown(read_refused, tg_gw_teardown),
         cmocka_unit_test_teardown(journal_backlog_memory, tg_gw_teardown),
+        cmocka_unit_test_teardown(kafka_down_at_start, tg_gw_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
