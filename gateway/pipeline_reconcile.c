@@ -298,7 +298,7 @@ static void finish(struct tg_pipeline *pl)
                              "its last saved point: %zu readings of this gateway, %zu of them "
                              "still here (not sent again)%s",
                     tg_reconcile_records_read(pl->rcl), found, skipped,
-                    tg_reconcile_truncated(pl->rcl) ? "; cut short (read limit, or refused)" : "");
+                    tg_reconcile_truncated(pl->rcl) ? "; cut short (see above)" : "");
     tg_reconcile_destroy(pl->rcl);
     pl->rcl = NULL;
     tg_strmap_destroy(pl->rb_open);

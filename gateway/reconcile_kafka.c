@@ -26,6 +26,10 @@
 #define CALL_TIMEOUT_MS 1000
 /* A fetch that makes no progress this long starts the attempt over. */
 #define STALL_MS 30000
+/* Attempts that found the cluster answering but a partition's end offset unknown (no leader:
+ * its broker is away) before that partition is skipped: the producer can send to the others
+ * meanwhile, and holding all of it for one partition's outage would fill the journal. */
+#define SKIP_AFTER_TRIES 5
 
 
 struct found {
@@ -64,6 +68,7 @@ struct tg_reconcile {
     size_t n_ends;
     bool truncated;
     bool refused;    /* the cluster refused this reader for good: given up */
+    int partial_tries; /* attempts that failed on one partition's end offset */
     uint64_t records_read;
     char why[160];   /* the last attempt's failure */
 };
@@ -349,9 +354,21 @@ static tg_err attempt(struct tg_reconcile *rc, rd_kafka_t *rk, struct tg_canonic
             res = give_up(rc, "end offsets", err);
             break;
         }
+        if (err && rc->partial_tries >= SKIP_AFTER_TRIES) {
+            /* Not read: its mark stays (ends -1 moves nothing), and what the last run sent
+             * to it may be sent again; never lost. */
+            TG_LOG_WARN("kafka", "read-back: skipping %s[%d] (end offset: %s): what the last "
+                                 "run sent to it may reach Kafka twice",
+                        rc->topic, p, rd_kafka_err2str(err));
+            ends[p] = -1;
+            start[p] = 0;
+            rc->truncated = true;
+            continue;
+        }
         if (err) {
             snprintf(rc->why, sizeof rc->why, "end offset of %s[%d]: %s", rc->topic, p,
                      rd_kafka_err2str(err));
+            rc->partial_tries++;
             res = TG_ERR_UNAVAILABLE;
             break;
         }
