@@ -190,7 +190,7 @@ void pipeline__journal_readings(struct tg_pipeline *pl)
              * node's resend of a journaled reading must be a duplicate, not a second
              * record. */
             (void)tg_dedup_check(pl->dd, &r, now);
-            if (pl->rb_open)
+            if (pl->rb_open && pl->n_rb_rids < TG_RECONCILE_INDEX_MAX)
                 index_record(pl, &r, rec.rid);
         }
         /* The backlog can be far larger than memory (journal.max_bytes against

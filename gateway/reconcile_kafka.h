@@ -44,6 +44,14 @@
 #define TG_RECONCILE_MAX_RECORDS 2000000
 #endif
 
+/* Most open journal records indexed for the read-back at a start (about 80 bytes each).
+ * The produce cursor sends oldest first, so what a killed run may have put in Kafka is at the
+ * front of its backlog: the oldest this many are indexed, the rest (never sent, after a long
+ * outage) are not. */
+#ifndef TG_RECONCILE_INDEX_MAX
+#define TG_RECONCILE_INDEX_MAX 200000
+#endif
+
 struct tg_reconcile_opts {
     const char *brokers;
     const char *topic;           /* the telemetry topic */

@@ -43,6 +43,15 @@
  * ~36 B with lz4; the noise metric makes readings compress about that badly). */
 #define READING_BYTES_MAX 40
 #define OVERSHOOT_MAX (RATE * COMMIT_INTERVAL_MS / 1000 * READING_BYTES_MAX)
+/* Under qemu-user (scripts/test --arch sets TG_TEST_EMULATED) a commit itself takes several
+ * times longer, so the time between two commits, and what arrives in it, grows: the ARM
+ * tiers measured 118-122 KB against the native 60 KB. The allowance doubles there; a journal
+ * that ignored its cap would still hold all 12,000 readings (about 300 KB) and fail. */
+static int overshoot_max(void)
+{
+    const char *e = getenv("TG_TEST_EMULATED");
+    return (e && *e && strcmp(e, "0") != 0) ? 2 * OVERSHOOT_MAX : OVERSHOOT_MAX;
+}
 /* librdkafka's queue is kept small so that drop_oldest has journaled readings to drop
  * rather than ones already handed over (the minimum the config allows). */
 #define KAFKA_QUEUE_MAX "100"
@@ -171,9 +180,9 @@ static void run_policy(enum policy policy)
         tg_gw_metric(gw, "tidegate_messages_dropped_total", "reason=\"journal_full\"");
     fprintf(stderr, "%s at the cap: journal_records %g, journal_bytes peak %g (cap %d, "
             "+ %d allowed for one commit interval), dropped %g\n", name, held, pk.journal_bytes,
-            MAX_BYTES, OVERSHOOT_MAX, dropped_full);
+            MAX_BYTES, overshoot_max(), dropped_full);
     assert_true(pk.journal_bytes >= MAX_BYTES / 2);
-    assert_true(pk.journal_bytes <= MAX_BYTES + OVERSHOOT_MAX);
+    assert_true(pk.journal_bytes <= MAX_BYTES + overshoot_max());
     if (policy == BACKPRESSURE)
         assert_true(dropped_full == 0);
     else
