@@ -176,7 +176,8 @@ void pipeline__journal_readings(struct tg_pipeline *pl)
     for (struct seg *s = pl->head; s; s = s->next) {
         if (s->n_open == s->n_inflight)
             continue;
-        if (!s->data && pipeline__load_seg(pl, s) != TG_OK)
+        bool loaded = !s->data;
+        if (loaded && pipeline__load_seg(pl, s) != TG_OK)
             continue; /* read again when produced; a possible duplicate, not a loss */
         for (size_t idx = 0; idx < tg_segment_count(s->data); idx++) {
             struct tg_jrecord rec;
@@ -193,6 +194,11 @@ void pipeline__journal_readings(struct tg_pipeline *pl)
             if (pl->rb_open && pl->n_rb_rids < TG_RECONCILE_INDEX_MAX)
                 index_record(pl, &r, rec.rid);
         }
+        /* The backlog can be far larger than memory (journal.max_bytes against
+         * journal.memory_bytes): what this read beyond the bound goes again, and is read
+         * again when its turn to be sent comes. */
+        if (loaded && pl->resident_bytes > pl->memory_bytes)
+            pipeline__drop_data(pl, s);
     }
     tg_canonical_decoder_destroy(cd);
 }
@@ -291,7 +297,7 @@ static void finish(struct tg_pipeline *pl)
                              "its last saved point: %zu readings of this gateway, %zu of them "
                              "still here (not sent again)%s",
                     tg_reconcile_records_read(pl->rcl), found, skipped,
-                    tg_reconcile_truncated(pl->rcl) ? "; stopped at the read limit" : "");
+                    tg_reconcile_truncated(pl->rcl) ? "; cut short (see above)" : "");
     tg_reconcile_destroy(pl->rcl);
     pl->rcl = NULL;
     tg_strmap_destroy(pl->rb_open);
