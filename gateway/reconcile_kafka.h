@@ -44,6 +44,14 @@
 #define TG_RECONCILE_MAX_RECORDS 2000000
 #endif
 
+/* Most open journal records indexed for the read-back at a start (about 80 bytes each).
+ * The produce cursor sends oldest first, so what a killed run may have put in Kafka is at the
+ * front of its backlog: the oldest this many are indexed, the rest (never sent, after a long
+ * outage) are not. */
+#ifndef TG_RECONCILE_INDEX_MAX
+#define TG_RECONCILE_INDEX_MAX 200000
+#endif
+
 struct tg_reconcile_opts {
     const char *brokers;
     const char *topic;           /* the telemetry topic */
@@ -93,7 +101,11 @@ bool tg_reconcile_contains(const struct tg_reconcile *rc, const struct tg_readin
  * destroy. Returns the number of partitions (0: the topic does not exist). */
 size_t tg_reconcile_ends(const struct tg_reconcile *rc, const int64_t **ends);
 
-/* True when max_records cut the reading short. Records read in all. */
+/* True when the reading was cut short: max_records; the cluster refused this reader
+ * (TOPIC_/CLUSTER_AUTHORIZATION_FAILED: no READ on the topic), which gives it up at once;
+ * or a partition's end offset stayed unknown (no leader) for a few attempts while the
+ * cluster answered, and that partition was skipped. Each logged: waiting would hold
+ * sending for ever. Records read in all. */
 bool tg_reconcile_truncated(const struct tg_reconcile *rc);
 uint64_t tg_reconcile_records_read(const struct tg_reconcile *rc);
 
