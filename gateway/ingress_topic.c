@@ -12,8 +12,19 @@
  * most 65,535 bytes. */
 #define TOPIC_BYTES_MAX 65535
 
-/* Well-formed UTF-8 (no overlong forms, no surrogates, nothing past U+10FFFF): a broker
- * refuses a SUBSCRIBE with anything else, and no device could publish such a topic. */
+/* Code points MQTT says a string should not hold (MQTT 5 1.5.4), which libmosquitto refuses
+ * in a SUBSCRIBE (mosquitto_validate_utf8) and Mosquitto in a PUBLISH: control characters
+ * (U+0000-001F, U+007F-009F) and non-characters (U+FDD0-FDEF, U+xxFFFE-xxFFFF). */
+static bool refused_code_point(uint32_t cp)
+{
+    return cp <= 0x1F || (cp >= 0x7F && cp <= 0x9F) || (cp >= 0xFDD0 && cp <= 0xFDEF) ||
+           (cp & 0xFFFE) == 0xFFFE;
+}
+
+/* Well-formed UTF-8 (no overlong forms, no surrogates, nothing past U+10FFFF) without the
+ * code points above: a broker refuses a SUBSCRIBE with anything else (the daemon would
+ * reconnect for ever), and no device could publish such a topic (the plugin would match
+ * nothing). */
 static bool utf8_valid(const unsigned char *s, size_t len)
 {
     size_t i = 0;
@@ -22,6 +33,8 @@ static bool utf8_valid(const unsigned char *s, size_t len)
         size_t n;
         uint32_t cp;
         if (c < 0x80) {
+            if (refused_code_point(c))
+                return false;
             i++;
             continue;
         } else if ((c & 0xE0) == 0xC0) {
@@ -41,7 +54,8 @@ static bool utf8_valid(const unsigned char *s, size_t len)
             cp = (cp << 6) | (s[i + k] & 0x3F);
         }
         static const uint32_t min_for_len[] = {0, 0x80, 0x800, 0x10000};
-        if (cp < min_for_len[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        if (cp < min_for_len[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF) ||
+            refused_code_point(cp))
             return false;
         i += n + 1;
     }

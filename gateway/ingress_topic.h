@@ -16,7 +16,8 @@
 #include "error.h"
 
 /* Whether filter is a topic filter whose messages each name their device by the topic's
- * last level: a valid MQTT filter (non-empty, valid UTF-8 without NUL, at most 65,535 bytes)
+ * last level: a valid MQTT filter (non-empty, at most 65,535 bytes of valid UTF-8 without the
+ * control characters and non-characters libmosquitto refuses)
  * whose only wildcard, if any, is a '+' standing alone as its last level ("telemetry/+", or
  * "telemetry/dev-1" for one device). '#' anywhere, or '+' at another level, would let
  * "telemetry/A/B" be taken as device B: TG_ERR_CONFIG with the reason in why. */

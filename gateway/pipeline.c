@@ -426,6 +426,7 @@ tg_err tg_pipeline_new(const struct tg_config *cfg, struct tg_metrics *metrics,
     if ((rc = tg_journal_open(path, &jo, &pl->jr, &moved_aside, err, errlen)) != TG_OK)
         goto fail;
     pl->max_bytes -= tg_journal_wal_bound(pl->jr); /* the WAL's share of the cap */
+    pl->seal_stored_bytes = (double)pl->max_bytes / SEGMENTS_PER_CAP;
     if (moved_aside)
         TG_LOG_ERROR("journal", "%s failed its check and was moved aside (.corrupt-*); started "
                                 "a fresh journal",

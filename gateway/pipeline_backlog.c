@@ -214,6 +214,10 @@ uint64_t pipeline__append_record(struct tg_pipeline *pl, struct tg_jrecord *rec)
     if (tg_segment_raw_bytes(s->data) >= EARLY_SEAL_BYTES && pl->eg && tg_egress_up(pl->eg) &&
         !pl->egress_full)
         s->sealed = true;
+    /* Whatever Kafka's state, a segment stays a small part of the cap (SEGMENTS_PER_CAP):
+     * the overflow policies work in whole segments. */
+    if ((double)tg_segment_raw_bytes(s->data) * pl->ratio >= pl->seal_stored_bytes)
+        s->sealed = true;
     return rec->rid;
 nomem:
     TG_LOG_RATELIMITED(TG_LOG_LEVEL_ERROR, "pipeline", 10000,

@@ -443,6 +443,10 @@ static tg_err recover_seg(void *ud, const struct tg_jseg_meta *meta, const uint8
                 tg_segment_get(s->data, i, &rec);
                 bit_clear(s->done, (size_t)(rec.rid - s->first_rid));
             }
+            /* A backlog can be far larger than memory: past journal.memory_bytes the data
+             * is read again when its turn to be sent comes. */
+            if (pl->resident_bytes > pl->memory_bytes)
+                pipeline__drop_data(pl, s);
         } else if (lr == TG_ERR_NOMEM) {
             return lr;
         } else { /* a corrupt row: its records are lost, counted, and the rest goes on */

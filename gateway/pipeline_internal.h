@@ -48,6 +48,11 @@
 /* While Kafka keeps up, the open segment is sealed at this size, to be freed once confirmed
  * (and a fully confirmed one too, whatever Kafka's state). */
 #define EARLY_SEAL_BYTES (32 * 1024)
+/* The open segment is sealed once its compressed size (at the last segments' ratio) reaches
+ * journal.max_bytes / this. The overflow policies keep or drop whole segments: a segment near
+ * the cap (a late commit, a small cap) would make drop_oldest drop the whole journal and
+ * drop_newest refuse a whole commit's arrivals. */
+#define SEGMENTS_PER_CAP 8
 /* Longest sleep, so that stats and a full librdkafka queue are looked at regularly. */
 #define MAX_SLEEP_MS 100
 
@@ -128,6 +133,7 @@ struct tg_pipeline {
     size_t resident_bytes;        /* raw bytes of resident data */
     size_t appended_raw;          /* raw bytes appended since the last commit */
     double ratio;                 /* compressed / raw bytes of the last segments written */
+    double seal_stored_bytes;     /* max_bytes / SEGMENTS_PER_CAP */
     bool egress_full;             /* librdkafka's queue said full; cleared by a delivery, or
                                    * when nothing is in flight (no delivery would come) */
     /* Per record kind (TG_JREC_TELEMETRY, TG_JREC_DLQ): the Kafka error that says its topic

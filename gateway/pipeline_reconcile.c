@@ -27,6 +27,7 @@
 #include "pipeline_internal.h"
 
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,7 +176,8 @@ void pipeline__journal_readings(struct tg_pipeline *pl)
     for (struct seg *s = pl->head; s; s = s->next) {
         if (s->n_open == s->n_inflight)
             continue;
-        if (!s->data && pipeline__load_seg(pl, s) != TG_OK)
+        bool loaded = !s->data;
+        if (loaded && pipeline__load_seg(pl, s) != TG_OK)
             continue; /* read again when produced; a possible duplicate, not a loss */
         for (size_t idx = 0; idx < tg_segment_count(s->data); idx++) {
             struct tg_jrecord rec;
@@ -192,6 +194,11 @@ void pipeline__journal_readings(struct tg_pipeline *pl)
             if (pl->rb_open && pl->n_rb_rids < TG_RECONCILE_INDEX_MAX)
                 index_record(pl, &r, rec.rid);
         }
+        /* The backlog can be far larger than memory (journal.max_bytes against
+         * journal.memory_bytes): what this read beyond the bound goes again, and is read
+         * again when its turn to be sent comes. */
+        if (loaded && pl->resident_bytes > pl->memory_bytes)
+            pipeline__drop_data(pl, s);
     }
     tg_canonical_decoder_destroy(cd);
 }
@@ -281,8 +288,6 @@ static void finish(struct tg_pipeline *pl)
 {
     checkpoint(pl);
     size_t found = pl->rb_found, skipped = pl->rb_skipped;
-    tg_counter_add(pl->m.reconcile_found, found);
-    tg_counter_add(pl->m.reconcile_skipped, skipped);
     /* From now on the marks are the ends found: this run's records all lie above them. */
     const int64_t *ends;
     size_t n = tg_reconcile_ends(pl->rcl, &ends);
@@ -292,7 +297,7 @@ static void finish(struct tg_pipeline *pl)
                              "its last saved point: %zu readings of this gateway, %zu of them "
                              "still here (not sent again)%s",
                     tg_reconcile_records_read(pl->rcl), found, skipped,
-                    tg_reconcile_truncated(pl->rcl) ? "; stopped at the read limit" : "");
+                    tg_reconcile_truncated(pl->rcl) ? "; cut short (see above)" : "");
     tg_reconcile_destroy(pl->rcl);
     pl->rcl = NULL;
     tg_strmap_destroy(pl->rb_open);
@@ -300,6 +305,13 @@ static void finish(struct tg_pipeline *pl)
     free(pl->rb_rids);
     pl->rb_rids = NULL;
     pl->n_rb_rids = pl->cap_rb_rids = 0;
+    /* The read-back's buffers (librdkafka's fetched batches, the readings found and their
+     * indexes) are free now but stay resident in the allocator's arenas, several times the
+     * gateway's steady size after a long read-back: hand them back once. */
+    malloc_trim(0);
+    /* Counted last: a reader of the metrics who sees them sees the memory handed back. */
+    tg_counter_add(pl->m.reconcile_found, found);
+    tg_counter_add(pl->m.reconcile_skipped, skipped);
     pl->reconcile_phase = RECONCILE_APPLIED;
     pl->force_state_save = true;
     pl->next_commit_ms = mono_ms(); /* sending waits for that commit: make it now */

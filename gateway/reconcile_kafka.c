@@ -26,6 +26,17 @@
 #define CALL_TIMEOUT_MS 1000
 /* A fetch that makes no progress this long starts the attempt over. */
 #define STALL_MS 30000
+/* The consumer's prefetch (make_consumer() says why it is bounded; tests/bench/
+ * bench_readback.c measures the trade: smaller reads back slower). */
+#define READ_QUEUE_MESSAGES "20000"
+#define READ_QUEUE_KBYTES "16384"
+#define FETCH_MAX_BYTES "16777216"
+#define PARTITION_FETCH_BYTES "1048576"
+/* Attempts that found the cluster answering but a partition's end offset unknown (no leader:
+ * its broker is away) before that partition is skipped: the producer can send to the others
+ * meanwhile, and holding all of it for one partition's outage would fill the journal. */
+#define SKIP_AFTER_TRIES 5
+
 
 struct found {
     char device[TG_DEVICE_ID_MAX + 1];
@@ -62,11 +73,31 @@ struct tg_reconcile {
     int64_t *ends;
     size_t n_ends;
     bool truncated;
+    bool refused;    /* the cluster refused this reader for good: given up */
+    int partial_tries; /* attempts that failed on one partition's end offset */
     uint64_t records_read;
     char why[160];   /* the last attempt's failure */
 };
 
 enum { RUNNING, FINISHED, ABANDONED };
+
+/* The cluster answers but will never let this reader read the topic (a producer-only ACL:
+ * WRITE and DESCRIBE without READ). Waiting would hold sending for ever: the read-back is
+ * given up instead (a possible duplicate, never a loss). */
+static bool refusal(rd_kafka_resp_err_t err)
+{
+    return err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED ||
+           err == RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED;
+}
+
+/* Gives up: TG_OK, as a read cut short (the owner applies what was found). */
+static tg_err give_up(struct tg_reconcile *rc, const char *what, rd_kafka_resp_err_t err)
+{
+    snprintf(rc->why, sizeof rc->why, "%s: %s", what, rd_kafka_err2str(err));
+    rc->refused = true;
+    rc->truncated = true;
+    return TG_OK;
+}
 
 static void free_all(struct tg_reconcile *rc);
 
@@ -163,6 +194,15 @@ static rd_kafka_t *make_consumer(struct tg_reconcile *rc)
                         "enable.auto.offset.store", "false",
                         "enable.partition.eof", "true",
                         "fetch.wait.max.ms", "10",
+                        /* librdkafka prefetches up to 100,000 messages or 64 MiB per
+                         * partition by default: a whole read-back at once, several times
+                         * the gateway's steady size. This reader decodes as it goes; a
+                         * smaller queue costs it fetch round trips (time before sending
+                         * starts), a larger one memory. */
+                        "queued.min.messages", READ_QUEUE_MESSAGES,
+                        "queued.max.messages.kbytes", READ_QUEUE_KBYTES,
+                        "fetch.max.bytes", FETCH_MAX_BYTES,
+                        "max.partition.fetch.bytes", PARTITION_FETCH_BYTES,
                         "reconnect.backoff.max.ms", "1000",
                         "log_level", "3",
                         NULL};
@@ -183,7 +223,7 @@ static rd_kafka_t *make_consumer(struct tg_reconcile *rc)
 }
 
 /* The topic's partition count: > 0, 0 when the topic does not exist, -1 on a failure to
- * retry (cluster unreachable). */
+ * retry (cluster unreachable), -2 when the cluster refuses it to us (refusal()). */
 static int partition_count(rd_kafka_t *rk, const char *topic)
 {
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
@@ -199,6 +239,8 @@ static int partition_count(rd_kafka_t *rk, const char *topic)
         rd_kafka_resp_err_t terr = md->topics[0].err;
         if (terr == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
             n = 0;
+        else if (refusal(terr))
+            n = -2;
         else if (!terr)
             n = md->topics[0].partition_cnt;
     }
@@ -253,6 +295,11 @@ static tg_err read_back(struct tg_reconcile *rc, rd_kafka_t *rk,
         size_t p = (size_t)msg->partition;
         bool eof = msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
         if (msg->err && !eof) {
+            if (refusal(msg->err)) {
+                res = give_up(rc, "fetch", msg->err);
+                rd_kafka_message_destroy(msg);
+                break;
+            }
             if (msg->err == RD_KAFKA_RESP_ERR__FATAL) {
                 snprintf(rc->why, sizeof rc->why, "%s", rd_kafka_message_errstr(msg));
                 res = TG_ERR_UNAVAILABLE;
@@ -300,6 +347,8 @@ static tg_err read_back(struct tg_reconcile *rc, rd_kafka_t *rk,
 static tg_err attempt(struct tg_reconcile *rc, rd_kafka_t *rk, struct tg_canonical_decoder *cd)
 {
     int parts = partition_count(rk, rc->topic);
+    if (parts == -2)
+        return give_up(rc, "metadata", RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
     if (parts < 0) {
         snprintf(rc->why, sizeof rc->why, "no metadata for topic %s", rc->topic);
         return TG_ERR_UNAVAILABLE;
@@ -316,9 +365,25 @@ static tg_err attempt(struct tg_reconcile *rc, rd_kafka_t *rk, struct tg_canonic
         int64_t lo, hi;
         rd_kafka_resp_err_t err =
             rd_kafka_query_watermark_offsets(rk, rc->topic, p, &lo, &hi, CALL_TIMEOUT_MS);
+        if (refusal(err)) {
+            res = give_up(rc, "end offsets", err);
+            break;
+        }
+        if (err && rc->partial_tries >= SKIP_AFTER_TRIES) {
+            /* Not read: its mark stays (ends -1 moves nothing), and what the last run sent
+             * to it may be sent again; never lost. */
+            TG_LOG_WARN("kafka", "read-back: skipping %s[%d] (end offset: %s): what the last "
+                                 "run sent to it may reach Kafka twice",
+                        rc->topic, p, rd_kafka_err2str(err));
+            ends[p] = -1;
+            start[p] = 0;
+            rc->truncated = true;
+            continue;
+        }
         if (err) {
             snprintf(rc->why, sizeof rc->why, "end offset of %s[%d]: %s", rc->topic, p,
                      rd_kafka_err2str(err));
+            rc->partial_tries++;
             res = TG_ERR_UNAVAILABLE;
             break;
         }
@@ -326,7 +391,7 @@ static tg_err attempt(struct tg_reconcile *rc, rd_kafka_t *rk, struct tg_canonic
         int64_t from = (size_t)p < rc->n_marks && rc->marks[p] >= 0 ? rc->marks[p] + 1 : lo;
         start[p] = !rc->read ? hi : from < lo ? lo : from;
     }
-    if (res == TG_OK) {
+    if (res == TG_OK && !rc->refused) {
         rc->ends = ends;
         rc->n_ends = (size_t)parts;
         ends = NULL;
@@ -347,6 +412,11 @@ static void *reconcile_main(void *arg)
         if (!rk)
             rk = make_consumer(rc);
         tg_err res = rk && cd ? attempt(rc, rk, cd) : TG_ERR_NOMEM;
+        if (res == TG_OK && rc->refused)
+            TG_LOG_ERROR("kafka", "cannot read back what the last run sent (%s): sending "
+                                  "without it, so a reading may reach Kafka twice; grant "
+                                  "READ on topic %s (README, kafka.reconcile_on_start)",
+                         rc->why, rc->topic);
         if (res == TG_OK)
             break;
         if (!atomic_load(&rc->stop)) {

@@ -101,7 +101,11 @@ bool tg_reconcile_contains(const struct tg_reconcile *rc, const struct tg_readin
  * destroy. Returns the number of partitions (0: the topic does not exist). */
 size_t tg_reconcile_ends(const struct tg_reconcile *rc, const int64_t **ends);
 
-/* True when max_records cut the reading short. Records read in all. */
+/* True when the reading was cut short: max_records; the cluster refused this reader
+ * (TOPIC_/CLUSTER_AUTHORIZATION_FAILED: no READ on the topic), which gives it up at once;
+ * or a partition's end offset stayed unknown (no leader) for a few attempts while the
+ * cluster answered, and that partition was skipped. Each logged: waiting would hold
+ * sending for ever. Records read in all. */
 bool tg_reconcile_truncated(const struct tg_reconcile *rc);
 uint64_t tg_reconcile_records_read(const struct tg_reconcile *rc);
 

@@ -7,8 +7,12 @@
  * stops with SIGTERM (it commits and leaves: everything moves to b), then a comes back under
  * the same instance id (its transactional.id fences nothing: it left cleanly). The alerts and
  * aggregates, read back read_committed, must be a single uninterrupted reference worker's,
- * record for record, with no repeat: graceful moves never abort, so this holds on
- * tidegate-devkafka too (unlike a SIGKILL, test_worker_failover). b's /metrics pass
+ * record for record, with no repeat: graceful moves do not abort on tidegate-devkafka, so
+ * this holds there too (unlike a SIGKILL, test_worker_failover). On a real broker a commit
+ * can race a rebalance that b lives through (its TxnOffsetCommit carries the generation the
+ * group just left: ILLEGAL_GENERATION, and librdkafka 2.0.2 then fails the next transaction
+ * with "skipped sequence numbers"); b aborts and rewinds, and the outputs must still equal
+ * the reference's. b's /metrics pass
  * `promtool check metrics` and agree with what happened. With the argument "real" the same
  * runs on a real Kafka broker (compacted state topic, real transactions).
  */
@@ -60,7 +64,11 @@ static bool lag_is_zero(void *ud)
     return zero;
 }
 
-static void check_metrics(const struct wfx_worker *w)
+/* b lives through three rebalances (its own join, a's leave, a2's join); on a real broker
+ * each may cost the two aborts described above. */
+#define REAL_ABORTS_MAX 6
+
+static void check_metrics(const struct wfx_worker *w, bool real_kafka)
 {
     /* The lag gauge follows the commits (it is set once per commit interval): everything is
      * processed now, so it must reach 0 soon. */
@@ -81,7 +89,7 @@ static void check_metrics(const struct wfx_worker *w)
             w->name, consumed, commits, aborts, restores, assigned, aggs, series, lag_sum);
     assert_true(consumed > 0 && consumed <= (double)DEVICES * SECONDS);
     assert_true(commits > 0);
-    assert_true(aborts == 0);
+    assert_true(real_kafka ? aborts <= REAL_ABORTS_MAX : aborts == 0);
     assert_true(restores >= 1);
     assert_true(assigned >= 1 && assigned <= PARTITIONS);
     assert_false(isnan(aggs)); /* b may have joined after the last window closed */
@@ -118,7 +126,7 @@ static void graceful_moves(bool real_kafka)
     int64_t hi[PARTITIONS];
     assert_int_equal(wfx_watermarks(bs, "telemetry", hi, PARTITIONS), PARTITIONS);
     assert_true(wfx_wait_processed(bs, "a.state", hi, PARTITIONS, 120000));
-    check_metrics(b);
+    check_metrics(b, real_kafka);
     assert_true(tg_harness_exited_ok(wfx_worker_stop(b)));
     assert_true(tg_harness_exited_ok(wfx_worker_stop(a2)));
 

@@ -64,7 +64,15 @@ static void ambiguous_topic_filters_refused(void **state)
                                        * that are not UTF-8 (a lone continuation byte, an
                                        * overlong '/', a surrogate) */
                                       "telemetry/+x", "telemetry/x+", "telemetry/\x80",
-                                      "telemetry/\xc0\xaf", "telemetry/\xed\xa0\x80"};
+                                      "telemetry/\xc0\xaf", "telemetry/\xed\xa0\x80",
+                                      /* UTF-8 that libmosquitto refuses in a SUBSCRIBE
+                                       * (mosquitto_validate_utf8): control characters (a
+                                       * tab, DEL, U+0085) and non-characters (U+FFFF,
+                                       * U+FDD0, U+1FFFE). Accepted, the daemon would
+                                       * reconnect for ever without ever subscribing. */
+                                      "tele\tmetry/+", "telemetry/\x7f/+", "telemetry/\xc2\x85/+",
+                                      "telemetry/\xef\xbf\xbf/+", "telemetry/\xef\xb7\x90/+",
+                                      "telemetry/\xf0\x9f\xbf\xbe/+"};
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
         if (tg_ingress_topic_check(good[i], why, sizeof why) != TG_OK)
             fail_msg("%s refused: %s", good[i], why);
@@ -73,7 +81,8 @@ static void ambiguous_topic_filters_refused(void **state)
             fail_msg("\"%s\" accepted", bad[i]);
 
     /* multi-byte UTF-8 is fine; a filter longer than MQTT's 65,535 bytes is not */
-    if (tg_ingress_topic_check("capteurs/\xc3\xa9t\xc3\xa9/+", why, sizeof why) != TG_OK)
+    if (tg_ingress_topic_check("capteurs/\xc3\xa9t\xc3\xa9/+", why, sizeof why) != TG_OK ||
+        tg_ingress_topic_check("a/\xf0\x9f\x98\x80/\xef\xbf\xbd/+", why, sizeof why) != TG_OK)
         fail_msg("a UTF-8 filter refused: %s", why);
     static char longest[65537];
     memset(longest, 'a', sizeof longest - 1);
