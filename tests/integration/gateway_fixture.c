@@ -37,6 +37,8 @@
  * outgoing list on every publish and acknowledgement, so an unbounded backlog costs O(n^2). */
 #define PUB_MAX_UNACKED 2000
 #define CONSUMER_POLL_MS 100
+/* How often a read asks again for end offsets it could not learn (a cluster that is down). */
+#define ENDS_RETRY_MS 500
 #define MQTT_DEFAULT_EXTRA "max_queued_messages 1000000\n"
 
 static void flog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -1366,8 +1368,10 @@ struct tg_gw_consumer {
     int partitions;
     /* Per partition, the offset after the last record read (0: none yet). */
     int64_t *next;
-    /* Per partition, the end offset to read up to in this tg_gw_consumer_read() call. */
+    /* Per partition, the end offset to read up to in this tg_gw_consumer_read() call (-1:
+     * not known yet). */
     int64_t *target;
+    bool ends_unknown_logged;
     struct tg_gw_record *recs;
     size_t n, cap;
 };
@@ -1553,24 +1557,36 @@ void tg_gw_consumer_destroy(struct tg_gw_consumer *c)
 
 int tg_gw_consumer_partitions(const struct tg_gw_consumer *c) { return c->partitions; }
 
-/* The end offset of every partition as the cluster reports it now, into c->target. A
- * partition whose end cannot be learnt (timeout) gets INT64_MAX: the read then goes on until
- * the deadline, which is slow but misses nothing. */
-static void query_ends(struct tg_gw_consumer *c, int64_t deadline)
+/* Asks the leaders for the end offset (high watermark) of every partition whose end is not
+ * known yet in this call (c->target[p] < 0), all in one request per leader. True when every
+ * end is known; the others stay unknown and are asked again later (a cluster that is down). */
+static bool query_ends(struct tg_gw_consumer *c, int64_t deadline)
 {
-    for (int p = 0; p < c->partitions; p++) {
-        int64_t lo = 0, hi = 0;
-        int64_t left = deadline - tg_harness_now_ms();
-        int wait = left < 100 ? 100 : left > 5000 ? 5000 : (int)left;
-        rd_kafka_resp_err_t err =
-            rd_kafka_query_watermark_offsets(c->rk, c->topic, p, &lo, &hi, wait);
-        if (err) {
-            flog("consumer %s: end offset of partition %d: %s", c->topic, p,
-                 rd_kafka_err2str(err));
-            hi = INT64_MAX;
-        }
-        c->target[p] = hi;
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(c->partitions);
+    if (!list)
+        return false;
+    for (int p = 0; p < c->partitions; p++)
+        if (c->target[p] < 0) /* offsets_for_times: timestamp END asks for the end offset */
+            rd_kafka_topic_partition_list_add(list, c->topic, p)->offset = RD_KAFKA_OFFSET_END;
+    int64_t left = deadline - tg_harness_now_ms();
+    int wait = left < 100 ? 100 : left > 5000 ? 5000 : (int)left;
+    rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(c->rk, list, wait);
+    bool all = true;
+    for (int i = 0; i < list->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &list->elems[i];
+        if (!err && !tp->err && tp->offset >= 0 && tp->partition >= 0 &&
+            tp->partition < c->partitions)
+            c->target[tp->partition] = tp->offset;
+        else
+            all = false;
     }
+    if (!all && !c->ends_unknown_logged) {
+        flog("consumer %s: end offsets not known yet (%s): reading on until they are",
+             c->topic, rd_kafka_err2str(err ? err : RD_KAFKA_RESP_ERR__TIMED_OUT));
+        c->ends_unknown_logged = true;
+    }
+    rd_kafka_topic_partition_list_destroy(list);
+    return all;
 }
 
 /* Why end offsets and not partition EOF events: librdkafka reports EOF once per reaching
@@ -1578,20 +1594,29 @@ static void query_ends(struct tg_gw_consumer *c, int64_t deadline)
  * Keeping "at end" flags across calls made a read with want 0 return at once, without
  * fetching, for the rest of the consumer's life: a test that created its consumer while the
  * gateway was still holding records back (its read-back at start, seconds long under qemu)
- * never saw them. The high watermark asked of the leader at the start of the call covers
- * every record acknowledged (acks=all) before it. */
+ * never saw them. The end offsets asked of the leaders at the start of the call cover every
+ * record a producer had confirmed (acks=all) before it. */
 size_t tg_gw_consumer_read(struct tg_gw_consumer *c, size_t want, int timeout_ms)
 {
     int64_t deadline = tg_harness_now_ms() + timeout_ms;
-    query_ends(c, deadline);
+    for (int p = 0; p < c->partitions; p++)
+        c->target[p] = -1;
+    c->ends_unknown_logged = false;
+    bool ends_known = query_ends(c, deadline);
+    int64_t next_query_ms = tg_harness_now_ms() + ENDS_RETRY_MS;
     for (;;) {
-        bool all_read = true;
+        bool all_read = ends_known;
         for (int p = 0; p < c->partitions && all_read; p++)
             all_read = c->next[p] >= c->target[p];
         if (all_read && c->n >= want)
             break;
-        if (tg_harness_now_ms() >= deadline)
+        int64_t now = tg_harness_now_ms();
+        if (now >= deadline)
             break;
+        if (!ends_known && now >= next_query_ms) {
+            ends_known = query_ends(c, deadline);
+            next_query_ms = tg_harness_now_ms() + ENDS_RETRY_MS;
+        }
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(c->rk, CONSUMER_POLL_MS);
         if (!msg)
             continue;
