@@ -37,6 +37,8 @@
  * outgoing list on every publish and acknowledgement, so an unbounded backlog costs O(n^2). */
 #define PUB_MAX_UNACKED 2000
 #define CONSUMER_POLL_MS 100
+/* How often a read asks again for end offsets it could not learn (a cluster that is down). */
+#define ENDS_RETRY_MS 500
 #define MQTT_DEFAULT_EXTRA "max_queued_messages 1000000\n"
 
 static void flog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -1364,7 +1366,12 @@ struct tg_gw_consumer {
     rd_kafka_t *rk;
     char *topic;
     int partitions;
-    bool *at_end;
+    /* Per partition, the offset after the last record read (0: none yet). */
+    int64_t *next;
+    /* Per partition, the end offset to read up to in this tg_gw_consumer_read() call (-1:
+     * not known yet). */
+    int64_t *target;
+    bool ends_unknown_logged;
     struct tg_gw_record *recs;
     size_t n, cap;
 };
@@ -1501,10 +1508,14 @@ struct tg_gw_consumer *tg_gw_consumer_new(const char *bootstrap, const char *top
         flog("consumer: topic %s has no partitions", topic);
         goto fail;
     }
-    c->at_end = calloc((size_t)c->partitions, sizeof *c->at_end);
+    c->next = calloc((size_t)c->partitions, sizeof *c->next);
+    c->target = calloc((size_t)c->partitions, sizeof *c->target);
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(c->partitions);
-    if (!c->at_end || !parts)
+    if (!c->next || !c->target || !parts) {
+        if (parts)
+            rd_kafka_topic_partition_list_destroy(parts);
         goto fail;
+    }
     for (int p = 0; p < c->partitions; p++)
         rd_kafka_topic_partition_list_add(parts, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
     err = rd_kafka_assign(c->rk, parts);
@@ -1538,35 +1549,88 @@ void tg_gw_consumer_destroy(struct tg_gw_consumer *c)
         free(rec->headers);
     }
     free(c->recs);
-    free(c->at_end);
+    free(c->next);
+    free(c->target);
     free(c->topic);
     free(c);
 }
 
 int tg_gw_consumer_partitions(const struct tg_gw_consumer *c) { return c->partitions; }
 
+/* Asks the leaders for the end offset (high watermark) of every partition whose end is not
+ * known yet in this call (c->target[p] < 0), all in one request per leader. True when every
+ * end is known; the others stay unknown and are asked again later (a cluster that is down). */
+static bool query_ends(struct tg_gw_consumer *c, int64_t deadline)
+{
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(c->partitions);
+    if (!list)
+        return false;
+    for (int p = 0; p < c->partitions; p++)
+        if (c->target[p] < 0) /* offsets_for_times: timestamp END asks for the end offset */
+            rd_kafka_topic_partition_list_add(list, c->topic, p)->offset = RD_KAFKA_OFFSET_END;
+    int64_t left = deadline - tg_harness_now_ms();
+    int wait = left < 100 ? 100 : left > 5000 ? 5000 : (int)left;
+    rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(c->rk, list, wait);
+    bool all = true;
+    for (int i = 0; i < list->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &list->elems[i];
+        if (!err && !tp->err && tp->offset >= 0 && tp->partition >= 0 &&
+            tp->partition < c->partitions)
+            c->target[tp->partition] = tp->offset;
+        else
+            all = false;
+    }
+    if (!all && !c->ends_unknown_logged) {
+        flog("consumer %s: end offsets not known yet (%s): reading on until they are",
+             c->topic, rd_kafka_err2str(err ? err : RD_KAFKA_RESP_ERR__TIMED_OUT));
+        c->ends_unknown_logged = true;
+    }
+    rd_kafka_topic_partition_list_destroy(list);
+    return all;
+}
+
+/* Why end offsets and not partition EOF events: librdkafka reports EOF once per reaching
+ * the end, and an EOF seen in an earlier call says nothing about records appended since.
+ * Keeping "at end" flags across calls made a read with want 0 return at once, without
+ * fetching, for the rest of the consumer's life: a test that created its consumer while the
+ * gateway was still holding records back (its read-back at start, seconds long under qemu)
+ * never saw them. The end offsets asked of the leaders at the start of the call cover every
+ * record a producer had confirmed (acks=all) before it. */
 size_t tg_gw_consumer_read(struct tg_gw_consumer *c, size_t want, int timeout_ms)
 {
     int64_t deadline = tg_harness_now_ms() + timeout_ms;
+    for (int p = 0; p < c->partitions; p++)
+        c->target[p] = -1;
+    c->ends_unknown_logged = false;
+    bool ends_known = query_ends(c, deadline);
+    int64_t next_query_ms = tg_harness_now_ms() + ENDS_RETRY_MS;
     for (;;) {
-        bool all_at_end = true;
-        for (int p = 0; p < c->partitions; p++)
-            all_at_end = all_at_end && c->at_end[p];
-        if (all_at_end && c->n >= want)
+        bool all_read = ends_known;
+        for (int p = 0; p < c->partitions && all_read; p++)
+            all_read = c->next[p] >= c->target[p];
+        if (all_read && c->n >= want)
             break;
-        if (tg_harness_now_ms() >= deadline)
+        int64_t now = tg_harness_now_ms();
+        if (now >= deadline)
             break;
+        if (!ends_known && now >= next_query_ms) {
+            ends_known = query_ends(c, deadline);
+            next_query_ms = tg_harness_now_ms() + ENDS_RETRY_MS;
+        }
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(c->rk, CONSUMER_POLL_MS);
         if (!msg)
             continue;
+        bool known = msg->partition >= 0 && msg->partition < c->partitions;
         if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            if (msg->partition >= 0 && msg->partition < c->partitions)
-                c->at_end[msg->partition] = true;
+            /* Everything below msg->offset has been handed over (offsets that hold no
+             * record, such as transaction markers, included). */
+            if (known && msg->offset > c->next[msg->partition])
+                c->next[msg->partition] = msg->offset;
         } else if (msg->err) {
             flog("consumer %s: %s", c->topic, rd_kafka_message_errstr(msg));
         } else {
-            if (msg->partition >= 0 && msg->partition < c->partitions)
-                c->at_end[msg->partition] = false;
+            if (known && msg->offset + 1 > c->next[msg->partition])
+                c->next[msg->partition] = msg->offset + 1;
             if (store_message(c, msg) != 0)
                 flog("consumer %s: out of memory", c->topic);
         }

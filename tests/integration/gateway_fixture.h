@@ -313,8 +313,10 @@ void tg_gw_consumer_destroy(struct tg_gw_consumer *c);
 
 int tg_gw_consumer_partitions(const struct tg_gw_consumer *c);
 
-/* Reads until at least want records have been read in total and every partition is at its
- * end, or timeout_ms passed. Returns how many records have been read in total. */
+/* Reads until at least want records have been read in total and every partition has been
+ * read up to the end offset its leader reported when the call began (so every record a
+ * producer had confirmed by then is read, whatever earlier calls saw), or timeout_ms passed.
+ * Returns how many records have been read in total. */
 size_t tg_gw_consumer_read(struct tg_gw_consumer *c, size_t want, int timeout_ms);
 
 size_t tg_gw_consumer_count(const struct tg_gw_consumer *c);
