@@ -27,7 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -45,45 +44,6 @@
 #define WAIT_MS 60000
 #define DEFAULT_SEED 20261203u
 
-static void raise_open_files(void)
-{
-    struct rlimit rl;
-    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
-    rlim_t want = (rlim_t)DEVICES * 2 + 512;
-    if (rl.rlim_cur >= want)
-        return;
-    rl.rlim_cur = want < rl.rlim_max || rl.rlim_max == RLIM_INFINITY ? want : rl.rlim_max;
-    assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
-}
-
-static bool audit_following(void *ud)
-{
-    return tg_harness_file_contains(tg_harness_proc_stderr_path(ud), "consuming");
-}
-
-struct at_least {
-    struct tg_gw *gw;
-    const char *metric;
-    double value;
-};
-
-static bool metric_at_least(void *ud)
-{
-    struct at_least *a = ud;
-    double v = tg_gw_metric(a->gw, a->metric, NULL);
-    return v == v && v >= a->value;
-}
-
-static json_int_t jint(json_t *obj, const char *k1, const char *k2)
-{
-    json_t *v = json_object_get(obj, k1);
-    if (k2)
-        v = json_object_get(v, k2);
-    if (!json_is_integer(v))
-        fail_msg("audit JSON: %s%s%s is not an integer", k1, k2 ? "." : "", k2 ? k2 : "");
-    return json_integer_value(v);
-}
-
 /* "resent N" from tidegate-sim run's summary line, or -1. */
 static long long run_resent(const char *log)
 {
@@ -94,7 +54,7 @@ static long long run_resent(const char *log)
 static void crash_loop_acks(void **state)
 {
     (void)state;
-    raise_open_files();
+    assert_int_equal(tg_gw_raise_open_files((unsigned long)DEVICES * 2 + 512), 0);
     struct tg_chaos_rand rnd;
     tg_chaos_rand_init(&rnd, DEFAULT_SEED, "crash loop with acks");
     int interval_ms[KILLS];
@@ -128,20 +88,16 @@ static void crash_loop_acks(void **state)
     snprintf(duration, sizeof duration, "%lld", (long long)(total_ms / 1000 + 1));
     snprintf(devices, sizeof devices, "%d", DEVICES);
 
-    const char *audit_argv[] = {sim, "audit", "--brokers", tg_gw_bootstrap(gw), "--topic",
-                                TG_GW_TOPIC, "--dlq-topic", TG_GW_DLQ_TOPIC, "--ledger", ledger,
-                                "--follow", "--json", "--timeout", "90", NULL};
-    struct tg_harness_proc *audit = tg_harness_proc_start(dir, "audit", audit_argv, NULL, 0);
+    struct tg_harness_proc *audit = tg_gw_sim_audit_start(gw, ledger, 90);
     assert_non_null(audit);
-    assert_true(tg_harness_wait_until(audit_following, audit, 30000));
     const char *run_argv[] = {sim, "run", "--broker", broker, "--devices", devices, "--rate",
                               RATE_HZ, "--duration", duration, "--seed", "12", "--ledger",
                               ledger, "--drain", "45", "--durable-acks", "--ack-timeout", "2000",
                               NULL};
     struct tg_harness_proc *run = tg_harness_proc_start(dir, "sim-run", run_argv, NULL, 0);
     assert_non_null(run);
-    struct at_least acks = {gw, "tidegate_acks_sent_total", DEVICES};
-    assert_true(tg_harness_wait_until(metric_at_least, &acks, WAIT_MS));
+    assert_true(
+        tg_gw_wait_metric(gw, "tidegate_acks_sent_total", NULL, TG_GW_GE, DEVICES, WAIT_MS));
 
     int64_t ready_ms = tg_harness_now_ms();
     for (int k = 0; k < KILLS; k++) {
@@ -179,35 +135,28 @@ static void crash_loop_acks(void **state)
     long long resent = run_resent(runlog);
     free(runlog);
     assert_int_equal(tg_harness_proc_wait(audit, WAIT_MS + 60000, &status), 0);
-    char *report = tg_harness_read_file(tg_harness_proc_stdout_path(audit));
-    assert_non_null(report);
-    json_error_t jerr;
-    json_t *root = json_loads(report, 0, &jerr);
-    if (!root)
-        fail_msg("audit output is not JSON: %s", jerr.text);
-    json_int_t released = jint(root, "expected", "released");
-    json_int_t lost = jint(root, "lost", NULL), duplicated = jint(root, "duplicated", NULL);
+    json_t *root = tg_gw_sim_audit_report(audit, status);
+    assert_non_null(root);
+    long long released = tg_gw_json_int(root, "expected", "released");
+    long long lost = tg_gw_json_int(root, "lost", NULL);
+    long long duplicated = tg_gw_json_int(root, "duplicated", NULL);
     tg_chaos_summary("crash_loop_acks", (int)lost, (int)duplicated,
                      "%d devices x %s Hz, %d kills, released %lld, reordered %lld, resent "
                      "(audit) %lld, node resends %lld (~%lld per kill), unconfirmed %lld, "
                      "dropped %lld, integrity ok after every kill",
-                     DEVICES, RATE_HZ, KILLS, (long long)released,
-                     (long long)jint(root, "reordered", NULL),
-                     (long long)jint(root, "resent", NULL), resent, resent / KILLS,
-                     (long long)jint(root, "expected", "unconfirmed"),
-                     (long long)jint(root, "expected", "dropped"));
-    if (lost || duplicated || jint(root, "reordered", NULL))
-        fprintf(stderr, "audit: %s", report);
+                     DEVICES, RATE_HZ, KILLS, released, tg_gw_json_int(root, "reordered", NULL),
+                     tg_gw_json_int(root, "resent", NULL), resent, resent / KILLS,
+                     tg_gw_json_int(root, "expected", "unconfirmed"),
+                     tg_gw_json_int(root, "expected", "dropped"));
     assert_true(released > 0);
     assert_int_equal(lost, 0);
     assert_int_equal(duplicated, 0);
-    assert_int_equal(jint(root, "reordered", NULL), 0);
-    assert_int_equal(jint(root, "unexpected", NULL), 0);
-    assert_int_equal(jint(root, "expected", "unconfirmed"), 0);
-    assert_int_equal(jint(root, "expected", "dropped"), 0);
-    assert_int_equal(jint(root, "delivered", NULL), released);
+    assert_int_equal(tg_gw_json_int(root, "reordered", NULL), 0);
+    assert_int_equal(tg_gw_json_int(root, "unexpected", NULL), 0);
+    assert_int_equal(tg_gw_json_int(root, "expected", "unconfirmed"), 0);
+    assert_int_equal(tg_gw_json_int(root, "expected", "dropped"), 0);
+    assert_int_equal(tg_gw_json_int(root, "delivered", NULL), released);
     json_decref(root);
-    free(report);
 
     tg_harness_proc_destroy(audit);
     tg_harness_proc_destroy(run);

@@ -40,7 +40,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -74,46 +73,6 @@ static int teardown(void **state)
     (void)state;
     tg_gw_reap_all();
     return 0;
-}
-
-static void raise_open_files(void)
-{
-    struct rlimit rl;
-    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
-    rlim_t want = (rlim_t)DEVICES * 2 + 512;
-    if (rl.rlim_cur >= want)
-        return;
-    rl.rlim_cur = want < rl.rlim_max || rl.rlim_max == RLIM_INFINITY ? want : rl.rlim_max;
-    assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
-}
-
-static bool audit_following(void *ud)
-{
-    return tg_harness_file_contains(tg_harness_proc_stderr_path(ud), "consuming");
-}
-
-struct at_least {
-    struct tg_gw *gw;
-    const char *metric;
-    double value;
-};
-
-static bool metric_at_least(void *ud)
-{
-    struct at_least *a = ud;
-    double v = tg_gw_metric(a->gw, a->metric, NULL);
-    return v == v && v >= a->value;
-}
-
-static json_int_t jint(json_t *obj, const char *path1, const char *path2)
-{
-    json_t *v = json_object_get(obj, path1);
-    if (path2)
-        v = json_object_get(v, path2);
-    if (!json_is_integer(v))
-        fail_msg("audit JSON: %s%s%s is not an integer", path1, path2 ? "." : "",
-                 path2 ? path2 : "");
-    return json_integer_value(v);
 }
 
 /* A small seeded generator: the schedule is the same at every run. */
@@ -165,7 +124,7 @@ static void refuse_under_load(struct tg_gw *gw, const char *label)
 
 static void run_with_faults(enum fault fault, const char *label)
 {
-    raise_open_files();
+    assert_int_equal(tg_gw_raise_open_files((unsigned long)DEVICES * 2 + 512), 0);
     /* TG_ACKS_DEDUP_SAVE_MS: journal.dedup_save_interval_ms, for the duplicate figures. */
     char dedup_set[96];
     snprintf(dedup_set, sizeof dedup_set, "journal.dedup_save_interval_ms=%d",
@@ -205,13 +164,8 @@ static void run_with_faults(enum fault fault, const char *label)
     snprintf(duration, sizeof duration, "%d", DURATION_S);
     snprintf(devices, sizeof devices, "%d", DEVICES);
 
-    const char *audit_argv[] = {sim, "audit", "--brokers", tg_gw_bootstrap(gw),
-                                "--topic", TG_GW_TOPIC, "--dlq-topic", TG_GW_DLQ_TOPIC,
-                                "--ledger", ledger, "--follow", "--json", "--timeout", "90",
-                                NULL};
-    struct tg_harness_proc *audit = tg_harness_proc_start(dir, "audit", audit_argv, NULL, 0);
+    struct tg_harness_proc *audit = tg_gw_sim_audit_start(gw, ledger, 90);
     assert_non_null(audit);
-    assert_true(tg_harness_wait_until(audit_following, audit, 30000));
 
     const char *run_argv[] = {sim, "run", "--broker", broker, "--devices", devices,
                               "--rate", rate, "--duration", duration, "--seed", "11",
@@ -221,8 +175,8 @@ static void run_with_faults(enum fault fault, const char *label)
         run_argv[16] = NULL; /* from "--durable-acks" on */
     struct tg_harness_proc *run = tg_harness_proc_start(dir, "sim-run", run_argv, NULL, 0);
     assert_non_null(run);
-    struct at_least acks = {gw, "tidegate_acks_sent_total", DEVICES};
-    assert_true(tg_harness_wait_until(metric_at_least, &acks, WAIT_MS));
+    assert_true(
+        tg_gw_wait_metric(gw, "tidegate_acks_sent_total", NULL, TG_GW_GE, DEVICES, WAIT_MS));
 
     uint64_t rnd = SEED;
     int faults = fault == GATEWAY_KILLS ? KILLS : fault == INGRESS_FULL ? 1 : 2;
@@ -258,9 +212,9 @@ static void run_with_faults(enum fault fault, const char *label)
         }
         if (outage) {
             double sent = tg_gw_metric(gw, "tidegate_acks_sent_total", NULL);
-            struct at_least more = {gw, "tidegate_acks_sent_total", sent + DEVICES};
             /* acks go on during the outage: the journal commit makes readings durable */
-            assert_true(tg_harness_wait_until(metric_at_least, &more, WAIT_MS));
+            assert_true(tg_gw_wait_metric(gw, "tidegate_acks_sent_total", NULL, TG_GW_GE,
+                                          sent + DEVICES, WAIT_MS));
             int64_t until = outage_from + env_int("TG_ACKS_OUTAGE_MS", 0);
             while (tg_harness_now_ms() < until) { /* a longer outage, when asked for */
                 struct timespec tick = {0, 100 * 1000000L};
@@ -284,26 +238,21 @@ static void run_with_faults(enum fault fault, const char *label)
             rs ? atoll(rs + strlen("resent ")) : -1LL, fault == GATEWAY_KILLS ? KILLS : 2);
     free(runlog);
     assert_int_equal(tg_harness_proc_wait(audit, WAIT_MS + 60000, &status), 0);
-    char *report = tg_harness_read_file(tg_harness_proc_stdout_path(audit));
-    assert_non_null(report);
-    fprintf(stderr, "%s: audit (exit %d): %s", label,
-            WIFEXITED(status) ? WEXITSTATUS(status) : -1, report);
-    json_error_t jerr;
-    json_t *root = json_loads(report, 0, &jerr);
-    if (!root)
-        fail_msg("audit output is not JSON: %s", jerr.text);
-    json_int_t released = jint(root, "expected", "released");
-    json_int_t lost = jint(root, "lost", NULL), duplicated = jint(root, "duplicated", NULL);
+    fprintf(stderr, "%s: ", label); /* the report that follows is this case's */
+    json_t *root = tg_gw_sim_audit_report(audit, status);
+    assert_non_null(root);
+    long long released = tg_gw_json_int(root, "expected", "released");
+    long long lost = tg_gw_json_int(root, "lost", NULL);
+    long long duplicated = tg_gw_json_int(root, "duplicated", NULL);
     fprintf(stderr,
             "%s: released %lld, lost %lld, duplicated %lld, resent %lld, unconfirmed %lld, "
             "dropped %lld, gateway duplicates removed %.0f, acks sent %.0f (last gateway run)\n",
-            label, (long long)released, (long long)lost, (long long)duplicated,
-            (long long)jint(root, "resent", NULL),
-            (long long)jint(root, "expected", "unconfirmed"),
-            (long long)jint(root, "expected", "dropped"),
+            label, released, lost, duplicated, tg_gw_json_int(root, "resent", NULL),
+            tg_gw_json_int(root, "expected", "unconfirmed"),
+            tg_gw_json_int(root, "expected", "dropped"),
             tg_gw_metric(gw, "tidegate_messages_duplicate_total", NULL),
             tg_gw_metric(gw, "tidegate_acks_sent_total", NULL));
-    assert_true(released >= (json_int_t)DEVICES * RATE * (DURATION_S - 5));
+    assert_true(released >= (long long)DEVICES * RATE * (DURATION_S - 5));
     assert_int_equal(lost, 0);
     /* Not one twice after a kill: the restarted gateway reads back what its last run sent
      * (reconcile_kafka.h). Without durable acks a kill still loses (the node let go at
@@ -315,16 +264,15 @@ static void run_with_faults(enum fault fault, const char *label)
         assert_int_equal(duplicated, 0);
     /* A resend arrives after newer readings; the audit tells it from reordering (the
      * gateway received it later) and the order the gateway was given holds. */
-    assert_int_equal(jint(root, "reordered", NULL), 0);
-    assert_int_equal(jint(root, "expected", "unconfirmed"), 0);
-    assert_int_equal(jint(root, "expected", "dropped"), 0);
-    assert_int_equal(jint(root, "unexpected", NULL), 0);
-    assert_int_equal(jint(root, "delivered", NULL), released);
+    assert_int_equal(tg_gw_json_int(root, "reordered", NULL), 0);
+    assert_int_equal(tg_gw_json_int(root, "expected", "unconfirmed"), 0);
+    assert_int_equal(tg_gw_json_int(root, "expected", "dropped"), 0);
+    assert_int_equal(tg_gw_json_int(root, "unexpected", NULL), 0);
+    assert_int_equal(tg_gw_json_int(root, "delivered", NULL), released);
     if (fault == INGRESS_FULL) /* the refusals were counted, and not lost */
         assert_true(tg_gw_metric_is(gw, "tidegate_messages_dropped_total",
                                     "reason=\"ingress_full\"", TG_GW_GE, REFUSED_MIN));
     json_decref(root);
-    free(report);
 
     tg_harness_proc_destroy(audit);
     tg_harness_proc_destroy(run);

@@ -27,18 +27,40 @@
 #define READINGS (DEVICES * SEQS)
 #define WAIT_MS 60000
 
+static struct tg_gw *new_gateway(int commit_interval_ms, const char **sets)
+{
+    const struct tg_gw_opts opts = {.commit_interval_ms = commit_interval_ms, .sets = sets};
+    struct tg_gw *gw = tg_gw_new(&opts);
+    assert_non_null(gw);
+    return gw;
+}
+
 static struct tg_gw *start_gateway(void)
 {
     static const char *sets_on[] = {"journal.dedup_save_interval_ms=3600000", NULL};
     static const char *sets_off[] = {"journal.dedup_save_interval_ms=3600000",
                                      "kafka.reconcile_on_start=false", NULL};
-    const struct tg_gw_opts opts = {
-        .commit_interval_ms = 60000,
-        .sets = getenv("TG_READBACK_OFF") ? sets_off : sets_on,
-    };
-    struct tg_gw *gw = tg_gw_new(&opts);
-    assert_non_null(gw);
-    return gw;
+    return new_gateway(60000, getenv("TG_READBACK_OFF") ? sets_off : sets_on);
+}
+
+static struct tg_gw_pub *new_pub(struct tg_gw *gw)
+{
+    struct tg_gw_pub *pub = tg_gw_pub_new(gw, "readback-pub");
+    assert_non_null(pub);
+    return pub;
+}
+
+/* The plan every test but journal_backlog_memory publishes: DEVICES x SEQS readings. */
+static struct tg_gw_plan plan_of(const char *prefix, int first_seq)
+{
+    return (struct tg_gw_plan){.prefix = prefix, .devices = DEVICES, .seqs = SEQS,
+                               .first_seq = first_seq, .boot = 1};
+}
+
+/* Waits until the counter `metric` (0 at each start of the gateway) reaches n. */
+static void wait_count(struct tg_gw *gw, const char *metric, int n)
+{
+    assert_true(tg_gw_wait_metric(gw, metric, NULL, TG_GW_EQ, n, WAIT_MS));
 }
 
 static void publish(struct tg_gw_pub *pub, const struct tg_gw_plan *plan)
@@ -46,6 +68,30 @@ static void publish(struct tg_gw_pub *pub, const struct tg_gw_plan *plan)
     assert_int_equal(tg_gw_pub_plan_start(pub, plan), 0);
     assert_int_equal(tg_gw_pub_plan_join(pub), 0);
     assert_true(tg_gw_pub_wait_acked(pub, WAIT_MS));
+}
+
+/* The gateway took all READINGS of plan (it may not have sent them). */
+static void publish_received(struct tg_gw *gw, struct tg_gw_pub *pub,
+                             const struct tg_gw_plan *plan)
+{
+    publish(pub, plan);
+    wait_count(gw, "tidegate_messages_received_total", READINGS);
+}
+
+/* Kafka confirmed all READINGS of plan, and the gateway is killed before it commits them. */
+static void send_and_kill(struct tg_gw *gw, struct tg_gw_pub *pub,
+                          const struct tg_gw_plan *plan)
+{
+    publish(pub, plan);
+    wait_count(gw, "tidegate_messages_delivered_total", READINGS);
+    assert_int_equal(tg_gw_tidegate_kill9(gw), 0);
+}
+
+static void finish(struct tg_gw *gw, struct tg_gw_pub *pub)
+{
+    tg_gw_pub_destroy(pub);
+    assert_true(tg_harness_exited_ok(tg_gw_tidegate_term(gw, 30000)));
+    tg_gw_destroy(gw);
 }
 
 /* Everything the gateway holds is settled; Kafka then holds each reading of plan once. */
@@ -60,22 +106,17 @@ static void journal_copy_in_kafka(void **state)
 {
     (void)state;
     struct tg_gw *gw = start_gateway();
-    struct tg_gw_pub *pub = tg_gw_pub_new(gw, "readback-pub");
-    assert_non_null(pub);
-    const struct tg_gw_plan plan = {.prefix = "rb", .devices = DEVICES, .seqs = SEQS,
-                                    .boot = 1};
+    struct tg_gw_pub *pub = new_pub(gw);
+    const struct tg_gw_plan plan = plan_of("rb", 0);
     /* Kafka away: the readings wait, and the stop journals them. */
     assert_int_equal(tg_gw_kafka_outage_begin(gw), 0);
-    publish(pub, &plan);
-    assert_true(tg_gw_wait_metric(gw, "tidegate_messages_received_total", NULL, TG_GW_EQ,
-                                  READINGS, WAIT_MS));
+    publish_received(gw, pub, &plan);
     assert_true(tg_harness_exited_ok(tg_gw_tidegate_term(gw, 30000)));
     assert_int_equal(tg_gw_kafka_outage_end(gw), 0);
     /* The next run sends them; Kafka confirms; the kill comes before any commit marks them
      * done. */
     assert_int_equal(tg_gw_tidegate_start(gw), 0);
-    assert_true(tg_gw_wait_metric(gw, "tidegate_messages_delivered_total", NULL, TG_GW_EQ,
-                                  READINGS, WAIT_MS));
+    wait_count(gw, "tidegate_messages_delivered_total", READINGS);
     assert_int_equal(tg_gw_tidegate_kill9(gw), 0);
     /* The run after it finds them in Kafka and does not send them again. */
     assert_int_equal(tg_gw_tidegate_start(gw), 0);
@@ -83,35 +124,24 @@ static void journal_copy_in_kafka(void **state)
     assert_true(tg_gw_metric_is(gw, "tidegate_kafka_readback_skipped_total", NULL, TG_GW_EQ,
                                 READINGS));
     assert_true(tg_gw_metric_is(gw, "tidegate_messages_delivered_total", NULL, TG_GW_EQ, 0));
-    tg_gw_pub_destroy(pub);
-    assert_true(tg_harness_exited_ok(tg_gw_tidegate_term(gw, 30000)));
-    tg_gw_destroy(gw);
+    finish(gw, pub);
 }
 
 static void resend_after_kill(void **state)
 {
     (void)state;
     struct tg_gw *gw = start_gateway();
-    struct tg_gw_pub *pub = tg_gw_pub_new(gw, "readback-pub");
-    assert_non_null(pub);
-    const struct tg_gw_plan plan = {.prefix = "rs", .devices = DEVICES, .seqs = SEQS,
-                                    .boot = 1};
-    publish(pub, &plan);
-    assert_true(tg_gw_wait_metric(gw, "tidegate_messages_delivered_total", NULL, TG_GW_EQ,
-                                  READINGS, WAIT_MS));
+    struct tg_gw_pub *pub = new_pub(gw);
+    const struct tg_gw_plan plan = plan_of("rs", 0);
     /* Confirmed, never in a saved dedup window: killed. */
-    assert_int_equal(tg_gw_tidegate_kill9(gw), 0);
+    send_and_kill(gw, pub, &plan);
     assert_int_equal(tg_gw_tidegate_start(gw), 0);
     /* The nodes resend everything (no ack reached them). */
-    publish(pub, &plan);
-    assert_true(tg_gw_wait_metric(gw, "tidegate_messages_received_total", NULL, TG_GW_EQ,
-                                  READINGS, WAIT_MS));
+    publish_received(gw, pub, &plan);
     assert_exactly_once(gw, &plan, "resend after kill -9");
     assert_true(tg_gw_metric_is(gw, "tidegate_kafka_readback_found_total", NULL, TG_GW_EQ,
                                 READINGS));
-    tg_gw_pub_destroy(pub);
-    assert_true(tg_harness_exited_ok(tg_gw_tidegate_term(gw, 30000)));
-    tg_gw_destroy(gw);
+    finish(gw, pub);
 }
 
 /* Kafka away: readings journaled, never sent, the dedup window never saved after them;
@@ -124,17 +154,11 @@ static void resend_of_journaled(void **state)
     (void)state;
     /* Commits every 200 ms journal the readings; the dedup window is saved once, at start. */
     static const char *sets[] = {"journal.dedup_save_interval_ms=3600000", NULL};
-    const struct tg_gw_opts opts = {.commit_interval_ms = 200, .sets = sets};
-    struct tg_gw *gw = tg_gw_new(&opts);
-    assert_non_null(gw);
-    struct tg_gw_pub *pub = tg_gw_pub_new(gw, "readback-pub");
-    assert_non_null(pub);
-    const struct tg_gw_plan plan = {.prefix = "rj", .devices = DEVICES, .seqs = SEQS,
-                                    .boot = 1};
+    struct tg_gw *gw = new_gateway(200, sets);
+    struct tg_gw_pub *pub = new_pub(gw);
+    const struct tg_gw_plan plan = plan_of("rj", 0);
     assert_int_equal(tg_gw_kafka_outage_begin(gw), 0);
-    publish(pub, &plan);
-    assert_true(tg_gw_wait_metric(gw, "tidegate_messages_received_total", NULL, TG_GW_EQ,
-                                  READINGS, WAIT_MS));
+    publish_received(gw, pub, &plan);
     /* Journaled: a commit follows the last reading taken unless the one under way (or
      * done) when the count was read had it already; a commit happens only when something
      * changed, so the wait may rightly time out. */
@@ -144,16 +168,12 @@ static void resend_of_journaled(void **state)
     assert_true(tg_gw_metric_is(gw, "tidegate_journal_records", NULL, TG_GW_EQ, READINGS));
     assert_int_equal(tg_gw_tidegate_kill9(gw), 0);
     assert_int_equal(tg_gw_tidegate_start(gw), 0);
-    publish(pub, &plan); /* the nodes resend: no ack reached them */
-    assert_true(tg_gw_wait_metric(gw, "tidegate_messages_received_total", NULL, TG_GW_EQ,
-                                  READINGS, WAIT_MS));
+    publish_received(gw, pub, &plan); /* the nodes resend: no ack reached them */
     assert_true(tg_gw_metric_is(gw, "tidegate_messages_duplicate_total", NULL, TG_GW_EQ,
                                 READINGS));
     assert_int_equal(tg_gw_kafka_outage_end(gw), 0);
     assert_exactly_once(gw, &plan, "resend of journaled readings");
-    tg_gw_pub_destroy(pub);
-    assert_true(tg_harness_exited_ok(tg_gw_tidegate_term(gw, 30000)));
-    tg_gw_destroy(gw);
+    finish(gw, pub);
 }
 
 /* A cluster that lets the gateway write but not read the topic (a producer-only ACL: WRITE
@@ -166,39 +186,29 @@ static void read_refused(void **state)
     /* The marks are saved once, when the first run's read-back ends (before it sends):
      * killed after sending, it leaves all it sent past them for the next start to read. */
     static const char *sets[] = {"journal.dedup_save_interval_ms=3600000", NULL};
-    const struct tg_gw_opts opts = {.commit_interval_ms = 60000, .sets = sets};
-    struct tg_gw *gw = tg_gw_new(&opts);
-    assert_non_null(gw);
+    struct tg_gw *gw = new_gateway(60000, sets);
     if (!tg_gw_devkafka(gw)) {
         tg_gw_destroy(gw);
         skip();
     }
-    struct tg_gw_pub *pub = tg_gw_pub_new(gw, "readback-pub");
-    assert_non_null(pub);
+    struct tg_gw_pub *pub = new_pub(gw);
     /* A first run sends, and is killed. */
-    const struct tg_gw_plan first = {.prefix = "ra", .devices = DEVICES, .seqs = SEQS,
-                                     .boot = 1};
-    publish(pub, &first);
-    assert_true(tg_gw_wait_metric(gw, "tidegate_messages_delivered_total", NULL, TG_GW_EQ,
-                                  READINGS, WAIT_MS));
-    assert_int_equal(tg_gw_tidegate_kill9(gw), 0);
+    const struct tg_gw_plan first = plan_of("ra", 0);
+    send_and_kill(gw, pub, &first);
     char reply[256];
     assert_int_equal(tg_harness_devkafka_cmd(tg_gw_devkafka(gw),
                                              "error all fetch TOPIC_AUTHORIZATION_FAILED 1000",
                                              reply, sizeof reply),
                      0);
     assert_int_equal(tg_gw_tidegate_start(gw), 0);
-    const struct tg_gw_plan second = {.prefix = "rb", .devices = DEVICES, .seqs = SEQS,
-                                      .boot = 1};
+    const struct tg_gw_plan second = plan_of("rb", 0);
     publish(pub, &second);
     /* (what the journal kept of the first run goes again: duplicates, the price) */
     assert_true(tg_gw_wait_metric(gw, "tidegate_messages_delivered_total", NULL, TG_GW_GE,
                                   READINGS, 20000));
     assert_true(tg_gw_wait_metric(gw, "tidegate_journal_records", NULL, TG_GW_EQ, 0, 20000));
     assert_int_equal(tg_gw_log_count(gw, "grant READ on topic"), 1); /* and says why */
-    tg_gw_pub_destroy(pub);
-    assert_true(tg_harness_exited_ok(tg_gw_tidegate_term(gw, 30000)));
-    tg_gw_destroy(gw);
+    finish(gw, pub);
 }
 
 /* Peak resident memory of the running tidegate, in bytes (0 if unknown). */
@@ -236,11 +246,8 @@ static void journal_backlog_memory(void **state)
     (void)state;
     static const char *sets[] = {"journal.memory_bytes=1M", "kafka.reconcile_on_start=false",
                                  NULL};
-    const struct tg_gw_opts opts = {.commit_interval_ms = 200, .sets = sets};
-    struct tg_gw *gw = tg_gw_new(&opts);
-    assert_non_null(gw);
-    struct tg_gw_pub *pub = tg_gw_pub_new(gw, "readback-pub");
-    assert_non_null(pub);
+    struct tg_gw *gw = new_gateway(200, sets);
+    struct tg_gw_pub *pub = new_pub(gw);
     const struct tg_gw_plan plan = {.prefix = "rm", .devices = BACKLOG_DEVICES,
                                     .seqs = BACKLOG_SEQS, .boot = 1};
     assert_int_equal(tg_gw_kafka_outage_begin(gw), 0);
@@ -261,9 +268,7 @@ static void journal_backlog_memory(void **state)
 #endif
     assert_int_equal(tg_gw_kafka_outage_end(gw), 0);
     assert_true(tg_gw_wait_metric(gw, "tidegate_journal_records", NULL, TG_GW_EQ, 0, WAIT_MS));
-    tg_gw_pub_destroy(pub);
-    assert_true(tg_harness_exited_ok(tg_gw_tidegate_term(gw, 30000)));
-    tg_gw_destroy(gw);
+    finish(gw, pub);
 }
 
 /* Kafka away at a start: the read-back waits for it, and meanwhile the gateway is ready,
@@ -273,23 +278,17 @@ static void kafka_down_at_start(void **state)
 {
     (void)state;
     struct tg_gw *gw = start_gateway();
-    struct tg_gw_pub *pub = tg_gw_pub_new(gw, "readback-pub");
-    assert_non_null(pub);
-    const struct tg_gw_plan first = {.prefix = "rk", .devices = DEVICES, .seqs = SEQS,
-                                     .boot = 1};
+    struct tg_gw_pub *pub = new_pub(gw);
+    const struct tg_gw_plan first = plan_of("rk", 0);
     publish(pub, &first);
-    assert_true(tg_gw_wait_metric(gw, "tidegate_messages_delivered_total", NULL, TG_GW_EQ,
-                                  READINGS, WAIT_MS));
+    wait_count(gw, "tidegate_messages_delivered_total", READINGS);
     assert_int_equal(tg_gw_kafka_outage_begin(gw), 0);
     assert_int_equal(tg_gw_tidegate_kill9(gw), 0);
     assert_int_equal(tg_gw_tidegate_start(gw), 0); /* ready, the read-back waiting */
-    const struct tg_gw_plan second = {.prefix = "rk", .devices = DEVICES, .seqs = SEQS,
-                                      .first_seq = SEQS, .boot = 1};
+    const struct tg_gw_plan second = plan_of("rk", SEQS);
     const struct tg_gw_plan both = {.prefix = "rk", .devices = DEVICES, .seqs = 2 * SEQS,
                                     .boot = 1};
-    publish(pub, &second);
-    assert_true(tg_gw_wait_metric(gw, "tidegate_messages_received_total", NULL, TG_GW_EQ,
-                                  READINGS, WAIT_MS));
+    publish_received(gw, pub, &second);
     /* Well within shutdown_timeout_ms (10 s) plus the harness's margin. */
     assert_true(tg_harness_exited_ok(tg_gw_tidegate_term(gw, 12000)));
     assert_int_equal(tg_gw_kafka_outage_end(gw), 0);
@@ -297,9 +296,7 @@ static void kafka_down_at_start(void **state)
     assert_true(tg_gw_wait_metric(gw, "tidegate_journal_records", NULL, TG_GW_EQ, 0, WAIT_MS));
     assert_true(tg_gw_kafka_exactly_once(gw, &both, 2 * READINGS,
                                          "before, and while Kafka was away", 5000));
-    tg_gw_pub_destroy(pub);
-    assert_true(tg_harness_exited_ok(tg_gw_tidegate_term(gw, 30000)));
-    tg_gw_destroy(gw);
+    finish(gw, pub);
 }
 
 /* One partition of the telemetry topic without a leader at a start (its broker lost), the
@@ -316,21 +313,15 @@ static void partition_leaderless(void **state)
         tg_gw_destroy(gw);
         skip();
     }
-    struct tg_gw_pub *pub = tg_gw_pub_new(gw, "readback-pub");
-    assert_non_null(pub);
-    const struct tg_gw_plan first = {.prefix = "rp", .devices = DEVICES, .seqs = SEQS,
-                                     .boot = 1};
-    publish(pub, &first);
-    assert_true(tg_gw_wait_metric(gw, "tidegate_messages_delivered_total", NULL, TG_GW_EQ,
-                                  READINGS, WAIT_MS));
-    assert_int_equal(tg_gw_tidegate_kill9(gw), 0);
+    struct tg_gw_pub *pub = new_pub(gw);
+    const struct tg_gw_plan first = plan_of("rp", 0);
+    send_and_kill(gw, pub, &first);
     char reply[256];
     assert_int_equal(tg_harness_devkafka_cmd(tg_gw_devkafka(gw), "leader " TG_GW_TOPIC " 0 none",
                                              reply, sizeof reply),
                      0);
     assert_int_equal(tg_gw_tidegate_start(gw), 0);
-    const struct tg_gw_plan second = {.prefix = "rp", .devices = DEVICES, .seqs = SEQS,
-                                      .first_seq = SEQS, .boot = 1};
+    const struct tg_gw_plan second = plan_of("rp", SEQS);
     publish(pub, &second);
     /* Every reading of a device whose partition has a leader gets through. */
     int partitions = tg_gw_telemetry_partitions(gw), elsewhere = 0;
@@ -346,9 +337,7 @@ static void partition_leaderless(void **state)
                                              reply, sizeof reply),
                      0);
     assert_true(tg_gw_wait_metric(gw, "tidegate_journal_records", NULL, TG_GW_EQ, 0, WAIT_MS));
-    tg_gw_pub_destroy(pub);
-    assert_true(tg_harness_exited_ok(tg_gw_tidegate_term(gw, 30000)));
-    tg_gw_destroy(gw);
+    finish(gw, pub);
 }
 
 /* argv[1], if given: run only the tests whose name matches it (cmocka's filter). */
