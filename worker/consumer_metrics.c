@@ -72,8 +72,11 @@ void consumer__metrics_register(struct tg_consumer *cs, struct tg_metrics *r)
                                    "judgement paused during them", NULL);
     m->stalled = tg_metrics_gauge(r, "tidegate_worker_partitions_stalled",
                                   "Held partitions whose devices' quiet time is paused now: "
-                                  "no record for stall_after_ms, or the worker is behind on "
-                                  "them", NULL);
+                                  "no record for stall_after_ms", NULL);
+    m->behind = tg_metrics_gauge(r, "tidegate_worker_partitions_behind",
+                                 "Held partitions the worker is behind on (more than a sweep) "
+                                 "or replaying: their devices' quiet time follows the "
+                                 "partition's event time, not the wall clock", NULL);
     m->restored_records = tg_metrics_counter(r, "tidegate_worker_state_records_read_total",
                                              "Records read from the state topic by restores",
                                              NULL);
