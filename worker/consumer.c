@@ -677,6 +677,9 @@ tg_err tg_consumer_new(const struct tg_config *cfg, const char *instance_id,
     }
     hook = getenv("TIDEGATE_TEST_BEHIND_CLOCK");
     cs->test_behind_wall = hook && strcmp(hook, "wall") == 0;
+    hook = getenv("TIDEGATE_TEST_STALE_GENERATION");
+    cs->test_stale_commits = hook ? atoi(hook) : 0;
+    cs->test_stale_left = -1;
     consumer__metrics_register(cs, metrics);
 
     if (!(cs->en = tg_engine_new(ec, consumer__emit, cs))) {
@@ -726,6 +729,8 @@ void tg_consumer_destroy(struct tg_consumer *cs)
         rd_kafka_destroy(cs->producer);
     tg_engine_destroy(cs->en);
     free(cs->sweep_clocks);
+    if (cs->test_md)
+        rd_kafka_mem_free(NULL, cs->test_md);
     free(cs->slots);
     free(cs);
 }

@@ -126,6 +126,14 @@ struct tg_consumer {
     int64_t test_delay_ms;
     const char *test_slow_file;
     bool test_behind_wall;
+    /* TIDEGATE_TEST_STALE_GENERATION=N: after each change of the group's generation, the
+     * next N commits that send offsets send them with the group metadata from before the
+     * change, as a commit racing a rebalance does (consumer_txn.c; test_worker_rebalance).
+     * test_md is the metadata last sent legitimately (rd_kafka_mem_free()); test_stale_left
+     * is -1 outside such a run of commits. */
+    int test_stale_commits, test_stale_left;
+    void *test_md;
+    size_t test_md_len;
     uint64_t txn_alerts[CONSUMER_KINDS][CONSUMER_STATES];
     uint64_t txn_aggregates;
     uint64_t txn_snapshot_records, txn_snapshot_bytes;
