@@ -508,6 +508,29 @@ static void size_parser(void **state)
     tg_config_destroy(cfg);
 }
 
+static void int_parser(void **state)
+{
+    (void)state;
+    int64_t v = 1234;
+    assert_int_equal(tg_parse_int("0", 0, 10, &v), TG_OK);
+    assert_true(v == 0);
+    assert_int_equal(tg_parse_int("-7", -10, 10, &v), TG_OK);
+    assert_true(v == -7);
+    assert_int_equal(tg_parse_int("+10", -10, 10, &v), TG_OK); /* bounds are inclusive */
+    assert_true(v == 10);
+    assert_int_equal(tg_parse_int("9223372036854775807", 0, INT64_MAX, &v), TG_OK);
+    assert_true(v == INT64_MAX);
+    v = 1234;
+    static const char *const bad[] = {"", "-", "+", " 1", "1 ", "1.5", "0x10", "1e3", "ten",
+                                      "--1", "1k"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(tg_parse_int(bad[i], INT64_MIN, INT64_MAX, &v), TG_ERR_CONFIG);
+    assert_int_equal(tg_parse_int("11", -10, 10, &v), TG_ERR_OUT_OF_RANGE);
+    assert_int_equal(tg_parse_int("-11", -10, 10, &v), TG_ERR_OUT_OF_RANGE);
+    assert_int_equal(tg_parse_int("9223372036854775808", 0, INT64_MAX, &v), TG_ERR_OUT_OF_RANGE);
+    assert_true(v == 1234); /* untouched by every refusal */
+}
+
 static void bool_parser(void **state)
 {
     (void)state;
@@ -858,6 +881,7 @@ int main(void)
         cmocka_unit_test(missing_file),
         cmocka_unit_test(set_errors),
         cmocka_unit_test(size_parser),
+        cmocka_unit_test(int_parser),
         cmocka_unit_test(bool_parser),
         cmocka_unit_test(int_bounds),
         cmocka_unit_test(dump_reads_back),
