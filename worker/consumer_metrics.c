@@ -92,7 +92,10 @@ void consumer__metrics_register(struct tg_consumer *cs, struct tg_metrics *r)
     } gauges[] = {
         {&m->stalled, "tidegate_worker_partitions_stalled",
          "Held partitions whose devices' quiet time is paused now: no record for "
-         "stall_after_ms, or the worker is behind on them"},
+         "stall_after_ms"},
+        {&m->behind, "tidegate_worker_partitions_behind",
+         "Held partitions the worker is behind on (more than a sweep) or replaying: their "
+         "devices' quiet time follows the partition's event time, not the wall clock"},
         {&m->series, "tidegate_worker_series", "Series (device, metric) in state"},
         {&m->state_bytes, "tidegate_worker_state_bytes", "Memory held by series state"},
         {&m->partitions, "tidegate_worker_partitions_assigned",
