@@ -24,6 +24,8 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include "config.h" /* tg_parse_int */
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -200,14 +202,13 @@ static void reply(const char *fmt, ...)
     fflush(stdout);
 }
 
+/* tg_parse_int() for the longs of options and commands. */
 static bool parse_int(const char *s, long min, long max, long *out)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+    int64_t v;
+    if (tg_parse_int(s, min, max, &v) != TG_OK)
         return false;
-    *out = v;
+    *out = (long)v;
     return true;
 }
 

@@ -76,7 +76,7 @@ struct consumer_slot {
 
 struct consumer_metrics {
     struct tg_counter *consumed, *restored_records, *restore_errors, *restore_timeouts;
-    struct tg_counter *commits, *aborts, *fenced, *late, *evicted, *aggregates;
+    struct tg_counter *commits, *aborts, *fenced, *late, *evicted, *refused, *aggregates;
     struct tg_counter *snapshot_records, *snapshot_bytes, *assigned_total, *revoked_total,
         *lost_total;
     struct tg_counter *checkpoints, *replayed, *suppressed, *stalls;

@@ -44,13 +44,6 @@
 #define WAIT_MS 60000
 #define DEFAULT_SEED 20261203u
 
-/* "resent N" from tidegate-sim run's summary line, or -1. */
-static long long run_resent(const char *log)
-{
-    const char *p = log ? strstr(log, "resent ") : NULL;
-    return p ? atoll(p + strlen("resent ")) : -1;
-}
-
 static void crash_loop_acks(void **state)
 {
     (void)state;
@@ -125,15 +118,11 @@ static void crash_loop_acks(void **state)
     }
     assert_int_equal(tg_gw_log_count(gw, "corrupt"), 0);
 
-    int status;
-    assert_int_equal(tg_harness_proc_wait(run, WAIT_MS + 60000, &status), 0);
-    char *runlog = tg_harness_read_file(tg_harness_proc_stderr_path(run));
-    if (!tg_harness_exited_ok(status)) {
-        fprintf(stderr, "tidegate-sim run failed:\n%s\n", runlog ? runlog : "(no log)");
-        fail();
-    }
-    long long resent = run_resent(runlog);
+    char *runlog;
+    assert_int_equal(tg_gw_sim_run_wait(run, WAIT_MS + 60000, &runlog), 0);
+    long long resent = tg_gw_sim_run_resent(runlog);
     free(runlog);
+    int status;
     assert_int_equal(tg_harness_proc_wait(audit, WAIT_MS + 60000, &status), 0);
     json_t *root = tg_gw_sim_audit_report(audit, status);
     assert_non_null(root);

@@ -380,6 +380,17 @@ int tg_gw_raise_open_files(unsigned long want);
 struct tg_harness_proc *tg_gw_sim_audit_start(struct tg_gw *gw, const char *ledger,
                                               int timeout_s);
 
+/* Waits up to timeout_ms for `tidegate-sim run` (started by the test as run) to exit. 0 when
+ * it exited with status 0; -1 when it did not exit in time or failed, with its stderr printed
+ * ("tidegate-sim run failed: ..."). When log is not NULL, *log is then its stderr (malloc'd,
+ * the caller frees; NULL when unreadable), where the run's summary line is; after a failure
+ * *log is NULL. */
+int tg_gw_sim_run_wait(struct tg_harness_proc *run, int timeout_ms, char **log);
+
+/* N from "resent N" in the run's summary line (its log, above): the readings the nodes sent
+ * again, what durable acks cost them. -1 when log is NULL or has no such line. */
+long long tg_gw_sim_run_resent(const char *log);
+
 /* The audit's JSON report, read from its stdout once it has exited with status (printed along
  * with the report). NULL when it is missing or not JSON (the audit's log is printed). Free
  * with json_decref(). */
