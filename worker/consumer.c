@@ -297,6 +297,14 @@ static void handle_message(struct tg_consumer *cs, struct tg_canonical_decoder *
         tg_counter_inc(cs->m.replayed);
     struct tg_reading rd;
     tg_err e = decode(dec, msg, &rd);
+    /* The one admission check on the worker's clock (the engine reads none): an event time
+     * far in the future would become the partition's watermark, which its snapshot keeps.
+     * The gateway refuses readings more than [validate] max_skew_ms ahead of its clock, so
+     * only another producer or a broken clock gets here. A record judged again after a
+     * rewind is judged on a later clock: only one that was within seconds of the limit could
+     * be refused once and taken the second time. */
+    if (e == TG_OK && cs->max_future_ms > 0 && rd.ts_ms > wall_ms() + cs->max_future_ms)
+        e = TG_ERR_CLOCK_SKEW;
     if (e == TG_OK)
         e = tg_engine_process(cs->en, msg->partition, &rd);
     cs->suppress = false;
@@ -669,6 +677,7 @@ tg_err tg_consumer_new(const struct tg_config *cfg, const char *instance_id,
     cs->shutdown_timeout_ms = tg_config_get_ms(cfg, "worker", "shutdown_timeout_ms");
     cs->snapshot_interval_ms = tg_config_get_ms(cfg, "worker", "snapshot_interval_ms");
     cs->stall_after_ms = tg_config_get_ms(cfg, "worker", "stall_after_ms");
+    cs->max_future_ms = tg_config_get_ms(cfg, "worker", "max_future_ms");
     const char *hook = getenv("TIDEGATE_TEST_SLOW_FILE");
     if (hook && *hook) {
         cs->test_slow_file = hook;
