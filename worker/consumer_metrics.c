@@ -38,7 +38,10 @@ void consumer__metrics_register(struct tg_consumer *cs, struct tg_metrics *r)
          "Points older than their partition's watermark: counted, not merged into windows",
          NULL, NULL},
         {&m->evicted, "tidegate_worker_series_evicted_total",
-         "Series dropped from state to stay within its size", NULL, NULL},
+         "Series forgotten after [engine] series_idle_ms without data", NULL, NULL},
+        {&m->refused, "tidegate_worker_series_refused_total",
+         "Points of new series neither scored nor aggregated: [engine] max_series reached",
+         NULL, NULL},
         {&m->aggregates, "tidegate_worker_aggregates_total",
          "Window aggregates committed to the aggregates topic", NULL, NULL},
         {&m->commits, "tidegate_worker_transaction_commits_total",
@@ -89,7 +92,10 @@ void consumer__metrics_register(struct tg_consumer *cs, struct tg_metrics *r)
     } gauges[] = {
         {&m->stalled, "tidegate_worker_partitions_stalled",
          "Held partitions whose devices' quiet time is paused now: no record for "
-         "stall_after_ms, or the worker is behind on them"},
+         "stall_after_ms"},
+        {&m->behind, "tidegate_worker_partitions_behind",
+         "Held partitions the worker is behind on (more than a sweep) or replaying: their "
+         "devices' quiet time follows the partition's event time, not the wall clock"},
         {&m->series, "tidegate_worker_series", "Series (device, metric) in state"},
         {&m->state_bytes, "tidegate_worker_state_bytes", "Memory held by series state"},
         {&m->partitions, "tidegate_worker_partitions_assigned",
@@ -143,6 +149,8 @@ void consumer__metrics_committed(struct tg_consumer *cs)
         tg_counter_add(m->late, st.late_records - cs->last_stats.late_records);
     if (st.series_evicted > cs->last_stats.series_evicted)
         tg_counter_add(m->evicted, st.series_evicted - cs->last_stats.series_evicted);
+    if (st.series_refused > cs->last_stats.series_refused)
+        tg_counter_add(m->refused, st.series_refused - cs->last_stats.series_refused);
     tg_gauge_set(m->series, (double)st.series);
     tg_gauge_set(m->state_bytes, (double)st.state_bytes);
     cs->last_stats = st;

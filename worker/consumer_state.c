@@ -28,6 +28,7 @@
  * (the group moved on without us) cannot be committed for: the transaction is aborted and the
  * partitions we keep are rewound.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -190,8 +191,9 @@ static void handle_state_record(struct tg_consumer *cs, struct prestore *pr,
         memcpy(buf, msg->payload ? msg->payload : "", len);
         buf[len] = '\0';
         char *end;
+        errno = 0;
         long long off = strtoll(buf, &end, 10);
-        if (len == 0 || *end || off < 0) {
+        if (len == 0 || len != msg->len || *end || errno || off < 0) {
             (*bad)++;
             return;
         }
@@ -208,6 +210,37 @@ static void handle_state_record(struct tg_consumer *cs, struct prestore *pr,
         TG_OK)
         (*bad)++;
     (void)cs;
+}
+
+/* A marker beyond the input partition's end does not belong to this input topic: it was
+ * recreated (its offsets start again at 0) while the state topic kept the old one's markers,
+ * or something else wrote the state topic. Resuming there would skip every record up to that
+ * offset without a word (the consumer would reset to auto_offset_reset, and the records
+ * below the marker would then be taken for ones fetched before a seek). The markers are
+ * dropped and counted; the partition resumes as if it had none (the group's committed
+ * offset, else auto_offset_reset), with the series state it restored. */
+static void markers_check(struct tg_consumer *cs, struct prestore *pr, uint64_t *bad)
+{
+    if (pr->resume < 0 && pr->ckpt < 0)
+        return;
+    int64_t lo = 0, hi = 0;
+    rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(cs->restorer, cs->input_topic,
+                                                             pr->partition, &lo, &hi, 10000);
+    if (e) {
+        TG_LOG_WARN("restore", "watermarks of %s[%" PRId32 "]: %s: markers not checked",
+                    cs->input_topic, pr->partition, rd_kafka_err2str(e));
+        return;
+    }
+    if (pr->resume <= hi && pr->ckpt <= hi)
+        return;
+    TG_LOG_WARN("restore",
+                "%s[%" PRId32 "]: the state's offset marker (%" PRId64 ") or checkpoint (%" PRId64
+                ") is beyond the end of %s[%" PRId32 "] (%" PRId64 "): the input topic was "
+                "recreated, or something else wrote the state topic; ignoring the markers",
+                cs->state_topic, pr->partition, pr->resume, pr->ckpt, cs->input_topic,
+                pr->partition, hi);
+    pr->resume = pr->ckpt = -1;
+    (*bad)++;
 }
 
 tg_err consumer__restore(struct tg_consumer *cs, rd_kafka_topic_partition_list_t *parts)
@@ -309,6 +342,8 @@ tg_err consumer__restore(struct tg_consumer *cs, rd_kafka_topic_partition_list_t
         rd_kafka_assign(cs->restorer, NULL);
     }
 
+    for (int i = 0; i < n; i++)
+        markers_check(cs, &prs[i], &bad);
     /* Where each partition resumes: its marker, else the group's committed offset (a state
      * topic that was emptied), else [kafka] auto_offset_reset. */
     rd_kafka_topic_partition_list_t *committed = rd_kafka_topic_partition_list_new(n ? n : 1);

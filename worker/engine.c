@@ -97,6 +97,15 @@ tg_err tg_engine_partition_add(struct tg_engine *en, int32_t partition)
     return TG_OK;
 }
 
+bool tg_engine_partition_max_ts(struct tg_engine *en, int32_t partition, int64_t *max_ts)
+{
+    struct partition_state *ps = engine__part_get(en, partition);
+    if (!ps || !ps->has_max)
+        return false;
+    *max_ts = ps->max_ts;
+    return true;
+}
+
 struct drop_ctx {
     struct tg_engine *en;
     int32_t partition;
