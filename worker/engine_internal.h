@@ -53,6 +53,7 @@ struct detect_params {
      * rather than on every point: the same operations on the same operands. */
     double chart_factor;   /* sqrt(shift_lambda / (2 - shift_lambda)) */
     double shift_settle;   /* min(2 / shift_alpha, SHIFT_SETTLE_MAX) */
+    int32_t seasonal_bucket_ms; /* a day's ms / seasonal_buckets */
 };
 
 struct engine_rule {
