@@ -525,7 +525,8 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
     res->scored = warm || res->ratio[DET_LEVEL] > 0 || res->ratio[DET_STUCK] > 0 ||
                   res->ratio[DET_SEASONAL] > 0;
     res->r = r;
-    res->score = detect__score(r);
+    /* res->score stays 0: it costs an exp2, and the engine computes it where it is read
+     * (engine.c, point_score). */
     if (s->n < UINT32_MAX)
         s->n++;
     s->last_ts = ts;

@@ -385,6 +385,12 @@ tg_err tg_engine_process(struct tg_engine *en, int32_t partition, const struct t
         double calib = s->calib < 1 ? 1.0 : s->calib;
         struct detect_result res;
         detect__point(s, dp, ts, m->value, &res);
+        /* The score costs an exp2 (4 % of a point's instructions with the call), and is
+         * read only by the point hook (replay), by an open alert, and where the ratio may
+         * cross the alert threshold; anywhere else it is under the threshold for certain
+         * (quiet_ratio) and alert_step returns at once. */
+        if (en->point_fn || (s->flags & SERIES_ALERT) || !(res.r < en->ec->quiet_ratio))
+            res.score = detect__score(res.r);
         const char *state = alert_step(en, s, ts, m->value, &res, calib);
         point_hook(en, partition, s, rd->device, m->name, ts, m->value, res.score, state);
     }
