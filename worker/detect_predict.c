@@ -12,11 +12,13 @@
  * Cost: O(p^2) per point and predict__bytes(p) per series, only for series whose rule has
  * the detector on.
  *
- * Outliers (a residual beyond OUTLIER_SD spreads, once scoring) teach nothing, and the
- * history the next predictions read holds the prediction instead of the value, so one spike
- * does not echo through the next p predictions. A run of RUN_MAX outliers is a new regime (a
- * level shift, a noise burst): the history restarts from the current value and the mean
- * re-anchors there, and the detector is silent until the history has p samples again.
+ * Outliers (a residual beyond OUTLIER_SD spreads, once scoring) teach nothing. The first
+ * point of a clear excursion (over the detector's threshold) enters the history the next
+ * predictions read as its prediction, so one spike does not echo through the next p
+ * predictions; the points after it enter as they are, so that a false start cannot feed on
+ * itself (a prediction from predictions drifts off, and would keep the run going). After
+ * RUN_MAX outliers in a row the points teach again (a level shift or a noise burst that
+ * lasts is the series' new regime), clipped to WINSOR spreads.
  *
  * Time: the model is one of evenly spaced samples. It keeps the step it learned at; a point
  * whose time step differs from it by more than DT_TOL (a gap, a burst after a reconnect,
@@ -35,7 +37,7 @@
 #define FORGET 0.998         /* RLS forgetting factor: a memory of about 500 samples */
 #define P0 100.0             /* initial uncertainty of the weights, per variance of the input */
 #define OUTLIER_SD 4.0       /* residuals beyond this many spreads are outliers */
-#define RUN_MAX 8            /* outliers in a row that make a new regime */
+#define RUN_MAX 8            /* outliers in a row after which the points teach again */
 #define VAR_ALPHA 0.02       /* weight of a new squared residual in the residual variance */
 #define WINSOR 4.0           /* the variance learns residuals clipped to this many spreads */
 #define DT_TOL 0.2           /* relative difference of a time step from the model's step */
@@ -200,26 +202,26 @@ void predict__point(struct series *s, const struct detect_params *dp, double dt_
     if (warm_n < (uint32_t)dp->warmup_samples)
         warm_n = (uint32_t)dp->warmup_samples;
     bool scoring = ps->n >= warm_n;
+    bool outlier = scoring && fabs(e) > OUTLIER_SD * sd;
     if (scoring) {
         res->ratio[DET_PREDICT] = fabs(e) / sd / dp->threshold[DET_PREDICT];
         res->baseline[DET_PREDICT] = pred;
-        if (fabs(e) > OUTLIER_SD * sd) {
-            if (++ps->run < RUN_MAX) {
-                push(ps, p, pred);
-                return;
-            }
-            /* A new regime: start the history and the mean from here. */
-            ps->mean = x;
-            restart_history(ps, p, x);
+        if (outlier && ps->run < RUN_MAX) {
+            /* The first point of a clear excursion enters the history as its prediction, so
+             * that one spike does not echo through the next p predictions; the points after
+             * it enter as they are (a false start must not feed on itself). */
+            bool clear = ps->run == 0 && res->ratio[DET_PREDICT] >= 1;
+            ps->run++;
+            push(ps, p, clear ? pred : x);
             return;
         }
     }
-    ps->run = 0;
+    ps->run = outlier ? RUN_MAX : 0; /* a run that lasts teaches until it ends */
     rls_learn(ps, p, phi, e);
     double a = 1.0 / (double)(ps->n + 1);
     if (a < VAR_ALPHA)
         a = VAR_ALPHA;
-    double ec = scoring && fabs(e) > WINSOR * sd ? WINSOR * sd : fabs(e);
+    double ec = outlier && fabs(e) > WINSOR * sd ? WINSOR * sd : fabs(e);
     ps->res_var += a * (ec * ec - ps->res_var);
     ps->mean += (a > MEAN_ALPHA ? a : MEAN_ALPHA) * (x - ps->mean);
     push(ps, p, x);
