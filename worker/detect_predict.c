@@ -218,12 +218,17 @@ void predict__point(struct series *s, const struct detect_params *dp, double dt_
     }
     ps->run = outlier ? RUN_MAX : 0; /* a run that lasts teaches until it ends */
     rls_learn(ps, p, phi, e);
-    double a = 1.0 / (double)(ps->n + 1);
+    /* The residuals of the model's first steps are its convergence, not the series' noise:
+     * the spread is the running mean of the squared residuals from halfway through the
+     * warm-up (then exponentially weighted), not from the start. */
+    uint32_t half = warm_n / 2;
+    double a = ps->n < half ? 1.0 / (double)(ps->n + 1) : 1.0 / (double)(ps->n - half + 1);
     if (a < VAR_ALPHA)
         a = VAR_ALPHA;
     double ec = outlier && fabs(e) > WINSOR * sd ? WINSOR * sd : fabs(e);
     ps->res_var += a * (ec * ec - ps->res_var);
-    ps->mean += (a > MEAN_ALPHA ? a : MEAN_ALPHA) * (x - ps->mean);
+    double am = 1.0 / (double)(ps->n + 1);
+    ps->mean += (am > MEAN_ALPHA ? am : MEAN_ALPHA) * (x - ps->mean);
     push(ps, p, x);
     if (ps->n < UINT32_MAX)
         ps->n++;
