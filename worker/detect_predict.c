@@ -65,11 +65,6 @@ static inline size_t tri(int i, int j) /* i >= j */
     return (size_t)i * ((size_t)i + 1) / 2 + (size_t)j;
 }
 
-static inline double p_at(const double *P, int i, int j)
-{
-    return i >= j ? P[tri(i, j)] : P[tri(j, i)];
-}
-
 /* Forgets the model (p_trace 0: not started); the next full history starts it. */
 static void model_forget(struct predict_state *ps, int p)
 {
@@ -121,24 +116,32 @@ void predict__reset(struct series *s, const struct detect_params *dp)
 static void rls_learn(struct predict_state *ps, int p, const double *phi, double e)
 {
     double *w = ps->v, *P = ps->v + 2 * p;
-    double g[TG_ENGINE_PREDICT_ORDER_MAX];
-    double denom = FORGET;
-    for (int i = 0; i < p; i++) {
+    double g[TG_ENGINE_PREDICT_ORDER_MAX] = {0};
+    /* g = P phi in one pass over the packed triangle: each off-diagonal element serves its
+     * row and its column. */
+    const double *pr = P;
+    for (int i = 0; i < p; i++, pr += i) {
         double a = 0;
-        for (int j = 0; j < p; j++)
-            a += p_at(P, i, j) * phi[j];
-        g[i] = a;
-        denom += phi[i] * a;
+        for (int j = 0; j < i; j++) {
+            a += pr[j] * phi[j];
+            g[j] += pr[j] * phi[i];
+        }
+        g[i] += a + pr[i] * phi[i];
     }
+    double denom = FORGET;
+    for (int i = 0; i < p; i++)
+        denom += phi[i] * g[i];
     if (!(denom > 0) || !isfinite(denom))
         return;
     double inv = 1.0 / denom;
     double trace = 0;
-    for (int i = 0; i < p; i++) {
+    double *row = P;
+    for (int i = 0; i < p; i++, row += i) {
         w[i] += g[i] * inv * e;
+        double gi = g[i] * inv;
         for (int j = 0; j <= i; j++)
-            P[tri(i, j)] = (P[tri(i, j)] - g[i] * g[j] * inv) / FORGET;
-        trace += P[tri(i, i)];
+            row[j] = (row[j] - gi * g[j]) * (1.0 / FORGET);
+        trace += row[i];
     }
     /* Without new information in the input (a constant stretch) forgetting grows P without
      * bound and the next change would throw the weights about: P never exceeds its start. */
