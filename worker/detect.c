@@ -75,7 +75,7 @@ double detect__score(double r)
 size_t series__size(const struct detect_params *dp, size_t dev_len, size_t metric_len)
 {
     return sizeof(struct series) + series__key_bytes(dev_len, metric_len) + dp->ring_bytes +
-           dp->seasonal_bytes;
+           dp->seasonal_bytes + dp->predict_bytes;
 }
 
 void detect__reset(struct series *s, const struct detect_params *dp)
@@ -100,6 +100,8 @@ void detect__reset(struct series *s, const struct detect_params *dp)
         for (int i = 0; i < dp->seasonal_buckets; i++)
             bk[i] = (struct seasonal_bucket){.mean = 0, .var = -1};
     }
+    if (dp->on[DET_PREDICT])
+        predict__reset(s, dp);
 }
 
 void detect__derive(struct detect_params *dp)
@@ -414,12 +416,13 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
                    struct detect_result *res)
 {
     /* Not memset, which compilers turn into rep stos here: a slow start on every point. */
-    _Static_assert(DET__COUNT % 2 == 0, "ratio and baseline are cleared in pairs");
-    for (int d = 0; d < DET__COUNT; d += 2) {
+    for (int d = 0; d + 1 < DET__COUNT; d += 2) {
         struct { double a, b; } zero = {0, 0};
         memcpy(&res->ratio[d], &zero, sizeof zero);
         memcpy(&res->baseline[d], &zero, sizeof zero);
     }
+    if (DET__COUNT % 2)
+        res->ratio[DET__COUNT - 1] = res->baseline[DET__COUNT - 1] = 0;
     res->scored = false;
     res->r = res->score = 0;
     res->dominant = DET_LEVEL;
@@ -433,6 +436,8 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
             level_point(s, dp, x, false, 0, res);
         if (dp->on[DET_SEASONAL])
             seasonal_point(s, dp, ts, x, 0, res);
+        if (dp->on[DET_PREDICT])
+            predict__point(s, dp, -1, x, 0, res);
         s->n = 1;
         s->flags |= SERIES_HAS_LAST;
         s->last_ts = ts;
@@ -485,6 +490,8 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
         stuck_point(s, dp, x, res);
     if (dp->on[DET_SEASONAL])
         seasonal_point(s, dp, ts, x, floor, res);
+    if (dp->on[DET_PREDICT])
+        predict__point(s, dp, dt, x, floor, res);
 
     /* The largest ratio (the first of equals) by selects: which detector leads is data, and
      * a branch on it a coin toss for the predictor. */
@@ -523,7 +530,7 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
     if (step > 0 && (s->resolution == 0 || step < s->resolution))
         s->resolution = (float)(step < FLT_MAX ? step : FLT_MAX);
     res->scored = warm || res->ratio[DET_LEVEL] > 0 || res->ratio[DET_STUCK] > 0 ||
-                  res->ratio[DET_SEASONAL] > 0;
+                  res->ratio[DET_SEASONAL] > 0 || res->ratio[DET_PREDICT] > 0;
     res->r = r;
     /* res->score stays 0: it costs an exp2, and the engine computes it where it is read
      * (engine.c, point_score). */
