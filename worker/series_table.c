@@ -119,8 +119,8 @@ static inline bool bytes_equal(const char *a, const char *b, size_t n)
 {
     if (n < 8)
         return memcmp(a, b, n) == 0;
-    uint64_t diff = word_at(a + n - 8) ^ word_at(b + n - 8);
-    for (size_t i = 0; i + 8 < n; i += 8)
+    uint64_t diff = (word_at(a) ^ word_at(b)) | (word_at(a + n - 8) ^ word_at(b + n - 8));
+    for (size_t i = 8; i + 8 < n; i += 8) /* (none up to 16 bytes) */
         diff |= word_at(a + i) ^ word_at(b + i);
     return diff == 0;
 }
