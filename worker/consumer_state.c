@@ -397,6 +397,7 @@ void consumer__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         used += (size_t)snprintf(list + used, sizeof list - used, "%s%" PRId32, i ? "," : "",
                                  parts->elems[i].partition);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        cs->group_assigned = true; /* the assignor's state exists from here on */
         /* A cooperative rebalance that adds nothing still calls this, with an empty list. */
         if (parts->cnt > 0)
             TG_LOG_INFO("consumer", "assigned %s[%s]", cs->input_topic, list);
