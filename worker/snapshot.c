@@ -20,6 +20,11 @@
  *   u8 open windows, each: i64 start, last_ts; f64 min, max, sum, last; u32 count;
  *   level ring: level_n x f64 (when the level detector is on);
  *   seasonal: seasonal_buckets x (f32 mean, var) (when on).
+ * Series value, version 3: written for a series whose rule has the predict detector on (the
+ * others keep writing version 2, which workers of the previous release read): version 2's
+ * fields, then u8 predict_order, f64 mean, res_var, step_ms, p_trace, u32 n, u8 hist_n, run,
+ * and predict__doubles(order) x f64 (weights, history, P). A version 2 snapshot restored into
+ * a rule with predict on is refused by its detectors bitmask (the series starts cold).
  * Partition value, version PARTITION_VERSION (1): u8 version, u8 has_max, i64 max_ts.
  */
 #include <float.h>
@@ -28,8 +33,18 @@
 #include "engine_internal.h"
 
 #define SNAPSHOT_VERSION 2
+#define SNAPSHOT_VERSION_PREDICT 3 /* version 2 + the predict detector's state */
 #define PARTITION_VERSION 1 /* the partition value did not change with the series' version 2 */
 #define KEEP_FLAGS (SERIES_HAS_LAST | SERIES_ALERT | SERIES_SILENCE)
+
+/* The largest value (every detector's state at its maximum) fits the encoder's buffer. */
+_Static_assert(4 + 4 + 16 + 16 + 8 + 9 * 8 + 4 * 8 + 4 + 1 + TG_ENGINE_SERIES_WINDOWS * 44 +
+                       TG_ENGINE_LEVEL_WINDOW_MAX * 8 + TG_ENGINE_SEASONAL_BUCKETS_MAX * 8 + 1 +
+                       32 + 4 + 2 +
+                       (2 * TG_ENGINE_PREDICT_ORDER_MAX +
+                        TG_ENGINE_PREDICT_ORDER_MAX * (TG_ENGINE_PREDICT_ORDER_MAX + 1) / 2) * 8 <=
+                   TG_ENGINE_SNAPSHOT_MAX,
+               "TG_ENGINE_SNAPSHOT_MAX holds the largest series value");
 
 struct wr {
     unsigned char *p;
@@ -183,6 +198,16 @@ static bool plausible(struct series *s, const struct detect_params *dp)
                 !(bk[i].var == -1 || finite_in(bk[i].var, 0, FLT_MAX))) /* -1: not seen yet */
                 return false;
     }
+    if (dp->on[DET_PREDICT]) {
+        const struct predict_state *ps = series__predict(s, dp);
+        if (!finite_in(ps->mean, -val, val) || !finite_in(ps->res_var, 0, var) ||
+            !finite_in(ps->step_ms, 0, PERIOD_LIMIT) || !finite_in(ps->p_trace, 0, 1e300) ||
+            ps->hist_n > dp->predict_order)
+            return false;
+        for (size_t i = 0; i < predict__doubles(dp->predict_order); i++)
+            if (!finite_in(ps->v[i], -1e300, 1e300))
+                return false;
+    }
     return true;
 }
 
@@ -190,7 +215,7 @@ size_t snapshot__encode_series(const struct series *s, const struct detect_param
                                unsigned char *buf)
 {
     struct wr w = {buf};
-    put_u8(&w, SNAPSHOT_VERSION);
+    put_u8(&w, dp->on[DET_PREDICT] ? SNAPSHOT_VERSION_PREDICT : SNAPSHOT_VERSION);
     put_u8(&w, detector_mask(dp));
     put_u8(&w, (unsigned)dp->level_window);
     put_u8(&w, (unsigned)dp->seasonal_buckets);
@@ -251,6 +276,19 @@ size_t snapshot__encode_series(const struct series *s, const struct detect_param
             put_f32(&w, bk[i].var);
         }
     }
+    if (dp->on[DET_PREDICT]) {
+        const struct predict_state *ps = series__predict((struct series *)s, dp);
+        put_u8(&w, (unsigned)dp->predict_order);
+        put_f64(&w, ps->mean);
+        put_f64(&w, ps->res_var);
+        put_f64(&w, ps->step_ms);
+        put_f64(&w, ps->p_trace);
+        put_u32(&w, ps->n);
+        put_u8(&w, ps->hist_n);
+        put_u8(&w, ps->run);
+        for (size_t i = 0; i < predict__doubles(dp->predict_order); i++)
+            put_f64(&w, ps->v[i]);
+    }
     return (size_t)(w.p - buf);
 }
 
@@ -258,7 +296,9 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
                                const unsigned char *value, size_t len)
 {
     struct rd r = {value, value + len, false};
-    if (get_u8(&r) != SNAPSHOT_VERSION || get_u8(&r) != detector_mask(dp) ||
+    unsigned version = get_u8(&r);
+    if (version != (dp->on[DET_PREDICT] ? SNAPSHOT_VERSION_PREDICT : SNAPSHOT_VERSION) ||
+        get_u8(&r) != detector_mask(dp) ||
         get_u8(&r) != (unsigned)dp->level_window || get_u8(&r) != (unsigned)dp->seasonal_buckets)
         return TG_ERR_MALFORMED;
     unsigned flags = get_u8(&r);
@@ -325,6 +365,20 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
             bk[i].mean = get_f32(&r);
             bk[i].var = get_f32(&r);
         }
+    }
+    if (dp->on[DET_PREDICT]) {
+        struct predict_state *ps = series__predict(s, dp);
+        if (get_u8(&r) != (unsigned)dp->predict_order)
+            return TG_ERR_MALFORMED;
+        ps->mean = get_f64(&r);
+        ps->res_var = get_f64(&r);
+        ps->step_ms = get_f64(&r);
+        ps->p_trace = get_f64(&r);
+        ps->n = get_u32(&r);
+        ps->hist_n = (uint8_t)get_u8(&r);
+        ps->run = (uint8_t)get_u8(&r);
+        for (size_t i = 0; i < predict__doubles(dp->predict_order); i++)
+            ps->v[i] = get_f64(&r);
     }
     if (r.bad || r.p != r.end || !plausible(s, dp))
         return TG_ERR_MALFORMED;
