@@ -438,6 +438,7 @@ tg_err tg_consumer_run(struct tg_consumer *cs, atomic_bool *stop)
         return TG_ERR_NOMEM;
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(topics, cs->input_topic, RD_KAFKA_PARTITION_UA);
+    cs->subscribed = true;
     rd_kafka_resp_err_t ke = rd_kafka_subscribe(cs->consumer, topics);
     rd_kafka_topic_partition_list_destroy(topics);
     if (ke) {
@@ -727,9 +728,21 @@ void tg_consumer_destroy(struct tg_consumer *cs)
     if (!cs)
         return;
     /* tg_consumer_run() closed it (leaving the group); a consumer that never ran has nothing
-     * to close, and closing here would call the rebalance callback on a half-torn state. */
-    if (cs->consumer)
+     * to close, and closing here would call the rebalance callback on a half-torn state.
+     * One that subscribed but was stopped before its first assignment is left as it is:
+     * librdkafka before 2.3.0 asserts in rd_kafka_destroy() on the cooperative-sticky
+     * assignor's state, which only exists after an assignment (librdkafka issue 4312, fixed
+     * by PR 4381), and so aborted about every second worker stopped while it joined its
+     * group (a second on a real broker, several on devkafka). It has left the group; the
+     * process is about to exit, which frees it. */
+    if (cs->consumer && (cs->group_assigned || !cs->subscribed)) {
         rd_kafka_destroy_flags(cs->consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    } else if (cs->consumer) {
+        static rd_kafka_t *parked; /* reachable until exit, for leak checkers */
+        parked = cs->consumer;
+        TG_LOG_DEBUG("consumer", "not destroying the group consumer %s: never assigned "
+                                 "(librdkafka issue 4312)", rd_kafka_name(parked));
+    }
     if (cs->restorer) {
         rd_kafka_consumer_close(cs->restorer);
         rd_kafka_destroy(cs->restorer);

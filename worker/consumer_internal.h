@@ -145,6 +145,8 @@ struct tg_consumer {
     struct tg_engine_stats last_stats; /* as of the last metrics update */
     struct consumer_metrics m;
     _Atomic int health;                /* enum consumer_health */
+    bool subscribed;                   /* tg_consumer_run() subscribed the group consumer */
+    bool group_assigned;               /* ... and it has had an assignment (even empty) */
 };
 
 /* consumer.c */

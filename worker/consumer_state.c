@@ -140,20 +140,22 @@ static void handle_state_record(struct tg_consumer *cs, struct prestore *pr,
  * below the marker would then be taken for ones fetched before a seek). The markers are
  * dropped and counted; the partition resumes as if it had none (the group's committed
  * offset, else auto_offset_reset), with the series state it restored. */
-static void markers_check(struct tg_consumer *cs, struct prestore *pr, uint64_t *bad)
+/* Returns false when the cluster did not answer (the caller then checks no further: each
+ * query would wait as long again). */
+static bool markers_check(struct tg_consumer *cs, struct prestore *pr, uint64_t *bad)
 {
     if (pr->resume < 0 && pr->ckpt < 0)
-        return;
+        return true;
     int64_t lo = 0, hi = 0;
     rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(cs->restorer, cs->input_topic,
                                                              pr->partition, &lo, &hi, 10000);
     if (e) {
         TG_LOG_WARN("restore", "watermarks of %s[%" PRId32 "]: %s: markers not checked",
                     cs->input_topic, pr->partition, rd_kafka_err2str(e));
-        return;
+        return false;
     }
     if (pr->resume <= hi && pr->ckpt <= hi)
-        return;
+        return true;
     TG_LOG_WARN("restore",
                 "%s[%" PRId32 "]: the state's offset marker (%" PRId64 ") or checkpoint (%" PRId64
                 ") is beyond the end of %s[%" PRId32 "] (%" PRId64 "): the input topic was "
@@ -162,6 +164,7 @@ static void markers_check(struct tg_consumer *cs, struct prestore *pr, uint64_t 
                 pr->partition, hi);
     pr->resume = pr->ckpt = -1;
     (*bad)++;
+    return true;
 }
 
 tg_err consumer__restore(struct tg_consumer *cs, rd_kafka_topic_partition_list_t *parts)
@@ -268,7 +271,8 @@ tg_err consumer__restore(struct tg_consumer *cs, rd_kafka_topic_partition_list_t
     }
 
     for (int i = 0; i < n; i++)
-        markers_check(cs, &prs[i], &bad);
+        if (!markers_check(cs, &prs[i], &bad))
+            break;
     /* Where each partition resumes: its marker, else the group's committed offset (a state
      * topic that was emptied), else [kafka] auto_offset_reset. */
     rd_kafka_topic_partition_list_t *committed = rd_kafka_topic_partition_list_new(n ? n : 1);
@@ -397,6 +401,7 @@ void consumer__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         used += (size_t)snprintf(list + used, sizeof list - used, "%s%" PRId32, i ? "," : "",
                                  parts->elems[i].partition);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        cs->group_assigned = true; /* the assignor's state exists from here on */
         /* A cooperative rebalance that adds nothing still calls this, with an empty list. */
         if (parts->cnt > 0)
             TG_LOG_INFO("consumer", "assigned %s[%s]", cs->input_topic, list);

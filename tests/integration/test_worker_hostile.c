@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "codec_canonical.h"
 #include "harness.h"
@@ -43,6 +44,13 @@ static int teardown(void **state)
     (void)state;
     tg_harness_reap_all();
     return 0;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
@@ -224,12 +232,14 @@ static void hostile_input(const char *bs, int64_t base, struct hostile_counts *h
         SEND("odd-8", buf, (size_t)n, json, 1);
         len = json_reading(buf, sizeof buf, "odd-9", -1000 - round, &m, 1);
         SEND("odd-9", buf, len, json, 0);
-        /* Dated 2300 and two days ahead: refused ([worker] max_future_ms), or their
+        /* Dated 2300, two days and two hours ahead: refused ([worker] max_future_ms), or their
          * partition's watermark would jump there, the rest of its input be late and its
          * series evicted as idle. */
         len = json_reading(buf, sizeof buf, "odd-12", INT64_C(10413792000000), &m, 1);
         SEND("odd-12", buf, len, json, 1);
         len = json_reading(buf, sizeof buf, "odd-12", ts + 2 * 86400000LL, &m, 1);
+        SEND("odd-12", buf, len, json, 1);
+        len = json_reading(buf, sizeof buf, "odd-12", wall_ms() + 2 * 3600000LL, &m, 1);
         SEND("odd-12", buf, len, json, 1);
         /* Empty and null values. */
         SEND("odd-10", "", 0, json, 1);
