@@ -11,7 +11,9 @@
  * back, and commands on stdin do the same per broker and add response latency. In librdkafka
  * 2.0.2 a broker that is down has its established connections closed and its listening socket
  * replaced by one that is bound but not listening: a client sees "connection refused" (not a
- * hang), and the port stays reserved, so the broker comes back on the same address.
+ * hang), and the port stays reserved, so the broker comes back on the same address. Before
+ * it closes them, Produce requests are refused and the responses already queued sent, so that
+ * no batch is stored twice (drain_before_down).
  *
  * Signals are taken through a signalfd and stdin is read by the same poll() loop; nothing is
  * done in a signal handler. They are blocked before librdkafka starts its threads, so no
@@ -131,7 +133,8 @@ static void usage(FILE *out)
             "as the first line of stdout.\n"
             "\n"
             "Outages:\n"
-            "  SIGUSR1   take every broker down: connections are closed and new ones refused\n"
+            "  SIGUSR1   take every broker down: connections are closed (once the responses\n"
+            "            already queued are sent) and new ones refused\n"
             "  SIGUSR2   bring every broker back up, on the same ports\n"
             "  SIGTERM, SIGINT, SIGHUP  stop cleanly (exit status 0)\n"
             "\n"
