@@ -260,6 +260,44 @@ static void produce_snapshot(void *ud, int32_t partition, const void *key, size_
     sc->cs->txn_snapshot_bytes += key_len + value_len;
 }
 
+/* The test hook TIDEGATE_TEST_STALE_GENERATION (consumer_internal.h): returns the group
+ * metadata to send, cur itself or, for the first commits after the generation changed, the
+ * metadata from before the change (cur is then destroyed). The broker refuses those with
+ * ILLEGAL_GENERATION, as it refuses a commit that races a rebalance. */
+static rd_kafka_consumer_group_metadata_t *
+test_group_metadata(struct tg_consumer *cs, rd_kafka_consumer_group_metadata_t *cur)
+{
+    void *bytes = NULL;
+    size_t len = 0;
+    rd_kafka_error_t *error = rd_kafka_consumer_group_metadata_write(cur, &bytes, &len);
+    if (error) {
+        rd_kafka_error_destroy(error);
+        return cur;
+    }
+    bool changed = cs->test_md && (len != cs->test_md_len || memcmp(bytes, cs->test_md, len));
+    if (changed && cs->test_stale_left < 0)
+        cs->test_stale_left = cs->test_stale_commits;
+    if (changed && cs->test_stale_left > 0) {
+        rd_kafka_consumer_group_metadata_t *stale = NULL;
+        error = rd_kafka_consumer_group_metadata_read(&stale, cs->test_md, cs->test_md_len);
+        rd_kafka_mem_free(NULL, bytes);
+        if (error) {
+            rd_kafka_error_destroy(error);
+            return cur;
+        }
+        cs->test_stale_left--;
+        TG_LOG_INFO("txn", "test hook: sending offsets with the group's previous generation");
+        rd_kafka_consumer_group_metadata_destroy(cur);
+        return stale;
+    }
+    if (cs->test_md)
+        rd_kafka_mem_free(NULL, cs->test_md);
+    cs->test_md = bytes;
+    cs->test_md_len = len;
+    cs->test_stale_left = -1;
+    return cur;
+}
+
 tg_err consumer__txn_commit(struct tg_consumer *cs, int timeout_ms)
 {
     double t0 = mono_s();
@@ -316,6 +354,8 @@ tg_err consumer__txn_commit(struct tg_consumer *cs, int timeout_ms)
     }
     if (offsets->cnt > 0) {
         rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(cs->consumer);
+        if (cs->test_stale_commits > 0 && !(cs->stop && atomic_load(cs->stop)))
+            cgmd = test_group_metadata(cs, cgmd); /* not the last commit of a SIGTERM */
         error = rd_kafka_send_offsets_to_transaction(cs->producer, offsets, cgmd, timeout_ms);
         rd_kafka_consumer_group_metadata_destroy(cgmd);
         if (error)

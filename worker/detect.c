@@ -107,6 +107,7 @@ void detect__reset(struct series *s, const struct detect_params *dp)
 void detect__derive(struct detect_params *dp)
 {
     dp->chart_factor = sqrt(dp->shift_lambda / (2 - dp->shift_lambda));
+    dp->seasonal_bucket_ms = (int32_t)DAY_MS / (int32_t)dp->seasonal_buckets;
     dp->shift_settle =
         2 / dp->shift_alpha < SHIFT_SETTLE_MAX ? 2 / dp->shift_alpha : SHIFT_SETTLE_MAX;
 }
@@ -347,12 +348,12 @@ static void seasonal_point(struct series *s, const struct detect_params *dp, int
                            double x, double floor, struct detect_result *res)
 {
     struct seasonal_bucket *bk = series__buckets(s, dp);
-    int64_t tod = ts % DAY_MS;
-    if (tod < 0)
-        tod += DAY_MS;
-    int64_t day = (ts - tod) / DAY_MS;
+    /* One division by the constant (the floor for times before the epoch), the rest from it. */
+    int64_t day = ts / DAY_MS;
+    day -= ts - day * DAY_MS < 0;
+    int64_t tod = ts - day * DAY_MS;
+    int64_t bucket_ms = dp->seasonal_bucket_ms;
     /* In 32 bits (a day's ms fit): a 64-bit division costs several times more. */
-    int64_t bucket_ms = (int32_t)DAY_MS / (int32_t)dp->seasonal_buckets;
     int64_t bi = (int32_t)tod / (int32_t)bucket_ms;
     struct seasonal_bucket *b = &bk[bi < dp->seasonal_buckets ? bi : dp->seasonal_buckets - 1];
     if (!(s->flags & SERIES_HAS_LAST))
@@ -492,12 +493,16 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
     if (dp->on[DET_PREDICT])
         predict__point(s, dp, dt, x, floor, res);
 
+    /* The largest ratio (the first of equals) by selects: which detector leads is data, and
+     * a branch on it a coin toss for the predictor. */
     double r = 0;
-    for (int d = 0; d < DET__COUNT; d++)
-        if (res->ratio[d] > r) {
-            r = res->ratio[d];
-            res->dominant = d;
-        }
+    int dominant = DET_LEVEL;
+    for (int d = 0; d < DET__COUNT; d++) {
+        double q = res->ratio[d];
+        dominant = q > r ? d : dominant;
+        r = q > r ? q : r;
+    }
+    res->dominant = dominant;
     /* ...then learn. A point that stands out teaches the mean and variance a tenth as much:
      * winsorizing alone still lets a shifted stretch inflate the variance within a few
      * samples and hide itself; slowed down, a shift stays visible for its duration and a
@@ -527,7 +532,8 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
     res->scored = warm || res->ratio[DET_LEVEL] > 0 || res->ratio[DET_STUCK] > 0 ||
                   res->ratio[DET_SEASONAL] > 0 || res->ratio[DET_PREDICT] > 0;
     res->r = r;
-    res->score = detect__score(r);
+    /* res->score stays 0: it costs an exp2, and the engine computes it where it is read
+     * (engine.c, point_score). */
     if (s->n < UINT32_MAX)
         s->n++;
     s->last_ts = ts;

@@ -138,6 +138,11 @@ tg_err tg_engine_partition_add(struct tg_engine *en, int32_t partition);
 /* Forgets partition and every series of it, emitting nothing. No-op if untracked. */
 void tg_engine_partition_drop(struct tg_engine *en, int32_t partition);
 
+/* The highest event time seen on partition (before lateness: the watermark's base) into
+ * *max_ts; false when the partition is untracked or has seen no reading. The worker's silence
+ * clock follows it while the worker is behind on the partition. */
+bool tg_engine_partition_max_ts(struct tg_engine *en, int32_t partition, int64_t *max_ts);
+
 /* Restores one snapshot pair read from the state topic. The partition (parsed from the key)
  * must have been added. TG_ERR_MALFORMED (or another permanent error) for a pair that does
  * not decode: the caller counts it and goes on; the series then starts cold. */

@@ -262,6 +262,11 @@ struct tg_engine_config *tg_engine_config_from(const struct tg_config *cfg, char
     if (!b.failed && ec->close_threshold > ec->alert_threshold)
         fail(&b, "alert", "close_threshold", "expected at most [alert] threshold (%g), got %g",
              ec->alert_threshold, ec->close_threshold);
+    /* 1 - 2^-(r^2) reaches alert_threshold at r = sqrt(-log2(1 - threshold)); a tenth of a
+     * percent under it the score is below the threshold by far more than any rounding (at
+     * least 1e-7 for thresholds up to 0.999), so a point under this ratio with no alert open
+     * needs no score (engine.c). */
+    ec->quiet_ratio = 0.999 * sqrt(-log2(1 - ec->alert_threshold));
     ec->quiet_ms = tg_config_get_ms(cfg, "alert", "quiet_ms");
     ec->quiet_samples = (int)tg_config_get_int(cfg, "alert", "quiet_samples");
     ec->update_interval_ms = tg_config_get_ms(cfg, "alert", "update_interval_ms");

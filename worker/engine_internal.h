@@ -55,6 +55,7 @@ struct detect_params {
      * rather than on every point: the same operations on the same operands. */
     double chart_factor;   /* sqrt(shift_lambda / (2 - shift_lambda)) */
     double shift_settle;   /* min(2 / shift_alpha, SHIFT_SETTLE_MAX) */
+    int32_t seasonal_bucket_ms; /* a day's ms / seasonal_buckets */
 };
 
 struct engine_rule {
@@ -70,6 +71,7 @@ struct tg_engine_config {
     int64_t lateness_ms;
     double alert_threshold;   /* combined score in (0, 1) that opens an alert */
     double close_threshold;   /* an open alert is quiet while the score is under this */
+    double quiet_ratio;       /* a ratio under this scores under alert_threshold for certain */
     int64_t quiet_ms;         /* event time under the threshold before an alert closes */
     int quiet_samples;        /* and at least this many points under it */
     int64_t update_interval_ms; /* least event time between two update records */
@@ -237,7 +239,8 @@ struct detect_result {
 };
 
 /* Feeds one sample, later than s->last_ts (or the first), to every detector of dp: scores
- * it against what they learned, then learns it. */
+ * it against what they learned, then learns it. res->score is left 0: detect__score(res->r)
+ * is the point's score, computed by whoever reads it. */
 void detect__point(struct series *s, const struct detect_params *dp, int64_t ts, double x,
                    struct detect_result *res);
 
