@@ -93,6 +93,7 @@ void detect__reset(struct series *s, const struct detect_params *dp)
     s->last_value = 0;
     s->shift_mean = s->shift_var = s->shift_fast = s->shift_trend = s->shift_dvar = 0;
     s->rate_mean = s->rate_var = 0;
+    s->drift_fast = s->drift_slow = s->drift_var = s->drift_sum = 0;
     s->stuck_ref = 0;
     s->first_day = 0;
     if (dp->on[DET_SEASONAL]) {
@@ -410,6 +411,9 @@ static void keep_bounded(struct series *s)
     s->shift_var = bound(s->shift_var, 0, STATE_VAR_MAX);
     s->shift_dvar = bound(s->shift_dvar, 0, STATE_VAR_MAX);
     s->rate_var = bound(s->rate_var, 0, STATE_VAR_MAX);
+    s->drift_fast = bound(s->drift_fast, -STATE_VALUE_MAX, STATE_VALUE_MAX);
+    s->drift_slow = bound(s->drift_slow, -STATE_VALUE_MAX, STATE_VALUE_MAX);
+    s->drift_var = bound(s->drift_var, 0, STATE_VAR_MAX);
 }
 
 void detect__point(struct series *s, const struct detect_params *dp, int64_t ts, double x,
@@ -429,6 +433,8 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
     if (!(s->flags & SERIES_HAS_LAST)) {
         /* First sample: every baseline starts at it. */
         s->shift_mean = s->shift_fast = x;
+        s->drift_fast = s->drift_slow = x;
+        s->drift_var = s->drift_sum = 0;
         s->shift_var = 0;
         s->stuck_ref = x;
         s->stuck_run = 1;
@@ -457,6 +463,8 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
         s->n = 0;
         s->level_n = s->level_pos = 0;
         s->shift_mean = s->shift_fast = x;
+        s->drift_fast = s->drift_slow = x;
+        s->drift_sum = 0;
         s->shift_trend = 0;
         s->rate_mean = 0;
         s->stuck_run = 0;
@@ -479,6 +487,8 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
         level_point(s, dp, x, warm, floor, res);
     double dt_s = dt / 1000.0;
     double sd = shift_score(s, dp, x, dt_s, warm, floor, res);
+    if (dp->on[DET_SHIFT])
+        detect__drift(s, dp, x, warm, s->shift_var, floor, res);
     bool rate_warm = warm && s->n > 1;
     /* The rate of this sample, for scoring and learning alike (both see the same last
      * value and period). */

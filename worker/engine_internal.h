@@ -143,6 +143,8 @@ struct series {
     double shift_mean, shift_var, shift_fast, shift_trend; /* trend: units per second */
     double shift_dvar;   /* EW variance of the chart statistic (fast - baseline) */
     double rate_mean, rate_var;
+    double drift_fast, drift_slow; /* detect_drift.c: a fast EWMA and the trendless anchor */
+    double drift_var, drift_sum;   /* the spread of their gap; its CUSUM (sign: side) */
     double stuck_ref;
     int64_t alert_start, alert_last_over, alert_last_emit;
     int64_t silence_start;
@@ -254,6 +256,10 @@ void detect__opened(struct series *s, const struct detect_params *dp, double r);
  * negative for its first; floor: the series' scale floor. */
 void predict__point(struct series *s, const struct detect_params *dp, double dt_ms, double x,
                     double floor, struct detect_result *res);
+/* detect_drift.c: the drift test of one point, run after the shift chart scored it (so
+ * res->ratio[DET_SHIFT] holds the chart's ratio) and before anything learned it. */
+void detect__drift(struct series *s, const struct detect_params *dp, double x, bool warm,
+                   double level_var, double floor, struct detect_result *res);
 
 /* The score of a ratio: 1 - 2^-(r^2), 0.5 at r = 1. */
 double detect__score(double r);

@@ -8,22 +8,22 @@
  * rule gave the series (which detectors, ring length, buckets), and a snapshot written under
  * another layout is refused (the series starts cold) rather than misread.
  *
- * Series value, version 2 (version 1 lacked drift_run; it is refused, the series starts
- * cold):
+ * Series value, version 3 (version 1 lacked drift_run, version 2 the drift test's four
+ * doubles; either is refused, the series starts cold):
  *   u8 version, u8 detectors bitmask, u8 level_window, u8 seasonal_buckets,
  *   u8 flags (has_last, alert, silence), u8 alert_kind, u8 level_n, u8 level_pos,
  *   u32 n, stuck_run, quiet, first_day; f32 period_ms, resolution, p_change, calib;
  *   i64 last_ts; f64 last_value, shift_mean, shift_var, shift_fast, shift_trend, shift_dvar,
  *   rate_mean, rate_var,
  *   stuck_ref; i64 alert_start, alert_last_over, alert_last_emit, silence_start;
- *   i32 drift_run;
+ *   i32 drift_run; f64 drift_fast, drift_slow, drift_var, drift_sum;
  *   u8 open windows, each: i64 start, last_ts; f64 min, max, sum, last; u32 count;
  *   level ring: level_n x f64 (when the level detector is on);
  *   seasonal: seasonal_buckets x (f32 mean, var) (when on).
- * Series value, version 3: written for a series whose rule has the predict detector on (the
- * others keep writing version 2, which workers of the previous release read): version 2's
+ * Series value, version 4: written for a series whose rule has the predict detector on (the
+ * others write version 3): version 3's
  * fields, then u8 predict_order, f64 mean, res_var, step_ms, p_trace, u32 n, u8 hist_n, run,
- * and predict__doubles(order) x f64 (weights, history, P). A version 2 snapshot restored into
+ * and predict__doubles(order) x f64 (weights, history, P). A version 3 snapshot restored into
  * a rule with predict on is refused by its detectors bitmask (the series starts cold).
  * Partition value, version PARTITION_VERSION (1): u8 version, u8 has_max, i64 max_ts.
  */
@@ -32,13 +32,13 @@
 
 #include "engine_internal.h"
 
-#define SNAPSHOT_VERSION 2
-#define SNAPSHOT_VERSION_PREDICT 3 /* version 2 + the predict detector's state */
-#define PARTITION_VERSION 1 /* the partition value did not change with the series' version 2 */
+#define SNAPSHOT_VERSION 3
+#define SNAPSHOT_VERSION_PREDICT 4 /* version 3 + the predict detector's state */
+#define PARTITION_VERSION 1 /* the partition value did not change with the series' versions 2-4 */
 #define KEEP_FLAGS (SERIES_HAS_LAST | SERIES_ALERT | SERIES_SILENCE)
 
 /* The largest value (every detector's state at its maximum) fits the encoder's buffer. */
-_Static_assert(4 + 4 + 16 + 16 + 8 + 9 * 8 + 4 * 8 + 4 + 1 + TG_ENGINE_SERIES_WINDOWS * 44 +
+_Static_assert(4 + 4 + 16 + 16 + 8 + 9 * 8 + 4 * 8 + 4 + 4 * 8 + 1 + TG_ENGINE_SERIES_WINDOWS * 44 +
                        TG_ENGINE_LEVEL_WINDOW_MAX * 8 + TG_ENGINE_SEASONAL_BUCKETS_MAX * 8 + 1 +
                        32 + 4 + 2 +
                        (2 * TG_ENGINE_PREDICT_ORDER_MAX +
@@ -176,7 +176,9 @@ static bool plausible(struct series *s, const struct detect_params *dp)
             return false;
     if (!finite_in(s->shift_trend, -rate, rate) || !finite_in(s->rate_mean, -rate, rate) ||
         !finite_in(s->shift_var, 0, var) || !finite_in(s->shift_dvar, 0, var) ||
-        !finite_in(s->rate_var, 0, var))
+        !finite_in(s->rate_var, 0, var) || !finite_in(s->drift_fast, -val, val) ||
+        !finite_in(s->drift_slow, -val, val) || !finite_in(s->drift_var, 0, var) ||
+        !finite_in(s->drift_sum, -1e6, 1e6))
         return false;
     for (int k = 0; k < TG_ENGINE_SERIES_WINDOWS; k++) {
         const struct series_window *w = &s->win[k];
@@ -246,6 +248,10 @@ size_t snapshot__encode_series(const struct series *s, const struct detect_param
     put_i64(&w, s->alert_last_emit);
     put_i64(&w, s->silence_start);
     put_u32(&w, (uint32_t)s->drift_run);
+    put_f64(&w, s->drift_fast);
+    put_f64(&w, s->drift_slow);
+    put_f64(&w, s->drift_var);
+    put_f64(&w, s->drift_sum);
     unsigned nwin = 0;
     for (int k = 0; k < TG_ENGINE_SERIES_WINDOWS; k++)
         nwin += s->win[k].count != 0;
@@ -337,6 +343,10 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
     s->alert_last_emit = get_i64(&r);
     s->silence_start = get_i64(&r);
     s->drift_run = (int32_t)get_u32(&r);
+    s->drift_fast = get_f64(&r);
+    s->drift_slow = get_f64(&r);
+    s->drift_var = get_f64(&r);
+    s->drift_sum = get_f64(&r);
     unsigned nwin = get_u8(&r);
     if (nwin > TG_ENGINE_SERIES_WINDOWS)
         return TG_ERR_MALFORMED;

@@ -442,9 +442,9 @@ static void snapshots_of_another_layout_or_impossible_values_are_refused(void **
     snapshot_of(rule_on, &on);
     snapshot_of(rule_off, &off);
     const struct kv *von = series_value(&on), *voff = series_value(&off);
-    /* Version 3 with the detector's state; version 2, unchanged, without it. */
-    assert_int_equal((unsigned char)von->value[0], 3);
-    assert_int_equal((unsigned char)voff->value[0], 2);
+    /* Version 4 with the detector's state; version 3 without it. */
+    assert_int_equal((unsigned char)von->value[0], 4);
+    assert_int_equal((unsigned char)voff->value[0], 3);
     assert_true(von->value_len > voff->value_len + 8 * 50);
     assert_int_equal(restore_into(rule_on, von), TG_OK);
     assert_int_equal(restore_into(rule_off, voff), TG_OK);
