@@ -297,6 +297,14 @@ static void handle_message(struct tg_consumer *cs, struct tg_canonical_decoder *
         tg_counter_inc(cs->m.replayed);
     struct tg_reading rd;
     tg_err e = decode(dec, msg, &rd);
+    /* The one admission check on the worker's clock (the engine reads none): an event time
+     * far in the future would become the partition's watermark, which its snapshot keeps.
+     * The gateway refuses readings more than [validate] max_skew_ms ahead of its clock, so
+     * only another producer or a broken clock gets here. A record judged again after a
+     * rewind is judged on a later clock: only one that was within seconds of the limit could
+     * be refused once and taken the second time. */
+    if (e == TG_OK && cs->max_future_ms > 0 && rd.ts_ms > wall_ms() + cs->max_future_ms)
+        e = TG_ERR_CLOCK_SKEW;
     if (e == TG_OK)
         e = tg_engine_process(cs->en, msg->partition, &rd);
     cs->suppress = false;
@@ -430,6 +438,7 @@ tg_err tg_consumer_run(struct tg_consumer *cs, atomic_bool *stop)
         return TG_ERR_NOMEM;
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(topics, cs->input_topic, RD_KAFKA_PARTITION_UA);
+    cs->subscribed = true;
     rd_kafka_resp_err_t ke = rd_kafka_subscribe(cs->consumer, topics);
     rd_kafka_topic_partition_list_destroy(topics);
     if (ke) {
@@ -669,6 +678,7 @@ tg_err tg_consumer_new(const struct tg_config *cfg, const char *instance_id,
     cs->shutdown_timeout_ms = tg_config_get_ms(cfg, "worker", "shutdown_timeout_ms");
     cs->snapshot_interval_ms = tg_config_get_ms(cfg, "worker", "snapshot_interval_ms");
     cs->stall_after_ms = tg_config_get_ms(cfg, "worker", "stall_after_ms");
+    cs->max_future_ms = tg_config_get_ms(cfg, "worker", "max_future_ms");
     const char *hook = getenv("TIDEGATE_TEST_SLOW_FILE");
     if (hook && *hook) {
         cs->test_slow_file = hook;
@@ -718,9 +728,21 @@ void tg_consumer_destroy(struct tg_consumer *cs)
     if (!cs)
         return;
     /* tg_consumer_run() closed it (leaving the group); a consumer that never ran has nothing
-     * to close, and closing here would call the rebalance callback on a half-torn state. */
-    if (cs->consumer)
+     * to close, and closing here would call the rebalance callback on a half-torn state.
+     * One that subscribed but was stopped before its first assignment is left as it is:
+     * librdkafka before 2.3.0 asserts in rd_kafka_destroy() on the cooperative-sticky
+     * assignor's state, which only exists after an assignment (librdkafka issue 4312, fixed
+     * by PR 4381), and so aborted about every second worker stopped while it joined its
+     * group (a second on a real broker, several on devkafka). It has left the group; the
+     * process is about to exit, which frees it. */
+    if (cs->consumer && (cs->group_assigned || !cs->subscribed)) {
         rd_kafka_destroy_flags(cs->consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    } else if (cs->consumer) {
+        static rd_kafka_t *parked; /* reachable until exit, for leak checkers */
+        parked = cs->consumer;
+        TG_LOG_DEBUG("consumer", "not destroying the group consumer %s: never assigned "
+                                 "(librdkafka issue 4312)", rd_kafka_name(parked));
+    }
     if (cs->restorer) {
         rd_kafka_consumer_close(cs->restorer);
         rd_kafka_destroy(cs->restorer);

@@ -101,7 +101,8 @@ struct tg_consumer {
     char transactional_id[96];
     const char *input_topic, *alerts_topic, *aggregates_topic, *state_topic; /* in cfg */
     int64_t commit_interval_ms, sweep_interval_ms, txn_timeout_ms, restore_timeout_ms,
-        shutdown_timeout_ms, session_timeout_ms, snapshot_interval_ms, stall_after_ms;
+        shutdown_timeout_ms, session_timeout_ms, snapshot_interval_ms, stall_after_ms,
+        max_future_ms;
     int offset_reset;                      /* enum tg_worker_offset_reset */
 
     struct tg_engine *en;
@@ -144,6 +145,8 @@ struct tg_consumer {
     struct tg_engine_stats last_stats; /* as of the last metrics update */
     struct consumer_metrics m;
     _Atomic int health;                /* enum consumer_health */
+    bool subscribed;                   /* tg_consumer_run() subscribed the group consumer */
+    bool group_assigned;               /* ... and it has had an assignment (even empty) */
 };
 
 /* consumer.c */

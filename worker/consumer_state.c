@@ -37,6 +37,7 @@
 
 #include "consumer_internal.h"
 #include "log.h"
+#include "state_fold.h"
 #include "worker_config.h"
 
 static int64_t mono_ms(void)
@@ -46,14 +47,6 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* One state record kept for the restore. */
-struct srec {
-    char *key;
-    size_t key_len;
-    void *value; /* NULL for a tombstone */
-    size_t value_len;
-};
-
 /* The restore of one partition. */
 struct prestore {
     int32_t partition;
@@ -62,112 +55,39 @@ struct prestore {
     int64_t resume;      /* the last offset marker's offset, or -1 */
     int64_t ckpt;        /* the checkpoint marker's offset that preceded it, or -1 */
     int64_t ckpt_seen;   /* the latest checkpoint marker read so far, or -1 */
-    struct srec *recs;
-    size_t n, cap;
-    size_t committed_n;  /* recs[0 .. committed_n) precede the last marker */
+    struct tg_state_fold *fold; /* latest value per key; committed = before the last marker */
+    uint64_t records;    /* snapshot records read (tombstones included) */
     char prefix[16];     /* "<p>/" */
     size_t prefix_len;
 };
 
-static void prestore_clear(struct prestore *pr)
+struct apply_ctx {
+    struct tg_consumer *cs;
+    size_t restored;
+    uint64_t *bad;
+};
+
+static void apply_one(void *ud, const char *key, size_t key_len, const void *value,
+                      size_t value_len)
 {
-    for (size_t i = 0; i < pr->n; i++) {
-        free(pr->recs[i].key);
-        free(pr->recs[i].value);
-    }
-    free(pr->recs);
-    pr->recs = NULL;
-    pr->n = pr->cap = pr->committed_n = 0;
+    struct apply_ctx *ac = ud;
+    if (tg_engine_restore(ac->cs->en, key, key_len, value, value_len) == TG_OK)
+        ac->restored++;
+    else
+        (*ac->bad)++;
 }
 
-static tg_err prestore_add(struct prestore *pr, const void *key, size_t key_len,
-                           const void *value, size_t value_len)
-{
-    if (pr->n == pr->cap) {
-        size_t cap = pr->cap ? pr->cap * 2 : 256;
-        struct srec *r = realloc(pr->recs, cap * sizeof *r);
-        if (!r)
-            return TG_ERR_NOMEM;
-        pr->recs = r;
-        pr->cap = cap;
-    }
-    struct srec *r = &pr->recs[pr->n];
-    r->key = malloc(key_len + 1);
-    r->value = value_len ? malloc(value_len) : NULL;
-    if (!r->key || (value_len && !r->value)) {
-        free(r->key);
-        free(r->value);
-        return TG_ERR_NOMEM;
-    }
-    memcpy(r->key, key, key_len);
-    r->key[key_len] = '\0';
-    r->key_len = key_len;
-    if (value_len)
-        memcpy(r->value, value, value_len);
-    r->value_len = value_len;
-    pr->n++;
-    return TG_OK;
-}
-
-static uint64_t hash_key(const char *key, size_t len)
-{
-    uint64_t h = 1469598103934665603u; /* FNV-1a */
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)key[i];
-        h *= 1099511628211u;
-    }
-    return h;
-}
-
-/* Hands the latest committed value of each key to the engine, in the order the keys were last
- * written. Returns the number of pairs restored; malformed ones are counted in *bad. */
+/* Hands the latest committed value of each key to the engine (tombstones drop it), in the
+ * order the keys were last written. Returns the number of pairs restored; malformed ones are
+ * counted in *bad. */
 static size_t prestore_apply(struct tg_consumer *cs, struct prestore *pr, uint64_t *bad)
 {
-    size_t n = pr->committed_n, restored = 0;
-    if (n == 0)
+    if (!pr->fold)
         return 0;
-    size_t cap = 16;
-    while (cap < 2 * n)
-        cap *= 2;
-    size_t *table = malloc(cap * sizeof *table); /* index + 1 of the latest record per key */
-    if (!table) {
-        /* Without the table, restoring every record in order still gives latest-wins for
-         * values; only tombstones could not remove an earlier value. */
+    struct apply_ctx ac = {cs, 0, bad};
+    if (tg_state_fold_foreach(pr->fold, apply_one, &ac) == (size_t)-1)
         TG_LOG_ERROR("restore", "out of memory restoring partition %" PRId32, pr->partition);
-        return 0;
-    }
-    memset(table, 0, cap * sizeof *table);
-    for (size_t i = 0; i < n; i++) {
-        struct srec *r = &pr->recs[i];
-        size_t h = (size_t)hash_key(r->key, r->key_len) & (cap - 1);
-        while (table[h]) {
-            struct srec *o = &pr->recs[table[h] - 1];
-            if (o->key_len == r->key_len && memcmp(o->key, r->key, r->key_len) == 0)
-                break;
-            h = (h + 1) & (cap - 1);
-        }
-        table[h] = i + 1;
-    }
-    for (size_t i = 0; i < n; i++) {
-        struct srec *r = &pr->recs[i];
-        if (!r->value)
-            continue; /* tombstone, or superseded below */
-        size_t h = (size_t)hash_key(r->key, r->key_len) & (cap - 1);
-        while (table[h]) {
-            struct srec *o = &pr->recs[table[h] - 1];
-            if (o->key_len == r->key_len && memcmp(o->key, r->key, r->key_len) == 0)
-                break;
-            h = (h + 1) & (cap - 1);
-        }
-        if (table[h] != i + 1)
-            continue; /* a later record of this key wins */
-        if (tg_engine_restore(cs->en, r->key, r->key_len, r->value, r->value_len) == TG_OK)
-            restored++;
-        else
-            (*bad)++;
-    }
-    free(table);
-    return restored;
+    return ac.restored;
 }
 
 static void handle_state_record(struct tg_consumer *cs, struct prestore *pr,
@@ -203,11 +123,12 @@ static void handle_state_record(struct tg_consumer *cs, struct prestore *pr,
         }
         pr->resume = off;
         pr->ckpt = pr->ckpt_seen;
-        pr->committed_n = pr->n;
+        tg_state_fold_commit(pr->fold);
         return;
     }
-    if (prestore_add(pr, msg->key, msg->key_len, msg->payload, msg->payload ? msg->len : 0) !=
-        TG_OK)
+    pr->records++;
+    if (tg_state_fold_put(pr->fold, msg->key, msg->key_len, msg->payload,
+                          msg->payload ? msg->len : 0) != TG_OK)
         (*bad)++;
     (void)cs;
 }
@@ -219,20 +140,22 @@ static void handle_state_record(struct tg_consumer *cs, struct prestore *pr,
  * below the marker would then be taken for ones fetched before a seek). The markers are
  * dropped and counted; the partition resumes as if it had none (the group's committed
  * offset, else auto_offset_reset), with the series state it restored. */
-static void markers_check(struct tg_consumer *cs, struct prestore *pr, uint64_t *bad)
+/* Returns false when the cluster did not answer (the caller then checks no further: each
+ * query would wait as long again). */
+static bool markers_check(struct tg_consumer *cs, struct prestore *pr, uint64_t *bad)
 {
     if (pr->resume < 0 && pr->ckpt < 0)
-        return;
+        return true;
     int64_t lo = 0, hi = 0;
     rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(cs->restorer, cs->input_topic,
                                                              pr->partition, &lo, &hi, 10000);
     if (e) {
         TG_LOG_WARN("restore", "watermarks of %s[%" PRId32 "]: %s: markers not checked",
                     cs->input_topic, pr->partition, rd_kafka_err2str(e));
-        return;
+        return false;
     }
     if (pr->resume <= hi && pr->ckpt <= hi)
-        return;
+        return true;
     TG_LOG_WARN("restore",
                 "%s[%" PRId32 "]: the state's offset marker (%" PRId64 ") or checkpoint (%" PRId64
                 ") is beyond the end of %s[%" PRId32 "] (%" PRId64 "): the input topic was "
@@ -241,6 +164,7 @@ static void markers_check(struct tg_consumer *cs, struct prestore *pr, uint64_t 
                 pr->partition, hi);
     pr->resume = pr->ckpt = -1;
     (*bad)++;
+    return true;
 }
 
 tg_err consumer__restore(struct tg_consumer *cs, rd_kafka_topic_partition_list_t *parts)
@@ -262,6 +186,10 @@ tg_err consumer__restore(struct tg_consumer *cs, rd_kafka_topic_partition_list_t
         pr->partition = p;
         pr->resume = pr->ckpt = pr->ckpt_seen = -1;
         pr->prefix_len = (size_t)snprintf(pr->prefix, sizeof pr->prefix, "%" PRId32 "/", p);
+        if (!(pr->fold = tg_state_fold_new())) {
+            rc = TG_ERR_NOMEM;
+            goto out;
+        }
         struct consumer_slot *slot = consumer__slot(cs, p);
         if (slot)
             slot->replay_until = -1;
@@ -343,7 +271,8 @@ tg_err consumer__restore(struct tg_consumer *cs, rd_kafka_topic_partition_list_t
     }
 
     for (int i = 0; i < n; i++)
-        markers_check(cs, &prs[i], &bad);
+        if (!markers_check(cs, &prs[i], &bad))
+            break;
     /* Where each partition resumes: its marker, else the group's committed offset (a state
      * topic that was emptied), else [kafka] auto_offset_reset. */
     rd_kafka_topic_partition_list_t *committed = rd_kafka_topic_partition_list_new(n ? n : 1);
@@ -377,14 +306,15 @@ tg_err consumer__restore(struct tg_consumer *cs, rd_kafka_topic_partition_list_t
             off = cs->offset_reset == TG_WORKER_RESET_LATEST ? RD_KAFKA_OFFSET_END
                                                              : RD_KAFKA_OFFSET_BEGINNING;
         parts->elems[i].offset = off;
-        TG_LOG_DEBUG("restore", "%s[%" PRId32 "]: %zu of %zu records before the last marker, "
-                     "resuming at %" PRId64 ", outputs suppressed up to %" PRId64,
-                     cs->state_topic, pr->partition, pr->committed_n, pr->n, off, replay_until);
+        TG_LOG_DEBUG("restore", "%s[%" PRId32 "]: %" PRIu64 " snapshot records of %zu keys "
+                     "(%zu bytes held), resuming at %" PRId64 ", outputs suppressed up to %" PRId64,
+                     cs->state_topic, pr->partition, pr->records, tg_state_fold_keys(pr->fold),
+                     tg_state_fold_bytes(pr->fold), off, replay_until);
     }
     rd_kafka_topic_partition_list_destroy(committed);
 out:
     for (int i = 0; i < n; i++)
-        prestore_clear(&prs[i]);
+        tg_state_fold_destroy(prs[i].fold);
     free(prs);
     rd_kafka_topic_partition_list_destroy(state);
     if (bad)
@@ -471,6 +401,7 @@ void consumer__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         used += (size_t)snprintf(list + used, sizeof list - used, "%s%" PRId32, i ? "," : "",
                                  parts->elems[i].partition);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        cs->group_assigned = true; /* the assignor's state exists from here on */
         /* A cooperative rebalance that adds nothing still calls this, with an empty list. */
         if (parts->cnt > 0)
             TG_LOG_INFO("consumer", "assigned %s[%s]", cs->input_topic, list);

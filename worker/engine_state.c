@@ -254,7 +254,8 @@ tg_err tg_engine_restore(struct tg_engine *en, const void *key, size_t key_len,
     s->lines = lines;
     s->sweep_seen_ts = s->sweep_seen_wall = 0;
     size_t kb = series__key_bytes(dev_len, metric_len);
-    memcpy(s->tail + kb, tmp->tail + kb, dp->ring_bytes + dp->seasonal_bytes);
+    memcpy(s->tail + kb, tmp->tail + kb,
+           dp->ring_bytes + dp->seasonal_bytes + dp->predict_bytes);
     s->hash = hash;
     s->partition = (int32_t)p;
     s->dev_len = (uint16_t)dev_len;

@@ -3,13 +3,16 @@
  * engine's per-point hook writes the output line.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "codec_rules.h"
 #include "engine.h"
+#include "engine_internal.h"
 #include "replay.h"
 
 struct replay {
@@ -174,6 +177,12 @@ static int replay_run(int argc, char **argv, struct tg_config *cfg, FILE *out, F
         usage(err);
         goto cleanup;
     }
+    const char *problem = tg_codec_name_problem(metric, strlen(metric), METRIC_NAME_MAX);
+    if (problem) {
+        fprintf(err, "replay: --metric '%.80s': %s (a metric name is 1 to %d bytes of "
+                     "printable UTF-8)\n", metric, problem, METRIC_NAME_MAX);
+        goto cleanup;
+    }
     if (cfg_path && tg_config_load_file(cfg, TG_CONFIG_FILE, cfg_path) != TG_OK) {
         fprintf(err, "%s\n", tg_config_error(cfg));
         goto cleanup;
@@ -271,6 +280,14 @@ static int replay_run(int argc, char **argv, struct tg_config *cfg, FILE *out, F
         goto cleanup;
     }
     tg_engine_flush(en);
+    /* A line not later than the one before is echoed with score 0 (the detectors learn in
+     * time order): say how many, or a recording with a clock step looks merely calm. */
+    struct tg_engine_stats st;
+    tg_engine_stats(en, &st);
+    if (st.backward_ts)
+        fprintf(err, "replay: %s: %" PRIu64 " line%s not scored: timestamp not after the "
+                     "line before (duplicated or going backwards)\n",
+                csv, st.backward_ts, st.backward_ts == 1 ? "" : "s");
     rc = fflush(out) == 0 ? 0 : 1;
 cleanup:
     free(line);

@@ -39,6 +39,11 @@ static const struct tg_config_key worker_schema[] = {
               "a partition with no record for this long (ms) is stalled: its devices' quiet "
               "time stops until records flow again, so an upstream outage is not silence; keep "
               "it below (silence_factor - 1) x the shortest device period"),
+    TG_CFG_MS("worker", "max_future_ms", "3600000", 0, INT64_C(31536000000),
+              "a record whose event time is more than this (ms) ahead of the worker's clock is "
+              "refused (records_invalid_total{reason=\"clock_skew\"}): one record dated years "
+              "ahead would otherwise move its partition's watermark there, making every later "
+              "reading late and evicting every series of the partition as idle. 0: no limit"),
     /* [log] */
     TG_CFG_ENUM("log", "level", "info", tg_log_level_choices,
                 "least severe level written to stderr"),

@@ -196,6 +196,13 @@ bool tg_gw_metric_is(const struct tg_gw *gw, const char *name, const char *label
 bool tg_gw_wait_metric(struct tg_gw *gw, const char *name, const char *labels,
                        enum tg_gw_cmp cmp, double value, int timeout_ms);
 
+/* tg_gw_metric() and tg_gw_wait_metric() for a tidegate the fixture did not start (one that
+ * never becomes ready, say), by its metrics port on 127.0.0.1. The wait prints the last
+ * value on timeout; the caller prints that daemon's log. */
+double tg_gw_metric_at(int metrics_port, const char *name, const char *labels);
+bool tg_gw_wait_metric_at(int metrics_port, const char *name, const char *labels,
+                          enum tg_gw_cmp cmp, double value, int timeout_ms);
+
 /* ------------------------------------------------------------------------------------------
  * The journal file
  */

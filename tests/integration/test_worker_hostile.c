@@ -24,9 +24,11 @@
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "codec_canonical.h"
 #include "harness.h"
@@ -42,6 +44,13 @@ static int teardown(void **state)
     (void)state;
     tg_harness_reap_all();
     return 0;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
@@ -170,8 +179,7 @@ static void hostile_input(const char *bs, int64_t base, struct hostile_counts *h
         hc->total++;                                                                           \
         hc->invalid += (is_invalid);                                                           \
     } while (0)
-    /* Event times of the second minute, which the input that follows (three minutes of it)
-     * closes: neither late nor left open. */
+    /* Event times of the second minute: late where the fleet's first 90 s went before. */
     for (int round = 0; round < 5; round++) {
         int64_t ts = base + 60000 + round * 1000;
         /* Valid JSON without a content-type: sniffed and used. */
@@ -224,19 +232,29 @@ static void hostile_input(const char *bs, int64_t base, struct hostile_counts *h
         SEND("odd-8", buf, (size_t)n, json, 1);
         len = json_reading(buf, sizeof buf, "odd-9", -1000 - round, &m, 1);
         SEND("odd-9", buf, len, json, 0);
+        /* Dated 2300, two days and two hours ahead: refused ([worker] max_future_ms), or their
+         * partition's watermark would jump there, the rest of its input be late and its
+         * series evicted as idle. */
+        len = json_reading(buf, sizeof buf, "odd-12", INT64_C(10413792000000), &m, 1);
+        SEND("odd-12", buf, len, json, 1);
+        len = json_reading(buf, sizeof buf, "odd-12", ts + 2 * 86400000LL, &m, 1);
+        SEND("odd-12", buf, len, json, 1);
+        len = json_reading(buf, sizeof buf, "odd-12", wall_ms() + 2 * 3600000LL, &m, 1);
+        SEND("odd-12", buf, len, json, 1);
         /* Empty and null values. */
         SEND("odd-10", "", 0, json, 1);
         SEND("odd-10", NULL, 0, cbor, 1);
     }
     /* Metric names that need escaping in the output JSON (a quote, a backslash, a non-ASCII
-     * letter): a minute of a steady series each, then a spike on the first: aggregated and
-     * alerted under their names. */
+     * letter): a steady series each, then a spike on the first: aggregated and alerted under
+     * their names. Ten a second within seconds 84-90, the last ones before this input: not
+     * late, and moving no partition's watermark past the fleet's next readings. */
     for (int i = 0; i < 60; i++) {
         double v = 20 + (i % 3) * 0.1;
         struct tg_metric odd[3] = {{.name = "q\"uote", .value = i == 50 ? 1e5 : v},
                                    {.name = "back\\slash", .value = v},
                                    {.name = "temp\xc3\xa9rature", .value = v}};
-        len = json_reading(buf, sizeof buf, "odd-11", base + 60000 + i * 1000, odd, 3);
+        len = json_reading(buf, sizeof buf, "odd-11", base + 84000 + i * 100, odd, 3);
         SEND("odd-11", buf, len, json, 0);
     }
 #undef SEND
@@ -269,6 +287,28 @@ static bool consumed_all(void *ud)
     double got = wfx_metric(body, "tidegate_worker_records_consumed_total");
     free(body);
     return got >= cc->want;
+}
+
+/* Aggregates of the normal fleet ("dev-*") and how many of them hold a whole minute (60
+ * readings): all of them should, whatever partition a device is in. */
+static void fleet_windows(const char *bs, size_t *windows, size_t *whole)
+{
+    size_t n;
+    char **recs = wfx_read_all(bs, "a.agg", &n);
+    *windows = *whole = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strncmp(recs[i], "dev-", 4) != 0)
+            continue;
+        json_t *doc = json_loads(strchr(recs[i], '\t') + 1, 0, NULL);
+        assert_non_null(doc);
+        (*windows)++;
+        bool is_whole = json_integer_value(json_object_get(doc, "count")) == 60;
+        if (!is_whole)
+            fprintf(stderr, "not a whole minute: %s\n", recs[i]);
+        *whole += is_whole;
+        json_decref(doc);
+    }
+    wfx_records_free(recs, n);
 }
 
 /* Fails unless every record of topic is a JSON object; returns their number, and in
@@ -360,6 +400,11 @@ static void test_hostile_records_are_counted_not_fatal(void **state)
                     "'q\"uote' %zu, aggregates of 'back\\slash' %zu and 'temp\xc3\xa9rature' %zu\n",
             alerts, aggs, quote_alerts, slash_aggs, accent_aggs);
     assert_true(quote_alerts > 0);
+    /* Three minutes of input close the first two windows of every device, each whole. */
+    size_t windows, whole;
+    fleet_windows(bs, &windows, &whole);
+    fprintf(stderr, "fleet: %zu windows, %zu of them whole\n", windows, whole);
+    assert_true(windows == 2 * DEVICES && whole == windows);
     assert_true(slash_aggs == 1 && accent_aggs == 1);
 
     wfx_worker_destroy(w);

@@ -74,8 +74,13 @@ struct scan_result {
     uint32_t data_bytes[16];
 };
 
-static tg_err scan_cb(void *ud, const struct tg_jseg_meta *m, const uint8_t *done, size_t done_len)
+static tg_err scan_cb(void *ud, const struct tg_jseg_meta *m, const uint8_t *done, size_t done_len,
+                      const uint8_t *data, size_t data_len)
 {
+    /* The data handed over is what was stored (put_seg: len bytes of id & 0xff). */
+    assert_int_equal(data_len, m->data_bytes);
+    assert_true(data_len > 0 && data[0] == (uint8_t)(m->id & 0xff) &&
+                data[data_len - 1] == (uint8_t)(m->id & 0xff));
     struct scan_result *r = ud;
     assert_int_equal(m->last_rid, m->first_rid + 9);
     assert_int_equal(m->codec, TG_CODEC_ZSTD);
@@ -226,10 +231,13 @@ struct seen {
     bool had_done[16];
 };
 
-static tg_err seen_cb(void *ud, const struct tg_jseg_meta *m, const uint8_t *done, size_t done_len)
+static tg_err seen_cb(void *ud, const struct tg_jseg_meta *m, const uint8_t *done, size_t done_len,
+                      const uint8_t *data, size_t data_len)
 {
     struct seen *r = ud;
     (void)done_len;
+    (void)data;
+    (void)data_len;
     r->ids[r->n] = m->id;
     r->had_done[r->n] = done != NULL;
     r->n++;
