@@ -677,6 +677,8 @@ tg_err tg_consumer_new(const struct tg_config *cfg, const char *instance_id,
     cs->sweep_interval_ms = tg_config_get_ms(cfg, "worker", "sweep_interval_ms");
     cs->shutdown_timeout_ms = tg_config_get_ms(cfg, "worker", "shutdown_timeout_ms");
     cs->snapshot_interval_ms = tg_config_get_ms(cfg, "worker", "snapshot_interval_ms");
+    cs->ckpt_max_records = (uint64_t)tg_config_get_int(cfg, "worker", "checkpoint_max_records");
+    cs->ckpt_max_bytes = tg_config_get_size(cfg, "worker", "checkpoint_max_bytes");
     cs->stall_after_ms = tg_config_get_ms(cfg, "worker", "stall_after_ms");
     cs->max_future_ms = tg_config_get_ms(cfg, "worker", "max_future_ms");
     const char *hook = getenv("TIDEGATE_TEST_SLOW_FILE");

@@ -34,6 +34,11 @@ extern const char *const consumer__states[CONSUMER_STATES];
 /* Suffix of the checkpoint marker's key: "<partition>/@ckpt" = the offset the partition's
  * snapshots before it cover (see consumer_txn.c). */
 #define CONSUMER_CKPT_KEY "/@ckpt"
+/* Suffix of the marker that opens a checkpoint: "<partition>/@begin" = the offset it will
+ * cover. A checkpoint larger than [worker] checkpoint_max_records/_bytes spans several
+ * transactions between its @begin and its @ckpt; a restore drops the snapshots of one that
+ * never reached its @ckpt (consumer_state.c). */
+#define CONSUMER_BEGIN_KEY "/@begin"
 
 /* One partition of the input topic, indexed by partition number. */
 struct consumer_slot {
@@ -49,6 +54,7 @@ struct consumer_slot {
     bool state_changed;    /* engine state of the partition changed since its checkpoint */
     bool ckpt_due;         /* checkpoint at the next commit (assigned, swept, revoked, stop) */
     bool ckpt_now;         /* chosen for the commit in progress */
+    bool ckpt_split;       /* ... too large for it: written in transactions of its own */
     int64_t next_ckpt_ms;  /* monotonic ms when the periodic checkpoint is due */
     int64_t replay_until;  /* outputs of the records below were committed by an earlier
                             * owner: they are processed again with outputs suppressed */
@@ -79,11 +85,11 @@ struct consumer_metrics {
     struct tg_counter *commits, *aborts, *fenced, *late, *evicted, *refused, *aggregates;
     struct tg_counter *snapshot_records, *snapshot_bytes, *assigned_total, *revoked_total,
         *lost_total;
-    struct tg_counter *checkpoints, *replayed, *suppressed, *stalls;
+    struct tg_counter *checkpoints, *checkpoint_parts, *replayed, *suppressed, *stalls;
     struct tg_gauge *stalled, *behind;
     struct tg_counter *alerts[CONSUMER_KINDS][CONSUMER_STATES];
     struct tg_gauge *series, *state_bytes, *partitions;
-    struct tg_histogram *restore_seconds, *commit_seconds, *latency;
+    struct tg_histogram *restore_seconds, *commit_seconds, *latency, *txn_snapshot_records;
     struct tg_metrics *registry;
 };
 
@@ -103,6 +109,9 @@ struct tg_consumer {
     int64_t commit_interval_ms, sweep_interval_ms, txn_timeout_ms, restore_timeout_ms,
         shutdown_timeout_ms, session_timeout_ms, snapshot_interval_ms, stall_after_ms,
         max_future_ms;
+    /* Bounds of one transaction's snapshot records ([worker] checkpoint_max_records and
+     * checkpoint_max_bytes): a larger checkpoint is spread over several (consumer_txn.c). */
+    uint64_t ckpt_max_records, ckpt_max_bytes;
     int offset_reset;                      /* enum tg_worker_offset_reset */
 
     struct tg_engine *en;

@@ -59,6 +59,9 @@ void consumer__metrics_register(struct tg_consumer *cs, struct tg_metrics *r)
         {&m->checkpoints, "tidegate_worker_state_checkpoints_total",
          "Partition checkpoints committed (the partition's changed series and a checkpoint "
          "marker)", NULL, NULL},
+        {&m->checkpoint_parts, "tidegate_worker_state_checkpoint_parts_total",
+         "Transactions that carried part of a checkpoint too large for one ([worker] "
+         "checkpoint_max_records, checkpoint_max_bytes)", NULL, NULL},
         {&m->replayed, "tidegate_worker_records_replayed_total",
          "Records processed again after a restore, between the partition's checkpoint and its "
          "committed offset, with their outputs suppressed", NULL, NULL},
@@ -119,6 +122,13 @@ void consumer__metrics_register(struct tg_consumer *cs, struct tg_metrics *r)
     m->commit_seconds = tg_metrics_histogram(
         r, "tidegate_worker_transaction_commit_seconds",
         "Time to commit one transaction (flush, snapshots, offsets, commit)", NULL, 0, NULL);
+    /* What [worker] checkpoint_max_records bounds: a user sees here whether checkpoints are
+     * being spread and how large the transactions are. */
+    static const double txn_record_bounds[] = {10, 100, 1000, 10000, 20000, 100000, 1000000};
+    m->txn_snapshot_records = tg_metrics_histogram(
+        r, "tidegate_worker_transaction_state_records",
+        "State-topic records (snapshots, tombstones, markers) of one committed transaction",
+        txn_record_bounds, sizeof txn_record_bounds / sizeof txn_record_bounds[0], NULL);
     m->latency = tg_metrics_histogram(
         r, "tidegate_worker_processing_latency_seconds",
         "From a record's timestamp (the device's event time) to its processing", NULL, 0, NULL);
@@ -144,6 +154,7 @@ void consumer__metrics_committed(struct tg_consumer *cs)
     tg_counter_add(m->aggregates, cs->txn_aggregates);
     tg_counter_add(m->snapshot_records, cs->txn_snapshot_records);
     tg_counter_add(m->snapshot_bytes, cs->txn_snapshot_bytes);
+    tg_histogram_observe(m->txn_snapshot_records, (double)cs->txn_snapshot_records);
     struct tg_engine_stats st;
     tg_engine_stats(cs->en, &st);
     if (st.late_records > cs->last_stats.late_records)

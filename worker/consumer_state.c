@@ -55,6 +55,7 @@ struct prestore {
     int64_t resume;      /* the last offset marker's offset, or -1 */
     int64_t ckpt;        /* the checkpoint marker's offset that preceded it, or -1 */
     int64_t ckpt_seen;   /* the latest checkpoint marker read so far, or -1 */
+    bool in_ckpt;        /* a @begin was read and its @ckpt not yet */
     struct tg_state_fold *fold; /* latest value per key; committed = before the last marker */
     uint64_t records;    /* snapshot records read (tombstones included) */
     char prefix[16];     /* "<p>/" */
@@ -90,6 +91,15 @@ static size_t prestore_apply(struct tg_consumer *cs, struct prestore *pr, uint64
     return ac.restored;
 }
 
+/* Whether msg's key is partition pr's marker "<p><suffix>". */
+static bool is_marker(const struct prestore *pr, const rd_kafka_message_t *msg,
+                      const char *suffix)
+{
+    size_t n = strlen(suffix);
+    return msg->key_len == pr->prefix_len - 1 + n &&
+           memcmp((const char *)msg->key + pr->prefix_len - 1, suffix, n) == 0;
+}
+
 static void handle_state_record(struct tg_consumer *cs, struct prestore *pr,
                                 const rd_kafka_message_t *msg, uint64_t *bad)
 {
@@ -98,14 +108,9 @@ static void handle_state_record(struct tg_consumer *cs, struct prestore *pr,
         (*bad)++; /* not of this partition: written by something else */
         return;
     }
-    size_t marker_len = pr->prefix_len - 1 + strlen(CONSUMER_OFFSET_KEY);
-    size_t ckpt_len = pr->prefix_len - 1 + strlen(CONSUMER_CKPT_KEY);
-    bool is_ckpt = msg->key_len == ckpt_len &&
-                   memcmp((const char *)msg->key + pr->prefix_len - 1, CONSUMER_CKPT_KEY,
-                          strlen(CONSUMER_CKPT_KEY)) == 0;
-    if (is_ckpt || (msg->key_len == marker_len &&
-                    memcmp((const char *)msg->key + pr->prefix_len - 1, CONSUMER_OFFSET_KEY,
-                           strlen(CONSUMER_OFFSET_KEY)) == 0)) {
+    bool is_ckpt = is_marker(pr, msg, CONSUMER_CKPT_KEY);
+    bool is_begin = is_marker(pr, msg, CONSUMER_BEGIN_KEY);
+    if (is_ckpt || is_begin || is_marker(pr, msg, CONSUMER_OFFSET_KEY)) {
         char buf[32];
         size_t len = msg->len < sizeof buf - 1 ? msg->len : sizeof buf - 1;
         memcpy(buf, msg->payload ? msg->payload : "", len);
@@ -117,13 +122,27 @@ static void handle_state_record(struct tg_consumer *cs, struct prestore *pr,
             (*bad)++;
             return;
         }
+        if (is_begin) {
+            /* A checkpoint opens; snapshots still pending belong to one that never reached
+             * its @ckpt (its owner died between two of its transactions): dropped. */
+            tg_state_fold_rollback(pr->fold);
+            pr->in_ckpt = true;
+            return;
+        }
         if (is_ckpt) {
             pr->ckpt_seen = off; /* counts once an offset marker follows it */
+            pr->in_ckpt = false;
             return;
         }
         pr->resume = off;
         pr->ckpt = pr->ckpt_seen;
-        tg_state_fold_commit(pr->fold);
+        /* An offset marker inside an open checkpoint: the next owner's, after a checkpoint
+         * spread over several transactions stopped half-way. Its snapshots are dropped. */
+        if (pr->in_ckpt)
+            tg_state_fold_rollback(pr->fold);
+        else
+            tg_state_fold_commit(pr->fold);
+        pr->in_ckpt = false;
         return;
     }
     pr->records++;

@@ -183,6 +183,19 @@ typedef bool (*tg_engine_partition_pred)(void *ud, int32_t partition);
 void tg_engine_snapshot_dirty_if(struct tg_engine *en, tg_engine_partition_pred want,
                                  void *want_ud, tg_engine_snapshot_fn fn, void *ud);
 
+/* The same, bounded: stops once max_records records or max_bytes key and value bytes have
+ * been handed out (0: no bound; at least one record goes out per call) and returns true when
+ * changes of the chosen partitions are left for a later call, in their order. The worker
+ * spreads a checkpoint too large for one transaction over several this way. */
+bool tg_engine_snapshot_dirty_max(struct tg_engine *en, tg_engine_partition_pred want,
+                                  void *want_ud, size_t max_records, size_t max_bytes,
+                                  tg_engine_snapshot_fn fn, void *ud);
+
+/* How many records tg_engine_snapshot_dirty_if() would hand out now (partition states,
+ * tombstones and changed series of the chosen partitions). */
+size_t tg_engine_snapshot_pending(const struct tg_engine *en, tg_engine_partition_pred want,
+                                  void *want_ud);
+
 /* Emits, for every tracked partition, the windows that are still open, as if the watermark
  * had passed them: for replay's end of input only (the streaming worker never flushes). */
 void tg_engine_flush(struct tg_engine *en);

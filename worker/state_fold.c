@@ -170,6 +170,18 @@ void tg_state_fold_commit(struct tg_state_fold *sf)
     sf->n_pending = 0;
 }
 
+void tg_state_fold_rollback(struct tg_state_fold *sf)
+{
+    for (size_t i = 0; i < sf->n_pending; i++) {
+        struct entry *e = &sf->entries[sf->pending[i]];
+        sf->bytes -= e->pending.len;
+        free(e->pending.data);
+        e->pending = (struct value){NULL, 0, 0};
+        e->has_pending = false;
+    }
+    sf->n_pending = 0;
+}
+
 size_t tg_state_fold_keys(const struct tg_state_fold *sf)
 {
     return sf->n;

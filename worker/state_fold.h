@@ -39,6 +39,10 @@ tg_err tg_state_fold_put(struct tg_state_fold *sf, const void *key, size_t key_l
 /* Everything put so far becomes committed (an offset marker was read). */
 void tg_state_fold_commit(struct tg_state_fold *sf);
 
+/* Everything put since the last commit is forgotten: a checkpoint that never completed (its
+ * first transactions committed, its last one not; consumer_state.c). */
+void tg_state_fold_rollback(struct tg_state_fold *sf);
+
 /* Keys held (committed or pending), and the bytes of keys and values held. */
 size_t tg_state_fold_keys(const struct tg_state_fold *sf);
 size_t tg_state_fold_bytes(const struct tg_state_fold *sf);

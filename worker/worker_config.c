@@ -35,6 +35,13 @@ static const struct tg_config_key worker_schema[] = {
               "checkpoint; also on revoke and on SIGTERM); a partition that moves replays the "
               "records since its last checkpoint with their outputs suppressed. 0: every "
               "transaction"),
+    TG_CFG_INT("worker", "checkpoint_max_records", "20000", 1, 100000000,
+               "most snapshot records one transaction carries; a partition's checkpoint with "
+               "more (a flood of new series) is spread over several transactions of its own, "
+               "so no transaction outgrows transaction_timeout_ms or the producer's queue"),
+    TG_CFG_SIZE("worker", "checkpoint_max_bytes", "16M", 1, TG_GIB(1),
+                "most key and value bytes of snapshot records one transaction of a spread "
+                "checkpoint carries"),
     TG_CFG_MS("worker", "stall_after_ms", "2000", 100, 600000,
               "a partition with no record for this long (ms) is stalled: its devices' quiet "
               "time stops until records flow again, so an upstream outage is not silence; keep "
