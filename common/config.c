@@ -164,19 +164,20 @@ tg_err tg_parse_bool(const char *text, bool *value)
     return TG_ERR_CONFIG;
 }
 
-/* Decimal int64, optional sign, nothing else. */
-static bool parse_int(const char *text, int64_t *out)
+tg_err tg_parse_int(const char *text, int64_t min, int64_t max, int64_t *value)
 {
     const char *digits = text + (*text == '-' || *text == '+');
     if (!isdigit((unsigned char)*digits))
-        return false;
+        return TG_ERR_CONFIG;
     char *end;
     errno = 0;
     long long v = strtoll(text, &end, 10);
-    if (errno != 0 || *end != '\0')
-        return false;
-    *out = v;
-    return true;
+    if (*end != '\0')
+        return TG_ERR_CONFIG;
+    if (errno == ERANGE || v < min || v > max)
+        return TG_ERR_OUT_OF_RANGE;
+    *value = v;
+    return TG_OK;
 }
 
 /* Writes a size as the shortest exact "64M"-style text. */
@@ -272,7 +273,7 @@ static bool parse_value(const struct tg_config_key *k, const char *text, int64_t
         break;
     case TG_CONFIG_INT:
     case TG_CONFIG_DURATION_MS:
-        ok = parse_int(text, num) && *num >= k->min && *num <= k->max;
+        ok = tg_parse_int(text, k->min, k->max, num) == TG_OK;
         break;
     case TG_CONFIG_SIZE: {
         uint64_t v;

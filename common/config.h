@@ -220,4 +220,12 @@ void tg_config_scrub(char *text, size_t len, const char *value);
 tg_err tg_parse_size(const char *text, uint64_t *bytes);
 tg_err tg_parse_bool(const char *text, bool *value);
 
+/*
+ * A decimal integer (optional sign, digits, nothing else) within [min, max], the parser of
+ * TG_CONFIG_INT keys, for the tools' numeric options too. TG_OK; TG_ERR_CONFIG when the text is
+ * not such a number; TG_ERR_OUT_OF_RANGE when it is outside [min, max] or int64_t. *value is
+ * written only on TG_OK.
+ */
+tg_err tg_parse_int(const char *text, int64_t min, int64_t max, int64_t *value);
+
 #endif

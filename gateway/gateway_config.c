@@ -50,13 +50,15 @@ static const struct tg_config_key gateway_schema[] = {
                "connections > 1, connection i uses <client_id>-<i>"),
     TG_CFG_STR("mqtt", "topic", "telemetry/+",
                "topic filter to subscribe; the device id is the topic's last level, so the only "
-               "wildcard allowed is a '+' as the last level ('#' is refused)"),
+               "wildcard allowed is a '+' as the last level ('#' is refused); "
+               "$share/<group>/<filter> is subscribed to as written, keeping that group"),
     TG_CFG_INT("mqtt", "qos", "1", 1, 2, "subscription QoS, 1 or 2: the broker holds what is not "
                "acknowledged (0 would lose what is in flight at a crash)"),
     TG_CFG_INT("mqtt", "connections", "1", 1, 64,
                "MQTT connections; above 1 they share one MQTT v5 shared subscription"),
     TG_CFG_STR("mqtt", "share_group", "tidegate",
-               "shared subscription group ($share/<group>/<topic>) when connections > 1"),
+               "shared subscription group ($share/<group>/<topic>) when connections > 1 and "
+               "the topic names no group of its own"),
     TG_CFG_SIZE("mqtt", "max_packet_bytes", "2M", TG_KIB(64), TG_MIB(256),
                 "MQTT 5 Maximum Packet Size announced in CONNECT (bytes): the broker drops "
                 "larger messages instead of sending them; at least validate.max_payload_bytes "
@@ -232,6 +234,36 @@ static bool brokers_ok(const char *brokers)
     return true;
 }
 
+/* [mqtt] share_group with several connections: a valid group name when the topic names no
+ * group of its own; when it does ("$share/<group>/..."), the topic's group is the one used,
+ * and a share_group set to another name is a contradiction the user should settle. */
+static void check_share_group(const struct tg_config *cfg, struct problems *pb,
+                              const char *topic)
+{
+    if (tg_config_get_int(cfg, "mqtt", "connections") <= 1)
+        return;
+    const char *share_group = tg_config_get_str(cfg, "mqtt", "share_group");
+    const char *origin = tg_config_origin(cfg, "mqtt", "share_group");
+    const char *own;
+    size_t own_len;
+    (void)tg_ingress_topic_filter(topic, &own, &own_len);
+    if (!own) {
+        if (!tg_ingress_share_group_ok(share_group, strlen(share_group)))
+            add_problem(pb, origin, "mqtt", "share_group",
+                        "\"%s\" cannot name a shared subscription group (needed with "
+                        "connections > 1): expected a non-empty name without '/', '+' or '#'",
+                        share_group);
+    } else if (strcmp(origin, "default") != 0 &&
+               (strlen(share_group) != own_len || strncmp(share_group, own, own_len) != 0)) {
+        add_problem(pb, origin, "mqtt", "share_group",
+                    "\"%s\" contradicts the group \"%.*s\" of [mqtt] topic \"%s\" (%s): the "
+                    "connections subscribe to the topic as written; remove share_group, or "
+                    "write the topic without \"$share/<group>/\"",
+                    share_group, (int)own_len, own, topic,
+                    tg_config_origin(cfg, "mqtt", "topic"));
+    }
+}
+
 tg_err tg_gateway_config_check(const struct tg_config *cfg, char *err, size_t errlen)
 {
     struct problems pb = {.err = err, .errlen = errlen};
@@ -244,8 +276,11 @@ tg_err tg_gateway_config_check(const struct tg_config *cfg, char *err, size_t er
                 "must not be empty: SQLite would use a temporary database and nothing would "
                 "survive a restart");
     char why[512];
-    if (tg_ingress_topic_check(tg_config_get_str(cfg, "mqtt", "topic"), why, sizeof why) != TG_OK)
+    const char *mqtt_topic = tg_config_get_str(cfg, "mqtt", "topic");
+    if (tg_ingress_topic_check(mqtt_topic, why, sizeof why) != TG_OK)
         PROBLEM("mqtt", "topic", "%s", why);
+    else
+        check_share_group(cfg, &pb, mqtt_topic);
     uint64_t payload = tg_config_get_size(cfg, "validate", "max_payload_bytes");
     uint64_t packet = tg_config_get_size(cfg, "mqtt", "max_packet_bytes");
     if (packet < payload + PACKET_OVERHEAD_BYTES)

@@ -29,6 +29,8 @@ struct tg_config *tg_gateway_config_new(void);
 
 /* Checks what the schema cannot say about single values: journal.path not empty,
  * mqtt.topic a filter that names the device by its last level (tg_ingress_topic_check),
+ * mqtt.share_group a group name when connections > 1, and no other name than the topic's
+ * own group when the topic is written "$share/<group>/...",
  * mqtt.max_packet_bytes room for validate.max_payload_bytes, kafka.brokers not empty,
  * kafka.topic and kafka.dlq_topic set and different, metrics.listen an address the exporter
  * can bind, and every [kafka.rdkafka] pair known to librdkafka and not switching off a

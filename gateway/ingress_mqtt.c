@@ -94,7 +94,7 @@ struct conn {
 struct tg_ingress {
     char *host;
     int port;
-    char *sub_topic; /* the filter, or $share/<group>/<filter> */
+    char *sub_topic; /* tg_ingress_topic_subscription() */
     int qos;
     size_t max_payload_bytes; /* 0: no cut (tg_ingress_opts) */
     int keepalive_s;
@@ -698,8 +698,12 @@ static tg_err check_opts(const struct tg_ingress_opts *o, char *err, size_t errl
                  o->connections);
         return TG_ERR_CONFIG;
     }
-    if (o->connections > 1 &&
-        (empty(o->share_group) || strpbrk(o->share_group, "/+#"))) {
+    const char *own_group;
+    size_t own_group_len;
+    (void)tg_ingress_topic_filter(o->topic, &own_group, &own_group_len);
+    if (o->connections > 1 && !own_group &&
+        (empty(o->share_group) || !tg_ingress_share_group_ok(o->share_group,
+                                                             strlen(o->share_group)))) {
         snprintf(err, errlen,
                  "[mqtt] share_group: \"%s\" cannot name a shared subscription group (needed "
                  "with connections > 1): it must be non-empty, without '/', '+' or '#'",
@@ -882,12 +886,8 @@ tg_err tg_ingress_new(const struct tg_ingress_opts *opts, tg_ingress_sink_fn sin
     in->lib_init = true;
 
     in->host = dup_str(opts->host);
-    if (opts->connections > 1) {
-        if (asprintf(&in->sub_topic, "$share/%s/%s", opts->share_group, opts->topic) < 0)
-            in->sub_topic = NULL;
-    } else {
-        in->sub_topic = dup_str(opts->topic);
-    }
+    in->sub_topic =
+        tg_ingress_topic_subscription(opts->topic, opts->connections, opts->share_group);
     in->n_conns = opts->connections;
     in->conns = calloc((size_t)in->n_conns, sizeof *in->conns);
     in->pfds = calloc((size_t)in->n_conns + 1, sizeof *in->pfds);

@@ -6,8 +6,10 @@
  * persistent session (MQTT v5, clean start off, session expiry from the config, a stable
  * client id: "<client_id>" for one connection, "<client_id>-<i>" for several) and subscribes
  * to the topic filter at the configured QoS; with several connections the filter is an MQTT
- * v5 shared subscription, "$share/<group>/<filter>", so the broker spreads messages over them
- * and ingestion is not limited by one connection's in-flight window.
+ * v5 shared subscription, "$share/<share_group>/<filter>", so the broker spreads messages over
+ * them and ingestion is not limited by one connection's in-flight window. A topic already
+ * written as "$share/<group>/<filter>" is subscribed to as written, by one connection or
+ * several: its group is the user's choice (tg_ingress_topic_subscription()).
  *
  * Every message is handed to the sink (the pipeline's entry point) on the ingress thread. The
  * sink never blocks: when it says TG_ERR_FULL the ingress keeps that message (and any others
@@ -56,7 +58,7 @@ struct tg_ingress_opts {
     const char *topic;          /* filter, e.g. "telemetry/+"; see tg_ingress_topic_check() */
     int qos;
     int connections;            /* >= 1 */
-    const char *share_group;    /* used when connections > 1 */
+    const char *share_group;    /* used when connections > 1 and topic has no group */
     const char *username;       /* NULL or "": none */
     const char *password;
     const char *tls_ca;         /* NULL or "": no TLS */

@@ -58,8 +58,10 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_SET_DONE] = "UPDATE segment SET done = ?2 WHERE id = ?1",
     [ST_DELETE] = "DELETE FROM segment WHERE id = ?1 RETURNING length(data)",
     [ST_READ] = "SELECT data FROM segment WHERE id = ?1",
+    /* data is selected too: done lies after it in the row, so SQLite reads the data's
+     * pages to reach done anyway, and the caller gets them without a second read. */
     [ST_SCAN] = "SELECT id, first_rid, last_rid, n_records, created_ms, codec, raw_bytes, "
-                "length(data), done FROM segment ORDER BY id",
+                "length(data), done, data FROM segment ORDER BY id",
     [ST_STATE_PUT] = "INSERT INTO state(key, value) VALUES (?1, ?2) "
                      "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
     [ST_STATE_GET] = "SELECT value FROM state WHERE key = ?1",
@@ -688,7 +690,9 @@ tg_err tg_journal_scan(struct tg_journal *jr, tg_journal_scan_fn fn, void *ud)
             done = NULL;
             done_len = 0;
         }
-        e = fn(ud, &meta, done, done_len);
+        const uint8_t *data = sqlite3_column_blob(st, 9);
+        size_t data_len = (size_t)sqlite3_column_bytes(st, 9);
+        e = fn(ud, &meta, done, done_len, data, data_len);
         if (e != TG_OK)
             break;
     }

@@ -110,7 +110,10 @@ tg_err tg_journal_delete(struct tg_journal *jr, uint64_t id);
 /* Reads segment id's data into *blob (malloc'd; caller frees). */
 tg_err tg_journal_read(struct tg_journal *jr, uint64_t id, uint8_t **blob, size_t *blob_len);
 
-/* Calls fn for every stored segment in id order, with its done bitmap (NULL when none).
+/* Calls fn for every stored segment in id order, with its done bitmap (NULL when none) and its
+ * data (what tg_journal_read() returns; valid during the call only). The bitmap is stored
+ * after the data, so reading it reads the data's pages anyway: a caller that needs the data
+ * at start-up takes it here rather than reading the file a second time.
  * Stops and returns fn's error if it returns one. Every field read back is checked first:
  * integer columns that are integers, id == first_rid >= 1, first_rid <= last_rid with at
  * most TG_JOURNAL_RANGE_MAX rids, ranges not overlapping the previous row's, n_records
@@ -120,7 +123,8 @@ tg_err tg_journal_read(struct tg_journal *jr, uint64_t id, uint8_t **blob, size_
  * sent; the rest of the journal is unaffected). A done bitmap of the wrong length is logged
  * and passed as NULL, so the caller resends what the row stores rather than trust it. */
 typedef tg_err (*tg_journal_scan_fn)(void *ud, const struct tg_jseg_meta *meta,
-                                     const uint8_t *done, size_t done_len);
+                                     const uint8_t *done, size_t done_len,
+                                     const uint8_t *data, size_t data_len);
 tg_err tg_journal_scan(struct tg_journal *jr, tg_journal_scan_fn fn, void *ud);
 
 /* Small named values that must survive restarts. get: *val malloc'd, TG_ERR_MISSING_FIELD

@@ -434,9 +434,9 @@ tg_err tg_pipeline_new(const struct tg_config *cfg, struct tg_metrics *metrics,
     register_metrics(pl);
     if ((rc = tg_acker_from_config(cfg, metrics, &pl->ack)) != TG_OK)
         goto fail;
+    /* Also teaches the dedup window the journaled readings, in the same pass. */
     if ((rc = pipeline__recover(pl, err, errlen)) != TG_OK)
         goto fail;
-    pipeline__journal_readings(pl);
     if (tg_config_get_bool(cfg, "kafka", "reconcile_on_start")) {
         pipeline__marks_load(pl);
         pl->reconcile_phase = RECONCILE_NEED;

@@ -237,16 +237,20 @@ tg_err pipeline__load_seg(struct tg_pipeline *pl, struct seg *s)
     uint8_t *blob = NULL;
     size_t blob_len = 0;
     tg_err rc = tg_journal_read(pl->jr, s->first_rid, &blob, &blob_len);
-    struct tg_segment *data = NULL;
-    if (rc == TG_OK) {
-        data = tg_segment_new(pl->segment_bytes);
-        if (!data)
-            rc = TG_ERR_NOMEM;
-    }
     if (rc == TG_OK)
-        rc = tg_segment_load(data, s->codec, blob, blob_len, s->stored_raw_bytes, s->first_rid,
-                             s->last_rid);
+        rc = pipeline__load_seg_blob(pl, s, blob, blob_len);
     free(blob);
+    return rc;
+}
+
+tg_err pipeline__load_seg_blob(struct tg_pipeline *pl, struct seg *s, const uint8_t *blob,
+                               size_t blob_len)
+{
+    struct tg_segment *data = tg_segment_new(pl->segment_bytes);
+    if (!data)
+        return TG_ERR_NOMEM;
+    tg_err rc = tg_segment_load(data, s->codec, blob, blob_len, s->stored_raw_bytes,
+                                s->first_rid, s->last_rid);
     if (rc != TG_OK) {
         tg_segment_destroy(data);
         return rc;

@@ -25,6 +25,7 @@
 
 #include <zstd.h>
 
+#include "codec_canonical_decode.h"
 #include "gateway_config.h"
 #include "log.h"
 
@@ -411,10 +412,22 @@ tg_err pipeline__commit(struct tg_pipeline *pl, bool final)
  * start-up: what the journal holds
  */
 
+/* The recovery scan's state: the pipeline, and for the journaled readings' pass a canonical
+ * decoder (NULL: no pass, as when it could not be made) and the time it judges them at. */
+struct recovery {
+    struct tg_pipeline *pl;
+    struct tg_canonical_decoder *cd;
+    int64_t now;
+};
+
+/* One stored row: its segment rebuilt from the metadata and done bitmap, and, when it has
+ * open records, its data taken from what the scan read (data), so that the journaled
+ * readings are learned without reading the file again. */
 static tg_err recover_seg(void *ud, const struct tg_jseg_meta *meta, const uint8_t *done,
-                          size_t done_len)
+                          size_t done_len, const uint8_t *data, size_t data_len)
 {
-    struct tg_pipeline *pl = ud;
+    struct recovery *rv = ud;
+    struct tg_pipeline *pl = rv->pl;
     struct seg *s = calloc(1, sizeof *s);
     if (!s)
         return TG_ERR_NOMEM;
@@ -436,17 +449,14 @@ static tg_err recover_seg(void *ud, const struct tg_jseg_meta *meta, const uint8
     } else {
         /* No bitmap: every rid not stored in the row is done. */
         memset(s->done, 0xff, bitmap_bytes(range));
-        tg_err lr = pipeline__load_seg(pl, s); /* rids checked to lie in the row's range */
+        /* rids checked to lie in the row's range */
+        tg_err lr = pipeline__load_seg_blob(pl, s, data, data_len);
         if (lr == TG_OK) {
             for (size_t i = 0; i < tg_segment_count(s->data); i++) {
                 struct tg_jrecord rec;
                 tg_segment_get(s->data, i, &rec);
                 bit_clear(s->done, (size_t)(rec.rid - s->first_rid));
             }
-            /* A backlog can be far larger than memory: past journal.memory_bytes the data
-             * is read again when its turn to be sent comes. */
-            if (pl->resident_bytes > pl->memory_bytes)
-                pipeline__drop_data(pl, s);
         } else if (lr == TG_ERR_NOMEM) {
             return lr;
         } else { /* a corrupt row: its records are lost, counted, and the rest goes on */
@@ -461,6 +471,18 @@ static tg_err recover_seg(void *ud, const struct tg_jseg_meta *meta, const uint8
     pl->open_records += s->n_open;
     if (s->n_open == 0)
         s->done_dirty = true; /* deleted at the first commit */
+    if (s->n_open > 0 && rv->cd) {
+        tg_err lr = s->data ? TG_OK : pipeline__load_seg_blob(pl, s, data, data_len);
+        if (lr == TG_ERR_NOMEM)
+            return lr;
+        if (lr == TG_OK) /* else it is read again when produced: a possible duplicate */
+            pipeline__journal_readings_seg(pl, s, rv->cd, rv->now);
+    }
+    /* A backlog can be far larger than memory (journal.max_bytes against
+     * journal.memory_bytes): past the bound the data goes again, and is read again when its
+     * turn to be sent comes. */
+    if (s->data && pl->resident_bytes > pl->memory_bytes)
+        pipeline__drop_data(pl, s);
     if (meta->last_rid + 1 > pl->next_rid)
         pl->next_rid = meta->last_rid + 1;
     return TG_OK;
@@ -468,15 +490,7 @@ static tg_err recover_seg(void *ud, const struct tg_jseg_meta *meta, const uint8
 
 tg_err pipeline__recover(struct tg_pipeline *pl, char *err, size_t errlen)
 {
-    tg_err rc = tg_journal_scan(pl->jr, recover_seg, pl);
-    if (rc != TG_OK) {
-        snprintf(err, errlen, "%s: cannot read the journal: %s (%s)",
-                 tg_config_get_str(pl->cfg, "journal", "path"), tg_strerror(rc),
-                 tg_journal_errmsg(pl->jr));
-        return rc;
-    }
-    pl->cur = pl->head;
-    pl->cur_rid = pl->head ? pl->head->first_rid : pl->next_rid;
+    /* The saved dedup window first: the journaled readings are learned on top of it. */
     void *blob = NULL;
     size_t len = 0;
     if (tg_journal_state_get(pl->jr, "dedup.zst", &blob, &len) == TG_OK) {
@@ -491,6 +505,18 @@ tg_err pipeline__recover(struct tg_pipeline *pl, char *err, size_t errlen)
                                     "(a redelivered reading may pass once)");
         free(blob);
     }
+    pipeline__journal_readings_begin(pl);
+    struct recovery rv = {pl, tg_canonical_decoder_new(NULL), wall_ms()};
+    tg_err rc = tg_journal_scan(pl->jr, recover_seg, &rv);
+    tg_canonical_decoder_destroy(rv.cd);
+    if (rc != TG_OK) {
+        snprintf(err, errlen, "%s: cannot read the journal: %s (%s)",
+                 tg_config_get_str(pl->cfg, "journal", "path"), tg_strerror(rc),
+                 tg_journal_errmsg(pl->jr));
+        return rc;
+    }
+    pl->cur = pl->head;
+    pl->cur_rid = pl->head ? pl->head->first_rid : pl->next_rid;
     if (pl->head)
         TG_LOG_INFO("journal", "%zu undelivered records in %llu segments, oldest received %lld s "
                                "ago: sending them first",

@@ -254,6 +254,9 @@ void pipeline__mark_done(struct tg_pipeline *pl, struct seg *s, uint64_t rid);
 uint64_t pipeline__append_record(struct tg_pipeline *pl, struct tg_jrecord *rec);
 /* Reads a journaled segment's records back into memory. */
 tg_err pipeline__load_seg(struct tg_pipeline *pl, struct seg *s);
+/* The same from its stored data already at hand (the start-up scan hands it over). */
+tg_err pipeline__load_seg_blob(struct tg_pipeline *pl, struct seg *s, const uint8_t *blob,
+                               size_t blob_len);
 /* Marks done the records of s that are neither done nor in flight, counting them in dropped.
  * Returns how many. s stays in the list. */
 size_t pipeline__drop_open_records(struct tg_pipeline *pl, struct seg *s,
@@ -306,11 +309,16 @@ void pipeline__marks_merge(struct tg_pipeline *pl);
 tg_err pipeline__marks_save(struct tg_pipeline *pl);
 /* Starts the read-back, or applies its result once in. Each loop turn. */
 void pipeline__reconcile_step(struct tg_pipeline *pl);
-/* At start, after the dedup window is restored: every open telemetry record of the journal
- * is decoded once; the window learns its reading (the journal runs ahead of the saved window:
- * a resend of a journaled reading is then a duplicate), and with reconcile_on_start it is
- * indexed by identity for the read-back. */
-void pipeline__journal_readings(struct tg_pipeline *pl);
+/* At start, within the recovery scan (pipeline__recover), after the dedup window is restored:
+ * every open telemetry record of the journal is decoded once, from the data the scan read;
+ * the window learns its reading (the journal runs ahead of the saved window: a resend of a
+ * journaled reading is then a duplicate), and with reconcile_on_start it is indexed by
+ * identity for the read-back. _begin makes that index when it is wanted; _seg takes one
+ * resident segment (cd: a canonical decoder, now: wall ms). */
+struct tg_canonical_decoder;
+void pipeline__journal_readings_begin(struct tg_pipeline *pl);
+void pipeline__journal_readings_seg(struct tg_pipeline *pl, struct seg *s,
+                                    struct tg_canonical_decoder *cd, int64_t now);
 /* A reading taken while the read-back runs became record rid (pipeline_ingest.c). */
 void pipeline__reconcile_track(struct tg_pipeline *pl, const struct tg_reading *r, uint64_t rid);
 /* Frees the read-back's state (a stop, or destroy). */

@@ -165,42 +165,29 @@ void pipeline__reconcile_track(struct tg_pipeline *pl, const struct tg_reading *
         index_record(pl, r, rid);
 }
 
-void pipeline__journal_readings(struct tg_pipeline *pl)
+void pipeline__journal_readings_begin(struct tg_pipeline *pl)
 {
     if (tg_config_get_bool(pl->cfg, "kafka", "reconcile_on_start"))
         pl->rb_open = tg_strmap_new();
-    struct tg_canonical_decoder *cd = pl->head ? tg_canonical_decoder_new(NULL) : NULL;
-    if (!cd)
-        return;
-    int64_t now = wall_ms();
-    for (struct seg *s = pl->head; s; s = s->next) {
-        if (s->n_open == s->n_inflight)
+}
+
+void pipeline__journal_readings_seg(struct tg_pipeline *pl, struct seg *s,
+                                    struct tg_canonical_decoder *cd, int64_t now)
+{
+    for (size_t idx = 0; idx < tg_segment_count(s->data); idx++) {
+        struct tg_jrecord rec;
+        tg_segment_get(s->data, idx, &rec);
+        size_t bi = (size_t)(rec.rid - s->first_rid);
+        struct tg_reading r;
+        if (rec.kind != TG_JREC_TELEMETRY || bit_get(s->done, bi) ||
+            tg_canonical_decode(cd, rec.value, rec.value_len, -1, &r, NULL) != TG_OK)
             continue;
-        bool loaded = !s->data;
-        if (loaded && pipeline__load_seg(pl, s) != TG_OK)
-            continue; /* read again when produced; a possible duplicate, not a loss */
-        for (size_t idx = 0; idx < tg_segment_count(s->data); idx++) {
-            struct tg_jrecord rec;
-            tg_segment_get(s->data, idx, &rec);
-            size_t bi = (size_t)(rec.rid - s->first_rid);
-            struct tg_reading r;
-            if (rec.kind != TG_JREC_TELEMETRY || bit_get(s->done, bi) ||
-                tg_canonical_decode(cd, rec.value, rec.value_len, -1, &r, NULL) != TG_OK)
-                continue;
-            /* The journal runs ahead of the saved window by up to a save interval: a
-             * node's resend of a journaled reading must be a duplicate, not a second
-             * record. */
-            (void)tg_dedup_check(pl->dd, &r, now);
-            if (pl->rb_open && pl->n_rb_rids < TG_RECONCILE_INDEX_MAX)
-                index_record(pl, &r, rec.rid);
-        }
-        /* The backlog can be far larger than memory (journal.max_bytes against
-         * journal.memory_bytes): what this read beyond the bound goes again, and is read
-         * again when its turn to be sent comes. */
-        if (loaded && pl->resident_bytes > pl->memory_bytes)
-            pipeline__drop_data(pl, s);
+        /* The journal runs ahead of the saved window by up to a save interval: a node's
+         * resend of a journaled reading must be a duplicate, not a second record. */
+        (void)tg_dedup_check(pl->dd, &r, now);
+        if (pl->rb_open && pl->n_rb_rids < TG_RECONCILE_INDEX_MAX)
+            index_record(pl, &r, rec.rid);
     }
-    tg_canonical_decoder_destroy(cd);
 }
 
 static void start(struct tg_pipeline *pl)

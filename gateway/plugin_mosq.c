@@ -54,6 +54,7 @@
 #include "config.h"
 #include "gateway_config.h"
 #include "gateway_limits.h"
+#include "ingress_topic.h"
 #include "log.h"
 #include "metrics.h"
 #include "metrics_http.h"
@@ -366,6 +367,18 @@ static tg_err load_config(struct tg_plugin *pg, struct mosquitto_opt *options, i
         return TG_ERR_CONFIG;
 
     const char *filter = tg_config_get_str(pg->cfg, "mqtt", "topic");
+    const char *group;
+    size_t group_len;
+    const char *unshared = tg_ingress_topic_filter(filter, &group, &group_len);
+    if (group) {
+        /* Matched against each PUBLISH's topic, "$share/..." would take nothing, silently. */
+        TG_LOG_ERROR("plugin",
+                     "%s: [mqtt] topic: \"%s\" is a shared subscription, which only the "
+                     "daemon's MQTT connections make; the plugin sees every message the broker "
+                     "receives: write the filter alone (\"%s\")",
+                     tg_config_origin(pg->cfg, "mqtt", "topic"), filter, unshared);
+        return TG_ERR_CONFIG;
+    }
     size_t flen = strlen(filter);
     pg->filter_wildcard = strcmp(filter, "+") == 0 ||
                           (flen >= 2 && strcmp(filter + flen - 2, "/+") == 0);

@@ -11,7 +11,9 @@
  * back, and commands on stdin do the same per broker and add response latency. In librdkafka
  * 2.0.2 a broker that is down has its established connections closed and its listening socket
  * replaced by one that is bound but not listening: a client sees "connection refused" (not a
- * hang), and the port stays reserved, so the broker comes back on the same address.
+ * hang), and the port stays reserved, so the broker comes back on the same address. Before
+ * it closes them, Produce requests are refused and the responses already queued sent, so that
+ * no batch is stored twice (drain_before_down).
  *
  * Signals are taken through a signalfd and stdin is read by the same poll() loop; nothing is
  * done in a signal handler. They are blocked before librdkafka starts its threads, so no
@@ -23,6 +25,8 @@
  */
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+
+#include "config.h" /* tg_parse_int */
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -129,7 +133,8 @@ static void usage(FILE *out)
             "as the first line of stdout.\n"
             "\n"
             "Outages:\n"
-            "  SIGUSR1   take every broker down: connections are closed and new ones refused\n"
+            "  SIGUSR1   take every broker down: connections are closed (once the responses\n"
+            "            already queued are sent) and new ones refused\n"
             "  SIGUSR2   bring every broker back up, on the same ports\n"
             "  SIGTERM, SIGINT, SIGHUP  stop cleanly (exit status 0)\n"
             "\n"
@@ -200,14 +205,13 @@ static void reply(const char *fmt, ...)
     fflush(stdout);
 }
 
+/* tg_parse_int() for the longs of options and commands. */
 static bool parse_int(const char *s, long min, long max, long *out)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+    int64_t v;
+    if (tg_parse_int(s, min, max, &v) != TG_OK)
         return false;
-    *out = v;
+    *out = (long)v;
     return true;
 }
 
@@ -589,14 +593,84 @@ static struct broker *find_broker(struct devkafka *dk, int32_t id)
     return NULL;
 }
 
+/* The Kafka protocol's ProduceRequest. */
+#define API_PRODUCE 0
+/* Produce requests refused while a broker goes down (drain_before_down): more than can arrive
+ * in the few milliseconds it takes; those left are cleared once the broker is down. */
+#define DOWN_FENCE_ERRORS 4096
+/* Longest wait for responses a broker's RTT holds back before it goes down: "down" must not
+ * take a minute because "rtt all 60000" was set; beyond this, a held response may still be
+ * dropped (and its batch stored twice). */
+#define DOWN_DRAIN_MAX_MS 1000
+
+/*
+ * librdkafka 2.0.2's mock appends a Produce request's records to the partition log as it
+ * reads the request, and queues the response, which goes out on a later turn of its loop
+ * (after the broker's RTT). rd_kafka_mock_broker_set_down() closes the connections at once,
+ * dropping a queued response whose records are already in the log: the producer, which never
+ * got an answer, sends the batch again, and the mock, which checks the idempotent producer's
+ * sequence numbers only for transactional producers (rd_kafka_mock_validate_records), stores
+ * it a second time, right behind the first copy. A real broker would recognise the retry and
+ * store nothing. These were the 2 duplicates test_gw_acks_plugin saw once in many runs (and
+ * likely the 2 test_chaos_fleet saw once in CI): none of the gateway's making
+ * (test_devkafka_outage).
+ *
+ * So an outage is taken in three steps. From now on every Produce request is answered with a
+ * retriable error (NOT_ENOUGH_REPLICAS: nothing is appended, and the producer keeps the batch
+ * and sends it again after the outage); the responses already queued are let out, which
+ * takes the longest RTT set on a broker and then two turns of the mock's loop (each marked
+ * by a synchronous operation that changes nothing: the first may be served in the turn that
+ * queued the last response, the second is served in a later turn, after that response was
+ * written; an RTT above DOWN_DRAIN_MAX_MS is waited for only that long); and only then are
+ * the connections closed. The refusals go on the cluster's
+ * error stack; a broker with Produce errors of its own ("error" command) answers from those
+ * first, so there the fence holds only once they are used up.
+ */
+static rd_kafka_resp_err_t drain_before_down(struct devkafka *dk, int32_t id)
+{
+    static rd_kafka_resp_err_t fence[DOWN_FENCE_ERRORS];
+    for (size_t i = 0; i < DOWN_FENCE_ERRORS; i++)
+        fence[i] = RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS;
+    rd_kafka_mock_push_request_errors_array(dk->mc, API_PRODUCE, DOWN_FENCE_ERRORS, fence);
+
+    int rtt_ms = 0;
+    struct broker *marker = NULL; /* the broker whose RTT the no-op operations set again */
+    for (int i = 0; i < dk->n_brokers; i++) {
+        if (id != -1 && dk->brokers[i].id != id)
+            continue;
+        if (!marker)
+            marker = &dk->brokers[i];
+        if (dk->brokers[i].rtt_ms > rtt_ms)
+            rtt_ms = dk->brokers[i].rtt_ms;
+    }
+    if (rtt_ms > DOWN_DRAIN_MAX_MS)
+        rtt_ms = DOWN_DRAIN_MAX_MS;
+    if (rtt_ms > 0) { /* the mock holds each response that long; nothing to wait on */
+        struct timespec ts = {rtt_ms / 1000, (long)(rtt_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (int turn = 0; marker && turn < 2 && !err; turn++) {
+        mock_op_begin(dk);
+        err = rd_kafka_mock_broker_set_rtt(dk->mc, marker->id, marker->rtt_ms);
+        mock_op_end(dk);
+    }
+    return err;
+}
+
 /* Sets up/down for one broker (id) or all (id == -1). Returns the librdkafka error. */
 static rd_kafka_resp_err_t set_state(struct devkafka *dk, int32_t id, bool up,
                                      const char *cause)
 {
-    mock_op_begin(dk);
-    rd_kafka_resp_err_t err = up ? rd_kafka_mock_broker_set_up(dk->mc, id)
-                                 : rd_kafka_mock_broker_set_down(dk->mc, id);
-    mock_op_end(dk);
+    rd_kafka_resp_err_t err = up ? RD_KAFKA_RESP_ERR_NO_ERROR : drain_before_down(dk, id);
+    if (!err) {
+        mock_op_begin(dk);
+        err = up ? rd_kafka_mock_broker_set_up(dk->mc, id)
+                 : rd_kafka_mock_broker_set_down(dk->mc, id);
+        mock_op_end(dk);
+    }
+    if (!up) /* down, or failed: let Produce requests through again (see drain_before_down) */
+        rd_kafka_mock_clear_request_errors(dk->mc, API_PRODUCE);
     if (err)
         return err;
     for (int i = 0; i < dk->n_brokers; i++) {

@@ -9,12 +9,15 @@
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <librdkafka/rdkafka.h>
+
+#include "config.h" /* tg_parse_int */
 
 #define PROG "tidegate-topics"
 #define EXIT_FAILED 1
@@ -75,17 +78,6 @@ static void usage_error(const char *fmt, ...)
     va_end(ap);
     fputs(" (--help)\n", stderr);
     exit(EXIT_USAGE);
-}
-
-static bool parse_int(const char *s, long min, long max, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
 }
 
 static long long now_ms(void)
@@ -223,7 +215,7 @@ int main(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *brokers = NULL;
-    long partitions = 6, replication = 0, timeout_ms = DEFAULT_TIMEOUT_MS;
+    int64_t partitions = 6, replication = 0, timeout_ms = DEFAULT_TIMEOUT_MS;
     int opt;
 
     opterr = 0;
@@ -233,16 +225,16 @@ int main(int argc, char **argv)
             brokers = optarg;
             break;
         case 'p':
-            if (!parse_int(optarg, 1, PARTITIONS_MAX, &partitions))
+            if (tg_parse_int(optarg, 1, PARTITIONS_MAX, &partitions) != TG_OK)
                 usage_error("--partitions '%s': expected an integer from 1 to %d", optarg,
                             PARTITIONS_MAX);
             break;
         case 'r':
-            if (!parse_int(optarg, 1, 100, &replication))
+            if (tg_parse_int(optarg, 1, 100, &replication) != TG_OK)
                 usage_error("--replication '%s': expected an integer from 1 to 100", optarg);
             break;
         case 't':
-            if (!parse_int(optarg, 100, 3600000, &timeout_ms))
+            if (tg_parse_int(optarg, 100, 3600000, &timeout_ms) != TG_OK)
                 usage_error("--timeout-ms '%s': expected 100 to 3600000", optarg);
             break;
         case 'h':
@@ -282,7 +274,8 @@ int main(int argc, char **argv)
         int left = (int)(deadline - now_ms());
         int have = describe(rk, topics[i].name, left > 0 ? left : 1, &led, &brokers_seen);
         if (have < 0) {
-            fprintf(stderr, PROG ": no metadata from %s within %ld ms\n", brokers, timeout_ms);
+            fprintf(stderr, PROG ": no metadata from %s within %lld ms\n", brokers,
+                    (long long)timeout_ms);
             goto done;
         }
         if (have > 0) {
@@ -310,8 +303,8 @@ int main(int argc, char **argv)
                 sleep_ms(100);
         }
         if (!led) {
-            fprintf(stderr, PROG ": %s: partitions without a leader after %ld ms\n",
-                    topics[i].name, timeout_ms);
+            fprintf(stderr, PROG ": %s: partitions without a leader after %lld ms\n",
+                    topics[i].name, (long long)timeout_ms);
             goto done;
         }
     }

@@ -16,9 +16,16 @@
  * its records with at most [worker] stall_after_ms: when nothing arrives for longer (the
  * gateway cannot reach Kafka and holds its backlog, the whole fleet behind one gateway is
  * cut off), the clock stops, and so does every device's quiet time. The backlog that follows
- * fills the gap in event time, so nothing looks silent afterwards either. A partition the
- * worker is behind on (it did not process, by one sweep, what was there at the previous one)
- * or is replaying is not swept at all: its devices' records are still coming.
+ * fills the gap in event time, so nothing looks silent afterwards either.
+ *
+ * Silence while behind: on a partition the worker is behind on (it did not process, by one
+ * sweep, what was there at the previous one) the records keep coming but their event times
+ * are old, and a worker slower than real time would see every device pause on the wall clock.
+ * There the clock follows the partition's event time instead (the engine's highest event time
+ * of it), never running faster than the flow clock: quiet time is then measured in the time
+ * of the data, so catching up raises no false alert and a device that really stopped is
+ * still reported while the worker is behind. A partition being replayed is not swept (its
+ * outputs were committed by an earlier owner, and a sweep cannot be replayed).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -26,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "codec_canonical_decode.h"
 #include "consumer_internal.h"
@@ -271,6 +279,10 @@ static void handle_message(struct tg_consumer *cs, struct tg_canonical_decoder *
     /* A record fetched before a seek or a revoke is not ours to process any more. */
     if (!slot || !slot->assigned || msg->offset < slot->next_offset)
         return;
+    if (cs->test_delay_ms > 0 && access(cs->test_slow_file, F_OK) == 0) {
+        struct timespec nap = {cs->test_delay_ms / 1000, (cs->test_delay_ms % 1000) * 1000000};
+        nanosleep(&nap, NULL);
+    }
     tg_counter_inc(cs->m.consumed);
     int64_t mono = mono_ms(), gap = mono - slot->last_record_mono;
     if (gap > cs->stall_after_ms) {
@@ -285,6 +297,14 @@ static void handle_message(struct tg_consumer *cs, struct tg_canonical_decoder *
         tg_counter_inc(cs->m.replayed);
     struct tg_reading rd;
     tg_err e = decode(dec, msg, &rd);
+    /* The one admission check on the worker's clock (the engine reads none): an event time
+     * far in the future would become the partition's watermark, which its snapshot keeps.
+     * The gateway refuses readings more than [validate] max_skew_ms ahead of its clock, so
+     * only another producer or a broken clock gets here. A record judged again after a
+     * rewind is judged on a later clock: only one that was within seconds of the limit could
+     * be refused once and taken the second time. */
+    if (e == TG_OK && cs->max_future_ms > 0 && rd.ts_ms > wall_ms() + cs->max_future_ms)
+        e = TG_ERR_CLOCK_SKEW;
     if (e == TG_OK)
         e = tg_engine_process(cs->en, msg->partition, &rd);
     cs->suppress = false;
@@ -326,6 +346,40 @@ void consumer__slot_start(struct tg_consumer *cs, struct consumer_slot *slot, in
     slot->flow_ms = wall_ms();
     slot->last_record_mono = mono_ms();
     slot->hi_at_sweep = 0;
+    /* A new clock: the partition's series are new or restored, so none was seen by a sweep. */
+    slot->silence_clock = slot->clock_flow = slot->flow_ms;
+    slot->event_credit = 0;
+    slot->clock_event_known = false;
+}
+
+/* Advances slot's silence clock to this sweep (see the top of this file): by the flow clock's
+ * step while the worker keeps up; while it is behind, by no more than the event time
+ * processed since (event_credit), nor than the flow clock's step. */
+static void silence_clock_step(struct tg_consumer *cs, struct consumer_slot *slot, int32_t p,
+                               int64_t flow_now, bool behind)
+{
+    int64_t step = flow_now - slot->clock_flow;
+    if (step < 0)
+        step = 0;
+    slot->clock_flow = flow_now;
+    int64_t ev;
+    if (tg_engine_partition_max_ts(cs->en, p, &ev)) {
+        if (slot->clock_event_known && ev > slot->clock_event)
+            slot->event_credit += ev - slot->clock_event;
+        if (!slot->clock_event_known || ev > slot->clock_event)
+            slot->clock_event = ev;
+        slot->clock_event_known = true;
+    }
+    if (!behind || cs->test_behind_wall) {
+        slot->event_credit = 0;
+    } else {
+        if (step > slot->event_credit)
+            step = slot->event_credit;
+        slot->event_credit -= step;
+        if (slot->event_credit > CONSUMER_EVENT_CREDIT_MAX_MS)
+            slot->event_credit = CONSUMER_EVENT_CREDIT_MAX_MS;
+    }
+    slot->silence_clock += step;
 }
 
 /* The end of partition p as cached from the last fetch response, or -1. */
@@ -347,7 +401,7 @@ void consumer__sweep(struct tg_consumer *cs)
         return; /* the next sweep tries again */
     cs->sweep_clocks = clocks;
     int64_t mono = mono_ms();
-    int stalled = 0;
+    int stalled = 0, behind = 0;
     for (int32_t p = 0; p < cs->n_slots; p++) {
         struct consumer_slot *slot = &cs->slots[p];
         clocks[p] = -1;
@@ -362,11 +416,15 @@ void consumer__sweep(struct tg_consumer *cs)
         if (end > slot->hi_at_sweep)
             slot->hi_at_sweep = end;
         bool replaying = slot->next_offset < slot->replay_until;
-        stalled += !flowing || !caught_up;
-        if (caught_up && !replaying)
-            clocks[p] = slot->flow_ms + (gap > 0 ? gap : 0);
+        stalled += !flowing;
+        behind += !caught_up || replaying;
+        silence_clock_step(cs, slot, p, slot->flow_ms + (gap > 0 ? gap : 0),
+                           !caught_up || replaying);
+        if (!replaying)
+            clocks[p] = slot->silence_clock;
     }
     tg_gauge_set(cs->m.stalled, stalled);
+    tg_gauge_set(cs->m.behind, behind);
     cs->in_sweep = true;
     tg_engine_sweep_clocks(cs->en, clocks, (size_t)cs->n_slots, wall_ms());
     cs->in_sweep = false;
@@ -380,6 +438,7 @@ tg_err tg_consumer_run(struct tg_consumer *cs, atomic_bool *stop)
         return TG_ERR_NOMEM;
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(topics, cs->input_topic, RD_KAFKA_PARTITION_UA);
+    cs->subscribed = true;
     rd_kafka_resp_err_t ke = rd_kafka_subscribe(cs->consumer, topics);
     rd_kafka_topic_partition_list_destroy(topics);
     if (ke) {
@@ -618,7 +677,21 @@ tg_err tg_consumer_new(const struct tg_config *cfg, const char *instance_id,
     cs->sweep_interval_ms = tg_config_get_ms(cfg, "worker", "sweep_interval_ms");
     cs->shutdown_timeout_ms = tg_config_get_ms(cfg, "worker", "shutdown_timeout_ms");
     cs->snapshot_interval_ms = tg_config_get_ms(cfg, "worker", "snapshot_interval_ms");
+    cs->ckpt_max_records = (uint64_t)tg_config_get_int(cfg, "worker", "checkpoint_max_records");
+    cs->ckpt_max_bytes = tg_config_get_size(cfg, "worker", "checkpoint_max_bytes");
     cs->stall_after_ms = tg_config_get_ms(cfg, "worker", "stall_after_ms");
+    cs->max_future_ms = tg_config_get_ms(cfg, "worker", "max_future_ms");
+    const char *hook = getenv("TIDEGATE_TEST_SLOW_FILE");
+    if (hook && *hook) {
+        cs->test_slow_file = hook;
+        hook = getenv("TIDEGATE_TEST_RECORD_DELAY_MS");
+        cs->test_delay_ms = hook ? strtoll(hook, NULL, 10) : 0;
+    }
+    hook = getenv("TIDEGATE_TEST_BEHIND_CLOCK");
+    cs->test_behind_wall = hook && strcmp(hook, "wall") == 0;
+    hook = getenv("TIDEGATE_TEST_STALE_GENERATION");
+    cs->test_stale_commits = hook ? atoi(hook) : 0;
+    cs->test_stale_left = -1;
     consumer__metrics_register(cs, metrics);
 
     if (!(cs->en = tg_engine_new(ec, consumer__emit, cs))) {
@@ -657,9 +730,21 @@ void tg_consumer_destroy(struct tg_consumer *cs)
     if (!cs)
         return;
     /* tg_consumer_run() closed it (leaving the group); a consumer that never ran has nothing
-     * to close, and closing here would call the rebalance callback on a half-torn state. */
-    if (cs->consumer)
+     * to close, and closing here would call the rebalance callback on a half-torn state.
+     * One that subscribed but was stopped before its first assignment is left as it is:
+     * librdkafka before 2.3.0 asserts in rd_kafka_destroy() on the cooperative-sticky
+     * assignor's state, which only exists after an assignment (librdkafka issue 4312, fixed
+     * by PR 4381), and so aborted about every second worker stopped while it joined its
+     * group (a second on a real broker, several on devkafka). It has left the group; the
+     * process is about to exit, which frees it. */
+    if (cs->consumer && (cs->group_assigned || !cs->subscribed)) {
         rd_kafka_destroy_flags(cs->consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    } else if (cs->consumer) {
+        static rd_kafka_t *parked; /* reachable until exit, for leak checkers */
+        parked = cs->consumer;
+        TG_LOG_DEBUG("consumer", "not destroying the group consumer %s: never assigned "
+                                 "(librdkafka issue 4312)", rd_kafka_name(parked));
+    }
     if (cs->restorer) {
         rd_kafka_consumer_close(cs->restorer);
         rd_kafka_destroy(cs->restorer);
@@ -668,6 +753,8 @@ void tg_consumer_destroy(struct tg_consumer *cs)
         rd_kafka_destroy(cs->producer);
     tg_engine_destroy(cs->en);
     free(cs->sweep_clocks);
+    if (cs->test_md)
+        rd_kafka_mem_free(NULL, cs->test_md);
     free(cs->slots);
     free(cs);
 }

@@ -24,7 +24,7 @@
 #include "metrics.h"
 
 /* Alert kinds and states counted separately; a kind the engine adds later counts as "other". */
-enum { CONSUMER_KINDS = 7, CONSUMER_STATES = 3 };
+enum { CONSUMER_KINDS = 8, CONSUMER_STATES = 3 };
 extern const char *const consumer__kinds[CONSUMER_KINDS];
 extern const char *const consumer__states[CONSUMER_STATES];
 
@@ -34,6 +34,11 @@ extern const char *const consumer__states[CONSUMER_STATES];
 /* Suffix of the checkpoint marker's key: "<partition>/@ckpt" = the offset the partition's
  * snapshots before it cover (see consumer_txn.c). */
 #define CONSUMER_CKPT_KEY "/@ckpt"
+/* Suffix of the marker that opens a checkpoint: "<partition>/@begin" = the offset it will
+ * cover. A checkpoint larger than [worker] checkpoint_max_records/_bytes spans several
+ * transactions between its @begin and its @ckpt; a restore drops the snapshots of one that
+ * never reached its @ckpt (consumer_state.c). */
+#define CONSUMER_BEGIN_KEY "/@begin"
 
 /* One partition of the input topic, indexed by partition number. */
 struct consumer_slot {
@@ -49,6 +54,7 @@ struct consumer_slot {
     bool state_changed;    /* engine state of the partition changed since its checkpoint */
     bool ckpt_due;         /* checkpoint at the next commit (assigned, swept, revoked, stop) */
     bool ckpt_now;         /* chosen for the commit in progress */
+    bool ckpt_split;       /* ... too large for it: written in transactions of its own */
     int64_t next_ckpt_ms;  /* monotonic ms when the periodic checkpoint is due */
     int64_t replay_until;  /* outputs of the records below were committed by an earlier
                             * owner: they are processed again with outputs suppressed */
@@ -57,18 +63,33 @@ struct consumer_slot {
      * out. flow_ms is the clock at last_record_mono (monotonic ms of the last record). */
     int64_t flow_ms, last_record_mono;
     int64_t hi_at_sweep;   /* the partition's end as cached at the previous sweep */
+    /* The clock handed to the sweep (consumer__sweep): it follows the flow clock while the
+     * worker keeps up, and the partition's event time (never faster than the flow clock)
+     * while it is behind. clock_flow and clock_event are the flow clock and the engine's
+     * highest event time of the partition at the previous sweep; event_credit is event time
+     * processed while behind that the clock has not yet taken. */
+    int64_t silence_clock, clock_flow, clock_event, event_credit;
+    bool clock_event_known;
 };
+
+/* Most event time a behind partition's silence clock may hold in credit (ms): event time runs
+ * ahead of the flow clock while a backlog is read faster than real time, and a device whose
+ * clock is far ahead moves the partition's highest event time in one jump; neither may later
+ * let the clock run at the flow clock's pace once the worker is slower than real time. */
+#ifndef CONSUMER_EVENT_CREDIT_MAX_MS
+#define CONSUMER_EVENT_CREDIT_MAX_MS 10000
+#endif
 
 struct consumer_metrics {
     struct tg_counter *consumed, *restored_records, *restore_errors, *restore_timeouts;
-    struct tg_counter *commits, *aborts, *fenced, *late, *evicted, *aggregates;
+    struct tg_counter *commits, *aborts, *fenced, *late, *evicted, *refused, *aggregates;
     struct tg_counter *snapshot_records, *snapshot_bytes, *assigned_total, *revoked_total,
         *lost_total;
-    struct tg_counter *checkpoints, *replayed, *suppressed, *stalls;
-    struct tg_gauge *stalled;
+    struct tg_counter *checkpoints, *checkpoint_parts, *replayed, *suppressed, *stalls;
+    struct tg_gauge *stalled, *behind;
     struct tg_counter *alerts[CONSUMER_KINDS][CONSUMER_STATES];
     struct tg_gauge *series, *state_bytes, *partitions;
-    struct tg_histogram *restore_seconds, *commit_seconds, *latency;
+    struct tg_histogram *restore_seconds, *commit_seconds, *latency, *txn_snapshot_records;
     struct tg_metrics *registry;
 };
 
@@ -86,7 +107,11 @@ struct tg_consumer {
     char transactional_id[96];
     const char *input_topic, *alerts_topic, *aggregates_topic, *state_topic; /* in cfg */
     int64_t commit_interval_ms, sweep_interval_ms, txn_timeout_ms, restore_timeout_ms,
-        shutdown_timeout_ms, session_timeout_ms, snapshot_interval_ms, stall_after_ms;
+        shutdown_timeout_ms, session_timeout_ms, snapshot_interval_ms, stall_after_ms,
+        max_future_ms;
+    /* Bounds of one transaction's snapshot records ([worker] checkpoint_max_records and
+     * checkpoint_max_bytes): a larger checkpoint is spread over several (consumer_txn.c). */
+    uint64_t ckpt_max_records, ckpt_max_bytes;
     int offset_reset;                      /* enum tg_worker_offset_reset */
 
     struct tg_engine *en;
@@ -103,6 +128,22 @@ struct tg_consumer {
     bool suppress;      /* the record being processed is replayed: its outputs were committed */
     bool in_sweep;      /* inside tg_engine_sweep_clocks(): outputs come from the sweep */
     int64_t *sweep_clocks; /* per partition, n_slots of them */
+    /* Test hooks, from the environment at start (README, "Silence, or a stall upstream"):
+     * TIDEGATE_TEST_RECORD_DELAY_MS sleeps that long before each record while the file
+     * TIDEGATE_TEST_SLOW_FILE exists (a worker slower than its input), and
+     * TIDEGATE_TEST_BEHIND_CLOCK=wall judges behind partitions on the flow clock (the control
+     * run of test_worker_lag). */
+    int64_t test_delay_ms;
+    const char *test_slow_file;
+    bool test_behind_wall;
+    /* TIDEGATE_TEST_STALE_GENERATION=N: after each change of the group's generation, the
+     * next N commits that send offsets send them with the group metadata from before the
+     * change, as a commit racing a rebalance does (consumer_txn.c; test_worker_rebalance).
+     * test_md is the metadata last sent legitimately (rd_kafka_mem_free()); test_stale_left
+     * is -1 outside such a run of commits. */
+    int test_stale_commits, test_stale_left;
+    void *test_md;
+    size_t test_md_len;
     uint64_t txn_alerts[CONSUMER_KINDS][CONSUMER_STATES];
     uint64_t txn_aggregates;
     uint64_t txn_snapshot_records, txn_snapshot_bytes;
@@ -113,6 +154,8 @@ struct tg_consumer {
     struct tg_engine_stats last_stats; /* as of the last metrics update */
     struct consumer_metrics m;
     _Atomic int health;                /* enum consumer_health */
+    bool subscribed;                   /* tg_consumer_run() subscribed the group consumer */
+    bool group_assigned;               /* ... and it has had an assignment (even empty) */
 };
 
 /* consumer.c */

@@ -28,6 +28,7 @@
  * (the group moved on without us) cannot be committed for: the transaction is aborted and the
  * partitions we keep are rewound.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,7 @@
 
 #include "consumer_internal.h"
 #include "log.h"
+#include "state_fold.h"
 #include "worker_config.h"
 
 static int64_t mono_ms(void)
@@ -45,14 +47,6 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* One state record kept for the restore. */
-struct srec {
-    char *key;
-    size_t key_len;
-    void *value; /* NULL for a tombstone */
-    size_t value_len;
-};
-
 /* The restore of one partition. */
 struct prestore {
     int32_t partition;
@@ -61,112 +55,49 @@ struct prestore {
     int64_t resume;      /* the last offset marker's offset, or -1 */
     int64_t ckpt;        /* the checkpoint marker's offset that preceded it, or -1 */
     int64_t ckpt_seen;   /* the latest checkpoint marker read so far, or -1 */
-    struct srec *recs;
-    size_t n, cap;
-    size_t committed_n;  /* recs[0 .. committed_n) precede the last marker */
+    bool in_ckpt;        /* a @begin was read and its @ckpt not yet */
+    struct tg_state_fold *fold; /* latest value per key; committed = before the last marker */
+    uint64_t records;    /* snapshot records read (tombstones included) */
     char prefix[16];     /* "<p>/" */
     size_t prefix_len;
 };
 
-static void prestore_clear(struct prestore *pr)
+struct apply_ctx {
+    struct tg_consumer *cs;
+    size_t restored;
+    uint64_t *bad;
+};
+
+static void apply_one(void *ud, const char *key, size_t key_len, const void *value,
+                      size_t value_len)
 {
-    for (size_t i = 0; i < pr->n; i++) {
-        free(pr->recs[i].key);
-        free(pr->recs[i].value);
-    }
-    free(pr->recs);
-    pr->recs = NULL;
-    pr->n = pr->cap = pr->committed_n = 0;
+    struct apply_ctx *ac = ud;
+    if (tg_engine_restore(ac->cs->en, key, key_len, value, value_len) == TG_OK)
+        ac->restored++;
+    else
+        (*ac->bad)++;
 }
 
-static tg_err prestore_add(struct prestore *pr, const void *key, size_t key_len,
-                           const void *value, size_t value_len)
-{
-    if (pr->n == pr->cap) {
-        size_t cap = pr->cap ? pr->cap * 2 : 256;
-        struct srec *r = realloc(pr->recs, cap * sizeof *r);
-        if (!r)
-            return TG_ERR_NOMEM;
-        pr->recs = r;
-        pr->cap = cap;
-    }
-    struct srec *r = &pr->recs[pr->n];
-    r->key = malloc(key_len + 1);
-    r->value = value_len ? malloc(value_len) : NULL;
-    if (!r->key || (value_len && !r->value)) {
-        free(r->key);
-        free(r->value);
-        return TG_ERR_NOMEM;
-    }
-    memcpy(r->key, key, key_len);
-    r->key[key_len] = '\0';
-    r->key_len = key_len;
-    if (value_len)
-        memcpy(r->value, value, value_len);
-    r->value_len = value_len;
-    pr->n++;
-    return TG_OK;
-}
-
-static uint64_t hash_key(const char *key, size_t len)
-{
-    uint64_t h = 1469598103934665603u; /* FNV-1a */
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)key[i];
-        h *= 1099511628211u;
-    }
-    return h;
-}
-
-/* Hands the latest committed value of each key to the engine, in the order the keys were last
- * written. Returns the number of pairs restored; malformed ones are counted in *bad. */
+/* Hands the latest committed value of each key to the engine (tombstones drop it), in the
+ * order the keys were last written. Returns the number of pairs restored; malformed ones are
+ * counted in *bad. */
 static size_t prestore_apply(struct tg_consumer *cs, struct prestore *pr, uint64_t *bad)
 {
-    size_t n = pr->committed_n, restored = 0;
-    if (n == 0)
+    if (!pr->fold)
         return 0;
-    size_t cap = 16;
-    while (cap < 2 * n)
-        cap *= 2;
-    size_t *table = malloc(cap * sizeof *table); /* index + 1 of the latest record per key */
-    if (!table) {
-        /* Without the table, restoring every record in order still gives latest-wins for
-         * values; only tombstones could not remove an earlier value. */
+    struct apply_ctx ac = {cs, 0, bad};
+    if (tg_state_fold_foreach(pr->fold, apply_one, &ac) == (size_t)-1)
         TG_LOG_ERROR("restore", "out of memory restoring partition %" PRId32, pr->partition);
-        return 0;
-    }
-    memset(table, 0, cap * sizeof *table);
-    for (size_t i = 0; i < n; i++) {
-        struct srec *r = &pr->recs[i];
-        size_t h = (size_t)hash_key(r->key, r->key_len) & (cap - 1);
-        while (table[h]) {
-            struct srec *o = &pr->recs[table[h] - 1];
-            if (o->key_len == r->key_len && memcmp(o->key, r->key, r->key_len) == 0)
-                break;
-            h = (h + 1) & (cap - 1);
-        }
-        table[h] = i + 1;
-    }
-    for (size_t i = 0; i < n; i++) {
-        struct srec *r = &pr->recs[i];
-        if (!r->value)
-            continue; /* tombstone, or superseded below */
-        size_t h = (size_t)hash_key(r->key, r->key_len) & (cap - 1);
-        while (table[h]) {
-            struct srec *o = &pr->recs[table[h] - 1];
-            if (o->key_len == r->key_len && memcmp(o->key, r->key, r->key_len) == 0)
-                break;
-            h = (h + 1) & (cap - 1);
-        }
-        if (table[h] != i + 1)
-            continue; /* a later record of this key wins */
-        if (tg_engine_restore(cs->en, r->key, r->key_len, r->value, r->value_len) == TG_OK)
-            restored++;
-        else
-            (*bad)++;
-    }
-    free(table);
-    return restored;
+    return ac.restored;
+}
+
+/* Whether msg's key is partition pr's marker "<p><suffix>". */
+static bool is_marker(const struct prestore *pr, const rd_kafka_message_t *msg,
+                      const char *suffix)
+{
+    size_t n = strlen(suffix);
+    return msg->key_len == pr->prefix_len - 1 + n &&
+           memcmp((const char *)msg->key + pr->prefix_len - 1, suffix, n) == 0;
 }
 
 static void handle_state_record(struct tg_consumer *cs, struct prestore *pr,
@@ -177,37 +108,82 @@ static void handle_state_record(struct tg_consumer *cs, struct prestore *pr,
         (*bad)++; /* not of this partition: written by something else */
         return;
     }
-    size_t marker_len = pr->prefix_len - 1 + strlen(CONSUMER_OFFSET_KEY);
-    size_t ckpt_len = pr->prefix_len - 1 + strlen(CONSUMER_CKPT_KEY);
-    bool is_ckpt = msg->key_len == ckpt_len &&
-                   memcmp((const char *)msg->key + pr->prefix_len - 1, CONSUMER_CKPT_KEY,
-                          strlen(CONSUMER_CKPT_KEY)) == 0;
-    if (is_ckpt || (msg->key_len == marker_len &&
-                    memcmp((const char *)msg->key + pr->prefix_len - 1, CONSUMER_OFFSET_KEY,
-                           strlen(CONSUMER_OFFSET_KEY)) == 0)) {
+    bool is_ckpt = is_marker(pr, msg, CONSUMER_CKPT_KEY);
+    bool is_begin = is_marker(pr, msg, CONSUMER_BEGIN_KEY);
+    if (is_ckpt || is_begin || is_marker(pr, msg, CONSUMER_OFFSET_KEY)) {
         char buf[32];
         size_t len = msg->len < sizeof buf - 1 ? msg->len : sizeof buf - 1;
         memcpy(buf, msg->payload ? msg->payload : "", len);
         buf[len] = '\0';
         char *end;
+        errno = 0;
         long long off = strtoll(buf, &end, 10);
-        if (len == 0 || *end || off < 0) {
+        if (len == 0 || len != msg->len || *end || errno || off < 0) {
             (*bad)++;
+            return;
+        }
+        if (is_begin) {
+            /* A checkpoint opens; snapshots still pending belong to one that never reached
+             * its @ckpt (its owner died between two of its transactions): dropped. */
+            tg_state_fold_rollback(pr->fold);
+            pr->in_ckpt = true;
             return;
         }
         if (is_ckpt) {
             pr->ckpt_seen = off; /* counts once an offset marker follows it */
+            pr->in_ckpt = false;
             return;
         }
         pr->resume = off;
         pr->ckpt = pr->ckpt_seen;
-        pr->committed_n = pr->n;
+        /* An offset marker inside an open checkpoint: the next owner's, after a checkpoint
+         * spread over several transactions stopped half-way. Its snapshots are dropped. */
+        if (pr->in_ckpt)
+            tg_state_fold_rollback(pr->fold);
+        else
+            tg_state_fold_commit(pr->fold);
+        pr->in_ckpt = false;
         return;
     }
-    if (prestore_add(pr, msg->key, msg->key_len, msg->payload, msg->payload ? msg->len : 0) !=
-        TG_OK)
+    pr->records++;
+    if (tg_state_fold_put(pr->fold, msg->key, msg->key_len, msg->payload,
+                          msg->payload ? msg->len : 0) != TG_OK)
         (*bad)++;
     (void)cs;
+}
+
+/* A marker beyond the input partition's end does not belong to this input topic: it was
+ * recreated (its offsets start again at 0) while the state topic kept the old one's markers,
+ * or something else wrote the state topic. Resuming there would skip every record up to that
+ * offset without a word (the consumer would reset to auto_offset_reset, and the records
+ * below the marker would then be taken for ones fetched before a seek). The markers are
+ * dropped and counted; the partition resumes as if it had none (the group's committed
+ * offset, else auto_offset_reset), with the series state it restored. */
+/* Returns false when the cluster did not answer (the caller then checks no further: each
+ * query would wait as long again). */
+static bool markers_check(struct tg_consumer *cs, struct prestore *pr, uint64_t *bad)
+{
+    if (pr->resume < 0 && pr->ckpt < 0)
+        return true;
+    int64_t lo = 0, hi = 0;
+    rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(cs->restorer, cs->input_topic,
+                                                             pr->partition, &lo, &hi, 10000);
+    if (e) {
+        TG_LOG_WARN("restore", "watermarks of %s[%" PRId32 "]: %s: markers not checked",
+                    cs->input_topic, pr->partition, rd_kafka_err2str(e));
+        return false;
+    }
+    if (pr->resume <= hi && pr->ckpt <= hi)
+        return true;
+    TG_LOG_WARN("restore",
+                "%s[%" PRId32 "]: the state's offset marker (%" PRId64 ") or checkpoint (%" PRId64
+                ") is beyond the end of %s[%" PRId32 "] (%" PRId64 "): the input topic was "
+                "recreated, or something else wrote the state topic; ignoring the markers",
+                cs->state_topic, pr->partition, pr->resume, pr->ckpt, cs->input_topic,
+                pr->partition, hi);
+    pr->resume = pr->ckpt = -1;
+    (*bad)++;
+    return true;
 }
 
 tg_err consumer__restore(struct tg_consumer *cs, rd_kafka_topic_partition_list_t *parts)
@@ -229,6 +205,10 @@ tg_err consumer__restore(struct tg_consumer *cs, rd_kafka_topic_partition_list_t
         pr->partition = p;
         pr->resume = pr->ckpt = pr->ckpt_seen = -1;
         pr->prefix_len = (size_t)snprintf(pr->prefix, sizeof pr->prefix, "%" PRId32 "/", p);
+        if (!(pr->fold = tg_state_fold_new())) {
+            rc = TG_ERR_NOMEM;
+            goto out;
+        }
         struct consumer_slot *slot = consumer__slot(cs, p);
         if (slot)
             slot->replay_until = -1;
@@ -309,6 +289,9 @@ tg_err consumer__restore(struct tg_consumer *cs, rd_kafka_topic_partition_list_t
         rd_kafka_assign(cs->restorer, NULL);
     }
 
+    for (int i = 0; i < n; i++)
+        if (!markers_check(cs, &prs[i], &bad))
+            break;
     /* Where each partition resumes: its marker, else the group's committed offset (a state
      * topic that was emptied), else [kafka] auto_offset_reset. */
     rd_kafka_topic_partition_list_t *committed = rd_kafka_topic_partition_list_new(n ? n : 1);
@@ -342,14 +325,15 @@ tg_err consumer__restore(struct tg_consumer *cs, rd_kafka_topic_partition_list_t
             off = cs->offset_reset == TG_WORKER_RESET_LATEST ? RD_KAFKA_OFFSET_END
                                                              : RD_KAFKA_OFFSET_BEGINNING;
         parts->elems[i].offset = off;
-        TG_LOG_DEBUG("restore", "%s[%" PRId32 "]: %zu of %zu records before the last marker, "
-                     "resuming at %" PRId64 ", outputs suppressed up to %" PRId64,
-                     cs->state_topic, pr->partition, pr->committed_n, pr->n, off, replay_until);
+        TG_LOG_DEBUG("restore", "%s[%" PRId32 "]: %" PRIu64 " snapshot records of %zu keys "
+                     "(%zu bytes held), resuming at %" PRId64 ", outputs suppressed up to %" PRId64,
+                     cs->state_topic, pr->partition, pr->records, tg_state_fold_keys(pr->fold),
+                     tg_state_fold_bytes(pr->fold), off, replay_until);
     }
     rd_kafka_topic_partition_list_destroy(committed);
 out:
     for (int i = 0; i < n; i++)
-        prestore_clear(&prs[i]);
+        tg_state_fold_destroy(prs[i].fold);
     free(prs);
     rd_kafka_topic_partition_list_destroy(state);
     if (bad)
@@ -436,6 +420,7 @@ void consumer__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         used += (size_t)snprintf(list + used, sizeof list - used, "%s%" PRId32, i ? "," : "",
                                  parts->elems[i].partition);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        cs->group_assigned = true; /* the assignor's state exists from here on */
         /* A cooperative rebalance that adds nothing still calls this, with an empty list. */
         if (parts->cnt > 0)
             TG_LOG_INFO("consumer", "assigned %s[%s]", cs->input_topic, list);

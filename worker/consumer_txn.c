@@ -2,11 +2,11 @@
  * consumer_txn.c - the worker's transactions: outputs, snapshots and offsets committed as one.
  *
  * One transaction is open at all times. Outputs are produced into it as the engine emits
- * them; every commit interval consumer__txn_commit() adds, for each partition that moved, an
- * offset marker ("<p>/@offset" = the next offset whose outputs are not committed) to
- * partition p of the state topic, sends the consumed offsets to the transaction
- * (rd_kafka_send_offsets_to_transaction, with the group's metadata, so a worker that lost its
- * partitions in a rebalance cannot commit for them) and commits. Then a new one begins.
+ * them; every commit interval consumer__txn_commit() flushes them, sends the consumed offsets
+ * to the transaction (rd_kafka_send_offsets_to_transaction, with the group's metadata, so a
+ * worker that lost its partitions in a rebalance cannot commit for them), adds for each
+ * partition that moved an offset marker ("<p>/@offset" = the next offset whose outputs are
+ * not committed) to partition p of the state topic, and commits. Then a new one begins.
  *
  * Checkpoints: a partition's state is written only every [worker] snapshot_interval_ms (and
  * on assignment, revoke, SIGTERM, and in the transaction of a sweep that changed it): its
@@ -260,6 +260,170 @@ static void produce_snapshot(void *ud, int32_t partition, const void *key, size_
     sc->cs->txn_snapshot_bytes += key_len + value_len;
 }
 
+/* Produces the marker "<p><suffix>" = offset into the open transaction. */
+static tg_err produce_marker(struct tg_consumer *cs, int32_t p, const char *suffix,
+                             int64_t offset)
+{
+    char key[32], value[32];
+    int klen = snprintf(key, sizeof key, "%" PRId32 "%s", p, suffix);
+    int vlen = snprintf(value, sizeof value, "%" PRId64, offset);
+    cs->txn_snapshot_records++;
+    cs->txn_snapshot_bytes += (uint64_t)(klen + vlen);
+    return consumer__produce(cs, cs->state_topic, p, key, (size_t)klen, value, (size_t)vlen, 0,
+                             NULL);
+}
+
+/* After a partition's checkpoint committed. */
+static void checkpoint_done(struct tg_consumer *cs, struct consumer_slot *slot, int64_t now_ms)
+{
+    slot->ckpt_now = slot->ckpt_split = slot->ckpt_due = slot->state_changed = false;
+    /* On its schedule (which keeps partitions apart), unless it fell behind; an early
+     * checkpoint (assign, sweep) leaves the schedule as it was. */
+    if (now_ms >= slot->next_ckpt_ms) {
+        slot->next_ckpt_ms += cs->snapshot_interval_ms;
+        if (slot->next_ckpt_ms <= now_ms)
+            slot->next_ckpt_ms = now_ms + cs->snapshot_interval_ms;
+    }
+    tg_counter_inc(cs->m.checkpoints);
+}
+
+static bool want_one(void *ud, int32_t partition)
+{
+    return partition == *(const int32_t *)ud;
+}
+
+static tg_err commit_retrying(struct tg_consumer *cs, int timeout_ms, rd_kafka_error_t **error)
+{
+    /* A retriable error (a timeout) leaves the commit in progress: calling again resumes it. */
+    for (int attempt = 0;; attempt++) {
+        *error = rd_kafka_commit_transaction(cs->producer, timeout_ms);
+        if (!*error || !rd_kafka_error_is_retriable(*error) || attempt >= 2 ||
+            (cs->stop && atomic_load(cs->stop)))
+            break;
+        TG_LOG_WARN("txn", "commit: %s; retrying", rd_kafka_error_string(*error));
+        rd_kafka_error_destroy(*error);
+    }
+    return *error ? TG_ERR_UNAVAILABLE : TG_OK;
+}
+
+/* The checkpoints of partitions marked ckpt_split, each in transactions of at most
+ * checkpoint_max_records/_bytes snapshot records, right after the transaction that committed
+ * the outputs and offsets up to them: nothing is processed in between, so every part holds
+ * the state at the same offset. The first part opens with "<p>/@begin"; the last one ends
+ * with the checkpoint marker and the offset marker (and sends the partition's offset again
+ * with the group's metadata, so a worker that lost the partition meanwhile cannot complete
+ * it). A restore that finds a @begin not followed by its @ckpt before the next offset marker
+ * (the worker died between two parts) drops those snapshots and uses the checkpoint before.
+ *
+ * What this gives up: a sweep's outputs committed in the first transaction whose checkpoint
+ * is then not completed are redone by the next owner's own sweep (README). Runs with a
+ * transaction open; leaves one open. */
+static tg_err commit_split_checkpoints(struct tg_consumer *cs, int timeout_ms)
+{
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_topic_partition_list_t *offsets = NULL;
+    for (int32_t p = 0; p < cs->n_slots; p++) {
+        struct consumer_slot *slot = &cs->slots[p];
+        if (!slot->ckpt_split)
+            continue;
+        bool first = true, more = true;
+        while (more) {
+            double t0 = mono_s();
+            if (!cs->txn_open || cs->txn_failed)
+                goto fail;
+            if (first && produce_marker(cs, p, CONSUMER_BEGIN_KEY, slot->next_offset) != TG_OK)
+                goto fail;
+            first = false;
+            struct snap_ctx sc = {cs, TG_OK};
+            more = tg_engine_snapshot_dirty_max(cs->en, want_one, &p,
+                                                (size_t)cs->ckpt_max_records,
+                                                (size_t)cs->ckpt_max_bytes, produce_snapshot, &sc);
+            if (sc.err != TG_OK)
+                goto fail;
+            if (!more) {
+                if (produce_marker(cs, p, CONSUMER_CKPT_KEY, slot->next_offset) != TG_OK ||
+                    produce_marker(cs, p, CONSUMER_OFFSET_KEY, output_offset(slot)) != TG_OK)
+                    goto fail;
+                offsets = rd_kafka_topic_partition_list_new(1);
+                rd_kafka_topic_partition_list_add(offsets, cs->input_topic, p)->offset =
+                    output_offset(slot);
+                rd_kafka_consumer_group_metadata_t *cgmd =
+                    rd_kafka_consumer_group_metadata(cs->consumer);
+                error = rd_kafka_send_offsets_to_transaction(cs->producer, offsets, cgmd,
+                                                             timeout_ms);
+                rd_kafka_consumer_group_metadata_destroy(cgmd);
+                rd_kafka_topic_partition_list_destroy(offsets);
+                offsets = NULL;
+                if (error)
+                    goto fail;
+            }
+            if (commit_retrying(cs, timeout_ms, &error) != TG_OK)
+                goto fail;
+            cs->txn_open = false;
+            TG_LOG_DEBUG("txn", "committed part of the checkpoint of %s[%" PRId32 "]: %" PRIu64
+                         " records, %" PRIu64 " bytes in %.1f ms%s",
+                         cs->input_topic, p, cs->txn_snapshot_records, cs->txn_snapshot_bytes,
+                         (mono_s() - t0) * 1e3, more ? "" : " (the last)");
+            tg_counter_inc(cs->m.commits);
+            tg_counter_inc(cs->m.checkpoint_parts);
+            tg_histogram_observe(cs->m.commit_seconds, mono_s() - t0);
+            consumer__metrics_committed(cs);
+            if (!more)
+                checkpoint_done(cs, slot, (int64_t)(mono_s() * 1000));
+            if (consumer__txn_begin(cs) != TG_OK)
+                goto fail;
+        }
+    }
+    return TG_OK;
+fail:
+    TG_LOG_WARN("txn", "checkpoint transaction failed%s%s: aborting and rewinding to the last "
+                "commit", error ? ": " : "", error ? rd_kafka_error_string(error) : "");
+    for (int32_t p = 0; p < cs->n_slots; p++)
+        cs->slots[p].ckpt_split = false; /* the rewind restores and checkpoints again */
+    after_failure(cs, error);
+    if (error)
+        rd_kafka_error_destroy(error);
+    return TG_ERR_UNAVAILABLE;
+}
+
+/* The test hook TIDEGATE_TEST_STALE_GENERATION (consumer_internal.h): returns the group
+ * metadata to send, cur itself or, for the first commits after the generation changed, the
+ * metadata from before the change (cur is then destroyed). The broker refuses those with
+ * ILLEGAL_GENERATION, as it refuses a commit that races a rebalance. */
+static rd_kafka_consumer_group_metadata_t *
+test_group_metadata(struct tg_consumer *cs, rd_kafka_consumer_group_metadata_t *cur)
+{
+    void *bytes = NULL;
+    size_t len = 0;
+    rd_kafka_error_t *error = rd_kafka_consumer_group_metadata_write(cur, &bytes, &len);
+    if (error) {
+        rd_kafka_error_destroy(error);
+        return cur;
+    }
+    bool changed = cs->test_md && (len != cs->test_md_len || memcmp(bytes, cs->test_md, len));
+    if (changed && cs->test_stale_left < 0)
+        cs->test_stale_left = cs->test_stale_commits;
+    if (changed && cs->test_stale_left > 0) {
+        rd_kafka_consumer_group_metadata_t *stale = NULL;
+        error = rd_kafka_consumer_group_metadata_read(&stale, cs->test_md, cs->test_md_len);
+        rd_kafka_mem_free(NULL, bytes);
+        if (error) {
+            rd_kafka_error_destroy(error);
+            return cur;
+        }
+        cs->test_stale_left--;
+        TG_LOG_INFO("txn", "test hook: sending offsets with the group's previous generation");
+        rd_kafka_consumer_group_metadata_destroy(cur);
+        return stale;
+    }
+    if (cs->test_md)
+        rd_kafka_mem_free(NULL, cs->test_md);
+    cs->test_md = bytes;
+    cs->test_md_len = len;
+    cs->test_stale_left = -1;
+    return cur;
+}
+
 tg_err consumer__txn_commit(struct tg_consumer *cs, int timeout_ms)
 {
     double t0 = mono_s();
@@ -278,12 +442,50 @@ tg_err consumer__txn_commit(struct tg_consumer *cs, int timeout_ms)
         goto fail;
     }
     double t_flushed = mono_s();
+    /* The offsets next, before the state: a commit that raced a rebalance is refused here
+     * (ILLEGAL_GENERATION), and then nothing is queued or in flight. Snapshots and markers
+     * produced before it had to be purged by the abort, and librdkafka 2.0.2 then failed the
+     * next transaction as well ("skipped sequence numbers") or spent the whole transaction
+     * timeout aborting. In one transaction the order changes nothing that readers see. */
+    offsets = rd_kafka_topic_partition_list_new(8);
+    for (int32_t p = 0; p < cs->n_slots; p++) {
+        const struct consumer_slot *slot = &cs->slots[p];
+        if (slot->assigned && slot->position_known && slot->advanced)
+            rd_kafka_topic_partition_list_add(offsets, cs->input_topic, p)->offset =
+                output_offset(slot);
+    }
+    if (offsets->cnt > 0) {
+        rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(cs->consumer);
+        if (cs->test_stale_commits > 0 && !(cs->stop && atomic_load(cs->stop)))
+            cgmd = test_group_metadata(cs, cgmd); /* not the last commit of a SIGTERM */
+        error = rd_kafka_send_offsets_to_transaction(cs->producer, offsets, cgmd, timeout_ms);
+        rd_kafka_consumer_group_metadata_destroy(cgmd);
+        if (error)
+            goto fail;
+    }
+    /* A checkpoint too large for one transaction (a flood of new series) is left out of this
+     * one, which commits the outputs and offsets, and written by the transactions that
+     * follow (commit_split_checkpoints). One that fits goes here, as a whole. */
+    bool split = false;
+    if (ckpt && tg_engine_snapshot_pending(cs->en, want_partition, cs) > cs->ckpt_max_records)
+        for (int32_t p = 0; p < cs->n_slots; p++) {
+            struct consumer_slot *slot = &cs->slots[p];
+            if (slot->ckpt_now)
+                split = slot->ckpt_split = true;
+            slot->ckpt_now = false;
+        }
     struct snap_ctx sc = {cs, TG_OK};
-    if (ckpt)
+    if (ckpt && !split) {
+        /* Opens each checkpoint: a restore drops the snapshots of an earlier one that never
+         * completed (consumer_state.c). */
+        for (int32_t p = 0; p < cs->n_slots; p++)
+            if (cs->slots[p].ckpt_now &&
+                produce_marker(cs, p, CONSUMER_BEGIN_KEY, cs->slots[p].next_offset) != TG_OK)
+                goto fail;
         tg_engine_snapshot_dirty_if(cs->en, want_partition, cs, produce_snapshot, &sc);
+    }
     if (sc.err != TG_OK)
         goto fail;
-    offsets = rd_kafka_topic_partition_list_new(8);
     /* Markers for every held partition that advanced or is checkpointed: a restore takes
      * the state before the last offset marker and ignores what follows it. The checkpoint
      * marker goes first, so a visible offset marker (on a cluster without isolation) implies
@@ -292,63 +494,22 @@ tg_err consumer__txn_commit(struct tg_consumer *cs, int timeout_ms)
         struct consumer_slot *slot = &cs->slots[p];
         if (!slot->assigned || !slot->position_known || (!slot->advanced && !slot->ckpt_now))
             continue;
-        char key[32], value[32];
-        int klen, vlen;
-        if (slot->ckpt_now) {
-            klen = snprintf(key, sizeof key, "%" PRId32 CONSUMER_CKPT_KEY, p);
-            vlen = snprintf(value, sizeof value, "%" PRId64, slot->next_offset);
-            if (consumer__produce(cs, cs->state_topic, p, key, (size_t)klen, value,
-                                  (size_t)vlen, 0, NULL) != TG_OK)
-                goto fail;
-            cs->txn_snapshot_records++;
-            cs->txn_snapshot_bytes += (uint64_t)(klen + vlen);
-        }
-        klen = snprintf(key, sizeof key, "%" PRId32 CONSUMER_OFFSET_KEY, p);
-        vlen = snprintf(value, sizeof value, "%" PRId64, output_offset(slot));
-        if (consumer__produce(cs, cs->state_topic, p, key, (size_t)klen, value, (size_t)vlen, 0,
-                              NULL) != TG_OK)
+        if (slot->ckpt_now &&
+            produce_marker(cs, p, CONSUMER_CKPT_KEY, slot->next_offset) != TG_OK)
             goto fail;
-        cs->txn_snapshot_records++;
-        cs->txn_snapshot_bytes += (uint64_t)(klen + vlen);
-        if (slot->advanced)
-            rd_kafka_topic_partition_list_add(offsets, cs->input_topic, p)->offset =
-                output_offset(slot);
-    }
-    if (offsets->cnt > 0) {
-        rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(cs->consumer);
-        error = rd_kafka_send_offsets_to_transaction(cs->producer, offsets, cgmd, timeout_ms);
-        rd_kafka_consumer_group_metadata_destroy(cgmd);
-        if (error)
+        if (produce_marker(cs, p, CONSUMER_OFFSET_KEY, output_offset(slot)) != TG_OK)
             goto fail;
     }
     double t_offsets = mono_s();
-    /* A retriable error (a timeout) leaves the commit in progress: calling again resumes it. */
-    for (int attempt = 0;; attempt++) {
-        error = rd_kafka_commit_transaction(cs->producer, timeout_ms);
-        if (!error || !rd_kafka_error_is_retriable(error) || attempt >= 2 ||
-            (cs->stop && atomic_load(cs->stop)))
-            break;
-        TG_LOG_WARN("txn", "commit: %s; retrying", rd_kafka_error_string(error));
-        rd_kafka_error_destroy(error);
-    }
-    if (error)
+    if (commit_retrying(cs, timeout_ms, &error) != TG_OK)
         goto fail;
     cs->txn_open = false;
     int64_t now_ms = (int64_t)(mono_s() * 1000);
     for (int32_t p = 0; p < cs->n_slots; p++) {
         struct consumer_slot *slot = &cs->slots[p];
         slot->advanced = false;
-        if (slot->ckpt_now) {
-            slot->ckpt_now = slot->ckpt_due = slot->state_changed = false;
-            /* On its schedule (which keeps partitions apart), unless it fell behind; an early
-             * checkpoint (assign, sweep) leaves the schedule as it was. */
-            if (now_ms >= slot->next_ckpt_ms) {
-                slot->next_ckpt_ms += cs->snapshot_interval_ms;
-                if (slot->next_ckpt_ms <= now_ms)
-                    slot->next_ckpt_ms = now_ms + cs->snapshot_interval_ms;
-            }
-            tg_counter_inc(cs->m.checkpoints);
-        }
+        if (slot->ckpt_now)
+            checkpoint_done(cs, slot, now_ms);
     }
     double t_end = mono_s();
     TG_LOG_DEBUG("txn", "committed: flush %.1f ms, %" PRIu64 " snapshots, markers and %d offsets "
@@ -359,10 +520,16 @@ tg_err consumer__txn_commit(struct tg_consumer *cs, int timeout_ms)
     tg_histogram_observe(cs->m.commit_seconds, mono_s() - t0);
     consumer__metrics_committed(cs);
     rd_kafka_topic_partition_list_destroy(offsets);
-    if (consumer__txn_begin(cs) != TG_OK)
+    if (consumer__txn_begin(cs) != TG_OK) {
+        for (int32_t p = 0; p < cs->n_slots; p++)
+            cs->slots[p].ckpt_split = false;
         after_failure(cs, NULL);
-    return TG_OK;
+        return TG_OK;
+    }
+    return split ? commit_split_checkpoints(cs, timeout_ms) : TG_OK;
 fail:
+    for (int32_t p = 0; p < cs->n_slots; p++)
+        cs->slots[p].ckpt_split = false;
     TG_LOG_WARN("txn", "transaction failed%s%s: aborting and rewinding to the last commit",
                 error ? ": " : "", error ? rd_kafka_error_string(error) : "");
     after_failure(cs, error);

@@ -75,7 +75,7 @@ double detect__score(double r)
 size_t series__size(const struct detect_params *dp, size_t dev_len, size_t metric_len)
 {
     return sizeof(struct series) + series__key_bytes(dev_len, metric_len) + dp->ring_bytes +
-           dp->seasonal_bytes;
+           dp->seasonal_bytes + dp->predict_bytes;
 }
 
 void detect__reset(struct series *s, const struct detect_params *dp)
@@ -93,6 +93,7 @@ void detect__reset(struct series *s, const struct detect_params *dp)
     s->last_value = 0;
     s->shift_mean = s->shift_var = s->shift_fast = s->shift_trend = s->shift_dvar = 0;
     s->rate_mean = s->rate_var = 0;
+    s->drift_fast = s->drift_slow = s->drift_var = s->drift_sum = 0;
     s->stuck_ref = 0;
     s->first_day = 0;
     if (dp->on[DET_SEASONAL]) {
@@ -100,11 +101,14 @@ void detect__reset(struct series *s, const struct detect_params *dp)
         for (int i = 0; i < dp->seasonal_buckets; i++)
             bk[i] = (struct seasonal_bucket){.mean = 0, .var = -1};
     }
+    if (dp->on[DET_PREDICT])
+        predict__reset(s, dp);
 }
 
 void detect__derive(struct detect_params *dp)
 {
     dp->chart_factor = sqrt(dp->shift_lambda / (2 - dp->shift_lambda));
+    dp->seasonal_bucket_ms = (int32_t)DAY_MS / (int32_t)dp->seasonal_buckets;
     dp->shift_settle =
         2 / dp->shift_alpha < SHIFT_SETTLE_MAX ? 2 / dp->shift_alpha : SHIFT_SETTLE_MAX;
 }
@@ -345,12 +349,12 @@ static void seasonal_point(struct series *s, const struct detect_params *dp, int
                            double x, double floor, struct detect_result *res)
 {
     struct seasonal_bucket *bk = series__buckets(s, dp);
-    int64_t tod = ts % DAY_MS;
-    if (tod < 0)
-        tod += DAY_MS;
-    int64_t day = (ts - tod) / DAY_MS;
+    /* One division by the constant (the floor for times before the epoch), the rest from it. */
+    int64_t day = ts / DAY_MS;
+    day -= ts - day * DAY_MS < 0;
+    int64_t tod = ts - day * DAY_MS;
+    int64_t bucket_ms = dp->seasonal_bucket_ms;
     /* In 32 bits (a day's ms fit): a 64-bit division costs several times more. */
-    int64_t bucket_ms = (int32_t)DAY_MS / (int32_t)dp->seasonal_buckets;
     int64_t bi = (int32_t)tod / (int32_t)bucket_ms;
     struct seasonal_bucket *b = &bk[bi < dp->seasonal_buckets ? bi : dp->seasonal_buckets - 1];
     if (!(s->flags & SERIES_HAS_LAST))
@@ -407,24 +411,30 @@ static void keep_bounded(struct series *s)
     s->shift_var = bound(s->shift_var, 0, STATE_VAR_MAX);
     s->shift_dvar = bound(s->shift_dvar, 0, STATE_VAR_MAX);
     s->rate_var = bound(s->rate_var, 0, STATE_VAR_MAX);
+    s->drift_fast = bound(s->drift_fast, -STATE_VALUE_MAX, STATE_VALUE_MAX);
+    s->drift_slow = bound(s->drift_slow, -STATE_VALUE_MAX, STATE_VALUE_MAX);
+    s->drift_var = bound(s->drift_var, 0, STATE_VAR_MAX);
 }
 
 void detect__point(struct series *s, const struct detect_params *dp, int64_t ts, double x,
                    struct detect_result *res)
 {
     /* Not memset, which compilers turn into rep stos here: a slow start on every point. */
-    _Static_assert(DET__COUNT % 2 == 0, "ratio and baseline are cleared in pairs");
-    for (int d = 0; d < DET__COUNT; d += 2) {
+    for (int d = 0; d + 1 < DET__COUNT; d += 2) {
         struct { double a, b; } zero = {0, 0};
         memcpy(&res->ratio[d], &zero, sizeof zero);
         memcpy(&res->baseline[d], &zero, sizeof zero);
     }
+    if (DET__COUNT % 2)
+        res->ratio[DET__COUNT - 1] = res->baseline[DET__COUNT - 1] = 0;
     res->scored = false;
     res->r = res->score = 0;
     res->dominant = DET_LEVEL;
     if (!(s->flags & SERIES_HAS_LAST)) {
         /* First sample: every baseline starts at it. */
         s->shift_mean = s->shift_fast = x;
+        s->drift_fast = s->drift_slow = x;
+        s->drift_var = s->drift_sum = 0;
         s->shift_var = 0;
         s->stuck_ref = x;
         s->stuck_run = 1;
@@ -432,6 +442,8 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
             level_point(s, dp, x, false, 0, res);
         if (dp->on[DET_SEASONAL])
             seasonal_point(s, dp, ts, x, 0, res);
+        if (dp->on[DET_PREDICT])
+            predict__point(s, dp, -1, x, 0, res);
         s->n = 1;
         s->flags |= SERIES_HAS_LAST;
         s->last_ts = ts;
@@ -451,6 +463,8 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
         s->n = 0;
         s->level_n = s->level_pos = 0;
         s->shift_mean = s->shift_fast = x;
+        s->drift_fast = s->drift_slow = x;
+        s->drift_sum = 0;
         s->shift_trend = 0;
         s->rate_mean = 0;
         s->stuck_run = 0;
@@ -473,6 +487,8 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
         level_point(s, dp, x, warm, floor, res);
     double dt_s = dt / 1000.0;
     double sd = shift_score(s, dp, x, dt_s, warm, floor, res);
+    if (dp->on[DET_SHIFT])
+        detect__drift(s, dp, x, warm, s->shift_var, floor, res);
     bool rate_warm = warm && s->n > 1;
     /* The rate of this sample, for scoring and learning alike (both see the same last
      * value and period). */
@@ -484,13 +500,19 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
         stuck_point(s, dp, x, res);
     if (dp->on[DET_SEASONAL])
         seasonal_point(s, dp, ts, x, floor, res);
+    if (dp->on[DET_PREDICT])
+        predict__point(s, dp, dt, x, floor, res);
 
+    /* The largest ratio (the first of equals) by selects: which detector leads is data, and
+     * a branch on it a coin toss for the predictor. */
     double r = 0;
-    for (int d = 0; d < DET__COUNT; d++)
-        if (res->ratio[d] > r) {
-            r = res->ratio[d];
-            res->dominant = d;
-        }
+    int dominant = DET_LEVEL;
+    for (int d = 0; d < DET__COUNT; d++) {
+        double q = res->ratio[d];
+        dominant = q > r ? d : dominant;
+        r = q > r ? q : r;
+    }
+    res->dominant = dominant;
     /* ...then learn. A point that stands out teaches the mean and variance a tenth as much:
      * winsorizing alone still lets a shifted stretch inflate the variance within a few
      * samples and hide itself; slowed down, a shift stays visible for its duration and a
@@ -518,9 +540,10 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
     if (step > 0 && (s->resolution == 0 || step < s->resolution))
         s->resolution = (float)(step < FLT_MAX ? step : FLT_MAX);
     res->scored = warm || res->ratio[DET_LEVEL] > 0 || res->ratio[DET_STUCK] > 0 ||
-                  res->ratio[DET_SEASONAL] > 0;
+                  res->ratio[DET_SEASONAL] > 0 || res->ratio[DET_PREDICT] > 0;
     res->r = r;
-    res->score = detect__score(r);
+    /* res->score stays 0: it costs an exp2, and the engine computes it where it is read
+     * (engine.c, point_score). */
     if (s->n < UINT32_MAX)
         s->n++;
     s->last_ts = ts;

@@ -97,6 +97,15 @@ tg_err tg_engine_partition_add(struct tg_engine *en, int32_t partition)
     return TG_OK;
 }
 
+bool tg_engine_partition_max_ts(struct tg_engine *en, int32_t partition, int64_t *max_ts)
+{
+    struct partition_state *ps = engine__part_get(en, partition);
+    if (!ps || !ps->has_max)
+        return false;
+    *max_ts = ps->max_ts;
+    return true;
+}
+
 struct drop_ctx {
     struct tg_engine *en;
     int32_t partition;
@@ -136,24 +145,19 @@ void tg_engine_partition_drop(struct tg_engine *en, int32_t partition)
     series_table__remove_if(en->st, in_partition, &dc);
 }
 
-/* The series of (partition, device, metric), created (cold) when new; NULL when the table
- * is at max_series or out of memory. */
-struct series *engine__series_get(struct tg_engine *en, int32_t partition, const char *device,
-                                 size_t dev_len, uint32_t h, const char *metric,
-                                 size_t metric_len, bool *created)
+/* A new series of (partition, device, metric), cold, in the table; NULL when the table is
+ * at max_series or out of memory. */
+static struct series *series_create(struct tg_engine *en, int32_t partition, const char *device,
+                                    size_t dev_len, uint32_t h, const char *metric,
+                                    size_t metric_len)
 {
-    struct series *s =
-        series_table__find(en->st, en->ec, h, partition, device, dev_len, metric, metric_len);
-    *created = false;
-    if (s)
-        return s;
     if (series_table__count(en->st) >= en->ec->max_series || dev_len > UINT16_MAX ||
         metric_len > UINT16_MAX)
         return NULL;
     int rule = engine__rule_for(en->ec, metric);
     const struct detect_params *dp = engine__params(en->ec, rule);
     size_t size = series__size(dp, dev_len, metric_len);
-    s = calloc(1, size);
+    struct series *s = calloc(1, size);
     if (!s)
         return NULL;
     s->hash = h;
@@ -173,7 +177,20 @@ struct series *engine__series_get(struct tg_engine *en, int32_t partition, const
         return NULL;
     }
     en->series_bytes += size;
-    *created = true;
+    return s;
+}
+
+struct series *engine__series_get(struct tg_engine *en, int32_t partition, const char *device,
+                                 size_t dev_len, uint32_t h, const char *metric,
+                                 size_t metric_len, bool *created)
+{
+    struct series *s =
+        series_table__find(en->st, en->ec, h, partition, device, dev_len, metric, metric_len);
+    *created = false;
+    if (s)
+        return s;
+    s = series_create(en, partition, device, dev_len, h, metric, metric_len);
+    *created = s != NULL;
     return s;
 }
 
@@ -239,11 +256,12 @@ static const char *alert_step(struct tg_engine *en, struct series *s, int64_t ts
 {
     const struct tg_engine_config *ec = en->ec;
     bool over = res->scored && res->score >= ec->alert_threshold;
+    /* Most points of most series: no alert open and none opening. */
+    if (!(s->flags & SERIES_ALERT) && !over)
+        return "";
     struct alert_point ap = {.ts = ts, .value = x, .score = res->score, .res = res,
                              .calib = calib};
     if (!(s->flags & SERIES_ALERT)) {
-        if (!over)
-            return "";
         s->flags |= SERIES_ALERT;
         detect__opened(s, engine__params(ec, s->rule), res->r);
         s->alert_kind = (uint8_t)res->dominant;
@@ -345,12 +363,14 @@ tg_err tg_engine_process(struct tg_engine *en, int32_t partition, const struct t
     for (size_t i = 0; i < rd->n_metrics; i++) {
         const struct tg_metric *m = &rd->metrics[i];
         en->stats.points++;
-        bool created;
         size_t metric_len = i < batch ? metric_lens[i] : strlen(m->name);
         uint32_t h = i < batch ? hashes[i]
                                : series_table__hash_metric(dev_hash, partition, m->name, metric_len);
-        struct series *s = engine__series_get(en, partition, rd->device, dev_len, h, m->name, metric_len,
-                                      &created);
+        /* (engine__series_get's two steps, without its call on every point) */
+        struct series *s = series_table__find(en->st, en->ec, h, partition, rd->device, dev_len,
+                                              m->name, metric_len);
+        if (!s)
+            s = series_create(en, partition, rd->device, dev_len, h, m->name, metric_len);
         if (!s) {
             en->stats.series_refused++;
             point_hook(en, partition, NULL, rd->device, m->name, ts, m->value, 0, "");
@@ -374,6 +394,12 @@ tg_err tg_engine_process(struct tg_engine *en, int32_t partition, const struct t
         double calib = s->calib < 1 ? 1.0 : s->calib;
         struct detect_result res;
         detect__point(s, dp, ts, m->value, &res);
+        /* The score costs an exp2 (4 % of a point's instructions with the call), and is
+         * read only by the point hook (replay), by an open alert, and where the ratio may
+         * cross the alert threshold; anywhere else it is under the threshold for certain
+         * (quiet_ratio) and alert_step returns at once. */
+        if (en->point_fn || (s->flags & SERIES_ALERT) || !(res.r < en->ec->quiet_ratio))
+            res.score = detect__score(res.r);
         const char *state = alert_step(en, s, ts, m->value, &res, calib);
         point_hook(en, partition, s, rd->device, m->name, ts, m->value, res.score, state);
     }

@@ -138,6 +138,11 @@ tg_err tg_engine_partition_add(struct tg_engine *en, int32_t partition);
 /* Forgets partition and every series of it, emitting nothing. No-op if untracked. */
 void tg_engine_partition_drop(struct tg_engine *en, int32_t partition);
 
+/* The highest event time seen on partition (before lateness: the watermark's base) into
+ * *max_ts; false when the partition is untracked or has seen no reading. The worker's silence
+ * clock follows it while the worker is behind on the partition. */
+bool tg_engine_partition_max_ts(struct tg_engine *en, int32_t partition, int64_t *max_ts);
+
 /* Restores one snapshot pair read from the state topic. The partition (parsed from the key)
  * must have been added. TG_ERR_MALFORMED (or another permanent error) for a pair that does
  * not decode: the caller counts it and goes on; the series then starts cold. */
@@ -177,6 +182,19 @@ void tg_engine_snapshot_dirty(struct tg_engine *en, tg_engine_snapshot_fn fn, vo
 typedef bool (*tg_engine_partition_pred)(void *ud, int32_t partition);
 void tg_engine_snapshot_dirty_if(struct tg_engine *en, tg_engine_partition_pred want,
                                  void *want_ud, tg_engine_snapshot_fn fn, void *ud);
+
+/* The same, bounded: stops once max_records records or max_bytes key and value bytes have
+ * been handed out (0: no bound; at least one record goes out per call) and returns true when
+ * changes of the chosen partitions are left for a later call, in their order. The worker
+ * spreads a checkpoint too large for one transaction over several this way. */
+bool tg_engine_snapshot_dirty_max(struct tg_engine *en, tg_engine_partition_pred want,
+                                  void *want_ud, size_t max_records, size_t max_bytes,
+                                  tg_engine_snapshot_fn fn, void *ud);
+
+/* How many records tg_engine_snapshot_dirty_if() would hand out now (partition states,
+ * tombstones and changed series of the chosen partitions). */
+size_t tg_engine_snapshot_pending(const struct tg_engine *en, tg_engine_partition_pred want,
+                                  void *want_ud);
 
 /* Emits, for every tracked partition, the windows that are still open, as if the watermark
  * had passed them: for replay's end of input only (the streaming worker never flushes). */

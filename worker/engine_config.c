@@ -65,9 +65,16 @@
     TG_CFG_MS(sec, "gap_reset_ms", "1800000", 0, INT64_C(365) * 86400000,                         \
               "a gap in a series longer than this restarts its warm-up (0: never), ms"),         \
     TG_CFG_BOOL(sec, "noise_adapt", "true",                                                       \
-                "raise a series' threshold while small exceedances are frequent (noisy series)")
+                "raise a series' threshold while small exceedances are frequent (noisy series)"), \
+    TG_CFG_BOOL(sec, "predict", "false",                                                          \
+                "prediction-residual detector (periodic series: vibration, AC-coupled) on or off"),\
+    TG_CFG_STR(sec, "predict_threshold", "6",                                                     \
+               "residual of the AR prediction, in its standard deviations, at which the predict "\
+               "detector fires"),                                                                 \
+    TG_CFG_INT(sec, "predict_order", "8", 2, TG_ENGINE_PREDICT_ORDER_MAX,                         \
+               "past samples the predict detector's linear predictor uses (2 per sine)")
 
-#define DETECT_NKEYS 24
+#define DETECT_NKEYS 27
 
 #define RULE_KEYS(sec)                                                                            \
     TG_CFG_STR(sec, "match", "",                                                                  \
@@ -120,7 +127,8 @@ const struct tg_config_key *tg_engine_config_keys(size_t *n)
 const char *detect__name(enum detector d)
 {
     static const char *const names[DET__COUNT] = {"level", "shift", "rate",
-                                                  "stuck", "seasonal", "silence"};
+                                                  "stuck", "seasonal", "silence",
+                                                  "predict"};
     return d < DET__COUNT ? names[d] : "unknown";
 }
 
@@ -177,7 +185,8 @@ static void read_params(struct builder *b, const char *rule_sec, struct detect_p
     const struct tg_config *cfg = b->cfg;
 #define SEC(key) source_section(cfg, rule_sec, key)
     static const char *const on_keys[DET__COUNT] = {"level", "shift", "rate",
-                                                    "stuck", "seasonal", "silence"};
+                                                    "stuck", "seasonal", "silence",
+                                                  "predict"};
     for (int d = 0; d < DET__COUNT; d++)
         dp->on[d] = tg_config_get_bool(cfg, SEC(on_keys[d]), on_keys[d]);
     dp->level_window = (int)tg_config_get_int(cfg, SEC("level_window"), "level_window");
@@ -203,10 +212,14 @@ static void read_params(struct builder *b, const char *rule_sec, struct detect_p
     dp->warmup_samples = (int)tg_config_get_int(cfg, SEC("warmup_samples"), "warmup_samples");
     dp->gap_reset_ms = tg_config_get_ms(cfg, SEC("gap_reset_ms"), "gap_reset_ms");
     dp->noise_adapt = tg_config_get_bool(cfg, SEC("noise_adapt"), "noise_adapt");
+    dp->threshold[DET_PREDICT] =
+        get_num(b, SEC("predict_threshold"), "predict_threshold", 0.5, false, 1e6);
+    dp->predict_order = (int)tg_config_get_int(cfg, SEC("predict_order"), "predict_order");
 #undef SEC
     dp->ring_bytes = dp->on[DET_LEVEL] ? level_window__bytes(dp->level_window) : 0;
     dp->seasonal_bytes =
         dp->on[DET_SEASONAL] ? (size_t)dp->seasonal_buckets * sizeof(struct seasonal_bucket) : 0;
+    dp->predict_bytes = dp->on[DET_PREDICT] ? predict__bytes(dp->predict_order) : 0;
     detect__derive(dp);
 }
 
@@ -249,6 +262,11 @@ struct tg_engine_config *tg_engine_config_from(const struct tg_config *cfg, char
     if (!b.failed && ec->close_threshold > ec->alert_threshold)
         fail(&b, "alert", "close_threshold", "expected at most [alert] threshold (%g), got %g",
              ec->alert_threshold, ec->close_threshold);
+    /* 1 - 2^-(r^2) reaches alert_threshold at r = sqrt(-log2(1 - threshold)); a tenth of a
+     * percent under it the score is below the threshold by far more than any rounding (at
+     * least 1e-7 for thresholds up to 0.999), so a point under this ratio with no alert open
+     * needs no score (engine.c). */
+    ec->quiet_ratio = 0.999 * sqrt(-log2(1 - ec->alert_threshold));
     ec->quiet_ms = tg_config_get_ms(cfg, "alert", "quiet_ms");
     ec->quiet_samples = (int)tg_config_get_int(cfg, "alert", "quiet_samples");
     ec->update_interval_ms = tg_config_get_ms(cfg, "alert", "update_interval_ms");

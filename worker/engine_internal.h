@@ -23,6 +23,7 @@ enum detector {
     DET_STUCK,     /* flatline after variation */
     DET_SEASONAL,  /* same time of day on earlier days */
     DET_SILENCE,   /* no data for k usual periods (sweep, or a gap seen in process) */
+    DET_PREDICT,   /* residual of an online AR(p) prediction (periodic series) */
     DET__COUNT
 };
 
@@ -47,12 +48,14 @@ struct detect_params {
     int warmup_samples;           /* samples before level, shift and rate score */
     int64_t gap_reset_ms;         /* a gap longer than this restarts the warm-up; 0: never */
     bool noise_adapt;             /* per-series threshold multiplier from exceedance rate */
+    int predict_order;            /* p of the predict detector's AR(p) model */
     /* Bytes of a series' tail for this rule's detectors (derived). */
-    size_t ring_bytes, seasonal_bytes;
+    size_t ring_bytes, seasonal_bytes, predict_bytes;
     /* Per-rule constants of the detectors' arithmetic, computed once (detect__derive)
      * rather than on every point: the same operations on the same operands. */
     double chart_factor;   /* sqrt(shift_lambda / (2 - shift_lambda)) */
     double shift_settle;   /* min(2 / shift_alpha, SHIFT_SETTLE_MAX) */
+    int32_t seasonal_bucket_ms; /* a day's ms / seasonal_buckets */
 };
 
 struct engine_rule {
@@ -68,6 +71,7 @@ struct tg_engine_config {
     int64_t lateness_ms;
     double alert_threshold;   /* combined score in (0, 1) that opens an alert */
     double close_threshold;   /* an open alert is quiet while the score is under this */
+    double quiet_ratio;       /* a ratio under this scores under alert_threshold for certain */
     int64_t quiet_ms;         /* event time under the threshold before an alert closes */
     int quiet_samples;        /* and at least this many points under it */
     int64_t update_interval_ms; /* least event time between two update records */
@@ -139,6 +143,8 @@ struct series {
     double shift_mean, shift_var, shift_fast, shift_trend; /* trend: units per second */
     double shift_dvar;   /* EW variance of the chart statistic (fast - baseline) */
     double rate_mean, rate_var;
+    double drift_fast, drift_slow; /* detect_drift.c: a fast EWMA and the trendless anchor */
+    double drift_var, drift_sum;   /* the spread of their gap; its CUSUM (sign: side) */
     double stuck_ref;
     int64_t alert_start, alert_last_over, alert_last_emit;
     int64_t silence_start;
@@ -148,7 +154,8 @@ struct series {
     struct series_window win[TG_ENGINE_SERIES_WINDOWS];
     /* Tail: "<device>\0<metric>\0" padded to 8 bytes first (a lookup compares it, so it
      * sits next to the fields scoring reads), then the level window (level_window.c:
-     * level_window__bytes) and the seasonal buckets when the rule has those detectors on. */
+     * level_window__bytes), the seasonal buckets and the predict detector's model when the
+     * rule has those detectors on. */
     _Alignas(8) unsigned char tail[];
 };
 
@@ -178,6 +185,31 @@ static inline struct seasonal_bucket *series__buckets(struct series *s,
                                               series__key_bytes(s->dev_len, s->metric_len) +
                                               dp->ring_bytes);
 }
+
+/* The predict detector's state (detect_predict.c), predict__bytes(p) at the end of the tail. */
+struct predict_state {
+    double mean;     /* slow mean the model predicts around */
+    double res_var;  /* EW variance of the one-step residual */
+    double step_ms;  /* time step the model learned at; 0: none yet */
+    double p_trace;  /* trace of P at the model's start, its ceiling; 0: not started */
+    uint32_t n;      /* residuals learned since the model started (saturating) */
+    uint8_t hist_n;  /* contiguous samples in the history, at most p */
+    uint8_t run;     /* outliers in a row */
+    uint8_t pad_[2];
+    double v[];      /* w[p], history[p] (newest first), P (p x p, lower triangle packed) */
+};
+static inline struct predict_state *series__predict(struct series *s,
+                                                    const struct detect_params *dp)
+{
+    return (struct predict_state *)(void *)(s->tail +
+                                            series__key_bytes(s->dev_len, s->metric_len) +
+                                            dp->ring_bytes + dp->seasonal_bytes);
+}
+/* Bytes of the state of an AR(order) model; doubles of its v[]. */
+size_t predict__bytes(int order);
+size_t predict__doubles(int order);
+/* Clears the state to "never seen a sample". */
+void predict__reset(struct series *s, const struct detect_params *dp);
 
 /* ---- the level detector's rolling window: level_window.c ---------------------------------
  * The last `window` values of a series in sorted order, each tagged with its ring slot, in
@@ -209,7 +241,8 @@ struct detect_result {
 };
 
 /* Feeds one sample, later than s->last_ts (or the first), to every detector of dp: scores
- * it against what they learned, then learns it. */
+ * it against what they learned, then learns it. res->score is left 0: detect__score(res->r)
+ * is the point's score, computed by whoever reads it. */
 void detect__point(struct series *s, const struct detect_params *dp, int64_t ts, double x,
                    struct detect_result *res);
 
@@ -217,6 +250,16 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
  * series makes the next one need 1.5 times more, decaying back over about a day of samples;
  * a series whose noise keeps crossing the threshold stops alerting after a few. */
 void detect__opened(struct series *s, const struct detect_params *dp, double r);
+
+/* The predict detector's part of detect__point: scores x against the model's prediction
+ * (ratio and baseline in res), then learns it. dt_ms: time since the series' last sample,
+ * negative for its first; floor: the series' scale floor. */
+void predict__point(struct series *s, const struct detect_params *dp, double dt_ms, double x,
+                    double floor, struct detect_result *res);
+/* detect_drift.c: the drift test of one point, run after the shift chart scored it (so
+ * res->ratio[DET_SHIFT] holds the chart's ratio) and before anything learned it. */
+void detect__drift(struct series *s, const struct detect_params *dp, double x, bool warm,
+                   double level_var, double floor, struct detect_result *res);
 
 /* The score of a ratio: 1 - 2^-(r^2), 0.5 at r = 1. */
 double detect__score(double r);

@@ -20,12 +20,17 @@
 #define TG_ENGINE_SEASONAL_BUCKETS_MAX 48
 #endif
 
+/* Largest order p of the predict detector's AR(p) model (its state is O(p^2) doubles). */
+#ifndef TG_ENGINE_PREDICT_ORDER_MAX
+#define TG_ENGINE_PREDICT_ORDER_MAX 12
+#endif
+
 /* Open windows a series can hold at once: allowed lateness is at most one window, so the
  * window being filled and the one before it. */
 #define TG_ENGINE_SERIES_WINDOWS 2
 
-/* Largest snapshot value of one series, in bytes (level ring and seasonal buckets at their
- * maximum, plus the fixed part). */
+/* Largest snapshot value of one series, in bytes (level ring, seasonal buckets and predict
+ * model at their maximum, plus the fixed part). */
 #define TG_ENGINE_SNAPSHOT_MAX 2048
 
 #endif

@@ -120,23 +120,56 @@ void engine__evict_idle(struct tg_engine *en, int32_t partition, int64_t waterma
 
 void tg_engine_snapshot_dirty(struct tg_engine *en, tg_engine_snapshot_fn fn, void *ud)
 {
-    tg_engine_snapshot_dirty_if(en, NULL, NULL, fn, ud);
+    tg_engine_snapshot_dirty_max(en, NULL, NULL, 0, 0, fn, ud);
 }
 
-/* Partitions not chosen keep their place on the dirty list and their tombstones, in order, so
- * a later call still hands over everything that changed since their last snapshot. */
 void tg_engine_snapshot_dirty_if(struct tg_engine *en, tg_engine_partition_pred want,
                                  void *want_ud, tg_engine_snapshot_fn fn, void *ud)
 {
+    tg_engine_snapshot_dirty_max(en, want, want_ud, 0, 0, fn, ud);
+}
+
+size_t tg_engine_snapshot_pending(const struct tg_engine *en, tg_engine_partition_pred want,
+                                  void *want_ud)
+{
+    size_t n = 0;
+    for (size_t p = 0; p < en->n_parts; p++)
+        n += en->parts[p].tracked && en->parts[p].dirty && (!want || want(want_ud, (int32_t)p));
+    for (size_t i = 0; i < en->n_tombs; i++)
+        n += !want || want(want_ud, en->tombs[i].partition);
+    for (size_t i = 0; i < en->n_dirty; i++)
+        n += !want || want(want_ud, en->dirty[i]->partition);
+    return n;
+}
+
+/* Partitions not chosen keep their place on the dirty list and their tombstones, in order, so
+ * a later call still hands over everything that changed since their last snapshot. The same
+ * holds for what a bound leaves over: tombstones go out before any series, so a series
+ * evicted and seen again is never written before its tombstone, whatever the bound. */
+bool tg_engine_snapshot_dirty_max(struct tg_engine *en, tg_engine_partition_pred want,
+                                  void *want_ud, size_t max_records, size_t max_bytes,
+                                  tg_engine_snapshot_fn fn, void *ud)
+{
     unsigned char buf[TG_ENGINE_SNAPSHOT_MAX];
     char key[32 + TG_DEVICE_ID_MAX + 1];
+    size_t records = 0, bytes = 0;
+    bool more = false;
+/* The bound is reached: what is left waits for the next call. */
+#define SNAP_FULL()                                                                          \
+    ((max_records && records >= max_records) || (max_bytes && bytes >= max_bytes))
     for (size_t p = 0; p < en->n_parts; p++) {
         struct partition_state *ps = &en->parts[p];
         if (!ps->tracked || !ps->dirty || (want && !want(want_ud, (int32_t)p)))
             continue;
+        if (SNAP_FULL()) {
+            more = true;
+            continue;
+        }
         int kn = snprintf(key, sizeof key, "%zu/", p);
         size_t len = snapshot__encode_partition(ps->max_ts, ps->has_max, buf);
         fn(ud, (int32_t)p, key, (size_t)kn, buf, len);
+        records++;
+        bytes += (size_t)kn + len;
         ps->dirty = false;
     }
     size_t kept = 0;
@@ -146,7 +179,14 @@ void tg_engine_snapshot_dirty_if(struct tg_engine *en, tg_engine_partition_pred 
             en->tombs[kept++] = *t;
             continue;
         }
+        if (SNAP_FULL()) {
+            en->tombs[kept++] = *t;
+            more = true;
+            continue;
+        }
         fn(ud, t->partition, t->key, t->len, NULL, 0);
+        records++;
+        bytes += t->len;
         free(t->key);
     }
     en->n_tombs = kept;
@@ -156,6 +196,12 @@ void tg_engine_snapshot_dirty_if(struct tg_engine *en, tg_engine_partition_pred 
         struct series *s = en->dirty[i];
         if (want && !want(want_ud, s->partition)) {
             en->dirty[kept++] = s;
+            continue;
+        }
+        /* A series after a tombstone left over waits too, so the order holds. */
+        if (SNAP_FULL() || more) {
+            en->dirty[kept++] = s;
+            more = true;
             continue;
         }
         const struct detect_params *dp = engine__params(en->ec, s->rule);
@@ -171,9 +217,13 @@ void tg_engine_snapshot_dirty_if(struct tg_engine *en, tg_engine_partition_pred 
             continue;
         size_t len = snapshot__encode_series(s, dp, buf);
         fn(ud, s->partition, kb.data, kb.len, buf, len);
+        records++;
+        bytes += kb.len + len;
     }
+#undef SNAP_FULL
     jbuf__free(&kb);
     en->n_dirty = kept;
+    return more;
 }
 
 tg_err tg_engine_restore(struct tg_engine *en, const void *key, size_t key_len,
@@ -254,7 +304,8 @@ tg_err tg_engine_restore(struct tg_engine *en, const void *key, size_t key_len,
     s->lines = lines;
     s->sweep_seen_ts = s->sweep_seen_wall = 0;
     size_t kb = series__key_bytes(dev_len, metric_len);
-    memcpy(s->tail + kb, tmp->tail + kb, dp->ring_bytes + dp->seasonal_bytes);
+    memcpy(s->tail + kb, tmp->tail + kb,
+           dp->ring_bytes + dp->seasonal_bytes + dp->predict_bytes);
     s->hash = hash;
     s->partition = (int32_t)p;
     s->dev_len = (uint16_t)dev_len;

@@ -19,17 +19,21 @@ static inline int level_window__find_slot(const uint8_t *slot, int n, int pos)
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     const uint64_t ones = UINT64_C(0x0101010101010101), highs = UINT64_C(0x8080808080808080);
     uint64_t pattern = ones * (uint8_t)pos;
+    /* Every word is looked at and the first match kept by selects, not by leaving the loop:
+     * where the oldest value sits in the order is random, so "is it in this word" would be
+     * a coin toss for the branch predictor; the trip count is the same at every point. */
+    int k = n - 1, found = 0;
     for (int base = 0; base < n; base += 8) {
         uint64_t w;
         memcpy(&w, slot + base, sizeof w);
         w ^= pattern;
         uint64_t zero = (w - ones) & ~w & highs; /* lowest set bit: the first equal byte */
-        if (zero) {
-            int k = base + __builtin_ctzll(zero) / 8;
-            return k < n ? k : n - 1;
-        }
+        int at = base + __builtin_ctzll(zero | (UINT64_C(1) << 63)) / 8;
+        int hit = zero != 0, take = hit & !found;
+        k += (at - k) & -take; /* k = take ? at : k, in arithmetic the compiler keeps */
+        found |= hit;
     }
-    return n - 1;
+    return k < n ? k : n - 1;
 #else
     int k = 0;
     while (k < n - 1 && slot[k] != pos)
@@ -72,6 +76,32 @@ static inline double level_window__median(const unsigned char *lw, int n)
     return (n & 1) ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+/* The larger (smaller) of two deviations, each a non-negative double or -1 ("none"): such
+ * numbers are ordered as their bits read as signed integers, and an integer select becomes a
+ * conditional move, where the compiler made the comparison of doubles a branch, a coin toss
+ * for the predictor at every point. The result is the comparison's: equal deviations have
+ * equal bits (fabs gives +0 only, and none is NaN: values are finite). */
+static inline double level_window__dev_max(double a, double b)
+{
+    int64_t ia, ib;
+    memcpy(&ia, &a, sizeof ia);
+    memcpy(&ib, &b, sizeof ib);
+    int64_t m = ia > ib ? ia : ib;
+    double r;
+    memcpy(&r, &m, sizeof r);
+    return r;
+}
+static inline double level_window__dev_min(double a, double b)
+{
+    int64_t ia, ib;
+    memcpy(&ia, &a, sizeof ia);
+    memcpy(&ib, &b, sizeof ib);
+    int64_t m = ia < ib ? ia : ib;
+    double r;
+    memcpy(&r, &m, sizeof r);
+    return r;
+}
+
 /* The median of |value - med| over the n values (the MAD before its 1.4826), as a sort of
  * the deviations would compute it; med must be level_window__median's. */
 static inline double level_window__mad_raw(const unsigned char *lw, int n, double med)
@@ -94,10 +124,13 @@ static inline double level_window__mad_raw(const unsigned char *lw, int n, doubl
     double l1 = a > 0 ? fabs(v[m - a] - med) : -1, l2 = a > 1 ? fabs(v[m - a + 1] - med) : -1;
     double r1 = b > 0 ? fabs(v[m + b - 1] - med) : -1, r2 = b > 1 ? fabs(v[m + b - 2] - med) : -1;
     /* (l2 <= l1 and r2 <= r1: the second largest is the larger of the smaller top and the
-     * two runners-up; written as selects, not branches) */
-    double cur = l1 > r1 ? l1 : r1, low_top = l1 > r1 ? r1 : l1, up2 = l2 > r2 ? l2 : r2;
-    double prev = low_top > up2 ? low_top : up2;
-    return (n & 1) ? cur : 0.5 * (prev + cur);
+     * two runners-up. Selects on the values' bits: see level_window__dev_max.) */
+    double cur = level_window__dev_max(l1, r1);
+    if (n & 1)
+        return cur;
+    double low_top = level_window__dev_min(l1, r1), up2 = level_window__dev_max(l2, r2);
+    double prev = level_window__dev_max(low_top, up2);
+    return 0.5 * (prev + cur);
 }
 
 #endif

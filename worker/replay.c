@@ -3,13 +3,16 @@
  * engine's per-point hook writes the output line.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "codec_rules.h"
 #include "engine.h"
+#include "engine_internal.h"
 #include "replay.h"
 
 struct replay {
@@ -33,7 +36,29 @@ static void on_output(void *ud, const struct tg_engine_output *out)
     (void)out; /* replay shows the per-point view; alerts and aggregates are the worker's */
 }
 
-/* "YYYY-MM-DD HH:MM:SS" (UTC) or integer ms; false when neither. */
+static bool digits_at(const char *s, size_t at, size_t n, int *out)
+{
+    int v = 0;
+    for (size_t i = at; i < at + n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+static int days_in_month(int y, int mo)
+{
+    static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    return mo == 2 && leap ? 29 : days[mo - 1];
+}
+
+/* "YYYY-MM-DD HH:MM:SS" (UTC) or integer ms; false when neither. The date is read by
+ * position, digit by digit: sscanf's %d would take signs and spaces ("2026-01-01 -1:00:00"),
+ * and timegm() would quietly move February 31 to March 3. Second 60 (a leap second, as
+ * recorders write it) is accepted and counts as the next minute's first. */
 static bool parse_ts(const char *s, size_t len, int64_t *ms)
 {
     char buf[40];
@@ -55,10 +80,12 @@ static bool parse_ts(const char *s, size_t len, int64_t *ms)
         return true;
     }
     int y, mo, d, h, mi, se;
-    char tail;
-    if (len != 19 || sscanf(buf, "%4d-%2d-%2d %2d:%2d:%2d%c", &y, &mo, &d, &h, &mi, &se, &tail) != 6)
+    if (len != 19 || buf[4] != '-' || buf[7] != '-' || buf[10] != ' ' || buf[13] != ':' ||
+        buf[16] != ':' || !digits_at(buf, 0, 4, &y) || !digits_at(buf, 5, 2, &mo) ||
+        !digits_at(buf, 8, 2, &d) || !digits_at(buf, 11, 2, &h) || !digits_at(buf, 14, 2, &mi) ||
+        !digits_at(buf, 17, 2, &se))
         return false;
-    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60)
+    if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || se > 60)
         return false;
     struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h,
                     .tm_min = mi, .tm_sec = se};
@@ -150,6 +177,12 @@ static int replay_run(int argc, char **argv, struct tg_config *cfg, FILE *out, F
         usage(err);
         goto cleanup;
     }
+    const char *problem = tg_codec_name_problem(metric, strlen(metric), METRIC_NAME_MAX);
+    if (problem) {
+        fprintf(err, "replay: --metric '%.80s': %s (a metric name is 1 to %d bytes of "
+                     "printable UTF-8)\n", metric, problem, METRIC_NAME_MAX);
+        goto cleanup;
+    }
     if (cfg_path && tg_config_load_file(cfg, TG_CONFIG_FILE, cfg_path) != TG_OK) {
         fprintf(err, "%s\n", tg_config_error(cfg));
         goto cleanup;
@@ -176,11 +209,16 @@ static int replay_run(int argc, char **argv, struct tg_config *cfg, FILE *out, F
     rc = 1;
     ssize_t got;
     unsigned long lineno = 0;
-    bool any_data = false;
+    bool any_data = false, header_seen = false;
     while ((got = getline(&line, &cap, in)) >= 0) {
         lineno++;
         const char *p = line;
-        size_t len = trim(&p, (size_t)got);
+        size_t raw_len = (size_t)got;
+        if (lineno == 1 && raw_len >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0) {
+            p += 3; /* a UTF-8 byte order mark, as spreadsheet exports write */
+            raw_len -= 3;
+        }
+        size_t len = trim(&p, raw_len);
         if (len == 0 || p[0] == '#')
             continue;
         const char *comma = memchr(p, ',', len);
@@ -195,7 +233,9 @@ static int replay_run(int argc, char **argv, struct tg_config *cfg, FILE *out, F
         char *end = NULL;
         double v = 0;
         bool ts_ok = parse_ts(ts_s, ts_len, &ts);
-        bool v_ok = v_s && v_len > 0 && v_len < sizeof vbuf && !memchr(v_s, ',', v_len);
+        /* Decimal only: strtod would also read "0x1p4" as 16. */
+        bool v_ok = v_s && v_len > 0 && v_len < sizeof vbuf && !memchr(v_s, ',', v_len) &&
+                    !memchr(v_s, 'x', v_len) && !memchr(v_s, 'X', v_len);
         if (v_ok) {
             memcpy(vbuf, v_s, v_len);
             vbuf[v_len] = '\0';
@@ -203,8 +243,15 @@ static int replay_run(int argc, char **argv, struct tg_config *cfg, FILE *out, F
             v_ok = end && !*end && v == v && v - v == 0; /* finite */
         }
         if (!ts_ok || !v_ok) {
-            if (!any_data && lineno == 1)
-                continue; /* a header */
+            /* A header is the first line with content, and only when its first field cannot
+             * be a timestamp: a first row of data with a mistake in it is reported, not
+             * skipped as if it were a header. */
+            bool header = !any_data && !header_seen && ts_len > 0 &&
+                          !(ts_s[0] >= '0' && ts_s[0] <= '9') && ts_s[0] != '-';
+            if (header) {
+                header_seen = true;
+                continue;
+            }
             fprintf(err, "%s:%lu: expected 'timestamp,value' with a timestamp "
                          "'YYYY-MM-DD HH:MM:SS' (UTC) or integer ms and a finite number, "
                          "got '%.*s'\n",
@@ -221,7 +268,10 @@ static int replay_run(int argc, char **argv, struct tg_config *cfg, FILE *out, F
         rp.emitted = false;
         tg_err e = tg_engine_process(en, 0, &rd);
         if (e != TG_OK || !rp.emitted) {
-            fprintf(err, "%s:%lu: not processed: %s\n", csv, lineno, tg_strerror(e));
+            fprintf(err, "%s:%lu: not processed: %s%s\n", csv, lineno, tg_strerror(e),
+                    e == TG_ERR_OUT_OF_RANGE ? " (the engine takes timestamps within +-2^53 ms "
+                                               "of the epoch and values within +-1e100)"
+                                             : "");
             goto cleanup;
         }
     }
@@ -230,6 +280,14 @@ static int replay_run(int argc, char **argv, struct tg_config *cfg, FILE *out, F
         goto cleanup;
     }
     tg_engine_flush(en);
+    /* A line not later than the one before is echoed with score 0 (the detectors learn in
+     * time order): say how many, or a recording with a clock step looks merely calm. */
+    struct tg_engine_stats st;
+    tg_engine_stats(en, &st);
+    if (st.backward_ts)
+        fprintf(err, "replay: %s: %" PRIu64 " line%s not scored: timestamp not after the "
+                     "line before (duplicated or going backwards)\n",
+                csv, st.backward_ts, st.backward_ts == 1 ? "" : "s");
     rc = fflush(out) == 0 ? 0 : 1;
 cleanup:
     free(line);

@@ -8,18 +8,23 @@
  * rule gave the series (which detectors, ring length, buckets), and a snapshot written under
  * another layout is refused (the series starts cold) rather than misread.
  *
- * Series value, version 2 (version 1 lacked drift_run; it is refused, the series starts
- * cold):
+ * Series value, version 3 (version 1 lacked drift_run, version 2 the drift test's four
+ * doubles; either is refused, the series starts cold):
  *   u8 version, u8 detectors bitmask, u8 level_window, u8 seasonal_buckets,
  *   u8 flags (has_last, alert, silence), u8 alert_kind, u8 level_n, u8 level_pos,
  *   u32 n, stuck_run, quiet, first_day; f32 period_ms, resolution, p_change, calib;
  *   i64 last_ts; f64 last_value, shift_mean, shift_var, shift_fast, shift_trend, shift_dvar,
  *   rate_mean, rate_var,
  *   stuck_ref; i64 alert_start, alert_last_over, alert_last_emit, silence_start;
- *   i32 drift_run;
+ *   i32 drift_run; f64 drift_fast, drift_slow, drift_var, drift_sum;
  *   u8 open windows, each: i64 start, last_ts; f64 min, max, sum, last; u32 count;
  *   level ring: level_n x f64 (when the level detector is on);
  *   seasonal: seasonal_buckets x (f32 mean, var) (when on).
+ * Series value, version 4: written for a series whose rule has the predict detector on (the
+ * others write version 3): version 3's
+ * fields, then u8 predict_order, f64 mean, res_var, step_ms, p_trace, u32 n, u8 hist_n, run,
+ * and predict__doubles(order) x f64 (weights, history, P). A version 3 snapshot restored into
+ * a rule with predict on is refused by its detectors bitmask (the series starts cold).
  * Partition value, version PARTITION_VERSION (1): u8 version, u8 has_max, i64 max_ts.
  */
 #include <float.h>
@@ -27,9 +32,19 @@
 
 #include "engine_internal.h"
 
-#define SNAPSHOT_VERSION 2
-#define PARTITION_VERSION 1 /* the partition value did not change with the series' version 2 */
+#define SNAPSHOT_VERSION 3
+#define SNAPSHOT_VERSION_PREDICT 4 /* version 3 + the predict detector's state */
+#define PARTITION_VERSION 1 /* the partition value did not change with the series' versions 2-4 */
 #define KEEP_FLAGS (SERIES_HAS_LAST | SERIES_ALERT | SERIES_SILENCE)
+
+/* The largest value (every detector's state at its maximum) fits the encoder's buffer. */
+_Static_assert(4 + 4 + 16 + 16 + 8 + 9 * 8 + 4 * 8 + 4 + 4 * 8 + 1 + TG_ENGINE_SERIES_WINDOWS * 44 +
+                       TG_ENGINE_LEVEL_WINDOW_MAX * 8 + TG_ENGINE_SEASONAL_BUCKETS_MAX * 8 + 1 +
+                       32 + 4 + 2 +
+                       (2 * TG_ENGINE_PREDICT_ORDER_MAX +
+                        TG_ENGINE_PREDICT_ORDER_MAX * (TG_ENGINE_PREDICT_ORDER_MAX + 1) / 2) * 8 <=
+                   TG_ENGINE_SNAPSHOT_MAX,
+               "TG_ENGINE_SNAPSHOT_MAX holds the largest series value");
 
 struct wr {
     unsigned char *p;
@@ -161,7 +176,9 @@ static bool plausible(struct series *s, const struct detect_params *dp)
             return false;
     if (!finite_in(s->shift_trend, -rate, rate) || !finite_in(s->rate_mean, -rate, rate) ||
         !finite_in(s->shift_var, 0, var) || !finite_in(s->shift_dvar, 0, var) ||
-        !finite_in(s->rate_var, 0, var))
+        !finite_in(s->rate_var, 0, var) || !finite_in(s->drift_fast, -val, val) ||
+        !finite_in(s->drift_slow, -val, val) || !finite_in(s->drift_var, 0, var) ||
+        !finite_in(s->drift_sum, -1e6, 1e6))
         return false;
     for (int k = 0; k < TG_ENGINE_SERIES_WINDOWS; k++) {
         const struct series_window *w = &s->win[k];
@@ -183,6 +200,16 @@ static bool plausible(struct series *s, const struct detect_params *dp)
                 !(bk[i].var == -1 || finite_in(bk[i].var, 0, FLT_MAX))) /* -1: not seen yet */
                 return false;
     }
+    if (dp->on[DET_PREDICT]) {
+        const struct predict_state *ps = series__predict(s, dp);
+        if (!finite_in(ps->mean, -val, val) || !finite_in(ps->res_var, 0, var) ||
+            !finite_in(ps->step_ms, 0, PERIOD_LIMIT) || !finite_in(ps->p_trace, 0, 1e300) ||
+            ps->hist_n > dp->predict_order)
+            return false;
+        for (size_t i = 0; i < predict__doubles(dp->predict_order); i++)
+            if (!finite_in(ps->v[i], -1e300, 1e300))
+                return false;
+    }
     return true;
 }
 
@@ -190,7 +217,7 @@ size_t snapshot__encode_series(const struct series *s, const struct detect_param
                                unsigned char *buf)
 {
     struct wr w = {buf};
-    put_u8(&w, SNAPSHOT_VERSION);
+    put_u8(&w, dp->on[DET_PREDICT] ? SNAPSHOT_VERSION_PREDICT : SNAPSHOT_VERSION);
     put_u8(&w, detector_mask(dp));
     put_u8(&w, (unsigned)dp->level_window);
     put_u8(&w, (unsigned)dp->seasonal_buckets);
@@ -221,6 +248,10 @@ size_t snapshot__encode_series(const struct series *s, const struct detect_param
     put_i64(&w, s->alert_last_emit);
     put_i64(&w, s->silence_start);
     put_u32(&w, (uint32_t)s->drift_run);
+    put_f64(&w, s->drift_fast);
+    put_f64(&w, s->drift_slow);
+    put_f64(&w, s->drift_var);
+    put_f64(&w, s->drift_sum);
     unsigned nwin = 0;
     for (int k = 0; k < TG_ENGINE_SERIES_WINDOWS; k++)
         nwin += s->win[k].count != 0;
@@ -251,6 +282,19 @@ size_t snapshot__encode_series(const struct series *s, const struct detect_param
             put_f32(&w, bk[i].var);
         }
     }
+    if (dp->on[DET_PREDICT]) {
+        const struct predict_state *ps = series__predict((struct series *)s, dp);
+        put_u8(&w, (unsigned)dp->predict_order);
+        put_f64(&w, ps->mean);
+        put_f64(&w, ps->res_var);
+        put_f64(&w, ps->step_ms);
+        put_f64(&w, ps->p_trace);
+        put_u32(&w, ps->n);
+        put_u8(&w, ps->hist_n);
+        put_u8(&w, ps->run);
+        for (size_t i = 0; i < predict__doubles(dp->predict_order); i++)
+            put_f64(&w, ps->v[i]);
+    }
     return (size_t)(w.p - buf);
 }
 
@@ -258,7 +302,9 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
                                const unsigned char *value, size_t len)
 {
     struct rd r = {value, value + len, false};
-    if (get_u8(&r) != SNAPSHOT_VERSION || get_u8(&r) != detector_mask(dp) ||
+    unsigned version = get_u8(&r);
+    if (version != (dp->on[DET_PREDICT] ? SNAPSHOT_VERSION_PREDICT : SNAPSHOT_VERSION) ||
+        get_u8(&r) != detector_mask(dp) ||
         get_u8(&r) != (unsigned)dp->level_window || get_u8(&r) != (unsigned)dp->seasonal_buckets)
         return TG_ERR_MALFORMED;
     unsigned flags = get_u8(&r);
@@ -297,6 +343,10 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
     s->alert_last_emit = get_i64(&r);
     s->silence_start = get_i64(&r);
     s->drift_run = (int32_t)get_u32(&r);
+    s->drift_fast = get_f64(&r);
+    s->drift_slow = get_f64(&r);
+    s->drift_var = get_f64(&r);
+    s->drift_sum = get_f64(&r);
     unsigned nwin = get_u8(&r);
     if (nwin > TG_ENGINE_SERIES_WINDOWS)
         return TG_ERR_MALFORMED;
@@ -325,6 +375,20 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
             bk[i].mean = get_f32(&r);
             bk[i].var = get_f32(&r);
         }
+    }
+    if (dp->on[DET_PREDICT]) {
+        struct predict_state *ps = series__predict(s, dp);
+        if (get_u8(&r) != (unsigned)dp->predict_order)
+            return TG_ERR_MALFORMED;
+        ps->mean = get_f64(&r);
+        ps->res_var = get_f64(&r);
+        ps->step_ms = get_f64(&r);
+        ps->p_trace = get_f64(&r);
+        ps->n = get_u32(&r);
+        ps->hist_n = (uint8_t)get_u8(&r);
+        ps->run = (uint8_t)get_u8(&r);
+        for (size_t i = 0; i < predict__doubles(dp->predict_order); i++)
+            ps->v[i] = get_f64(&r);
     }
     if (r.bad || r.p != r.end || !plausible(s, dp))
         return TG_ERR_MALFORMED;

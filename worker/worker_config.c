@@ -35,10 +35,22 @@ static const struct tg_config_key worker_schema[] = {
               "checkpoint; also on revoke and on SIGTERM); a partition that moves replays the "
               "records since its last checkpoint with their outputs suppressed. 0: every "
               "transaction"),
+    TG_CFG_INT("worker", "checkpoint_max_records", "20000", 1, 100000000,
+               "most snapshot records one transaction carries; a partition's checkpoint with "
+               "more (a flood of new series) is spread over several transactions of its own, "
+               "so no transaction outgrows transaction_timeout_ms or the producer's queue"),
+    TG_CFG_SIZE("worker", "checkpoint_max_bytes", "16M", 1, TG_GIB(1),
+                "most key and value bytes of snapshot records one transaction of a spread "
+                "checkpoint carries"),
     TG_CFG_MS("worker", "stall_after_ms", "2000", 100, 600000,
               "a partition with no record for this long (ms) is stalled: its devices' quiet "
               "time stops until records flow again, so an upstream outage is not silence; keep "
               "it below (silence_factor - 1) x the shortest device period"),
+    TG_CFG_MS("worker", "max_future_ms", "3600000", 0, INT64_C(31536000000),
+              "a record whose event time is more than this (ms) ahead of the worker's clock is "
+              "refused (records_invalid_total{reason=\"clock_skew\"}): one record dated years "
+              "ahead would otherwise move its partition's watermark there, making every later "
+              "reading late and evicting every series of the partition as idle. 0: no limit"),
     /* [log] */
     TG_CFG_ENUM("log", "level", "info", tg_log_level_choices,
                 "least severe level written to stderr"),

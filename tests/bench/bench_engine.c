@@ -3,14 +3,16 @@
  * included): records (readings) per second and points (reading x metric) per second, memory
  * per series, and snapshot bytes per series. Prints figures, asserts nothing.
  *
- *   bench_engine [-r RUNS] [devices metrics_per_reading steps [defaults]]
+ *   bench_engine [-r RUNS] [--predict] [devices metrics_per_reading steps [defaults]]
  *
  * Without a shape, two with 100,000 series each: the simulator's default record (the five
  * metrics of firmware/drivers/sim_sensor.c, 20,000 devices) and one-metric records (100,000
  * devices), 60 steps each. With a fourth argument "defaults", the engine's default
  * configuration (seasonal off). Each shape runs RUNS times (default 3) on a fresh engine;
  * the best and the median run are printed (the machine is shared: the best is the engine's
- * speed, the median what a busy machine gave).
+ * speed, the median what a busy machine gave). With --predict each shape runs a second time
+ * with the predict detector on as well (detect.predict=on, every series: its worst case),
+ * printed after the first, so that both figures come from one run on one machine.
  *
  * The input is generated before the clock starts: devices x steps readings of
  * metrics_per_reading metrics each (noise around a per-series level, a spike now and then),
@@ -83,12 +85,15 @@ static int cmp_double(const void *a, const void *b)
 }
 
 /* Runs one shape `runs` times; prints its figures. */
-static int run_shape(int devices, int metrics, int steps, bool all_on, int runs, bool first)
+static int run_shape(int devices, int metrics, int steps, bool all_on, bool predict, int runs,
+                     bool first)
 {
     size_t n_keys;
     const struct tg_config_key *keys = tg_engine_config_keys(&n_keys);
     struct tg_config *cfg = tg_config_new(keys, n_keys);
     if (all_on && tg_config_set(cfg, "detect.seasonal=on") != TG_OK)
+        return 1;
+    if (predict && tg_config_set(cfg, "detect.predict=on") != TG_OK)
         return 1;
     char err[256];
     struct tg_engine_config *ec = tg_engine_config_from(cfg, err, sizeof err);
@@ -157,7 +162,9 @@ static int run_shape(int devices, int metrics, int steps, bool all_on, int runs,
     qsort(cpus, (size_t)runs, sizeof *cpus, cmp_double);
     double median = cpus[runs / 2];
     printf("engine: %d devices x %d metrics = %" PRIu64 " series, %d steps, %s, %d runs\n",
-           devices, metrics, st.series, steps, all_on ? "all detectors on" : "default detectors",
+           devices, metrics, st.series, steps,
+           all_on ? (predict ? "all detectors on + predict" : "all detectors on")
+                  : (predict ? "default detectors + predict" : "default detectors"),
            runs);
     printf("  %d-metric records: %.0f records/s best, %.0f median (CPU time); %.0f points/s "
            "best, %.0f ns per point\n",
@@ -183,26 +190,44 @@ static int run_shape(int devices, int metrics, int steps, bool all_on, int runs,
     return 0;
 }
 
+/* One shape, and with --predict the same with the predict detector on too. */
+static int run_pair(int devices, int metrics, int steps, bool all_on, bool predict, int runs,
+                    bool first)
+{
+    if (run_shape(devices, metrics, steps, all_on, false, runs, first) != 0)
+        return 1;
+    return predict ? run_shape(devices, metrics, steps, all_on, true, runs, false) : 0;
+}
+
 int main(int argc, char **argv)
 {
     int runs = 3, arg = 1;
-    if (argc > 2 && strcmp(argv[1], "-r") == 0) {
-        runs = atoi(argv[2]);
-        arg = 3;
+    bool predict = false;
+    for (;;) {
+        if (arg + 1 < argc && strcmp(argv[arg], "-r") == 0) {
+            runs = atoi(argv[arg + 1]);
+            arg += 2;
+        } else if (arg < argc && strcmp(argv[arg], "--predict") == 0) {
+            predict = true;
+            arg++;
+        } else {
+            break;
+        }
     }
     if (arg == argc) {
         /* The two shapes the README reports, 100,000 series each. */
-        if (run_shape(20000, 5, 60, true, runs, true) != 0)
+        if (run_pair(20000, 5, 60, true, predict, runs, true) != 0)
             return 1;
-        return run_shape(100000, 1, 60, true, runs, false);
+        return run_pair(100000, 1, 60, true, predict, runs, false);
     }
     int devices = atoi(argv[arg]);
     int metrics = arg + 1 < argc ? atoi(argv[arg + 1]) : 5;
     int steps = arg + 2 < argc ? atoi(argv[arg + 2]) : 60;
     bool all_on = !(arg + 3 < argc && strcmp(argv[arg + 3], "defaults") == 0);
     if (runs < 1 || devices < 1 || metrics < 1 || metrics > 16 || steps < 1) {
-        fprintf(stderr, "usage: bench_engine [-r RUNS] [devices metrics(1..16) steps [defaults]]\n");
+        fprintf(stderr, "usage: bench_engine [-r RUNS] [--predict] [devices metrics(1..16) steps "
+                        "[defaults]]\n");
         return 2;
     }
-    return run_shape(devices, metrics, steps, all_on, runs, true);
+    return run_pair(devices, metrics, steps, all_on, predict, runs, true);
 }

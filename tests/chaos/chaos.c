@@ -99,6 +99,41 @@ int tg_chaos_journal_integrity(const struct tg_gw *gw, char *result, size_t resu
     return rc;
 }
 
+int tg_chaos_kill9_check(struct tg_gw *gw, const char *what)
+{
+    if (tg_gw_tidegate_kill9(gw) != 0) {
+        fprintf(stderr, "%s: kill -9 of tidegate failed\n", what);
+        return -1;
+    }
+    char result[512];
+    int rc = tg_chaos_journal_integrity(gw, result, sizeof result);
+    fprintf(stderr, "%s: PRAGMA integrity_check: %s\n", what, result);
+    return rc;
+}
+
+int tg_chaos_finish_clean(struct tg_gw *gw)
+{
+    int rc = 0;
+    int corrupt = tg_gw_log_count(gw, "corrupt");
+    if (corrupt != 0) {
+        fprintf(stderr, "chaos: tidegate's log says \"corrupt\" %d times\n", corrupt);
+        rc = -1;
+    }
+    int status = tg_gw_tidegate_term(gw, 30000);
+    if (!tg_harness_exited_ok(status)) {
+        fprintf(stderr, "chaos: tidegate did not stop cleanly on SIGTERM (status %d)\n", status);
+        tg_gw_print_log_tail(gw, 30);
+        rc = -1;
+    }
+    char result[512];
+    if (tg_gw_journal_integrity(tg_gw_journal_path(gw), result, sizeof result) != 0) {
+        fprintf(stderr, "chaos: the journal after the stop: PRAGMA integrity_check: %s\n",
+                result);
+        rc = -1;
+    }
+    return rc;
+}
+
 struct sample {
     int64_t t_ms;
     double value;

@@ -37,6 +37,17 @@ int tg_chaos_rand_range(struct tg_chaos_rand *r, int lo, int hi);
  * answered "ok"; else -1 with its answer in result. */
 int tg_chaos_journal_integrity(const struct tg_gw *gw, char *result, size_t result_size);
 
+/* One kill of a crash loop: kill -9 of tidegate, then tg_chaos_journal_integrity(), printing
+ * "<what>: PRAGMA integrity_check: <answer>". 0 when the kill worked and SQLite answered "ok";
+ * else -1. The test starts the gateway again (tg_gw_tidegate_start()). */
+int tg_chaos_kill9_check(struct tg_gw *gw, const char *what);
+
+/* The end every crash loop shares: tidegate's log (all its runs) never says its journal was
+ * found corrupt at start-up, a graceful stop (SIGTERM) exits 0, and the journal it leaves
+ * passes PRAGMA integrity_check. 0, or -1 with what failed printed. The caller still
+ * destroys gw. */
+int tg_chaos_finish_clean(struct tg_gw *gw);
+
 /* ------------------------------------------------------------------------------------------
  * A counter recorded over time (e.g. tidegate_messages_delivered_total), for bounds that
  * depend on what happened in a window before an event.

@@ -40,7 +40,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t n;
         const struct tg_config_key *keys = tg_engine_config_keys(&n);
         struct tg_config *cfg = tg_config_new(keys, n);
-        if (!cfg || tg_config_set(cfg, "detect.seasonal=on") != TG_OK)
+        /* Every detector's state: seasonal everywhere, predict on the metrics "vib*". */
+        if (!cfg || tg_config_set(cfg, "detect.seasonal=on") != TG_OK ||
+            tg_config_set(cfg, "rules.1.match=vib*") != TG_OK ||
+            tg_config_set(cfg, "rules.1.predict=on") != TG_OK)
             abort();
         char err[256];
         ec = tg_engine_config_from(cfg, err, sizeof err);

@@ -737,10 +737,11 @@ bool tg_gw_sample(const char *body, const char *name, const char *labels, double
     return found;
 }
 
-double tg_gw_metric(const struct tg_gw *gw, const char *name, const char *labels)
+double tg_gw_metric_at(int metrics_port, const char *name, const char *labels)
 {
     char *body = NULL;
-    if (tg_gw_http_get(gw, "/metrics", &body) != 200 || !body) {
+    if (tg_harness_http_get(metrics_port, "/metrics", HTTP_TIMEOUT_S * 1000, &body) != 200 ||
+        !body) {
         free(body);
         return NAN;
     }
@@ -751,8 +752,13 @@ double tg_gw_metric(const struct tg_gw *gw, const char *name, const char *labels
     return v;
 }
 
+double tg_gw_metric(const struct tg_gw *gw, const char *name, const char *labels)
+{
+    return tg_gw_metric_at(gw->metrics_port, name, labels);
+}
+
 struct metric_wait {
-    struct tg_gw *gw;
+    int port;
     const char *name, *labels;
     enum tg_gw_cmp cmp;
     double value, last;
@@ -780,7 +786,7 @@ static bool compare(double v, enum tg_gw_cmp cmp, double value)
 static bool metric_holds(void *ud)
 {
     struct metric_wait *mw = ud;
-    mw->last = tg_gw_metric(mw->gw, mw->name, mw->labels);
+    mw->last = tg_gw_metric_at(mw->port, mw->name, mw->labels);
     return compare(mw->last, mw->cmp, mw->value);
 }
 
@@ -794,14 +800,22 @@ bool tg_gw_metric_is(const struct tg_gw *gw, const char *name, const char *label
     return false;
 }
 
-bool tg_gw_wait_metric(struct tg_gw *gw, const char *name, const char *labels,
-                       enum tg_gw_cmp cmp, double value, int timeout_ms)
+bool tg_gw_wait_metric_at(int metrics_port, const char *name, const char *labels,
+                          enum tg_gw_cmp cmp, double value, int timeout_ms)
 {
-    struct metric_wait mw = {gw, name, labels, cmp, value, NAN};
+    struct metric_wait mw = {metrics_port, name, labels, cmp, value, NAN};
     if (tg_harness_wait_until(metric_holds, &mw, timeout_ms))
         return true;
     flog("waited %d ms for %s{%s} %s %g; last value %g", timeout_ms, name,
          labels ? labels : "", cmp_ops[cmp], value, mw.last);
+    return false;
+}
+
+bool tg_gw_wait_metric(struct tg_gw *gw, const char *name, const char *labels,
+                       enum tg_gw_cmp cmp, double value, int timeout_ms)
+{
+    if (tg_gw_wait_metric_at(gw->metrics_port, name, labels, cmp, value, timeout_ms))
+        return true;
     tg_gw_print_log_tail(gw, 25);
     return false;
 }

@@ -196,6 +196,13 @@ bool tg_gw_metric_is(const struct tg_gw *gw, const char *name, const char *label
 bool tg_gw_wait_metric(struct tg_gw *gw, const char *name, const char *labels,
                        enum tg_gw_cmp cmp, double value, int timeout_ms);
 
+/* tg_gw_metric() and tg_gw_wait_metric() for a tidegate the fixture did not start (one that
+ * never becomes ready, say), by its metrics port on 127.0.0.1. The wait prints the last
+ * value on timeout; the caller prints that daemon's log. */
+double tg_gw_metric_at(int metrics_port, const char *name, const char *labels);
+bool tg_gw_wait_metric_at(int metrics_port, const char *name, const char *labels,
+                          enum tg_gw_cmp cmp, double value, int timeout_ms);
+
 /* ------------------------------------------------------------------------------------------
  * The journal file
  */
@@ -379,6 +386,17 @@ int tg_gw_raise_open_files(unsigned long want);
  * timeout_s is the audit's --timeout. NULL on failure (its log is printed). */
 struct tg_harness_proc *tg_gw_sim_audit_start(struct tg_gw *gw, const char *ledger,
                                               int timeout_s);
+
+/* Waits up to timeout_ms for `tidegate-sim run` (started by the test as run) to exit. 0 when
+ * it exited with status 0; -1 when it did not exit in time or failed, with its stderr printed
+ * ("tidegate-sim run failed: ..."). When log is not NULL, *log is then its stderr (malloc'd,
+ * the caller frees; NULL when unreadable), where the run's summary line is; after a failure
+ * *log is NULL. */
+int tg_gw_sim_run_wait(struct tg_harness_proc *run, int timeout_ms, char **log);
+
+/* N from "resent N" in the run's summary line (its log, above): the readings the nodes sent
+ * again, what durable acks cost them. -1 when log is NULL or has no such line. */
+long long tg_gw_sim_run_resent(const char *log);
 
 /* The audit's JSON report, read from its stdout once it has exited with status (printed along
  * with the report). NULL when it is missing or not JSON (the audit's log is printed). Free

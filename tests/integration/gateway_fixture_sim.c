@@ -1,8 +1,8 @@
 /*
  * gateway_fixture_sim.c - the part of the gateway fixture that tests of the simulated fleet
  * share (gateway_fixture.h, "The simulator's fleet"): the open-files limit a fleet of
- * connections needs, `tidegate-sim audit --follow` started before the fleet, and its JSON
- * report read back.
+ * connections needs, `tidegate-sim audit --follow` started before the fleet, the fleet's
+ * `tidegate-sim run` waited for, and the audit's JSON report read back.
  */
 #include "gateway_fixture.h"
 
@@ -72,6 +72,36 @@ struct tg_harness_proc *tg_gw_sim_audit_start(struct tg_gw *gw, const char *ledg
         return NULL;
     }
     return audit;
+}
+
+int tg_gw_sim_run_wait(struct tg_harness_proc *run, int timeout_ms, char **log)
+{
+    if (log)
+        *log = NULL;
+    int status = 0;
+    bool exited = tg_harness_proc_wait(run, timeout_ms, &status) == 0;
+    char *text = tg_harness_read_file(tg_harness_proc_stderr_path(run));
+    if (!exited || !tg_harness_exited_ok(status)) {
+        if (exited)
+            fprintf(stderr, "tidegate-sim run failed (status 0x%x):\n%s\n", (unsigned)status,
+                    text ? text : "(no log)");
+        else
+            fprintf(stderr, "tidegate-sim run failed: still running after %d ms:\n%s\n",
+                    timeout_ms, text ? text : "(no log)");
+        free(text);
+        return -1;
+    }
+    if (log)
+        *log = text;
+    else
+        free(text);
+    return 0;
+}
+
+long long tg_gw_sim_run_resent(const char *log)
+{
+    const char *p = log ? strstr(log, "resent ") : NULL;
+    return p ? atoll(p + strlen("resent ")) : -1;
 }
 
 struct json_t *tg_gw_sim_audit_report(const struct tg_harness_proc *audit, int status)

@@ -264,6 +264,8 @@ bool tg_harness_wait_until(tg_harness_cond_fn fn, void *ud, int timeout_ms)
  * Loopback TCP
  */
 
+int (*harness__port_source)(void) = tg_harness_free_port;
+
 int tg_harness_free_port(void)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
@@ -1113,7 +1115,7 @@ struct tg_harness_mosquitto *tg_harness_mosquitto_start(unsigned flags, const ch
         goto fail;
 
     for (int attempt = 1; attempt <= MOSQUITTO_PORT_ATTEMPTS; attempt++) {
-        mq->port = tg_harness_free_port();
+        mq->port = harness__port_source();
         if (mq->port < 0 || mosquitto_write_conf(mq) != 0)
             goto fail;
         int r = mosquitto_launch(mq);

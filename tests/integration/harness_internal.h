@@ -42,6 +42,11 @@ void harness__print_log(const char *what, const char *path, off_t offset);
 int harness__start_failed(struct tg_harness_proc **proc, const char *log_path, off_t offset,
                           int stop_timeout_ms, const char *why);
 
+/* Where the brokers' starts get a free port: tg_harness_free_port(), unless a test of the
+ * harness itself (test_harness.c) puts in a source that hands out a port it holds, to see
+ * the start take another instead of failing. */
+extern int (*harness__port_source)(void);
+
 /* Stops *proc (SIGTERM, SIGKILL after timeout_ms), destroys it and sets *proc to NULL.
  * Returns the wait status (tg_harness_proc_stop()); a NULL *proc returns 0. */
 int harness__proc_end(struct tg_harness_proc **proc, int timeout_ms);

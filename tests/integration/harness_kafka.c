@@ -422,8 +422,8 @@ struct tg_harness_kafka *tg_harness_kafka_start_with(int telemetry_partitions, u
 
     int rc = 1;
     for (int attempt = 1; attempt <= PORT_ATTEMPTS && rc == 1; attempt++) {
-        kf->port = tg_harness_free_port();
-        kf->controller_port = tg_harness_free_port();
+        kf->port = harness__port_source();
+        kf->controller_port = harness__port_source();
         if (kf->port < 0 || kf->controller_port < 0 || kf->port == kf->controller_port)
             continue;
         snprintf(kf->bootstrap, sizeof kf->bootstrap, HARNESS_LOOPBACK ":%d", kf->port);

@@ -3,7 +3,8 @@
 # The daemon refuses, before doing anything else and with file:line:key, the values issue 11
 # found accepted: an empty journal.path (SQLite would use a temporary database), an
 # mqtt.topic that makes the device id ambiguous, an mqtt.max_packet_bytes that cannot hold a
-# payload; and (the hygiene part) [kafka.rdkafka] properties that switch a guarantee off,
+# payload, a malformed "$share/<group>/..." topic or a share_group that contradicts its
+# group; and (the hygiene part) [kafka.rdkafka] properties that switch a guarantee off,
 # empty brokers, dlq_topic = topic, qos 0, an unbindable metrics.listen, without echoing a
 # credential. Both `--check-config` and a real start exit 1; a good config still passes.
 set -uo pipefail
@@ -41,6 +42,12 @@ expect_refused topic_hash "$tmp/topic_hash.ini:2: [mqtt] topic: \"telemetry/#\" 
   "[mqtt]\ntopic = telemetry/#\n[journal]\npath = $tmp/j.db\n"
 expect_refused topic_inner_plus "$tmp/topic_inner_plus.ini:2: [mqtt] topic: \"telemetry/+/data\" makes the device id ambiguous" \
   "[mqtt]\ntopic = telemetry/+/data\n[journal]\npath = $tmp/j.db\n"
+# A shared subscription as the topic keeps its group (issue 14): another share_group
+# contradicts it, a malformed one is refused.
+expect_refused share_contradicted "$tmp/share_contradicted.ini:4: [mqtt] share_group: \"other\" contradicts the group \"mine\" of [mqtt] topic" \
+  "[mqtt]\ntopic = \$share/mine/telemetry/+\nconnections = 2\nshare_group = other\n[journal]\npath = $tmp/j.db\n"
+expect_refused share_no_group "$tmp/share_no_group.ini:2: [mqtt] topic: \"\$share//telemetry/+\" is not a valid shared subscription" \
+  "[mqtt]\ntopic = \$share//telemetry/+\n[journal]\npath = $tmp/j.db\n"
 expect_refused packet_too_small "$tmp/packet_too_small.ini:2: [mqtt] max_packet_bytes: expected at least" \
   "[mqtt]\nmax_packet_bytes = 64K\n[validate]\nmax_payload_bytes = 64K\n[journal]\npath = $tmp/j.db\n"
 

@@ -17,7 +17,6 @@
 
 #include <cmocka.h>
 
-#include <math.h>
 #include <mosquitto.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -270,29 +269,6 @@ static void tls_readings_exactly_once(void **state)
 
 /* ---- a CA that did not sign the broker's certificate ----------------------------------- */
 
-struct metric_wait {
-    int port;
-    const char *name;
-    double at_least;
-};
-
-static double scrape(int port, const char *name)
-{
-    char *body = NULL;
-    double v = NAN;
-    if (tg_harness_http_get(port, "/metrics", 5000, &body) == 200 &&
-        !tg_gw_sample(body, name, NULL, &v))
-        v = 0;
-    free(body);
-    return v;
-}
-
-static bool metric_at_least(void *ud)
-{
-    const struct metric_wait *mw = ud;
-    return scrape(mw->port, mw->name) >= mw->at_least;
-}
-
 struct log_wait {
     const char *path;
     const char *needle;
@@ -348,14 +324,14 @@ static void tls_wrong_ca_retries(void **state)
     const char *log_path = tg_harness_proc_stderr_path(gw);
 
     /* It keeps trying (each attempt after the first counts as a reconnect) and stays up. */
-    struct metric_wait mw = {metrics_port, "tidegate_mqtt_reconnects_total", RETRIES};
-    if (!tg_harness_wait_until(metric_at_least, &mw, WAIT_MS)) {
+    if (!tg_gw_wait_metric_at(metrics_port, "tidegate_mqtt_reconnects_total", NULL, TG_GW_GE,
+                              RETRIES, WAIT_MS)) {
         char *log = tg_harness_read_file(log_path);
         fail_msg("fewer than %d reconnects (running: %d):\n%s", RETRIES,
                  tg_harness_proc_running(gw), log ? log : "");
     }
     assert_true(tg_harness_proc_running(gw));
-    assert_true(scrape(metrics_port, "tidegate_mqtt_connections") == 0);
+    assert_true(tg_gw_metric_at(metrics_port, "tidegate_mqtt_connections", NULL) == 0);
 
     /* The log says what failed and why, in OpenSSL's words. */
     struct log_wait lw = {log_path, "certificate verify failed"};

@@ -1,7 +1,8 @@
 /*
  * test_harness.c - the integration-test harness's own promises: bounded runs, SIGTERM then
- * SIGKILL, environment overrides, line reading, temp dirs, and a Mosquitto start that fails
- * cleanly when its port cannot be had.
+ * SIGKILL, environment overrides, line reading, temp dirs, and Mosquitto's ports: a start whose
+ * port was taken moves to another, one that cannot get any fails cleanly, and a restart whose
+ * port was taken says so.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,6 +24,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "harness_internal.h" /* harness__port_source */
 
 static int teardown(void **state)
 {
@@ -120,25 +122,83 @@ static void test_env_pipes_and_logs(void **state)
     free(copy);
 }
 
+/* Listens on port (0: any free one) of 127.0.0.1, as another program holding it would, and
+ * returns the socket; *bound gets the port. */
+static int hold_port(int port, int *bound)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    socklen_t len = sizeof sa;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+        fail_msg("bind 127.0.0.1:%d: %s", port, strerror(errno));
+    assert_int_equal(listen(fd, 1), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    *bound = ntohs(sa.sin_port);
+    return fd;
+}
+
 static void test_mosquitto_port_taken_fails_cleanly(void **state)
 {
     (void)state;
     /* A second listener on a port we hold: every attempt fails with "Address already in
      * use"; the harness retries on fresh ports, then gives up with NULL. */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
-    socklen_t len = sizeof sa;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    assert_int_equal(listen(fd, 1), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    int held;
+    int fd = hold_port(0, &held);
     char extra[64];
-    snprintf(extra, sizeof extra, "listener %d 127.0.0.1", ntohs(sa.sin_port));
+    snprintf(extra, sizeof extra, "listener %d 127.0.0.1", held);
     int64_t t0 = tg_harness_now_ms();
     assert_null(tg_harness_mosquitto_start(0, extra));
     assert_true(tg_harness_now_ms() - t0 < 30000);
     close(fd);
     tg_harness_discard_leftovers(); /* the failed attempts' dirs: expected, not for debugging */
+}
+
+/* The free-port race: between tg_harness_free_port() and Mosquitto's bind, another program
+ * takes the port. A port source hands out a port this test holds first; the start must see
+ * "Address already in use", take another port and succeed there. */
+static int taken_port = -1;
+static int port_requests;
+
+static int taken_then_free(void)
+{
+    return port_requests++ == 0 ? taken_port : tg_harness_free_port();
+}
+
+static void test_mosquitto_takes_another_port_when_one_is_taken(void **state)
+{
+    (void)state;
+    int fd = hold_port(0, &taken_port);
+    port_requests = 0;
+    harness__port_source = taken_then_free;
+    struct tg_harness_mosquitto *mq = tg_harness_mosquitto_start(0, NULL);
+    harness__port_source = tg_harness_free_port;
+    assert_non_null(mq);
+    assert_int_equal(port_requests, 2); /* the taken one, then one that worked */
+    assert_int_not_equal(tg_harness_mosquitto_port(mq), taken_port);
+    assert_int_equal(tg_harness_tcp_probe("127.0.0.1", tg_harness_mosquitto_port(mq)), 0);
+    tg_harness_mosquitto_destroy(mq);
+    close(fd);
+}
+
+/* A restart keeps its port (clients reconnect to the same address), so a port taken while
+ * the broker was down is reported as a failed restart, not papered over with another. */
+static void test_mosquitto_restart_reports_its_port_taken(void **state)
+{
+    (void)state;
+    struct tg_harness_mosquitto *mq = tg_harness_mosquitto_start(0, NULL);
+    assert_non_null(mq);
+    int port = tg_harness_mosquitto_port(mq);
+    assert_int_equal(tg_harness_mosquitto_stop(mq), 0);
+    int held;
+    int fd = hold_port(port, &held);
+    assert_int_equal(tg_harness_mosquitto_restart(mq), -1);
+    assert_int_equal(tg_harness_mosquitto_port(mq), port);
+    close(fd);
+    assert_int_equal(tg_harness_mosquitto_restart(mq), 0); /* free again: back on it */
+    assert_int_equal(tg_harness_tcp_probe("127.0.0.1", port), 0);
+    tg_harness_mosquitto_destroy(mq);
 }
 
 int main(void)
@@ -149,6 +209,9 @@ int main(void)
         cmocka_unit_test_teardown(test_stop_escalates_to_sigkill, teardown),
         cmocka_unit_test_teardown(test_env_pipes_and_logs, teardown),
         cmocka_unit_test_teardown(test_mosquitto_port_taken_fails_cleanly, teardown),
+        cmocka_unit_test_teardown(test_mosquitto_takes_another_port_when_one_is_taken,
+                                  teardown),
+        cmocka_unit_test_teardown(test_mosquitto_restart_reports_its_port_taken, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

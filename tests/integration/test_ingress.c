@@ -402,24 +402,26 @@ static void test_order_and_content(void **state)
     tg_harness_mosquitto_destroy(mq);
 }
 
-/* Three connections share one subscription: every message arrives exactly once. */
-static void test_shared_subscription(void **state)
+/* Three connections share one subscription, `want` in the broker's log: every message
+ * published on telemetry/dev-1 arrives exactly once. */
+static void shared_subscription_case(const char *client_id, const char *topic,
+                                     const char *share_group, const char *want)
 {
-    (void)state;
     enum { N = 900, CONNS = 3 };
     struct tg_harness_mosquitto *mq = tg_harness_mosquitto_start(0, NULL);
     assert_non_null(mq);
     struct tg_metrics *m = tg_metrics_new();
     struct sink s;
     sink_init(&s, true);
-    struct tg_ingress_opts opts = base_opts(mq, "tg-shared");
+    struct tg_ingress_opts opts = base_opts(mq, client_id);
+    opts.topic = topic;
     opts.connections = CONNS;
-    opts.share_group = "grp";
+    opts.share_group = share_group;
     struct tg_ingress *in = ingress_start(&opts, &s, m);
     assert_true(metric(m, "tidegate_mqtt_connections") == CONNS);
     for (int i = 0; i < CONNS; i++) {
         char line[128];
-        snprintf(line, sizeof line, ": tg-shared-%d 1 $share/grp/telemetry/+\n", i);
+        snprintf(line, sizeof line, ": %s-%d 1 %s\n", client_id, i, want);
         if (!tg_harness_file_contains(tg_harness_mosquitto_log_path(mq), line))
             fail_msg("the broker log has no subscription line \"%s\"", line);
     }
@@ -428,7 +430,9 @@ static void test_shared_subscription(void **state)
     publish_range(p, "telemetry/dev-1", 0, N);
     publisher_wait_acked(p, N);
     struct sink_want w = {&s, N};
-    assert_true(tg_harness_wait_until(sink_has_cond, &w, WAIT_MS));
+    if (!tg_harness_wait_until(sink_has_cond, &w, WAIT_MS))
+        fail_msg("%s: the sink got %d of %d messages within %d ms", topic, sink_count(&s), N,
+                 WAIT_MS);
     assert_int_equal(sink_count(&s), N);
     assert_int_equal(sink_distinct(&s, N), N); /* N messages, N distinct: each once */
 
@@ -437,6 +441,22 @@ static void test_shared_subscription(void **state)
     tg_metrics_destroy(m);
     sink_fini(&s);
     tg_harness_mosquitto_destroy(mq);
+}
+
+static void test_shared_subscription(void **state)
+{
+    (void)state;
+    shared_subscription_case("tg-shared", "telemetry/+", "grp", "$share/grp/telemetry/+");
+}
+
+/* A topic written as a shared subscription keeps its own group with several connections
+ * (it was prefixed a second time, "$share/grp/$share/mine/telemetry/+", which matches
+ * nothing), and share_group, not set by the user, is not used. */
+static void test_shared_subscription_own_group(void **state)
+{
+    (void)state;
+    shared_subscription_case("tg-own", "$share/mine/telemetry/+", "grp",
+                             "$share/mine/telemetry/+");
 }
 
 /* A sink that refuses everything pauses reading; when it opens, all 2,000 QoS1 messages
@@ -866,6 +886,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_order_and_content, teardown),
         cmocka_unit_test_teardown(test_shared_subscription, teardown),
+        cmocka_unit_test_teardown(test_shared_subscription_own_group, teardown),
         cmocka_unit_test_teardown(test_backpressure, teardown),
         cmocka_unit_test_teardown(test_persistent_session, teardown),
         cmocka_unit_test_teardown(test_broker_restart, teardown),

@@ -4,6 +4,7 @@
 # does not show:
 #   - [mqtt] keys of the daemon's client connection, an unknown plugin_opt_* and a missing
 #     plugin_opt_config are refused: the broker exits non-zero and says which key, where;
+#     so is a "$share/<group>/..." [mqtt] topic, which no PUBLISH topic matches;
 #   - plugin_opt_forward false (default) hides taken messages from a '#' subscriber, other
 #     topics still pass, and plugin_opt_forward true lets telemetry through as well;
 #   - SIGHUP to the broker reaches the plugin (MOSQ_EVT_RELOAD) and the broker goes on;
@@ -82,6 +83,11 @@ fi
 ini host '[mqtt]\nhost = 10.0.0.1\n'
 write_conf host "plugin_opt_config $tmp/host.ini"
 expect_refused host "$tmp/host.ini:11: [mqtt] host: has no meaning in plugin mode"
+
+# A shared subscription names no topic a PUBLISH has: the plugin would take nothing, silently.
+ini share '[mqtt]\ntopic = $share/g/telemetry/+\n'
+write_conf share "plugin_opt_config $tmp/share.ini"
+expect_refused share "$tmp/share.ini:11: [mqtt] topic: \"\$share/g/telemetry/+\" is a shared subscription"
 
 ini unknown ''
 write_conf unknown "plugin_opt_config $tmp/unknown.ini" "plugin_opt_colour blue"

@@ -14,6 +14,9 @@
  * late_duplicates_are_read: a topic holding a run's readings followed by copies of them in
  * the same partition; with --idle 0 the audit has everything it expects after the originals,
  * and must still read on to the high watermark and find the copies.
+ *
+ * from_end_skips_what_the_topic_held: the same topic, the first copy there before the audit
+ * starts with --from-end: only the second is read, and the run passes.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -205,11 +208,10 @@ static void produce(rd_kafka_t *rk, uint64_t seq)
     assert_int_equal(err, RD_KAFKA_RESP_ERR_NO_ERROR);
 }
 
-static void late_duplicates_are_read(void **state)
+/* Produces sim-00001's readings 0 .. n-1 (boot 1) to partition 0, in order, and waits until
+ * the cluster has them. */
+static void produce_run(struct tg_harness_devkafka *dk, uint64_t n)
 {
-    (void)state;
-    struct tg_harness_devkafka *dk = tg_harness_devkafka_start(NULL);
-    assert_non_null(dk);
     char errstr[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     assert_int_equal(rd_kafka_conf_set(conf, "bootstrap.servers",
@@ -220,25 +222,48 @@ static void late_duplicates_are_read(void **state)
                      RD_KAFKA_CONF_OK);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     assert_non_null(rk);
-    /* The run's ten readings, then a copy of each, all in one partition, in that order. */
-    for (int copy = 0; copy < 2; copy++)
-        for (uint64_t seq = 0; seq < 10; seq++)
-            produce(rk, seq);
+    for (uint64_t seq = 0; seq < n; seq++)
+        produce(rk, seq);
     assert_int_equal(rd_kafka_flush(rk, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
     rd_kafka_destroy(rk);
+}
 
-    char ledger_path[1024];
-    snprintf(ledger_path, sizeof ledger_path, "%s/ledger", tg_harness_devkafka_dir(dk));
+/* The ledger of that run: sim-00001 connected, boot 1, readings 0 .. n-1 released. */
+static void write_run_ledger(const char *path, uint64_t n)
+{
     struct tg_ledger *lg = tg_ledger_new();
     assert_int_equal(tg_ledger_add_device(lg, "sim-00001"), 0);
     assert_int_equal(tg_ledger_connected(lg, 0), 0);
     assert_int_equal(tg_ledger_set_boot(lg, 0, 1), 0);
-    for (uint64_t seq = 0; seq < 10; seq++) {
+    for (uint64_t seq = 0; seq < n; seq++) {
         assert_int_equal(tg_ledger_reading(lg, 0, TG_NODE_EV_TAKEN, 1, seq), 0);
         assert_int_equal(tg_ledger_reading(lg, 0, TG_NODE_EV_RELEASED, 1, seq), 0);
     }
-    assert_int_equal(tg_ledger_write(lg, ledger_path), 0);
+    assert_int_equal(tg_ledger_write(lg, path), 0);
     tg_ledger_destroy(lg);
+}
+
+/* The JSON report of an audit that exited with status (its stdout), printed. */
+static json_t *audit_report(const char *out, int status)
+{
+    assert_non_null(out);
+    fprintf(stderr, "audit (exit %d): %s", WIFEXITED(status) ? WEXITSTATUS(status) : -1, out);
+    json_t *root = json_loads(out, 0, NULL);
+    assert_non_null(root);
+    return root;
+}
+
+static void late_duplicates_are_read(void **state)
+{
+    (void)state;
+    struct tg_harness_devkafka *dk = tg_harness_devkafka_start(NULL);
+    assert_non_null(dk);
+    /* The run's ten readings, then a copy of each, all in one partition, in that order. */
+    produce_run(dk, 10);
+    produce_run(dk, 10);
+    char ledger_path[1024];
+    snprintf(ledger_path, sizeof ledger_path, "%s/ledger", tg_harness_devkafka_dir(dk));
+    write_run_ledger(ledger_path, 10);
 
     char sim[1024];
     snprintf(sim, sizeof sim, "%s/tidegate-sim", tg_harness_bin_dir());
@@ -247,10 +272,7 @@ static void late_duplicates_are_read(void **state)
                           "--timeout", "30", "--idle", "0", NULL};
     char *out = NULL;
     int status = tg_harness_run(argv, NULL, 0, &out, WAIT_MS);
-    assert_non_null(out);
-    fprintf(stderr, "audit (exit %d): %s", WIFEXITED(status) ? WEXITSTATUS(status) : -1, out);
-    json_t *root = json_loads(out, 0, NULL);
-    assert_non_null(root);
+    json_t *root = audit_report(out, status);
     assert_int_equal(jint(root, "delivered"), 10);
     assert_int_equal(jint(root, "duplicated"), 10);
     assert_int_equal(jint(root, "records"), 20);
@@ -261,10 +283,68 @@ static void late_duplicates_are_read(void **state)
     tg_harness_devkafka_destroy(dk);
 }
 
+static bool audit_consuming(void *ud)
+{
+    return tg_harness_file_contains(tg_harness_proc_stderr_path(ud), "consuming");
+}
+
+/* --from-end (README, "tidegate-sim audit"): a topic that holds an earlier run of the same
+ * fleet (same device, boot and seqs, which no receive time tells apart here: the ledger has
+ * no run window). An audit started with --follow --from-end before this run reads only this
+ * run's records and passes; the same audit from the beginning counts the earlier run's
+ * records as duplicates and fails. */
+static void from_end_skips_what_the_topic_held(void **state)
+{
+    (void)state;
+    struct tg_harness_devkafka *dk = tg_harness_devkafka_start(NULL);
+    assert_non_null(dk);
+    produce_run(dk, 10); /* the earlier run */
+    char ledger_path[1024];
+    snprintf(ledger_path, sizeof ledger_path, "%s/ledger", tg_harness_devkafka_dir(dk));
+
+    char sim[1024];
+    snprintf(sim, sizeof sim, "%s/tidegate-sim", tg_harness_bin_dir());
+    const char *argv[] = {sim, "audit", "--brokers", tg_harness_devkafka_bootstrap(dk),
+                          "--topic", TG_GW_TOPIC, "--ledger", ledger_path, "--json",
+                          "--timeout", "30", "--idle", "0", "--follow", "--from-end", NULL};
+    struct tg_harness_proc *audit =
+        tg_harness_proc_start(tg_harness_devkafka_dir(dk), "audit-from-end", argv, NULL, 0);
+    assert_non_null(audit);
+    /* Consuming: it has taken the end offsets, so what follows is this run's. */
+    assert_true(tg_harness_wait_until(audit_consuming, audit, WAIT_MS));
+    produce_run(dk, 10); /* this run */
+    write_run_ledger(ledger_path, 10);
+    int status;
+    assert_int_equal(tg_harness_proc_wait(audit, WAIT_MS, &status), 0);
+    char *out = tg_harness_read_file(tg_harness_proc_stdout_path(audit));
+    json_t *root = audit_report(out, status);
+    assert_int_equal(jint(root, "records"), 10);
+    assert_int_equal(jint(root, "delivered"), 10);
+    assert_int_equal(jint(root, "duplicated"), 0);
+    assert_true(json_is_true(json_object_get(root, "ok")));
+    assert_true(tg_harness_exited_ok(status));
+    json_decref(root);
+    free(out);
+    tg_harness_proc_destroy(audit);
+
+    /* Without --from-end (and --follow: the ledger is there now), the earlier run counts. */
+    argv[13] = NULL;
+    out = NULL;
+    status = tg_harness_run(argv, NULL, 0, &out, WAIT_MS);
+    root = audit_report(out, status);
+    assert_int_equal(jint(root, "records"), 20);
+    assert_int_equal(jint(root, "duplicated"), 10);
+    assert_true(json_is_false(json_object_get(root, "ok")));
+    json_decref(root);
+    free(out);
+    tg_harness_devkafka_destroy(dk);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(late_duplicates_are_read, teardown),
+        cmocka_unit_test_teardown(from_end_skips_what_the_topic_held, teardown),
         cmocka_unit_test_teardown(runs_against_one_gateway, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -85,9 +85,9 @@ static bool device_silent(void *ud)
 
 /* Flowing [0, 60), a stall, the backlog [60, 120) at once, flowing [120, 180); then, when
  * mute, device MUTE_DEVICE silent while the others flow [180, 260). */
-static void run(const char *stall_after_ms, bool mute)
+static void run(const char *stall_after_ms, bool mute, bool real_kafka)
 {
-    struct wfx_cluster *cl = wfx_cluster_start(false);
+    struct wfx_cluster *cl = wfx_cluster_start(real_kafka);
     const char *bs = wfx_cluster_bootstrap(cl);
     char *dir = tg_harness_tmpdir_new("worker-silence");
     assert_non_null(dir);
@@ -149,17 +149,34 @@ static void run(const char *stall_after_ms, bool mute)
 static void test_stall_is_not_silence(void **state)
 {
     (void)state;
-    run("1000", true);
+    run("1000", true, false);
 }
 
 static void test_control_without_the_stall_rule(void **state)
 {
     (void)state;
-    run("600000", false);
+    run("600000", false, false);
 }
 
-int main(void)
+/* The same stall and silent device on a real Kafka broker: its fetch sessions, batching and
+ * read_committed high watermarks (which the sweep reads to tell a behind partition) are the
+ * real ones. The control is about the scenario, not the tier: it runs on devkafka only. */
+static void test_stall_is_not_silence_real_kafka(void **state)
 {
+    (void)state;
+    run("1000", true, true);
+}
+
+/* argv[1] "real": the first test on a real Kafka broker (the CTest entry with label
+ * kafka-real). */
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "real") == 0) {
+        const struct CMUnitTest real[] = {
+            cmocka_unit_test_teardown(test_stall_is_not_silence_real_kafka, teardown),
+        };
+        return cmocka_run_group_tests(real, NULL, NULL);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_stall_is_not_silence, teardown),
         cmocka_unit_test_teardown(test_control_without_the_stall_rule, teardown),

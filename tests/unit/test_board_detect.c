@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "board_detect.h"
+#include "unit_tmp.h"
 
 #ifndef TG_SOURCE_DIR
 #error "TG_SOURCE_DIR must name the source tree"
@@ -34,10 +35,9 @@ static int setup(void **state)
     struct fixture *fx = calloc(1, sizeof *fx);
     if (!fx)
         return -1;
-    snprintf(fx->dir, sizeof fx->dir, "/tmp/tg-board-detect.XXXXXX");
-    if (!mkdtemp(fx->dir))
+    if (tg_unit_tmpdir_new(fx->dir, sizeof fx->dir, "board-detect") != 0)
         return -1;
-    snprintf(fx->model, sizeof fx->model, "%s/model", fx->dir);
+    tg_unit_path(fx->model, sizeof fx->model, fx->dir, "model");
     *state = fx;
     return 0;
 }
@@ -45,9 +45,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", fx->dir);
-    if (system(cmd) != 0)
+    if (tg_unit_tmpdir_remove(fx->dir) != 0)
         return -1;
     free(fx);
     return 0;
@@ -56,10 +54,7 @@ static int teardown(void **state)
 /* The device tree's model as the kernel shows it: the string and its terminating NUL. */
 static void write_model(const struct fixture *fx, const char *model)
 {
-    FILE *f = fopen(fx->model, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(model, 1, strlen(model) + 1, f), strlen(model) + 1);
-    assert_int_equal(fclose(f), 0);
+    tg_unit_write_bytes(fx->model, model, strlen(model) + 1);
 }
 
 static void write_board(const struct fixture *fx, const char *name, const char *header)

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "unit_tmp.h"
 
 static const char *const overflow_choices[] = {"backpressure", "drop_oldest", "drop_newest",
                                                NULL};
@@ -43,34 +44,16 @@ static const struct tg_config_key schema[] = {
 };
 #define N_SCHEMA (sizeof schema / sizeof schema[0])
 
-static char tmpdir[PATH_MAX];
-static char olddir[PATH_MAX];
-
 static int group_setup(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "%s/tg-config-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(tmpdir) || !getcwd(olddir, sizeof olddir) || chdir(tmpdir) != 0)
-        return -1;
-    return 0;
+    return tg_unit_tmpdir_enter("config");
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    char cmd[PATH_MAX + 16];
-    if (chdir(olddir) != 0)
-        return -1;
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static void write_file(const char *name, const char *text)
-{
-    FILE *fp = fopen(name, "w");
-    assert_non_null(fp);
-    assert_int_equal(fputs(text, fp) >= 0, 1);
-    assert_int_equal(fclose(fp), 0);
+    return tg_unit_tmpdir_leave();
 }
 
 static struct tg_config *new_cfg(void)
@@ -84,7 +67,7 @@ static struct tg_config *new_cfg(void)
 static void expect_file_error(const char *text, const char *error)
 {
     struct tg_config *cfg = new_cfg();
-    write_file("gateway.ini", text);
+    tg_unit_write_file("gateway.ini", text);
     assert_int_equal(tg_config_load_file(cfg, TG_CONFIG_FILE, "gateway.ini"), TG_ERR_CONFIG);
     assert_string_equal(tg_config_error(cfg), error);
     assert_string_equal(tg_config_origin(cfg, "journal", "max_bytes"), "default");
@@ -188,8 +171,8 @@ static void check_layered(struct tg_config *cfg)
 static void layers_override_in_order(void **state)
 {
     (void)state;
-    write_file("board.ini", board_ini);
-    write_file("gateway.ini", gateway_ini);
+    tg_unit_write_file("board.ini", board_ini);
+    tg_unit_write_file("gateway.ini", gateway_ini);
     struct tg_config *cfg = new_cfg();
     assert_int_equal(tg_config_load_file(cfg, TG_CONFIG_BOARD, "board.ini"), TG_OK);
     assert_int_equal(tg_config_get_size(cfg, "journal", "max_bytes"), 64u << 20);
@@ -208,8 +191,8 @@ static void layers_override_in_order(void **state)
 static void layers_are_ranked_not_ordered(void **state)
 {
     (void)state;
-    write_file("board.ini", board_ini);
-    write_file("gateway.ini", gateway_ini);
+    tg_unit_write_file("board.ini", board_ini);
+    tg_unit_write_file("gateway.ini", gateway_ini);
     struct tg_config *cfg = new_cfg();
     assert_int_equal(tg_config_set(cfg, "kafka.rdkafka.linger.ms=50"), TG_OK);
     assert_int_equal(tg_config_set(cfg, "journal.max_bytes=1G"), TG_OK);
@@ -245,7 +228,7 @@ static void set_picks_longest_section(void **state)
 static void passthrough_keeps_file_order(void **state)
 {
     (void)state;
-    write_file("gateway.ini", "[kafka.rdkafka]\n"
+    tg_unit_write_file("gateway.ini", "[kafka.rdkafka]\n"
                               "queue.buffering.max.ms = 5\n"
                               "batch.num.messages = 10000\n"
                               "[journal]\n"
@@ -274,7 +257,7 @@ static void file_syntax(void **state)
 {
     (void)state;
     /* BOM, CRLF, indentation (never a continuation), ':' separator, inline ';' comment */
-    write_file("gateway.ini", "\xEF\xBB\xBF[gateway]\r\n"
+    tg_unit_write_file("gateway.ini", "\xEF\xBB\xBF[gateway]\r\n"
                               "  threads = 8\r\n"
                               "    name = edge-7\r\n"
                               "\t; indented comment\r\n"
@@ -373,7 +356,7 @@ static void structure_errors(void **state)
     expect_file_error(longline, "gateway.ini:2: line longer than 197 characters");
     /* 197 characters is fine, and read whole */
     snprintf(longline, sizeof longline, "[kafka]\n  brokers = %0187d\n", 0);
-    write_file("gateway.ini", longline);
+    tg_unit_write_file("gateway.ini", longline);
     struct tg_config *cfg = new_cfg();
     assert_int_equal(tg_config_load_file(cfg, TG_CONFIG_FILE, "gateway.ini"), TG_OK);
     assert_int_equal(strlen(tg_config_get_str(cfg, "kafka", "brokers")), 187);
@@ -405,7 +388,7 @@ static void every_problem_is_reported(void **state)
     for (int i = 0; i < 25; i++)
         snprintf(text + strlen(text), sizeof text - strlen(text), "bogus%d = 1\n", i);
     struct tg_config *cfg = new_cfg();
-    write_file("gateway.ini", text);
+    tg_unit_write_file("gateway.ini", text);
     assert_int_equal(tg_config_load_file(cfg, TG_CONFIG_FILE, "gateway.ini"), TG_ERR_CONFIG);
     const char *err = tg_config_error(cfg);
     assert_non_null(strstr(err, "gateway.ini:21: [gateway] bogus19: unknown key\n"
@@ -418,8 +401,8 @@ static void failed_load_changes_nothing(void **state)
 {
     (void)state;
     struct tg_config *cfg = new_cfg();
-    write_file("good.ini", "[gateway]\nthreads = 4\n[kafka.rdkafka]\nacks = 1\n");
-    write_file("bad.ini", "[gateway]\nthreads = 8\n[kafka.rdkafka]\nacks = all\nx=1\n"
+    tg_unit_write_file("good.ini", "[gateway]\nthreads = 4\n[kafka.rdkafka]\nacks = 1\n");
+    tg_unit_write_file("bad.ini", "[gateway]\nthreads = 8\n[kafka.rdkafka]\nacks = all\nx=1\n"
                           "[journal]\nmax_bytes = 0\n");
     assert_int_equal(tg_config_load_file(cfg, TG_CONFIG_BOARD, "good.ini"), TG_OK);
     assert_int_equal(tg_config_load_file(cfg, TG_CONFIG_FILE, "bad.ini"), TG_ERR_CONFIG);
@@ -525,6 +508,29 @@ static void size_parser(void **state)
     tg_config_destroy(cfg);
 }
 
+static void int_parser(void **state)
+{
+    (void)state;
+    int64_t v = 1234;
+    assert_int_equal(tg_parse_int("0", 0, 10, &v), TG_OK);
+    assert_true(v == 0);
+    assert_int_equal(tg_parse_int("-7", -10, 10, &v), TG_OK);
+    assert_true(v == -7);
+    assert_int_equal(tg_parse_int("+10", -10, 10, &v), TG_OK); /* bounds are inclusive */
+    assert_true(v == 10);
+    assert_int_equal(tg_parse_int("9223372036854775807", 0, INT64_MAX, &v), TG_OK);
+    assert_true(v == INT64_MAX);
+    v = 1234;
+    static const char *const bad[] = {"", "-", "+", " 1", "1 ", "1.5", "0x10", "1e3", "ten",
+                                      "--1", "1k"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(tg_parse_int(bad[i], INT64_MIN, INT64_MAX, &v), TG_ERR_CONFIG);
+    assert_int_equal(tg_parse_int("11", -10, 10, &v), TG_ERR_OUT_OF_RANGE);
+    assert_int_equal(tg_parse_int("-11", -10, 10, &v), TG_ERR_OUT_OF_RANGE);
+    assert_int_equal(tg_parse_int("9223372036854775808", 0, INT64_MAX, &v), TG_ERR_OUT_OF_RANGE);
+    assert_true(v == 1234); /* untouched by every refusal */
+}
+
 static void bool_parser(void **state)
 {
     (void)state;
@@ -576,8 +582,8 @@ static void int_bounds(void **state)
 static void dump_reads_back(void **state)
 {
     (void)state;
-    write_file("board.ini", board_ini);
-    write_file("gateway.ini", gateway_ini);
+    tg_unit_write_file("board.ini", board_ini);
+    tg_unit_write_file("gateway.ini", gateway_ini);
     struct tg_config *cfg = new_cfg();
     assert_int_equal(tg_config_load_file(cfg, TG_CONFIG_BOARD, "board.ini"), TG_OK);
     assert_int_equal(tg_config_load_file(cfg, TG_CONFIG_FILE, "gateway.ini"), TG_OK);
@@ -741,7 +747,7 @@ static void secrets_never_shown(void **state)
 
     /* file errors: a PEM pasted over several lines into [kafka.rdkafka] */
     cfg = new_cfg();
-    write_file("gateway.ini", "[kafka.rdkafka]\nssl.key.pem = -----BEGIN PRIVATE KEY-----\n"
+    tg_unit_write_file("gateway.ini", "[kafka.rdkafka]\nssl.key.pem = -----BEGIN PRIVATE KEY-----\n"
                               "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n"
                               "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7MIIEvQIBADA=\n"
                               "-----END PRIVATE KEY-----\n"
@@ -875,6 +881,7 @@ int main(void)
         cmocka_unit_test(missing_file),
         cmocka_unit_test(set_errors),
         cmocka_unit_test(size_parser),
+        cmocka_unit_test(int_parser),
         cmocka_unit_test(bool_parser),
         cmocka_unit_test(int_bounds),
         cmocka_unit_test(dump_reads_back),

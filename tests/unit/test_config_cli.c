@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "unit_tmp.h"
 #include "config_cli.h"
 
 static const struct tg_config_key schema[] = {
@@ -31,35 +32,16 @@ static const struct tg_config_key schema[] = {
 };
 #define N_SCHEMA (sizeof schema / sizeof schema[0])
 
-static char tmpdir[PATH_MAX];
-static char olddir[PATH_MAX];
-
 static int group_setup(void **state)
 {
     (void)state;
-    const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    snprintf(tmpdir, sizeof tmpdir, "%s/tg-config-cli-XXXXXX", base);
-    if (!mkdtemp(tmpdir) || !getcwd(olddir, sizeof olddir) || chdir(tmpdir) != 0)
-        return -1;
-    return 0;
+    return tg_unit_tmpdir_enter("config-cli");
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    char cmd[PATH_MAX + 16];
-    if (chdir(olddir) != 0)
-        return -1;
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static void write_file(const char *name, const char *text)
-{
-    FILE *fp = fopen(name, "w");
-    assert_non_null(fp);
-    assert_true(fputs(text, fp) >= 0);
-    assert_int_equal(fclose(fp), 0);
+    return tg_unit_tmpdir_leave();
 }
 
 /* stderr into a file while fn's work runs; returns what was written (malloc'd). */
@@ -166,8 +148,8 @@ static void actions_and_usage_errors(void **state)
 static void layers_load_in_order(void **state)
 {
     (void)state;
-    write_file("board.ini", "[a]\nboard_only = 1\nboth = 1\nall = 1\n");
-    write_file("cfg.ini", "[a]\nboth = 2\nall = 2\n");
+    tg_unit_write_file("board.ini", "[a]\nboard_only = 1\nboth = 1\nall = 1\n");
+    tg_unit_write_file("cfg.ini", "[a]\nboth = 2\nall = 2\n");
     char *args[] = {"prog", "-c", "cfg.ini", "-b", "board.ini", "--set", "a.all=3", NULL};
     struct tg_config_cli *cli = tg_config_cli_new("prog", TG_CONFIG_CLI_BOARD, 7);
     struct tg_config *cfg = tg_config_new(schema, N_SCHEMA);
@@ -194,8 +176,8 @@ static void layers_load_in_order(void **state)
 static void load_errors_name_the_program_and_the_place(void **state)
 {
     (void)state;
-    write_file("bad.ini", "[a]\nboth = 2\nall = lots\n");
-    write_file("good.ini", "[a]\nboth = 2\n");
+    tg_unit_write_file("bad.ini", "[a]\nboth = 2\nall = lots\n");
+    tg_unit_write_file("good.ini", "[a]\nboth = 2\n");
     static const struct {
         char *args[6];
         const char *said;
@@ -226,7 +208,7 @@ static void load_errors_name_the_program_and_the_place(void **state)
 static void logging_refuses_an_unknown_subsystem(void **state)
 {
     (void)state;
-    write_file("log.ini", "[log]\nlevel = warn\n");
+    tg_unit_write_file("log.ini", "[log]\nlevel = warn\n");
     char *args[] = {"prog", "-c", "log.ini", "--set", "log.debug=no such thing!", NULL};
     struct tg_config_cli *cli = tg_config_cli_new("prog", 0, 5);
     struct tg_config *cfg = tg_config_new(schema, N_SCHEMA);

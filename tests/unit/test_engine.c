@@ -383,6 +383,17 @@ static void restore_refuses_garbage(void **state)
         assert_int_equal(tg_engine_restore(en, st.v[i].key, st.v[i].key_len, bad,
                                            st.v[i].value_len),
                          TG_ERR_MALFORMED);
+        memcpy(bad, st.v[i].value, st.v[i].value_len);
+        memset(bad + 172, 0xff, 8); /* drift_var (detect_drift.c): a NaN */
+        assert_int_equal(tg_engine_restore(en, st.v[i].key, st.v[i].key_len, bad,
+                                           st.v[i].value_len),
+                         TG_ERR_MALFORMED);
+        /* A version 2 value (before the drift test's fields) is refused, not misread. */
+        memcpy(bad, st.v[i].value, st.v[i].value_len);
+        bad[0] = 2;
+        assert_int_equal(tg_engine_restore(en, st.v[i].key, st.v[i].key_len, bad,
+                                           st.v[i].value_len - 32),
+                         TG_ERR_MALFORMED);
         /* And the untouched value still restores. */
         assert_int_equal(tg_engine_restore(en, st.v[i].key, st.v[i].key_len, st.v[i].value,
                                            st.v[i].value_len),

@@ -135,6 +135,84 @@ static void expect_check_error(const char *text, int line, const char *section, 
     unlink(path);
 }
 
+/* A topic written as a shared subscription, "$share/<group>/<filter>" (issue 14's leftover):
+ * the daemon subscribes to it as written with any number of connections; it was prefixed a
+ * second time with several ("$share/tidegate/$share/mine/telemetry/+"), which matches
+ * nothing. A malformed one is refused, and so is a share_group that contradicts its group. */
+static void shared_subscription_topics(void **state)
+{
+    (void)state;
+    char why[512];
+    static const char *const good[] = {"$share/mine/telemetry/+", "$share/g/+",
+                                       "$share/g/telemetry/dev-1", "$share/\xc3\xa9/t/+"};
+    static const char *const bad[] = {"$share//telemetry/+",    "$share/g",
+                                      "$share/g/",              "$share/",
+                                      "$share/g+/telemetry/+",  "$share/g#/telemetry/+",
+                                      "$share/g/telemetry/#",   "$share/g/+/x",
+                                      "$share/g/$share/h/telemetry/+"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        if (tg_ingress_topic_check(good[i], why, sizeof why) != TG_OK)
+            fail_msg("%s refused: %s", good[i], why);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (tg_ingress_topic_check(bad[i], why, sizeof why) != TG_ERR_CONFIG)
+            fail_msg("\"%s\" accepted", bad[i]);
+
+    const char *group;
+    size_t group_len;
+    assert_string_equal(tg_ingress_topic_filter("$share/mine/telemetry/+", &group, &group_len),
+                        "telemetry/+");
+    assert_int_equal(group_len, 4);
+    assert_memory_equal(group, "mine", 4);
+    assert_string_equal(tg_ingress_topic_filter("telemetry/+", &group, &group_len),
+                        "telemetry/+");
+    assert_null(group);
+    assert_int_equal(group_len, 0);
+
+    static const struct {
+        const char *topic;
+        int connections;
+        const char *want;
+    } subs[] = {
+        {"telemetry/+", 1, "telemetry/+"},
+        {"telemetry/+", 3, "$share/tg/telemetry/+"},
+        {"$share/mine/telemetry/+", 1, "$share/mine/telemetry/+"},
+        {"$share/mine/telemetry/+", 3, "$share/mine/telemetry/+"},
+    };
+    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
+        char *sub = tg_ingress_topic_subscription(subs[i].topic, subs[i].connections, "tg");
+        assert_non_null(sub);
+        if (strcmp(sub, subs[i].want) != 0)
+            fail_msg("%s with %d connections: subscribed to \"%s\", expected \"%s\"",
+                     subs[i].topic, subs[i].connections, sub, subs[i].want);
+        free(sub);
+    }
+
+    /* the config check: share_group is used, and checked, only with several connections
+     * and a topic without a group of its own */
+    static const char *const fine[] = {
+        "[mqtt]\nconnections = 4\ntopic = $share/mine/telemetry/+\n",
+        "[mqtt]\nconnections = 4\ntopic = $share/mine/telemetry/+\nshare_group = mine\n",
+        "[mqtt]\nconnections = 1\ntopic = $share/mine/telemetry/+\nshare_group = other\n",
+        "[mqtt]\nconnections = 1\nshare_group = a/b\n",
+    };
+    for (size_t i = 0; i < sizeof fine / sizeof fine[0]; i++) {
+        char path[64], err[2048];
+        struct tg_config *cfg = load(fine[i], path, sizeof path);
+        if (tg_gateway_config_check(cfg, err, sizeof err) != TG_OK)
+            fail_msg("refused: %s: %s", fine[i], err);
+        tg_config_destroy(cfg);
+        unlink(path);
+    }
+    expect_check_error("[mqtt]\nconnections = 4\ntopic = $share/mine/telemetry/+\n"
+                       "share_group = other\n",
+                       4, "mqtt", "share_group",
+                       "\"other\" contradicts the group \"mine\" of [mqtt] topic", NULL);
+    expect_check_error("[mqtt]\nconnections = 2\nshare_group = a/b\n", 3, "mqtt", "share_group",
+                       "\"a/b\" cannot name a shared subscription group", NULL);
+    expect_check_error("[mqtt]\ntopic = $share//telemetry/+\n", 2, "mqtt", "topic",
+                       "\"$share//telemetry/+\" is not a valid shared subscription", NULL);
+}
+
 /* Issue 11: a [kafka.rdkafka] line could switch a guarantee off, and acks=0 passed
  * --check-config. Every spelling of each refused property is refused, with file:line:key and
  * without its value; what does not touch a guarantee still passes. */
@@ -243,6 +321,7 @@ int main(void)
         cmocka_unit_test(defaults_pass),
         cmocka_unit_test(empty_journal_path_refused_with_file_line_key),
         cmocka_unit_test(ambiguous_topic_filters_refused),
+        cmocka_unit_test(shared_subscription_topics),
         cmocka_unit_test(packet_limit_must_hold_a_payload),
         cmocka_unit_test(rdkafka_guarantee_switches_refused),
         cmocka_unit_test(rdkafka_errors_never_show_values),

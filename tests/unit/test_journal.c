@@ -17,18 +17,19 @@
 #include "journal.h"
 #include "log.h"
 #include "metrics.h"
+#include "unit_tmp.h"
 
 struct fixture {
-    char dir[64];
-    char path[128];
+    char dir[TG_UNIT_PATH_MAX];
+    char path[TG_UNIT_PATH_MAX];
 };
 
 static int setup(void **state)
 {
     struct fixture *fx = calloc(1, sizeof *fx);
-    strcpy(fx->dir, "/tmp/tg-journal-XXXXXX");
-    assert_non_null(mkdtemp(fx->dir));
-    snprintf(fx->path, sizeof fx->path, "%s/journal.db", fx->dir);
+    assert_non_null(fx);
+    assert_int_equal(tg_unit_tmpdir_new(fx->dir, sizeof fx->dir, "journal"), 0);
+    tg_unit_path(fx->path, sizeof fx->path, fx->dir, "journal.db");
     *state = fx;
     return 0;
 }
@@ -36,9 +37,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
-    char cmd[160];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", fx->dir);
-    if (system(cmd) != 0)
+    if (tg_unit_tmpdir_remove(fx->dir) != 0)
         return -1;
     free(fx);
     return 0;
@@ -75,8 +74,13 @@ struct scan_result {
     uint32_t data_bytes[16];
 };
 
-static tg_err scan_cb(void *ud, const struct tg_jseg_meta *m, const uint8_t *done, size_t done_len)
+static tg_err scan_cb(void *ud, const struct tg_jseg_meta *m, const uint8_t *done, size_t done_len,
+                      const uint8_t *data, size_t data_len)
 {
+    /* The data handed over is what was stored (put_seg: len bytes of id & 0xff). */
+    assert_int_equal(data_len, m->data_bytes);
+    assert_true(data_len > 0 && data[0] == (uint8_t)(m->id & 0xff) &&
+                data[data_len - 1] == (uint8_t)(m->id & 0xff));
     struct scan_result *r = ud;
     assert_int_equal(m->last_rid, m->first_rid + 9);
     assert_int_equal(m->codec, TG_CODEC_ZSTD);
@@ -191,7 +195,7 @@ static void corrupt_file_moved_aside(void **state)
     assert_non_null(strstr(err, fx->path)); /* the problem was described */
     assert_int_equal(tg_journal_segments(jr), 0);
     tg_journal_close(jr);
-    char cmd[256];
+    char cmd[TG_UNIT_PATH_MAX + 64];
     snprintf(cmd, sizeof cmd, "ls '%s' | grep -q 'journal.db.corrupt-'", fx->dir);
     assert_int_equal(system(cmd), 0);
 }
@@ -227,10 +231,13 @@ struct seen {
     bool had_done[16];
 };
 
-static tg_err seen_cb(void *ud, const struct tg_jseg_meta *m, const uint8_t *done, size_t done_len)
+static tg_err seen_cb(void *ud, const struct tg_jseg_meta *m, const uint8_t *done, size_t done_len,
+                      const uint8_t *data, size_t data_len)
 {
     struct seen *r = ud;
     (void)done_len;
+    (void)data;
+    (void)data_len;
     r->ids[r->n] = m->id;
     r->had_done[r->n] = done != NULL;
     r->n++;
@@ -335,11 +342,9 @@ static void empty_path_refused(void **state)
 static void zero_byte_file_logged(void **state)
 {
     struct fixture *fx = *state;
-    FILE *f = fopen(fx->path, "w");
-    assert_non_null(f);
-    fclose(f);
-    char log_path[160];
-    snprintf(log_path, sizeof log_path, "%s/log", fx->dir);
+    tg_unit_write_file(fx->path, "");
+    char log_path[TG_UNIT_PATH_MAX];
+    tg_unit_path(log_path, sizeof log_path, fx->dir, "log");
     int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     assert_true(fd >= 0);
     tg_log_set_fd(fd);
@@ -348,7 +353,8 @@ static void zero_byte_file_logged(void **state)
     close(fd);
     tg_journal_close(jr);
     char text[2048] = "";
-    f = fopen(log_path, "r");
+    FILE *f = fopen(log_path, "r");
+    assert_non_null(f);
     size_t n = fread(text, 1, sizeof text - 1, f);
     text[n] = '\0';
     fclose(f);
@@ -388,7 +394,7 @@ static void wal_bounded_and_truncated_on_close(void **state)
     char err[512] = "";
     assert_int_equal(tg_journal_open(fx->path, &jo, &jr, &moved, err, sizeof err), TG_OK);
     assert_int_equal(tg_journal_wal_bound(jr), 128 << 10);
-    char wal[160];
+    char wal[TG_UNIT_PATH_MAX + 8];
     snprintf(wal, sizeof wal, "%s-wal", fx->path);
     long wal_max = 0;
     for (uint64_t i = 1; i <= 200; i++) {

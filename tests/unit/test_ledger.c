@@ -19,20 +19,19 @@
 #include <unistd.h>
 
 #include "ledger.h"
+#include "unit_tmp.h"
 
 struct fixture {
-    char dir[256];
-    char path[300];
+    char dir[TG_UNIT_PATH_MAX];
+    char path[TG_UNIT_PATH_MAX];
 };
 
 static int setup(void **state)
 {
     struct fixture *fx = calloc(1, sizeof *fx);
     assert_non_null(fx);
-    const char *tmp = getenv("TMPDIR");
-    snprintf(fx->dir, sizeof fx->dir, "%s/test_ledger-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    assert_non_null(mkdtemp(fx->dir));
-    snprintf(fx->path, sizeof fx->path, "%s/ledger", fx->dir);
+    assert_int_equal(tg_unit_tmpdir_new(fx->dir, sizeof fx->dir, "ledger"), 0);
+    tg_unit_path(fx->path, sizeof fx->path, fx->dir, "ledger");
     *state = fx;
     return 0;
 }
@@ -40,10 +39,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
-    unlink(fx->path);
-    rmdir(fx->dir);
+    int rc = tg_unit_tmpdir_remove(fx->dir);
     free(fx);
-    return 0;
+    return rc;
 }
 
 static char *slurp(const char *path)
@@ -55,14 +53,6 @@ static char *slurp(const char *path)
     buf[n] = '\0';
     fclose(f);
     return buf;
-}
-
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    assert_int_equal(fputs(text, f) >= 0, 1);
-    assert_int_equal(fclose(f), 0);
 }
 
 static void take_release(struct tg_ledger *lg, int dev, uint64_t boot, uint64_t from,
@@ -251,8 +241,8 @@ static void round_trip_with_holes(void **state)
     /* Writing again replaces the file whole and leaves no temporary file behind. */
     assert_int_equal(tg_ledger_write(rd, fx->path), 0);
     assert_string_equal(slurp(fx->path), text);
-    char other[400];
-    snprintf(other, sizeof other, "%s/no/such/dir/ledger", fx->dir);
+    char other[TG_UNIT_PATH_MAX];
+    tg_unit_path(other, sizeof other, fx->dir, "no/such/dir/ledger");
     assert_int_equal(tg_ledger_write(rd, other), -1);
     assert_int_equal(errno, ENOENT);
     tg_ledger_destroy(rd);
@@ -368,24 +358,24 @@ static void malformed_files_name_file_and_line(void **state)
         {"tidegate-sim-ledger 1\ndevice a\nskewed 1 3-2\nend 1\n", ":3:", "bad range"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        write_text(fx->path, cases[i].text);
+        tg_unit_write_file(fx->path, cases[i].text);
         char err[256] = "";
         struct tg_ledger *lg = tg_ledger_read(fx->path, err, sizeof err);
         if (lg)
             fail_msg("case %zu read without error", i);
-        char where[320];
+        char where[TG_UNIT_PATH_MAX + 16];
         snprintf(where, sizeof where, "%s%s", fx->path, cases[i].where);
         if (strncmp(err, where, strlen(where)) != 0 || !strstr(err, cases[i].what))
             fail_msg("case %zu: got \"%s\", expected \"%s...%s\"", i, err, where,
                      cases[i].what);
     }
     char err[256];
-    char missing[400];
-    snprintf(missing, sizeof missing, "%s/missing", fx->dir);
+    char missing[TG_UNIT_PATH_MAX];
+    tg_unit_path(missing, sizeof missing, fx->dir, "missing");
     assert_null(tg_ledger_read(missing, err, sizeof err));
     assert_non_null(strstr(err, "No such file"));
     /* Comments and blank lines are fine. */
-    write_text(fx->path, "tidegate-sim-ledger 1\n\n# hello\ndevice a skewed=3\n"
+    tg_unit_write_file(fx->path, "tidegate-sim-ledger 1\n\n# hello\ndevice a skewed=3\n"
                          "unconfirmed 4 0-1\nend 1\n");
     struct tg_ledger *lg = tg_ledger_read(fx->path, err, sizeof err);
     if (!lg)

@@ -39,6 +39,7 @@
 #include "gateway_config.h"
 #include "pipeline_internal.h"
 #include "stub_egress.h"
+#include "unit_tmp.h"
 
 /* ---- journal faults ---------------------------------------------------------------------- */
 
@@ -77,8 +78,8 @@ tg_err __wrap_tg_journal_delete(struct tg_journal *jr, uint64_t id)
 /* ---- fixture ----------------------------------------------------------------------------- */
 
 struct fx {
-    char dir[64];
-    char path[128];
+    char dir[TG_UNIT_PATH_MAX];
+    char path[TG_UNIT_PATH_MAX];
     struct tg_config *cfg;
     struct tg_metrics *metrics;
     struct tg_pipeline *pl;
@@ -100,12 +101,11 @@ static void fx_set(struct fx *f, const char *assignment)
 /* Config with the journal in a temp dir and the given extra settings. */
 static void fx_config(struct fx *f, const char *const *sets)
 {
-    snprintf(f->dir, sizeof f->dir, "/tmp/tg-plcommit-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->path, sizeof f->path, "%s/journal.db", f->dir);
+    assert_int_equal(tg_unit_tmpdir_new(f->dir, sizeof f->dir, "plcommit"), 0);
+    tg_unit_path(f->path, sizeof f->path, f->dir, "journal.db");
     f->cfg = tg_gateway_config_new();
     assert_non_null(f->cfg);
-    char set[256];
+    char set[TG_UNIT_PATH_MAX + 16];
     snprintf(set, sizeof set, "journal.path=%s", f->path);
     fx_set(f, set);
     fx_set(f, "gateway.id=gw-unit");
@@ -137,13 +137,7 @@ static void fx_free(struct fx *f)
 {
     fx_close(f);
     tg_config_destroy(f->cfg);
-    char p[160];
-    const char *suffixes[] = {"", "-wal", "-shm"};
-    for (size_t i = 0; i < 3; i++) {
-        snprintf(p, sizeof p, "%s%s", f->path, suffixes[i]);
-        unlink(p);
-    }
-    rmdir(f->dir);
+    assert_int_equal(tg_unit_tmpdir_remove(f->dir), 0); /* the journal, its -wal and -shm */
 }
 
 /* Offers n readings (n devices round robin, values that compress badly) and takes them. */

@@ -18,10 +18,11 @@
 #include <unistd.h>
 
 #include "boot_state.h"
+#include "unit_tmp.h"
 
 struct fixture {
-    char dir[64];
-    char path[128];
+    char dir[TG_UNIT_PATH_MAX];
+    char path[TG_UNIT_PATH_MAX];
 };
 
 static int setup(void **state)
@@ -29,10 +30,9 @@ static int setup(void **state)
     struct fixture *fx = calloc(1, sizeof *fx);
     if (!fx)
         return -1;
-    snprintf(fx->dir, sizeof fx->dir, "/tmp/test_sim_boots.XXXXXX");
-    if (!mkdtemp(fx->dir))
+    if (tg_unit_tmpdir_new(fx->dir, sizeof fx->dir, "sim-boots") != 0)
         return -1;
-    snprintf(fx->path, sizeof fx->path, "%s/" TG_SIM_BOOTS_FILE, fx->dir);
+    tg_unit_path(fx->path, sizeof fx->path, fx->dir, TG_SIM_BOOTS_FILE);
     *state = fx;
     return 0;
 }
@@ -40,21 +40,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
-    char lock[160];
-    snprintf(lock, sizeof lock, "%s.lock", fx->path);
-    unlink(fx->path);
-    unlink(lock);
-    rmdir(fx->dir);
+    int rc = tg_unit_tmpdir_remove(fx->dir); /* the boots file and its .lock */
     free(fx);
-    return 0;
-}
-
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    assert_int_equal(fclose(f), 0);
+    return rc;
 }
 
 static void each_run_boots_one_higher(void **state)
@@ -130,7 +118,7 @@ static void a_damaged_file_is_refused(void **state)
     };
     const char *const ids[] = {"sim-00001"};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        write_text(fx->path, cases[i].text);
+        tg_unit_write_file(fx->path, cases[i].text);
         uint64_t boot = 0;
         char err[256] = "";
         assert_int_equal(tg_sim_boots_advance(fx->dir, ids, 1, &boot, err, sizeof err), -1);

@@ -17,11 +17,13 @@
 #include "codec_native.h"
 #include "config.h"
 #include "validate.h"
+#include "unit_tmp.h"
 
 #define NOW_MS INT64_C(1700000000000)
 
 /* --- fixtures ------------------------------------------------------------------------------ */
 
+/* Short paths: the expected messages below are built in fixed buffers around them. */
 struct fixture {
     char dir[64];
     char keys[96];
@@ -32,11 +34,9 @@ static int setup(void **state)
 {
     struct fixture *fx = calloc(1, sizeof *fx);
     assert_non_null(fx);
-    const char *tmp = getenv("TMPDIR");
-    snprintf(fx->dir, sizeof fx->dir, "%s/tgval-XXXXXX", tmp && strlen(tmp) < 40 ? tmp : "/tmp");
-    assert_non_null(mkdtemp(fx->dir));
-    snprintf(fx->keys, sizeof fx->keys, "%s/keys", fx->dir);
-    snprintf(fx->ini, sizeof fx->ini, "%s/gw.ini", fx->dir);
+    assert_int_equal(tg_unit_tmpdir_new(fx->dir, sizeof fx->dir, "validate"), 0);
+    tg_unit_path(fx->keys, sizeof fx->keys, fx->dir, "keys");
+    tg_unit_path(fx->ini, sizeof fx->ini, fx->dir, "gw.ini");
     *state = fx;
     return 0;
 }
@@ -44,19 +44,15 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
-    unlink(fx->keys);
-    unlink(fx->ini);
-    rmdir(fx->dir);
+    int rc = tg_unit_tmpdir_remove(fx->dir);
     free(fx);
-    return 0;
+    return rc;
 }
 
+/* The key file must not be readable by others (validate.c refuses it then). */
 static void write_file(const char *path, const char *text)
 {
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    assert_int_equal(fputs(text, f) >= 0, 1);
-    assert_int_equal(fclose(f), 0);
+    tg_unit_write_file(path, text);
     assert_int_equal(chmod(path, 0600), 0);
 }
 

@@ -1,0 +1,112 @@
+/*
+ * detect_drift.c - the shift detector's drift test: a ramp that Holt's baseline (detect.c)
+ * learns as its slope, so that the shift chart, which compares against that baseline, stays
+ * quiet while the series walks away.
+ *
+ * The test compares a fast EWMA of the value (DRIFT_FAST, ~20 samples) with a slow anchor
+ * (DRIFT_SLOW, ~200 samples) that has no trend, over the spread that gap has shown, and sums
+ * the excess of that z over DRIFT_K on one side (a one-sided CUSUM, each sample's z clipped
+ * at DRIFT_ZCAP so that one wild sample, or a spread learned too small, is worth at most a
+ * few samples). The sum over DRIFT_H is a ratio of the shift detector. A ramp keeps the gap
+ * growing while it lasts; a wandering sensor's excursion comes back within a minute or so,
+ * and a daily cycle's slope lags the anchor by a small, constant gap.
+ *
+ * The spread learns every sample's gap clipped at DRIFT_CLIP deviations (skipping outliers
+ * would never learn a wander's excursions, and the spread would stay too small). Once the
+ * sum is a quarter of the way to DRIFT_H, the excursion is treated as one: the anchor learns
+ * a tenth as fast and the spread half as fast, so that a ramp does not teach them to follow
+ * it, while a wander's largest excursions still widen the spread a little. When the gap then
+ * changes side, the excursion is over and the anchor starts again at the value. Once the sum
+ * has reached DRIFT_H with an alert open, the excursion is spent: it scores nothing more and
+ * the anchor absorbs the new level (a permanent shift is one incident, not an alert that
+ * never closes) until the gap changes side.
+ *
+ * The spread starts as half the level's variance at the end of warm-up, worth DRIFT_PRIOR
+ * samples, and the sum scores DRIFT_SETTLE samples after warm-up: before that the anchor is
+ * still a mean of few samples. Everything is a pure function of the series' state and the
+ * sample, stored in the snapshot (snapshot.c).
+ */
+#include <math.h>
+
+#include "engine_internal.h"
+
+#define DRIFT_FAST 0.05    /* weight of a sample in the fast EWMA */
+#define DRIFT_SLOW 0.005   /* weight of a sample in the anchor */
+#define DRIFT_SLOW_OUT 0.1 /* the anchor's weight is scaled by this during an excursion */
+#define DRIFT_VAR 0.002    /* weight of a sample in the gap's spread, once past the prior */
+#define DRIFT_PRIOR 50     /* samples the spread's prior is worth */
+#define DRIFT_VAR_OUT 0.5  /* the spread's weight is scaled by this during an excursion */
+#define DRIFT_CLIP 2.5     /* the spread learns gaps clipped to this many deviations */
+#define DRIFT_K 3.0        /* deviations a sample must exceed to add to the sum */
+#define DRIFT_ZCAP 8.0     /* deviations a sample counts for at most */
+#define DRIFT_H 250.0      /* the sum at ratio 1 */
+#define DRIFT_SUM_MAX (1.5 * DRIFT_H) /* so the sum comes back soon after the excursion ends */
+#define DRIFT_SETTLE 100   /* samples after warm-up before the sum scores */
+#define DRIFT_SPENT (2 * DRIFT_H) /* the sum of an excursion already reported */
+#define DRIFT_OUT 0.25     /* the sum, over DRIFT_H, beyond which an excursion is under way */
+
+void detect__drift(struct series *s, const struct detect_params *dp, double x, bool warm,
+                   double level_var, double floor, struct detect_result *res)
+{
+    if (!warm) {
+        /* The running mean of the first samples, as the other baselines start. */
+        double w = 1.0 / (double)(s->n + 1);
+        s->drift_fast += (w > DRIFT_FAST ? w : DRIFT_FAST) * (x - s->drift_fast);
+        s->drift_slow += (w > DRIFT_SLOW ? w : DRIFT_SLOW) * (x - s->drift_slow);
+        s->drift_var = 0.5 * level_var;
+        s->drift_sum = 0;
+        return;
+    }
+    uint32_t k = s->n - (uint32_t)dp->warmup_samples;
+    double fast = s->drift_fast + DRIFT_FAST * (x - s->drift_fast);
+    double gap = fast - s->drift_slow;
+    double var = s->drift_var;
+    if (var < floor * floor)
+        var = floor * floor;
+    double z = gap / sqrt(var);
+    double az = fabs(z) < DRIFT_ZCAP ? fabs(z) : DRIFT_ZCAP;
+    /* A sample on the other side starts the sum again; if it ends an excursion, the series
+     * came back (a level shift or a drift ended): the anchor, which learned a little of the
+     * excursion, starts again here, or the way back would look like an excursion of its own. */
+    double sum = fabs(s->drift_sum);
+    if ((z > 0) != (s->drift_sum > 0)) {
+        if (sum > DRIFT_OUT * DRIFT_H) {
+            s->drift_slow = s->drift_fast = fast = x;
+            z = 0;
+        }
+        sum = 0;
+    }
+    double a = DRIFT_SLOW;
+    if (sum >= DRIFT_SPENT) {
+        /* Reported: the anchor absorbs the new level at its own pace (a permanent shift
+         * is one incident, not an alert that never closes) until the gap changes side. */
+    } else {
+        sum += az - DRIFT_K;
+        sum = sum < 0 ? 0 : sum > DRIFT_SUM_MAX ? DRIFT_SUM_MAX : sum;
+        if (k >= DRIFT_SETTLE) {
+            double ratio = sum * (1.0 / DRIFT_H);
+            if (ratio > res->ratio[DET_SHIFT]) {
+                res->ratio[DET_SHIFT] = ratio;
+                res->baseline[DET_SHIFT] = s->drift_slow;
+            }
+            /* An excursion is reported once: at ratio 1 with an alert open (this one's, or
+             * another detector's), it is spent. */
+            if (sum >= DRIFT_H && (s->flags & SERIES_ALERT))
+                sum = DRIFT_SPENT;
+        }
+        double g2 = gap * gap;
+        if (g2 > DRIFT_CLIP * DRIFT_CLIP * var)
+            g2 = DRIFT_CLIP * DRIFT_CLIP * var;
+        double w = 1.0 / ((double)k + DRIFT_PRIOR);
+        if (w < DRIFT_VAR)
+            w = DRIFT_VAR;
+        if (sum > DRIFT_OUT * DRIFT_H) {
+            a *= DRIFT_SLOW_OUT;
+            w *= DRIFT_VAR_OUT;
+        }
+        s->drift_var += w * (g2 - s->drift_var);
+    }
+    s->drift_sum = z > 0 ? sum : -sum;
+    s->drift_slow += a * (x - s->drift_slow);
+    s->drift_fast = fast;
+}
