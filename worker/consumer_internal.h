@@ -24,7 +24,7 @@
 #include "metrics.h"
 
 /* Alert kinds and states counted separately; a kind the engine adds later counts as "other". */
-enum { CONSUMER_KINDS = 7, CONSUMER_STATES = 3 };
+enum { CONSUMER_KINDS = 8, CONSUMER_STATES = 3 };
 extern const char *const consumer__kinds[CONSUMER_KINDS];
 extern const char *const consumer__states[CONSUMER_STATES];
 

@@ -12,8 +12,9 @@
 
 #include "consumer_internal.h"
 
-const char *const consumer__kinds[CONSUMER_KINDS] = {"level", "shift",    "rate", "stuck",
-                                                     "silence", "seasonal", "other"};
+const char *const consumer__kinds[CONSUMER_KINDS] = {"level",    "shift",   "rate",
+                                                     "stuck",    "silence", "seasonal",
+                                                     "predict",  "other"};
 const char *const consumer__states[CONSUMER_STATES] = {"open", "update", "close"};
 
 #define MOVED_HELP "Partitions that moved to or from this worker"

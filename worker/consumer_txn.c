@@ -2,11 +2,11 @@
  * consumer_txn.c - the worker's transactions: outputs, snapshots and offsets committed as one.
  *
  * One transaction is open at all times. Outputs are produced into it as the engine emits
- * them; every commit interval consumer__txn_commit() adds, for each partition that moved, an
- * offset marker ("<p>/@offset" = the next offset whose outputs are not committed) to
- * partition p of the state topic, sends the consumed offsets to the transaction
- * (rd_kafka_send_offsets_to_transaction, with the group's metadata, so a worker that lost its
- * partitions in a rebalance cannot commit for them) and commits. Then a new one begins.
+ * them; every commit interval consumer__txn_commit() flushes them, sends the consumed offsets
+ * to the transaction (rd_kafka_send_offsets_to_transaction, with the group's metadata, so a
+ * worker that lost its partitions in a rebalance cannot commit for them), adds for each
+ * partition that moved an offset marker ("<p>/@offset" = the next offset whose outputs are
+ * not committed) to partition p of the state topic, and commits. Then a new one begins.
  *
  * Checkpoints: a partition's state is written only every [worker] snapshot_interval_ms (and
  * on assignment, revoke, SIGTERM, and in the transaction of a sweep that changed it): its
@@ -442,6 +442,27 @@ tg_err consumer__txn_commit(struct tg_consumer *cs, int timeout_ms)
         goto fail;
     }
     double t_flushed = mono_s();
+    /* The offsets next, before the state: a commit that raced a rebalance is refused here
+     * (ILLEGAL_GENERATION), and then nothing is queued or in flight. Snapshots and markers
+     * produced before it had to be purged by the abort, and librdkafka 2.0.2 then failed the
+     * next transaction as well ("skipped sequence numbers") or spent the whole transaction
+     * timeout aborting. In one transaction the order changes nothing that readers see. */
+    offsets = rd_kafka_topic_partition_list_new(8);
+    for (int32_t p = 0; p < cs->n_slots; p++) {
+        const struct consumer_slot *slot = &cs->slots[p];
+        if (slot->assigned && slot->position_known && slot->advanced)
+            rd_kafka_topic_partition_list_add(offsets, cs->input_topic, p)->offset =
+                output_offset(slot);
+    }
+    if (offsets->cnt > 0) {
+        rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(cs->consumer);
+        if (cs->test_stale_commits > 0 && !(cs->stop && atomic_load(cs->stop)))
+            cgmd = test_group_metadata(cs, cgmd); /* not the last commit of a SIGTERM */
+        error = rd_kafka_send_offsets_to_transaction(cs->producer, offsets, cgmd, timeout_ms);
+        rd_kafka_consumer_group_metadata_destroy(cgmd);
+        if (error)
+            goto fail;
+    }
     /* A checkpoint too large for one transaction (a flood of new series) is left out of this
      * one, which commits the outputs and offsets, and written by the transactions that
      * follow (commit_split_checkpoints). One that fits goes here, as a whole. */
@@ -465,7 +486,6 @@ tg_err consumer__txn_commit(struct tg_consumer *cs, int timeout_ms)
     }
     if (sc.err != TG_OK)
         goto fail;
-    offsets = rd_kafka_topic_partition_list_new(8);
     /* Markers for every held partition that advanced or is checkpointed: a restore takes
      * the state before the last offset marker and ignores what follows it. The checkpoint
      * marker goes first, so a visible offset marker (on a cluster without isolation) implies
@@ -478,18 +498,6 @@ tg_err consumer__txn_commit(struct tg_consumer *cs, int timeout_ms)
             produce_marker(cs, p, CONSUMER_CKPT_KEY, slot->next_offset) != TG_OK)
             goto fail;
         if (produce_marker(cs, p, CONSUMER_OFFSET_KEY, output_offset(slot)) != TG_OK)
-            goto fail;
-        if (slot->advanced)
-            rd_kafka_topic_partition_list_add(offsets, cs->input_topic, p)->offset =
-                output_offset(slot);
-    }
-    if (offsets->cnt > 0) {
-        rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(cs->consumer);
-        if (cs->test_stale_commits > 0 && !(cs->stop && atomic_load(cs->stop)))
-            cgmd = test_group_metadata(cs, cgmd); /* not the last commit of a SIGTERM */
-        error = rd_kafka_send_offsets_to_transaction(cs->producer, offsets, cgmd, timeout_ms);
-        rd_kafka_consumer_group_metadata_destroy(cgmd);
-        if (error)
             goto fail;
     }
     double t_offsets = mono_s();

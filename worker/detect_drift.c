@@ -11,11 +11,15 @@
  * growing while it lasts; a wandering sensor's excursion comes back within a minute or so,
  * and a daily cycle's slope lags the anchor by a small, constant gap.
  *
- * Once the sum is a quarter of the way to DRIFT_H, the excursion is treated as one: the
- * anchor learns a tenth as fast and the spread not at all, so neither follows the ramp. When
- * the gap then changes side, the excursion is over and the anchor starts again at the value.
- * Otherwise the spread learns every sample clipped at DRIFT_CLIP deviations (skipping
- * outliers would never learn a wander's excursions, and the spread would stay too small).
+ * The spread learns every sample's gap clipped at DRIFT_CLIP deviations (skipping outliers
+ * would never learn a wander's excursions, and the spread would stay too small). Once the
+ * sum is a quarter of the way to DRIFT_H, the excursion is treated as one: the anchor learns
+ * a tenth as fast and the spread half as fast, so that a ramp does not teach them to follow
+ * it, while a wander's largest excursions still widen the spread a little. When the gap then
+ * changes side, the excursion is over and the anchor starts again at the value. Once the sum
+ * has reached DRIFT_H with an alert open, the excursion is spent: it scores nothing more and
+ * the anchor absorbs the new level (a permanent shift is one incident, not an alert that
+ * never closes) until the gap changes side.
  *
  * The spread starts as half the level's variance at the end of warm-up, worth DRIFT_PRIOR
  * samples, and the sum scores DRIFT_SETTLE samples after warm-up: before that the anchor is
@@ -31,10 +35,11 @@
 #define DRIFT_SLOW_OUT 0.1 /* the anchor's weight is scaled by this during an excursion */
 #define DRIFT_VAR 0.002    /* weight of a sample in the gap's spread, once past the prior */
 #define DRIFT_PRIOR 50     /* samples the spread's prior is worth */
+#define DRIFT_VAR_OUT 0.5  /* the spread's weight is scaled by this during an excursion */
 #define DRIFT_CLIP 2.5     /* the spread learns gaps clipped to this many deviations */
 #define DRIFT_K 3.0        /* deviations a sample must exceed to add to the sum */
 #define DRIFT_ZCAP 8.0     /* deviations a sample counts for at most */
-#define DRIFT_H 300.0      /* the sum at ratio 1 */
+#define DRIFT_H 250.0      /* the sum at ratio 1 */
 #define DRIFT_SUM_MAX (1.5 * DRIFT_H) /* so the sum comes back soon after the excursion ends */
 #define DRIFT_SETTLE 100   /* samples after warm-up before the sum scores */
 #define DRIFT_SPENT (2 * DRIFT_H) /* the sum of an excursion already reported */
@@ -89,15 +94,17 @@ void detect__drift(struct series *s, const struct detect_params *dp, double x, b
             if (sum >= DRIFT_H && (s->flags & SERIES_ALERT))
                 sum = DRIFT_SPENT;
         }
+        double g2 = gap * gap;
+        if (g2 > DRIFT_CLIP * DRIFT_CLIP * var)
+            g2 = DRIFT_CLIP * DRIFT_CLIP * var;
+        double w = 1.0 / ((double)k + DRIFT_PRIOR);
+        if (w < DRIFT_VAR)
+            w = DRIFT_VAR;
         if (sum > DRIFT_OUT * DRIFT_H) {
             a *= DRIFT_SLOW_OUT;
-        } else {
-            double g2 = gap * gap;
-            if (g2 > DRIFT_CLIP * DRIFT_CLIP * var)
-                g2 = DRIFT_CLIP * DRIFT_CLIP * var;
-            double w = 1.0 / ((double)k + DRIFT_PRIOR);
-            s->drift_var += (w > DRIFT_VAR ? w : DRIFT_VAR) * (g2 - s->drift_var);
+            w *= DRIFT_VAR_OUT;
         }
+        s->drift_var += w * (g2 - s->drift_var);
     }
     s->drift_sum = z > 0 ? sum : -sum;
     s->drift_slow += a * (x - s->drift_slow);
