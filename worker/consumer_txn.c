@@ -171,9 +171,14 @@ static bool fenced(struct tg_consumer *cs, const rd_kafka_error_t *error)
     if (code != RD_KAFKA_RESP_ERR__FENCED && code != RD_KAFKA_RESP_ERR_PRODUCER_FENCED &&
         code != RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH)
         return false;
+    /* The cluster answers the same when it aborted a transaction of ours that outlived
+     * transaction_timeout_ms (it bumps the epoch): a checkpoint too large for the cluster's
+     * pace, which checkpoint_max_records bounds (README). */
     TG_LOG_ERROR("txn", "fenced: another process runs with instance_id %s (transactional.id %s); "
-                        "stopping. Every worker needs its own [worker] instance_id",
-                 cs->instance_id, cs->transactional_id);
+                        "stopping. Every worker needs its own [worker] instance_id. (If not: "
+                        "the cluster aborted a transaction that outlived transaction_timeout_ms "
+                        "(%" PRId64 " ms); lower [worker] checkpoint_max_records)",
+                 cs->instance_id, cs->transactional_id, cs->txn_timeout_ms);
     atomic_store(&cs->health, HEALTH_FENCED);
     cs->broken = true;
     cs->txn_open = false;

@@ -13,11 +13,14 @@
  *   3. a second worker restores every series of the spread checkpoints;
  *   4. an orphaned spread checkpoint (a @begin and snapshots, then an offset marker without
  *      the @ckpt: its owner died between two of its transactions and the next owner went on)
- *      is dropped by the restore: the third worker restores exactly as many series.
+ *      is dropped by the restore: the third worker restores exactly as many series;
+ *   5. the same flood processed with no checkpoint yet, then SIGTERM: the stop's commit
+ *      spreads every partition's checkpoint, exits 0, and a next worker restores it all.
  *
  * Arguments: "real" runs it on the real Kafka broker tier. For measurements by hand,
- * TG_BIGCKPT_SERIES (default 12,000) and TG_BIGCKPT_MAX_RECORDS (default 900; a huge value
- * gives the single transaction of before) change the flood and the bound; the figures are
+ * TG_BIGCKPT_SERIES (default 12,000), TG_BIGCKPT_MAX_RECORDS (default 900; a huge value
+ * gives the single transaction of before) and TG_BIGCKPT_SNAPSHOT_MS (snapshot_interval_ms,
+ * default 1000) change the flood, the bound and the interval; the figures are
  * printed (README, "State and snapshots").
  */
 #include <setjmp.h>
@@ -246,11 +249,21 @@ static void append_orphan(const char *bs, const struct state_view *sv)
     rd_kafka_destroy(rk);
 }
 
+/* TG_BIGCKPT_ONLY=spread or =stop runs one of the two (measurements by hand). */
+static bool wanted(const char *name)
+{
+    const char *only = getenv("TG_BIGCKPT_ONLY");
+    return !only || !*only || strcmp(only, name) == 0;
+}
+
 static void test_flood_checkpoint_spread(void **state)
 {
     (void)state;
+    if (!wanted("spread"))
+        skip();
     long series = env_long("TG_BIGCKPT_SERIES", 12000);
     long max_records = env_long("TG_BIGCKPT_MAX_RECORDS", 900);
+    long snapshot_ms = env_long("TG_BIGCKPT_SNAPSHOT_MS", 1000);
     struct wfx_cluster *cl = wfx_cluster_start(g_real);
     const char *bs = wfx_cluster_bootstrap(cl);
     char *dir = tg_harness_tmpdir_new("worker-bigckpt");
@@ -263,9 +276,9 @@ static void test_flood_checkpoint_spread(void **state)
 
     char extra[256];
     snprintf(extra, sizeof extra,
-             "[worker]\nsnapshot_interval_ms = 1000\ncheckpoint_max_records = %ld\n"
+             "[worker]\nsnapshot_interval_ms = %ld\ncheckpoint_max_records = %ld\n"
              "[engine]\nmax_series = %ld\n",
-             max_records, series + 1000);
+             snapshot_ms, max_records, series + 1000);
     int64_t t0 = tg_harness_now_ms();
     struct wfx_worker *w = wfx_worker_start(dir, "w", "w", bs, "tidegate-anomaly", "a.", extra);
     struct state_view sv = {0};
@@ -289,6 +302,17 @@ static void test_flood_checkpoint_spread(void **state)
             g_real ? "real Kafka" : "devkafka", series, max_records, (double)(t_done - t0) / 1e3,
             txns, parts, small, commit_s, commits > 0 ? commit_s / commits * 1e3 : 0, snaps,
             snap_bytes / 1e6, aborts);
+    /* The distribution of commit times, for the README's figures. */
+    for (const char *line = body; line && *line;) {
+        const char *nl = strchr(line, '\n');
+        size_t len = nl ? (size_t)(nl - line) : strlen(line);
+        if (strncmp(line, "tidegate_worker_transaction_commit_seconds_bucket",
+                    strlen("tidegate_worker_transaction_commit_seconds_bucket")) == 0 ||
+            strncmp(line, "tidegate_worker_transaction_state_records_bucket",
+                    strlen("tidegate_worker_transaction_state_records_bucket")) == 0)
+            fprintf(stderr, "  %.*s\n", (int)len, line);
+        line = nl ? nl + 1 : NULL;
+    }
     free(body);
     assert_true(aborts == 0);
     if (max_records < 1000 && series / PARTITIONS > 1000) {
@@ -323,11 +347,64 @@ static void test_flood_checkpoint_spread(void **state)
     tg_harness_tmpdir_done(dir);
 }
 
+/* The whole flood processed before any checkpoint, then SIGTERM: the stop's commit carries
+ * every partition's checkpoint (a rolling restart after a flood). */
+static void test_flood_checkpoint_at_stop(void **state)
+{
+    (void)state;
+    if (!wanted("stop"))
+        skip();
+    long series = env_long("TG_BIGCKPT_SERIES", 12000);
+    long max_records = env_long("TG_BIGCKPT_MAX_RECORDS", 900);
+    struct wfx_cluster *cl = wfx_cluster_start(g_real);
+    const char *bs = wfx_cluster_bootstrap(cl);
+    char *dir = tg_harness_tmpdir_new("worker-bigckpt-stop");
+    assert_non_null(dir);
+    struct wfx_input in = {.n_devices = (int)series, .base_ts_ms = wfx_recent_base_ms(60)};
+    assert_int_equal(wfx_produce(bs, "telemetry", &in, 0, 1), (size_t)series);
+    int64_t hi[PARTITIONS];
+    assert_int_equal(wfx_watermarks(bs, "telemetry", hi, PARTITIONS), PARTITIONS);
+    char extra[256];
+    snprintf(extra, sizeof extra,
+             "[worker]\nsnapshot_interval_ms = 3600000\ncheckpoint_max_records = %ld\n"
+             "[engine]\nmax_series = %ld\n",
+             max_records, series + 1000);
+    struct wfx_worker *w = wfx_worker_start(dir, "w", "w", bs, "tidegate-anomaly", "a.", extra);
+    assert_true(wfx_wait_processed(bs, "a.state", hi, PARTITIONS, 200000));
+    int64_t t0 = tg_harness_now_ms();
+    int status = wfx_worker_stop(w);
+    int64_t t_stop = tg_harness_now_ms();
+    struct state_view sv = {0};
+    view_read(bs, "a.state", &sv);
+    int complete = 0;
+    for (int p = 0; p < PARTITIONS; p++)
+        complete += hi[p] > 0 && sv.ckpt[p] >= hi[p];
+    fprintf(stderr, "bigckpt stop (%s): %ld series, bound %ld: SIGTERM took %.1f s, exit %s, "
+                    "%d of %d partitions checkpointed at their end\n",
+            g_real ? "real Kafka" : "devkafka", series, max_records,
+            (double)(t_stop - t0) / 1e3, tg_harness_exited_ok(status) ? "ok" : "not ok",
+            complete, PARTITIONS);
+    assert_true(tg_harness_exited_ok(status));
+    assert_int_equal(complete, PARTITIONS);
+    struct wfx_worker *w2 = wfx_worker_start(dir, "w2", "w2", bs, "tidegate-anomaly", "a.", extra);
+    assert_true(tg_harness_wait_until(restored_logged, w2, 120000));
+    long restored = restored_series(w2);
+    fprintf(stderr, "w2 restored %ld\n", restored);
+    assert_int_equal(restored, series + PARTITIONS);
+    assert_true(tg_harness_exited_ok(wfx_worker_stop(w2)));
+    view_free(&sv);
+    wfx_worker_destroy(w);
+    wfx_worker_destroy(w2);
+    wfx_cluster_destroy(cl);
+    tg_harness_tmpdir_done(dir);
+}
+
 int main(int argc, char **argv)
 {
     g_real = argc > 1 && strcmp(argv[1], "real") == 0;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_flood_checkpoint_spread, teardown),
+        cmocka_unit_test_teardown(test_flood_checkpoint_at_stop, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -42,7 +42,9 @@ struct wfx_cluster *wfx_cluster_start(bool real_kafka)
         assert_non_null(cl->dk);
         return cl;
     }
-    cl->kf = tg_harness_kafka_start(WFX_PARTITIONS, 0);
+    /* WFX_KAFKA_PROPERTIES: broker properties of one's own, when investigating by hand
+     * (e.g. a transaction timeout enforced at once; test_worker_bigckpt). */
+    cl->kf = tg_harness_kafka_start_with(WFX_PARTITIONS, 0, getenv("WFX_KAFKA_PROPERTIES"));
     assert_non_null(cl->kf);
     static const char *const compact[] = {"cleanup.policy=compact", NULL};
     for (size_t i = 0; i < 2; i++) {
@@ -502,10 +504,16 @@ struct wfx_worker *wfx_worker_start(const char *dir, const char *name, const cha
             "[kafka]\nbrokers = %s\ngroup_id = %s\ninput_topic = telemetry\n"
             "alerts_topic = %sanomalies\naggregates_topic = %sagg\nstate_topic = %sstate\n"
             "commit_interval_ms = 100\nsession_timeout_ms = 6000\n"
-            "transaction_timeout_ms = 10000\nrestore_timeout_ms = 40000\n"
+            "transaction_timeout_ms = %s\nrestore_timeout_ms = 40000\n"
             "[metrics]\nlisten = 127.0.0.1:%d\n"
             "[detect]\n%s%s",
-            instance_id, bootstrap, group, topic_prefix, topic_prefix, topic_prefix, w->metrics_port,
+            instance_id, bootstrap, group, topic_prefix, topic_prefix, topic_prefix,
+            /* WFX_TRANSACTION_TIMEOUT_MS: a shorter transaction timeout, to see by hand what
+             * a transaction that outgrows it does (test_worker_bigckpt). */
+            getenv("WFX_TRANSACTION_TIMEOUT_MS") && *getenv("WFX_TRANSACTION_TIMEOUT_MS")
+                ? getenv("WFX_TRANSACTION_TIMEOUT_MS")
+                : "10000",
+            w->metrics_port,
             /* A key may be set once: an extra that sets silence itself turns it on. */
             extra && strstr(extra, "silence =") ? "" : "silence = false\n", extra ? extra : "");
     /* WFX_WORKER_EXTRA: more lines for every worker's config, when investigating by hand

@@ -493,6 +493,83 @@ static void series_beyond_max_series_are_counted_not_tracked(void **state)
     rec_free(&r);
 }
 
+/* A bounded snapshot (a checkpoint spread over transactions) hands out, over its calls, the
+ * same records in the same order as one unbounded call, at most max_records per call, and
+ * leaves other partitions' changes alone. */
+struct counted {
+    struct store st;
+    size_t calls_records;
+    char order[8192];
+};
+
+static void counted_put(void *ud, int32_t partition, const void *key, size_t key_len,
+                        const void *value, size_t value_len)
+{
+    struct counted *c = ud;
+    c->calls_records++;
+    size_t used = strlen(c->order);
+    snprintf(c->order + used, sizeof c->order - used, "%.*s;", (int)key_len, (const char *)key);
+    store_put(&c->st, partition, key, key_len, value, value_len);
+}
+
+static bool only_p0(void *ud, int32_t partition)
+{
+    (void)ud;
+    return partition == 0;
+}
+
+static void bounded_snapshot_equals_unbounded(void **state)
+{
+    (void)state;
+    char err[512];
+    struct tg_engine_config *ec = make_config(NULL, err, sizeof err);
+    struct rec r = {0};
+    struct tg_engine *a = tg_engine_new(ec, rec_emit, &r), *b = tg_engine_new(ec, rec_emit, &r);
+    for (int32_t p = 0; p < 2; p++) {
+        tg_engine_partition_add(a, p);
+        tg_engine_partition_add(b, p);
+    }
+    char dev[16];
+    for (int d = 0; d < 23; d++) {
+        snprintf(dev, sizeof dev, "d%02d", d);
+        for (int32_t p = 0; p < 2; p++) {
+            feed(a, p, dev, "t", 1000 + d, d);
+            feed(b, p, dev, "t", 1000 + d, d);
+        }
+    }
+    struct counted whole = {0}, parts = {0};
+    assert_false(tg_engine_snapshot_dirty_max(a, only_p0, NULL, 0, 0, counted_put, &whole));
+    assert_int_equal(tg_engine_snapshot_pending(b, only_p0, NULL), 24);
+    int calls = 0;
+    bool more = true;
+    while (more) {
+        size_t before = parts.calls_records;
+        more = tg_engine_snapshot_dirty_max(b, only_p0, NULL, 5, 0, counted_put, &parts);
+        assert_true(parts.calls_records - before <= 5);
+        calls++;
+    }
+    assert_int_equal(calls, 5); /* 24 records: the partition state and 23 series */
+    assert_string_equal(parts.order, whole.order);
+    assert_int_equal(parts.st.n, whole.st.n);
+    for (size_t i = 0; i < whole.st.n; i++) {
+        assert_int_equal(parts.st.v[i].value_len, whole.st.v[i].value_len);
+        assert_memory_equal(parts.st.v[i].value, whole.st.v[i].value, whole.st.v[i].value_len);
+    }
+    /* Partition 1's changes are all still there, and a byte bound stops as well. */
+    assert_int_equal(tg_engine_snapshot_pending(b, NULL, NULL), 24);
+    struct counted one = {0};
+    assert_true(tg_engine_snapshot_dirty_max(b, NULL, NULL, 0, 1, counted_put, &one));
+    assert_int_equal(one.calls_records, 1);
+    assert_int_equal(tg_engine_snapshot_pending(b, NULL, NULL), 23);
+    store_free(&whole.st);
+    store_free(&parts.st);
+    store_free(&one.st);
+    tg_engine_destroy(a);
+    tg_engine_destroy(b);
+    tg_engine_config_destroy(ec);
+    rec_free(&r);
+}
+
 /* Metric names are any UTF-8 the gateway accepts: quotes, backslashes, control characters
  * and slashes must survive the JSON outputs and the snapshot keys. */
 static void odd_metric_names_survive_json_and_snapshots(void **state)
@@ -584,6 +661,7 @@ int main(void)
         cmocka_unit_test(restore_refuses_garbage),
         cmocka_unit_test(idle_series_are_evicted_with_a_tombstone),
         cmocka_unit_test(series_beyond_max_series_are_counted_not_tracked),
+        cmocka_unit_test(bounded_snapshot_equals_unbounded),
         cmocka_unit_test(odd_metric_names_survive_json_and_snapshots),
         cmocka_unit_test(dropping_a_partition_keeps_every_other_series_findable),
     };

@@ -117,11 +117,32 @@ static void memory_follows_keys_not_records(void **state)
     tg_state_fold_destroy(sf);
 }
 
+/* A spread checkpoint that never reached its @ckpt: what was put since the last commit is
+ * forgotten, what was committed before stays, and later puts commit as usual. */
+static void rollback_forgets_pending_only(void **state)
+{
+    (void)state;
+    struct tg_state_fold *sf = tg_state_fold_new();
+    assert_non_null(sf);
+    put(sf, "0/a/t", "a1");
+    tg_state_fold_commit(sf);
+    put(sf, "0/a/t", "a2");
+    put(sf, "0/b/t", "b1");
+    tg_state_fold_rollback(sf);
+    put(sf, "0/c/t", "c1");
+    tg_state_fold_commit(sf);
+    struct seen sn = {"", 0};
+    assert_int_equal(tg_state_fold_foreach(sf, collect, &sn), 2);
+    assert_string_equal(sn.text, "0/a/t=a1;0/c/t=c1;");
+    tg_state_fold_destroy(sf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(latest_committed_value_per_key),
         cmocka_unit_test(memory_follows_keys_not_records),
+        cmocka_unit_test(rollback_forgets_pending_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
