@@ -120,7 +120,7 @@ static void dump_alerts(const struct run *ru, size_t max)
 {
     for (size_t i = 0; getenv("ATTACK_ALL") && i < ru->r.n; i++)
         if (ru->r.lines[i][0] == 'A')
-            fprintf(stderr, "  %.200s\n", ru->r.lines[i]);
+            fprintf(stderr, "  %s\n", ru->r.lines[i]);
     dump_opens(ru, max);
 }
 static void dump_opens(const struct run *ru, size_t max)
@@ -307,6 +307,8 @@ static void edge_case(const char *what, double (*gen)(int64_t s, struct rng *g),
     char kinds[128];
     size_t found = sines_then_spike(&ru, 0, 3, 10800, kinds, sizeof kinds);
     expect_sane(&ru, what);
+    if (getenv("ATTACK_ALL"))
+        dump_alerts(&ru, 0);
     if (spike_after && (found != 1 || !strstr(kinds, "predict"))) {
         dump_alerts(&ru, 20);
         fail_msg("%s: the spike after the stretch opened %zu alerts (%s), want 1 of predict",
@@ -349,6 +351,35 @@ static void edge_max_rare(void **st) { (void)st; edge_case("max_rare", gen_max_r
 static void edge_denormal(void **st) { (void)st; edge_case("denormal", gen_denormal, true); }
 static void edge_ulp(void **st) { (void)st; edge_case("ulp", gen_ulp, false); }
 static void edge_sine_alt(void **st) { (void)st; edge_case("sine_alt", gen_sine_alt, false); }
+
+/* A sensor's first reading is garbage (a sentinel such as 65535, a float's maximum, the
+ * engine's limit) and then it reads as it should: one sample must not blind the predict
+ * detector for hours. */
+static void first_glitch_case(double glitch, int64_t settle_s)
+{
+    struct run ru;
+    run_start(&ru, rule_predict_only);
+    put(&ru, glitch);
+    char kinds[128];
+    size_t found = sines_then_spike(&ru, 0, 3, settle_s, kinds, sizeof kinds);
+    fprintf(stderr, "first sample %g, spike after %lld s: %zu alerts (%s)\n", glitch,
+            (long long)settle_s, found, kinds);
+    expect_sane(&ru, "first glitch");
+    if (getenv("ATTACK_ALL"))
+        dump_alerts(&ru, 0);
+    if (found != 1 || !strstr(kinds, "predict"))
+        fail_msg("first sample %g: the spike %lld s later opened %zu alerts (%s), want 1 of "
+                 "predict", glitch, (long long)settle_s, found, kinds);
+    run_end(&ru);
+}
+
+static void first_sample_glitch(void **state)
+{
+    (void)state;
+    const double glitch[] = {65535, -999, 3.4e38, 1e100, -1e100};
+    for (size_t i = 0; i < sizeof glitch / sizeof glitch[0]; i++)
+        first_glitch_case(glitch[i], 300);
+}
 
 /* ---- the drift test on slow trends ---------------------------------------------------- */
 
@@ -417,6 +448,7 @@ int main(void)
         cmocka_unit_test(edge_denormal),
         cmocka_unit_test(edge_ulp),
         cmocka_unit_test(edge_sine_alt),
+        cmocka_unit_test(first_sample_glitch),
         cmocka_unit_test(drift_slow_ramp),
         cmocka_unit_test(drift_steep_ramp),
         cmocka_unit_test(drift_daily_cycle),
