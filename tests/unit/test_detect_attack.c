@@ -355,21 +355,24 @@ static void edge_sine_alt(void **st) { (void)st; edge_case("sine_alt", gen_sine_
 /* A sensor's first reading is garbage (a sentinel such as 65535, a float's maximum, the
  * engine's limit) and then it reads as it should: one sample must not blind the predict
  * detector for hours. */
-static void first_glitch_case(double glitch, int64_t settle_s)
+static void first_glitch_case(double glitch, int64_t settle_s, int at)
 {
     struct run ru;
     run_start(&ru, rule_predict_only);
+    struct rng g = {77};
+    for (int i = 0; i < at; i++) /* a quiet start: the sines come after */
+        put(&ru, 0.01 * rng_gauss(&g));
     put(&ru, glitch);
     char kinds[128];
     size_t found = sines_then_spike(&ru, 0, 3, settle_s, kinds, sizeof kinds);
-    fprintf(stderr, "first sample %g, spike after %lld s: %zu alerts (%s)\n", glitch,
+    fprintf(stderr, "sample %d %g, spike after %lld s: %zu alerts (%s)\n", at, glitch,
             (long long)settle_s, found, kinds);
     expect_sane(&ru, "first glitch");
     if (getenv("ATTACK_ALL"))
         dump_alerts(&ru, 0);
     if (found != 1 || !strstr(kinds, "predict"))
-        fail_msg("first sample %g: the spike %lld s later opened %zu alerts (%s), want 1 of "
-                 "predict", glitch, (long long)settle_s, found, kinds);
+        fail_msg("sample %d %g: the spike %lld s later opened %zu alerts (%s), want 1 of "
+                 "predict", at, glitch, (long long)settle_s, found, kinds);
     run_end(&ru);
 }
 
@@ -378,7 +381,19 @@ static void first_sample_glitch(void **state)
     (void)state;
     const double glitch[] = {65535, -999, 3.4e38, 1e100, -1e100};
     for (size_t i = 0; i < sizeof glitch / sizeof glitch[0]; i++)
-        first_glitch_case(glitch[i], 300);
+        first_glitch_case(glitch[i], 300, 0);
+}
+
+/* The same wild sample later in the first minutes: inside the first history (3), during
+ * the model's first steps before it scores (20), once it scores (200). */
+static void early_sample_glitch(void **state)
+{
+    (void)state;
+    const double glitch[] = {65535, 1e100};
+    const int at[] = {3, 20, 200};
+    for (size_t i = 0; i < sizeof glitch / sizeof glitch[0]; i++)
+        for (size_t k = 0; k < sizeof at / sizeof at[0]; k++)
+            first_glitch_case(glitch[i], 600, at[k]);
 }
 
 /* ---- the drift test on slow trends ---------------------------------------------------- */
@@ -449,6 +464,7 @@ int main(void)
         cmocka_unit_test(edge_ulp),
         cmocka_unit_test(edge_sine_alt),
         cmocka_unit_test(first_sample_glitch),
+        cmocka_unit_test(early_sample_glitch),
         cmocka_unit_test(drift_slow_ramp),
         cmocka_unit_test(drift_steep_ramp),
         cmocka_unit_test(drift_daily_cycle),
