@@ -76,8 +76,29 @@ static void model_forget(struct predict_state *ps, int p)
     ps->res_var = 0;
 }
 
+/* The median of v[0..n) (n <= TG_ENGINE_PREDICT_ORDER_MAX), by insertion sort of a copy. */
+static double median_of(const double *v, int n)
+{
+    double a[TG_ENGINE_PREDICT_ORDER_MAX];
+    for (int i = 0; i < n; i++) {
+        int j = i;
+        for (; j > 0 && a[j - 1] > v[i]; j--)
+            a[j] = a[j - 1];
+        a[j] = v[i];
+    }
+    return n % 2 ? a[n / 2] : 0.5 * (a[n / 2 - 1] + a[n / 2]);
+}
+
 /* Weights at zero, P at P0 / (the full history's variance) times the identity, so that the
- * weights' first steps are in proportion whatever the metric's unit. */
+ * weights' first steps are in proportion whatever the metric's unit.
+ *
+ * One wild sample in the history (a sensor's first reading is often a sentinel: 65535,
+ * -999, a float's maximum) would make that variance its square, and P so small that the
+ * weights barely move: P grows back only by 1 / FORGET a sample, and the detector was blind
+ * for hours (a first reading of 65535 on a series of 0.3) to days (1e100). So when the
+ * variance exceeds START_ROBUST times a robust one (the median squared deviation from the
+ * median, over 0.455, its value for Gaussian noise), the robust one is used. */
+#define START_ROBUST 100.0
 static void model_start(struct predict_state *ps, int p, double floor)
 {
     const double *hist = ps->v + p;
@@ -85,6 +106,12 @@ static void model_start(struct predict_state *ps, int p, double floor)
     double ss = floor * floor + 1e-300;
     for (int i = 0; i < p; i++)
         ss += (hist[i] - ps->mean) * (hist[i] - ps->mean) / p;
+    double med = median_of(hist, p), d2[TG_ENGINE_PREDICT_ORDER_MAX];
+    for (int i = 0; i < p; i++)
+        d2[i] = (hist[i] - med) * (hist[i] - med);
+    double robust = median_of(d2, p) / 0.455 + floor * floor + 1e-300;
+    if (!(ss <= START_ROBUST * robust)) /* also when ss overflowed */
+        ss = robust;
     for (int i = 0; i < p; i++)
         P[tri(i, i)] = P0 / ss;
     ps->p_trace = p * P0 / ss;
