@@ -265,8 +265,17 @@ int tg_sim_score_print_text(const struct tg_sim_score *sc, const struct tg_sim_s
     if (res->undecodable)
         fprintf(out, "undecodable records: %" PRIu64 " (not alerts of the expected form)\n",
                 res->undecodable);
-    fprintf(out, "verdict: %s%s%s\n", ctx->pass ? "PASS" : "FAIL",
-            ctx->why && *ctx->why ? ": " : "", ctx->why ? ctx->why : "");
+    /* Without a floor, PASS says only that something was measured: a run whose recall is
+     * 0.3 passes too. scripts/demo prints this report right under the audit's
+     * "RESULT: PASS", where a bare PASS would read as a judgement of the detection. */
+    const struct tg_sim_score_floors *fl = ctx->floors;
+    bool judged = fl && (!isnan(fl->min_recall) || !isnan(fl->min_f1) ||
+                         !isnan(fl->max_false_per_device_hour));
+    fprintf(out, "verdict: %s%s%s%s\n", ctx->pass ? "PASS" : "FAIL",
+            ctx->why && *ctx->why ? ": " : "", ctx->why ? ctx->why : "",
+            ctx->pass && !judged ? " (no floor given, so not a judgement of the figures: "
+                                   "--min-recall, --min-f1, --max-false-per-device-hour)"
+                                 : "");
     return ferror(out) ? -1 : 0;
 }
 

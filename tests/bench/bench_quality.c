@@ -6,10 +6,14 @@
  * and printed as its table. For tuning the detectors; `scripts/quality` measures the real path.
  *
  *   bench_quality [devices] [minutes] [anomalies_per_device_hour] [seed]
- *                 [-c worker.ini] [--set section.key=value]...      (default 1000 10 2 1)
+ *                 [-c worker.ini] [--set section.key=value]... [--t0 MS]  (default 1000 10 2 1)
  *
  * Without -c the engine runs its built-in defaults; `-c config/tidegate-worker.ini` runs the
- * shipped configuration (what the Debian package installs), rules included.
+ * shipped configuration (what the Debian package installs), rules included. --t0 starts the
+ * run at MS (ms since the epoch) instead of 2026-01-01 00:00 UTC: the signals' daily and
+ * shorter cycles follow the clock, so this replays the start of a real `scripts/quality` run
+ * (its labels' times tell it) to separate what the start time changes from what the pipeline
+ * does.
  *
  * Diagnostics: BENCH_QUALITY_MISSES=1 lists every missed label and false alert (else 12 of
  * each), BENCH_QUALITY_DEVICE=N one device's labels and alert records,
@@ -27,11 +31,12 @@
 static char trace_dev[32], trace_metric[32];
 static double trace_from = -1, trace_to = -1;
 static char only_dev[16];
+static int64_t t0_ms = TG_QUALITY_T0_MS; /* the run's start: offsets printed are from it */
 
 static void on_point(void *ud, const struct tg_engine_point *pt)
 {
     (void)ud;
-    double t = (double)(pt->ts_ms - TG_QUALITY_T0_MS) / 1000.0;
+    double t = (double)(pt->ts_ms - t0_ms) / 1000.0;
     if (t < trace_from || t > trace_to || strcmp(pt->device, trace_dev) != 0 ||
         strcmp(pt->metric, trace_metric) != 0)
         return;
@@ -43,8 +48,8 @@ static void on_label(void *ud, const struct tg_anomaly_label *lb)
     (void)ud;
     if (strcmp(lb->device, only_dev) == 0)
         printf("  label: %s %s %s +%.0f..+%.0f s\n", lb->device, lb->metric,
-               tg_anomaly_kind_name(lb->kind), (double)(lb->start_ts - TG_QUALITY_T0_MS) / 1000.0,
-               (double)(lb->end_ts - TG_QUALITY_T0_MS) / 1000.0);
+               tg_anomaly_kind_name(lb->kind), (double)(lb->start_ts - t0_ms) / 1000.0,
+               (double)(lb->end_ts - t0_ms) / 1000.0);
 }
 
 static void on_alert_json(void *ud, const char *json, size_t len)
@@ -71,6 +76,17 @@ int main(int argc, char **argv)
             cfg_path = argv[++i];
             continue;
         }
+        if (strcmp(argv[i], "--t0") == 0 && i + 1 < argc) {
+            char *end;
+            long long v = strtoll(argv[++i], &end, 10);
+            if (*end || v <= 0) {
+                fprintf(stderr, "bench_quality: --t0: expected ms since the epoch, got '%s'\n",
+                        argv[i]);
+                return 2;
+            }
+            t0_ms = opts.t0_ms = v;
+            continue;
+        }
         switch (pos++) {
         case 0: opts.devices = atoi(argv[i]); break;
         case 1: opts.minutes = atoi(argv[i]); break;
@@ -78,7 +94,7 @@ int main(int argc, char **argv)
         case 3: opts.seed = strtoull(argv[i], NULL, 10); break;
         default:
             fprintf(stderr, "usage: bench_quality [devices] [minutes] [rate] [seed] [-c FILE] "
-                            "[--set k=v]...\n");
+                            "[--set k=v]... [--t0 MS]\n");
             return 2;
         }
     }
@@ -117,6 +133,8 @@ int main(int argc, char **argv)
            cfg_path ? "config " : "the engine's defaults", cfg_path ? cfg_path : "");
     for (int i = 0; i < n_sets; i++)
         printf("  --set %s\n", sets[i]);
+    if (opts.t0_ms)
+        printf("  --t0 %" PRId64 " (the run starts then, not at 2026-01-01 00:00 UTC)\n", opts.t0_ms);
     struct tg_sim_score_floors floors = {NAN, NAN, NAN};
     struct tg_sim_score_context ctx = {
         .topic = "(offline engine)",

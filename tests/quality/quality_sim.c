@@ -67,7 +67,8 @@ int tg_quality_run(const struct tg_engine_config *ec, const struct tg_quality_op
 {
     int rc = -1;
     int devices = opts->devices;
-    struct run r = {.opts = opts, .sc = sc, .now_ms = TG_QUALITY_T0_MS};
+    int64_t t0 = opts->t0_ms ? opts->t0_ms : TG_QUALITY_T0_MS;
+    struct run r = {.opts = opts, .sc = sc, .now_ms = t0};
     struct tg_hal hal = {.ctx = &r, .wall_ms = hal_wall, .mono_ms = hal_mono,
                          .random_u32 = hal_rand};
     void **sensor = calloc((size_t)devices, sizeof *sensor);
@@ -109,7 +110,7 @@ int tg_quality_run(const struct tg_engine_config *ec, const struct tg_quality_op
     }
     int64_t steps = (int64_t)opts->minutes * 60;
     for (int64_t s = 0; s < steps; s++) {
-        r.now_ms = TG_QUALITY_T0_MS + s * 1000;
+        r.now_ms = t0 + s * 1000;
         for (int d = 0; d < devices; d++) {
             struct tg_sensor_sample smp = {0};
             /* An anomaly of kind silence makes the read fail: no reading that second. */

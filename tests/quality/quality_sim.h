@@ -23,9 +23,14 @@
 
 struct tg_quality_opts {
     int devices;          /* device ids q-000000 .. */
-    int minutes;          /* of 1 Hz readings, from 2026-01-01 00:00 UTC */
+    int minutes;          /* of 1 Hz readings, from t0_ms */
     double rate_per_hour; /* anomalies per device-hour */
     uint64_t seed;        /* the simulator's seed: same seed, same signals and anomalies */
+    /* When the run starts (ms since the epoch; 0: TG_QUALITY_T0_MS, 2026-01-01 00:00 UTC).
+     * The signals' cycles (time of day, pressure, vibration) follow the wall clock, so one seed
+     * at another start time is another fleet's afternoon: bench_quality --t0 replays the start
+     * of a real `scripts/quality` run to tell its differences from the pipeline's. */
+    int64_t t0_ms;
     /* Optional observers (NULL: none), for a bench's diagnostics. */
     void (*on_label)(void *ud, const struct tg_anomaly_label *lb);
     void (*on_alert_json)(void *ud, const char *json, size_t len);

@@ -665,8 +665,20 @@ static void reports_show_undefined_ratios_as_such(void **state)
     /* spike: 1 label, 1 detected, 1 false; stuck has nothing: dashes. */
     assert_non_null(strstr(text, "spike              1         1   1.000      1      0.500"));
     assert_non_null(strstr(text, "stuck              0         0       -      0          -      -"));
-    assert_non_null(strstr(text, "verdict: PASS"));
+    assert_non_null(strstr(text, "verdict: PASS\n"));
     free(text);
+
+    /* The same without any floor: PASS then says so, since it judged nothing. */
+    struct tg_sim_score_floors none = {NAN, NAN, NAN};
+    assert_true(tg_sim_score_verdict(&res, &none, why, sizeof why));
+    ctx.floors = &none;
+    f = open_memstream(&text, &len);
+    assert_non_null(f);
+    assert_int_equal(tg_sim_score_print_text(sc, &res, &ctx, f), 0);
+    fclose(f);
+    assert_non_null(strstr(text, "verdict: PASS (no floor given"));
+    free(text);
+    ctx.floors = &fl;
 
     f = open_memstream(&text, &len);
     assert_non_null(f);
