@@ -17,43 +17,6 @@
 #define T0 INT64_C(1700000000000)
 #define DAY 86400
 
-struct kv {
-    char *key, *value;
-    size_t key_len, value_len;
-};
-struct store {
-    struct kv *v;
-    size_t n, cap;
-};
-
-static void store_put(void *ud, int32_t partition, const void *key, size_t key_len,
-                      const void *value, size_t value_len)
-{
-    (void)partition;
-    struct store *st = ud;
-    if (st->n == st->cap) {
-        st->cap = st->cap ? 2 * st->cap : 16;
-        st->v = realloc(st->v, st->cap * sizeof *st->v);
-    }
-    struct kv *kv = &st->v[st->n++];
-    kv->key = malloc(key_len + 1);
-    memcpy(kv->key, key, key_len);
-    kv->key_len = key_len;
-    kv->value = malloc(value_len + 1);
-    memcpy(kv->value, value, value_len);
-    kv->value_len = value_len;
-}
-
-static void store_free(struct store *st)
-{
-    for (size_t i = 0; i < st->n; i++) {
-        free(st->v[i].key);
-        free(st->v[i].value);
-    }
-    free(st->v);
-    memset(st, 0, sizeof *st);
-}
-
 /* Every point's score must be a number in [0, 1]. */
 struct check {
     size_t points, bad;
@@ -140,7 +103,7 @@ static void expect_sane(struct run *ru, const char *what)
         fail_msg("%s: %zu of %zu scores outside [0, 1], the first %g", what, ru->c.bad,
                  ru->c.points, ru->c.first_bad);
     struct store st = {0};
-    tg_engine_snapshot_dirty(ru->en, store_put, &st);
+    tg_engine_snapshot_dirty(ru->en, store_add, &st);
     struct rec r2 = {0};
     struct tg_engine *en2 = tg_engine_new(ru->ec, rec_emit, &r2);
     assert_int_equal(tg_engine_partition_add(en2, 0), TG_OK);
@@ -457,7 +420,7 @@ static void edge_state_restores_bit_for_bit(void **state)
         tg_engine_partition_add(en, 0);
         for (int64_t k = 0; k < cuts[c]; k++)
             feed(en, 0, "dev", "m", T0 + k * 1000, mixed_at(k, &g));
-        tg_engine_snapshot_dirty(en, store_put, &st);
+        tg_engine_snapshot_dirty(en, store_add, &st);
         tg_engine_destroy(en);
         en = tg_engine_new(ec, rec_emit, &r2);
         tg_engine_set_point_hook(en, on_bits, &got);

@@ -242,50 +242,6 @@ static void level_shift_is_one_incident(void **state)
 
 /* ---- snapshots --------------------------------------------------------------------------- */
 
-struct kv {
-    char *key, *value;
-    size_t key_len, value_len;
-};
-struct store {
-    struct kv *v;
-    size_t n, cap;
-};
-
-static void store_put(void *ud, int32_t partition, const void *key, size_t key_len,
-                      const void *value, size_t value_len)
-{
-    (void)partition;
-    struct store *st = ud;
-    for (size_t i = 0; i < st->n; i++)
-        if (st->v[i].key_len == key_len && memcmp(st->v[i].key, key, key_len) == 0) {
-            free(st->v[i].value);
-            st->v[i].value = malloc(value_len + 1);
-            memcpy(st->v[i].value, value, value_len);
-            st->v[i].value_len = value_len;
-            return;
-        }
-    if (st->n == st->cap) {
-        st->cap = st->cap ? 2 * st->cap : 16;
-        st->v = realloc(st->v, st->cap * sizeof *st->v);
-    }
-    struct kv *kv = &st->v[st->n++];
-    kv->key = malloc(key_len + 1);
-    memcpy(kv->key, key, key_len);
-    kv->key_len = key_len;
-    kv->value = malloc(value_len + 1);
-    memcpy(kv->value, value, value_len);
-    kv->value_len = value_len;
-}
-
-static void store_free(struct store *st)
-{
-    for (size_t i = 0; i < st->n; i++) {
-        free(st->v[i].key);
-        free(st->v[i].value);
-    }
-    free(st->v);
-}
-
 /* Every point's score, as bits: a restored engine must continue bit for bit. */
 struct scores {
     double *v;

@@ -117,4 +117,64 @@ static inline tg_err feed(struct tg_engine *en, int32_t partition, const char *d
     return tg_engine_process(en, partition, &rd);
 }
 
+#ifndef TEST_ENGINE_OWN_STORE
+/* A snapshot store: what tg_engine_snapshot_dirty hands over, kept in memory. Tests that
+ * keep their own (fixed-size, counting) store define TEST_ENGINE_OWN_STORE first. */
+struct kv {
+    char *key, *value;
+    size_t key_len, value_len;
+};
+struct store {
+    struct kv *v;
+    size_t n, cap;
+};
+
+/* Appends a copy of (key, value); a tombstone (NULL, 0) is kept as an empty value. */
+static inline void store_add(void *ud, int32_t partition, const void *key, size_t key_len,
+                             const void *value, size_t value_len)
+{
+    (void)partition;
+    struct store *st = ud;
+    if (st->n == st->cap) {
+        st->cap = st->cap ? 2 * st->cap : 64;
+        st->v = realloc(st->v, st->cap * sizeof *st->v);
+    }
+    struct kv *kv = &st->v[st->n++];
+    kv->key = malloc(key_len + 1);
+    memcpy(kv->key, key, key_len);
+    kv->key_len = key_len;
+    kv->value = malloc(value_len + 1);
+    if (value_len)
+        memcpy(kv->value, value, value_len);
+    kv->value_len = value_len;
+}
+
+/* The compacted topic: the latest value per key, keys in first-write order. */
+static inline void store_put(void *ud, int32_t partition, const void *key, size_t key_len,
+                             const void *value, size_t value_len)
+{
+    struct store *st = ud;
+    for (size_t i = 0; i < st->n; i++)
+        if (st->v[i].key_len == key_len && memcmp(st->v[i].key, key, key_len) == 0) {
+            free(st->v[i].value);
+            st->v[i].value = malloc(value_len + 1);
+            if (value_len)
+                memcpy(st->v[i].value, value, value_len);
+            st->v[i].value_len = value_len;
+            return;
+        }
+    store_add(ud, partition, key, key_len, value, value_len);
+}
+
+static inline void store_free(struct store *st)
+{
+    for (size_t i = 0; i < st->n; i++) {
+        free(st->v[i].key);
+        free(st->v[i].value);
+    }
+    free(st->v);
+    memset(st, 0, sizeof *st);
+}
+#endif
+
 #endif
