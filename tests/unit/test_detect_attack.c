@@ -44,21 +44,13 @@ struct run {
 static void run_start(struct run *ru, const char *const *sets)
 {
     memset(ru, 0, sizeof *ru);
-    char err[512];
-    ru->ec = make_config(sets, err, sizeof err);
-    if (!ru->ec)
-        fail_msg("config: %s", err);
-    ru->en = tg_engine_new(ru->ec, rec_emit, &ru->r);
-    assert_non_null(ru->en);
+    run_open(&ru->ec, &ru->en, &ru->r, sets);
     tg_engine_set_point_hook(ru->en, on_point, &ru->c);
-    assert_int_equal(tg_engine_partition_add(ru->en, 0), TG_OK);
 }
 
 static void run_end(struct run *ru)
 {
-    tg_engine_destroy(ru->en);
-    tg_engine_config_destroy(ru->ec);
-    rec_free(&ru->r);
+    run_close(ru->ec, ru->en, &ru->r);
 }
 
 static void put(struct run *ru, double x)
@@ -69,13 +61,7 @@ static void put(struct run *ru, double x)
 
 static size_t opens_of(const struct run *ru, const char *kind)
 {
-    size_t n = 0;
-    char want[64];
-    snprintf(want, sizeof want, "\"kind\":\"%s\"", kind ? kind : "");
-    for (size_t i = 0; i < ru->r.n; i++)
-        if (strncmp(ru->r.lines[i], "A open ", 7) == 0 && (!kind || strstr(ru->r.lines[i], want)))
-            n++;
-    return n;
+    return rec_opens(&ru->r, kind);
 }
 
 static void dump_opens(const struct run *ru, size_t max);
@@ -361,20 +347,6 @@ static void early_sample_glitch(void **state)
 
 /* ---- restore of such state, bit for bit ------------------------------------------------ */
 
-struct bits {
-    uint64_t *v;
-    size_t n, cap;
-};
-static void on_bits(void *ud, const struct tg_engine_point *pt)
-{
-    struct bits *b = ud;
-    if (b->n == b->cap) {
-        b->cap = b->cap ? 2 * b->cap : 4096;
-        b->v = realloc(b->v, b->cap * sizeof *b->v);
-    }
-    memcpy(&b->v[b->n++], &pt->score, sizeof(double));
-}
-
 /* Sample k of a series that mixes every edge: the engine's limit alternating in sign,
  * denormals, one-ulp steps, then a sum of sines with spikes. */
 static double mixed_at(int64_t k, struct rng *g)
@@ -400,10 +372,10 @@ static void edge_state_restores_bit_for_bit(void **state)
     struct tg_engine_config *ec = make_config(rule_predict, err, sizeof err);
     assert_non_null(ec);
     const int64_t total = 6000;
-    struct bits ref = {0};
+    struct scores ref = {0};
     struct rec r0 = {0};
     struct tg_engine *en = tg_engine_new(ec, rec_emit, &r0);
-    tg_engine_set_point_hook(en, on_bits, &ref);
+    tg_engine_set_point_hook(en, scores_push, &ref);
     tg_engine_partition_add(en, 0);
     struct rng g = {21};
     for (int64_t k = 0; k < total; k++)
@@ -411,19 +383,19 @@ static void edge_state_restores_bit_for_bit(void **state)
     tg_engine_destroy(en);
     const int64_t cuts[] = {130, 401, 777, 1203, 1650, 2010, 4444};
     for (size_t c = 0; c < sizeof cuts / sizeof cuts[0]; c++) {
-        struct bits got = {0};
+        struct scores got = {0};
         struct rec r1 = {0}, r2 = {0};
         struct store st = {0};
         g = (struct rng){21};
         en = tg_engine_new(ec, rec_emit, &r1);
-        tg_engine_set_point_hook(en, on_bits, &got);
+        tg_engine_set_point_hook(en, scores_push, &got);
         tg_engine_partition_add(en, 0);
         for (int64_t k = 0; k < cuts[c]; k++)
             feed(en, 0, "dev", "m", T0 + k * 1000, mixed_at(k, &g));
         tg_engine_snapshot_dirty(en, store_add, &st);
         tg_engine_destroy(en);
         en = tg_engine_new(ec, rec_emit, &r2);
-        tg_engine_set_point_hook(en, on_bits, &got);
+        tg_engine_set_point_hook(en, scores_push, &got);
         tg_engine_partition_add(en, 0);
         for (size_t i = 0; i < st.n; i++)
             if (tg_engine_restore(en, st.v[i].key, st.v[i].key_len, st.v[i].value,
@@ -435,7 +407,7 @@ static void edge_state_restores_bit_for_bit(void **state)
         tg_engine_destroy(en);
         assert_int_equal(got.n, ref.n);
         for (size_t i = 0; i < got.n; i++)
-            if (got.v[i] != ref.v[i])
+            if (memcmp(&got.v[i], &ref.v[i], sizeof(double)) != 0)
                 fail_msg("cut %lld: point %zu scores differently after restore",
                          (long long)cuts[c], i);
         free(got.v);

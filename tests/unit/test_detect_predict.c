@@ -56,43 +56,22 @@ struct run {
 static void run_start(struct run *ru, const char *const *sets)
 {
     memset(ru, 0, sizeof *ru);
-    char err[512];
-    ru->ec = make_config(sets, err, sizeof err);
-    if (!ru->ec)
-        fail_msg("config: %s", err);
-    ru->en = tg_engine_new(ru->ec, rec_emit, &ru->r);
-    assert_non_null(ru->en);
-    assert_int_equal(tg_engine_partition_add(ru->en, 0), TG_OK);
+    run_open(&ru->ec, &ru->en, &ru->r, sets);
 }
 
 static void run_end(struct run *ru)
 {
-    tg_engine_destroy(ru->en);
-    tg_engine_config_destroy(ru->ec);
-    rec_free(&ru->r);
+    run_close(ru->ec, ru->en, &ru->r);
 }
 
 static size_t opens_of(const struct run *ru, const char *kind)
 {
-    size_t n = 0;
-    char want[64];
-    snprintf(want, sizeof want, "\"kind\":\"%s\"", kind ? kind : "");
-    for (size_t i = 0; i < ru->r.n; i++)
-        if (strncmp(ru->r.lines[i], "A open ", 7) == 0 && (!kind || strstr(ru->r.lines[i], want)))
-            n++;
-    return n;
+    return rec_opens(&ru->r, kind);
 }
 
 static void expect_opens(const struct run *ru, const char *kind, size_t want)
 {
-    size_t got = opens_of(ru, kind);
-    if (got != want) {
-        fprintf(stderr, "alerts (kind %s: want %zu, got %zu):\n", kind ? kind : "any", want, got);
-        for (size_t i = 0; i < ru->r.n; i++)
-            if (ru->r.lines[i][0] == 'A')
-                fprintf(stderr, "  %s\n", ru->r.lines[i]);
-        fail();
-    }
+    rec_expect_opens(&ru->r, kind, want);
 }
 
 /* The shipped rule for vibration_g, with the predict detector on or off. */
@@ -242,21 +221,6 @@ static void level_shift_is_one_incident(void **state)
 
 /* ---- snapshots --------------------------------------------------------------------------- */
 
-/* Every point's score, as bits: a restored engine must continue bit for bit. */
-struct scores {
-    double *v;
-    size_t n, cap;
-};
-static void on_point(void *ud, const struct tg_engine_point *pt)
-{
-    struct scores *sc = ud;
-    if (sc->n == sc->cap) {
-        sc->cap = sc->cap ? 2 * sc->cap : 1024;
-        sc->v = realloc(sc->v, sc->cap * sizeof *sc->v);
-    }
-    sc->v[sc->n++] = pt->score;
-}
-
 /* Point k of a stream of three vibration series with spikes, a shift and a gap. */
 static void stream_point(struct vib *vs, int k, const char **dev, int64_t *ts, double *x)
 {
@@ -292,7 +256,7 @@ static void restored_engine_continues_bit_for_bit(void **state)
     struct vib vs[3];
     memcpy(vs, v0, sizeof vs);
     struct tg_engine *en = tg_engine_new(ec, rec_emit, &ref);
-    tg_engine_set_point_hook(en, on_point, &ref_sc);
+    tg_engine_set_point_hook(en, scores_push, &ref_sc);
     tg_engine_partition_add(en, 0);
     for (int k = 0; k < total; k++) {
         const char *dev;
@@ -311,7 +275,7 @@ static void restored_engine_continues_bit_for_bit(void **state)
         struct store st = {0};
         memcpy(vs, v0, sizeof vs);
         en = tg_engine_new(ec, rec_emit, &a);
-        tg_engine_set_point_hook(en, on_point, &sc);
+        tg_engine_set_point_hook(en, scores_push, &sc);
         tg_engine_partition_add(en, 0);
         for (int k = 0; k < cuts[c]; k++) {
             const char *dev;
@@ -323,7 +287,7 @@ static void restored_engine_continues_bit_for_bit(void **state)
         tg_engine_snapshot_dirty(en, store_put, &st);
         tg_engine_destroy(en);
         en = tg_engine_new(ec, rec_emit, &b);
-        tg_engine_set_point_hook(en, on_point, &sc);
+        tg_engine_set_point_hook(en, scores_push, &sc);
         tg_engine_partition_add(en, 0);
         for (size_t i = 0; i < st.n; i++)
             assert_int_equal(tg_engine_restore(en, st.v[i].key, st.v[i].key_len, st.v[i].value,

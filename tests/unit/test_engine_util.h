@@ -6,10 +6,14 @@
 #define TEST_ENGINE_UTIL_H
 
 #include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <cmocka.h>
 
 #include "config.h"
 #include "engine.h"
@@ -115,6 +119,68 @@ static inline tg_err feed(struct tg_engine *en, int32_t partition, const char *d
     struct tg_metric m = {.name = metric, .value = value};
     struct tg_reading rd = {.device = device, .ts_ms = ts, .n_metrics = 1, .metrics = &m};
     return tg_engine_process(en, partition, &rd);
+}
+
+/* The recorded alert opens of kind (NULL: of any kind). */
+static inline size_t rec_opens(const struct rec *r, const char *kind)
+{
+    size_t n = 0;
+    char want[64];
+    snprintf(want, sizeof want, "\"kind\":\"%s\"", kind ? kind : "");
+    for (size_t i = 0; i < r->n; i++)
+        if (strncmp(r->lines[i], "A open ", 7) == 0 && (!kind || strstr(r->lines[i], want)))
+            n++;
+    return n;
+}
+
+/* Fails the test, listing every alert, unless there are want opens of kind. */
+static inline void rec_expect_opens(const struct rec *r, const char *kind, size_t want)
+{
+    size_t got = rec_opens(r, kind);
+    if (got != want) {
+        fprintf(stderr, "alerts (kind %s: want %zu, got %zu):\n", kind ? kind : "any", want, got);
+        for (size_t i = 0; i < r->n; i++)
+            if (r->lines[i][0] == 'A')
+                fprintf(stderr, "  %s\n", r->lines[i]);
+        fail();
+    }
+}
+
+/* An engine of the --set assignments sets with partition 0 added, its outputs recorded in
+ * r; fails the test when the config does not build. Undone by run_close. */
+static inline void run_open(struct tg_engine_config **ec, struct tg_engine **en, struct rec *r,
+                            const char *const *sets)
+{
+    char err[512];
+    *ec = make_config(sets, err, sizeof err);
+    if (!*ec)
+        fail_msg("config: %s", err);
+    *en = tg_engine_new(*ec, rec_emit, r);
+    assert_non_null(*en);
+    assert_int_equal(tg_engine_partition_add(*en, 0), TG_OK);
+}
+
+static inline void run_close(struct tg_engine_config *ec, struct tg_engine *en, struct rec *r)
+{
+    tg_engine_destroy(en);
+    tg_engine_config_destroy(ec);
+    rec_free(r);
+}
+
+/* Every point's score in order, for bit-for-bit comparisons (compare with memcmp: a NaN
+ * must equal itself). Hook: tg_engine_set_point_hook(en, scores_push, &sc). */
+struct scores {
+    double *v;
+    size_t n, cap;
+};
+static inline void scores_push(void *ud, const struct tg_engine_point *pt)
+{
+    struct scores *sc = ud;
+    if (sc->n == sc->cap) {
+        sc->cap = sc->cap ? 2 * sc->cap : 4096;
+        sc->v = realloc(sc->v, sc->cap * sizeof *sc->v);
+    }
+    sc->v[sc->n++] = pt->score;
 }
 
 #ifndef TEST_ENGINE_OWN_STORE
