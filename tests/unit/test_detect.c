@@ -36,22 +36,6 @@ static void run_start(struct run *ru, const char *const *sets)
     tg_engine_set_point_hook(ru->en, on_point, ru);
 }
 
-static void run_end(struct run *ru)
-{
-    run_close(ru->ec, ru->en, &ru->r);
-}
-
-/* The opens of kind (NULL: any). */
-static size_t opens_of(const struct run *ru, const char *kind)
-{
-    return rec_opens(&ru->r, kind);
-}
-
-static void expect_opens(const struct run *ru, const char *kind, size_t want)
-{
-    rec_expect_opens(&ru->r, kind, want);
-}
-
 /* ---- constant series --------------------------------------------------------------------- */
 
 static void constant_series_stays_silent(void **state)

@@ -48,20 +48,10 @@ static void run_start(struct run *ru, const char *const *sets)
     tg_engine_set_point_hook(ru->en, on_point, &ru->c);
 }
 
-static void run_end(struct run *ru)
-{
-    run_close(ru->ec, ru->en, &ru->r);
-}
-
 static void put(struct run *ru, double x)
 {
     assert_int_equal(feed(ru->en, 0, "dev", "m", T0 + ru->t * 1000, x), TG_OK);
     ru->t++;
-}
-
-static size_t opens_of(const struct run *ru, const char *kind)
-{
-    return rec_opens(&ru->r, kind);
 }
 
 static void dump_opens(const struct run *ru, size_t max);

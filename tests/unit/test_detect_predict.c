@@ -59,21 +59,6 @@ static void run_start(struct run *ru, const char *const *sets)
     run_open(&ru->ec, &ru->en, &ru->r, sets);
 }
 
-static void run_end(struct run *ru)
-{
-    run_close(ru->ec, ru->en, &ru->r);
-}
-
-static size_t opens_of(const struct run *ru, const char *kind)
-{
-    return rec_opens(&ru->r, kind);
-}
-
-static void expect_opens(const struct run *ru, const char *kind, size_t want)
-{
-    rec_expect_opens(&ru->r, kind, want);
-}
-
 /* The shipped rule for vibration_g, with the predict detector on or off. */
 static const char *const rule_on[] = {"rules.1.match=vib", "rules.1.level_threshold=5",
                                       "rules.1.shift_threshold=3.5", "rules.1.predict=true",

@@ -167,6 +167,12 @@ static inline void run_close(struct tg_engine_config *ec, struct tg_engine *en, 
     rec_free(r);
 }
 
+/* For a test's own struct run (any struct with members ec, en and r, started by run_open):
+ * its end, and its alert opens. */
+#define run_end(ru) run_close((ru)->ec, (ru)->en, &(ru)->r)
+#define opens_of(ru, kind) rec_opens(&(ru)->r, (kind))
+#define expect_opens(ru, kind, want) rec_expect_opens(&(ru)->r, (kind), (want))
+
 /* Every point's score in order, for bit-for-bit comparisons (compare with memcmp: a NaN
  * must equal itself). Hook: tg_engine_set_point_hook(en, scores_push, &sc). */
 struct scores {
