@@ -364,9 +364,7 @@ static void edge_state_restores_bit_for_bit(void **state)
     const int64_t total = 6000;
     struct scores ref = {0};
     struct rec r0 = {0};
-    struct tg_engine *en = tg_engine_new(ec, rec_emit, &r0);
-    tg_engine_set_point_hook(en, scores_push, &ref);
-    tg_engine_partition_add(en, 0);
+    struct tg_engine *en = scored_engine_new(ec, &r0, &ref);
     struct rng g = {21};
     for (int64_t k = 0; k < total; k++)
         feed(en, 0, "dev", "m", T0 + k * 1000, mixed_at(k, &g));
@@ -377,16 +375,12 @@ static void edge_state_restores_bit_for_bit(void **state)
         struct rec r1 = {0}, r2 = {0};
         struct store st = {0};
         g = (struct rng){21};
-        en = tg_engine_new(ec, rec_emit, &r1);
-        tg_engine_set_point_hook(en, scores_push, &got);
-        tg_engine_partition_add(en, 0);
+        en = scored_engine_new(ec, &r1, &got);
         for (int64_t k = 0; k < cuts[c]; k++)
             feed(en, 0, "dev", "m", T0 + k * 1000, mixed_at(k, &g));
         tg_engine_snapshot_dirty(en, store_add, &st);
         tg_engine_destroy(en);
-        en = tg_engine_new(ec, rec_emit, &r2);
-        tg_engine_set_point_hook(en, scores_push, &got);
-        tg_engine_partition_add(en, 0);
+        en = scored_engine_new(ec, &r2, &got);
         for (size_t i = 0; i < st.n; i++)
             if (tg_engine_restore(en, st.v[i].key, st.v[i].key_len, st.v[i].value,
                                   st.v[i].value_len) != TG_OK)

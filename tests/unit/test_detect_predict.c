@@ -240,9 +240,7 @@ static void restored_engine_continues_bit_for_bit(void **state)
     struct scores ref_sc = {0};
     struct vib vs[3];
     memcpy(vs, v0, sizeof vs);
-    struct tg_engine *en = tg_engine_new(ec, rec_emit, &ref);
-    tg_engine_set_point_hook(en, scores_push, &ref_sc);
-    tg_engine_partition_add(en, 0);
+    struct tg_engine *en = scored_engine_new(ec, &ref, &ref_sc);
     for (int k = 0; k < total; k++) {
         const char *dev;
         int64_t ts;
@@ -259,9 +257,7 @@ static void restored_engine_continues_bit_for_bit(void **state)
         struct scores sc = {0};
         struct store st = {0};
         memcpy(vs, v0, sizeof vs);
-        en = tg_engine_new(ec, rec_emit, &a);
-        tg_engine_set_point_hook(en, scores_push, &sc);
-        tg_engine_partition_add(en, 0);
+        en = scored_engine_new(ec, &a, &sc);
         for (int k = 0; k < cuts[c]; k++) {
             const char *dev;
             int64_t ts;
@@ -271,9 +267,7 @@ static void restored_engine_continues_bit_for_bit(void **state)
         }
         tg_engine_snapshot_dirty(en, store_put, &st);
         tg_engine_destroy(en);
-        en = tg_engine_new(ec, rec_emit, &b);
-        tg_engine_set_point_hook(en, scores_push, &sc);
-        tg_engine_partition_add(en, 0);
+        en = scored_engine_new(ec, &b, &sc);
         for (size_t i = 0; i < st.n; i++)
             assert_int_equal(tg_engine_restore(en, st.v[i].key, st.v[i].key_len, st.v[i].value,
                                                st.v[i].value_len),

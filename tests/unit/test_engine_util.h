@@ -189,6 +189,17 @@ static inline void scores_push(void *ud, const struct tg_engine_point *pt)
     sc->v[sc->n++] = pt->score;
 }
 
+/* An engine of ec on partition 0, outputs recorded in r, every point's score into sc: one
+ * run of a bit-for-bit restore comparison. */
+static inline struct tg_engine *scored_engine_new(const struct tg_engine_config *ec,
+                                                  struct rec *r, struct scores *sc)
+{
+    struct tg_engine *en = tg_engine_new(ec, rec_emit, r);
+    tg_engine_set_point_hook(en, scores_push, sc);
+    tg_engine_partition_add(en, 0);
+    return en;
+}
+
 #ifndef TEST_ENGINE_OWN_STORE
 /* A snapshot store: what tg_engine_snapshot_dirty hands over, kept in memory. Tests that
  * keep their own (fixed-size, counting) store define TEST_ENGINE_OWN_STORE first. */
