@@ -83,8 +83,10 @@ static int64_t value_offset(const rd_kafka_message_t *msg)
     return strtoll(buf, NULL, 10);
 }
 
-static void view_record(struct state_view *sv, const rd_kafka_message_t *msg)
+/* One record of the state topic, read in order (a wfx_read_topic callback). */
+static void view_record(void *ud, const rd_kafka_message_t *msg)
 {
+    struct state_view *sv = ud;
     int32_t p = msg->partition;
     if (p < 0 || p >= PARTITIONS || !msg->key)
         return;
@@ -118,60 +120,7 @@ static void view_read(const char *bs, const char *topic, struct state_view *sv)
     view_free(sv);
     for (int p = 0; p < PARTITIONS; p++)
         sv->ckpt[p] = sv->pending_ckpt[p] = sv->offset[p] = -1;
-    char err[512];
-    rd_kafka_conf_t *c = rd_kafka_conf_new();
-    const char *kv[][2] = {{"bootstrap.servers", bs},       {"group.id", "bigckpt-reader"},
-                           {"isolation.level", "read_committed"},
-                           {"enable.partition.eof", "true"}, {"enable.auto.commit", "false"},
-                           {"fetch.wait.max.ms", "10"}};
-    for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++)
-        assert_int_equal(rd_kafka_conf_set(c, kv[i][0], kv[i][1], err, sizeof err),
-                         RD_KAFKA_CONF_OK);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof err);
-    assert_non_null(rk);
-    int64_t hi[PARTITIONS];
-    bool done[PARTITIONS];
-    int pending = 0;
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(PARTITIONS);
-    for (int p = 0; p < PARTITIONS; p++) {
-        int64_t lo;
-        assert_int_equal(rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi[p], 10000),
-                         RD_KAFKA_RESP_ERR_NO_ERROR);
-        done[p] = hi[p] <= lo;
-        if (!done[p]) {
-            rd_kafka_topic_partition_list_add(l, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
-            pending++;
-        }
-    }
-    assert_int_equal(rd_kafka_assign(rk, l), RD_KAFKA_RESP_ERR_NO_ERROR);
-    int64_t deadline = tg_harness_now_ms() + 60000;
-    while (pending > 0) {
-        if (tg_harness_now_ms() > deadline)
-            fail_msg("reading %s: %d partitions not at their end after 60 s", topic, pending);
-        rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 100);
-        if (!msg)
-            continue;
-        int32_t p = msg->partition;
-        if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            int64_t lo2, hi2;
-            if (rd_kafka_get_watermark_offsets(rk, topic, p, &lo2, &hi2) ==
-                    RD_KAFKA_RESP_ERR_NO_ERROR &&
-                hi2 > hi[p])
-                hi[p] = hi2;
-            if (!done[p] && msg->offset >= hi[p]) {
-                done[p] = true;
-                pending--;
-            }
-        } else if (msg->err) {
-            fail_msg("reading %s: %s", topic, rd_kafka_message_errstr(msg));
-        } else {
-            view_record(sv, msg);
-        }
-        rd_kafka_message_destroy(msg);
-    }
-    rd_kafka_topic_partition_list_destroy(l);
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
+    wfx_read_topic(bs, topic, view_record, sv);
 }
 
 struct ckpt_wait {
@@ -249,6 +198,36 @@ static void append_orphan(const char *bs, const struct state_view *sv)
     rd_kafka_destroy(rk);
 }
 
+/* A cluster (real Kafka or devkafka, per the argument) and a new scratch directory *dir, with
+ * one second of event time in the input topic: one record of each of series devices, a new
+ * series each. The input's high watermarks into hi. */
+static struct wfx_cluster *flood_start(const char *dir_name, long series, char **dir, int64_t *hi)
+{
+    struct wfx_cluster *cl = wfx_cluster_start(g_real);
+    const char *bs = wfx_cluster_bootstrap(cl);
+    *dir = tg_harness_tmpdir_new(dir_name);
+    assert_non_null(*dir);
+    struct wfx_input in = {.n_devices = (int)series, .base_ts_ms = wfx_recent_base_ms(60)};
+    assert_int_equal(wfx_produce(bs, "telemetry", &in, 0, 1), (size_t)series);
+    assert_int_equal(wfx_watermarks(bs, "telemetry", hi, PARTITIONS), PARTITIONS);
+    return cl;
+}
+
+/* A next owner (worker name in dir) restores every series of the flood and the partition
+ * states from the state topic, then stops cleanly. Returned for wfx_worker_destroy. */
+static struct wfx_worker *next_owner_restores_all(const char *dir, const char *name,
+                                                  const char *bs, const char *extra, long series,
+                                                  int timeout_ms)
+{
+    struct wfx_worker *w = wfx_worker_start(dir, name, name, bs, "tidegate-anomaly", "a.", extra);
+    assert_true(tg_harness_wait_until(restored_logged, w, timeout_ms));
+    long restored = restored_series(w);
+    fprintf(stderr, "%s restored %ld\n", name, restored);
+    assert_int_equal(restored, series + PARTITIONS);
+    assert_true(tg_harness_exited_ok(wfx_worker_stop(w)));
+    return w;
+}
+
 /* TG_BIGCKPT_ONLY=spread or =stop runs one of the two (measurements by hand). */
 static bool wanted(const char *name)
 {
@@ -264,15 +243,10 @@ static void test_flood_checkpoint_spread(void **state)
     long series = env_long("TG_BIGCKPT_SERIES", 12000);
     long max_records = env_long("TG_BIGCKPT_MAX_RECORDS", 900);
     long snapshot_ms = env_long("TG_BIGCKPT_SNAPSHOT_MS", 1000);
-    struct wfx_cluster *cl = wfx_cluster_start(g_real);
-    const char *bs = wfx_cluster_bootstrap(cl);
-    char *dir = tg_harness_tmpdir_new("worker-bigckpt");
-    assert_non_null(dir);
-    /* One second of event time: one record of each device, a new series each. */
-    struct wfx_input in = {.n_devices = (int)series, .base_ts_ms = wfx_recent_base_ms(60)};
-    assert_int_equal(wfx_produce(bs, "telemetry", &in, 0, 1), (size_t)series);
+    char *dir;
     int64_t hi[PARTITIONS];
-    assert_int_equal(wfx_watermarks(bs, "telemetry", hi, PARTITIONS), PARTITIONS);
+    struct wfx_cluster *cl = flood_start("worker-bigckpt", series, &dir, hi);
+    const char *bs = wfx_cluster_bootstrap(cl);
 
     char extra[256];
     snprintf(extra, sizeof extra,
@@ -322,22 +296,12 @@ static void test_flood_checkpoint_spread(void **state)
     assert_true(tg_harness_exited_ok(wfx_worker_stop(w)));
 
     /* A next owner restores every series (and the 6 partition states). */
-    struct wfx_worker *w2 = wfx_worker_start(dir, "w2", "w2", bs, "tidegate-anomaly", "a.", extra);
-    assert_true(tg_harness_wait_until(restored_logged, w2, 60000));
-    long restored = restored_series(w2);
-    fprintf(stderr, "w2 restored %ld\n", restored);
-    assert_int_equal(restored, series + PARTITIONS);
-    assert_true(tg_harness_exited_ok(wfx_worker_stop(w2)));
+    struct wfx_worker *w2 = next_owner_restores_all(dir, "w2", bs, extra, series, 60000);
 
     /* An orphaned spread checkpoint is dropped. */
     view_read(bs, "a.state", &sv);
     append_orphan(bs, &sv);
-    struct wfx_worker *w3 = wfx_worker_start(dir, "w3", "w3", bs, "tidegate-anomaly", "a.", extra);
-    assert_true(tg_harness_wait_until(restored_logged, w3, 60000));
-    restored = restored_series(w3);
-    fprintf(stderr, "w3 restored %ld\n", restored);
-    assert_int_equal(restored, series + PARTITIONS);
-    assert_true(tg_harness_exited_ok(wfx_worker_stop(w3)));
+    struct wfx_worker *w3 = next_owner_restores_all(dir, "w3", bs, extra, series, 60000);
 
     view_free(&sv);
     wfx_worker_destroy(w);
@@ -356,14 +320,10 @@ static void test_flood_checkpoint_at_stop(void **state)
         skip();
     long series = env_long("TG_BIGCKPT_SERIES", 12000);
     long max_records = env_long("TG_BIGCKPT_MAX_RECORDS", 900);
-    struct wfx_cluster *cl = wfx_cluster_start(g_real);
-    const char *bs = wfx_cluster_bootstrap(cl);
-    char *dir = tg_harness_tmpdir_new("worker-bigckpt-stop");
-    assert_non_null(dir);
-    struct wfx_input in = {.n_devices = (int)series, .base_ts_ms = wfx_recent_base_ms(60)};
-    assert_int_equal(wfx_produce(bs, "telemetry", &in, 0, 1), (size_t)series);
+    char *dir;
     int64_t hi[PARTITIONS];
-    assert_int_equal(wfx_watermarks(bs, "telemetry", hi, PARTITIONS), PARTITIONS);
+    struct wfx_cluster *cl = flood_start("worker-bigckpt-stop", series, &dir, hi);
+    const char *bs = wfx_cluster_bootstrap(cl);
     char extra[256];
     snprintf(extra, sizeof extra,
              "[worker]\nsnapshot_interval_ms = 3600000\ncheckpoint_max_records = %ld\n"
@@ -386,12 +346,7 @@ static void test_flood_checkpoint_at_stop(void **state)
             complete, PARTITIONS);
     assert_true(tg_harness_exited_ok(status));
     assert_int_equal(complete, PARTITIONS);
-    struct wfx_worker *w2 = wfx_worker_start(dir, "w2", "w2", bs, "tidegate-anomaly", "a.", extra);
-    assert_true(tg_harness_wait_until(restored_logged, w2, 120000));
-    long restored = restored_series(w2);
-    fprintf(stderr, "w2 restored %ld\n", restored);
-    assert_int_equal(restored, series + PARTITIONS);
-    assert_true(tg_harness_exited_ok(wfx_worker_stop(w2)));
+    struct wfx_worker *w2 = next_owner_restores_all(dir, "w2", bs, extra, series, 120000);
     view_free(&sv);
     wfx_worker_destroy(w);
     wfx_worker_destroy(w2);

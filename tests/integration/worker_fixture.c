@@ -304,8 +304,8 @@ int wfx_watermarks(const char *bootstrap, const char *topic, int64_t *hi, int ma
  * high watermark means "wait", not "done". A read_committed client's ListOffsets answers
  * with the last stable offset too, so the high watermark is the one each fetch response
  * brings (rd_kafka_get_watermark_offsets), or the queried end if that is higher. */
-static void read_topic(const char *bootstrap, const char *topic,
-                       void (*fn)(void *ud, const rd_kafka_message_t *msg), void *ud)
+void wfx_read_topic(const char *bootstrap, const char *topic,
+                    void (*fn)(void *ud, const rd_kafka_message_t *msg), void *ud)
 {
     static const char *const kv[] = {"group.id", "wfx-reader", "isolation.level",
                                      "read_committed", "enable.partition.eof", "true",
@@ -391,7 +391,7 @@ static int cmp_str(const void *a, const void *b)
 char **wfx_read_all(const char *bootstrap, const char *topic, size_t *n)
 {
     struct collect c = {0};
-    read_topic(bootstrap, topic, collect_fn, &c);
+    wfx_read_topic(bootstrap, topic, collect_fn, &c);
     if (c.n)
         qsort(c.recs, c.n, sizeof *c.recs, cmp_str);
     *n = c.n;
@@ -432,7 +432,7 @@ void wfx_state_markers(const char *bootstrap, const char *state_topic, int64_t *
     for (int p = 0; p < n_parts; p++)
         next[p] = -1;
     struct markers mk = {next, n_parts};
-    read_topic(bootstrap, state_topic, marker_fn, &mk);
+    wfx_read_topic(bootstrap, state_topic, marker_fn, &mk);
 }
 
 struct processed_ctx {
@@ -670,7 +670,7 @@ static void diagnose(const char *bs, const char *run_topic, char **run, size_t n
     struct dump_ctx dc = {device, -1};
     fprintf(stderr, "  %s, snapshots of %s and every record of its partition after the first:\n",
             state, device);
-    read_topic(bs, state, dump_state_fn, &dc);
+    wfx_read_topic(bs, state, dump_state_fn, &dc);
 }
 
 void wfx_compare(const char *bs, const char *run_topic, const char *ref_topic,

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <librdkafka/rdkafka.h>
+
 #include "harness.h"
 
 /* The cluster under test: tidegate-devkafka (fast, no transaction isolation, no compaction)
@@ -59,6 +61,11 @@ size_t wfx_feed_join(struct wfx_feed *fd);
 
 /* High watermarks of every partition of topic into hi[0..n) (n returned, at most max). */
 int wfx_watermarks(const char *bootstrap, const char *topic, int64_t *hi, int max);
+
+/* Reads every partition of topic (read_committed) from the beginning to its high watermark,
+ * calling fn(ud, msg) for each record in partition order; fails the test after 60 s. */
+void wfx_read_topic(const char *bootstrap, const char *topic,
+                    void (*fn)(void *ud, const rd_kafka_message_t *msg), void *ud);
 
 /* One record read back. */
 struct wfx_record {

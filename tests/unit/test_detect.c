@@ -32,52 +32,8 @@ static void on_point(void *ud, const struct tg_engine_point *pt)
 static void run_start(struct run *ru, const char *const *sets)
 {
     memset(ru, 0, sizeof *ru);
-    char err[512];
-    ru->ec = make_config(sets, err, sizeof err);
-    if (!ru->ec)
-        fail_msg("config: %s", err);
-    ru->en = tg_engine_new(ru->ec, rec_emit, &ru->r);
-    assert_non_null(ru->en);
+    run_open(&ru->ec, &ru->en, &ru->r, sets);
     tg_engine_set_point_hook(ru->en, on_point, ru);
-    assert_int_equal(tg_engine_partition_add(ru->en, 0), TG_OK);
-}
-
-static void run_end(struct run *ru)
-{
-    tg_engine_destroy(ru->en);
-    tg_engine_config_destroy(ru->ec);
-    rec_free(&ru->r);
-}
-
-/* The opens of kind (NULL: any). */
-static size_t opens_of(const struct run *ru, const char *kind)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < ru->r.n; i++) {
-        const char *l = ru->r.lines[i];
-        if (strncmp(l, "A open ", 7) != 0)
-            continue;
-        if (!kind)
-            n++;
-        else {
-            char want[64];
-            snprintf(want, sizeof want, "\"kind\":\"%s\"", kind);
-            n += strstr(l, want) != NULL;
-        }
-    }
-    return n;
-}
-
-static void expect_opens(const struct run *ru, const char *kind, size_t want)
-{
-    size_t got = opens_of(ru, kind);
-    if (got != want) {
-        fprintf(stderr, "alerts (kind %s: want %zu, got %zu):\n", kind ? kind : "any", want, got);
-        for (size_t i = 0; i < ru->r.n; i++)
-            if (ru->r.lines[i][0] == 'A')
-                fprintf(stderr, "  %s\n", ru->r.lines[i]);
-        fail();
-    }
 }
 
 /* ---- constant series --------------------------------------------------------------------- */

@@ -17,43 +17,6 @@
 #define T0 INT64_C(1700000000000)
 #define DAY 86400
 
-struct kv {
-    char *key, *value;
-    size_t key_len, value_len;
-};
-struct store {
-    struct kv *v;
-    size_t n, cap;
-};
-
-static void store_put(void *ud, int32_t partition, const void *key, size_t key_len,
-                      const void *value, size_t value_len)
-{
-    (void)partition;
-    struct store *st = ud;
-    if (st->n == st->cap) {
-        st->cap = st->cap ? 2 * st->cap : 16;
-        st->v = realloc(st->v, st->cap * sizeof *st->v);
-    }
-    struct kv *kv = &st->v[st->n++];
-    kv->key = malloc(key_len + 1);
-    memcpy(kv->key, key, key_len);
-    kv->key_len = key_len;
-    kv->value = malloc(value_len + 1);
-    memcpy(kv->value, value, value_len);
-    kv->value_len = value_len;
-}
-
-static void store_free(struct store *st)
-{
-    for (size_t i = 0; i < st->n; i++) {
-        free(st->v[i].key);
-        free(st->v[i].value);
-    }
-    free(st->v);
-    memset(st, 0, sizeof *st);
-}
-
 /* Every point's score must be a number in [0, 1]. */
 struct check {
     size_t points, bad;
@@ -81,38 +44,14 @@ struct run {
 static void run_start(struct run *ru, const char *const *sets)
 {
     memset(ru, 0, sizeof *ru);
-    char err[512];
-    ru->ec = make_config(sets, err, sizeof err);
-    if (!ru->ec)
-        fail_msg("config: %s", err);
-    ru->en = tg_engine_new(ru->ec, rec_emit, &ru->r);
-    assert_non_null(ru->en);
+    run_open(&ru->ec, &ru->en, &ru->r, sets);
     tg_engine_set_point_hook(ru->en, on_point, &ru->c);
-    assert_int_equal(tg_engine_partition_add(ru->en, 0), TG_OK);
-}
-
-static void run_end(struct run *ru)
-{
-    tg_engine_destroy(ru->en);
-    tg_engine_config_destroy(ru->ec);
-    rec_free(&ru->r);
 }
 
 static void put(struct run *ru, double x)
 {
     assert_int_equal(feed(ru->en, 0, "dev", "m", T0 + ru->t * 1000, x), TG_OK);
     ru->t++;
-}
-
-static size_t opens_of(const struct run *ru, const char *kind)
-{
-    size_t n = 0;
-    char want[64];
-    snprintf(want, sizeof want, "\"kind\":\"%s\"", kind ? kind : "");
-    for (size_t i = 0; i < ru->r.n; i++)
-        if (strncmp(ru->r.lines[i], "A open ", 7) == 0 && (!kind || strstr(ru->r.lines[i], want)))
-            n++;
-    return n;
 }
 
 static void dump_opens(const struct run *ru, size_t max);
@@ -140,7 +79,7 @@ static void expect_sane(struct run *ru, const char *what)
         fail_msg("%s: %zu of %zu scores outside [0, 1], the first %g", what, ru->c.bad,
                  ru->c.points, ru->c.first_bad);
     struct store st = {0};
-    tg_engine_snapshot_dirty(ru->en, store_put, &st);
+    tg_engine_snapshot_dirty(ru->en, store_add, &st);
     struct rec r2 = {0};
     struct tg_engine *en2 = tg_engine_new(ru->ec, rec_emit, &r2);
     assert_int_equal(tg_engine_partition_add(en2, 0), TG_OK);
@@ -398,20 +337,6 @@ static void early_sample_glitch(void **state)
 
 /* ---- restore of such state, bit for bit ------------------------------------------------ */
 
-struct bits {
-    uint64_t *v;
-    size_t n, cap;
-};
-static void on_bits(void *ud, const struct tg_engine_point *pt)
-{
-    struct bits *b = ud;
-    if (b->n == b->cap) {
-        b->cap = b->cap ? 2 * b->cap : 4096;
-        b->v = realloc(b->v, b->cap * sizeof *b->v);
-    }
-    memcpy(&b->v[b->n++], &pt->score, sizeof(double));
-}
-
 /* Sample k of a series that mixes every edge: the engine's limit alternating in sign,
  * denormals, one-ulp steps, then a sum of sines with spikes. */
 static double mixed_at(int64_t k, struct rng *g)
@@ -437,31 +362,25 @@ static void edge_state_restores_bit_for_bit(void **state)
     struct tg_engine_config *ec = make_config(rule_predict, err, sizeof err);
     assert_non_null(ec);
     const int64_t total = 6000;
-    struct bits ref = {0};
+    struct scores ref = {0};
     struct rec r0 = {0};
-    struct tg_engine *en = tg_engine_new(ec, rec_emit, &r0);
-    tg_engine_set_point_hook(en, on_bits, &ref);
-    tg_engine_partition_add(en, 0);
+    struct tg_engine *en = scored_engine_new(ec, &r0, &ref);
     struct rng g = {21};
     for (int64_t k = 0; k < total; k++)
         feed(en, 0, "dev", "m", T0 + k * 1000, mixed_at(k, &g));
     tg_engine_destroy(en);
     const int64_t cuts[] = {130, 401, 777, 1203, 1650, 2010, 4444};
     for (size_t c = 0; c < sizeof cuts / sizeof cuts[0]; c++) {
-        struct bits got = {0};
+        struct scores got = {0};
         struct rec r1 = {0}, r2 = {0};
         struct store st = {0};
         g = (struct rng){21};
-        en = tg_engine_new(ec, rec_emit, &r1);
-        tg_engine_set_point_hook(en, on_bits, &got);
-        tg_engine_partition_add(en, 0);
+        en = scored_engine_new(ec, &r1, &got);
         for (int64_t k = 0; k < cuts[c]; k++)
             feed(en, 0, "dev", "m", T0 + k * 1000, mixed_at(k, &g));
-        tg_engine_snapshot_dirty(en, store_put, &st);
+        tg_engine_snapshot_dirty(en, store_add, &st);
         tg_engine_destroy(en);
-        en = tg_engine_new(ec, rec_emit, &r2);
-        tg_engine_set_point_hook(en, on_bits, &got);
-        tg_engine_partition_add(en, 0);
+        en = scored_engine_new(ec, &r2, &got);
         for (size_t i = 0; i < st.n; i++)
             if (tg_engine_restore(en, st.v[i].key, st.v[i].key_len, st.v[i].value,
                                   st.v[i].value_len) != TG_OK)
@@ -472,7 +391,7 @@ static void edge_state_restores_bit_for_bit(void **state)
         tg_engine_destroy(en);
         assert_int_equal(got.n, ref.n);
         for (size_t i = 0; i < got.n; i++)
-            if (got.v[i] != ref.v[i])
+            if (memcmp(&got.v[i], &ref.v[i], sizeof(double)) != 0)
                 fail_msg("cut %lld: point %zu scores differently after restore",
                          (long long)cuts[c], i);
         free(got.v);

@@ -56,43 +56,7 @@ struct run {
 static void run_start(struct run *ru, const char *const *sets)
 {
     memset(ru, 0, sizeof *ru);
-    char err[512];
-    ru->ec = make_config(sets, err, sizeof err);
-    if (!ru->ec)
-        fail_msg("config: %s", err);
-    ru->en = tg_engine_new(ru->ec, rec_emit, &ru->r);
-    assert_non_null(ru->en);
-    assert_int_equal(tg_engine_partition_add(ru->en, 0), TG_OK);
-}
-
-static void run_end(struct run *ru)
-{
-    tg_engine_destroy(ru->en);
-    tg_engine_config_destroy(ru->ec);
-    rec_free(&ru->r);
-}
-
-static size_t opens_of(const struct run *ru, const char *kind)
-{
-    size_t n = 0;
-    char want[64];
-    snprintf(want, sizeof want, "\"kind\":\"%s\"", kind ? kind : "");
-    for (size_t i = 0; i < ru->r.n; i++)
-        if (strncmp(ru->r.lines[i], "A open ", 7) == 0 && (!kind || strstr(ru->r.lines[i], want)))
-            n++;
-    return n;
-}
-
-static void expect_opens(const struct run *ru, const char *kind, size_t want)
-{
-    size_t got = opens_of(ru, kind);
-    if (got != want) {
-        fprintf(stderr, "alerts (kind %s: want %zu, got %zu):\n", kind ? kind : "any", want, got);
-        for (size_t i = 0; i < ru->r.n; i++)
-            if (ru->r.lines[i][0] == 'A')
-                fprintf(stderr, "  %s\n", ru->r.lines[i]);
-        fail();
-    }
+    run_open(&ru->ec, &ru->en, &ru->r, sets);
 }
 
 /* The shipped rule for vibration_g, with the predict detector on or off. */
@@ -242,65 +206,6 @@ static void level_shift_is_one_incident(void **state)
 
 /* ---- snapshots --------------------------------------------------------------------------- */
 
-struct kv {
-    char *key, *value;
-    size_t key_len, value_len;
-};
-struct store {
-    struct kv *v;
-    size_t n, cap;
-};
-
-static void store_put(void *ud, int32_t partition, const void *key, size_t key_len,
-                      const void *value, size_t value_len)
-{
-    (void)partition;
-    struct store *st = ud;
-    for (size_t i = 0; i < st->n; i++)
-        if (st->v[i].key_len == key_len && memcmp(st->v[i].key, key, key_len) == 0) {
-            free(st->v[i].value);
-            st->v[i].value = malloc(value_len + 1);
-            memcpy(st->v[i].value, value, value_len);
-            st->v[i].value_len = value_len;
-            return;
-        }
-    if (st->n == st->cap) {
-        st->cap = st->cap ? 2 * st->cap : 16;
-        st->v = realloc(st->v, st->cap * sizeof *st->v);
-    }
-    struct kv *kv = &st->v[st->n++];
-    kv->key = malloc(key_len + 1);
-    memcpy(kv->key, key, key_len);
-    kv->key_len = key_len;
-    kv->value = malloc(value_len + 1);
-    memcpy(kv->value, value, value_len);
-    kv->value_len = value_len;
-}
-
-static void store_free(struct store *st)
-{
-    for (size_t i = 0; i < st->n; i++) {
-        free(st->v[i].key);
-        free(st->v[i].value);
-    }
-    free(st->v);
-}
-
-/* Every point's score, as bits: a restored engine must continue bit for bit. */
-struct scores {
-    double *v;
-    size_t n, cap;
-};
-static void on_point(void *ud, const struct tg_engine_point *pt)
-{
-    struct scores *sc = ud;
-    if (sc->n == sc->cap) {
-        sc->cap = sc->cap ? 2 * sc->cap : 1024;
-        sc->v = realloc(sc->v, sc->cap * sizeof *sc->v);
-    }
-    sc->v[sc->n++] = pt->score;
-}
-
 /* Point k of a stream of three vibration series with spikes, a shift and a gap. */
 static void stream_point(struct vib *vs, int k, const char **dev, int64_t *ts, double *x)
 {
@@ -335,9 +240,7 @@ static void restored_engine_continues_bit_for_bit(void **state)
     struct scores ref_sc = {0};
     struct vib vs[3];
     memcpy(vs, v0, sizeof vs);
-    struct tg_engine *en = tg_engine_new(ec, rec_emit, &ref);
-    tg_engine_set_point_hook(en, on_point, &ref_sc);
-    tg_engine_partition_add(en, 0);
+    struct tg_engine *en = scored_engine_new(ec, &ref, &ref_sc);
     for (int k = 0; k < total; k++) {
         const char *dev;
         int64_t ts;
@@ -354,9 +257,7 @@ static void restored_engine_continues_bit_for_bit(void **state)
         struct scores sc = {0};
         struct store st = {0};
         memcpy(vs, v0, sizeof vs);
-        en = tg_engine_new(ec, rec_emit, &a);
-        tg_engine_set_point_hook(en, on_point, &sc);
-        tg_engine_partition_add(en, 0);
+        en = scored_engine_new(ec, &a, &sc);
         for (int k = 0; k < cuts[c]; k++) {
             const char *dev;
             int64_t ts;
@@ -366,9 +267,7 @@ static void restored_engine_continues_bit_for_bit(void **state)
         }
         tg_engine_snapshot_dirty(en, store_put, &st);
         tg_engine_destroy(en);
-        en = tg_engine_new(ec, rec_emit, &b);
-        tg_engine_set_point_hook(en, on_point, &sc);
-        tg_engine_partition_add(en, 0);
+        en = scored_engine_new(ec, &b, &sc);
         for (size_t i = 0; i < st.n; i++)
             assert_int_equal(tg_engine_restore(en, st.v[i].key, st.v[i].key_len, st.v[i].value,
                                                st.v[i].value_len),

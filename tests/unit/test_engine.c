@@ -186,54 +186,6 @@ static void spike_is_one_alert_open_then_close(void **state)
 
 /* ---- snapshots and determinism ----------------------------------------------------------- */
 
-struct kv {
-    char *key;
-    unsigned char *value;
-    size_t key_len, value_len;
-};
-struct store {
-    struct kv *v;
-    size_t n, cap;
-};
-
-/* The compacted topic: the latest value per key. */
-static void store_put(void *ud, int32_t partition, const void *key, size_t key_len,
-                      const void *value, size_t value_len)
-{
-    (void)partition;
-    struct store *st = ud;
-    for (size_t i = 0; i < st->n; i++)
-        if (st->v[i].key_len == key_len && memcmp(st->v[i].key, key, key_len) == 0) {
-            free(st->v[i].value);
-            st->v[i].value = malloc(value_len + 1);
-            if (value_len)
-                memcpy(st->v[i].value, value, value_len);
-            st->v[i].value_len = value_len;
-            return;
-        }
-    if (st->n == st->cap) {
-        st->cap = st->cap ? st->cap * 2 : 64;
-        st->v = realloc(st->v, st->cap * sizeof *st->v);
-    }
-    struct kv *kv = &st->v[st->n++];
-    kv->key = malloc(key_len + 1);
-    memcpy(kv->key, key, key_len);
-    kv->key_len = key_len;
-    kv->value = malloc(value_len + 1);
-    if (value_len)
-        memcpy(kv->value, value, value_len);
-    kv->value_len = value_len;
-}
-
-static void store_free(struct store *st)
-{
-    for (size_t i = 0; i < st->n; i++) {
-        free(st->v[i].key);
-        free(st->v[i].value);
-    }
-    free(st->v);
-}
-
 /* A stream with everything in it: several devices and metrics, noise, a spike, a shift, a
  * flatline, a gap, out-of-order and late points. Point k of it, deterministic. */
 static void stream_point(int k, const char **device, const char **metric, int64_t *ts,

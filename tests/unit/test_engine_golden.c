@@ -21,6 +21,7 @@
 
 #include "engine_internal.h"
 #include "level_window.h"
+#define TEST_ENGINE_OWN_STORE /* a fixed-size store of its own, below */
 #include "test_engine_util.h"
 
 /* Produced by the implementation before issue 9's performance work (f47a7c2), re-pinned

@@ -6,10 +6,14 @@
 #define TEST_ENGINE_UTIL_H
 
 #include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <cmocka.h>
 
 #include "config.h"
 #include "engine.h"
@@ -116,5 +120,144 @@ static inline tg_err feed(struct tg_engine *en, int32_t partition, const char *d
     struct tg_reading rd = {.device = device, .ts_ms = ts, .n_metrics = 1, .metrics = &m};
     return tg_engine_process(en, partition, &rd);
 }
+
+/* The recorded alert opens of kind (NULL: of any kind). */
+static inline size_t rec_opens(const struct rec *r, const char *kind)
+{
+    size_t n = 0;
+    char want[64];
+    snprintf(want, sizeof want, "\"kind\":\"%s\"", kind ? kind : "");
+    for (size_t i = 0; i < r->n; i++)
+        if (strncmp(r->lines[i], "A open ", 7) == 0 && (!kind || strstr(r->lines[i], want)))
+            n++;
+    return n;
+}
+
+/* Fails the test, listing every alert, unless there are want opens of kind. */
+static inline void rec_expect_opens(const struct rec *r, const char *kind, size_t want)
+{
+    size_t got = rec_opens(r, kind);
+    if (got != want) {
+        fprintf(stderr, "alerts (kind %s: want %zu, got %zu):\n", kind ? kind : "any", want, got);
+        for (size_t i = 0; i < r->n; i++)
+            if (r->lines[i][0] == 'A')
+                fprintf(stderr, "  %s\n", r->lines[i]);
+        fail();
+    }
+}
+
+/* An engine of the --set assignments sets with partition 0 added, its outputs recorded in
+ * r; fails the test when the config does not build. Undone by run_close. */
+static inline void run_open(struct tg_engine_config **ec, struct tg_engine **en, struct rec *r,
+                            const char *const *sets)
+{
+    char err[512];
+    *ec = make_config(sets, err, sizeof err);
+    if (!*ec)
+        fail_msg("config: %s", err);
+    *en = tg_engine_new(*ec, rec_emit, r);
+    assert_non_null(*en);
+    assert_int_equal(tg_engine_partition_add(*en, 0), TG_OK);
+}
+
+static inline void run_close(struct tg_engine_config *ec, struct tg_engine *en, struct rec *r)
+{
+    tg_engine_destroy(en);
+    tg_engine_config_destroy(ec);
+    rec_free(r);
+}
+
+/* For a test's own struct run (any struct with members ec, en and r, started by run_open):
+ * its end, and its alert opens. */
+#define run_end(ru) run_close((ru)->ec, (ru)->en, &(ru)->r)
+#define opens_of(ru, kind) rec_opens(&(ru)->r, (kind))
+#define expect_opens(ru, kind, want) rec_expect_opens(&(ru)->r, (kind), (want))
+
+/* Every point's score in order, for bit-for-bit comparisons (compare with memcmp: a NaN
+ * must equal itself). Hook: tg_engine_set_point_hook(en, scores_push, &sc). */
+struct scores {
+    double *v;
+    size_t n, cap;
+};
+static inline void scores_push(void *ud, const struct tg_engine_point *pt)
+{
+    struct scores *sc = ud;
+    if (sc->n == sc->cap) {
+        sc->cap = sc->cap ? 2 * sc->cap : 4096;
+        sc->v = realloc(sc->v, sc->cap * sizeof *sc->v);
+    }
+    sc->v[sc->n++] = pt->score;
+}
+
+/* An engine of ec on partition 0, outputs recorded in r, every point's score into sc: one
+ * run of a bit-for-bit restore comparison. */
+static inline struct tg_engine *scored_engine_new(const struct tg_engine_config *ec,
+                                                  struct rec *r, struct scores *sc)
+{
+    struct tg_engine *en = tg_engine_new(ec, rec_emit, r);
+    tg_engine_set_point_hook(en, scores_push, sc);
+    tg_engine_partition_add(en, 0);
+    return en;
+}
+
+#ifndef TEST_ENGINE_OWN_STORE
+/* A snapshot store: what tg_engine_snapshot_dirty hands over, kept in memory. Tests that
+ * keep their own (fixed-size, counting) store define TEST_ENGINE_OWN_STORE first. */
+struct kv {
+    char *key, *value;
+    size_t key_len, value_len;
+};
+struct store {
+    struct kv *v;
+    size_t n, cap;
+};
+
+/* Appends a copy of (key, value); a tombstone (NULL, 0) is kept as an empty value. */
+static inline void store_add(void *ud, int32_t partition, const void *key, size_t key_len,
+                             const void *value, size_t value_len)
+{
+    (void)partition;
+    struct store *st = ud;
+    if (st->n == st->cap) {
+        st->cap = st->cap ? 2 * st->cap : 64;
+        st->v = realloc(st->v, st->cap * sizeof *st->v);
+    }
+    struct kv *kv = &st->v[st->n++];
+    kv->key = malloc(key_len + 1);
+    memcpy(kv->key, key, key_len);
+    kv->key_len = key_len;
+    kv->value = malloc(value_len + 1);
+    if (value_len)
+        memcpy(kv->value, value, value_len);
+    kv->value_len = value_len;
+}
+
+/* The compacted topic: the latest value per key, keys in first-write order. */
+static inline void store_put(void *ud, int32_t partition, const void *key, size_t key_len,
+                             const void *value, size_t value_len)
+{
+    struct store *st = ud;
+    for (size_t i = 0; i < st->n; i++)
+        if (st->v[i].key_len == key_len && memcmp(st->v[i].key, key, key_len) == 0) {
+            free(st->v[i].value);
+            st->v[i].value = malloc(value_len + 1);
+            if (value_len)
+                memcpy(st->v[i].value, value, value_len);
+            st->v[i].value_len = value_len;
+            return;
+        }
+    store_add(ud, partition, key, key_len, value, value_len);
+}
+
+static inline void store_free(struct store *st)
+{
+    for (size_t i = 0; i < st->n; i++) {
+        free(st->v[i].key);
+        free(st->v[i].value);
+    }
+    free(st->v);
+    memset(st, 0, sizeof *st);
+}
+#endif
 
 #endif

@@ -19,6 +19,7 @@
 
 #include <cmocka.h>
 
+#define TEST_ENGINE_OWN_STORE /* a fixed-size store of its own, below */
 #include "test_engine_util.h"
 
 #define DEVICES 12
