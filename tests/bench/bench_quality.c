@@ -6,7 +6,8 @@
  * and printed as its table. For tuning the detectors; `scripts/quality` measures the real path.
  *
  *   bench_quality [devices] [minutes] [anomalies_per_device_hour] [seed]
- *                 [-c worker.ini] [--set section.key=value]... [--t0 MS]  (default 1000 10 2 1)
+ *                 [-c worker.ini] [--set section.key=value]... [--t0 MS]
+ *                 [--jitter-ms N]                                   (default 1000 10 2 1)
  *
  * Without -c the engine runs its built-in defaults; `-c config/tidegate-worker.ini` runs the
  * shipped configuration (what the Debian package installs), rules included. --t0 starts the
@@ -76,6 +77,14 @@ int main(int argc, char **argv)
             cfg_path = argv[++i];
             continue;
         }
+        if (strcmp(argv[i], "--jitter-ms") == 0 && i + 1 < argc) {
+            opts.jitter_ms = atoi(argv[++i]);
+            if (opts.jitter_ms < 0 || opts.jitter_ms > 999) {
+                fprintf(stderr, "bench_quality: --jitter-ms: expected 0..999\n");
+                return 2;
+            }
+            continue;
+        }
         if (strcmp(argv[i], "--t0") == 0 && i + 1 < argc) {
             char *end;
             long long v = strtoll(argv[++i], &end, 10);
@@ -94,7 +103,7 @@ int main(int argc, char **argv)
         case 3: opts.seed = strtoull(argv[i], NULL, 10); break;
         default:
             fprintf(stderr, "usage: bench_quality [devices] [minutes] [rate] [seed] [-c FILE] "
-                            "[--set k=v]... [--t0 MS]\n");
+                            "[--set k=v]... [--t0 MS] [--jitter-ms N]\n");
             return 2;
         }
     }
@@ -133,6 +142,8 @@ int main(int argc, char **argv)
            cfg_path ? "config " : "the engine's defaults", cfg_path ? cfg_path : "");
     for (int i = 0; i < n_sets; i++)
         printf("  --set %s\n", sets[i]);
+    if (opts.jitter_ms)
+        printf("  --jitter-ms %d (readings up to that late in their second)\n", opts.jitter_ms);
     if (opts.t0_ms)
         printf("  --t0 %" PRId64 " (the run starts then, not at 2026-01-01 00:00 UTC)\n", opts.t0_ms);
     struct tg_sim_score_floors floors = {NAN, NAN, NAN};

@@ -109,9 +109,14 @@ int tg_quality_run(const struct tg_engine_config *ec, const struct tg_quality_op
         started = d + 1;
     }
     int64_t steps = (int64_t)opts->minutes * 60;
+    int jitter = opts->jitter_ms > 0 && opts->jitter_ms < 1000 ? opts->jitter_ms : 0;
+    uint64_t jit_state = opts->seed ^ UINT64_C(0x6a09e667f3bcc909);
     for (int64_t s = 0; s < steps; s++) {
         r.now_ms = t0 + s * 1000;
         for (int d = 0; d < devices; d++) {
+            if (jitter)
+                r.now_ms = t0 + s * 1000 + (int64_t)(tg_sim_splitmix64(&jit_state) %
+                                                     (uint64_t)(jitter + 1));
             struct tg_sensor_sample smp = {0};
             /* An anomaly of kind silence makes the read fail: no reading that second. */
             if (tg_anomaly_driver.read(anom[d], &hal, &smp) != 0)
@@ -125,7 +130,7 @@ int tg_quality_run(const struct tg_engine_config *ec, const struct tg_quality_op
         }
         /* The worker's wall-clock sweep, here on the simulated clock, just before the next
          * second's readings: no lag, so no silence from lag. */
-        tg_engine_sweep(en, r.now_ms + 999);
+        tg_engine_sweep(en, t0 + s * 1000 + 999);
     }
     /* Anomalies still running when the run stops get their labels now (cut short). */
     for (int d = 0; d < started; d++)

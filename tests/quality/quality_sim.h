@@ -31,6 +31,10 @@ struct tg_quality_opts {
      * at another start time is another fleet's afternoon: bench_quality --t0 replays the start
      * of a real `scripts/quality` run to tell its differences from the pipeline's. */
     int64_t t0_ms;
+    /* Each reading taken up to this many ms (0..999) after its second, uniformly and
+     * deterministically from the seed: the scheduling delay of a real simulator's timers
+     * under load, which the fast cycles of vibration_g turn into value noise. 0: none. */
+    int jitter_ms;
     /* Optional observers (NULL: none), for a bench's diagnostics. */
     void (*on_label)(void *ud, const struct tg_anomaly_label *lb);
     void (*on_alert_json)(void *ud, const char *json, size_t len);
