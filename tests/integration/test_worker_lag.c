@@ -67,23 +67,7 @@ static int teardown(void **state)
 /* Silence alerts in the alerts topic: how many for device, and how many for the others. */
 static size_t silence_alerts(const char *bs, const char *device, size_t *others, bool show)
 {
-    size_t n = 0, n_rec;
-    *others = 0;
-    char **recs = wfx_read_all(bs, "a.anomalies", &n_rec);
-    size_t dl = strlen(device);
-    for (size_t i = 0; i < n_rec; i++) {
-        if (!strstr(recs[i], "\"kind\":\"silence\""))
-            continue;
-        if (strncmp(recs[i], device, dl) == 0 && recs[i][dl] == '\t') {
-            n++;
-        } else {
-            *others += 1;
-            if (show && *others <= 5)
-                fprintf(stderr, "  silence alert: %s\n", recs[i]);
-        }
-    }
-    wfx_records_free(recs, n_rec);
-    return n;
+    return wfx_silence_alerts(bs, "a.anomalies", device, others, show ? 5 : 0);
 }
 
 struct alert_wait {

@@ -53,22 +53,8 @@ static int teardown(void **state)
 /* Silence alerts in the alerts topic: how many, and how many of them are not device's. */
 static size_t silence_alerts(const char *bs, const char *device, size_t *others)
 {
-    size_t n = 0, n_rec;
-    *others = 0;
-    char **recs = wfx_read_all(bs, "a.anomalies", &n_rec);
-    size_t dl = strlen(device);
-    for (size_t i = 0; i < n_rec; i++) {
-        if (!strstr(recs[i], "\"kind\":\"silence\""))
-            continue;
-        n++;
-        if (!(strncmp(recs[i], device, dl) == 0 && recs[i][dl] == '\t')) {
-            *others += 1;
-            if (*others <= 5)
-                fprintf(stderr, "  silence alert: %s\n", recs[i]);
-        }
-    }
-    wfx_records_free(recs, n_rec);
-    return n;
+    size_t mine = wfx_silence_alerts(bs, "a.anomalies", device, others, 5);
+    return mine + *others;
 }
 
 struct silence_wait {

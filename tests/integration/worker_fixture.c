@@ -733,3 +733,23 @@ int wfx_promtool(const char *text)
     free(promtool);
     return status;
 }
+
+size_t wfx_silence_alerts(const char *bootstrap, const char *topic, const char *device,
+                          size_t *others, size_t show)
+{
+    size_t n = 0, n_rec;
+    *others = 0;
+    char **recs = wfx_read_all(bootstrap, topic, &n_rec);
+    size_t dl = strlen(device);
+    for (size_t i = 0; i < n_rec; i++) {
+        if (!strstr(recs[i], "\"kind\":\"silence\""))
+            continue;
+        if (strncmp(recs[i], device, dl) == 0 && recs[i][dl] == '\t') {
+            n++;
+        } else if (++*others <= show) {
+            fprintf(stderr, "  silence alert: %s\n", recs[i]);
+        }
+    }
+    wfx_records_free(recs, n_rec);
+    return n;
+}

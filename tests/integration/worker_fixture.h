@@ -76,6 +76,10 @@ struct wfx_record {
  * as "key\tvalue" lines sorted bytewise; *n their number. Free with wfx_records_free(). */
 char **wfx_read_all(const char *bootstrap, const char *topic, size_t *n);
 void wfx_records_free(char **recs, size_t n);
+/* Silence alerts on topic: returns how many are for device (the records keyed by it), sets
+ * *others to those of every other device, and prints the first `show` of those to stderr. */
+size_t wfx_silence_alerts(const char *bootstrap, const char *topic, const char *device,
+                          size_t *others, size_t show);
 
 /* The latest offset marker of each partition of the worker's state topic (-1 when none)
  * into next[0..n_parts). */

@@ -53,6 +53,19 @@ static void empty_journal_path_refused_with_file_line_key(void **state)
     unlink(path);
 }
 
+/* Every topic of good passes tg_ingress_topic_check, every one of bad is refused. */
+static void expect_topics(const char *const *good, size_t n_good, const char *const *bad,
+                          size_t n_bad)
+{
+    char why[512];
+    for (size_t i = 0; i < n_good; i++)
+        if (tg_ingress_topic_check(good[i], why, sizeof why) != TG_OK)
+            fail_msg("%s refused: %s", good[i], why);
+    for (size_t i = 0; i < n_bad; i++)
+        if (tg_ingress_topic_check(bad[i], why, sizeof why) != TG_ERR_CONFIG)
+            fail_msg("\"%s\" accepted", bad[i]);
+}
+
 static void ambiguous_topic_filters_refused(void **state)
 {
     (void)state;
@@ -73,12 +86,7 @@ static void ambiguous_topic_filters_refused(void **state)
                                       "tele\tmetry/+", "telemetry/\x7f/+", "telemetry/\xc2\x85/+",
                                       "telemetry/\xef\xbf\xbf/+", "telemetry/\xef\xb7\x90/+",
                                       "telemetry/\xf0\x9f\xbf\xbe/+"};
-    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
-        if (tg_ingress_topic_check(good[i], why, sizeof why) != TG_OK)
-            fail_msg("%s refused: %s", good[i], why);
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        if (tg_ingress_topic_check(bad[i], why, sizeof why) != TG_ERR_CONFIG)
-            fail_msg("\"%s\" accepted", bad[i]);
+    expect_topics(good, sizeof good / sizeof good[0], bad, sizeof bad / sizeof bad[0]);
 
     /* multi-byte UTF-8 is fine; a filter longer than MQTT's 65,535 bytes is not */
     if (tg_ingress_topic_check("capteurs/\xc3\xa9t\xc3\xa9/+", why, sizeof why) != TG_OK ||
@@ -142,7 +150,6 @@ static void expect_check_error(const char *text, int line, const char *section, 
 static void shared_subscription_topics(void **state)
 {
     (void)state;
-    char why[512];
     static const char *const good[] = {"$share/mine/telemetry/+", "$share/g/+",
                                        "$share/g/telemetry/dev-1", "$share/\xc3\xa9/t/+"};
     static const char *const bad[] = {"$share//telemetry/+",    "$share/g",
@@ -150,12 +157,7 @@ static void shared_subscription_topics(void **state)
                                       "$share/g+/telemetry/+",  "$share/g#/telemetry/+",
                                       "$share/g/telemetry/#",   "$share/g/+/x",
                                       "$share/g/$share/h/telemetry/+"};
-    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
-        if (tg_ingress_topic_check(good[i], why, sizeof why) != TG_OK)
-            fail_msg("%s refused: %s", good[i], why);
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        if (tg_ingress_topic_check(bad[i], why, sizeof why) != TG_ERR_CONFIG)
-            fail_msg("\"%s\" accepted", bad[i]);
+    expect_topics(good, sizeof good / sizeof good[0], bad, sizeof bad / sizeof bad[0]);
 
     const char *group;
     size_t group_len;
