@@ -27,6 +27,19 @@
  * starts again at the new step. Repeated and backward timestamps never reach the detectors
  * (engine.c).
  *
+ * Within DT_TOL, a sample taken off its slot by more than SLIP_TOL of the step (a device's
+ * timer firing late on a loaded host: 141 ms once in a real run, README "Real path") is a
+ * value of the signal at another phase: on vibration_g's 4 s sines 100 ms is several noise
+ * levels. Scored, it is a false alert; taken into the history as it is, the next prediction
+ * reads it at the wrong phase and the next point is one. So such a sample is neither scored
+ * nor learned: its prediction (the value its slot would have had) stands in for it in the
+ * history, and the state keeps how far off it was (slot_off). The next sample is then judged
+ * by its time from the slot: back on the grid, it is scored as usual; on step from the off
+ * one instead, the sampling phase moved (a timer rescheduled after a stall) and the history
+ * restarts (the model stays); off both ways, it is taken as it is, as is every sample right
+ * after a stand-in, so that predictions never feed on themselves and a series that samples
+ * unevenly all the time is taken as it is (its residual spread learns the timing noise).
+ *
  * A pure function of the state (in the series' tail, all of it in snapshots) and the sample.
  */
 #include <math.h>
@@ -43,6 +56,8 @@
 #define DT_TOL 0.2           /* relative difference of a time step from the model's step */
 #define MEAN_ALPHA 0.01      /* weight of a new sample in the mean the model works around */
 #define WARM_ORDERS 6        /* predictions (in orders p) before the detector scores */
+#define SLIP_TOL 0.02        /* relative difference from the step beyond which a sample is off-slot */
+#define SLOT_UNIT 1e-5       /* slot_off's unit, in steps (DT_TOL / SLOT_UNIT fits an int16) */
 
 /* Doubles of the model after the header: w[p], hist[p] (newest first), P (lower, packed). */
 static size_t model_doubles(int p)
@@ -73,6 +88,7 @@ static void model_forget(struct predict_state *ps, int p)
     ps->p_trace = 0;
     ps->n = 0;
     ps->run = 0;
+    ps->slot_off = 0;
     ps->res_var = 0;
 }
 
@@ -130,6 +146,7 @@ static void restart_history(struct predict_state *ps, int p, double x)
 {
     ps->hist_n = 0;
     ps->run = 0;
+    ps->slot_off = 0;
     push(ps, p, x);
 }
 
@@ -232,6 +249,20 @@ void predict__point(struct series *s, const struct detect_params *dp, double dt_
     if (warm_n < (uint32_t)dp->warmup_samples)
         warm_n = (uint32_t)dp->warmup_samples;
     bool scoring = ps->n >= warm_n;
+    double off = dt_ms - ps->step_ms;
+    if (ps->slot_off != 0) {
+        double from_slot = off + ps->slot_off * SLOT_UNIT * ps->step_ms;
+        ps->slot_off = 0;
+        if (fabs(off) <= SLIP_TOL * ps->step_ms && fabs(from_slot) > SLIP_TOL * ps->step_ms) {
+            /* On step from the off-slot sample, not from its slot: the phase moved. */
+            restart_history(ps, p, x);
+            return;
+        }
+    } else if (scoring && fabs(off) > SLIP_TOL * ps->step_ms) {
+        ps->slot_off = (int16_t)lround(off / ps->step_ms / SLOT_UNIT);
+        push(ps, p, pred);
+        return;
+    }
     bool outlier = scoring && fabs(e) > OUTLIER_SD * sd;
     if (scoring) {
         res->ratio[DET_PREDICT] = fabs(e) / sd / dp->threshold[DET_PREDICT];

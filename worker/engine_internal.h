@@ -195,7 +195,8 @@ struct predict_state {
     uint32_t n;      /* residuals learned since the model started (saturating) */
     uint8_t hist_n;  /* contiguous samples in the history, at most p */
     uint8_t run;     /* outliers in a row */
-    uint8_t pad_[2];
+    int16_t slot_off; /* the newest history sample, when it is a prediction standing in for a
+                       * sample taken off its slot: how far off, in 1e-5 steps; 0: none */
     double v[];      /* w[p], history[p] (newest first), P (p x p, lower triangle packed) */
 };
 static inline struct predict_state *series__predict(struct series *s,

@@ -25,6 +25,9 @@
  * fields, then u8 predict_order, f64 mean, res_var, step_ms, p_trace, u32 n, u8 hist_n, run,
  * and predict__doubles(order) x f64 (weights, history, P). A version 3 snapshot restored into
  * a rule with predict on is refused by its detectors bitmask (the series starts cold).
+ * Series value, version 5 (what a rule with predict on writes now): version 4's, then i16
+ * slot_off (little-endian; the predict detector's stand-in for an off-slot sample). A version 4
+ * value still restores, with slot_off 0: a worker upgraded mid-stream resumes warm.
  * Partition value, version PARTITION_VERSION (1): u8 version, u8 has_max, i64 max_ts.
  */
 #include <float.h>
@@ -33,14 +36,15 @@
 #include "engine_internal.h"
 
 #define SNAPSHOT_VERSION 3
-#define SNAPSHOT_VERSION_PREDICT 4 /* version 3 + the predict detector's state */
+#define SNAPSHOT_VERSION_PREDICT 5 /* version 3 + the predict detector's state + slot_off */
+#define SNAPSHOT_VERSION_PREDICT_OLD 4 /* without slot_off: still read */
 #define PARTITION_VERSION 1 /* the partition value did not change with the series' versions 2-4 */
 #define KEEP_FLAGS (SERIES_HAS_LAST | SERIES_ALERT | SERIES_SILENCE)
 
 /* The largest value (every detector's state at its maximum) fits the encoder's buffer. */
 _Static_assert(4 + 4 + 16 + 16 + 8 + 9 * 8 + 4 * 8 + 4 + 4 * 8 + 1 + TG_ENGINE_SERIES_WINDOWS * 44 +
                        TG_ENGINE_LEVEL_WINDOW_MAX * 8 + TG_ENGINE_SEASONAL_BUCKETS_MAX * 8 + 1 +
-                       32 + 4 + 2 +
+                       32 + 4 + 2 + 2 +
                        (2 * TG_ENGINE_PREDICT_ORDER_MAX +
                         TG_ENGINE_PREDICT_ORDER_MAX * (TG_ENGINE_PREDICT_ORDER_MAX + 1) / 2) * 8 <=
                    TG_ENGINE_SNAPSHOT_MAX,
@@ -292,6 +296,8 @@ size_t snapshot__encode_series(const struct series *s, const struct detect_param
         put_u32(&w, ps->n);
         put_u8(&w, ps->hist_n);
         put_u8(&w, ps->run);
+        put_u8(&w, (uint16_t)ps->slot_off & 0xffu);
+        put_u8(&w, (uint16_t)ps->slot_off >> 8);
         for (size_t i = 0; i < predict__doubles(dp->predict_order); i++)
             put_f64(&w, ps->v[i]);
     }
@@ -303,7 +309,10 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
 {
     struct rd r = {value, value + len, false};
     unsigned version = get_u8(&r);
-    if (version != (dp->on[DET_PREDICT] ? SNAPSHOT_VERSION_PREDICT : SNAPSHOT_VERSION) ||
+    bool version_ok = dp->on[DET_PREDICT] ? version == SNAPSHOT_VERSION_PREDICT ||
+                                                version == SNAPSHOT_VERSION_PREDICT_OLD
+                                          : version == SNAPSHOT_VERSION;
+    if (!version_ok ||
         get_u8(&r) != detector_mask(dp) ||
         get_u8(&r) != (unsigned)dp->level_window || get_u8(&r) != (unsigned)dp->seasonal_buckets)
         return TG_ERR_MALFORMED;
@@ -387,6 +396,12 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
         ps->n = get_u32(&r);
         ps->hist_n = (uint8_t)get_u8(&r);
         ps->run = (uint8_t)get_u8(&r);
+        if (version == SNAPSHOT_VERSION_PREDICT) {
+            unsigned lo = get_u8(&r);
+            ps->slot_off = (int16_t)(uint16_t)(lo | get_u8(&r) << 8);
+        } else {
+            ps->slot_off = 0;
+        }
         for (size_t i = 0; i < predict__doubles(dp->predict_order); i++)
             ps->v[i] = get_f64(&r);
     }
