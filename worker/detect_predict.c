@@ -37,8 +37,12 @@
  * by its time from the slot: back on the grid, it is scored as usual; on step from the off
  * one instead, the sampling phase moved (a timer rescheduled after a stall) and the history
  * restarts (the model stays); off both ways, it is taken as it is, as is every sample right
- * after a stand-in, so that predictions never feed on themselves and a series that samples
- * unevenly all the time is taken as it is (its residual spread learns the timing noise).
+ * after a stand-in, so that predictions never feed on themselves.
+ * This is for a rare late sample on a series that samples on time: off-slot also means more
+ * than SLIP_K times the series' usual timing deviation (dt_dev). A series that samples
+ * unevenly all the time is taken as it is, as before (its residual spread learns the timing
+ * noise; standing in for a third of its samples would teach the spread on the well-timed
+ * ones only, too small for the rest: bench_quality --jitter-ms 100 showed it).
  *
  * A pure function of the state (in the series' tail, all of it in snapshots) and the sample.
  */
@@ -56,7 +60,9 @@
 #define DT_TOL 0.2           /* relative difference of a time step from the model's step */
 #define MEAN_ALPHA 0.01      /* weight of a new sample in the mean the model works around */
 #define WARM_ORDERS 6        /* predictions (in orders p) before the detector scores */
-#define SLIP_TOL 0.02        /* relative difference from the step beyond which a sample is off-slot */
+#define SLIP_TOL 0.02        /* relative difference from the step: beyond it, off its slot */
+#define SLIP_K 8.0           /* ... and beyond this many times the series' usual deviation */
+#define DT_DEV_ALPHA 0.02    /* weight of a new time step's deviation in dt_dev */
 #define SLOT_UNIT 1e-5       /* slot_off's unit, in steps (DT_TOL / SLOT_UNIT fits an int16) */
 
 /* Doubles of the model after the header: w[p], hist[p] (newest first), P (lower, packed). */
@@ -89,6 +95,7 @@ static void model_forget(struct predict_state *ps, int p)
     ps->n = 0;
     ps->run = 0;
     ps->slot_off = 0;
+    ps->dt_dev = 0;
     ps->res_var = 0;
 }
 
@@ -250,6 +257,8 @@ void predict__point(struct series *s, const struct detect_params *dp, double dt_
         warm_n = (uint32_t)dp->warmup_samples;
     bool scoring = ps->n >= warm_n;
     double off = dt_ms - ps->step_ms;
+    bool slipped = fabs(off) > SLIP_TOL * ps->step_ms && fabs(off) > SLIP_K * ps->dt_dev;
+    ps->dt_dev += (float)(DT_DEV_ALPHA * (fabs(off) - ps->dt_dev));
     if (ps->slot_off != 0) {
         double from_slot = off + ps->slot_off * SLOT_UNIT * ps->step_ms;
         ps->slot_off = 0;
@@ -258,7 +267,7 @@ void predict__point(struct series *s, const struct detect_params *dp, double dt_
             restart_history(ps, p, x);
             return;
         }
-    } else if (scoring && fabs(off) > SLIP_TOL * ps->step_ms) {
+    } else if (scoring && slipped) {
         ps->slot_off = (int16_t)lround(off / ps->step_ms / SLOT_UNIT);
         push(ps, p, pred);
         return;

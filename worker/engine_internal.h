@@ -193,6 +193,7 @@ struct predict_state {
     double step_ms;  /* time step the model learned at; 0: none yet */
     double p_trace;  /* trace of P at the model's start, its ceiling; 0: not started */
     uint32_t n;      /* residuals learned since the model started (saturating) */
+    float dt_dev;    /* EW mean of |time step - step_ms|, ms: how unevenly the series samples */
     uint8_t hist_n;  /* contiguous samples in the history, at most p */
     uint8_t run;     /* outliers in a row */
     int16_t slot_off; /* the newest history sample, when it is a prediction standing in for a

@@ -410,7 +410,8 @@ static int replay(int argc, char **argv)
         for (int b = 1; b < 12; b++)
             if (hist[b])
                 printf("  %s%d ms: %" PRIu64 " (%.4f%%)\n", b < 11 ? "< " : ">= ",
-                       b < 11 ? edges[b] : edges[10], hist[b], 100.0 * (double)hist[b] / (double)steps);
+                       b < 11 ? edges[b] : edges[10], hist[b],
+                       100.0 * (double)hist[b] / (double)steps);
     report_done:
         free(last_ts);
         free(last_seq);

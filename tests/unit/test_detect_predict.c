@@ -1,9 +1,10 @@
 /* Unit tests for the predict detector (worker/detect_predict.c) through the engine, on
  * synthetic sums of sines like a vibration sensor's: a spike at a trough (inside the series'
  * range) is found, the clean series stays silent, gaps and a change of sampling rate are
- * handled, late samples and a moved sampling grid raise nothing, a level shift is one incident, a restored engine continues bit for bit, snapshots
- * of another layout or with impossible values are refused, and the detector costs memory
- * only where a rule turns it on. */
+ * handled, late samples and a moved sampling grid raise nothing, a level shift is one
+ * incident, a restored engine continues bit for bit, snapshots of another layout or with
+ * impossible values are refused, and the detector costs memory only where a rule turns it
+ * on. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -179,8 +180,8 @@ static void gaps_and_rate_changes_are_handled(void **state)
  * then one reading is taken 60-180 ms late, its value that of the signal at that later
  * instant and its time stamped so, and the next is back on the 1 s grid; twice the grid
  * itself moves by 150 ms (a timer rescheduled after a stall). On twenty clean vibration
- * series the predict detector opens nothing, and a spike at a trough right after a late
- * reading is still found. */
+ * series the predict detector opens nothing; a spike at a trough right after a late reading
+ * is still found, and so is one on a series that samples 0-100 ms late every time. */
 static int64_t late_ms(int64_t s)
 {
     return s % 97 == 50 ? 60 + (s * 37) % 121 : 0;
@@ -202,6 +203,36 @@ static void late_samples_do_not_alert(void **state)
         }
     }
     expect_opens(&ru, "predict", 0);
+    run_end(&ru);
+
+    /* A series that samples unevenly all the time (each reading 0-100 ms into its second) is
+     * taken as it is, its residual spread learning the timing noise: a spike at a trough in a
+     * reading 90 ms later in its second than the one before is scored, not stood in for. */
+    run_start(&ru, rule_on);
+    {
+        struct rng jit = {77};
+        struct vib v = {.amp = {0.25, 0.05, 0.02}, .period_s = {9, 70, 900},
+                        .phase = {0, 0.3, 0.6}, .noise = 0.005, .g = {5}};
+        int64_t at = trough_after(400);
+        for (int64_t s = 0; s < 900; s++) {
+            /* On time for the first step (the step learned) and the two before the spike's,
+             * so that only the spike's reading is off its slot. */
+            bool on_time = s < 2 || (s >= at - 2 && s < at);
+            int64_t late = s == at ? 90 : on_time ? 0 : (int64_t)(rng_uniform(&jit) * 100);
+            int64_t ms = s * 1000 + late;
+            double x = vib_at(&v, (double)ms / 1000.0);
+            if (s == at)
+                x += 0.6;
+            feed(ru.en, 0, "dev", "vib", T0 + ms, x);
+        }
+        expect_opens(&ru, "predict", 1);
+        char id[64];
+        snprintf(id, sizeof id, "dev/vib/predict/%lld", (long long)(T0 + at * 1000 + 90));
+        bool found = false;
+        for (size_t i = 0; i < ru.r.n; i++)
+            found |= strncmp(ru.r.lines[i], "A open ", 7) == 0 && strstr(ru.r.lines[i], id);
+        assert_true(found); /* at the spike itself */
+    }
     run_end(&ru);
 
     run_start(&ru, rule_on);
@@ -391,20 +422,21 @@ static void snapshots_of_another_layout_or_impossible_values_are_refused(void **
     assert_true(von->value_len > voff->value_len + 8 * 50);
     assert_int_equal(restore_into(rule_on, von), TG_OK);
     assert_int_equal(restore_into(rule_off, voff), TG_OK);
-    /* Version 4 (before slot_off, the two bytes ahead of the model's doubles) still restores:
+    /* Version 4 (before slot_off and dt_dev, the six bytes ahead of the model's doubles) still
+     * restores:
      * a worker upgraded mid-stream resumes warm. */
     {
-        size_t model = (2 * 8 + 8 * 9 / 2) * 8, at = von->value_len - model - 2;
+        size_t model = (2 * 8 + 8 * 9 / 2) * 8, at = von->value_len - model - 6;
         unsigned char v4[4096];
         assert_true(von->value_len <= sizeof v4);
         memcpy(v4, von->value, at);
-        memcpy(v4 + at, von->value + at + 2, model);
+        memcpy(v4 + at, von->value + at + 6, model);
         v4[0] = 4;
         struct kv k4 = *von;
         k4.value = (char *)v4;
-        k4.value_len = von->value_len - 2;
+        k4.value_len = von->value_len - 6;
         assert_int_equal(restore_into(rule_on, &k4), TG_OK);
-        k4.value_len = von->value_len - 1; /* a version 4 of the wrong length: refused */
+        k4.value_len = von->value_len - 5; /* a version 4 of the wrong length: refused */
         assert_int_equal(restore_into(rule_on, &k4), TG_ERR_MALFORMED);
     }
     /* Across layouts: refused (the series starts cold), never misread. */
@@ -415,24 +447,27 @@ static void snapshots_of_another_layout_or_impossible_values_are_refused(void **
                                   "rules.1.predict_order=6", NULL};
     assert_int_equal(restore_into(order6, von), TG_ERR_MALFORMED);
     /* The predict state is the value's last part: u8 order, f64 mean, res_var, step_ms,
-     * p_trace, u32 n, u8 hist_n, run, i16 slot_off, then the model's doubles (8, 8 and 36 for
-     * p = 8). A
+     * p_trace, u32 n, u8 hist_n, run, i16 slot_off, f32 dt_dev, then the model's doubles (8, 8
+     * and 36 for p = 8). A
      * NaN weight, a negative residual variance, a history longer than p, a truncation: all
      * refused. */
-    size_t model = (8 + 8 + 36) * 8, tail = 1 + 4 * 8 + 4 + 2 + 2 + model;
+    size_t model = (8 + 8 + 36) * 8, tail = 1 + 4 * 8 + 4 + 2 + 2 + 4 + model;
     assert_true(von->value_len > tail);
     size_t base = von->value_len - tail;
     struct kv bad = *von;
     bad.value = malloc(von->value_len);
     memcpy(bad.value, von->value, von->value_len);
     assert_int_equal((unsigned char)bad.value[base], 8);
-    memset(bad.value + base + 1 + 4 * 8 + 8, 0xff, 8); /* w[0]: NaN */
+    memset(bad.value + base + 1 + 4 * 8 + 12, 0xff, 8); /* w[0]: NaN */
     assert_int_equal(restore_into(rule_on, &bad), TG_ERR_MALFORMED);
     memcpy(bad.value, von->value, von->value_len);
     bad.value[base + 1 + 8 + 7] = (char)0xbf; /* res_var: negative */
     assert_int_equal(restore_into(rule_on, &bad), TG_ERR_MALFORMED);
     memcpy(bad.value, von->value, von->value_len);
     bad.value[base + 1 + 4 * 8 + 4] = 9; /* hist_n > p */
+    assert_int_equal(restore_into(rule_on, &bad), TG_ERR_MALFORMED);
+    memcpy(bad.value, von->value, von->value_len);
+    bad.value[base + 1 + 4 * 8 + 8 + 3] = (char)0xbf; /* dt_dev: negative */
     assert_int_equal(restore_into(rule_on, &bad), TG_ERR_MALFORMED);
     memcpy(bad.value, von->value, von->value_len);
     bad.value_len--;
@@ -456,8 +491,8 @@ static void memory_only_where_a_rule_turns_it_on(void **state)
     feed(ru.en, 0, "dev", "vib", T0, 1); /* the same key length, the rule's */
     tg_engine_stats(ru.en, &s2);
     size_t plain = s1.state_bytes - s0.state_bytes, with = s2.state_bytes - s1.state_bytes;
-    /* p = 8: 40 bytes of header and (8 + 8 + 36) doubles. */
-    assert_int_equal(with - plain, 40 + (8 + 8 + 36) * 8);
+    /* p = 8: 48 bytes of header and (8 + 8 + 36) doubles. */
+    assert_int_equal(with - plain, 48 + (8 + 8 + 36) * 8);
     run_end(&ru);
 }
 
