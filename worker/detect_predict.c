@@ -27,18 +27,21 @@
  * starts again at the new step. Repeated and backward timestamps never reach the detectors
  * (engine.c).
  *
- * Within DT_TOL, a sample taken off its slot by more than SLIP_TOL of the step (a device's
- * timer firing late on a loaded host: 141 ms once in a real run, README "Real path") is a
- * value of the signal at another phase: on vibration_g's 4 s sines 100 ms is several noise
- * levels. Scored, it is a false alert; taken into the history as it is, the next prediction
- * reads it at the wrong phase and the next point is one. So such a sample is neither scored
- * nor learned: its prediction (the value its slot would have had) stands in for it in the
- * history, and the state keeps how far off it was (slot_off). The next sample is then judged
- * by its time from the slot: back on the grid, it is scored as usual; on step from the off
- * one instead, the sampling phase moved (a timer rescheduled after a stall) and the history
- * restarts (the model stays); off both ways, it is taken as it is, as is every sample right
- * after a stand-in, so that predictions never feed on themselves.
- * This is for a rare late sample on a series that samples on time: off-slot also means more
+ * Within DT_TOL, a sample taken off its slot on the series' 1 s (step) grid by more than
+ * SLIP_TOL of the step (a device's timer firing late on a loaded host: 50-300 ms in the real
+ * runs, README "Real path") is a value of the signal at another phase: on vibration_g's 4 s
+ * sines 100 ms is several noise levels. Scored, it is a false alert; taken into the history
+ * as it is, the next predictions read it at the wrong phase and the next points are. So such
+ * a sample is neither scored nor learned: its prediction (the value its slot would have had)
+ * stands in for it in the history, and the state keeps how far off its slot it was
+ * (slot_off), so that the next sample is placed against the grid, not against the late one.
+ * A load burst makes several late in a few seconds: up to STAND_MAX stand-ins in the history
+ * at once (stand_mask marks them), so that predictions never feed mostly on themselves; and
+ * while more than one is in it, a sample on time is not scored or learned either (its
+ * prediction is one several steps ahead, whose error the one-step spread does not measure).
+ * Late beyond that, or off its slot by more than DT_TOL, the grid moved (a timer rescheduled
+ * after a stall): the history restarts there (the model stays).
+ * This is for rare late samples on a series that samples on time: off-slot also means more
  * than SLIP_K times the series' usual timing deviation (dt_dev). A series that samples
  * unevenly all the time is taken as it is, as before (its residual spread learns the timing
  * noise; standing in for a third of its samples would teach the spread on the well-timed
@@ -64,6 +67,7 @@
 #define SLIP_K 8.0           /* ... and beyond this many times the series' usual deviation */
 #define DT_DEV_ALPHA 0.02    /* weight of a new time step's deviation in dt_dev */
 #define SLOT_UNIT 1e-5       /* slot_off's unit, in steps (DT_TOL / SLOT_UNIT fits an int16) */
+#define STAND_MAX(p) ((p) / 2) /* stand-ins for late samples in the history, at most */
 
 /* Doubles of the model after the header: w[p], hist[p] (newest first), P (lower, packed). */
 static size_t model_doubles(int p)
@@ -95,6 +99,7 @@ static void model_forget(struct predict_state *ps, int p)
     ps->n = 0;
     ps->run = 0;
     ps->slot_off = 0;
+    ps->stand_mask = 0;
     ps->dt_dev = 0;
     ps->res_var = 0;
 }
@@ -145,6 +150,7 @@ static void push(struct predict_state *ps, int p, double x)
     double *hist = ps->v + p;
     memmove(hist + 1, hist, (size_t)(p - 1) * sizeof *hist);
     hist[0] = x;
+    ps->stand_mask = (uint16_t)((ps->stand_mask << 1) & ((1u << p) - 1));
     if (ps->hist_n < p)
         ps->hist_n++;
 }
@@ -154,6 +160,7 @@ static void restart_history(struct predict_state *ps, int p, double x)
     ps->hist_n = 0;
     ps->run = 0;
     ps->slot_off = 0;
+    ps->stand_mask = 0;
     push(ps, p, x);
 }
 
@@ -257,19 +264,27 @@ void predict__point(struct series *s, const struct detect_params *dp, double dt_
         warm_n = (uint32_t)dp->warmup_samples;
     bool scoring = ps->n >= warm_n;
     double off = dt_ms - ps->step_ms;
-    bool slipped = fabs(off) > SLIP_TOL * ps->step_ms && fabs(off) > SLIP_K * ps->dt_dev;
+    double from_slot = off + ps->slot_off * SLOT_UNIT * ps->step_ms; /* from this one's slot */
+    bool late = fabs(from_slot) > SLIP_TOL * ps->step_ms && fabs(from_slot) > SLIP_K * ps->dt_dev;
     ps->dt_dev += (float)(DT_DEV_ALPHA * (fabs(off) - ps->dt_dev));
-    if (ps->slot_off != 0) {
-        double from_slot = off + ps->slot_off * SLOT_UNIT * ps->step_ms;
-        ps->slot_off = 0;
-        if (fabs(off) <= SLIP_TOL * ps->step_ms && fabs(from_slot) > SLIP_TOL * ps->step_ms) {
-            /* On step from the off-slot sample, not from its slot: the phase moved. */
-            restart_history(ps, p, x);
+    ps->slot_off = 0;
+    if (late && scoring) {
+        if (fabs(from_slot) <= DT_TOL * ps->step_ms &&
+            __builtin_popcount(ps->stand_mask) < STAND_MAX(p)) {
+            push(ps, p, pred);
+            ps->stand_mask |= 1;
+            ps->slot_off = (int16_t)lround(from_slot / ps->step_ms / SLOT_UNIT);
             return;
         }
-    } else if (scoring && slipped) {
-        ps->slot_off = (int16_t)lround(off / ps->step_ms / SLOT_UNIT);
-        push(ps, p, pred);
+        /* Late for longer than the history can stand in for, or by more than a gap's
+         * tolerance: the grid moved. */
+        restart_history(ps, p, x);
+        return;
+    }
+    if (scoring && __builtin_popcount(ps->stand_mask) > 1) {
+        /* On time, but predicted from predictions: a prediction several steps ahead, whose
+         * error the one-step spread does not measure. It only enters the history. */
+        push(ps, p, x);
         return;
     }
     bool outlier = scoring && fabs(e) > OUTLIER_SD * sd;

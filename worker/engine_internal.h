@@ -198,6 +198,8 @@ struct predict_state {
     uint8_t run;     /* outliers in a row */
     int16_t slot_off; /* the newest history sample, when it is a prediction standing in for a
                        * sample taken off its slot: how far off, in 1e-5 steps; 0: none */
+    uint16_t stand_mask; /* bit i: history[i] is such a stand-in */
+    uint16_t pad_;
     double v[];      /* w[p], history[p] (newest first), P (p x p, lower triangle packed) */
 };
 static inline struct predict_state *series__predict(struct series *s,

@@ -26,8 +26,8 @@
  * and predict__doubles(order) x f64 (weights, history, P). A version 3 snapshot restored into
  * a rule with predict on is refused by its detectors bitmask (the series starts cold).
  * Series value, version 5 (what a rule with predict on writes now): version 4's, then i16
- * slot_off (little-endian; the predict detector's stand-in for an off-slot sample) and f32
- * dt_dev (its series' usual timing deviation). A version 4
+ * slot_off (little-endian; the predict detector's stand-in for an off-slot sample), f32
+ * dt_dev (its series' usual timing deviation) and u16 stand_mask (little-endian). A version 4
  * value still restores, with slot_off 0: a worker upgraded mid-stream resumes warm.
  * Partition value, version PARTITION_VERSION (1): u8 version, u8 has_max, i64 max_ts.
  */
@@ -45,7 +45,7 @@
 /* The largest value (every detector's state at its maximum) fits the encoder's buffer. */
 _Static_assert(4 + 4 + 16 + 16 + 8 + 9 * 8 + 4 * 8 + 4 + 4 * 8 + 1 + TG_ENGINE_SERIES_WINDOWS * 44 +
                        TG_ENGINE_LEVEL_WINDOW_MAX * 8 + TG_ENGINE_SEASONAL_BUCKETS_MAX * 8 + 1 +
-                       32 + 4 + 2 + 2 + 4 +
+                       32 + 4 + 2 + 2 + 4 + 2 +
                        (2 * TG_ENGINE_PREDICT_ORDER_MAX +
                         TG_ENGINE_PREDICT_ORDER_MAX * (TG_ENGINE_PREDICT_ORDER_MAX + 1) / 2) * 8 <=
                    TG_ENGINE_SNAPSHOT_MAX,
@@ -210,7 +210,7 @@ static bool plausible(struct series *s, const struct detect_params *dp)
         if (!finite_in(ps->mean, -val, val) || !finite_in(ps->res_var, 0, var) ||
             !finite_in(ps->step_ms, 0, PERIOD_LIMIT) || !finite_in(ps->p_trace, 0, 1e300) ||
             !finite_in(ps->dt_dev, 0, PERIOD_LIMIT) ||
-            ps->hist_n > dp->predict_order)
+            ps->hist_n > dp->predict_order || ps->stand_mask >> dp->predict_order)
             return false;
         for (size_t i = 0; i < predict__doubles(dp->predict_order); i++)
             if (!finite_in(ps->v[i], -1e300, 1e300))
@@ -301,6 +301,8 @@ size_t snapshot__encode_series(const struct series *s, const struct detect_param
         put_u8(&w, (uint16_t)ps->slot_off & 0xffu);
         put_u8(&w, (uint16_t)ps->slot_off >> 8);
         put_f32(&w, ps->dt_dev);
+        put_u8(&w, ps->stand_mask & 0xffu);
+        put_u8(&w, ps->stand_mask >> 8);
         for (size_t i = 0; i < predict__doubles(dp->predict_order); i++)
             put_f64(&w, ps->v[i]);
     }
@@ -403,9 +405,12 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
             unsigned lo = get_u8(&r);
             ps->slot_off = (int16_t)(uint16_t)(lo | get_u8(&r) << 8);
             ps->dt_dev = get_f32(&r);
+            lo = get_u8(&r);
+            ps->stand_mask = (uint16_t)(lo | get_u8(&r) << 8);
         } else {
             ps->slot_off = 0;
             ps->dt_dev = 0;
+            ps->stand_mask = 0;
         }
         for (size_t i = 0; i < predict__doubles(dp->predict_order); i++)
             ps->v[i] = get_f64(&r);
