@@ -38,6 +38,7 @@ struct detect_params {
     double shift_alpha;           /* weight of a new sample in the slow mean/variance */
     double shift_lambda;          /* weight of a new sample in the fast EWMA */
     int shift_persist_samples;    /* chart beyond DRIFT_Z this long on one side fires; 0: off */
+    double drift_min;             /* drift test: a gap this large counts whatever the spread; 0: off */
     int stuck_samples;            /* N: samples within tolerance that make a flatline */
     double stuck_tolerance;       /* absolute: |x - start of run| <= this counts as the same */
     double silence_factor;        /* k: silent when quiet for k usual periods */
