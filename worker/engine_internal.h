@@ -77,6 +77,8 @@ struct tg_engine_config {
     int64_t update_interval_ms; /* least event time between two update records */
     uint64_t max_series;      /* series beyond this are not tracked (counted) */
     int64_t series_idle_ms;   /* evict a series this far behind its partition's watermark */
+    int64_t partition_hole_ms; /* event time with no record of a partition that is a hole in
+                                * it rather than silence of its devices; 0: off (replay) */
 };
 
 /* Parameters for rule index r (n_rules means the defaults). */
@@ -305,9 +307,15 @@ size_t snapshot__encode_series(const struct series *s, const struct detect_param
  * decode or was written for another layout (the series then starts cold). */
 tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
                                const unsigned char *value, size_t len);
-size_t snapshot__encode_partition(int64_t max_ts, bool has_max, unsigned char *buf);
-tg_err snapshot__decode_partition(const unsigned char *value, size_t len, int64_t *max_ts,
-                                  bool *has_max);
+struct partition_state;
+/* The partition value of ps (max_ts, has_max and its holes) into buf (at least
+ * SNAPSHOT_PARTITION_MAX bytes); returns its length. */
+#define SNAPSHOT_PARTITION_MAX (1 + 1 + 8 + 1 + TG_ENGINE_PARTITION_HOLES * 16)
+size_t snapshot__encode_partition(const struct partition_state *ps, unsigned char *buf);
+/* Decodes a partition value (version 1, or 2 with holes) into out's has_max, max_ts,
+ * n_holes and holes (nothing else of out is touched); TG_ERR_MALFORMED when it does not. */
+tg_err snapshot__decode_partition(const unsigned char *value, size_t len,
+                                  struct partition_state *out);
 
 /* ---- the engine object: engine.c, engine_window.c, engine_output.c, engine_state.c ---- */
 
@@ -317,11 +325,19 @@ struct wbucket {
     size_t n, cap;
 };
 
+/* A span of event time in which a partition had no record at all: (from, to), the partition's
+ * highest event time before it and the event time of the record that ended it. */
+struct part_hole {
+    int64_t from, to;
+};
+
 struct partition_state {
     bool tracked;
     bool has_max;  /* max_ts is set: the watermark exists */
-    bool dirty;    /* max_ts changed since the last snapshot */
+    bool dirty;    /* max_ts or the holes changed since the last snapshot */
+    uint8_t n_holes; /* in holes[0..n_holes), oldest first */
     int64_t max_ts;
+    struct part_hole holes[TG_ENGINE_PARTITION_HOLES];
     struct wbucket *buckets; /* by ascending end */
     size_t n_buckets, cap_buckets;
 };
@@ -378,6 +394,17 @@ struct series *engine__series_get(struct tg_engine *en, int32_t partition, const
 /* Lists s under the open window ending at end. TG_ERR_NOMEM. */
 tg_err engine__bucket_add(struct partition_state *ps, int64_t end, struct series *s);
 void engine__part_free(struct partition_state *ps);
+
+/* ---- holes in a partition's records: engine_hole.c ---- */
+/* A reading at ts is about to raise ps's highest event time: when it is more than
+ * [engine] partition_hole_ms past it, records a hole (counted, logged). */
+void engine__hole_note(struct tg_engine *en, struct partition_state *ps, int32_t partition,
+                       int64_t ts);
+/* How much of the event time (from, to) the partition as a whole was silent in: its overlap
+ * with ps's recent holes, each widened by [engine] partition_hole_ms either side for device
+ * clocks that are off from the partition's; at most to - from. */
+int64_t engine__hole_overlap(const struct tg_engine *en, const struct partition_state *ps,
+                             int64_t from, int64_t to);
 /* qsort_r order of series pointers: device, then metric (arg: the engine config). */
 int engine__series_cmp(const void *a, const void *b, void *arg);
 /* Emits, in (device, metric) order per window end, every window the watermark passed. */
