@@ -8,9 +8,9 @@
  * source freezes, a gateway restarts, or a broker restart loses QoS0 readings, every series
  * of the partition has the same hole in event time, and judged one by one each of them
  * would look silent: thousands of alerts for one upstream event. So the partition notes a
- * hole whenever its highest event time jumps by more than [engine] partition_hole_ms (the
- * worker sets it to [worker] stall_after_ms: one limit for "the partition stopped", on the
- * wall clock and in event time alike), and a series' gap is judged without its overlap with
+ * hole whenever its highest event time jumps by more than the hole limit
+ * (tg_engine_config_set_partition_hole_ms: the worker sets [worker] stall_after_ms, one limit
+ * for "the partition stopped" on the wall clock and in event time alike), and a series' gap is judged without its overlap with
  * the partition's recent holes.
  *
  * Everything here is a function of event times and the order of records, never of a clock,
@@ -23,12 +23,10 @@
 #include "engine_internal.h"
 #include "log.h"
 
-void engine__hole_note(struct tg_engine *en, struct partition_state *ps, int32_t partition,
-                       int64_t ts)
+void engine__hole_record(struct tg_engine *en, struct partition_state *ps, int32_t partition,
+                         int64_t ts)
 {
     int64_t limit = en->ec->partition_hole_ms;
-    if (limit <= 0 || !ps->has_max || ts - ps->max_ts <= limit)
-        return;
     if (ps->n_holes == TG_ENGINE_PARTITION_HOLES) {
         memmove(ps->holes, ps->holes + 1, (TG_ENGINE_PARTITION_HOLES - 1) * sizeof *ps->holes);
         ps->n_holes--;
@@ -41,7 +39,7 @@ void engine__hole_note(struct tg_engine *en, struct partition_state *ps, int32_t
     TG_LOG_RATELIMITED(TG_LOG_LEVEL_WARN, "engine", 10000,
                        "partition %" PRId32 ": no record for %" PRId64 " ms of event time "
                        "(%" PRId64 " to %" PRId64 " ms since the epoch), more than "
-                       "partition_hole_ms %" PRId64 ": a hole upstream (a stalled source, a "
+                       "stall_after_ms (%" PRId64 "): a hole upstream (a stalled source, a "
                        "restart, readings lost), not silence of each device; gaps of its "
                        "series over it are judged without it",
                        partition, ts - ps->max_ts, ps->max_ts, ts, limit);

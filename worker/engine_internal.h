@@ -375,6 +375,19 @@ static inline int64_t engine__floor_div(int64_t a, int64_t b)
     return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
 }
 
+/* Records the hole (ps->max_ts, ts) in ps (counted, logged). engine_hole.c */
+void engine__hole_record(struct tg_engine *en, struct partition_state *ps, int32_t partition,
+                         int64_t ts);
+/* A reading at ts is about to raise ps's highest event time: when it is more than the hole
+ * limit past it, records a hole. Inline: it runs for most readings, and records nearly never. */
+static inline void engine__hole_note(struct tg_engine *en, struct partition_state *ps,
+                                     int32_t partition, int64_t ts)
+{
+    int64_t limit = en->ec->partition_hole_ms;
+    if (limit > 0 && ps->has_max && ts - ps->max_ts > limit)
+        engine__hole_record(en, ps, partition, ts);
+}
+
 static inline struct partition_state *engine__part_get(struct tg_engine *en, int32_t partition)
 {
     if (partition < 0 || (size_t)partition >= en->n_parts || !en->parts[partition].tracked)
@@ -396,12 +409,8 @@ tg_err engine__bucket_add(struct partition_state *ps, int64_t end, struct series
 void engine__part_free(struct partition_state *ps);
 
 /* ---- holes in a partition's records: engine_hole.c ---- */
-/* A reading at ts is about to raise ps's highest event time: when it is more than
- * [engine] partition_hole_ms past it, records a hole (counted, logged). */
-void engine__hole_note(struct tg_engine *en, struct partition_state *ps, int32_t partition,
-                       int64_t ts);
 /* How much of the event time (from, to) the partition as a whole was silent in: its overlap
- * with ps's recent holes, each widened by [engine] partition_hole_ms either side for device
+ * with ps's recent holes, each widened by the hole limit either side for device
  * clocks that are off from the partition's; at most to - from. */
 int64_t engine__hole_overlap(const struct tg_engine *en, const struct partition_state *ps,
                              int64_t from, int64_t to);
