@@ -235,6 +235,50 @@ static void restore_after_the_hole_continues_byte_for_byte(void **state)
     tg_engine_config_destroy(ec);
 }
 
+static int64_t get_i64(const char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | (unsigned char)p[i];
+    return (int64_t)v;
+}
+
+/* The ring keeps the last TG_ENGINE_PARTITION_HOLES (4) holes, oldest first, and every hole
+ * is counted. */
+static void only_the_last_holes_are_kept(void **state)
+{
+    (void)state;
+    struct tg_engine_config *ec = hole_config(LIMIT_MS);
+    struct rec r = {0};
+    struct store st = {0};
+    struct tg_engine *en = tg_engine_new(ec, rec_emit, &r);
+    tg_engine_partition_add(en, 0);
+    int64_t ts = T0;
+    for (int hole = 0; hole < 6; hole++) {
+        for (int i = 0; i < 10; i++, ts += 1000)
+            assert_int_equal(feed(en, 0, "solo", "temp", ts, 1), TG_OK);
+        ts += 5000 + hole * 1000; /* a hole of 6 + hole s between two readings */
+    }
+    assert_int_equal(feed(en, 0, "solo", "temp", ts, 1), TG_OK);
+    struct tg_engine_stats es;
+    tg_engine_stats(en, &es);
+    assert_int_equal(es.partition_gaps, 6);
+    tg_engine_snapshot_dirty(en, store_put, &st);
+    const struct kv *part = store_find(&st, "0/");
+    assert_non_null(part);
+    assert_int_equal(part->value_len, 11 + 4 * 16);
+    assert_int_equal((unsigned char)part->value[10], 4);
+    /* The oldest kept is the third hole: 8 s long, after the third run of readings. */
+    int64_t from = get_i64(part->value + 11), to = get_i64(part->value + 19);
+    assert_int_equal(to - from, 7000 + 1000);
+    int64_t last_to = get_i64(part->value + 11 + 3 * 16 + 8);
+    assert_int_equal(last_to, ts);
+    tg_engine_destroy(en);
+    rec_free(&r);
+    store_free(&st);
+    tg_engine_config_destroy(ec);
+}
+
 static void put_i64(unsigned char *p, int64_t v)
 {
     for (int i = 0; i < 8; i++)
@@ -297,6 +341,7 @@ int main(void)
         cmocka_unit_test(lone_device_gap_is_a_hole),
         cmocka_unit_test(restore_after_the_hole_continues_byte_for_byte),
         cmocka_unit_test(partition_versions_old_read_bad_refused),
+        cmocka_unit_test(only_the_last_holes_are_kept),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
