@@ -427,9 +427,8 @@ static void snapshots_of_another_layout_or_impossible_values_are_refused(void **
     assert_true(von->value_len > voff->value_len + 8 * 50);
     assert_int_equal(restore_into(rule_on, von), TG_OK);
     assert_int_equal(restore_into(rule_off, voff), TG_OK);
-    /* Version 4 (before slot_off, dt_dev and stand_mask, the eight bytes ahead of the model's doubles) still
-     * restores:
-     * a worker upgraded mid-stream resumes warm. */
+    /* Version 4 (before slot_off, dt_dev and stand_mask, the eight bytes ahead of the
+     * model's doubles) still restores: a worker upgraded mid-stream resumes warm. */
     {
         size_t model = (2 * 8 + 8 * 9 / 2) * 8, at = von->value_len - model - 8;
         unsigned char v4[4096];
@@ -454,7 +453,8 @@ static void snapshots_of_another_layout_or_impossible_values_are_refused(void **
     /* The predict state is the value's last part: u8 order, f64 mean, res_var, step_ms,
      * p_trace, u32 n, u8 hist_n, run, i16 slot_off, f32 dt_dev, u16 stand_mask, then the
      * model's doubles (8, 8 and 36 for p = 8). A NaN weight, a negative residual variance, a
-     * history longer than p, a negative dt_dev, a truncation: all refused. */
+     * history longer than p, a negative dt_dev, a stand-in beyond p, a truncation: all
+     * refused. */
     size_t model = (8 + 8 + 36) * 8, tail = 1 + 4 * 8 + 4 + 2 + 2 + 4 + 2 + model;
     assert_true(von->value_len > tail);
     size_t base = von->value_len - tail;
@@ -472,6 +472,9 @@ static void snapshots_of_another_layout_or_impossible_values_are_refused(void **
     assert_int_equal(restore_into(rule_on, &bad), TG_ERR_MALFORMED);
     memcpy(bad.value, von->value, von->value_len);
     bad.value[base + 1 + 4 * 8 + 8 + 3] = (char)0xbf; /* dt_dev: negative */
+    assert_int_equal(restore_into(rule_on, &bad), TG_ERR_MALFORMED);
+    memcpy(bad.value, von->value, von->value_len);
+    bad.value[base + 1 + 4 * 8 + 8 + 4 + 1] = 1; /* stand_mask: a stand-in beyond p */
     assert_int_equal(restore_into(rule_on, &bad), TG_ERR_MALFORMED);
     memcpy(bad.value, von->value, von->value_len);
     bad.value_len--;
