@@ -294,9 +294,14 @@ static void stream_point(struct vib *vs, int k, const char **dev, int64_t *ts, d
     int64_t s = k / 3;
     if (d == 2 && s >= 700)
         s += 120; /* c: two minutes' gap */
+    /* a: late readings (one every 37 s, and a burst of three at 500 s), so that the cuts
+     * below fall right after stand-ins for them as well. */
+    int64_t late = 0;
+    if (d == 0 && (s % 37 == 5 || (s >= 500 && s < 503)))
+        late = s % 37 == 5 ? 130 : 60 + 40 * (s - 500);
     *dev = devs[d];
-    *ts = T0 + s * 1000 + d;
-    double v = vib_at(&vs[d], (double)s);
+    *ts = T0 + s * 1000 + d + late;
+    double v = vib_at(&vs[d], (double)s + (double)late / 1000.0);
     if (s % 250 == 100)
         v += 0.7; /* spikes */
     if (d == 1 && s >= 900 && s < 1000)
@@ -311,7 +316,8 @@ static void restored_engine_continues_bit_for_bit(void **state)
     struct tg_engine_config *ec = make_config(rule_on, err, sizeof err);
     assert_non_null(ec);
     const int total = 1500 * 3;
-    const int cuts[] = {3 * 40 + 1, 3 * 333 + 2, 3 * 702};
+    /* After a's late readings at 338 s and 501 s (in a burst) too. */
+    const int cuts[] = {3 * 40 + 1, 3 * 333 + 2, 3 * 338 + 1, 3 * 501 + 1, 3 * 702};
     struct vib v0[3];
     for (int d = 0; d < 3; d++)
         vib_init(&v0[d], (uint64_t)d + 40);
