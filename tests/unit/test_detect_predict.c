@@ -354,10 +354,7 @@ static void restored_engine_continues_bit_for_bit(void **state)
         tg_engine_snapshot_dirty(en, store_put, &st);
         tg_engine_destroy(en);
         en = scored_engine_new(ec, &b, &sc);
-        for (size_t i = 0; i < st.n; i++)
-            assert_int_equal(tg_engine_restore(en, st.v[i].key, st.v[i].key_len, st.v[i].value,
-                                               st.v[i].value_len),
-                             TG_OK);
+        store_restore_all(en, &st);
         for (int k = cuts[c]; k < total; k++) {
             const char *dev;
             int64_t ts;

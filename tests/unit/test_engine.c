@@ -286,10 +286,7 @@ static void restored_engine_continues_byte_for_byte(void **state)
     tg_engine_destroy(en);
     en = tg_engine_new(ec, rec_emit, &b);
     tg_engine_partition_add(en, 0);
-    for (size_t i = 0; i < st.n; i++)
-        assert_int_equal(tg_engine_restore(en, st.v[i].key, st.v[i].key_len, st.v[i].value,
-                                           st.v[i].value_len),
-                         TG_OK);
+    store_restore_all(en, &st);
     for (int k = cut; k < total; k++) {
         const char *dev, *met;
         int64_t ts;

@@ -198,10 +198,7 @@ static void restore_after_the_hole_continues_byte_for_byte(void **state)
 
     en = tg_engine_new(ec, rec_emit, &b);
     tg_engine_partition_add(en, 0);
-    for (size_t i = 0; i < st.n; i++)
-        assert_int_equal(tg_engine_restore(en, st.v[i].key, st.v[i].key_len, st.v[i].value,
-                                           st.v[i].value_len),
-                         TG_OK);
+    store_restore_all(en, &st);
     feed_range(en, HOLE_TO_S, 5, SECONDS);
     tg_engine_snapshot_dirty(en, store_put, &b_state);
     struct tg_engine_stats bst;
