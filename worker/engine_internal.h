@@ -128,7 +128,12 @@ struct series {
     uint8_t alert_kind;  /* enum detector of the open alert */
     uint8_t level_n;     /* values in the level ring */
     uint8_t level_pos;   /* next slot of the ring */
-    uint8_t lines;       /* 64-byte lines the series spans (prefetching), at most 255 */
+    /* What a lookup prefetches (series_table.c), set at creation: the first pf_bytes, which
+     * every point reads (through the level window, or the whole series with `predict` on),
+     * and when pf_bucket is set, the one seasonal bucket the point's time of day picks (the
+     * buckets start at pf_bytes): a point reads one of them, not the day's three lines. */
+    uint8_t pf_bucket;
+    uint16_t pf_bytes;
     uint32_t n;          /* samples since the last warm-up start (saturating) */
     uint32_t stuck_run;  /* samples within tolerance of stuck_ref, this one included */
     uint32_t quiet;      /* points under the threshold since the alert's last crossing */
@@ -224,6 +229,20 @@ void level_window__load(unsigned char *lw, int window, const double *ring, int n
 
 /* Bytes of a series with this rule and key. */
 size_t series__size(const struct detect_params *dp, size_t dev_len, size_t metric_len);
+/* Sets s->pf_bytes and s->pf_bucket for its rule and key (series_table.c prefetches by them). */
+void series__set_prefetch(struct series *s, const struct detect_params *dp);
+
+#define DETECT_DAY_MS INT64_C(86400000)
+/* The time of day (ms, 0 .. a day) of event time ts, and in *day its day number (UTC); the
+ * seasonal detector's and the lookup's prefetch's. */
+static inline int32_t detect__time_of_day(int64_t ts, int64_t *day)
+{
+    /* One division by the constant (the floor for times before the epoch), the rest from it. */
+    int64_t d = ts / DETECT_DAY_MS;
+    d -= ts - d * DETECT_DAY_MS < 0;
+    *day = d;
+    return (int32_t)(ts - d * DETECT_DAY_MS);
+}
 
 /* Resets a series' detector state to "never seen a sample" (windows and alerts untouched). */
 void detect__reset(struct series *s, const struct detect_params *dp);
@@ -284,7 +303,9 @@ struct series *series_table__find(const struct series_table *st, const struct tg
  * (stage 2, once the slot has arrived). A reading's metrics are looked up together so that
  * their cache misses overlap. No effect on results. */
 void series_table__prefetch_slot(const struct series_table *st, uint32_t hash);
-void series_table__prefetch_series(const struct series_table *st, uint32_t hash);
+void series_table__prefetch_series(const struct series_table *st,
+                                   const struct tg_engine_config *ec, uint32_t hash,
+                                   int32_t tod);
 /* Inserts s (not present; ownership moves to the table). TG_ERR_NOMEM. */
 tg_err series_table__insert(struct series_table *st, struct series *s);
 size_t series_table__count(const struct series_table *st);
