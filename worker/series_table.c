@@ -158,15 +158,15 @@ void series_table__prefetch_series(const struct series_table *st,
     const struct slot *sl = &st->slots[hash & st->mask];
     if (sl->hash != hash || sl->pf_bytes == 0)
         return;
-    /* The lines of the series' first pf_bytes (header, key, level window). */
-    const char *p = (const char *)sl->s;
-    unsigned n = (sl->pf_bytes + 63u) / 64u;
+    /* The lines of its hot bytes (SERIES_HOT .. pf_bytes: header, key, level window). */
+    const char *p = (const char *)sl->s, *hot = p + SERIES_HOT;
+    unsigned n = (sl->pf_bytes - (unsigned)SERIES_HOT + 63u) / 64u;
     /* Up to 12 lines by a jump into straight-line prefetches, a third of a loop's
      * instructions; any beyond (long names, predict) one by one. The jump's target depends on
      * the rule and the key's length alone, so the predictor learns it. */
     unsigned k = n < 12 ? n : 12;
     /* entered at case k: lines 0, 1, ... k-1 (k-1 is `last`), in the order scoring reads */
-    const char *last = p + 64 * (k - 1);
+    const char *last = hot + 64 * (k - 1);
     switch (k) {
     case 12: __builtin_prefetch(last - 64 * 11); /* fall through */
     case 11: __builtin_prefetch(last - 64 * 10); /* fall through */
@@ -182,8 +182,8 @@ void series_table__prefetch_series(const struct series_table *st,
     default: __builtin_prefetch(last); break;
     }
     for (unsigned i = 12; i < n; i++)
-        __builtin_prefetch(p + 64 * i);
-    /* malloc aligns to 16, not 64: the bytes may reach one line further than n lines from p. */
+        __builtin_prefetch(hot + 64 * i);
+    /* malloc aligns to 16, not 64: the bytes may reach one line further than n lines. */
     __builtin_prefetch(p + sl->pf_bytes - 1);
     if (sl->pf_bucket) {
         /* The one bucket this point's time of day reads, right after those bytes. */
