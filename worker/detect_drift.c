@@ -23,8 +23,16 @@
  *
  * The spread starts as half the level's variance at the end of warm-up, worth DRIFT_PRIOR
  * samples, and the sum scores DRIFT_SETTLE samples after warm-up: before that the anchor is
- * still a mean of few samples. Everything is a pure function of the series' state and the
- * sample, stored in the snapshot (snapshot.c).
+ * still a mean of few samples.
+ *
+ * The rule key drift_min (metric units; 0, the default, leaves all of the above as it is)
+ * gives the test a size that a young series does not have to learn: the spread is then
+ * never taken wider than drift_min / DRIFT_K, so a gap of drift_min always scores DRIFT_K
+ * deviations, and a gap beyond drift_min slows the anchor as an excursion does. It must be
+ * set above the gap a clean series wanders to (README, "Why drift"); it adds no state.
+ *
+ * Everything is a pure function of the series' state and the sample, stored in the snapshot
+ * (snapshot.c).
  */
 #include <math.h>
 
@@ -63,7 +71,14 @@ void detect__drift(struct series *s, const struct detect_params *dp, double x, b
     double var = s->drift_var;
     if (var < floor * floor)
         var = floor * floor;
-    double z = gap / sqrt(var);
+    /* drift_min, the user's size of a drift worth an alert: a gap that large counts as
+     * DRIFT_K deviations however wide a spread the series has learned (a young series learns
+     * a drift's gap into its spread, and would never see it); a spread narrower than
+     * drift_min / DRIFT_K still judges as before. */
+    double yard = sqrt(var);
+    if (dp->drift_min > 0 && DRIFT_K * yard > dp->drift_min)
+        yard = dp->drift_min * (1.0 / DRIFT_K);
+    double z = gap / yard;
     double az = fabs(z) < DRIFT_ZCAP ? fabs(z) : DRIFT_ZCAP;
     /* A sample on the other side starts the sum again; if it ends an excursion, the series
      * came back (a level shift or a drift ended): the anchor, which learned a little of the
@@ -100,7 +115,10 @@ void detect__drift(struct series *s, const struct detect_params *dp, double x, b
         double w = 1.0 / ((double)k + DRIFT_PRIOR);
         if (w < DRIFT_VAR)
             w = DRIFT_VAR;
-        if (sum > DRIFT_OUT * DRIFT_H) {
+        /* A gap beyond drift_min is an excursion too, before the sum says so: the anchor
+         * would otherwise follow the ramp at a lag of 1 / DRIFT_SLOW samples, a gap no
+         * larger than a wander's. */
+        if (sum > DRIFT_OUT * DRIFT_H || (dp->drift_min > 0 && fabs(gap) > dp->drift_min)) {
             a *= DRIFT_SLOW_OUT;
             w *= DRIFT_VAR_OUT;
         }

@@ -37,6 +37,9 @@
     TG_CFG_INT(sec, "shift_persist_samples", "180", 0, 1000000,                                  \
                "samples the shift chart stays beyond 2 of its deviations on one side before it "\
                "fires whatever its threshold (slow drifts; 0: off)"),                             \
+    TG_CFG_STR(sec, "drift_min", "0",                                                             \
+               "smallest sustained drift worth an alert, in the metric's unit: the drift test "  \
+               "counts a gap this large whatever spread the series learned (0: off)"),           \
     TG_CFG_BOOL(sec, "rate", "true", "rate-of-change detector on or off"),                        \
     TG_CFG_STR(sec, "rate_threshold", "7",                                                        \
                "z of the rate of change per second at which the rate detector fires"),           \
@@ -74,7 +77,7 @@
     TG_CFG_INT(sec, "predict_order", "8", 2, TG_ENGINE_PREDICT_ORDER_MAX,                         \
                "past samples the predict detector's linear predictor uses (2 per sine)")
 
-#define DETECT_NKEYS 27
+#define DETECT_NKEYS 28
 
 #define RULE_KEYS(sec)                                                                            \
     TG_CFG_STR(sec, "match", "",                                                                  \
@@ -196,6 +199,7 @@ static void read_params(struct builder *b, const char *rule_sec, struct detect_p
     dp->threshold[DET_SHIFT] = get_num(b, SEC("shift_threshold"), "shift_threshold", 0.5, false, 1e6);
     dp->shift_persist_samples =
         (int)tg_config_get_int(cfg, SEC("shift_persist_samples"), "shift_persist_samples");
+    dp->drift_min = get_num(b, SEC("drift_min"), "drift_min", 0, false, 1e100);
     dp->threshold[DET_RATE] = get_num(b, SEC("rate_threshold"), "rate_threshold", 0.5, false, 1e6);
     dp->stuck_samples = (int)tg_config_get_int(cfg, SEC("stuck_samples"), "stuck_samples");
     dp->stuck_tolerance = get_num(b, SEC("stuck_tolerance"), "stuck_tolerance", 0, false, 1e300);
@@ -286,6 +290,11 @@ void tg_engine_config_destroy(struct tg_engine_config *ec)
     for (int i = 0; i < ec->n_rules; i++)
         free(ec->rules[i].match);
     free(ec);
+}
+
+void tg_engine_config_set_partition_hole_ms(struct tg_engine_config *ec, int64_t ms)
+{
+    ec->partition_hole_ms = ms > 0 ? ms : 0;
 }
 
 int engine__rule_for(const struct tg_engine_config *ec, const char *metric)

@@ -26,6 +26,9 @@
  * and predict__doubles(order) x f64 (weights, history, P). A version 3 snapshot restored into
  * a rule with predict on is refused by its detectors bitmask (the series starts cold).
  * Partition value, version PARTITION_VERSION (1): u8 version, u8 has_max, i64 max_ts.
+ * Partition value, version 2 (written when the partition has recent holes, engine_hole.c;
+ * version 1 otherwise, and version 1 is still read): version 1's fields, then u8 n_holes
+ * (1..TG_ENGINE_PARTITION_HOLES) and n_holes x (i64 from, i64 to), oldest first.
  */
 #include <float.h>
 #include <string.h>
@@ -35,6 +38,7 @@
 #define SNAPSHOT_VERSION 3
 #define SNAPSHOT_VERSION_PREDICT 4 /* version 3 + the predict detector's state */
 #define PARTITION_VERSION 1 /* the partition value did not change with the series' versions 2-4 */
+#define PARTITION_VERSION_HOLES 2 /* version 1 + the partition's recent holes */
 #define KEEP_FLAGS (SERIES_HAS_LAST | SERIES_ALERT | SERIES_SILENCE)
 
 /* The largest value (every detector's state at its maximum) fits the encoder's buffer. */
@@ -45,6 +49,9 @@ _Static_assert(4 + 4 + 16 + 16 + 8 + 9 * 8 + 4 * 8 + 4 + 4 * 8 + 1 + TG_ENGINE_S
                         TG_ENGINE_PREDICT_ORDER_MAX * (TG_ENGINE_PREDICT_ORDER_MAX + 1) / 2) * 8 <=
                    TG_ENGINE_SNAPSHOT_MAX,
                "TG_ENGINE_SNAPSHOT_MAX holds the largest series value");
+
+_Static_assert(SNAPSHOT_PARTITION_MAX <= TG_ENGINE_SNAPSHOT_MAX && TG_ENGINE_PARTITION_HOLES <= 255,
+               "a partition value fits the encoder's buffer and its hole count a byte");
 
 struct wr {
     unsigned char *p;
@@ -395,24 +402,55 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
     return TG_OK;
 }
 
-size_t snapshot__encode_partition(int64_t max_ts, bool has_max, unsigned char *buf)
+size_t snapshot__encode_partition(const struct partition_state *ps, unsigned char *buf)
 {
     struct wr w = {buf};
-    put_u8(&w, PARTITION_VERSION);
-    put_u8(&w, has_max ? 1 : 0);
-    put_i64(&w, max_ts);
+    /* A partition with no hole keeps version 1, byte for byte: its snapshots (and the golden
+     * digest over them) are what they were before holes were kept. */
+    put_u8(&w, ps->n_holes ? PARTITION_VERSION_HOLES : PARTITION_VERSION);
+    put_u8(&w, ps->has_max ? 1 : 0);
+    put_i64(&w, ps->max_ts);
+    if (ps->n_holes) {
+        put_u8(&w, ps->n_holes);
+        for (unsigned i = 0; i < ps->n_holes; i++) {
+            put_i64(&w, ps->holes[i].from);
+            put_i64(&w, ps->holes[i].to);
+        }
+    }
     return (size_t)(w.p - buf);
 }
 
-tg_err snapshot__decode_partition(const unsigned char *value, size_t len, int64_t *max_ts,
-                                  bool *has_max)
+tg_err snapshot__decode_partition(const unsigned char *value, size_t len,
+                                  struct partition_state *out)
 {
     struct rd r = {value, value + len, false};
     unsigned version = get_u8(&r), hm = get_u8(&r);
     int64_t m = get_i64(&r);
-    if (r.bad || r.p != r.end || version != PARTITION_VERSION || hm > 1 || !time_ok(m))
+    if (r.bad || (version != PARTITION_VERSION && version != PARTITION_VERSION_HOLES) || hm > 1 ||
+        !time_ok(m))
         return TG_ERR_MALFORMED;
-    *max_ts = m;
-    *has_max = hm == 1;
+    struct part_hole holes[TG_ENGINE_PARTITION_HOLES];
+    unsigned n = 0;
+    if (version == PARTITION_VERSION_HOLES) {
+        /* Only what the engine writes: 1..max holes, each a forward span, in order and apart,
+         * none past the partition's highest event time. */
+        n = get_u8(&r);
+        if (r.bad || n == 0 || n > TG_ENGINE_PARTITION_HOLES || hm != 1)
+            return TG_ERR_MALFORMED;
+        for (unsigned i = 0; i < n; i++) {
+            holes[i].from = get_i64(&r);
+            holes[i].to = get_i64(&r);
+            if (r.bad || !time_ok(holes[i].from) || !time_ok(holes[i].to) ||
+                holes[i].from >= holes[i].to || holes[i].to > m ||
+                (i > 0 && holes[i].from < holes[i - 1].to))
+                return TG_ERR_MALFORMED;
+        }
+    }
+    if (r.bad || r.p != r.end)
+        return TG_ERR_MALFORMED;
+    out->max_ts = m;
+    out->has_max = hm == 1;
+    out->n_holes = (uint8_t)n;
+    memcpy(out->holes, holes, n * sizeof *holes);
     return TG_OK;
 }

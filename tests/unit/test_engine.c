@@ -50,6 +50,42 @@ static void config_bad_number_names_file_line_key(void **state)
     unlink(path);
 }
 
+/* drift_min is a size in the metric's unit: negative or not a number is refused with
+ * file:line:key; 0 (off) and a positive size load. */
+static void config_drift_min_names_file_line_key(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {"-0.5", "wide", "nan"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char path[] = "/tmp/test_engine_XXXXXX";
+        int fd = mkstemp(path);
+        assert_true(fd >= 0);
+        char ini[128];
+        int len = snprintf(ini, sizeof ini, "[rules.3]\nmatch = humidity*\ndrift_min = %s\n", bad[i]);
+        assert_int_equal(write(fd, ini, (size_t)len), (ssize_t)len);
+        close(fd);
+        size_t n;
+        const struct tg_config_key *keys = tg_engine_config_keys(&n);
+        struct tg_config *cfg = tg_config_new(keys, n);
+        assert_int_equal(tg_config_load_file(cfg, TG_CONFIG_FILE, path), TG_OK);
+        char err[512];
+        struct tg_engine_config *ec = tg_engine_config_from(cfg, err, sizeof err);
+        assert_null(ec);
+        char want[256];
+        snprintf(want, sizeof want, "%s:3: [rules.3] drift_min: expected a number >= 0", path);
+        if (!strstr(err, want))
+            fail_msg("error was: %s", err);
+        tg_config_destroy(cfg);
+        unlink(path);
+    }
+    char err[512];
+    const char *ok[] = {"rules.1.match=temp*", "rules.1.drift_min=0.6", "detect.drift_min=0", NULL};
+    struct tg_engine_config *ec = make_config(ok, err, sizeof err);
+    if (!ec)
+        fail_msg("%s", err);
+    tg_engine_config_destroy(ec);
+}
+
 static void config_lateness_beyond_window_refused(void **state)
 {
     (void)state;
@@ -605,6 +641,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(config_defaults_build),
         cmocka_unit_test(config_bad_number_names_file_line_key),
+        cmocka_unit_test(config_drift_min_names_file_line_key),
         cmocka_unit_test(config_lateness_beyond_window_refused),
         cmocka_unit_test(windows_tumble_with_out_of_order_input),
         cmocka_unit_test(windows_emit_in_key_order_and_per_partition),
