@@ -78,6 +78,19 @@ size_t series__size(const struct detect_params *dp, size_t dev_len, size_t metri
            dp->seasonal_bytes + dp->predict_bytes;
 }
 
+void series__set_prefetch(struct series *s, const struct detect_params *dp)
+{
+    size_t size = series__size(dp, s->dev_len, s->metric_len);
+    size_t hot = size - dp->seasonal_bytes - dp->predict_bytes;
+    /* With predict on, its model (after the buckets) is read at every point too: the whole
+     * series, as one range. */
+    bool bucket = dp->on[DET_SEASONAL] && !dp->on[DET_PREDICT];
+    if (!bucket)
+        hot = size;
+    s->pf_bucket = bucket;
+    s->pf_bytes = (uint16_t)(hot < UINT16_MAX ? hot : UINT16_MAX);
+}
+
 void detect__reset(struct series *s, const struct detect_params *dp)
 {
     s->flags &= (uint8_t)~SERIES_HAS_LAST;
@@ -349,10 +362,8 @@ static void seasonal_point(struct series *s, const struct detect_params *dp, int
                            double x, double floor, struct detect_result *res)
 {
     struct seasonal_bucket *bk = series__buckets(s, dp);
-    /* One division by the constant (the floor for times before the epoch), the rest from it. */
-    int64_t day = ts / DAY_MS;
-    day -= ts - day * DAY_MS < 0;
-    int64_t tod = ts - day * DAY_MS;
+    int64_t day;
+    int64_t tod = detect__time_of_day(ts, &day);
     int64_t bucket_ms = dp->seasonal_bucket_ms;
     /* In 32 bits (a day's ms fit): a 64-bit division costs several times more. */
     int64_t bi = (int32_t)tod / (int32_t)bucket_ms;

@@ -165,7 +165,7 @@ static struct series *series_create(struct tg_engine *en, int32_t partition, con
     s->dev_len = (uint16_t)dev_len;
     s->metric_len = (uint16_t)metric_len;
     s->rule = (uint8_t)rule;
-    s->lines = (uint8_t)((size + 63) / 64 < 255 ? (size + 63) / 64 : 255);
+    series__set_prefetch(s, dp);
     detect__reset(s, dp);
     char *key = (char *)s->tail;
     memcpy(key, device, dev_len);
@@ -367,10 +367,20 @@ tg_err tg_engine_process(struct tg_engine *en, int32_t partition, const struct t
             engine__floor_div(wm, EVICT_CHECK_MS) != engine__floor_div(old_wm, EVICT_CHECK_MS))
             engine__evict_idle(en, partition, wm);
     }
-    for (size_t i = 0; i < batch; i++)
-        series_table__prefetch_series(en->st, hashes[i]);
+    /* The series are prefetched two metrics ahead of the one being scored, not all at once:
+     * a reading's five series are about 40 lines, more than the core's fill buffers hold,
+     * and prefetches issued back to back wait for each other with nothing to compute in
+     * the meantime (a fifth of the time in perf), where two ahead arrive while the points
+     * before them are scored. */
+    enum { AHEAD = 2 };
+    int64_t day;
+    int32_t tod = detect__time_of_day(ts, &day); /* for the seasonal bucket's prefetch */
+    for (size_t i = 0; i < batch && i < AHEAD; i++)
+        series_table__prefetch_series(en->st, en->ec, hashes[i], tod);
     for (size_t i = 0; i < rd->n_metrics; i++) {
         const struct tg_metric *m = &rd->metrics[i];
+        if (i + AHEAD < batch)
+            series_table__prefetch_series(en->st, en->ec, hashes[i + AHEAD], tod);
         en->stats.points++;
         size_t metric_len = i < batch ? metric_lens[i] : strlen(m->name);
         uint32_t h = i < batch ? hashes[i]

@@ -292,9 +292,11 @@ tg_err tg_engine_restore(struct tg_engine *en, const void *key, size_t key_len,
     }
     /* Copy the state, keeping the identity the table set. */
     uint32_t hash = s->hash;
-    uint8_t dirty = s->flags & SERIES_DIRTY, lines = s->lines;
+    uint8_t dirty = s->flags & SERIES_DIRTY, pf_bucket = s->pf_bucket;
+    uint16_t pf_bytes = s->pf_bytes;
     memcpy(s, tmp, sizeof *s);
-    s->lines = lines;
+    s->pf_bucket = pf_bucket;
+    s->pf_bytes = pf_bytes;
     s->sweep_seen_ts = s->sweep_seen_wall = 0;
     size_t kb = series__key_bytes(dev_len, metric_len);
     memcpy(s->tail + kb, tmp->tail + kb,

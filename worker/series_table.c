@@ -12,12 +12,15 @@
 #include "engine_internal.h"
 #include "util.h"
 
-/* 16 bytes: the hash rejects most other keys, and the series' size in cache lines lets a
- * lookup prefetch the series from the slot alone (no dependent load on the series). */
+/* 16 bytes: the hash rejects most other keys, and what to prefetch of the series (its first
+ * bytes and, by rule, the seasonal bucket of the point's time) comes from the slot alone, no
+ * dependent load on the series. */
 struct slot {
     struct series *s;
     uint32_t hash;
-    uint32_t lines;
+    uint16_t pf_bytes; /* the series' pf_bytes; 0: empty slot */
+    uint8_t rule;
+    uint8_t pf_bucket;
 };
 
 struct series_table {
@@ -148,39 +151,46 @@ void series_table__prefetch_slot(const struct series_table *st, uint32_t hash)
     __builtin_prefetch(&st->slots[hash & st->mask]);
 }
 
-void series_table__prefetch_series(const struct series_table *st, uint32_t hash)
+void series_table__prefetch_series(const struct series_table *st,
+                                   const struct tg_engine_config *ec, uint32_t hash,
+                                   int32_t tod)
 {
     const struct slot *sl = &st->slots[hash & st->mask];
-    if (sl->hash == hash) {
-        /* The whole series: scoring reads its header, key, window and one seasonal bucket.
-         * (An empty slot has lines 0.) */
-        const char *p = (const char *)sl->s;
-        unsigned n = sl->lines;
-        /* Up to 12 lines (a series of the shipped rules with names up to ~100 bytes) by a
-         * jump into straight-line prefetches, a third of a loop's instructions; any beyond
-         * (long names) one by one. */
-        if (n == 0)
-            return;
-        unsigned k = n < 12 ? n : 12;
-        /* entered at case k: lines 0, 1, ... k-1 (k-1 is `last`), in the order scoring reads */
-        const char *last = p + 64 * (k - 1);
-        switch (k) {
-        case 12: __builtin_prefetch(last - 64 * 11); /* fall through */
-        case 11: __builtin_prefetch(last - 64 * 10); /* fall through */
-        case 10: __builtin_prefetch(last - 64 * 9); /* fall through */
-        case 9: __builtin_prefetch(last - 64 * 8); /* fall through */
-        case 8: __builtin_prefetch(last - 64 * 7); /* fall through */
-        case 7: __builtin_prefetch(last - 64 * 6); /* fall through */
-        case 6: __builtin_prefetch(last - 64 * 5); /* fall through */
-        case 5: __builtin_prefetch(last - 64 * 4); /* fall through */
-        case 4: __builtin_prefetch(last - 64 * 3); /* fall through */
-        case 3: __builtin_prefetch(last - 64 * 2); /* fall through */
-        case 2: __builtin_prefetch(last - 64 * 1); /* fall through */
-        case 1: __builtin_prefetch(last); /* fall through */
-        default: break;
-        }
-        for (unsigned i = 12; i < n; i++)
-            __builtin_prefetch(p + 64 * i);
+    if (sl->hash != hash || sl->pf_bytes == 0)
+        return;
+    /* The lines of its hot bytes (SERIES_HOT .. pf_bytes: header, key, level window). */
+    const char *p = (const char *)sl->s, *hot = p + SERIES_HOT;
+    unsigned n = (sl->pf_bytes - (unsigned)SERIES_HOT + 63u) / 64u;
+    /* Up to 12 lines by a jump into straight-line prefetches, a third of a loop's
+     * instructions; any beyond (long names, predict) one by one. The jump's target depends on
+     * the rule and the key's length alone, so the predictor learns it. */
+    unsigned k = n < 12 ? n : 12;
+    /* entered at case k: lines 0, 1, ... k-1 (k-1 is `last`), in the order scoring reads */
+    const char *last = hot + 64 * (k - 1);
+    switch (k) {
+    case 12: __builtin_prefetch(last - 64 * 11); /* fall through */
+    case 11: __builtin_prefetch(last - 64 * 10); /* fall through */
+    case 10: __builtin_prefetch(last - 64 * 9); /* fall through */
+    case 9: __builtin_prefetch(last - 64 * 8); /* fall through */
+    case 8: __builtin_prefetch(last - 64 * 7); /* fall through */
+    case 7: __builtin_prefetch(last - 64 * 6); /* fall through */
+    case 6: __builtin_prefetch(last - 64 * 5); /* fall through */
+    case 5: __builtin_prefetch(last - 64 * 4); /* fall through */
+    case 4: __builtin_prefetch(last - 64 * 3); /* fall through */
+    case 3: __builtin_prefetch(last - 64 * 2); /* fall through */
+    case 2: __builtin_prefetch(last - 64 * 1); /* fall through */
+    default: __builtin_prefetch(last); break;
+    }
+    for (unsigned i = 12; i < n; i++)
+        __builtin_prefetch(hot + 64 * i);
+    /* malloc aligns to 16, not 64: the bytes may reach one line further than n lines. */
+    __builtin_prefetch(p + sl->pf_bytes - 1);
+    if (sl->pf_bucket) {
+        /* The one bucket this point's time of day reads, right after those bytes. */
+        const struct detect_params *dp = engine__params(ec, sl->rule);
+        int32_t bi = tod / dp->seasonal_bucket_ms;
+        bi = bi < dp->seasonal_buckets ? bi : dp->seasonal_buckets - 1;
+        __builtin_prefetch(p + sl->pf_bytes + (size_t)bi * sizeof(struct seasonal_bucket));
     }
 }
 
@@ -189,7 +199,7 @@ static void place(struct slot *slots, uint32_t mask, struct series *s)
     uint32_t i = s->hash & mask;
     while (slots[i].s)
         i = (i + 1) & mask;
-    slots[i] = (struct slot){s, s->hash, s->lines};
+    slots[i] = (struct slot){s, s->hash, s->pf_bytes, s->rule, s->pf_bucket};
 }
 
 static tg_err resize(struct series_table *st, uint32_t capacity)
