@@ -30,7 +30,7 @@
  * The rule key drift_min (metric units; 0, the default, leaves all of the above as it is)
  * gives the test a size that a young series does not have to learn: the spread is then
  * never taken wider than drift_min / DRIFT_K, so a gap of drift_min always scores DRIFT_K
- * deviations, and a gap beyond drift_min slows the anchor as an excursion does. It must be
+ * deviations, and a gap beyond 0.8 drift_min slows the anchor as an excursion does. It must be
  * set above the gap a clean series wanders to (README, "Why drift"); it adds no state.
  *
  * Everything is a pure function of the series' state and the sample, stored in the snapshot
@@ -54,6 +54,7 @@
 #define DRIFT_SETTLE 100   /* samples after warm-up before the sum scores */
 #define DRIFT_SPENT (2 * DRIFT_H) /* the sum of an excursion already reported */
 #define DRIFT_OUT 0.25     /* the sum, over DRIFT_H, beyond which an excursion is under way */
+#define DRIFT_MIN_OUT 0.8  /* drift_min: a gap beyond this fraction of it is an excursion */
 
 /* The anchor's restart after a reported excursion ended: the fast average and the anchor are
  * running means of the samples since (as at warm-up), and the sum stays at 0 for DRIFT_BACK
@@ -151,10 +152,13 @@ void detect__drift(struct series *s, const struct detect_params *dp, double x, b
         double w = 1.0 / ((double)k + DRIFT_PRIOR);
         if (w < DRIFT_VAR)
             w = DRIFT_VAR;
-        /* A gap beyond drift_min is an excursion too, before the sum says so: the anchor
+        /* A gap near drift_min is an excursion too, before the sum says so: the anchor
          * would otherwise follow the ramp at a lag of 1 / DRIFT_SLOW samples, a gap no
-         * larger than a wander's. */
-        if (sum > DRIFT_OUT * DRIFT_H || (dp->drift_min > 0 && fabs(gap) > dp->drift_min)) {
+         * larger than a wander's. Near, not beyond: slowed only beyond drift_min, the
+         * anchor follows a slow ramp at a lag that hovers at drift_min, where the sum
+         * (which counts from DRIFT_K deviations, drift_min itself) never grows. */
+        if (sum > DRIFT_OUT * DRIFT_H ||
+            (dp->drift_min > 0 && fabs(gap) > DRIFT_MIN_OUT * dp->drift_min)) {
             a *= DRIFT_SLOW_OUT;
             w *= DRIFT_VAR_OUT;
         }

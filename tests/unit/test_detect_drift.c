@@ -108,6 +108,43 @@ static void the_way_back_from_a_reported_shift_is_quiet(void **state)
     assert_int_equal(after, 0);
 }
 
+/* A slow ramp on the same series: +0.5 g over 900 s (a tenth at once, as the simulator's
+ * drifts), the run ending 600 s in, the offset then 0.35 g. The anchor follows a ramp at a
+ * lag of about 200 samples' growth (0.11 g here); slowed only beyond drift_min, it kept its
+ * lag at about drift_min itself (traced on tidegate-sim's seed 1, q-000265), where the sum,
+ * which counts from 3 deviations = drift_min, hardly grows. Slowed from 0.8 drift_min
+ * (DRIFT_MIN_OUT) it falls behind, and the ramp is found on all 12 series (9 with the
+ * anchor slowed from drift_min: seen failing). */
+static void a_slow_ramp_outgrows_the_anchor(void **state)
+{
+    (void)state;
+    int found = 0;
+    for (uint64_t seed = 1; seed <= 12; seed++) {
+        struct tg_engine_config *ec;
+        struct tg_engine *en;
+        struct rec r = {0};
+        run_open(&ec, &en, &r, vib_rule);
+        struct shaker sh;
+        shaker_init(&sh, seed + 100);
+        const int64_t from = 200, len = 900, end = from + 600;
+        for (int64_t s = 0; s < end; s++) {
+            double x = shaker_at(&sh, s);
+            if (s >= from)
+                x += 0.5 * (0.1 + 0.9 * (double)(s - from) / (double)len);
+            feed(en, 0, "dev", "vib", T0 + s * 1000, x);
+        }
+        tg_engine_flush(en);
+        size_t before = opens_between(&r, 0, from), during = opens_between(&r, from, end);
+        fprintf(stderr, "seed %llu: alerts before the ramp %zu, during it %zu\n",
+                (unsigned long long)(seed + 100), before, during);
+        assert_int_equal(before, 0);
+        found += during > 0;
+        run_close(ec, en, &r);
+    }
+    fprintf(stderr, "slow ramps found: %d of 12\n", found);
+    assert_true(found >= 11);
+}
+
 /* ---- snapshots --------------------------------------------------------------------------- */
 
 /* Offset of u32 drift_back in a version 6 series value (snapshot.c's layout): 8 u8, 4 u32,
@@ -297,6 +334,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(the_way_back_from_a_reported_shift_is_quiet),
+        cmocka_unit_test(a_slow_ramp_outgrows_the_anchor),
         cmocka_unit_test(a_restart_moves_with_the_partition),
         cmocka_unit_test(older_versions_restore_and_a_bad_restart_is_refused),
     };
