@@ -16,7 +16,11 @@
  * its records with at most [worker] stall_after_ms: when nothing arrives for longer (the
  * gateway cannot reach Kafka and holds its backlog, the whole fleet behind one gateway is
  * cut off), the clock stops, and so does every device's quiet time. The backlog that follows
- * fills the gap in event time, so nothing looks silent afterwards either.
+ * fills the gap in event time, so nothing looks silent afterwards either. When nothing fills
+ * it (the source froze, readings were lost upstream), the engine sees the partition's event
+ * time jump by more than the same limit (tg_engine_config_set_partition_hole_ms, set from
+ * stall_after_ms in main.c) and judges the gaps its series report on arrival without that
+ * hole (engine_hole.c).
  *
  * Silence while behind: on a partition the worker is behind on (it did not process, by one
  * sweep, what was there at the previous one) the records keep coming but their event times

@@ -86,6 +86,7 @@ struct consumer_metrics {
     struct tg_counter *snapshot_records, *snapshot_bytes, *assigned_total, *revoked_total,
         *lost_total;
     struct tg_counter *checkpoints, *checkpoint_parts, *replayed, *suppressed, *stalls;
+    struct tg_counter *partition_gaps;
     struct tg_gauge *stalled, *behind;
     struct tg_counter *alerts[CONSUMER_KINDS][CONSUMER_STATES];
     struct tg_gauge *series, *state_bytes, *partitions;

@@ -71,6 +71,10 @@ void consumer__metrics_register(struct tg_consumer *cs, struct tg_metrics *r)
         {&m->stalls, "tidegate_worker_partition_stalls_total",
          "Gaps longer than stall_after_ms between two records of a partition (counted when "
          "records flow again); silence judgement paused during them", NULL, NULL},
+        {&m->partition_gaps, "tidegate_worker_partition_gaps_total",
+         "Holes in a partition's event time: no record of it for more than stall_after_ms "
+         "of event time (one upstream event); its series' gaps over a hole are not reported "
+         "as silence", NULL, NULL},
         {&m->restored_records, "tidegate_worker_state_records_read_total",
          "Records read from the state topic by restores", NULL, NULL},
         {&m->restore_errors, "tidegate_worker_state_restore_errors_total",
@@ -163,6 +167,8 @@ void consumer__metrics_committed(struct tg_consumer *cs)
         tg_counter_add(m->evicted, st.series_evicted - cs->last_stats.series_evicted);
     if (st.series_refused > cs->last_stats.series_refused)
         tg_counter_add(m->refused, st.series_refused - cs->last_stats.series_refused);
+    if (st.partition_gaps > cs->last_stats.partition_gaps)
+        tg_counter_add(m->partition_gaps, st.partition_gaps - cs->last_stats.partition_gaps);
     tg_gauge_set(m->series, (double)st.series);
     tg_gauge_set(m->state_bytes, (double)st.state_bytes);
     cs->last_stats = st;

@@ -27,6 +27,26 @@
  * starts again at the new step. Repeated and backward timestamps never reach the detectors
  * (engine.c).
  *
+ * Within DT_TOL, a sample taken off its slot on the series' 1 s (step) grid by more than
+ * SLIP_TOL of the step (a device's timer firing late on a loaded host: 50-300 ms in the real
+ * runs, README "Real path") is a value of the signal at another phase: on vibration_g's 4 s
+ * sines 100 ms is several noise levels. Scored, it is a false alert; taken into the history
+ * as it is, the next predictions read it at the wrong phase and the next points are. So such
+ * a sample is neither scored nor learned: its prediction (the value its slot would have had)
+ * stands in for it in the history, and the state keeps how far off its slot it was
+ * (slot_off), so that the next sample is placed against the grid, not against the late one.
+ * A load burst makes several late in a few seconds: up to STAND_MAX stand-ins in the history
+ * at once (stand_mask marks them), so that predictions never feed mostly on themselves; and
+ * while more than one is in it, a sample on time is not scored or learned either (its
+ * prediction is one several steps ahead, whose error the one-step spread does not measure).
+ * Late beyond that, or off its slot by more than DT_TOL, the grid moved (a timer rescheduled
+ * after a stall): the history restarts there (the model stays).
+ * This is for rare late samples on a series that samples on time: off-slot also means more
+ * than SLIP_K times the series' usual timing deviation (dt_dev). A series that samples
+ * unevenly all the time is taken as it is, as before (its residual spread learns the timing
+ * noise; standing in for a third of its samples would teach the spread on the well-timed
+ * ones only, too small for the rest: bench_quality --jitter-ms 100 showed it).
+ *
  * A pure function of the state (in the series' tail, all of it in snapshots) and the sample.
  */
 #include <math.h>
@@ -43,6 +63,11 @@
 #define DT_TOL 0.2           /* relative difference of a time step from the model's step */
 #define MEAN_ALPHA 0.01      /* weight of a new sample in the mean the model works around */
 #define WARM_ORDERS 6        /* predictions (in orders p) before the detector scores */
+#define SLIP_TOL 0.02        /* relative difference from the step: beyond it, off its slot */
+#define SLIP_K 8.0           /* ... and beyond this many times the series' usual deviation */
+#define DT_DEV_ALPHA 0.02    /* weight of a new time step's deviation in dt_dev */
+#define SLOT_UNIT 1e-5       /* slot_off's unit, in steps (DT_TOL / SLOT_UNIT fits an int16) */
+#define STAND_MAX(p) ((p) / 2) /* stand-ins for late samples in the history, at most */
 
 /* Doubles of the model after the header: w[p], hist[p] (newest first), P (lower, packed). */
 static size_t model_doubles(int p)
@@ -73,6 +98,9 @@ static void model_forget(struct predict_state *ps, int p)
     ps->p_trace = 0;
     ps->n = 0;
     ps->run = 0;
+    ps->slot_off = 0;
+    ps->stand_mask = 0;
+    ps->dt_dev = 0;
     ps->res_var = 0;
 }
 
@@ -122,6 +150,7 @@ static void push(struct predict_state *ps, int p, double x)
     double *hist = ps->v + p;
     memmove(hist + 1, hist, (size_t)(p - 1) * sizeof *hist);
     hist[0] = x;
+    ps->stand_mask = (uint16_t)((ps->stand_mask << 1) & ((1u << p) - 1));
     if (ps->hist_n < p)
         ps->hist_n++;
 }
@@ -130,6 +159,8 @@ static void restart_history(struct predict_state *ps, int p, double x)
 {
     ps->hist_n = 0;
     ps->run = 0;
+    ps->slot_off = 0;
+    ps->stand_mask = 0;
     push(ps, p, x);
 }
 
@@ -232,6 +263,30 @@ void predict__point(struct series *s, const struct detect_params *dp, double dt_
     if (warm_n < (uint32_t)dp->warmup_samples)
         warm_n = (uint32_t)dp->warmup_samples;
     bool scoring = ps->n >= warm_n;
+    double off = dt_ms - ps->step_ms;
+    double from_slot = off + ps->slot_off * SLOT_UNIT * ps->step_ms; /* from this one's slot */
+    bool late = fabs(from_slot) > SLIP_TOL * ps->step_ms && fabs(from_slot) > SLIP_K * ps->dt_dev;
+    ps->dt_dev += (float)(DT_DEV_ALPHA * (fabs(off) - ps->dt_dev));
+    ps->slot_off = 0;
+    if (late && scoring) {
+        if (fabs(from_slot) <= DT_TOL * ps->step_ms &&
+            __builtin_popcount(ps->stand_mask) < STAND_MAX(p)) {
+            push(ps, p, pred);
+            ps->stand_mask |= 1;
+            ps->slot_off = (int16_t)lround(from_slot / ps->step_ms / SLOT_UNIT);
+            return;
+        }
+        /* Late for longer than the history can stand in for, or by more than a gap's
+         * tolerance: the grid moved. */
+        restart_history(ps, p, x);
+        return;
+    }
+    if (scoring && __builtin_popcount(ps->stand_mask) > 1) {
+        /* On time, but predicted from predictions: a prediction several steps ahead, whose
+         * error the one-step spread does not measure. It only enters the history. */
+        push(ps, p, x);
+        return;
+    }
     bool outlier = scoring && fabs(e) > OUTLIER_SD * sd;
     if (scoring) {
         res->ratio[DET_PREDICT] = fabs(e) / sd / dp->threshold[DET_PREDICT];

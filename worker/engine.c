@@ -229,12 +229,20 @@ static void silence_open(struct tg_engine *en, struct series *s, int64_t start)
 
 /* A sample at ts arrived after s->last_ts: ends an open silence, or reports a gap the sweep
  * did not see (replay has no sweep; a worker may have been down) as a whole incident. Both
- * give the alert the same id, since its start comes from the series' state alone. */
-static void silence_on_sample(struct tg_engine *en, struct series *s,
-                              const struct detect_params *dp, int64_t ts)
+ * give the alert the same id, since its start comes from the series' state alone. The gap
+ * is judged without the time its whole partition had no record (engine_hole.c): a hole
+ * upstream is not this device's silence, while a device quiet well beyond it still is. */
+static void silence_on_sample(struct tg_engine *en, const struct partition_state *ps,
+                              struct series *s, const struct detect_params *dp, int64_t ts)
 {
     if (!(s->flags & SERIES_SILENCE)) {
-        if (!silence_ready(s, dp) || (double)(ts - s->last_ts) <= dp->silence_factor * s->period_ms)
+        if (!silence_ready(s, dp))
+            return;
+        double limit = dp->silence_factor * s->period_ms;
+        int64_t gap = ts - s->last_ts;
+        if ((double)gap <= limit)
+            return;
+        if (ps->n_holes && (double)(gap - engine__hole_overlap(en, ps, s->last_ts, ts)) <= limit)
             return;
         silence_open(en, s, s->last_ts + period_round(s));
     }
@@ -350,6 +358,7 @@ tg_err tg_engine_process(struct tg_engine *en, int32_t partition, const struct t
     if (!ps->has_max || ts > ps->max_ts) {
         bool had = ps->has_max;
         int64_t old_wm = ps->max_ts - en->ec->lateness_ms, wm = ts - en->ec->lateness_ms;
+        engine__hole_note(en, ps, partition, ts);
         ps->has_max = true;
         ps->max_ts = ts;
         ps->dirty = true;
@@ -390,7 +399,7 @@ tg_err tg_engine_process(struct tg_engine *en, int32_t partition, const struct t
             continue;
         }
         if (s->flags & SERIES_HAS_LAST)
-            silence_on_sample(en, s, dp, ts);
+            silence_on_sample(en, ps, s, dp, ts);
         double calib = s->calib < 1 ? 1.0 : s->calib;
         struct detect_result res;
         detect__point(s, dp, ts, m->value, &res);

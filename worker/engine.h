@@ -62,6 +62,18 @@ struct tg_engine_config *tg_engine_config_from(const struct tg_config *cfg, char
                                                size_t errlen);
 void tg_engine_config_destroy(struct tg_engine_config *ec); /* NULL is a no-op */
 
+/* Sets the hole limit, ms of event time (0, the default: off). A partition whose highest
+ * event time jumps by more than this had a hole: no device of it produced a record then (a
+ * frozen source, a gateway restart, readings lost upstream). The hole is counted
+ * (partition_gaps) and kept in the partition's state, and a series' gap that arrives
+ * afterwards is judged for silence without its overlap with the partition's recent holes
+ * (each widened by the limit either side, for device clocks off from the partition's).
+ * The worker sets [worker] stall_after_ms here, so that "the partition stopped" means the
+ * same on the sweep's clock and in event time; replay leaves it off (a CSV is one series
+ * and says nothing of its partition: every gap in it is its own). Call before engines are
+ * made over ec; every engine restoring a partition's state must use the same limit. */
+void tg_engine_config_set_partition_hole_ms(struct tg_engine_config *ec, int64_t ms);
+
 /* ------------------------------------------------------------------------------------------
  * Outputs
  */
@@ -115,6 +127,8 @@ struct tg_engine_stats {
     uint64_t series_evicted;
     size_t state_bytes;       /* memory held by series state now */
     uint64_t series_refused;  /* points of new series not tracked: [engine] max_series reached */
+    uint64_t partition_gaps;  /* holes noted: a partition's event time jumped by more than the
+                               * hole limit (tg_engine_config_set_partition_hole_ms) */
 };
 
 /* ------------------------------------------------------------------------------------------

@@ -292,6 +292,11 @@ void tg_engine_config_destroy(struct tg_engine_config *ec)
     free(ec);
 }
 
+void tg_engine_config_set_partition_hole_ms(struct tg_engine_config *ec, int64_t ms)
+{
+    ec->partition_hole_ms = ms > 0 ? ms : 0;
+}
+
 int engine__rule_for(const struct tg_engine_config *ec, const char *metric)
 {
     for (int i = 0; i < ec->n_rules; i++)

@@ -78,6 +78,8 @@ struct tg_engine_config {
     int64_t update_interval_ms; /* least event time between two update records */
     uint64_t max_series;      /* series beyond this are not tracked (counted) */
     int64_t series_idle_ms;   /* evict a series this far behind its partition's watermark */
+    int64_t partition_hole_ms; /* event time with no record of a partition that is a hole in
+                                * it rather than silence of its devices; 0: off (replay) */
 };
 
 /* Parameters for rule index r (n_rules means the defaults). */
@@ -195,9 +197,13 @@ struct predict_state {
     double step_ms;  /* time step the model learned at; 0: none yet */
     double p_trace;  /* trace of P at the model's start, its ceiling; 0: not started */
     uint32_t n;      /* residuals learned since the model started (saturating) */
+    float dt_dev;    /* EW mean of |time step - step_ms|, ms: how unevenly the series samples */
     uint8_t hist_n;  /* contiguous samples in the history, at most p */
     uint8_t run;     /* outliers in a row */
-    uint8_t pad_[2];
+    int16_t slot_off; /* the newest history sample, when it is a prediction standing in for a
+                       * sample taken off its slot: how far off, in 1e-5 steps; 0: none */
+    uint16_t stand_mask; /* bit i: history[i] is such a stand-in */
+    uint16_t pad_;
     double v[];      /* w[p], history[p] (newest first), P (p x p, lower triangle packed) */
 };
 static inline struct predict_state *series__predict(struct series *s,
@@ -310,9 +316,15 @@ size_t snapshot__encode_series(const struct series *s, const struct detect_param
  * decode or was written for another layout (the series then starts cold). */
 tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
                                const unsigned char *value, size_t len);
-size_t snapshot__encode_partition(int64_t max_ts, bool has_max, unsigned char *buf);
-tg_err snapshot__decode_partition(const unsigned char *value, size_t len, int64_t *max_ts,
-                                  bool *has_max);
+struct partition_state;
+/* The partition value of ps (max_ts, has_max and its holes) into buf (at least
+ * SNAPSHOT_PARTITION_MAX bytes); returns its length. */
+#define SNAPSHOT_PARTITION_MAX (1 + 1 + 8 + 1 + TG_ENGINE_PARTITION_HOLES * 16)
+size_t snapshot__encode_partition(const struct partition_state *ps, unsigned char *buf);
+/* Decodes a partition value (version 1, or 2 with holes) into out's has_max, max_ts,
+ * n_holes and holes (nothing else of out is touched); TG_ERR_MALFORMED when it does not. */
+tg_err snapshot__decode_partition(const unsigned char *value, size_t len,
+                                  struct partition_state *out);
 
 /* ---- the engine object: engine.c, engine_window.c, engine_output.c, engine_state.c ---- */
 
@@ -322,11 +334,19 @@ struct wbucket {
     size_t n, cap;
 };
 
+/* A span of event time in which a partition had no record at all: (from, to), the partition's
+ * highest event time before it and the event time of the record that ended it. */
+struct part_hole {
+    int64_t from, to;
+};
+
 struct partition_state {
     bool tracked;
     bool has_max;  /* max_ts is set: the watermark exists */
-    bool dirty;    /* max_ts changed since the last snapshot */
+    bool dirty;    /* max_ts or the holes changed since the last snapshot */
+    uint8_t n_holes; /* in holes[0..n_holes), oldest first */
     int64_t max_ts;
+    struct part_hole holes[TG_ENGINE_PARTITION_HOLES];
     struct wbucket *buckets; /* by ascending end */
     size_t n_buckets, cap_buckets;
 };
@@ -364,6 +384,19 @@ static inline int64_t engine__floor_div(int64_t a, int64_t b)
     return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
 }
 
+/* Records the hole (ps->max_ts, ts) in ps (counted, logged). engine_hole.c */
+void engine__hole_record(struct tg_engine *en, struct partition_state *ps, int32_t partition,
+                         int64_t ts);
+/* A reading at ts is about to raise ps's highest event time: when it is more than the hole
+ * limit past it, records a hole. Inline: it runs for most readings, and records nearly never. */
+static inline void engine__hole_note(struct tg_engine *en, struct partition_state *ps,
+                                     int32_t partition, int64_t ts)
+{
+    int64_t limit = en->ec->partition_hole_ms;
+    if (limit > 0 && ps->has_max && ts - ps->max_ts > limit)
+        engine__hole_record(en, ps, partition, ts);
+}
+
 static inline struct partition_state *engine__part_get(struct tg_engine *en, int32_t partition)
 {
     if (partition < 0 || (size_t)partition >= en->n_parts || !en->parts[partition].tracked)
@@ -383,6 +416,13 @@ struct series *engine__series_get(struct tg_engine *en, int32_t partition, const
 /* Lists s under the open window ending at end. TG_ERR_NOMEM. */
 tg_err engine__bucket_add(struct partition_state *ps, int64_t end, struct series *s);
 void engine__part_free(struct partition_state *ps);
+
+/* ---- holes in a partition's records: engine_hole.c ---- */
+/* How much of the event time (from, to) the partition as a whole was silent in: its overlap
+ * with ps's recent holes, each widened by the hole limit either side for device
+ * clocks that are off from the partition's; at most to - from. */
+int64_t engine__hole_overlap(const struct tg_engine *en, const struct partition_state *ps,
+                             int64_t from, int64_t to);
 /* qsort_r order of series pointers: device, then metric (arg: the engine config). */
 int engine__series_cmp(const void *a, const void *b, void *arg);
 /* Emits, in (device, metric) order per window end, every window the watermark passed. */

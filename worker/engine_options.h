@@ -29,6 +29,13 @@
  * window being filled and the one before it. */
 #define TG_ENGINE_SERIES_WINDOWS 2
 
+/* Recent holes (no record of the partition over more than the hole limit of event time) a
+ * partition remembers, for judging the gaps of its series that arrive after one (engine_hole.c):
+ * a series' gap spanning older holes is judged without their discount. */
+#ifndef TG_ENGINE_PARTITION_HOLES
+#define TG_ENGINE_PARTITION_HOLES 4
+#endif
+
 /* Largest snapshot value of one series, in bytes (level ring, seasonal buckets and predict
  * model at their maximum, plus the fixed part). */
 #define TG_ENGINE_SNAPSHOT_MAX 2048

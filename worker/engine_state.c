@@ -166,7 +166,7 @@ bool tg_engine_snapshot_dirty_max(struct tg_engine *en, tg_engine_partition_pred
             continue;
         }
         int kn = snprintf(key, sizeof key, "%zu/", p);
-        size_t len = snapshot__encode_partition(ps->max_ts, ps->has_max, buf);
+        size_t len = snapshot__encode_partition(ps, buf);
         fn(ud, (int32_t)p, key, (size_t)kn, buf, len);
         records++;
         bytes += (size_t)kn + len;
@@ -248,14 +248,7 @@ tg_err tg_engine_restore(struct tg_engine *en, const void *key, size_t key_len,
         return TG_OK; /* a tombstone: nothing to restore */
     const char *device = slash + 1;
     if (device == end) {
-        int64_t max_ts;
-        bool has_max;
-        tg_err err = snapshot__decode_partition(value, value_len, &max_ts, &has_max);
-        if (err != TG_OK)
-            return err;
-        ps->max_ts = max_ts;
-        ps->has_max = has_max;
-        return TG_OK;
+        return snapshot__decode_partition(value, value_len, ps);
     }
     const char *slash2 = memchr(device, '/', (size_t)(end - device));
     if (!slash2 || !tg_device_id_valid(device, (size_t)(slash2 - device)) || slash2 + 1 == end)

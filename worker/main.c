@@ -220,6 +220,9 @@ int main(int argc, char **argv)
                 *err ? err : "out of memory");
         goto out;
     }
+    /* One limit for "the partition stopped": the sweep's clock stops after it, and a jump
+     * of the partition's event time beyond it is a hole, not every device's silence. */
+    tg_engine_config_set_partition_hole_ms(ec, tg_config_get_ms(cfg, "worker", "stall_after_ms"));
     if (tg_config_cli_checking(cli)) {
         status = tg_config_cli_dumped(cli, tg_config_dump_redacted(cfg, stdout));
         goto out;

@@ -25,32 +25,45 @@
  * fields, then u8 predict_order, f64 mean, res_var, step_ms, p_trace, u32 n, u8 hist_n, run,
  * and predict__doubles(order) x f64 (weights, history, P). A version 3 snapshot restored into
  * a rule with predict on is refused by its detectors bitmask (the series starts cold).
- * Series value, version 6, with the predict detector on or off (the detectors bitmask says
- * which): version 3's fields with u32 drift_back after drift_sum, then version 4's predict
- * state when it is on. Versions 3 and 4 still restore, as a series whose drift anchor is
- * not restarting (drift_back 0: what they meant).
+ * Series value, version 5 (what a rule with predict on wrote before version 6): version 4's,
+ * then i16 slot_off (little-endian; the predict detector's stand-in for an off-slot sample),
+ * f32 dt_dev (its series' usual timing deviation) and u16 stand_mask (little-endian). A
+ * version 4 value still restores, with slot_off 0: a worker upgraded mid-stream resumes warm.
+ * Series value, version 6 (written now, with the predict detector on or off: the detectors
+ * bitmask says which): version 3's fields with u32 drift_back (the drift anchor's restart,
+ * detect_drift.c) after drift_sum, then version 5's predict state when it is on. Versions 3,
+ * 4 and 5 still restore, as a series whose drift anchor is not restarting (drift_back 0:
+ * what they meant).
  * Partition value, version PARTITION_VERSION (1): u8 version, u8 has_max, i64 max_ts.
+ * Partition value, version 2 (written when the partition has recent holes, engine_hole.c;
+ * version 1 otherwise, and version 1 is still read): version 1's fields, then u8 n_holes
+ * (1..TG_ENGINE_PARTITION_HOLES) and n_holes x (i64 from, i64 to), oldest first.
  */
 #include <float.h>
 #include <string.h>
 
 #include "engine_internal.h"
 
-#define SNAPSHOT_VERSION_PLAIN 3   /* read only: version 3 (predict off) */
-#define SNAPSHOT_VERSION_PREDICT 4 /* read only: version 3 + the predict detector's state */
-#define SNAPSHOT_VERSION 6         /* written: + the drift anchor's restart (drift_back) */
+#define SNAPSHOT_VERSION_PLAIN 3       /* read only: predict off */
+#define SNAPSHOT_VERSION_PREDICT_OLD 4 /* read only: version 3 + the predict detector's state */
+#define SNAPSHOT_VERSION_PREDICT 5     /* read only: version 4 + slot_off, dt_dev, stand_mask */
+#define SNAPSHOT_VERSION 6             /* written: + drift_back, predict on or off */
 #define PARTITION_VERSION 1 /* the partition value did not change with the series' versions 2-6 */
+#define PARTITION_VERSION_HOLES 2 /* version 1 + the partition's recent holes */
 #define KEEP_FLAGS (SERIES_HAS_LAST | SERIES_ALERT | SERIES_SILENCE)
 
 /* The largest value (every detector's state at its maximum) fits the encoder's buffer. */
 _Static_assert(4 + 4 + 16 + 16 + 8 + 9 * 8 + 4 * 8 + 4 + 4 * 8 + 4 + 1 +
                        TG_ENGINE_SERIES_WINDOWS * 44 +
                        TG_ENGINE_LEVEL_WINDOW_MAX * 8 + TG_ENGINE_SEASONAL_BUCKETS_MAX * 8 + 1 +
-                       32 + 4 + 2 +
+                       32 + 4 + 2 + 2 + 4 + 2 +
                        (2 * TG_ENGINE_PREDICT_ORDER_MAX +
                         TG_ENGINE_PREDICT_ORDER_MAX * (TG_ENGINE_PREDICT_ORDER_MAX + 1) / 2) * 8 <=
                    TG_ENGINE_SNAPSHOT_MAX,
                "TG_ENGINE_SNAPSHOT_MAX holds the largest series value");
+
+_Static_assert(SNAPSHOT_PARTITION_MAX <= TG_ENGINE_SNAPSHOT_MAX && TG_ENGINE_PARTITION_HOLES <= 255,
+               "a partition value fits the encoder's buffer and its hole count a byte");
 
 struct wr {
     unsigned char *p;
@@ -210,7 +223,8 @@ static bool plausible(struct series *s, const struct detect_params *dp)
         const struct predict_state *ps = series__predict(s, dp);
         if (!finite_in(ps->mean, -val, val) || !finite_in(ps->res_var, 0, var) ||
             !finite_in(ps->step_ms, 0, PERIOD_LIMIT) || !finite_in(ps->p_trace, 0, 1e300) ||
-            ps->hist_n > dp->predict_order)
+            !finite_in(ps->dt_dev, 0, PERIOD_LIMIT) ||
+            ps->hist_n > dp->predict_order || ps->stand_mask >> dp->predict_order)
             return false;
         for (size_t i = 0; i < predict__doubles(dp->predict_order); i++)
             if (!finite_in(ps->v[i], -1e300, 1e300))
@@ -299,6 +313,11 @@ size_t snapshot__encode_series(const struct series *s, const struct detect_param
         put_u32(&w, ps->n);
         put_u8(&w, ps->hist_n);
         put_u8(&w, ps->run);
+        put_u8(&w, (uint16_t)ps->slot_off & 0xffu);
+        put_u8(&w, (uint16_t)ps->slot_off >> 8);
+        put_f32(&w, ps->dt_dev);
+        put_u8(&w, ps->stand_mask & 0xffu);
+        put_u8(&w, ps->stand_mask >> 8);
         for (size_t i = 0; i < predict__doubles(dp->predict_order); i++)
             put_f64(&w, ps->v[i]);
     }
@@ -310,8 +329,11 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
 {
     struct rd r = {value, value + len, false};
     unsigned version = get_u8(&r);
-    if ((version != SNAPSHOT_VERSION &&
-         version != (dp->on[DET_PREDICT] ? SNAPSHOT_VERSION_PREDICT : SNAPSHOT_VERSION_PLAIN)) ||
+    bool version_ok = version == SNAPSHOT_VERSION ||
+                      (dp->on[DET_PREDICT] ? version == SNAPSHOT_VERSION_PREDICT ||
+                                                 version == SNAPSHOT_VERSION_PREDICT_OLD
+                                           : version == SNAPSHOT_VERSION_PLAIN);
+    if (!version_ok ||
         get_u8(&r) != detector_mask(dp) ||
         get_u8(&r) != (unsigned)dp->level_window || get_u8(&r) != (unsigned)dp->seasonal_buckets)
         return TG_ERR_MALFORMED;
@@ -396,6 +418,17 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
         ps->n = get_u32(&r);
         ps->hist_n = (uint8_t)get_u8(&r);
         ps->run = (uint8_t)get_u8(&r);
+        if (version == SNAPSHOT_VERSION_PREDICT || version == SNAPSHOT_VERSION) {
+            unsigned lo = get_u8(&r);
+            ps->slot_off = (int16_t)(uint16_t)(lo | get_u8(&r) << 8);
+            ps->dt_dev = get_f32(&r);
+            lo = get_u8(&r);
+            ps->stand_mask = (uint16_t)(lo | get_u8(&r) << 8);
+        } else {
+            ps->slot_off = 0;
+            ps->dt_dev = 0;
+            ps->stand_mask = 0;
+        }
         for (size_t i = 0; i < predict__doubles(dp->predict_order); i++)
             ps->v[i] = get_f64(&r);
     }
@@ -404,24 +437,55 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
     return TG_OK;
 }
 
-size_t snapshot__encode_partition(int64_t max_ts, bool has_max, unsigned char *buf)
+size_t snapshot__encode_partition(const struct partition_state *ps, unsigned char *buf)
 {
     struct wr w = {buf};
-    put_u8(&w, PARTITION_VERSION);
-    put_u8(&w, has_max ? 1 : 0);
-    put_i64(&w, max_ts);
+    /* A partition with no hole keeps version 1, byte for byte: its snapshots (and the golden
+     * digest over them) are what they were before holes were kept. */
+    put_u8(&w, ps->n_holes ? PARTITION_VERSION_HOLES : PARTITION_VERSION);
+    put_u8(&w, ps->has_max ? 1 : 0);
+    put_i64(&w, ps->max_ts);
+    if (ps->n_holes) {
+        put_u8(&w, ps->n_holes);
+        for (unsigned i = 0; i < ps->n_holes; i++) {
+            put_i64(&w, ps->holes[i].from);
+            put_i64(&w, ps->holes[i].to);
+        }
+    }
     return (size_t)(w.p - buf);
 }
 
-tg_err snapshot__decode_partition(const unsigned char *value, size_t len, int64_t *max_ts,
-                                  bool *has_max)
+tg_err snapshot__decode_partition(const unsigned char *value, size_t len,
+                                  struct partition_state *out)
 {
     struct rd r = {value, value + len, false};
     unsigned version = get_u8(&r), hm = get_u8(&r);
     int64_t m = get_i64(&r);
-    if (r.bad || r.p != r.end || version != PARTITION_VERSION || hm > 1 || !time_ok(m))
+    if (r.bad || (version != PARTITION_VERSION && version != PARTITION_VERSION_HOLES) || hm > 1 ||
+        !time_ok(m))
         return TG_ERR_MALFORMED;
-    *max_ts = m;
-    *has_max = hm == 1;
+    struct part_hole holes[TG_ENGINE_PARTITION_HOLES];
+    unsigned n = 0;
+    if (version == PARTITION_VERSION_HOLES) {
+        /* Only what the engine writes: 1..max holes, each a forward span, in order and apart,
+         * none past the partition's highest event time. */
+        n = get_u8(&r);
+        if (r.bad || n == 0 || n > TG_ENGINE_PARTITION_HOLES || hm != 1)
+            return TG_ERR_MALFORMED;
+        for (unsigned i = 0; i < n; i++) {
+            holes[i].from = get_i64(&r);
+            holes[i].to = get_i64(&r);
+            if (r.bad || !time_ok(holes[i].from) || !time_ok(holes[i].to) ||
+                holes[i].from >= holes[i].to || holes[i].to > m ||
+                (i > 0 && holes[i].from < holes[i - 1].to))
+                return TG_ERR_MALFORMED;
+        }
+    }
+    if (r.bad || r.p != r.end)
+        return TG_ERR_MALFORMED;
+    out->max_ts = m;
+    out->has_max = hm == 1;
+    out->n_holes = (uint8_t)n;
+    memcpy(out->holes, holes, n * sizeof *holes);
     return TG_OK;
 }

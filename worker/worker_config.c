@@ -45,7 +45,9 @@ static const struct tg_config_key worker_schema[] = {
     TG_CFG_MS("worker", "stall_after_ms", "2000", 100, 600000,
               "a partition with no record for this long (ms) is stalled: its devices' quiet "
               "time stops until records flow again, so an upstream outage is not silence; keep "
-              "it below (silence_factor - 1) x the shortest device period"),
+              "it below (silence_factor - 1) x the shortest device period. The same span of "
+              "event time with no record of a partition is a hole in its data, not silence "
+              "of its devices"),
     TG_CFG_MS("worker", "max_future_ms", "3600000", 0, INT64_C(31536000000),
               "a record whose event time is more than this (ms) ahead of the worker's clock is "
               "refused (records_invalid_total{reason=\"clock_skew\"}): one record dated years "

@@ -50,6 +50,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         tg_config_destroy(cfg);
         if (!ec)
             abort();
+        /* As the worker runs it: restored holes (partition values of version 2) are used. */
+        tg_engine_config_set_partition_hole_ms(ec, 2000);
     }
     if (size < 1 || (size_t)data[0] + 1 > size)
         return 0;

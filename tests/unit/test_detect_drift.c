@@ -292,7 +292,7 @@ static tg_err restore_into(const char *const *sets, const struct kv *kv)
     return e;
 }
 
-/* Version 6 is written with the predict detector on or off; versions 3 (off) and 4 (on),
+/* Version 6 is written with the predict detector on or off; versions 3 (off) and 5 (on),
  * which lack drift_back, still restore (a worker of the previous release wrote them), each
  * only into its own layout; a drift_back beyond the restart's length is refused. */
 static void older_versions_restore_and_a_bad_restart_is_refused(void **state)
@@ -313,9 +313,9 @@ static void older_versions_restore_and_a_bad_restart_is_refused(void **state)
         memcpy(old.value + DRIFT_BACK_AT, v6.value + DRIFT_BACK_AT + 4,
                v6.value_len - DRIFT_BACK_AT - 4);
         old.value_len = v6.value_len - 4;
-        old.value[0] = (char)(predict ? 4 : 3);
+        old.value[0] = (char)(predict ? 5 : 3);
         assert_int_equal(restore_into(sets, &old), TG_OK);
-        old.value[0] = (char)(predict ? 3 : 4);
+        old.value[0] = (char)(predict ? 3 : 5);
         assert_int_equal(restore_into(sets, &old), TG_ERR_MALFORMED);
         old.value[0] = 6; /* four bytes short of a version 6 value */
         assert_int_equal(restore_into(sets, &old), TG_ERR_MALFORMED);

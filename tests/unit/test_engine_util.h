@@ -249,6 +249,16 @@ static inline void store_put(void *ud, int32_t partition, const void *key, size_
     store_add(ud, partition, key, key_len, value, value_len);
 }
 
+/* Restores every (key, value) of the store into en, as a new owner reads the compacted
+ * topic; each must be accepted. */
+static inline void store_restore_all(struct tg_engine *en, const struct store *st)
+{
+    for (size_t i = 0; i < st->n; i++)
+        assert_int_equal(tg_engine_restore(en, st->v[i].key, st->v[i].key_len, st->v[i].value,
+                                           st->v[i].value_len),
+                         TG_OK);
+}
+
 static inline void store_free(struct store *st)
 {
     for (size_t i = 0; i < st->n; i++) {

@@ -22,13 +22,18 @@ struct expect {
 static void expect_point(void *ud, const struct tg_engine_point *pt)
 {
     struct expect *ex = ud;
+    if (strcmp(pt->device, "replay") != 0)
+        return; /* a partition mate's */
     fprintf(ex->f, "%s,%s,%.6f,%s\n", ex->ts_text, ex->v_text, pt->score, pt->alert_state);
 }
 
-static void ignore_output(void *ud, const struct tg_engine_output *out)
+/* Counts the silence alerts opened for the replayed series' device. */
+static void count_silence(void *ud, const struct tg_engine_output *out)
 {
-    (void)ud;
-    (void)out;
+    size_t *n = ud;
+    *n += out->kind == TG_ENGINE_ALERT && strcmp(out->alert_kind, "silence") == 0 &&
+          strcmp(out->alert_state, "open") == 0 && out->key_len == 6 &&
+          memcmp(out->key, "replay", 6) == 0;
 }
 
 static char *read_all(FILE *f)
@@ -41,9 +46,15 @@ static char *read_all(FILE *f)
     return s;
 }
 
-static void replay_equals_streaming(void **state)
+/* Replay against the streaming path. With hole_ms, the streaming engine runs as the worker
+ * does, with a hole limit (stall_after_ms); with mates, the series has a partition mate
+ * reporting every second, so that its partition never has a hole. Replay sets no limit (a
+ * CSV says nothing of its partition), and its per-point output is the same in every case:
+ * silence is judged in alerts, never in a point's score or state. What the limit changes is
+ * whether the hour of silence is alerted: yes while the partition flows, no when the series
+ * is alone on it (its gap is the partition's hole). */
+static void check_replay_equals_streaming(int64_t hole_ms, bool mates)
 {
-    (void)state;
     char path[] = "/tmp/test_replay_XXXXXX";
     int fd = mkstemp(path);
     assert_true(fd >= 0);
@@ -89,9 +100,12 @@ static void replay_equals_streaming(void **state)
     struct expect ex = {0};
     ex.f = open_memstream(&ex.buf, &ex.len);
     fprintf(ex.f, "timestamp,value,anomaly_score,alert_state\n");
-    struct tg_engine *en = tg_engine_new(ec, ignore_output, NULL);
+    tg_engine_config_set_partition_hole_ms(ec, hole_ms);
+    size_t silences = 0;
+    struct tg_engine *en = tg_engine_new(ec, count_silence, &silences);
     tg_engine_set_point_hook(en, expect_point, &ex);
     tg_engine_partition_add(en, 0);
+    int64_t mate_ts = INT64_C(1704067200000);
     for (int i = 0; i < N; i++) {
         ex.ts_text = ts_text[i];
         ex.v_text = v_text[i];
@@ -101,11 +115,26 @@ static void replay_equals_streaming(void **state)
             strptime(ts_text[i], "%Y-%m-%d %H:%M:%S", &tm);
             row_ts = (int64_t)timegm(&tm) * 1000;
         }
+        for (; mates && mate_ts + 1000 <= row_ts; mate_ts += 1000) {
+            struct tg_metric mm = {.name = "level", .value = 5};
+            struct tg_reading mr = {.device = "mate", .ts_ms = mate_ts + 1000, .n_metrics = 1,
+                                    .metrics = &mm};
+            assert_int_equal(tg_engine_process(en, 0, &mr), TG_OK);
+        }
         struct tg_metric m = {.name = "level", .value = strtod(v_text[i], NULL)};
         struct tg_reading rd = {.device = "replay", .ts_ms = row_ts, .n_metrics = 1, .metrics = &m};
         assert_int_equal(tg_engine_process(en, 0, &rd), TG_OK);
     }
     fclose(ex.f);
+    struct tg_engine_stats st;
+    tg_engine_stats(en, &st);
+    if (hole_ms && !mates) {
+        assert_true(st.partition_gaps > 0);
+        assert_int_equal(silences, 0);
+    } else {
+        assert_int_equal(st.partition_gaps, 0);
+        assert_true(silences >= 1);
+    }
     tg_engine_destroy(en);
     tg_engine_config_destroy(ec);
 
@@ -137,6 +166,19 @@ static void replay_equals_streaming(void **state)
     fclose(out);
     fclose(errf);
     unlink(path);
+}
+
+static void replay_equals_streaming(void **state)
+{
+    (void)state;
+    check_replay_equals_streaming(0, false);
+}
+
+static void replay_equals_streaming_with_the_hole_limit(void **state)
+{
+    (void)state;
+    check_replay_equals_streaming(2000, true);  /* the partition flows: silence alerted */
+    check_replay_equals_streaming(2000, false); /* alone: every gap a hole, none alerted */
 }
 
 static void replay_reports_bad_lines_with_file_and_line(void **state)
@@ -272,6 +314,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(replay_equals_streaming),
+        cmocka_unit_test(replay_equals_streaming_with_the_hole_limit),
         cmocka_unit_test(replay_reports_bad_lines_with_file_and_line),
         cmocka_unit_test(replay_refuses_what_it_cannot_read_exactly),
     };
