@@ -107,6 +107,7 @@ void detect__reset(struct series *s, const struct detect_params *dp)
     s->shift_mean = s->shift_var = s->shift_fast = s->shift_trend = s->shift_dvar = 0;
     s->rate_mean = s->rate_var = 0;
     s->drift_fast = s->drift_slow = s->drift_var = s->drift_sum = 0;
+    s->drift_back = 0;
     s->stuck_ref = 0;
     s->first_day = 0;
     if (dp->on[DET_SEASONAL]) {
@@ -446,6 +447,7 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
         s->shift_mean = s->shift_fast = x;
         s->drift_fast = s->drift_slow = x;
         s->drift_var = s->drift_sum = 0;
+        s->drift_back = 0;
         s->shift_var = 0;
         s->stuck_ref = x;
         s->stuck_run = 1;
@@ -476,6 +478,7 @@ void detect__point(struct series *s, const struct detect_params *dp, int64_t ts,
         s->shift_mean = s->shift_fast = x;
         s->drift_fast = s->drift_slow = x;
         s->drift_sum = 0;
+        s->drift_back = 0;
         s->shift_trend = 0;
         s->rate_mean = 0;
         s->stuck_run = 0;

@@ -21,6 +21,8 @@
  * the anchor absorbs the new level (a permanent shift is one incident, not an alert that
  * never closes) until the gap changes side.
  *
+ * After a reported excursion ends, the anchor restarts (restart_point; state: drift_back).
+ *
  * The spread starts as half the level's variance at the end of warm-up, worth DRIFT_PRIOR
  * samples, and the sum scores DRIFT_SETTLE samples after warm-up: before that the anchor is
  * still a mean of few samples.
@@ -28,7 +30,7 @@
  * The rule key drift_min (metric units; 0, the default, leaves all of the above as it is)
  * gives the test a size that a young series does not have to learn: the spread is then
  * never taken wider than drift_min / DRIFT_K, so a gap of drift_min always scores DRIFT_K
- * deviations, and a gap beyond drift_min slows the anchor as an excursion does. It must be
+ * deviations, and a gap beyond 0.8 drift_min slows the anchor as an excursion does. It must be
  * set above the gap a clean series wanders to (README, "Why drift"); it adds no state.
  *
  * Everything is a pure function of the series' state and the sample, stored in the snapshot
@@ -52,6 +54,29 @@
 #define DRIFT_SETTLE 100   /* samples after warm-up before the sum scores */
 #define DRIFT_SPENT (2 * DRIFT_H) /* the sum of an excursion already reported */
 #define DRIFT_OUT 0.25     /* the sum, over DRIFT_H, beyond which an excursion is under way */
+#define DRIFT_MIN_OUT 0.8  /* drift_min: a gap beyond this fraction of it is an excursion */
+
+/* The anchor's restart after a reported excursion ended: the fast average and the anchor are
+ * running means of the samples since (as at warm-up), and the sum stays at 0 for DRIFT_BACK
+ * samples, so that the anchor is a mean of the level the series came back to, not one sample
+ * of it (a single sample of a sum of sines is off by up to their amplitude, and with
+ * drift_min set an anchor that far off is slowed as an excursion: the way back from a level
+ * shift used to open an alert of its own). While an alert is open, the incident is not over
+ * (a noise burst crosses the anchor many times): the restart begins again at each sample,
+ * so the mean is of what follows the incident. */
+static void restart_point(struct series *s, double x)
+{
+    s->drift_sum = 0;
+    if (s->flags & SERIES_ALERT) {
+        s->drift_slow = s->drift_fast = x;
+        s->drift_back = DRIFT_BACK;
+        return;
+    }
+    double w = 1.0 / (double)(DRIFT_BACK - s->drift_back + 2); /* 1 / (samples averaged + 1) */
+    s->drift_fast += (w > DRIFT_FAST ? w : DRIFT_FAST) * (x - s->drift_fast);
+    s->drift_slow += (w > DRIFT_SLOW ? w : DRIFT_SLOW) * (x - s->drift_slow);
+    s->drift_back--;
+}
 
 void detect__drift(struct series *s, const struct detect_params *dp, double x, bool warm,
                    double level_var, double floor, struct detect_result *res)
@@ -66,6 +91,10 @@ void detect__drift(struct series *s, const struct detect_params *dp, double x, b
         return;
     }
     uint32_t k = s->n - (uint32_t)dp->warmup_samples;
+    if (s->drift_back > 0) {
+        restart_point(s, x);
+        return;
+    }
     double fast = s->drift_fast + DRIFT_FAST * (x - s->drift_fast);
     double gap = fast - s->drift_slow;
     double var = s->drift_var;
@@ -82,9 +111,17 @@ void detect__drift(struct series *s, const struct detect_params *dp, double x, b
     double az = fabs(z) < DRIFT_ZCAP ? fabs(z) : DRIFT_ZCAP;
     /* A sample on the other side starts the sum again; if it ends an excursion, the series
      * came back (a level shift or a drift ended): the anchor, which learned a little of the
-     * excursion, starts again here, or the way back would look like an excursion of its own. */
+     * excursion, starts again here, or the way back would look like an excursion of its own.
+     * After a reported one the anchor had absorbed the excursion's level, so it restarts
+     * from nothing (restart_point). */
     double sum = fabs(s->drift_sum);
     if ((z > 0) != (s->drift_sum > 0)) {
+        if (sum >= DRIFT_SPENT) {
+            s->drift_slow = s->drift_fast = x;
+            s->drift_sum = 0;
+            s->drift_back = DRIFT_BACK;
+            return;
+        }
         if (sum > DRIFT_OUT * DRIFT_H) {
             s->drift_slow = s->drift_fast = fast = x;
             z = 0;
@@ -115,10 +152,13 @@ void detect__drift(struct series *s, const struct detect_params *dp, double x, b
         double w = 1.0 / ((double)k + DRIFT_PRIOR);
         if (w < DRIFT_VAR)
             w = DRIFT_VAR;
-        /* A gap beyond drift_min is an excursion too, before the sum says so: the anchor
+        /* A gap near drift_min is an excursion too, before the sum says so: the anchor
          * would otherwise follow the ramp at a lag of 1 / DRIFT_SLOW samples, a gap no
-         * larger than a wander's. */
-        if (sum > DRIFT_OUT * DRIFT_H || (dp->drift_min > 0 && fabs(gap) > dp->drift_min)) {
+         * larger than a wander's. Near, not beyond: slowed only beyond drift_min, the
+         * anchor follows a slow ramp at a lag that hovers at drift_min, where the sum
+         * (which counts from DRIFT_K deviations, drift_min itself) never grows. */
+        if (sum > DRIFT_OUT * DRIFT_H ||
+            (dp->drift_min > 0 && fabs(gap) > DRIFT_MIN_OUT * dp->drift_min)) {
             a *= DRIFT_SLOW_OUT;
             w *= DRIFT_VAR_OUT;
         }

@@ -163,6 +163,7 @@ struct series {
     double rate_mean, rate_var;
     double drift_fast, drift_slow; /* detect_drift.c: a fast EWMA and the trendless anchor */
     double drift_var, drift_sum;   /* the spread of their gap; its CUSUM (sign: side) */
+    uint32_t drift_back;           /* samples left of the anchor's restart (0: none) */
     double stuck_ref;
     struct series_window win[TG_ENGINE_SERIES_WINDOWS];
     /* Tail: "<device>\0<metric>\0" padded to 8 bytes first (a lookup compares it, so it
@@ -290,6 +291,9 @@ void detect__opened(struct series *s, const struct detect_params *dp, double r);
  * negative for its first; floor: the series' scale floor. */
 void predict__point(struct series *s, const struct detect_params *dp, double dt_ms, double x,
                     double floor, struct detect_result *res);
+/* detect_drift.c: samples the drift test's anchor averages afresh after a reported excursion
+ * ended, before its sum scores again (the bound of series.drift_back). */
+#define DRIFT_BACK 100
 /* detect_drift.c: the drift test of one point, run after the shift chart scored it (so
  * res->ratio[DET_SHIFT] holds the chart's ratio) and before anything learned it. */
 void detect__drift(struct series *s, const struct detect_params *dp, double x, bool warm,

@@ -25,10 +25,15 @@
  * fields, then u8 predict_order, f64 mean, res_var, step_ms, p_trace, u32 n, u8 hist_n, run,
  * and predict__doubles(order) x f64 (weights, history, P). A version 3 snapshot restored into
  * a rule with predict on is refused by its detectors bitmask (the series starts cold).
- * Series value, version 5 (what a rule with predict on writes now): version 4's, then i16
- * slot_off (little-endian; the predict detector's stand-in for an off-slot sample), f32
- * dt_dev (its series' usual timing deviation) and u16 stand_mask (little-endian). A version 4
- * value still restores, with slot_off 0: a worker upgraded mid-stream resumes warm.
+ * Series value, version 5 (what a rule with predict on wrote before version 6): version 4's,
+ * then i16 slot_off (little-endian; the predict detector's stand-in for an off-slot sample),
+ * f32 dt_dev (its series' usual timing deviation) and u16 stand_mask (little-endian). A
+ * version 4 value still restores, with slot_off 0: a worker upgraded mid-stream resumes warm.
+ * Series value, version 6 (written now, with the predict detector on or off: the detectors
+ * bitmask says which): version 3's fields with u32 drift_back (the drift anchor's restart,
+ * detect_drift.c) after drift_sum, then version 5's predict state when it is on. Versions 3,
+ * 4 and 5 still restore, as a series whose drift anchor is not restarting (drift_back 0:
+ * what they meant).
  * Partition value, version PARTITION_VERSION (1): u8 version, u8 has_max, i64 max_ts.
  * Partition value, version 2 (written when the partition has recent holes, engine_hole.c;
  * version 1 otherwise, and version 1 is still read): version 1's fields, then u8 n_holes
@@ -39,15 +44,17 @@
 
 #include "engine_internal.h"
 
-#define SNAPSHOT_VERSION 3
-#define SNAPSHOT_VERSION_PREDICT 5 /* version 3 + the predict detector's state + slot_off */
-#define SNAPSHOT_VERSION_PREDICT_OLD 4 /* without slot_off: still read */
-#define PARTITION_VERSION 1 /* the partition value did not change with the series' versions 2-4 */
+#define SNAPSHOT_VERSION_PLAIN 3       /* read only: predict off */
+#define SNAPSHOT_VERSION_PREDICT_OLD 4 /* read only: version 3 + the predict detector's state */
+#define SNAPSHOT_VERSION_PREDICT 5     /* read only: version 4 + slot_off, dt_dev, stand_mask */
+#define SNAPSHOT_VERSION 6             /* written: + drift_back, predict on or off */
+#define PARTITION_VERSION 1 /* the partition value did not change with the series' versions 2-6 */
 #define PARTITION_VERSION_HOLES 2 /* version 1 + the partition's recent holes */
 #define KEEP_FLAGS (SERIES_HAS_LAST | SERIES_ALERT | SERIES_SILENCE)
 
 /* The largest value (every detector's state at its maximum) fits the encoder's buffer. */
-_Static_assert(4 + 4 + 16 + 16 + 8 + 9 * 8 + 4 * 8 + 4 + 4 * 8 + 1 + TG_ENGINE_SERIES_WINDOWS * 44 +
+_Static_assert(4 + 4 + 16 + 16 + 8 + 9 * 8 + 4 * 8 + 4 + 4 * 8 + 4 + 1 +
+                       TG_ENGINE_SERIES_WINDOWS * 44 +
                        TG_ENGINE_LEVEL_WINDOW_MAX * 8 + TG_ENGINE_SEASONAL_BUCKETS_MAX * 8 + 1 +
                        32 + 4 + 2 + 2 + 4 + 2 +
                        (2 * TG_ENGINE_PREDICT_ORDER_MAX +
@@ -190,7 +197,7 @@ static bool plausible(struct series *s, const struct detect_params *dp)
         !finite_in(s->shift_var, 0, var) || !finite_in(s->shift_dvar, 0, var) ||
         !finite_in(s->rate_var, 0, var) || !finite_in(s->drift_fast, -val, val) ||
         !finite_in(s->drift_slow, -val, val) || !finite_in(s->drift_var, 0, var) ||
-        !finite_in(s->drift_sum, -1e6, 1e6))
+        !finite_in(s->drift_sum, -1e6, 1e6) || s->drift_back > DRIFT_BACK)
         return false;
     for (int k = 0; k < TG_ENGINE_SERIES_WINDOWS; k++) {
         const struct series_window *w = &s->win[k];
@@ -230,7 +237,7 @@ size_t snapshot__encode_series(const struct series *s, const struct detect_param
                                unsigned char *buf)
 {
     struct wr w = {buf};
-    put_u8(&w, dp->on[DET_PREDICT] ? SNAPSHOT_VERSION_PREDICT : SNAPSHOT_VERSION);
+    put_u8(&w, SNAPSHOT_VERSION);
     put_u8(&w, detector_mask(dp));
     put_u8(&w, (unsigned)dp->level_window);
     put_u8(&w, (unsigned)dp->seasonal_buckets);
@@ -265,6 +272,7 @@ size_t snapshot__encode_series(const struct series *s, const struct detect_param
     put_f64(&w, s->drift_slow);
     put_f64(&w, s->drift_var);
     put_f64(&w, s->drift_sum);
+    put_u32(&w, s->drift_back);
     unsigned nwin = 0;
     for (int k = 0; k < TG_ENGINE_SERIES_WINDOWS; k++)
         nwin += s->win[k].count != 0;
@@ -321,9 +329,10 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
 {
     struct rd r = {value, value + len, false};
     unsigned version = get_u8(&r);
-    bool version_ok = dp->on[DET_PREDICT] ? version == SNAPSHOT_VERSION_PREDICT ||
-                                                version == SNAPSHOT_VERSION_PREDICT_OLD
-                                          : version == SNAPSHOT_VERSION;
+    bool version_ok = version == SNAPSHOT_VERSION ||
+                      (dp->on[DET_PREDICT] ? version == SNAPSHOT_VERSION_PREDICT ||
+                                                 version == SNAPSHOT_VERSION_PREDICT_OLD
+                                           : version == SNAPSHOT_VERSION_PLAIN);
     if (!version_ok ||
         get_u8(&r) != detector_mask(dp) ||
         get_u8(&r) != (unsigned)dp->level_window || get_u8(&r) != (unsigned)dp->seasonal_buckets)
@@ -368,6 +377,7 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
     s->drift_slow = get_f64(&r);
     s->drift_var = get_f64(&r);
     s->drift_sum = get_f64(&r);
+    s->drift_back = version == SNAPSHOT_VERSION ? get_u32(&r) : 0;
     unsigned nwin = get_u8(&r);
     if (nwin > TG_ENGINE_SERIES_WINDOWS)
         return TG_ERR_MALFORMED;
@@ -408,7 +418,7 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
         ps->n = get_u32(&r);
         ps->hist_n = (uint8_t)get_u8(&r);
         ps->run = (uint8_t)get_u8(&r);
-        if (version == SNAPSHOT_VERSION_PREDICT) {
+        if (version == SNAPSHOT_VERSION_PREDICT || version == SNAPSHOT_VERSION) {
             unsigned lo = get_u8(&r);
             ps->slot_off = (int16_t)(uint16_t)(lo | get_u8(&r) << 8);
             ps->dt_dev = get_f32(&r);

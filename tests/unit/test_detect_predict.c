@@ -424,26 +424,30 @@ static void snapshots_of_another_layout_or_impossible_values_are_refused(void **
     snapshot_of(rule_on, &on);
     snapshot_of(rule_off, &off);
     const struct kv *von = series_value(&on), *voff = series_value(&off);
-    /* Version 5 with the detector's state; version 3 without it. */
-    assert_int_equal((unsigned char)von->value[0], 5);
-    assert_int_equal((unsigned char)voff->value[0], 3);
+    /* Version 6 with or without the detector's state (its bitmask says which; 5 and 3 before
+     * the drift anchor's restart, test_detect_drift). */
+    assert_int_equal((unsigned char)von->value[0], 6);
+    assert_int_equal((unsigned char)voff->value[0], 6);
     assert_true(von->value_len > voff->value_len + 8 * 50);
     assert_int_equal(restore_into(rule_on, von), TG_OK);
     assert_int_equal(restore_into(rule_off, voff), TG_OK);
-    /* Version 4 (before slot_off, dt_dev and stand_mask, the eight bytes ahead of the
-     * model's doubles) still restores: a worker upgraded mid-stream resumes warm. */
+    /* Version 4 (before version 6's drift_back, the four bytes after the drift test's
+     * doubles at offset 188, and before slot_off, dt_dev and stand_mask, the eight bytes ahead
+     * of the model's doubles) still restores: a worker upgraded mid-stream resumes warm. */
     {
         size_t model = (2 * 8 + 8 * 9 / 2) * 8, at = von->value_len - model - 8;
+        const size_t drift_back_at = 188;
         unsigned char v4[4096];
         assert_true(von->value_len <= sizeof v4);
-        memcpy(v4, von->value, at);
-        memcpy(v4 + at, von->value + at + 8, model);
+        memcpy(v4, von->value, drift_back_at);
+        memcpy(v4 + drift_back_at, von->value + drift_back_at + 4, at - drift_back_at - 4);
+        memcpy(v4 + at - 4, von->value + at + 8, model);
         v4[0] = 4;
         struct kv k4 = *von;
         k4.value = (char *)v4;
-        k4.value_len = von->value_len - 8;
+        k4.value_len = von->value_len - 12;
         assert_int_equal(restore_into(rule_on, &k4), TG_OK);
-        k4.value_len = von->value_len - 7; /* a version 4 of the wrong length: refused */
+        k4.value_len = von->value_len - 11; /* a version 4 of the wrong length: refused */
         assert_int_equal(restore_into(rule_on, &k4), TG_ERR_MALFORMED);
     }
     /* Across layouts: refused (the series starts cold), never misread. */
