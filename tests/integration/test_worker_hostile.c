@@ -289,6 +289,21 @@ static bool consumed_all(void *ud)
     return got >= cc->want;
 }
 
+struct series_ctx {
+    const struct wfx_worker *w;
+    double want;
+};
+
+static bool series_at_least(void *ud)
+{
+    struct series_ctx *sc = ud;
+    char *body = wfx_scrape(sc->w);
+    double got = wfx_metric(body, "tidegate_worker_series");
+    double refused = wfx_metric(body, "tidegate_worker_series_refused_total");
+    free(body);
+    return got >= sc->want && refused > 0;
+}
+
 /* Aggregates of the normal fleet ("dev-*") and how many of them hold a whole minute (60
  * readings): all of them should, whatever partition a device is in. */
 static void fleet_windows(const char *bs, size_t *windows, size_t *whole)
@@ -381,6 +396,14 @@ static void test_hostile_records_are_counted_not_fatal(void **state)
     if (!wfx_wait_processed(bs, "ref.state", hi, PARTITIONS, 90000))
         fail_msg("the capped worker did not process every partition to its end (see %s)",
                  tg_harness_proc_stderr_path(c->proc));
+    /* The series gauge and the refused counter are set after each commit returns
+     * (consumer__metrics_committed), and the markers just read are visible from the commit
+     * on: the last commit's figures can lag them (CTest run, load 5: a scrape found
+     * 1 series). Wait for at least MAX_SERIES and a refusal, then check it is exactly that. */
+    struct series_ctx sc = {c, MAX_SERIES};
+    if (!tg_harness_wait_until(series_at_least, &sc, 20000))
+        fprintf(stderr, "the capped worker's figures: below %d series or none refused\n",
+                MAX_SERIES);
     body = wfx_scrape(c);
     double refused = wfx_metric(body, "tidegate_worker_series_refused_total");
     double series = wfx_metric(body, "tidegate_worker_series");

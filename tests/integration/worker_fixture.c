@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "codec_canonical.h"
+#include "harness_internal.h"
 #include "harness_kafka.h"
 #include "record.h"
 #include "worker_fixture.h"
@@ -485,17 +486,11 @@ void wfx_wait_progress(const char *bootstrap, const char *state_topic, int n_par
                  state_topic, timeout_ms);
 }
 
-struct wfx_worker *wfx_worker_start(const char *dir, const char *name, const char *instance_id,
-                                    const char *bootstrap, const char *group,
-                                    const char *topic_prefix, const char *extra)
+/* The worker's config at path, its metrics on port. */
+static void write_worker_ini(const char *path, const char *instance_id, const char *bootstrap,
+                             const char *group, const char *topic_prefix, const char *extra,
+                             int port)
 {
-    struct wfx_worker *w = calloc(1, sizeof *w);
-    assert_non_null(w);
-    snprintf(w->name, sizeof w->name, "%s", name);
-    w->metrics_port = tg_harness_free_port();
-    assert_true(w->metrics_port > 0);
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s.ini", dir, name);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
     fprintf(f,
@@ -513,7 +508,7 @@ struct wfx_worker *wfx_worker_start(const char *dir, const char *name, const cha
             getenv("WFX_TRANSACTION_TIMEOUT_MS") && *getenv("WFX_TRANSACTION_TIMEOUT_MS")
                 ? getenv("WFX_TRANSACTION_TIMEOUT_MS")
                 : "10000",
-            w->metrics_port,
+            port,
             /* A key may be set once: an extra that sets silence itself turns it on. */
             extra && strstr(extra, "silence =") ? "" : "silence = false\n", extra ? extra : "");
     /* WFX_WORKER_EXTRA: more lines for every worker's config, when investigating by hand
@@ -522,11 +517,74 @@ struct wfx_worker *wfx_worker_start(const char *dir, const char *name, const cha
     if (env_extra && *env_extra)
         fprintf(f, "\n%s\n", env_extra);
     assert_int_equal(fclose(f), 0);
+}
+
+struct start_ctx {
+    struct tg_harness_proc *proc;
+    off_t offset; /* where this start's lines begin in the appended log */
+    char *log;    /* those lines, once the worker listens or has exited */
+};
+
+/* The worker has either logged that it runs (its metrics listener is bound: main.c logs
+ * "running" after tg_metrics_http_start) or exited. */
+static bool started_or_exited(void *ud)
+{
+    struct start_ctx *sc = ud;
+    bool running = tg_harness_proc_running(sc->proc);
+    char *log = harness__read_file_from(tg_harness_proc_stderr_path(sc->proc), sc->offset);
+    if (log && (!running || strstr(log, " running: instance "))) {
+        sc->log = log;
+        return true;
+    }
+    free(log);
+    return false;
+}
+
+/* Starts and restarts until the metrics port is the worker's. The port comes from
+ * tg_harness_free_port(), which closes it again: until the worker binds it, after creating
+ * its Kafka clients (a second or more on a loaded machine), another test's process can take
+ * it (a broker's or gateway's free port, a client's source port: the sim's 1,000 connections).
+ * The worker then exits with "[metrics] listen: ... Address already in use", and the test
+ * would fail on a stranger's port; so it gets another port, as the gateway fixture and the
+ * brokers' starts do. */
+#define WORKER_START_ATTEMPTS 3
+#define WORKER_START_WAIT_MS 60000
+
+struct wfx_worker *wfx_worker_start(const char *dir, const char *name, const char *instance_id,
+                                    const char *bootstrap, const char *group,
+                                    const char *topic_prefix, const char *extra)
+{
+    struct wfx_worker *w = calloc(1, sizeof *w);
+    assert_non_null(w);
+    snprintf(w->name, sizeof w->name, "%s", name);
+    char path[512], log_path[512];
+    snprintf(path, sizeof path, "%s/%s.ini", dir, name);
+    snprintf(log_path, sizeof log_path, "%s/%s.stderr", dir, name);
     char bin[512];
     snprintf(bin, sizeof bin, "%s/tidegate-worker", tg_harness_bin_dir());
     const char *argv[] = {bin, "-c", path, NULL};
-    w->proc = tg_harness_proc_start(dir, name, argv, NULL, 0);
-    assert_non_null(w->proc);
+    for (int attempt = 1;; attempt++) {
+        w->metrics_port = harness__port_source();
+        assert_true(w->metrics_port > 0);
+        write_worker_ini(path, instance_id, bootstrap, group, topic_prefix, extra,
+                         w->metrics_port);
+        struct start_ctx sc = {NULL, harness__file_size(log_path), NULL};
+        w->proc = tg_harness_proc_start(dir, name, argv, NULL, 0);
+        assert_non_null(w->proc);
+        sc.proc = w->proc;
+        /* No answer either way within the wait: the test's own waits judge it. */
+        if (!tg_harness_wait_until(started_or_exited, &sc, WORKER_START_WAIT_MS))
+            break;
+        bool taken = !tg_harness_proc_running(w->proc) && strstr(sc.log, "[metrics] listen:") &&
+                     strstr(sc.log, "in use");
+        free(sc.log);
+        if (!taken || attempt == WORKER_START_ATTEMPTS)
+            break;
+        fprintf(stderr, "wfx: %s: metrics port %d was taken before the worker bound it; "
+                        "starting it again on another\n",
+                name, w->metrics_port);
+        tg_harness_proc_destroy(w->proc);
+    }
     return w;
 }
 
