@@ -64,17 +64,31 @@
  * shift used to open an alert of its own). While an alert is open, the incident is not over
  * (a noise burst crosses the anchor many times): the restart begins again at each sample,
  * so the mean is of what follows the incident. */
-static void restart_point(struct series *s, double x)
+/* One step of the fast average and the anchor as running means (weight w, 1 / (samples
+ * averaged + 1)), each never weighing a sample less than its own EWMA does: how they start,
+ * at warm-up and at a restart. */
+static void running_means(struct series *s, double x, double w)
 {
-    s->drift_sum = 0;
-    if (s->flags & SERIES_ALERT) {
-        s->drift_slow = s->drift_fast = x;
-        s->drift_back = DRIFT_BACK;
-        return;
-    }
-    double w = 1.0 / (double)(DRIFT_BACK - s->drift_back + 2); /* 1 / (samples averaged + 1) */
     s->drift_fast += (w > DRIFT_FAST ? w : DRIFT_FAST) * (x - s->drift_fast);
     s->drift_slow += (w > DRIFT_SLOW ? w : DRIFT_SLOW) * (x - s->drift_slow);
+}
+
+/* Begins the restart at x: both averages at x, the sum at 0, DRIFT_BACK samples to go. */
+static void restart_begin(struct series *s, double x)
+{
+    s->drift_slow = s->drift_fast = x;
+    s->drift_sum = 0;
+    s->drift_back = DRIFT_BACK;
+}
+
+static void restart_point(struct series *s, double x)
+{
+    if (s->flags & SERIES_ALERT) {
+        restart_begin(s, x);
+        return;
+    }
+    s->drift_sum = 0;
+    running_means(s, x, 1.0 / (double)(DRIFT_BACK - s->drift_back + 2));
     s->drift_back--;
 }
 
@@ -83,9 +97,7 @@ void detect__drift(struct series *s, const struct detect_params *dp, double x, b
 {
     if (!warm) {
         /* The running mean of the first samples, as the other baselines start. */
-        double w = 1.0 / (double)(s->n + 1);
-        s->drift_fast += (w > DRIFT_FAST ? w : DRIFT_FAST) * (x - s->drift_fast);
-        s->drift_slow += (w > DRIFT_SLOW ? w : DRIFT_SLOW) * (x - s->drift_slow);
+        running_means(s, x, 1.0 / (double)(s->n + 1));
         s->drift_var = 0.5 * level_var;
         s->drift_sum = 0;
         return;
@@ -117,9 +129,7 @@ void detect__drift(struct series *s, const struct detect_params *dp, double x, b
     double sum = fabs(s->drift_sum);
     if ((z > 0) != (s->drift_sum > 0)) {
         if (sum >= DRIFT_SPENT) {
-            s->drift_slow = s->drift_fast = x;
-            s->drift_sum = 0;
-            s->drift_back = DRIFT_BACK;
+            restart_begin(s, x);
             return;
         }
         if (sum > DRIFT_OUT * DRIFT_H) {

@@ -73,6 +73,11 @@ static void put_u8(struct wr *w, unsigned v)
 {
     *w->p++ = (unsigned char)v;
 }
+static void put_u16(struct wr *w, uint16_t v)
+{
+    put_u8(w, v & 0xffu);
+    put_u8(w, (unsigned)v >> 8);
+}
 static void put_u32(struct wr *w, uint32_t v)
 {
     for (int i = 0; i < 4; i++)
@@ -116,6 +121,11 @@ static bool need(struct rd *r, size_t n)
 static unsigned get_u8(struct rd *r)
 {
     return need(r, 1) ? *r->p++ : 0;
+}
+static uint16_t get_u16(struct rd *r)
+{
+    unsigned lo = get_u8(r);
+    return (uint16_t)(lo | get_u8(r) << 8);
 }
 static uint32_t get_u32(struct rd *r)
 {
@@ -313,11 +323,9 @@ size_t snapshot__encode_series(const struct series *s, const struct detect_param
         put_u32(&w, ps->n);
         put_u8(&w, ps->hist_n);
         put_u8(&w, ps->run);
-        put_u8(&w, (uint16_t)ps->slot_off & 0xffu);
-        put_u8(&w, (uint16_t)ps->slot_off >> 8);
+        put_u16(&w, (uint16_t)ps->slot_off);
         put_f32(&w, ps->dt_dev);
-        put_u8(&w, ps->stand_mask & 0xffu);
-        put_u8(&w, ps->stand_mask >> 8);
+        put_u16(&w, ps->stand_mask);
         for (size_t i = 0; i < predict__doubles(dp->predict_order); i++)
             put_f64(&w, ps->v[i]);
     }
@@ -419,11 +427,9 @@ tg_err snapshot__decode_series(struct series *s, const struct detect_params *dp,
         ps->hist_n = (uint8_t)get_u8(&r);
         ps->run = (uint8_t)get_u8(&r);
         if (version == SNAPSHOT_VERSION_PREDICT || version == SNAPSHOT_VERSION) {
-            unsigned lo = get_u8(&r);
-            ps->slot_off = (int16_t)(uint16_t)(lo | get_u8(&r) << 8);
+            ps->slot_off = (int16_t)get_u16(&r);
             ps->dt_dev = get_f32(&r);
-            lo = get_u8(&r);
-            ps->stand_mask = (uint16_t)(lo | get_u8(&r) << 8);
+            ps->stand_mask = get_u16(&r);
         } else {
             ps->slot_off = 0;
             ps->dt_dev = 0;
