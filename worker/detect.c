@@ -365,10 +365,7 @@ static void seasonal_point(struct series *s, const struct detect_params *dp, int
     struct seasonal_bucket *bk = series__buckets(s, dp);
     int64_t day;
     int64_t tod = detect__time_of_day(ts, &day);
-    int64_t bucket_ms = dp->seasonal_bucket_ms;
-    /* In 32 bits (a day's ms fit): a 64-bit division costs several times more. */
-    int64_t bi = (int32_t)tod / (int32_t)bucket_ms;
-    struct seasonal_bucket *b = &bk[bi < dp->seasonal_buckets ? bi : dp->seasonal_buckets - 1];
+    struct seasonal_bucket *b = &bk[detect__bucket_index(dp, (int32_t)tod)];
     if (!(s->flags & SERIES_HAS_LAST))
         s->first_day = (int32_t)day;
     int64_t age_days = day - s->first_day; /* whole days the profile has been learning */
@@ -391,7 +388,7 @@ static void seasonal_point(struct series *s, const struct detect_params *dp, int
      * sampling period; while the profile is younger than that, as many days as it has. */
     double period = s->period_ms > 0 ? s->period_ms : 1000.0;
     int64_t memory_days = age_days + 1 < dp->seasonal_days ? age_days + 1 : dp->seasonal_days;
-    double alpha = period / ((double)bucket_ms * (double)memory_days);
+    double alpha = period / ((double)dp->seasonal_bucket_ms * (double)memory_days);
     if (alpha > 1)
         alpha = 1;
     double xv = x;

@@ -260,6 +260,15 @@ static inline int32_t detect__time_of_day(int64_t ts, int64_t *day)
     return (int32_t)(ts - d * DETECT_DAY_MS);
 }
 
+/* The seasonal bucket of a time of day (detect__time_of_day), the last one for the day's
+ * remainder when the buckets do not divide it evenly. In 32 bits (a day's ms fit): a 64-bit
+ * division costs several times more. */
+static inline int32_t detect__bucket_index(const struct detect_params *dp, int32_t tod)
+{
+    int32_t bi = tod / dp->seasonal_bucket_ms;
+    return bi < dp->seasonal_buckets ? bi : dp->seasonal_buckets - 1;
+}
+
 /* Resets a series' detector state to "never seen a sample" (windows and alerts untouched). */
 void detect__reset(struct series *s, const struct detect_params *dp);
 /* Fills dp's derived constants from its settings (after they are read). */

@@ -188,9 +188,8 @@ void series_table__prefetch_series(const struct series_table *st,
     if (sl->pf_bucket) {
         /* The one bucket this point's time of day reads, right after those bytes. */
         const struct detect_params *dp = engine__params(ec, sl->rule);
-        int32_t bi = tod / dp->seasonal_bucket_ms;
-        bi = bi < dp->seasonal_buckets ? bi : dp->seasonal_buckets - 1;
-        __builtin_prefetch(p + sl->pf_bytes + (size_t)bi * sizeof(struct seasonal_bucket));
+        __builtin_prefetch(p + sl->pf_bytes +
+                           (size_t)detect__bucket_index(dp, tod) * sizeof(struct seasonal_bucket));
     }
 }
 
